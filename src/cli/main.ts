@@ -1,0 +1,12 @@
+#!/usr/bin/env node
+import { Command } from 'commander';
+import { runCli } from './run.js';
+
+const program = new Command('lattice')
+  .description('Run AI agents inside gVisor with a zero-trust WireGuard network identity')
+  .option('--state-dir <dir>', 'state directory (default: $LATTICE_STATE_DIR or /var/lib/lattice)')
+  .option('--debug', 'print stack traces and debug logs');
+
+// Each command group registers itself; one line each.
+
+await runCli(program, process.argv);

@@ -1,0 +1,22 @@
+import { join } from 'node:path';
+
+export const DEFAULT_STATE_DIR = '/var/lib/lattice';
+
+/** The state directory: --state-dir, else LATTICE_STATE_DIR, else /var/lib/lattice. */
+export function resolveStateDir(flag?: string): string {
+  return flag ?? process.env.LATTICE_STATE_DIR ?? DEFAULT_STATE_DIR;
+}
+
+/** Where each kind of state lives under the state directory. One place, so modules agree. */
+export function statePaths(stateDir: string) {
+  return {
+    root: stateDir,
+    sandboxes: join(stateDir, 'sandboxes'),
+    sandbox: (id: string) => join(stateDir, 'sandboxes', id),
+    runscRoot: join(stateDir, 'runsc'),
+    images: join(stateDir, 'images'),
+    credentials: join(stateDir, 'credentials'),
+    outbox: join(stateDir, 'outbox'),
+    controlPlane: join(stateDir, 'control-plane'),
+  } as const;
+}
