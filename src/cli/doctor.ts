@@ -1,0 +1,17 @@
+import type { Command } from 'commander';
+import { runChecks } from '../doctor.js';
+
+export function registerDoctor(program: Command): void {
+  program
+    .command('doctor')
+    .description('check runsc, kernel features, root and the components lattice drives')
+    .option('--json', 'print JSON')
+    .action(async (o: { json?: boolean }) => {
+      const checks = await runChecks();
+      if (o.json) console.log(JSON.stringify(checks, null, 2));
+      else
+        for (const c of checks) console.log(`${c.ok ? 'ok     ' : 'MISSING'}  ${c.name.padEnd(24)} ${c.detail}${c.ok || !c.fix ? '' : `  -> ${c.fix}`}`);
+      // dockerd is optional for the core path; everything else is required.
+      if (checks.some((c) => !c.ok && c.name !== 'dockerd')) process.exitCode = 1;
+    });
+}

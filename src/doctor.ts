@@ -1,0 +1,73 @@
+import { access, constants } from 'node:fs/promises';
+import { execa } from 'execa';
+import { Runsc } from './runsc/client.js';
+import { kernelMajor, needsNetnsWorkaround } from './runsc/compat.js';
+
+export interface Check {
+  name: string;
+  ok: boolean;
+  detail: string;
+  /** What to run when it is not ok. */
+  fix?: string;
+}
+
+const SETUP = 'run: make setup (as root)';
+
+async function which(bin: string): Promise<string | undefined> {
+  const r = await execa('sh', ['-c', `command -v ${bin}`], { reject: false });
+  return r.exitCode === 0 ? String(r.stdout).trim() : undefined;
+}
+
+async function versionOf(bin: string, args: string[]): Promise<string | undefined> {
+  const r = await execa(bin, args, { reject: false, all: true });
+  return r.exitCode === 0 ? String(r.all).split('\n')[0]?.trim() : undefined;
+}
+
+/** Everything lattice needs from the host, each ok or missing with the fix. */
+export async function runChecks(): Promise<Check[]> {
+  const checks: Check[] = [];
+  const root = process.getuid?.() === 0;
+  checks.push({ name: 'root', ok: root, detail: root ? 'running as root' : `uid ${process.getuid?.()}`, fix: 'rerun with sudo' });
+
+  const runscPath = await which('runsc');
+  if (runscPath) {
+    const v = await new Runsc({ root: '/tmp' }).version();
+    const workaround = needsNetnsWorkaround(v);
+    checks.push({ name: 'runsc', ok: true, detail: `${v.raw} at ${runscPath}` });
+    checks.push({
+      name: 'runsc netns workaround',
+      ok: true,
+      detail: workaround
+        ? `needed (gVisor 10704 on kernel ${kernelMajor()}.x); applied automatically via runsc/lattice-runsc`
+        : 'not needed',
+    });
+  } else {
+    checks.push({ name: 'runsc', ok: false, detail: 'not found', fix: SETUP });
+  }
+
+  const tun = await access('/dev/net/tun', constants.R_OK | constants.W_OK).then(() => true, () => false);
+  checks.push({ name: 'TUN', ok: tun, detail: tun ? '/dev/net/tun usable' : '/dev/net/tun missing or not accessible', fix: 'modprobe tun (and run as root)' });
+
+  const netns = root ? (await execa('unshare', ['--net', 'true'], { reject: false })).exitCode === 0 : false;
+  checks.push({ name: 'network namespaces', ok: netns, detail: netns ? 'can create' : 'cannot create (needs root and CAP_SYS_ADMIN)', fix: 'run as root on a kernel with CONFIG_NET_NS' });
+
+  for (const [name, bin, args] of [
+    ['nats-server', 'nats-server', ['--version']],
+    ['wireguard-go', 'wireguard-go', ['--version']],
+    ['wg', 'wg', ['--version']],
+    ['ip', 'ip', ['-V']],
+  ] as const) {
+    const v = (await which(bin)) ? await versionOf(bin, [...args]) : undefined;
+    checks.push({ name, ok: v !== undefined, detail: v ?? 'not found', fix: SETUP });
+  }
+
+  const dockerd = await which('dockerd');
+  const dockerUp = dockerd ? (await execa('docker', ['info', '--format', '{{.ServerVersion}}'], { reject: false })).exitCode === 0 : false;
+  checks.push({
+    name: 'dockerd',
+    ok: dockerUp,
+    detail: !dockerd ? 'not installed (only needed for --image and --engine docker)' : dockerUp ? 'running' : 'installed, not running',
+    fix: dockerd ? 'start it: dockerd & (or systemctl start docker)' : SETUP,
+  });
+  return checks;
+}

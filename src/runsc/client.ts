@@ -1,0 +1,175 @@
+import { execa, type ResultPromise, type Options } from 'execa';
+import { mkdir } from 'node:fs/promises';
+import { RunscError, RunscNotFoundError, ContainerNotFoundError, runscMessage } from './errors.js';
+import { COMPAT_WRAPPER, NETNS_BUG_MESSAGE, needsNetnsWorkaround, parseRunscVersion, type RunscVersion } from './compat.js';
+
+export type RunscNetwork = 'none' | 'sandbox' | 'host';
+
+export interface RunscOptions {
+  /** runsc --root: where runsc keeps container state. */
+  root: string;
+  network?: RunscNetwork;
+  binary?: string;
+  /** When set, runsc writes debug logs here (--debug --debug-log=DIR/). */
+  debugLogDir?: string;
+  /** Let sandboxed processes connect to host Unix sockets bind-mounted in (the agent API). */
+  hostUds?: boolean;
+  /** Force (true/false) or auto-detect (undefined) the gVisor 10704 workaround. */
+  netnsWorkaround?: boolean;
+}
+
+export interface ContainerState {
+  id: string;
+  pid: number;
+  status: 'creating' | 'created' | 'running' | 'stopped' | 'paused' | string;
+  bundle: string;
+  annotations?: Record<string, string>;
+}
+
+export interface StdioOptions {
+  stdin?: Options['stdin'];
+  stdout?: Options['stdout'];
+  stderr?: Options['stderr'];
+}
+
+/** A thin client over the runsc CLI. Each method is one runsc command; failures become RunscError. */
+export class Runsc {
+  private versionCache?: RunscVersion;
+  private workaround?: boolean;
+
+  constructor(readonly opts: RunscOptions) {}
+
+  get binary(): string {
+    return this.opts.binary ?? 'runsc';
+  }
+
+  async version(): Promise<RunscVersion> {
+    if (this.versionCache) return this.versionCache;
+    try {
+      const r = await execa(this.binary, ['--version']);
+      this.versionCache = parseRunscVersion(r.stdout);
+      return this.versionCache;
+    } catch (err) {
+      if ((err as { code?: string }).code === 'ENOENT') throw new RunscNotFoundError(this.binary);
+      throw new RunscError('--version', runscMessage(String((err as { stderr?: string }).stderr ?? err)), undefined, { cause: err });
+    }
+  }
+
+  /** Whether commands go through runsc/lattice-runsc (decided once, by version and kernel). */
+  async usesWorkaround(): Promise<boolean> {
+    if (this.workaround === undefined) {
+      this.workaround = this.opts.netnsWorkaround ?? ((this.opts.network ?? 'none') === 'sandbox' && needsNetnsWorkaround(await this.version()));
+    }
+    return this.workaround;
+  }
+
+  private globalArgs(): string[] {
+    const a = ['--root', this.opts.root, `--network=${this.opts.network ?? 'none'}`];
+    if (this.opts.hostUds) a.push('--host-uds=open');
+    if (this.opts.debugLogDir) a.push('--debug', `--debug-log=${this.opts.debugLogDir.replace(/\/?$/, '/')}`);
+    return a;
+  }
+
+  /** The command line to spawn: runsc itself, or the compat wrapper with LATTICE_RUNSC pointing at it. */
+  private async command(args: string[]): Promise<{ file: string; args: string[]; env: Record<string, string> }> {
+    await mkdir(this.opts.root, { recursive: true, mode: 0o700 });
+    const full = [...this.globalArgs(), ...args];
+    if (await this.usesWorkaround()) return { file: COMPAT_WRAPPER, args: full, env: { LATTICE_RUNSC: this.binary } };
+    return { file: this.binary, args: full, env: {} };
+  }
+
+  private async invoke(name: string, args: string[], extra: Options = {}): Promise<string> {
+    await this.version(); // maps a missing binary to RunscNotFoundError
+    const attempt = async () => {
+      const c = await this.command(args);
+      return execa(c.file, c.args, { env: c.env, reject: false, ...extra } as Options);
+    };
+    let r = await attempt();
+    if (r.exitCode !== 0 && String(r.stderr).includes(NETNS_BUG_MESSAGE) && !this.workaround) {
+      this.workaround = true; // the version guess was wrong; the failure itself tells us
+      r = await attempt();
+    }
+    if (r.exitCode !== 0) {
+      const msg = runscMessage(String(r.stderr ?? ''));
+      if (/does not exist|not found/i.test(msg) && args.length > 0) {
+        const id = args.at(-1)!;
+        if (msg.includes(id)) throw new ContainerNotFoundError(id);
+      }
+      throw new RunscError(name, msg, this.opts.debugLogDir);
+    }
+    return String(r.stdout ?? '');
+  }
+
+  async create(id: string, bundle: string, opts: { pidFile?: string } = {}): Promise<void> {
+    const a = ['create', '--bundle', bundle];
+    if (opts.pidFile) a.push('--pid-file', opts.pidFile);
+    await this.invoke('create', [...a, id]);
+  }
+
+  async start(id: string): Promise<void> {
+    await this.invoke('start', ['start', id]);
+  }
+
+  /**
+   * `runsc run` with stdio passed as given (default: inherit). The returned child resolves with runsc's
+   * exit code, which is the container's. Failures of runsc itself are mapped by runExitError().
+   */
+  async run(id: string, bundle: string, stdio: StdioOptions = {}): Promise<{ child: ResultPromise }> {
+    await this.version();
+    const c = await this.command(['run', '--bundle', bundle, id]);
+    // Wrapped: a ResultPromise is thenable, so returning it bare would make `await run()` wait for the exit.
+    const child = execa(c.file, c.args, {
+      env: c.env,
+      reject: false,
+      stdin: stdio.stdin ?? 'inherit',
+      stdout: stdio.stdout ?? 'inherit',
+      stderr: stdio.stderr ?? 'inherit',
+    });
+    return { child };
+  }
+
+  async state(id: string): Promise<ContainerState> {
+    return JSON.parse(await this.invoke('state', ['state', id])) as ContainerState;
+  }
+
+  async list(): Promise<ContainerState[]> {
+    const out = await this.invoke('list', ['list', '--format=json']);
+    const parsed = JSON.parse(out || '[]') as ContainerState[] | null;
+    return parsed ?? [];
+  }
+
+  async kill(id: string, signal: NodeJS.Signals | number = 'SIGTERM', opts: { all?: boolean } = {}): Promise<void> {
+    const sig = typeof signal === 'number' ? String(signal) : signal.replace(/^SIG/, '');
+    await this.invoke('kill', ['kill', ...(opts.all ? ['--all'] : []), id, sig]);
+  }
+
+  /** Waits for the container's init to exit and returns its exit status. */
+  async wait(id: string): Promise<number> {
+    const out = await this.invoke('wait', ['wait', id]);
+    const parsed = JSON.parse(out) as { exitStatus?: number; status?: number };
+    const raw = parsed.exitStatus ?? parsed.status ?? 0;
+    // runsc reports a wait status: high byte is the exit code, low 7 bits a terminating signal.
+    return raw & 0x7f ? 128 + (raw & 0x7f) : (raw >> 8) & 0xff;
+  }
+
+  async delete(id: string, opts: { force?: boolean } = {}): Promise<void> {
+    await this.invoke('delete', ['delete', ...(opts.force ? ['--force'] : []), id]);
+  }
+
+  async ps(id: string): Promise<Array<{ pid: number; cmd: string }>> {
+    const out = await this.invoke('ps', ['ps', '--format=json', id]);
+    const rows = (JSON.parse(out || '[]') ?? []) as Array<{ PID: number; Cmd: string }>;
+    return rows.map((r) => ({ pid: r.PID, cmd: r.Cmd }));
+  }
+
+  /** Runs a process in a running container and returns its exit code and output. */
+  async exec(id: string, args: string[], opts: { env?: string[]; cwd?: string } = {}): Promise<{ exitCode: number; stdout: string; stderr: string }> {
+    await this.version();
+    const flags: string[] = [];
+    for (const e of opts.env ?? []) flags.push('--env', e);
+    if (opts.cwd) flags.push('--cwd', opts.cwd);
+    const c = await this.command(['exec', ...flags, id, ...args]);
+    const r = await execa(c.file, c.args, { env: c.env, reject: false });
+    return { exitCode: r.exitCode ?? 1, stdout: String(r.stdout), stderr: String(r.stderr) };
+  }
+}

@@ -1,0 +1,89 @@
+import { readFile, readdir, rm } from 'node:fs/promises';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { writeFileAtomic } from '../fsutil.js';
+import { statePaths } from '../state.js';
+
+/** What lattice remembers about a sandbox it started, in <state>/sandboxes/<id>/meta.json. */
+export interface SandboxRecord {
+  id: string;
+  name: string;
+  engine: 'runsc';
+  createdAt: string;
+  /** The launcher process that owns the sandbox; when it is gone, the sandbox is an orphan. */
+  launcherPid: number;
+  /** The launcher's start time in clock ticks since boot (/proc/PID/stat field 22), against PID reuse. */
+  launcherStartTicks: number;
+  runscRoot: string;
+  bundleDir: string;
+  rootfs: string;
+  args: string[];
+  netns?: string;
+  address?: string;
+  /** Finished, kept on purpose (--keep): gc leaves it alone. */
+  kept?: boolean;
+}
+
+export function processStartTicks(pid: number): number | undefined {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    // The command name (field 2) may hold spaces and parentheses: split after the last ')'.
+    const rest = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    return Number(rest[19]);
+  } catch {
+    return undefined;
+  }
+}
+
+export function isLauncherAlive(r: Pick<SandboxRecord, 'launcherPid' | 'launcherStartTicks'>): boolean {
+  return processStartTicks(r.launcherPid) === r.launcherStartTicks;
+}
+
+export class SandboxRegistry {
+  private readonly paths;
+  constructor(readonly stateDir: string) {
+    this.paths = statePaths(stateDir);
+  }
+
+  dirOf(id: string): string {
+    return this.paths.sandbox(id);
+  }
+
+  async save(r: SandboxRecord): Promise<void> {
+    await writeFileAtomic(join(this.dirOf(r.id), 'meta.json'), JSON.stringify(r, null, 2) + '\n', 0o600);
+  }
+
+  async list(): Promise<SandboxRecord[]> {
+    let ids: string[];
+    try {
+      ids = await readdir(this.paths.sandboxes);
+    } catch {
+      return [];
+    }
+    const out: SandboxRecord[] = [];
+    for (const id of ids.sort()) {
+      try {
+        out.push(JSON.parse(await readFile(join(this.dirOf(id), 'meta.json'), 'utf8')) as SandboxRecord);
+      } catch {
+        // A directory without readable metadata is a crash between mkdir and save; gc removes it.
+      }
+    }
+    return out;
+  }
+
+  /** Directory names under sandboxes/ that hold no readable record. */
+  async strays(): Promise<string[]> {
+    let ids: string[];
+    try {
+      ids = await readdir(this.paths.sandboxes);
+    } catch {
+      return [];
+    }
+    const known = new Set((await this.list()).map((r) => r.id));
+    return ids.filter((id) => !known.has(id));
+  }
+
+  async remove(id: string): Promise<void> {
+    await rm(this.dirOf(id), { recursive: true, force: true });
+  }
+}

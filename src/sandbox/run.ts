@@ -1,0 +1,156 @@
+import { randomBytes } from 'node:crypto';
+import { join } from 'node:path';
+import type { Logger } from 'pino';
+import { buildSpec, type OciMount } from '../oci/spec.js';
+import { writeBundle } from '../oci/bundle.js';
+import { Runsc, type RunscNetwork } from '../runsc/client.js';
+import { RunscError, runscMessage } from '../runsc/errors.js';
+import { statePaths } from '../state.js';
+import { SandboxRegistry, processStartTicks, type SandboxRecord } from './registry.js';
+import { collectOrphans, removeSandboxResources } from './gc.js';
+
+/** What the sandbox's network looks like, prepared before runsc starts and torn down after. */
+export interface SandboxNetwork {
+  /** runsc --network mode. */
+  mode: RunscNetwork;
+  netnsName?: string;
+  netnsPath?: string;
+  address?: string;
+  /** Extra bind mounts (e.g. resolv.conf pointing at the launcher's DNS). */
+  mounts?: OciMount[];
+  close(): Promise<void>;
+}
+
+export interface RunSandboxOptions {
+  stateDir: string;
+  name?: string;
+  /** Absolute path of the root filesystem directory (mounted read-only). */
+  rootfs: string;
+  args: string[];
+  env?: string[];
+  cwd?: string;
+  user?: { uid: number; gid: number };
+  capabilities?: string[];
+  keep?: boolean;
+  debug?: boolean;
+  /** Builds the sandbox network once the id is known; default: no network at all. */
+  network?: (id: string) => Promise<SandboxNetwork>;
+  hostUds?: boolean;
+  mounts?: OciMount[];
+  log: Logger;
+  /** Called once the container runs (status, tests). */
+  onStarted?: (record: SandboxRecord) => void;
+  /** Grace period between SIGTERM and SIGKILL when lattice is asked to stop. */
+  stopGraceMs?: number;
+}
+
+const RUNSC_OWN_FAILURE = /^(running|creating|starting|reading|loading) (container|spec|sandbox)/;
+
+export function newSandboxId(): string {
+  return `lt-${randomBytes(4).toString('hex')}`;
+}
+
+/**
+ * Run one command in a fresh gVisor sandbox and return its exit code. stdio passes through;
+ * SIGINT/SIGTERM stop the sandbox; the container, its network and its bundle are removed afterwards
+ * unless keep is set.
+ */
+export async function runSandbox(opts: RunSandboxOptions): Promise<number> {
+  const { log } = opts;
+  const registry = new SandboxRegistry(opts.stateDir);
+  const paths = statePaths(opts.stateDir);
+  const debugLogDir = opts.debug ? join(paths.root, 'debug') : undefined;
+
+  const gc = await collectOrphans(registry, (r) => new Runsc({ root: r.runscRoot }));
+  if (gc.removed.length) log.info({ removed: gc.removed }, 'removed orphaned sandboxes');
+
+  const id = newSandboxId();
+  const dir = registry.dirOf(id);
+  const record: SandboxRecord = {
+    id,
+    name: opts.name ?? id,
+    engine: 'runsc',
+    createdAt: new Date().toISOString(),
+    launcherPid: process.pid,
+    launcherStartTicks: processStartTicks(process.pid) ?? 0,
+    runscRoot: paths.runscRoot,
+    bundleDir: join(dir, 'bundle'),
+    rootfs: opts.rootfs,
+    args: opts.args,
+  };
+  // The record exists before any resource, so a crash at any later point leaves something gc can find.
+  await registry.save(record);
+
+  let network: SandboxNetwork | undefined;
+  let runsc: Runsc | undefined;
+  try {
+    network = opts.network ? await opts.network(id) : undefined;
+    if (network) {
+      record.netns = network.netnsName;
+      record.address = network.address;
+      await registry.save(record);
+    }
+    const spec = buildSpec({
+      args: opts.args,
+      env: opts.env,
+      cwd: opts.cwd,
+      user: opts.user,
+      hostname: record.name.replace(/[^A-Za-z0-9-]/g, '-').slice(0, 63).replace(/^-+|-+$/g, '') || 'sandbox',
+      rootfs: opts.rootfs,
+      capabilities: opts.capabilities,
+      netnsPath: network?.netnsPath,
+      mounts: [...(network?.mounts ?? []), ...(opts.mounts ?? [])],
+      annotations: { 'dev.lattice.sandbox.id': id, 'dev.lattice.sandbox.name': record.name },
+    });
+    await writeBundle(record.bundleDir, spec);
+
+    runsc = new Runsc({ root: paths.runscRoot, network: network?.mode ?? 'none', debugLogDir, hostUds: opts.hostUds });
+    const { child } = await runsc.run(id, record.bundleDir, { stderr: 'pipe' });
+    let stderrTail = '';
+    child.stderr?.on('data', (chunk: Buffer) => {
+      process.stderr.write(chunk);
+      stderrTail = (stderrTail + chunk.toString()).slice(-4096);
+    });
+
+    const stopper = stopOnSignals(runsc, id, opts.stopGraceMs ?? 1500, log);
+    opts.onStarted?.(record);
+    const result = await child;
+    stopper.dispose();
+
+    const code = result.exitCode ?? (result.signal ? 128 + signalNumber(result.signal) : 1);
+    const last = runscMessage(stderrTail);
+    if (code === 128 && RUNSC_OWN_FAILURE.test(last)) throw new RunscError('run', last, debugLogDir);
+    if (stopper.signal) return 128 + signalNumber(stopper.signal);
+    return code;
+  } finally {
+    if (runsc) await removeSandboxResources({ ...record, netns: undefined }, runsc);
+    await network?.close().catch((err: unknown) => log.warn({ err }, 'network teardown failed'));
+    if (opts.keep) await registry.save({ ...record, kept: true });
+    else await registry.remove(id);
+  }
+}
+
+/** Forward SIGINT/SIGTERM to the sandbox: polite first, SIGKILL after the grace period. */
+function stopOnSignals(runsc: Runsc, id: string, graceMs: number, log: Logger) {
+  const state: { signal?: NodeJS.Signals; dispose: () => void } = { dispose: () => undefined };
+  let timer: NodeJS.Timeout | undefined;
+  const onSignal = (sig: NodeJS.Signals) => {
+    if (state.signal) return;
+    state.signal = sig;
+    log.info({ id, signal: sig }, 'stopping sandbox');
+    runsc.kill(id, sig, { all: true }).catch(() => undefined);
+    timer = setTimeout(() => void runsc.kill(id, 'SIGKILL', { all: true }).catch(() => undefined), graceMs);
+  };
+  process.on('SIGINT', onSignal);
+  process.on('SIGTERM', onSignal);
+  state.dispose = () => {
+    process.off('SIGINT', onSignal);
+    process.off('SIGTERM', onSignal);
+    if (timer) clearTimeout(timer);
+  };
+  return state;
+}
+
+function signalNumber(sig: string): number {
+  return ({ SIGHUP: 1, SIGINT: 2, SIGQUIT: 3, SIGKILL: 9, SIGTERM: 15 } as Record<string, number>)[sig] ?? 1;
+}
