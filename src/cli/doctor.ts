@@ -1,5 +1,4 @@
 import type { Command } from 'commander';
-import { runChecks } from '../doctor.js';
 
 export function registerDoctor(program: Command): void {
   program
@@ -7,6 +6,7 @@ export function registerDoctor(program: Command): void {
     .description('check runsc, kernel features, root and the components lattice drives')
     .option('--json', 'print JSON')
     .action(async (o: { json?: boolean }) => {
+      const { runChecks } = await import('../doctor.js');
       const checks = await runChecks();
       if (o.json) console.log(JSON.stringify(checks, null, 2));
       else

@@ -1,13 +1,18 @@
 import type { Command } from 'commander';
 import { resolveStateDir } from '../state.js';
-import { createLogger } from '../log.js';
-import { runSandbox } from '../sandbox/run.js';
-import { SandboxRegistry, isLauncherAlive } from '../sandbox/registry.js';
-import { collectOrphans } from '../sandbox/gc.js';
-import { Runsc } from '../runsc/client.js';
 import { UsageError } from '../errors.js';
 import { parseEnv, parseUser, requireCommand, requireRoot, resolveRootfsArg } from '../sandbox/inputs.js';
 import { globalOpts } from './run.js';
+
+// Heavy modules load inside the actions: every command pays only for what it uses.
+const sandboxModules = async () => {
+  const [{ SandboxRegistry, isLauncherAlive }, { collectOrphans }, { Runsc }] = await Promise.all([
+    import('../sandbox/registry.js'),
+    import('../sandbox/gc.js'),
+    import('../runsc/client.js'),
+  ]);
+  return { SandboxRegistry, isLauncherAlive, collectOrphans, Runsc };
+};
 
 const collect = (v: string, prev: string[]) => [...prev, v];
 
@@ -33,6 +38,7 @@ export function registerSandbox(program: Command): void {
       requireRoot();
       const rootfs = await resolveRootfsArg(o.rootfs as string | undefined);
       if (rootfs.kind !== 'dir') throw new UsageError('tarball rootfs needs the image module; extract it to a directory first');
+      const [{ createLogger }, { runSandbox }] = await Promise.all([import('../log.js'), import('../sandbox/run.js')]);
       const log = createLogger({ level: g.debug ? 'debug' : undefined });
       process.exitCode = await runSandbox({
         stateDir: resolveStateDir(g.stateDir),
@@ -54,6 +60,7 @@ export function registerSandbox(program: Command): void {
     .description('list sandboxes lattice started (orphans of dead launchers are removed first)')
     .option('--json', 'print JSON')
     .action(async (o: { json?: boolean }, command: Command) => {
+      const { SandboxRegistry, isLauncherAlive, collectOrphans, Runsc } = await sandboxModules();
       const registry = new SandboxRegistry(resolveStateDir(globalOpts(command).stateDir));
       await collectOrphans(registry, (r) => new Runsc({ root: r.runscRoot }));
       const rows = (await registry.list()).map((r) => ({
@@ -76,6 +83,7 @@ export function registerSandbox(program: Command): void {
     .description('remove containers, networks and bundles whose launcher is gone')
     .option('--json', 'print JSON')
     .action(async (o: { json?: boolean }, command: Command) => {
+      const { SandboxRegistry, collectOrphans, Runsc } = await sandboxModules();
       const registry = new SandboxRegistry(resolveStateDir(globalOpts(command).stateDir));
       const { removed } = await collectOrphans(registry, (r) => new Runsc({ root: r.runscRoot }));
       if (o.json) console.log(JSON.stringify({ removed }));
