@@ -1,0 +1,355 @@
+/**
+ * The flow table: which connections exist between the sandbox and the overlay, who opened them,
+ * what the policy decided, and how many bytes went each way. Pure: packets and `now` in, flows
+ * and closed-flow records out; the pump owns the clock and calls expire() periodically.
+ *
+ * A flow is keyed by (protocol, local addr/port, remote addr/port), "local" being the sandbox side.
+ * ICMP echo flows use the echo identifier as the local port; ICMP errors are matched to the flow
+ * of the packet they quote ("related") so an unreachable for an allowed flow reaches the agent.
+ * The table is bounded: when full, a sampled victim (denied first, then unanswered, then the
+ * least recently seen) is evicted and reported as closed.
+ */
+import type { IpAddr } from '../policy/addr.js';
+import type { Decision } from '../policy/compile.js';
+import type { FlowQuery } from '../policy/evaluate.js';
+import type { Direction } from '../policy/schema.js';
+import { Fragment, IpProto, type ParsedPacket, TcpFlag, isEcho, isIcmpError } from './packet.js';
+
+export const FlowState = { new: 'new', established: 'established', closing: 'closing', closed: 'closed' } as const;
+export type FlowState = (typeof FlowState)[keyof typeof FlowState];
+
+export const CloseReason = { timeout: 'timeout', fin: 'fin', rst: 'rst', evicted: 'evicted', reused: 'reused', removed: 'removed' } as const;
+export type CloseReason = (typeof CloseReason)[keyof typeof CloseReason];
+
+export interface Flow extends FlowQuery {
+  readonly key: string;
+  readonly family: 4 | 6;
+  readonly protocol: number;
+  readonly local: IpAddr;
+  readonly localPort: number;
+  readonly remote: IpAddr;
+  readonly remotePort: number;
+  /** Who sent the first packet: egress = the sandbox, ingress = the peer. */
+  readonly direction: Direction;
+  /** The policy's service port (see FlowQuery.dstPort). */
+  readonly dstPort: number;
+  readonly firstSeen: number;
+  lastSeen: number;
+  state: FlowState;
+  /** undefined until the pump records the policy's decision with decide(). */
+  decision: Decision | undefined;
+  bytesOut: number;
+  bytesIn: number;
+  packetsOut: number;
+  packetsIn: number;
+  finOut: boolean;
+  finIn: boolean;
+  closeReason?: CloseReason;
+}
+
+export interface ClosedFlow {
+  readonly flow: Flow;
+  readonly reason: CloseReason;
+  readonly durationMs: number;
+}
+
+export const ObserveKind = {
+  /** The packet belongs to a known flow: apply flow.decision. */
+  existing: 'existing',
+  /** A new flow: ask the policy, then call decide(flow, decision). */
+  new: 'new',
+  /** An ICMP error about a known flow: apply that flow's decision. */
+  related: 'related',
+  /** Cannot be attributed to a flow (a later fragment): the pump decides (enforce: drop). */
+  untracked: 'untracked',
+  /** Source (egress) or destination (ingress) is not one of the sandbox's addresses. */
+  spoofed: 'spoofed',
+} as const;
+export type ObserveKind = (typeof ObserveKind)[keyof typeof ObserveKind];
+
+export type ObserveResult =
+  | { readonly kind: 'existing' | 'new' | 'related'; readonly flow: Flow }
+  | { readonly kind: 'untracked' | 'spoofed'; readonly flow?: undefined };
+
+/** Idle timeouts in ms, by protocol and state. */
+export interface FlowTimeouts {
+  tcpNew: number;
+  tcpEstablished: number;
+  tcpClosing: number;
+  tcpClosed: number;
+  udpNew: number;
+  udpEstablished: number;
+  icmp: number;
+  other: number;
+  /** Flows the policy denied: short, but long enough to swallow SYN retries without new audit lines. */
+  denied: number;
+}
+
+export const DefaultFlowTimeouts: Readonly<FlowTimeouts> = Object.freeze({
+  tcpNew: 30_000,
+  tcpEstablished: 3_600_000,
+  tcpClosing: 60_000,
+  tcpClosed: 10_000,
+  udpNew: 30_000,
+  udpEstablished: 180_000,
+  icmp: 30_000,
+  other: 60_000,
+  denied: 10_000,
+});
+
+export interface FlowTableOptions {
+  /** Upper bound on tracked flows (default 16384). */
+  maxFlows?: number;
+  timeouts?: Partial<FlowTimeouts>;
+  /**
+   * The sandbox's own addresses. When given, egress packets from any other source and ingress
+   * packets to any other destination are reported as spoofed (and never create flows).
+   */
+  localAddresses?: readonly IpAddr[];
+}
+
+const EVICTION_SAMPLE = 32;
+
+function addrKey(a: IpAddr): string {
+  return a.family === 4 ? `${a.w0}` : `${a.w0}:${a.w1}:${a.w2}:${a.w3}`;
+}
+
+function sameAddr(a: IpAddr, b: IpAddr): boolean {
+  return a.family === b.family && a.w0 === b.w0 && a.w1 === b.w1 && a.w2 === b.w2 && a.w3 === b.w3;
+}
+
+export function flowKey(protocol: number, local: IpAddr, localPort: number, remote: IpAddr, remotePort: number): string {
+  return `${protocol}|${addrKey(local)}|${localPort}|${addrKey(remote)}|${remotePort}`;
+}
+
+export class FlowTable {
+  private readonly flows = new Map<string, Flow>();
+  private pendingClosed: ClosedFlow[] = [];
+  readonly maxFlows: number;
+  readonly timeouts: FlowTimeouts;
+  private readonly localAddresses?: readonly IpAddr[];
+  /** Counters for the pump's stats line. */
+  readonly counters = { opened: 0, evicted: 0, spoofed: 0, untracked: 0 };
+
+  constructor(opts: FlowTableOptions = {}) {
+    this.maxFlows = opts.maxFlows ?? 16_384;
+    this.timeouts = { ...DefaultFlowTimeouts, ...opts.timeouts };
+    this.localAddresses = opts.localAddresses;
+  }
+
+  get size(): number {
+    return this.flows.size;
+  }
+
+  values(): IterableIterator<Flow> {
+    return this.flows.values();
+  }
+
+  get(key: string): Flow | undefined {
+    return this.flows.get(key);
+  }
+
+  private isLocal(a: IpAddr): boolean {
+    const ls = this.localAddresses;
+    if (ls === undefined) return true;
+    for (const l of ls) if (sameAddr(l, a)) return true;
+    return false;
+  }
+
+  /**
+   * Account one packet. `direction`: egress = read from the sandbox's TUN, ingress = arrived from
+   * the overlay. `bytes` defaults to the IP length.
+   */
+  observe(p: ParsedPacket, direction: Direction, now: number, bytes: number = p.length): ObserveResult {
+    const out = direction === 'egress';
+    const local = out ? p.src : p.dst;
+    const remote = out ? p.dst : p.src;
+    if (!this.isLocal(local)) {
+      this.counters.spoofed++;
+      return { kind: ObserveKind.spoofed };
+    }
+    if (p.fragment === Fragment.later) {
+      this.counters.untracked++;
+      return { kind: ObserveKind.untracked };
+    }
+    const isIcmp = p.protocol === IpProto.icmp || p.protocol === IpProto.icmpv6;
+
+    if (isIcmp && isIcmpError(p.protocol, p.icmpType) && p.inner !== undefined) {
+      const related = this.findRelated(p, out);
+      if (related) {
+        this.count(related, out, now, bytes);
+        return { kind: ObserveKind.related, flow: related };
+      }
+    }
+
+    let localPort: number;
+    let remotePort: number;
+    if (isIcmp) {
+      // Echo request and reply share the identifier; other ICMP collapses to one flow per pair.
+      localPort = isEcho(p.protocol, p.icmpType) ? p.icmpId : 0;
+      remotePort = 0;
+    } else {
+      localPort = out ? p.srcPort : p.dstPort;
+      remotePort = out ? p.dstPort : p.srcPort;
+    }
+    const key = flowKey(p.protocol, local, localPort, remote, remotePort);
+    const existing = this.flows.get(key);
+    const tcp = p.protocol === IpProto.tcp;
+    if (existing !== undefined) {
+      // A fresh SYN on a finished connection is a new connection (port reuse): decide it anew.
+      const reused = tcp && existing.state === FlowState.closed && (p.tcpFlags & (TcpFlag.SYN | TcpFlag.ACK)) === TcpFlag.SYN;
+      if (!reused) {
+        this.count(existing, out, now, bytes);
+        if (tcp) this.trackTcp(existing, p.tcpFlags, out);
+        else if (existing.state === FlowState.new && out !== (existing.direction === 'egress')) existing.state = FlowState.established;
+        return { kind: ObserveKind.existing, flow: existing };
+      }
+      this.flows.delete(key);
+      this.pendingClosed.push({ flow: existing, reason: CloseReason.reused, durationMs: existing.lastSeen - existing.firstSeen });
+    }
+
+    if (this.flows.size >= this.maxFlows) this.evictOne(now);
+    const flow: Flow = {
+      key,
+      family: p.family,
+      protocol: p.protocol,
+      local,
+      localPort,
+      remote,
+      remotePort,
+      direction,
+      dstPort: isIcmp ? 0 : p.dstPort,
+      firstSeen: now,
+      lastSeen: now,
+      state: FlowState.new,
+      decision: undefined,
+      bytesOut: 0,
+      bytesIn: 0,
+      packetsOut: 0,
+      packetsIn: 0,
+      finOut: false,
+      finIn: false,
+    };
+    this.count(flow, out, now, bytes);
+    if (tcp) {
+      // Picked up mid-stream (e.g. after eviction): no handshake to wait for.
+      if ((p.tcpFlags & TcpFlag.SYN) === 0) flow.state = FlowState.established;
+      this.trackTcp(flow, p.tcpFlags, out);
+    }
+    this.flows.set(key, flow);
+    this.counters.opened++;
+    return { kind: ObserveKind.new, flow };
+  }
+
+  /** Record the policy's decision for a flow (new, or re-decided after a policy update). */
+  decide(flow: Flow, decision: Decision): void {
+    flow.decision = decision;
+  }
+
+  /** Forget a flow now (e.g. the pump cut it); it is reported by the next expire(). */
+  remove(flow: Flow, reason: CloseReason = CloseReason.removed): void {
+    if (this.flows.get(flow.key) !== flow) return;
+    this.flows.delete(flow.key);
+    this.pendingClosed.push({ flow, reason, durationMs: flow.lastSeen - flow.firstSeen });
+  }
+
+  /** Remove idle and finished flows; returns them with every flow evicted or removed since the last call. */
+  expire(now: number): ClosedFlow[] {
+    const closed = this.pendingClosed;
+    this.pendingClosed = [];
+    for (const [key, f] of this.flows) {
+      if (now - f.lastSeen < this.idleTimeout(f)) continue;
+      this.flows.delete(key);
+      const reason = f.state === FlowState.closed ? (f.closeReason ?? CloseReason.timeout) : CloseReason.timeout;
+      closed.push({ flow: f, reason, durationMs: f.lastSeen - f.firstSeen });
+    }
+    return closed;
+  }
+
+  /** The idle timeout that applies to a flow in its current state. */
+  idleTimeout(f: Flow): number {
+    const t = this.timeouts;
+    if (f.decision !== undefined && f.decision.effective === 'deny') return t.denied;
+    switch (f.protocol) {
+      case IpProto.tcp:
+        return f.state === FlowState.new ? t.tcpNew : f.state === FlowState.established ? t.tcpEstablished : f.state === FlowState.closing ? t.tcpClosing : t.tcpClosed;
+      case IpProto.udp:
+        return f.state === FlowState.new ? t.udpNew : t.udpEstablished;
+      case IpProto.icmp:
+      case IpProto.icmpv6:
+        return t.icmp;
+      default:
+        return t.other;
+    }
+  }
+
+  private count(f: Flow, out: boolean, now: number, bytes: number): void {
+    f.lastSeen = now;
+    if (out) {
+      f.packetsOut++;
+      f.bytesOut += bytes;
+    } else {
+      f.packetsIn++;
+      f.bytesIn += bytes;
+    }
+  }
+
+  private trackTcp(f: Flow, flags: number, out: boolean): void {
+    if ((flags & TcpFlag.RST) !== 0) {
+      f.state = FlowState.closed;
+      f.closeReason = CloseReason.rst;
+      return;
+    }
+    const fromOpener = out === (f.direction === 'egress');
+    if (f.state === FlowState.new && !fromOpener && (flags & TcpFlag.ACK) !== 0) f.state = FlowState.established;
+    if ((flags & TcpFlag.FIN) !== 0) {
+      if (out) f.finOut = true;
+      else f.finIn = true;
+      if (f.state !== FlowState.closed) f.state = FlowState.closing;
+    }
+    if (f.finOut && f.finIn && f.state !== FlowState.closed) {
+      f.state = FlowState.closed;
+      f.closeReason = CloseReason.fin;
+    }
+  }
+
+  private findRelated(p: ParsedPacket, out: boolean): Flow | undefined {
+    const inner = p.inner;
+    if (inner === undefined) return undefined;
+    // The quoted packet travelled the other way: it was sent by whoever receives this error.
+    const local = out ? inner.dst : inner.src;
+    const remote = out ? inner.src : inner.dst;
+    let localPort: number;
+    let remotePort: number;
+    if (inner.protocol === IpProto.icmp || inner.protocol === IpProto.icmpv6) {
+      localPort = inner.icmpId;
+      remotePort = 0;
+    } else {
+      localPort = out ? inner.dstPort : inner.srcPort;
+      remotePort = out ? inner.srcPort : inner.dstPort;
+    }
+    return this.flows.get(flowKey(inner.protocol, local, localPort, remote, remotePort));
+  }
+
+  /** Evict one flow, chosen from the oldest-inserted few: denied, then unanswered, then least recently seen. */
+  private evictOne(now: number): void {
+    let victim: Flow | undefined;
+    let victimRank = Infinity;
+    let n = 0;
+    for (const f of this.flows.values()) {
+      // Finished or idle-expired flows go first; then denied; then half-open; then by idle time.
+      const expired = now - f.lastSeen >= this.idleTimeout(f);
+      const cls = expired || f.state === FlowState.closed ? 0 : f.decision?.effective === 'deny' ? 1 : f.state === FlowState.new ? 2 : 3;
+      const rank = cls * 1e15 + f.lastSeen;
+      if (rank < victimRank) {
+        victim = f;
+        victimRank = rank;
+      }
+      if (++n >= EVICTION_SAMPLE) break;
+    }
+    if (victim === undefined) return;
+    this.flows.delete(victim.key);
+    this.counters.evicted++;
+    this.pendingClosed.push({ flow: victim, reason: CloseReason.evicted, durationMs: victim.lastSeen - victim.firstSeen });
+  }
+}
