@@ -1,0 +1,43 @@
+import { LatticeError } from '../errors.js';
+
+export const ImageErrorCode = {
+  Rejected: 'EIMAGE_REJECTED',
+  Format: 'EIMAGE_FORMAT',
+  NotFound: 'EIMAGE_NOT_FOUND',
+} as const;
+
+/**
+ * A layer (or blob) broke a safety rule: the image is hostile or corrupt. Names the layer and the
+ * entry so the user can see which part of the image to fix. Nothing of the rootfs is kept.
+ */
+export class ImageRejectedError extends LatticeError {
+  override readonly name = 'ImageRejectedError';
+  constructor(
+    readonly layer: string,
+    readonly entry: string,
+    readonly reason: string,
+    options?: { cause?: unknown },
+  ) {
+    super(
+      ImageErrorCode.Rejected,
+      `image rejected: layer ${layer}: entry ${JSON.stringify(entry)}: ${reason}; the image is unsafe or corrupt, rebuild it`,
+      options,
+    );
+  }
+}
+
+/** The image source is not a well-formed docker save archive / OCI layout / config. */
+export class ImageFormatError extends LatticeError {
+  override readonly name = 'ImageFormatError';
+  constructor(message: string, options?: { cause?: unknown }) {
+    super(ImageErrorCode.Format, message, options);
+  }
+}
+
+/** The image, archive or directory named by the user does not exist. */
+export class ImageNotFoundError extends LatticeError {
+  override readonly name = 'ImageNotFoundError';
+  constructor(message: string, options?: { cause?: unknown }) {
+    super(ImageErrorCode.NotFound, message, options);
+  }
+}

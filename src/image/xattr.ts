@@ -1,0 +1,54 @@
+import koffi from 'koffi';
+
+/**
+ * Node has no xattr API; lsetxattr/lgetxattr come from libc through koffi. `l` variants: never
+ * follow a symlink (the extractor only calls these on paths it has just created inside the rootfs).
+ */
+type SetFn = (path: string, name: string, value: Buffer, size: number, flags: number) => number;
+type GetFn = (path: string, name: string, value: Buffer | null, size: number) => number;
+
+let fns: { set: SetFn; get: GetFn } | null | undefined;
+
+function load(): { set: SetFn; get: GetFn } | null {
+  if (fns !== undefined) return fns;
+  try {
+    const libc = koffi.load('libc.so.6');
+    fns = {
+      set: libc.func('int lsetxattr(const char *path, const char *name, const void *value, size_t size, int flags)') as SetFn,
+      get: libc.func('long lgetxattr(const char *path, const char *name, void *value, size_t size)') as GetFn,
+    };
+  } catch {
+    fns = null;
+  }
+  return fns;
+}
+
+export class XattrError extends Error {
+  constructor(
+    readonly errno: number,
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
+/** Set one xattr on path without following a symlink. Throws XattrError with the errno on failure. */
+export function lsetxattr(path: string, name: string, value: Buffer): void {
+  const f = load();
+  if (!f) throw new XattrError(-1, 'xattrs unavailable (libc not loadable)');
+  if (f.set(path, name, value, value.length, 0) !== 0) {
+    const e = koffi.errno();
+    throw new XattrError(e, `lsetxattr ${name}: errno ${e}`);
+  }
+}
+
+/** Read one xattr; undefined when absent or unsupported. */
+export function lgetxattr(path: string, name: string): Buffer | undefined {
+  const f = load();
+  if (!f) return undefined;
+  const n = f.get(path, name, null, 0);
+  if (n < 0) return undefined;
+  const buf = Buffer.alloc(n);
+  const m = f.get(path, name, buf, n);
+  return m < 0 ? undefined : buf.subarray(0, m);
+}
