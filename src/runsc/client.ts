@@ -65,6 +65,9 @@ export class Runsc {
 
   private globalArgs(): string[] {
     const a = ['--root', this.opts.root, `--network=${this.opts.network ?? 'none'}`];
+    // Our TUN has no virtio-net header and no checksum offload: netstack must hand us complete,
+    // checksummed, MTU-sized packets. With GSO on, it leaves TCP checksums partial.
+    if (this.opts.network === 'sandbox') a.push('--gso=false', '--software-gso=false', '--tx-checksum-offload=false');
     if (this.opts.hostUds) a.push('--host-uds=open');
     if (this.opts.debugLogDir) a.push('--debug', `--debug-log=${this.opts.debugLogDir.replace(/\/?$/, '/')}`);
     return a;

@@ -1,0 +1,299 @@
+/**
+ * The Linux TUN device behind the Tun seam. Node has no ioctl, so TUNSETIFF and SIOCSIFMTU go
+ * through koffi against libc; everything after that is plain fd I/O.
+ *
+ * Read path (chosen by measurement, see bench/tun.ts): a dup of the non-blocking fd is handed to libuv
+ * as a stream (uv_pipe_open takes any pollable fd), so readiness comes from the event loop's own epoll:
+ * no threadpool slot held (a blocked fs.read or koffi async poll would pin one of libuv's 4 threads for
+ * the device's lifetime), no worker. libuv reads one packet per wakeup into a reused buffer; the
+ * callback then drains up to READ_BATCH more with readSync, so a burst costs one epoll wakeup, not one
+ * per packet (1.8x the per-packet stream, 3-4x the fs.read threadpool loop here). close() destroys the
+ * stream (uv_close removes the fd from epoll) and closes the fd: nothing is left blocked anywhere.
+ * Write path: one synchronous write(2) per packet (a TUN write never blocks; the kernel queues or drops).
+ */
+import { openSync, closeSync, readSync, writeSync, constants as fsConstants } from 'node:fs';
+import { Socket } from 'node:net';
+import { createRequire } from 'node:module';
+import { moveLink } from '../netns/ip.js';
+import { LatticeError, PrerequisiteError, errorMessage } from '../errors.js';
+import type { Tun } from './tun.js';
+
+/** linux/if_tun.h and linux/sockios.h */
+export const TunConst = {
+  TUNSETIFF: 0x400454ca,
+  IFF_TUN: 0x0001,
+  IFF_NO_PI: 0x1000,
+  SIOCSIFMTU: 0x8922,
+  IFNAMSIZ: 16,
+  IFREQ_SIZE: 40,
+} as const;
+
+const AF_INET = 2;
+const SOCK_DGRAM = 2;
+const SOCK_CLOEXEC = 0o2000000;
+const F_DUPFD_CLOEXEC = 1030;
+const DEFAULT_MTU = 1420;
+/** Larger than any packet a TUN can hand us (MTU <= 65535). */
+const READ_BUFFER = 65536;
+/**
+ * Packets read per epoll wakeup. Bounded because a packet written from the handler can make the kernel
+ * queue an answer at once, and an unbounded drain would starve the event loop.
+ */
+const READ_BATCH = 64;
+
+export class TunError extends LatticeError {
+  override readonly name = 'TunError';
+  constructor(message: string, options?: { cause?: unknown }) {
+    super('ETUN', message, options);
+  }
+}
+
+export interface TunStats {
+  rxPackets: number;
+  rxBytes: number;
+  txPackets: number;
+  txBytes: number;
+  /** Writes the kernel refused (interface down, bad packet): dropped and counted, never thrown. */
+  txErrors: number;
+  /** Read errors reported by the event loop (the reader stops on one). */
+  rxErrors: number;
+}
+
+export interface LinuxTun extends Tun {
+  /** The kernel interface name (what the kernel assigned if a `%d` pattern was asked for). */
+  readonly name: string;
+  readonly fd: number;
+  readonly stats: Readonly<TunStats>;
+}
+
+export interface OpenTunOptions {
+  /** Set the interface MTU at creation (SIOCSIFMTU). Survives a later move into another netns. */
+  mtu?: number;
+}
+
+interface Libc {
+  ioctl: (fd: number, req: number, arg: Buffer) => number;
+  socket: (domain: number, type: number, proto: number) => number;
+  close: (fd: number) => number;
+  fcntl: (fd: number, cmd: number, arg: number) => number;
+  errno: () => number;
+}
+
+let libc: Libc | undefined;
+
+function loadLibc(): Libc {
+  if (libc) return libc;
+  try {
+    // koffi is CommonJS with a native prebuilt; load it lazily so importing this module stays cheap.
+    const koffi = createRequire(import.meta.url)('koffi') as typeof import('koffi');
+    const lib = koffi.load('libc.so.6');
+    libc = {
+      // ioctl is variadic in C; one pointer argument in a register is ABI-identical on the targets we run on.
+      ioctl: lib.func('int ioctl(int fd, unsigned long req, void *arg)') as Libc['ioctl'],
+      socket: lib.func('int socket(int domain, int type, int protocol)') as Libc['socket'],
+      close: lib.func('int close(int fd)') as Libc['close'],
+      fcntl: lib.func('int fcntl(int fd, int cmd, int arg)') as Libc['fcntl'],
+      errno: () => koffi.errno(),
+    };
+    return libc;
+  } catch (err) {
+    throw new PrerequisiteError(`cannot load koffi/libc for TUN ioctls: ${errorMessage(err)}`, { cause: err });
+  }
+}
+
+const ERRNO_NAMES: Record<number, string> = { 1: 'EPERM', 13: 'EACCES', 16: 'EBUSY', 19: 'ENODEV', 22: 'EINVAL' };
+
+function ifreq(name: string): Buffer {
+  if (!/^[A-Za-z0-9_.%-]{1,15}$/.test(name)) {
+    throw new TunError(`invalid interface name "${name}": 1-15 characters of [A-Za-z0-9_.%-]`);
+  }
+  const buf = Buffer.alloc(TunConst.IFREQ_SIZE);
+  buf.write(name, 0, 'latin1');
+  return buf;
+}
+
+function ifreqName(buf: Buffer): string {
+  const end = buf.indexOf(0);
+  return buf.toString('latin1', 0, end < 0 || end > TunConst.IFNAMSIZ ? TunConst.IFNAMSIZ : end);
+}
+
+/**
+ * Create (or attach to) TUN interface `name` with IFF_TUN | IFF_NO_PI and return its non-blocking fd and
+ * the kernel's name for it. Low level: the fd is the caller's to close. Most callers want openLinuxTun.
+ */
+export function openTunFd(name: string, opts: OpenTunOptions = {}): { fd: number; name: string } {
+  const c = loadLibc();
+  const req = ifreq(name);
+  req.writeUInt16LE(TunConst.IFF_TUN | TunConst.IFF_NO_PI, TunConst.IFNAMSIZ);
+  let fd: number;
+  try {
+    // libuv opens with O_CLOEXEC already.
+    fd = openSync('/dev/net/tun', fsConstants.O_RDWR | fsConstants.O_NONBLOCK);
+  } catch (err) {
+    throw new PrerequisiteError(`cannot open /dev/net/tun (${errorMessage(err)}): need root and the tun module`, {
+      cause: err,
+    });
+  }
+  try {
+    if (c.ioctl(fd, TunConst.TUNSETIFF, req) < 0) {
+      const e = c.errno();
+      const why = ERRNO_NAMES[e] ?? `errno ${e}`;
+      const hint = e === 1 ? ': need root (CAP_NET_ADMIN)' : e === 16 || e === 22 ? ': a non-TUN link with that name exists?' : '';
+      if (e === 1) throw new PrerequisiteError(`TUNSETIFF ${name} failed: ${why}${hint}`);
+      throw new TunError(`TUNSETIFF ${name} failed: ${why}${hint}`);
+    }
+    const actual = ifreqName(req);
+    if (opts.mtu !== undefined) setMtu(actual, opts.mtu);
+    return { fd, name: actual };
+  } catch (err) {
+    closeSync(fd);
+    throw err;
+  }
+}
+
+/** SIOCSIFMTU on an interface of the current netns. */
+function setMtu(name: string, mtu: number): void {
+  if (!Number.isInteger(mtu) || mtu < 576 || mtu > 65535) throw new TunError(`invalid MTU ${mtu}`);
+  const c = loadLibc();
+  const sock = c.socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  if (sock < 0) throw new TunError(`socket() for SIOCSIFMTU failed: errno ${c.errno()}`);
+  try {
+    const req = ifreq(name);
+    req.writeInt32LE(mtu, TunConst.IFNAMSIZ);
+    if (c.ioctl(sock, TunConst.SIOCSIFMTU, req) < 0) throw new TunError(`SIOCSIFMTU ${name} ${mtu} failed: errno ${c.errno()}`);
+  } finally {
+    c.close(sock);
+  }
+}
+
+interface PipeWrapBinding {
+  Pipe: new (type: number) => { open(fd: number): number };
+  constants: { SOCKET: number };
+}
+
+/** libuv's pipe handle: the one way to get event-loop epoll readiness on an arbitrary fd in Node 20. */
+function pipeWrap(): PipeWrapBinding {
+  const binding = (process as unknown as { binding?: (name: string) => unknown }).binding;
+  if (typeof binding !== 'function') throw new PrerequisiteError('process.binding is unavailable in this Node; cannot poll the TUN fd');
+  return binding('pipe_wrap') as PipeWrapBinding;
+}
+
+class LinuxTunDevice implements LinuxTun {
+  readonly stats: TunStats = { rxPackets: 0, rxBytes: 0, txPackets: 0, txBytes: 0, txErrors: 0, rxErrors: 0 };
+  private socket?: Socket;
+  private closed = false;
+  private closing?: Promise<void>;
+
+  constructor(
+    readonly fd: number,
+    readonly name: string,
+    readonly mtu: number,
+  ) {}
+
+  start(onPacket: (packet: Uint8Array) => void): void {
+    if (this.closed) throw new TunError(`TUN ${this.name} is closed`);
+    if (this.socket) throw new TunError(`TUN ${this.name} already started`);
+    const { Pipe, constants } = pipeWrap();
+    // libuv gets its own descriptor of the same open file, so it can close its copy on a read error
+    // while `fd` stays valid for writes until close(): no write can ever hit a reused fd number.
+    const c = loadLibc();
+    // CLOEXEC like every fd here: children the launcher spawns (runsc) must never inherit the TUN.
+    const readFd = c.fcntl(this.fd, F_DUPFD_CLOEXEC, 0);
+    if (readFd < 0) throw new TunError(`dup of TUN ${this.name} fd failed: errno ${c.errno()}`);
+    const handle = new Pipe(constants.SOCKET);
+    const rc = handle.open(readFd);
+    if (rc < 0) {
+      c.close(readFd);
+      throw new TunError(`cannot poll TUN ${this.name} fd: uv error ${rc}`);
+    }
+    const deliver = (buf: Buffer, n: number): void => {
+      this.stats.rxPackets++;
+      this.stats.rxBytes += n;
+      onPacket(new Uint8Array(buf.subarray(0, n))); // a copy: buf is reused for the next read
+    };
+    // onread: libuv reads straight into one reused buffer, no 64 KiB allocation or stream machinery per read.
+    const socket = new Socket({
+      handle,
+      readable: true,
+      writable: false,
+      onread: {
+        buffer: Buffer.allocUnsafe(READ_BUFFER),
+        callback: (n: number, buf: Buffer) => {
+          deliver(buf, n);
+          this.drain(buf, deliver);
+          return true;
+        },
+      },
+    } as ConstructorParameters<typeof Socket>[0]);
+    // EBADFD once the interface is gone (its netns was deleted); the stream then closes its descriptor.
+    socket.on('error', () => {
+      this.stats.rxErrors++;
+    });
+    this.socket = socket;
+  }
+
+  /** Read the rest of a burst synchronously (libuv itself stops after one short read per wakeup). */
+  private drain(buf: Buffer, deliver: (buf: Buffer, n: number) => void): void {
+    for (let i = 1; i < READ_BATCH && !this.closed; i++) {
+      let n: number;
+      try {
+        n = readSync(this.fd, buf, 0, buf.length, null);
+      } catch {
+        return; // EAGAIN: drained. Any other error resurfaces on libuv's next read.
+      }
+      deliver(buf, n);
+    }
+  }
+
+  write(packet: Uint8Array): void {
+    if (this.closed) return;
+    try {
+      writeSync(this.fd, packet);
+      this.stats.txPackets++;
+      this.stats.txBytes += packet.length;
+    } catch {
+      // EIO while the link is down, EINVAL for a malformed packet, EBADFD once the interface is gone.
+      this.stats.txErrors++;
+    }
+  }
+
+  close(): Promise<void> {
+    if (this.closing) return this.closing;
+    this.closed = true;
+    const socket = this.socket;
+    const stopReader =
+      !socket || socket.closed
+        ? Promise.resolve()
+        : new Promise<void>((resolve) => {
+            socket.once('close', () => resolve());
+            socket.destroy();
+          });
+    this.closing = stopReader.then(() => closeSync(this.fd));
+    return this.closing;
+  }
+}
+
+/**
+ * Create TUN interface `name` in the current netns and return it as a Tun. The fd stays attached
+ * if the interface is later moved into another netns (`ip link set NAME netns NS`).
+ */
+export async function openLinuxTun(name: string, opts: OpenTunOptions = {}): Promise<LinuxTun> {
+  const mtu = opts.mtu ?? DEFAULT_MTU;
+  const { fd, name: actual } = openTunFd(name, { mtu });
+  return new LinuxTunDevice(fd, actual, mtu);
+}
+
+/**
+ * Create the TUN in the launcher's netns, then move it into `netns` (an `ip netns` name). The link
+ * arrives down and without addresses; the caller configures it inside the netns.
+ */
+export async function createTunInNetns(name: string, netns: string, opts: OpenTunOptions = {}): Promise<LinuxTun> {
+  const tun = await openLinuxTun(name, opts);
+  try {
+    await moveLink(tun.name, netns);
+  } catch (err) {
+    await tun.close();
+    throw err;
+  }
+  return tun;
+}
