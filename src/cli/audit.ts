@@ -1,0 +1,185 @@
+import type { Command } from 'commander';
+import { LatticeError, UsageError } from '../errors.js';
+import { resolveStateDir, statePaths } from '../state.js';
+import { DEFAULT_HTTP, readAdminToken } from '../controlplane/index.js';
+import { AUDIT_API_PATHS, parseSince, type SpanNode, type StoredEvent, type TraceView } from '../audit/store.js';
+import { globalOpts } from './run.js';
+
+/**
+ * lattice audit traces | events: query the control plane's audit API.
+ * --follow polls the same endpoint once a second with `after=<cursor>` (the stream sequence of the last
+ * event seen), so it needs nothing but the HTTP API and the admin token.
+ */
+
+interface AuditOpts {
+  api: string;
+  adminToken?: string;
+  agent?: string;
+  trace?: string;
+  type?: string;
+  namespace?: string;
+  since?: string;
+  limit?: string;
+  follow?: boolean;
+  json?: boolean;
+  interval?: string;
+}
+
+type EventsReply = { events: StoredEvent[]; cursor: number; truncated: boolean; dropped: number };
+type TracesReply = { traces: TraceView[]; cursor: number; truncated: boolean; dropped: number };
+
+async function get<T>(cmd: Command, o: AuditOpts, path: string, params: Record<string, string | undefined>): Promise<T> {
+  const token = await readAdminToken(statePaths(resolveStateDir(globalOpts(cmd).stateDir)).controlPlane, o.adminToken);
+  const qs = new URLSearchParams(Object.entries(params).filter((e): e is [string, string] => e[1] !== undefined && e[1] !== ''));
+  const url = `${o.api.replace(/\/+$/, '')}${path}?${qs}`;
+  let res: Response;
+  try {
+    res = await fetch(url, { headers: { authorization: `Bearer ${token}` }, signal: AbortSignal.timeout(60_000) });
+  } catch (err) {
+    const cause = (err as { cause?: { code?: string } }).cause?.code ?? (err as Error).message;
+    throw new LatticeError('EAPI_UNREACHABLE', `cannot reach the control-plane API at ${o.api} (${cause}); is \`lattice control-plane start\` running?`, { cause: err });
+  }
+  const text = await res.text();
+  let parsed: unknown;
+  try {
+    parsed = text ? JSON.parse(text) : undefined;
+  } catch {
+    throw new LatticeError('EAPI_REPLY', `the control-plane API at ${o.api} answered ${res.status} with something that is not JSON`);
+  }
+  if (!res.ok) {
+    const e = (parsed as { error?: { code?: string; message?: string } } | undefined)?.error;
+    const hint = res.status === 401 ? ' (check --admin-token or the admin-token file of the control plane)' : '';
+    throw new LatticeError(e?.code ?? 'EAPI', `control plane refused: ${e?.message ?? `HTTP ${res.status}`}${hint}`);
+  }
+  return parsed as T;
+}
+
+function commonOptions(c: Command): Command {
+  return c
+    .option('--api <url>', 'control-plane API', process.env.LATTICE_API ?? `http://${DEFAULT_HTTP.host}:${DEFAULT_HTTP.port}`)
+    .option('--admin-token <token>', 'admin bearer token (default: $LATTICE_ADMIN_TOKEN or the state dir file)')
+    .option('--agent <id>', 'only this agent')
+    .option('--since <when>', 'arrived within a duration (10m, 2h, 7d) or since an ISO time')
+    .option('--limit <n>', 'newest N results')
+    .option('--follow', 'keep printing new results as they arrive (Ctrl-C to stop)')
+    .option('--interval <ms>', 'poll interval for --follow', '1000')
+    .option('--json', 'print JSON (with --follow: one JSON object per line)');
+}
+
+function checkSince(since?: string): void {
+  if (since !== undefined) parseSince(since); // fail fast, before any request
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+export function registerAudit(program: Command): void {
+  const audit = program.command('audit').description('query the audit trail (tool-call traces, flows, lifecycle)');
+
+  commonOptions(audit.command('traces').description('tool-call spans as call trees'))
+    .option('--trace <id>', 'only this trace')
+    .action(async (o: AuditOpts, cmd: Command) => {
+      checkSince(o.since);
+      const params = { agentId: o.agent, traceId: o.trace, since: o.since, limit: o.limit };
+      const first = await get<TracesReply>(cmd, o, AUDIT_API_PATHS.traces, params);
+      if (!o.follow) {
+        if (o.json) console.log(JSON.stringify(first, null, 2));
+        else printTraces(first);
+        return;
+      }
+      for (const t of first.traces) for (const n of walk(t.roots)) printFollow(o, n.span);
+      let cursor = first.cursor;
+      for (;;) {
+        await sleep(Number(o.interval) || 1000);
+        const r = await get<TracesReply>(cmd, o, AUDIT_API_PATHS.traces, { ...params, after: String(cursor), limit: '1000' });
+        for (const t of r.traces) for (const n of walk(t.roots)) printFollow(o, n.span);
+        cursor = Math.max(cursor, r.cursor);
+      }
+    });
+
+  commonOptions(audit.command('events').description('audit events: flows, DNS, lifecycle, policy, enrollment, spans'))
+    .option('--type <type>', 'a type (flow.opened) or family (flow, dns, sandbox, policy, tool, enrollment)')
+    .option('--namespace <ns>', 'only this namespace')
+    .action(async (o: AuditOpts, cmd: Command) => {
+      checkSince(o.since);
+      if (o.limit !== undefined && !/^\d+$/.test(o.limit)) throw new UsageError('--limit must be a positive number');
+      const params = { agentId: o.agent, type: o.type, namespace: o.namespace, since: o.since, limit: o.limit };
+      const first = await get<EventsReply>(cmd, o, AUDIT_API_PATHS.events, params);
+      if (!o.follow) {
+        if (o.json) console.log(JSON.stringify(first, null, 2));
+        else {
+          for (const e of first.events) console.log(formatEvent(e));
+          if (first.truncated) console.error(`(older events omitted; use --since or --limit)`);
+        }
+        return;
+      }
+      for (const e of first.events) printFollow(o, e);
+      let cursor = first.cursor;
+      for (;;) {
+        await sleep(Number(o.interval) || 1000);
+        const r = await get<EventsReply>(cmd, o, AUDIT_API_PATHS.events, { ...params, after: String(cursor), limit: '10000' });
+        for (const e of r.events) printFollow(o, e);
+        cursor = Math.max(cursor, r.cursor);
+      }
+    });
+}
+
+function printFollow(o: AuditOpts, e: StoredEvent): void {
+  console.log(o.json ? JSON.stringify(e) : formatEvent(e));
+}
+
+function* walk(nodes: SpanNode[]): Generator<SpanNode> {
+  for (const n of nodes) {
+    yield n;
+    yield* walk(n.children);
+  }
+}
+
+function who(e: StoredEvent): string {
+  return `${e.namespace ?? '-'}/${e.agentId ?? '-'}`;
+}
+
+/** One line per event, for people. */
+export function formatEvent(e: StoredEvent): string {
+  const head = `${e.ts}  ${e.type.padEnd(19)} ${who(e)}`;
+  switch (e.type) {
+    case 'flow.opened':
+      return `${head}  ${e.proto} ${e.srcIp}:${e.srcPort} -> ${e.dstIp}:${e.dstPort} ${e.direction} ${e.verdict}${e.ruleId ? ` rule=${e.ruleId}` : ''}`;
+    case 'flow.closed':
+      return `${head}  ${e.proto} ${e.srcIp}:${e.srcPort} -> ${e.dstIp}:${e.dstPort} out=${e.bytesOut}B/${e.packetsOut}p in=${e.bytesIn}B/${e.packetsIn}p ${e.durationMs}ms`;
+    case 'dns.answered':
+      return `${head}  ${e.name} ${e.qtype} -> ${e.answers.join(',') || '(empty)'}`;
+    case 'dns.refused':
+      return `${head}  ${e.name} ${e.qtype} refused: ${e.reason}`;
+    case 'tool.span':
+      return `${head}  ${e.tool} ${e.status} ${e.decision} ${e.durationMs}ms trace=${e.traceId} span=${e.spanId}${e.parentSpanId ? ` parent=${e.parentSpanId}` : ''}`;
+    case 'sandbox.exited':
+      return `${head}  ${e.sandboxId} code=${e.code}${e.signal ? ` signal=${e.signal}` : ''}`;
+    case 'sandbox.created':
+    case 'sandbox.started':
+    case 'sandbox.stopped':
+      return `${head}  ${e.sandboxId}`;
+    case 'policy.applied':
+      return `${head}  ${e.policyId} v${e.policyVersion} ${e.mode} rules=${e.rules}`;
+    case 'enrollment.enrolled':
+      return `${head}  ${e.enrollmentId}${e.overlayIp ? ` ip=${e.overlayIp}` : ''}${e.parentAgentId ? ` parent=${e.parentAgentId}` : ''}`;
+    case 'enrollment.revoked':
+      return `${head}  ${e.enrollmentId}${e.reason ? ` (${e.reason})` : ''}`;
+  }
+}
+
+function printTraces(r: TracesReply): void {
+  if (r.traces.length === 0) console.log('no traces');
+  for (const t of r.traces) {
+    console.log(`trace ${t.traceId}  ${t.startTs}  ${t.spanCount} span(s), agents ${t.agents.join(',')}${t.violations ? `, ${t.violations} violation(s)` : ''}`);
+    const draw = (nodes: SpanNode[], prefix: string) => {
+      nodes.forEach((n, i) => {
+        const last = i === nodes.length - 1;
+        const s = n.span;
+        console.log(`${prefix}${last ? '└─' : '├─'} ${s.tool}  ${s.namespace}/${s.agentId}  ${s.status} ${s.decision} ${s.durationMs}ms  span=${s.spanId}`);
+        draw(n.children, `${prefix}${last ? '   ' : '│  '}`);
+      });
+    };
+    draw(t.roots, '  ');
+  }
+  if (r.truncated) console.error('(older traces omitted; use --since or --limit)');
+}

@@ -1,0 +1,76 @@
+import { describe, it, expect } from 'vitest';
+import { validateAuditEvent, parseAuditEvent, newEventId, auditSubject, type AuditEvent } from '../../src/audit/events.js';
+
+function without(o: Record<string, unknown>, k: string): Record<string, unknown> {
+  const c = { ...o };
+  delete c[k];
+  return c;
+}
+
+const env = { v: 1, id: '0190c1a2-0000-7000-8000-000000000001', seq: 1, launcherId: 'l1', ts: '2024-07-30T10:00:00.000Z' };
+const valid: Record<string, unknown>[] = [
+  { ...env, type: 'sandbox.created', sandboxId: 'sb1', image: 'busybox' },
+  { ...env, type: 'sandbox.started', sandboxId: 'sb1', pid: 42 },
+  { ...env, type: 'sandbox.exited', sandboxId: 'sb1', code: -1, signal: 'SIGKILL' },
+  { ...env, type: 'sandbox.stopped', sandboxId: 'sb1' },
+  { ...env, agentId: 'a1', namespace: 'ns', type: 'flow.opened', flowId: 'f1', proto: 'tcp', srcIp: '10.77.0.2', srcPort: 40000, dstIp: '2001:db8::1', dstPort: 443, direction: 'egress', verdict: 'would-deny', ruleId: 'default-deny' },
+  { ...env, type: 'flow.closed', flowId: 'f1', proto: 'udp', srcIp: '10.77.0.2', srcPort: 1, dstIp: '10.77.0.1', dstPort: 53, direction: 'egress', bytesOut: 10, bytesIn: 20, packetsOut: 1, packetsIn: 1, durationMs: 5 },
+  { ...env, type: 'dns.answered', name: 'example.com', qtype: 'A', answers: ['93.184.216.34'] },
+  { ...env, type: 'dns.refused', name: 'evil.example', qtype: 'AAAA', reason: 'not allowed' },
+  { ...env, type: 'policy.applied', policyId: 'p1', policyVersion: 3, mode: 'audit', rules: 4 },
+  { ...env, agentId: 'a1', namespace: 'ns', type: 'tool.span', traceId: 't1', spanId: 's1', parentSpanId: 's0', tool: 'list_peers', status: 'ok', decision: 'allow', durationMs: 3 },
+  { ...env, type: 'enrollment.enrolled', enrollmentId: 'e1', overlayIp: '10.77.0.2', parentAgentId: 'a0' },
+  { ...env, type: 'enrollment.revoked', enrollmentId: 'e1', reason: 'parent revoked' },
+];
+
+describe('audit event schema v1', () => {
+  it.each(valid.map((e) => [e.type as string, e]))('accepts a valid %s', (_t, e) => {
+    expect(validateAuditEvent(e)).toEqual({ ok: true, event: e });
+  });
+
+  const span = valid[9];
+  const bad: Array<[string, Record<string, unknown> | unknown, string]> = [
+    ['not an object', 'x', 'not an object'],
+    ['array', [], 'not an object'],
+    ['other version', { ...span, v: 2 }, 'unsupported version'],
+    ['unknown type', { ...span, type: 'tool.other' }, 'unknown type'],
+    ['unknown field', { ...span, extra: 1 }, 'unknown field extra'],
+    ['dotted namespace (subject injection)', { ...span, namespace: 'a.b' }, 'bad field namespace'],
+    ['wildcard agent', { ...span, agentId: '>' }, 'bad field agentId'],
+    ['span without agentId', without(span, 'agentId'), 'missing field agentId'],
+    ['bad decision', { ...span, decision: 'maybe' }, 'bad field decision'],
+    ['negative duration', { ...span, durationMs: -1 }, 'bad field durationMs'],
+    ['seq 0', { ...span, seq: 0 }, 'bad field seq'],
+    ['float seq', { ...span, seq: 1.5 }, 'bad field seq'],
+    ['bad ts', { ...span, ts: 'yesterday' }, 'bad field ts'],
+    ['port out of range', { ...valid[4], dstPort: 70000 }, 'bad field dstPort'],
+    ['bad ip', { ...valid[4], dstIp: '300.1.1.1' }, 'bad field dstIp'],
+    ['missing code', without(valid[2], 'code'), 'missing field code'],
+    ['huge string', { ...valid[7], reason: 'x'.repeat(10_000) }, 'bad field reason'],
+    ['answers not strings', { ...valid[6], answers: [1] }, 'bad field answers'],
+  ];
+  it.each(bad)('rejects %s', (_name, e, reason) => {
+    const r = validateAuditEvent(e);
+    expect(r.ok).toBe(false);
+    if (!r.ok) expect(r.reason).toContain(reason);
+  });
+
+  it('parses payload bytes and turns garbage into a reason, never an exception', () => {
+    expect(parseAuditEvent(Buffer.from(JSON.stringify(valid[0]))).ok).toBe(true);
+    expect(parseAuditEvent(Buffer.from('{"v":1,'))).toEqual({ ok: false, reason: 'not JSON' });
+    expect(parseAuditEvent(new Uint8Array([0xff, 0xfe])).ok).toBe(false);
+  });
+
+  it('makes unique, time-ordered UUIDv7 ids', () => {
+    const ids = Array.from({ length: 10_000 }, (_, i) => newEventId(1_700_000_000_000 + Math.floor(i / 100)));
+    expect(new Set(ids).size).toBe(ids.length);
+    for (const id of ids) expect(id).toMatch(/^[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/);
+    expect([...ids].sort()).toEqual(ids.slice().sort((a, b) => a.slice(0, 13).localeCompare(b.slice(0, 13)) || a.localeCompare(b)));
+    expect(ids[0].slice(0, 13).replace('-', '')).toBe((1_700_000_000_000).toString(16).padStart(12, '0'));
+  });
+
+  it('publishes on lattice.audit.<namespace>.<agent>.<type>', () => {
+    expect(auditSubject(span as unknown as AuditEvent)).toBe('lattice.audit.ns.a1.tool.span');
+    expect(auditSubject(valid[0] as unknown as AuditEvent)).toBe('lattice.audit._._.sandbox.created');
+  });
+});
