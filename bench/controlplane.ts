@@ -1,0 +1,76 @@
+/**
+ * Control-plane figures: enrollment round trip (p50/p99, sequential), throughput under concurrency, and
+ * the time to provision 100 peers, each against baselines measured in the same run (a bare NATS
+ * request/reply echo and a bare JetStream KV create). Prints figures; always exits 0.
+ *
+ *   npx tsx bench/controlplane.ts
+ */
+import { randomBytes } from 'node:crypto';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { connect } from 'nats';
+import { startControlPlane } from '../src/controlplane/index.js';
+import { startNatsServer } from '../src/natsserver/server.js';
+import { enroll } from '../src/enroll/index.js';
+
+const key = () => randomBytes(32).toString('base64');
+const pct = (xs: number[], p: number) => [...xs].sort((a, b) => a - b)[Math.min(xs.length - 1, Math.floor((p / 100) * xs.length))];
+const fmt = (ms: number) => `${ms.toFixed(2)} ms`;
+
+async function main(): Promise<void> {
+  const dir = await mkdtemp(join(tmpdir(), 'ltcp-bench-'));
+  const nats = await startNatsServer({ storeDir: join(dir, 'nats'), port: 0 });
+  const cp = await startControlPlane({ stateDir: dir, natsUrl: nats.url, http: false });
+  const nc = await connect({ servers: nats.url });
+  try {
+    // Baseline 1: NATS request/reply echo.
+    nc.subscribe('bench.echo', { callback: (_e, m) => m.respond(m.data) });
+    const echo: number[] = [];
+    for (let i = 0; i < 300; i++) {
+      const t = performance.now();
+      await nc.request('bench.echo', new Uint8Array(200), { timeout: 5000 });
+      echo.push(performance.now() - t);
+    }
+    // Baseline 2: one JetStream KV create.
+    const kv = await nc.jetstream().views.kv('bench_baseline', { history: 1 });
+    const kvc: number[] = [];
+    for (let i = 0; i < 300; i++) {
+      const t = performance.now();
+      await kv.create(`k${i}`, new Uint8Array(200));
+      kvc.push(performance.now() - t);
+    }
+    console.log(`baseline  nats echo p50 ${fmt(pct(echo, 50))} p99 ${fmt(pct(echo, 99))}; kv create p50 ${fmt(pct(kvc, 50))} p99 ${fmt(pct(kvc, 99))}`);
+
+    // Sequential enrollments: round trip.
+    const { token: seqToken } = await cp.service.createToken({ namespace: 'seq', limit: 200, ttl: '1h' });
+    const rt: number[] = [];
+    for (let i = 0; i < 100; i++) {
+      const t = performance.now();
+      await enroll({ nc, token: seqToken, name: `s${i}`, publicKey: key() });
+      rt.push(performance.now() - t);
+    }
+    const p50 = pct(rt, 50);
+    console.log(`enroll    round trip p50 ${fmt(p50)} p99 ${fmt(pct(rt, 99))} (${(p50 / pct(kvc, 50)).toFixed(1)}x a kv create, ${(p50 / pct(echo, 50)).toFixed(1)}x an echo)`);
+
+    // 100 peers provisioned concurrently, one token per peer (no shared-token contention) and with one shared token.
+    for (const shared of [false, true]) {
+      const ns = shared ? 'conc-shared' : 'conc';
+      const shared1 = shared ? (await cp.service.createToken({ namespace: ns, limit: 100 })).token : '';
+      const tokens = shared ? [] : await Promise.all(Array.from({ length: 100 }, () => cp.service.createToken({ namespace: ns }).then((r) => r.token)));
+      const t = performance.now();
+      await Promise.all(Array.from({ length: 100 }, (_, i) => enroll({ nc, token: shared ? shared1 : tokens[i], name: `c${i}`, publicKey: key(), timeoutMs: 60_000 })));
+      const ms = performance.now() - t;
+      console.log(`provision 100 peers concurrently (${shared ? 'one shared token' : 'one token each'}): ${fmt(ms)} = ${(100_000 / ms).toFixed(0)} enrollments/s`);
+    }
+  } finally {
+    await nc.close();
+    await cp.stop();
+    await nats.stop();
+    await rm(dir, { recursive: true, force: true });
+  }
+}
+
+main().catch((err) => {
+  console.error('bench failed:', err);
+}).finally(() => process.exit(0));

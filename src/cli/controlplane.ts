@@ -1,0 +1,74 @@
+import type { Command } from 'commander';
+import { UsageError } from '../errors.js';
+import { createLogger } from '../log.js';
+import { resolveStateDir, statePaths } from '../state.js';
+import { DEFAULT_HTTP, DEFAULT_NATS_PORT, adminTokenPath, parseDuration, startControlPlane } from '../controlplane/index.js';
+import { AuditStore, mountAuditRoutes } from '../audit/store.js';
+import { ensureAuditStream } from '../audit/stream.js';
+import { globalOpts } from './run.js';
+
+/** `lattice control-plane start`: embedded NATS (or --nats), enrollment over NATS, admin HTTP API. */
+export function registerControlPlane(program: Command): void {
+  const cp = program.command('control-plane').description('run the control plane (enrollment, directory, admin API)');
+  cp.command('start')
+    .description('start the control plane in the foreground (embedded nats-server unless --nats)')
+    .option('--nats <url>', 'use an existing NATS server or cluster instead of starting one')
+    .option('--nats-port <port>', 'port of the embedded nats-server', String(DEFAULT_NATS_PORT))
+    .option('--http <host:port>', 'where the admin HTTP API listens ("off" for none)', `${DEFAULT_HTTP.host}:${DEFAULT_HTTP.port}`)
+    .option('--jwt-ttl <duration>', 'lifetime of agent JWTs', '365d')
+    .option('--json', 'print the endpoints as JSON')
+    .action(async (o: { nats?: string; natsPort: string; http: string; jwtTtl: string; json?: boolean }, cmd: Command) => {
+      const g = globalOpts(cmd);
+      const stateDir = resolveStateDir(g.stateDir);
+      const natsPort = Number(o.natsPort);
+      if (!Number.isInteger(natsPort) || natsPort < 0 || natsPort > 65535) throw new UsageError(`--nats-port ${o.natsPort} is not a port`);
+      const http = parseHostPort(o.http);
+      let jwtTtlMs: number;
+      try {
+        jwtTtlMs = parseDuration(o.jwtTtl);
+      } catch {
+        throw new UsageError(`--jwt-ttl ${o.jwtTtl} is not a duration (e.g. 30d, 12h)`);
+      }
+      const log = createLogger({ name: 'control-plane', level: g.debug ? 'debug' : undefined });
+      const cpl = await startControlPlane({
+        stateDir,
+        natsUrl: o.nats,
+        natsPort,
+        http,
+        jwtTtlMs,
+        log,
+        // The audit trail's query API lives on the same server (GET .../audit/traces, .../audit/events).
+        mount: async (api, { nc }) => {
+          await ensureAuditStream(await nc.jetstreamManager());
+          mountAuditRoutes(api, await AuditStore.create({ nc }));
+        },
+      });
+      const info = {
+        nats: cpl.natsUrl,
+        http: cpl.httpUrl ?? null,
+        clusterId: cpl.service.info.clusterId,
+        adminTokenFile: adminTokenPath(statePaths(stateDir).controlPlane),
+      };
+      if (o.json) console.log(JSON.stringify(info));
+      else {
+        console.log(`control plane ready (cluster ${info.clusterId})`);
+        console.log(`  nats:        ${info.nats}    (enroll with: lattice sandbox start --control-plane ${info.nats} --token T ...)`);
+        if (info.http) console.log(`  admin api:   ${info.http}`);
+        console.log(`  admin token: ${info.adminTokenFile}`);
+      }
+      await new Promise<void>((resolve) => {
+        const done = () => resolve();
+        process.once('SIGINT', done);
+        process.once('SIGTERM', done);
+      });
+      await cpl.stop();
+    });
+}
+
+function parseHostPort(s: string): { host: string; port: number } | false {
+  if (s === 'off' || s === 'none') return false;
+  const m = /^(?:\[([0-9a-fA-F:]+)\]|([^:]+)):(\d{1,5})$/.exec(s);
+  const port = m ? Number(m[3]) : NaN;
+  if (!m || port > 65535) throw new UsageError(`--http ${s} is not host:port (e.g. 127.0.0.1:8470)`);
+  return { host: m[1] ?? m[2], port };
+}

@@ -1,0 +1,55 @@
+import { CpErrorCode, ControlPlaneError, badRequest, isLabel } from './types.js';
+import type { ControlPlaneService } from './service.js';
+import type { HttpApi } from './http.js';
+
+/** Base path of the admin API. */
+export const API_BASE = '/api/v1/agent-isolation';
+
+/** Mount the admin routes (tokens, agents, policies) and a public health check. */
+export function mountAdminRoutes(api: HttpApi, svc: ControlPlaneService): void {
+  api.route('GET', '/healthz', () => ({ ok: true, clusterId: svc.info.clusterId }), { auth: 'none' });
+
+  api.route('POST', `${API_BASE}/enrollment-tokens`, async (ctx) => {
+    const { token, record } = await svc.createToken(await ctx.json());
+    return {
+      status: 201,
+      body: {
+        token,
+        id: record.id,
+        namespace: record.namespace,
+        allowedTools: record.allowedTools,
+        allowedNamespaces: record.allowedNamespaces,
+        limit: record.limit,
+        expiresAt: new Date(record.expiresAt).toISOString(),
+        policy: record.policy ?? null,
+        modes: record.modes,
+      },
+    };
+  });
+
+  api.route('GET', `${API_BASE}/agents`, async (ctx) => {
+    const ns = ctx.url.searchParams.get('namespace') ?? undefined;
+    return { agents: await svc.listAgents(ns || undefined) };
+  });
+
+  api.route('DELETE', `${API_BASE}/agents/:name`, async (ctx) => {
+    const ns = ctx.url.searchParams.get('namespace');
+    if (!ns) throw badRequest('namespace query parameter is required: DELETE .../agents/NAME?namespace=NS');
+    if (!isLabel(ctx.params.name)) throw badRequest('agent name must be a DNS label');
+    const rec = await svc.revokeAgent(ns, ctx.params.name);
+    return { revoked: { ...rec, revokedAt: new Date(rec.revokedAt).toISOString() } };
+  });
+
+  api.route('PUT', `${API_BASE}/policies/:namespace`, async (ctx) => {
+    const body = await ctx.json();
+    if (body === undefined) throw badRequest('body must be a policy JSON object');
+    const rec = await svc.setPolicy(ctx.params.namespace, body);
+    return { namespace: rec.namespace, updatedAt: new Date(rec.updatedAt).toISOString() };
+  });
+
+  api.route('GET', `${API_BASE}/policies/:namespace`, async (ctx) => {
+    const rec = await svc.getPolicy(ctx.params.namespace);
+    if (!rec) throw new ControlPlaneError(CpErrorCode.NotFound, `no policy set for namespace ${ctx.params.namespace}`);
+    return { namespace: rec.namespace, policy: rec.policy, updatedAt: new Date(rec.updatedAt).toISOString() };
+  });
+}

@@ -1,0 +1,198 @@
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import { createHash, timingSafeEqual } from 'node:crypto';
+import type { AddressInfo } from 'node:net';
+import type { Logger } from '../log.js';
+import { LatticeError } from '../errors.js';
+import { CpErrorCode, ControlPlaneError } from './types.js';
+
+/**
+ * A small JSON-over-HTTP server (node:http, no framework) with admin bearer-token auth and a route
+ * table other modules can add to: `api.route('GET', '/api/v1/agent-isolation/audit/:id', handler)`.
+ */
+
+export const MAX_BODY_BYTES = 1024 * 1024;
+
+export interface RouteContext {
+  readonly req: IncomingMessage;
+  readonly url: URL;
+  /** `:name` segments of the pattern, URL-decoded. */
+  readonly params: Readonly<Record<string, string>>;
+  /** The parsed JSON body (undefined when empty); a 400 for anything that is not JSON or too big. */
+  json(): Promise<unknown>;
+}
+
+/** What a handler returns: a body to send as JSON with 200, or an explicit status. */
+export type RouteResult = { status: number; body?: unknown } | unknown;
+export type RouteHandler = (ctx: RouteContext) => Promise<RouteResult> | RouteResult;
+
+export interface RouteOptions {
+  /** 'admin' (default) requires the admin bearer token; 'none' is public. */
+  auth?: 'admin' | 'none';
+}
+
+/** An HTTP failure with its status; handlers may throw it (ControlPlaneErrors are mapped too). */
+export class HttpError extends LatticeError {
+  override readonly name = 'HttpError';
+  constructor(
+    readonly status: number,
+    code: string,
+    message: string,
+  ) {
+    super(code, message);
+  }
+}
+
+const STATUS_OF: Record<string, number> = {
+  [CpErrorCode.BadRequest]: 400,
+  [CpErrorCode.Unauthorized]: 401,
+  [CpErrorCode.NotFound]: 404,
+  [CpErrorCode.NameTaken]: 409,
+  [CpErrorCode.KeyInUse]: 409,
+  [CpErrorCode.Revoked]: 403,
+  [CpErrorCode.TokenUnknown]: 403,
+  [CpErrorCode.TokenExpired]: 403,
+  [CpErrorCode.TokenExhausted]: 403,
+  [CpErrorCode.IpamExhausted]: 507,
+  [CpErrorCode.Busy]: 503,
+};
+
+interface Route {
+  method: string;
+  segments: string[];
+  handler: RouteHandler;
+  auth: 'admin' | 'none';
+}
+
+const digest = (s: string) => createHash('sha256').update(s).digest();
+
+export class HttpApi {
+  private readonly routes: Route[] = [];
+  private server?: Server;
+
+  constructor(
+    private readonly opts: { adminToken: string; log?: Logger },
+  ) {}
+
+  route(method: string, pattern: string, handler: RouteHandler, options: RouteOptions = {}): this {
+    if (!pattern.startsWith('/')) throw new Error(`route pattern must start with /: ${pattern}`);
+    this.routes.push({ method: method.toUpperCase(), segments: pattern.split('/').slice(1), handler, auth: options.auth ?? 'admin' });
+    return this;
+  }
+
+  async listen(host: string, port: number): Promise<{ url: string; port: number }> {
+    const server = createServer((req, res) => void this.handle(req, res));
+    server.headersTimeout = 10_000;
+    server.requestTimeout = 30_000;
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', reject);
+      server.listen(port, host, () => {
+        server.off('error', reject);
+        resolve();
+      });
+    });
+    this.server = server;
+    const addr = server.address() as AddressInfo;
+    const h = addr.family === 'IPv6' ? `[${addr.address}]` : addr.address;
+    return { url: `http://${h}:${addr.port}`, port: addr.port };
+  }
+
+  async close(): Promise<void> {
+    const s = this.server;
+    if (!s) return;
+    this.server = undefined;
+    s.closeAllConnections();
+    await new Promise<void>((r) => s.close(() => r()));
+  }
+
+  private authorized(req: IncomingMessage): boolean {
+    const h = req.headers.authorization ?? '';
+    const m = /^Bearer\s+(\S+)$/i.exec(h);
+    // Compare digests: equal lengths for timingSafeEqual, and no early exit on a prefix.
+    return timingSafeEqual(digest(m ? m[1] : ''), digest(this.opts.adminToken)) && !!m;
+  }
+
+  private match(method: string, path: string): { route?: Route; params: Record<string, string>; pathMatched: boolean } {
+    const segs = path.split('/').slice(1);
+    let pathMatched = false;
+    for (const r of this.routes) {
+      if (r.segments.length !== segs.length) continue;
+      const params: Record<string, string> = {};
+      let ok = true;
+      for (let i = 0; i < segs.length && ok; i++) {
+        const p = r.segments[i];
+        if (p.startsWith(':')) {
+          try {
+            params[p.slice(1)] = decodeURIComponent(segs[i]);
+          } catch {
+            ok = false;
+          }
+          if (!segs[i]) ok = false;
+        } else ok = p === segs[i];
+      }
+      if (!ok) continue;
+      pathMatched = true;
+      if (r.method === method) return { route: r, params, pathMatched };
+    }
+    return { params: {}, pathMatched };
+  }
+
+  private async handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    try {
+      const url = new URL(req.url ?? '/', 'http://localhost');
+      const { route, params, pathMatched } = this.match(req.method ?? 'GET', url.pathname);
+      if (!route) {
+        throw pathMatched ? new HttpError(405, 'EMETHOD', `method ${req.method} not allowed on ${url.pathname}`) : new HttpError(404, 'ENOTFOUND', `no route ${url.pathname}`);
+      }
+      if (route.auth === 'admin' && !this.authorized(req)) {
+        res.setHeader('www-authenticate', 'Bearer');
+        throw new HttpError(401, CpErrorCode.Unauthorized, 'missing or wrong admin token (Authorization: Bearer <token>)');
+      }
+      const result = await route.handler({ req, url, params, json: () => readJson(req) });
+      if (isStatusResult(result)) send(res, result.status, result.body);
+      else send(res, 200, result);
+    } catch (err) {
+      const { status, code, message } = describe(err);
+      if (status >= 500) this.opts.log?.error({ err: (err as Error)?.message }, 'http api handler failed');
+      send(res, status, { error: { code, message } });
+      // A body we refused to read would otherwise keep the connection busy.
+      if (!req.complete) req.resume();
+    }
+  }
+}
+
+function isStatusResult(r: unknown): r is { status: number; body?: unknown } {
+  return typeof r === 'object' && r !== null && typeof (r as { status?: unknown }).status === 'number' && Object.keys(r).every((k) => k === 'status' || k === 'body');
+}
+
+function describe(err: unknown): { status: number; code: string; message: string } {
+  if (err instanceof HttpError) return { status: err.status, code: err.code, message: err.message };
+  if (err instanceof ControlPlaneError) return { status: STATUS_OF[err.code] ?? 500, code: err.code, message: err.message };
+  if (err instanceof LatticeError && err.code === 'EUSAGE') return { status: 400, code: CpErrorCode.BadRequest, message: err.message };
+  return { status: 500, code: CpErrorCode.Internal, message: 'internal error; see the control-plane log' };
+}
+
+function send(res: ServerResponse, status: number, body: unknown): void {
+  if (res.headersSent) return;
+  const data = body === undefined ? '' : JSON.stringify(body);
+  res.writeHead(status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(data), 'cache-control': 'no-store' });
+  res.end(data);
+}
+
+async function readJson(req: IncomingMessage): Promise<unknown> {
+  const declared = Number(req.headers['content-length'] ?? 0);
+  if (declared > MAX_BODY_BYTES) throw new HttpError(413, CpErrorCode.BadRequest, `body larger than ${MAX_BODY_BYTES} bytes`);
+  const chunks: Buffer[] = [];
+  let size = 0;
+  for await (const c of req as AsyncIterable<Buffer>) {
+    size += c.length;
+    if (size > MAX_BODY_BYTES) throw new HttpError(413, CpErrorCode.BadRequest, `body larger than ${MAX_BODY_BYTES} bytes`);
+    chunks.push(c);
+  }
+  const text = Buffer.concat(chunks).toString('utf8');
+  if (!text.trim()) return undefined;
+  try {
+    return JSON.parse(text);
+  } catch (err) {
+    throw new HttpError(400, CpErrorCode.BadRequest, `body is not valid JSON: ${(err as Error).message.split('\n')[0]}`);
+  }
+}

@@ -1,0 +1,128 @@
+import { join } from 'node:path';
+import { mkdir } from 'node:fs/promises';
+import { connect, type NatsConnection } from 'nats';
+import { systemClock, type Clock } from '../clock.js';
+import { LatticeError } from '../errors.js';
+import type { Logger } from '../log.js';
+import { startNatsServer, type StartedNatsServer } from '../natsserver/server.js';
+import { formatProblem, validatePolicy } from '../policy/index.js';
+import { statePaths } from '../state.js';
+import { mountAdminRoutes } from './api.js';
+import { HttpApi } from './http.js';
+import type { IpamConfig } from './ipam.js';
+import { serveNatsApi, type NatsApiStats } from './natsapi.js';
+import { NatsKvStore } from './natskv.js';
+import { assertPrivate, loadOrCreateAdminToken } from './secrets.js';
+import { ControlPlaneService, type ServiceOptions } from './service.js';
+import { badRequest } from './types.js';
+
+export * from './types.js';
+export { ControlPlaneService, DEFAULT_JWT_TTL_MS, peerOf, agentKey, pubkeyKey, type AgentView } from './service.js';
+export { HttpApi, HttpError, type RouteHandler, type RouteContext } from './http.js';
+export { API_BASE } from './api.js';
+export { verifyAgentJwt, signAgentJwt, JwtError, type AgentClaims } from './jwt.js';
+export { parseDuration } from './tokens.js';
+export { readAdminToken, adminTokenPath } from './secrets.js';
+export { DEFAULT_IPAM, type IpamConfig } from './ipam.js';
+
+export const DEFAULT_HTTP = { host: '127.0.0.1', port: 8470 } as const;
+export const DEFAULT_NATS_PORT = 4222;
+
+export interface ControlPlaneOptions {
+  stateDir: string;
+  /** An existing NATS server or cluster; without it an embedded nats-server is started. */
+  natsUrl?: string;
+  /** Port of the embedded nats-server (default 4222; 0 picks a free one). */
+  natsPort?: number;
+  /** Where the HTTP API listens; false for none. */
+  http?: { host: string; port: number } | false;
+  jwtTtlMs?: number;
+  ipam?: IpamConfig;
+  clock?: Clock;
+  log?: Logger;
+  /** Enrollment and revocation events, e.g. for the audit publisher. */
+  onEvent?: ServiceOptions['onEvent'];
+  /** Mount more HTTP routes (e.g. the audit API) before the server starts listening. */
+  mount?: (api: HttpApi, ctx: { nc: NatsConnection; service: ControlPlaneService }) => Promise<void> | void;
+}
+
+export interface StartedControlPlane extends AsyncDisposable {
+  readonly natsUrl: string;
+  readonly httpUrl?: string;
+  readonly adminToken: string;
+  readonly service: ControlPlaneService;
+  /** Mount further routes here (e.g. the audit API). */
+  readonly api: HttpApi;
+  readonly natsStats: NatsApiStats;
+  /** The control plane's own NATS connection. */
+  readonly nc: NatsConnection;
+  stop(): Promise<void>;
+}
+
+/** Policy documents are checked with the policy engine's schema; one line per failure. */
+export function checkPolicyDocument(p: unknown): void {
+  const res = validatePolicy(p);
+  if (!res.ok) {
+    const more = res.problems.length > 1 ? ` (and ${res.problems.length - 1} more)` : '';
+    throw badRequest(`invalid policy: ${formatProblem(res.problems[0])}${more}`);
+  }
+}
+
+export async function connectNats(url: string, name: string): Promise<NatsConnection> {
+  try {
+    return await connect({ servers: url, name, maxReconnectAttempts: -1, reconnectTimeWait: 500, timeout: 5000 });
+  } catch (err) {
+    throw new LatticeError('ENATS_CONNECT', `cannot reach NATS at ${url}: ${(err as Error).message}; is the control plane running?`, { cause: err });
+  }
+}
+
+/** Start the control plane: NATS (embedded or given), KV-backed service, NATS request handlers, HTTP API. */
+export async function startControlPlane(opts: ControlPlaneOptions): Promise<StartedControlPlane> {
+  const dir = statePaths(opts.stateDir).controlPlane;
+  await mkdir(dir, { recursive: true, mode: 0o700 });
+  await assertPrivate(dir);
+  const { token: adminToken } = await loadOrCreateAdminToken(dir);
+
+  const cleanups: (() => Promise<unknown> | unknown)[] = [];
+  const stop = async () => {
+    for (const c of cleanups.splice(0).reverse()) await Promise.resolve(c()).catch(() => undefined);
+  };
+  try {
+    let natsUrl = opts.natsUrl;
+    if (!natsUrl) {
+      const srv: StartedNatsServer = await startNatsServer({ storeDir: join(dir, 'nats'), port: opts.natsPort ?? DEFAULT_NATS_PORT });
+      cleanups.push(() => srv.stop());
+      natsUrl = srv.url;
+    }
+    const nc = await connectNats(natsUrl, 'lattice-control-plane');
+    cleanups.push(() => nc.drain());
+    const service = await ControlPlaneService.open({
+      store: new NatsKvStore(nc),
+      clock: opts.clock ?? systemClock,
+      ipam: opts.ipam,
+      jwtTtlMs: opts.jwtTtlMs,
+      validatePolicy: checkPolicyDocument,
+      onEvent: opts.onEvent,
+    });
+    cleanups.push(() => service.close());
+    const nats = serveNatsApi(nc, service, opts.log);
+    cleanups.push(() => nats.stop());
+    const api = new HttpApi({ adminToken, log: opts.log });
+    mountAdminRoutes(api, service);
+    await opts.mount?.(api, { nc, service });
+    let httpUrl: string | undefined;
+    const http = opts.http === undefined ? DEFAULT_HTTP : opts.http;
+    if (http) {
+      try {
+        httpUrl = (await api.listen(http.host, http.port)).url;
+      } catch (err) {
+        throw new LatticeError('EHTTP_LISTEN', `cannot listen on ${http.host}:${http.port}: ${(err as Error).message}`, { cause: err });
+      }
+      cleanups.push(() => api.close());
+    }
+    return { natsUrl, httpUrl, adminToken, service, api, natsStats: nats.stats, nc, stop, [Symbol.asyncDispose]: stop };
+  } catch (err) {
+    await stop();
+    throw err;
+  }
+}

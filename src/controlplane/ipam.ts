@@ -1,0 +1,351 @@
+import { isIPv4, isIPv6 } from 'node:net';
+import { LatticeError, UsageError } from '../errors.js';
+import { KvConflictError, KvOp, decodeJson, encodeJson, getJson, type KvBucket, type KvWatch } from './kv.js';
+
+/**
+ * IPAM: global pool -> one subnet per namespace -> one address per peer.
+ *
+ * The same subnet index and host offset are used in both families, so an agent's IPv4 and IPv6
+ * addresses pair up: namespace #i gets 10.77.i.0/24 and fd77:0:0:i::/64; the peer at offset o gets
+ * 10.77.i.o/32 and fd77:0:0:i::o/128. The IPv4 subnet bounds the offsets (network and broadcast
+ * offsets are never handed out).
+ *
+ * KV layout (bucket "ipam"), every write a create or compare-and-set:
+ *   ns.<namespace>          {index}        the namespace's subnet
+ *   subnet.<index>          {namespace}    reverse claim, so two processes cannot take the same subnet
+ *   addr.<namespace>.<off>  {owner, publicKey}  one per allocated address; deleted when freed
+ */
+
+export interface Cidr {
+  readonly family: 4 | 6;
+  readonly base: bigint;
+  readonly prefix: number;
+}
+
+const BITS = { 4: 32, 6: 128 } as const;
+
+export function parseIp(s: string): { family: 4 | 6; value: bigint } {
+  if (isIPv4(s)) {
+    return { family: 4, value: s.split('.').reduce((acc, o) => (acc << 8n) | BigInt(Number(o)), 0n) };
+  }
+  if (isIPv6(s) && !s.includes('.')) {
+    const [head, tail] = s.includes('::') ? s.split('::') : [s, undefined];
+    const h = head ? head.split(':') : [];
+    const t = tail ? tail.split(':') : [];
+    const groups = tail === undefined ? h : [...h, ...Array<string>(8 - h.length - t.length).fill('0'), ...t];
+    return { family: 6, value: groups.reduce((acc, g) => (acc << 16n) | BigInt(parseInt(g, 16)), 0n) };
+  }
+  throw new UsageError(`not an IP address: ${JSON.stringify(s)}`);
+}
+
+export function formatIp(family: 4 | 6, v: bigint): string {
+  if (family === 4) return [24n, 16n, 8n, 0n].map((s) => String((v >> s) & 0xffn)).join('.');
+  const g: number[] = [];
+  for (let i = 7; i >= 0; i--) g.push(Number((v >> BigInt(i * 16)) & 0xffffn));
+  // RFC 5952: compress the longest run (>= 2) of zero groups, the first one on ties.
+  let best = -1;
+  let bestLen = 1;
+  for (let i = 0; i < 8; ) {
+    if (g[i] !== 0) { i++; continue; }
+    let j = i;
+    while (j < 8 && g[j] === 0) j++;
+    if (j - i > bestLen) { best = i; bestLen = j - i; }
+    i = j;
+  }
+  const hex = g.map((x) => x.toString(16));
+  if (best < 0) return hex.join(':');
+  return `${hex.slice(0, best).join(':')}::${hex.slice(best + bestLen).join(':')}`;
+}
+
+export function parseCidr(s: string): Cidr {
+  const m = /^([^/]+)\/(\d{1,3})$/.exec(s);
+  if (!m) throw new UsageError(`not a CIDR prefix: ${JSON.stringify(s)} (expected e.g. 10.77.0.0/16)`);
+  const { family, value } = parseIp(m[1]);
+  const prefix = Number(m[2]);
+  const bits = BITS[family];
+  if (prefix > bits) throw new UsageError(`prefix length ${prefix} too long in ${s}`);
+  const hostBits = BigInt(bits - prefix);
+  if (value & ((1n << hostBits) - 1n)) throw new UsageError(`${s} has host bits set`);
+  return { family, base: value, prefix };
+}
+
+export function formatCidr(c: Cidr): string {
+  return `${formatIp(c.family, c.base)}/${c.prefix}`;
+}
+
+export function subnetCount(pool: Cidr, subnetPrefix: number): number {
+  return 2 ** (subnetPrefix - pool.prefix);
+}
+
+export function subnetAt(pool: Cidr, subnetPrefix: number, index: number): Cidr {
+  if (!Number.isInteger(index) || index < 0 || index >= subnetCount(pool, subnetPrefix)) {
+    throw new RangeError(`subnet index ${index} out of range`);
+  }
+  const size = 1n << BigInt(BITS[pool.family] - subnetPrefix);
+  return { family: pool.family, base: pool.base + BigInt(index) * size, prefix: subnetPrefix };
+}
+
+export function hostAt(subnet: Cidr, offset: number): bigint {
+  return subnet.base + BigInt(offset);
+}
+
+export interface IpamConfig {
+  v4Pool: string;
+  v6Pool: string;
+  /** Per-namespace IPv4 subnet length (default 24). */
+  v4SubnetPrefix: number;
+  /** Per-namespace IPv6 subnet length (default 64). */
+  v6SubnetPrefix: number;
+}
+
+export const DEFAULT_IPAM: IpamConfig = { v4Pool: '10.77.0.0/16', v6Pool: 'fd77::/48', v4SubnetPrefix: 24, v6SubnetPrefix: 64 };
+
+/** The checked shape of an IPAM config: pools, how many namespaces, and which host offsets are usable. */
+export interface IpamPlan {
+  readonly v4: Cidr;
+  readonly v6: Cidr;
+  readonly v4SubnetPrefix: number;
+  readonly v6SubnetPrefix: number;
+  readonly namespaces: number;
+  readonly firstOffset: number;
+  readonly lastOffset: number;
+}
+
+export function planIpam(cfg: IpamConfig = DEFAULT_IPAM): IpamPlan {
+  const v4 = parseCidr(cfg.v4Pool);
+  const v6 = parseCidr(cfg.v6Pool);
+  if (v4.family !== 4) throw new UsageError(`IPv4 pool ${cfg.v4Pool} is not IPv4`);
+  if (v6.family !== 6) throw new UsageError(`IPv6 pool ${cfg.v6Pool} is not IPv6`);
+  if (cfg.v4SubnetPrefix < v4.prefix || cfg.v4SubnetPrefix > 30) {
+    throw new UsageError(`IPv4 subnet /${cfg.v4SubnetPrefix} must be within the pool /${v4.prefix} and at most /30`);
+  }
+  if (cfg.v6SubnetPrefix < v6.prefix || cfg.v6SubnetPrefix > 120) {
+    throw new UsageError(`IPv6 subnet /${cfg.v6SubnetPrefix} must be within the pool /${v6.prefix} and at most /120`);
+  }
+  const hostsV4 = 2 ** (32 - cfg.v4SubnetPrefix);
+  return {
+    v4,
+    v6,
+    v4SubnetPrefix: cfg.v4SubnetPrefix,
+    v6SubnetPrefix: cfg.v6SubnetPrefix,
+    namespaces: Math.min(subnetCount(v4, cfg.v4SubnetPrefix), Math.min(2 ** 31, subnetCount(v6, cfg.v6SubnetPrefix))),
+    // Offset 0 is the subnet's network address and the last one its broadcast address.
+    firstOffset: 1,
+    lastOffset: hostsV4 - 2,
+  };
+}
+
+export interface PeerAddress {
+  /** Plain addresses (no prefix length). */
+  readonly ipv4: string;
+  readonly ipv6: string;
+  readonly subnetIndex: number;
+  readonly offset: number;
+}
+
+export function addressOf(plan: IpamPlan, subnetIndex: number, offset: number): PeerAddress {
+  if (offset < plan.firstOffset || offset > plan.lastOffset) throw new RangeError(`host offset ${offset} out of range`);
+  return {
+    ipv4: formatIp(4, hostAt(subnetAt(plan.v4, plan.v4SubnetPrefix, subnetIndex), offset)),
+    ipv6: formatIp(6, hostAt(subnetAt(plan.v6, plan.v6SubnetPrefix, subnetIndex), offset)),
+    subnetIndex,
+    offset,
+  };
+}
+
+export function namespaceSubnets(plan: IpamPlan, index: number): { v4: string; v6: string } {
+  return {
+    v4: formatCidr(subnetAt(plan.v4, plan.v4SubnetPrefix, index)),
+    v6: formatCidr(subnetAt(plan.v6, plan.v6SubnetPrefix, index)),
+  };
+}
+
+/**
+ * Candidate order for a free slot: the free slots in [first, last], rotated to start at a random one.
+ * Concurrent allocators that saw the same snapshot then spread out instead of all racing for the
+ * lowest free slot; a lost create simply moves on to the next candidate.
+ */
+export function candidateOrder(used: ReadonlySet<number>, first: number, last: number, rand: () => number): number[] {
+  const free: number[] = [];
+  for (let i = first; i <= last; i++) if (!used.has(i)) free.push(i);
+  if (free.length === 0) return free;
+  const start = Math.floor(rand() * free.length) % free.length;
+  return [...free.slice(start), ...free.slice(0, start)];
+}
+
+export class IpamExhaustedError extends LatticeError {
+  override readonly name = 'IpamExhaustedError';
+  constructor(message: string) {
+    super('EIPAM_EXHAUSTED', message);
+  }
+}
+
+interface AddrClaim {
+  owner: string;
+  publicKey: string;
+}
+
+/**
+ * Allocation over the "ipam" bucket. Every decision is a create on the bucket; the optional watch-fed
+ * cache of used offsets only picks the first candidates (a stale entry costs one failed create), and
+ * later rounds and the exhaustion verdict re-read the bucket itself.
+ */
+export class Ipam {
+  private used?: Map<string, Set<number>>;
+  private readonly indexes = new Map<string, number>();
+  private readonly claiming = new Map<string, Promise<number>>();
+  private readonly reserved = new Map<string, Set<number>>();
+  private watch?: KvWatch;
+
+  constructor(
+    private readonly bucket: KvBucket,
+    readonly plan: IpamPlan,
+    private readonly rand: () => number = Math.random,
+  ) {}
+
+  /** Follow allocations with a KV watch so allocating needs no listing of the bucket. */
+  async startCache(): Promise<void> {
+    const used = new Map<string, Set<number>>();
+    let ready!: () => void;
+    const isReady = new Promise<void>((r) => (ready = r));
+    this.watch = await this.bucket.watch(
+      'addr.*.*',
+      (c) => {
+        const [, ns, off] = c.key.split('.');
+        let set = used.get(ns);
+        if (!set) used.set(ns, (set = new Set()));
+        if (c.op === KvOp.Put) set.add(Number(off));
+        else set.delete(Number(off));
+      },
+      ready,
+    );
+    await isReady;
+    this.used = used;
+  }
+
+  stopCache(): void {
+    this.watch?.stop();
+    this.used = undefined;
+  }
+
+  /** The namespace's subnet index, claiming a free subnet on first use. */
+  async namespaceIndex(namespace: string): Promise<number> {
+    // A namespace keeps its subnet for good (ns.* keys are never deleted), so the answer can be memoized;
+    // concurrent first uses in this process share one claim.
+    const known = this.indexes.get(namespace);
+    if (known !== undefined) return known;
+    let p = this.claiming.get(namespace);
+    if (!p) {
+      p = this.claimNamespace(namespace).finally(() => this.claiming.delete(namespace));
+      this.claiming.set(namespace, p);
+    }
+    return p;
+  }
+
+  private async claimNamespace(namespace: string): Promise<number> {
+    for (;;) {
+      const have = await getJson<{ index: number }>(this.bucket, `ns.${namespace}`);
+      if (have) {
+        this.indexes.set(namespace, have.value.index);
+        return have.value.index;
+      }
+      const used = new Set((await this.bucket.keys('subnet.*')).map((k) => Number(k.slice('subnet.'.length))));
+      const order = candidateOrder(used, 0, this.plan.namespaces - 1, () => 0);
+      if (order.length === 0) {
+        throw new IpamExhaustedError(`no free subnet for namespace ${namespace}: all ${this.plan.namespaces} subnets of ${formatCidr(this.plan.v4)} are taken`);
+      }
+      let claimed: { index: number; revision: number };
+      try {
+        claimed = { index: order[0], revision: await this.bucket.create(`subnet.${order[0]}`, encodeJson({ namespace })) };
+      } catch (err) {
+        if (!(err instanceof KvConflictError)) throw err;
+        continue; // someone took that subnet: maybe for this very namespace, so look again
+      }
+      try {
+        await this.bucket.create(`ns.${namespace}`, encodeJson({ index: claimed.index }));
+        this.indexes.set(namespace, claimed.index);
+        return claimed.index;
+      } catch (err) {
+        if (!(err instanceof KvConflictError)) throw err;
+        // Another process named a subnet for this namespace first: give ours back and use theirs.
+        await this.bucket.delete(`subnet.${claimed.index}`, claimed.revision).catch(() => undefined);
+      }
+    }
+  }
+
+  /**
+   * Allocate a free address in the namespace's subnet for `owner`. Concurrent allocations in this
+   * process reserve distinct candidates, so they never collide with each other; across processes
+   * the creates decide. The lowest free offset goes first: freed addresses are reused.
+   */
+  async allocate(namespace: string, owner: string, publicKey: string): Promise<PeerAddress> {
+    const index = await this.namespaceIndex(namespace);
+    const claim = encodeJson({ owner, publicKey } satisfies AddrClaim);
+    const capacity = this.plan.lastOffset - this.plan.firstOffset + 1;
+    let reserved = this.reserved.get(namespace);
+    if (!reserved) this.reserved.set(namespace, (reserved = new Set()));
+    let collided = false;
+    for (let round = 0; round < 50; round++) {
+      // The watch-fed cache is good enough for the first rounds; after that, list the bucket itself.
+      const cached = round < 4 && this.used ? (this.used.get(namespace) ?? new Set<number>()) : undefined;
+      let used = cached ? new Set(cached) : await this.usedOffsets(namespace);
+      if (cached && used.size >= capacity) used = await this.usedOffsets(namespace);
+      if (used.size >= capacity) {
+        const sn = namespaceSubnets(this.plan, index);
+        throw new IpamExhaustedError(`namespace ${namespace} has no free address left in ${sn.v4} (${used.size} allocated); revoke agents or use a larger subnet`);
+      }
+      for (const r of reserved) used.add(r);
+      // Lowest free first (freed addresses are reused); once another process beat us to a slot,
+      // random free slots, so two processes do not walk the same sequence in lockstep.
+      const order = candidateOrder(used, this.plan.firstOffset, this.plan.lastOffset, collided ? this.rand : () => 0);
+      if (order.length === 0) {
+        // Every free slot is being tried by another allocation here: wait for them to settle.
+        await new Promise((r) => setTimeout(r, 5));
+        continue;
+      }
+      for (const offset of order.slice(0, 4)) {
+        if (reserved.has(offset)) continue;
+        reserved.add(offset);
+        try {
+          await this.bucket.create(`addr.${namespace}.${offset}`, claim);
+          this.noteUsed(namespace, offset);
+          return addressOf(this.plan, index, offset);
+        } catch (err) {
+          if (!(err instanceof KvConflictError)) throw err;
+          collided = true;
+          this.noteUsed(namespace, offset);
+        } finally {
+          reserved.delete(offset);
+        }
+      }
+    }
+    throw new LatticeError('EIPAM_CONTENTION', `could not allocate an address in namespace ${namespace}: too much contention, retry`);
+  }
+
+  /** Our own create (or a lost race) shows a slot is taken before the watch says so. */
+  private noteUsed(namespace: string, offset: number): void {
+    if (!this.used) return;
+    let set = this.used.get(namespace);
+    if (!set) this.used.set(namespace, (set = new Set()));
+    set.add(offset);
+  }
+
+  /** Free an address if `owner` still holds it (compare-and-set on the claim's revision). */
+  async free(namespace: string, offset: number, owner: string): Promise<boolean> {
+    const key = `addr.${namespace}.${offset}`;
+    const e = await this.bucket.get(key);
+    if (!e || decodeJson<AddrClaim>(e.value).owner !== owner) return false;
+    try {
+      await this.bucket.delete(key, e.revision);
+      return true;
+    } catch (err) {
+      if (err instanceof KvConflictError) return false;
+      throw err;
+    }
+  }
+
+  async usedOffsets(namespace: string): Promise<Set<number>> {
+    const prefix = `addr.${namespace}.`;
+    return new Set((await this.bucket.keys(`${prefix}*`)).map((k) => Number(k.slice(prefix.length))));
+  }
+}

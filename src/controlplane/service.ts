@@ -1,0 +1,558 @@
+import { randomBytes, randomUUID } from 'node:crypto';
+import type { Clock } from '../clock.js';
+import { IpamExhaustedError, Ipam, addressOf, namespaceSubnets, planIpam, DEFAULT_IPAM, type IpamConfig } from './ipam.js';
+import { JwtError, signAgentJwt, verifyAgentJwt, type AgentClaims } from './jwt.js';
+import { KeyedMutex, KvConflictError, KvOp, casUpdate, decodeJson, encodeJson, getJson, type KvBucket, type KvStore, type KvWatch } from './kv.js';
+import { buildTokenRecord, checkUsable, consumeToken, generateTokenSecret, hashToken, isWellFormedToken, refundToken } from './tokens.js';
+import {
+  AgentStatus,
+  BUCKETS,
+  CpErrorCode,
+  ControlPlaneError,
+  SUBJECTS,
+  badRequest,
+  isEndpoint,
+  isLabel,
+  isWgKey,
+  type AgentRecord,
+  type ControlPlaneEvent,
+  type ControlPlaneInfo,
+  type EnrollResponse,
+  type NamespacePolicyRecord,
+  type Peer,
+  type PolicyRef,
+  type RevocationRecord,
+  type TokenRecord,
+} from './types.js';
+
+/**
+ * The control plane's service logic: tokens, enrollment, directory, revocation, policies. All state
+ * is in KV buckets and every read-modify-write is a compare-and-set, so several instances can serve
+ * the same buckets. The only in-process state is a cache of agents fed by a KV watch (for peer lists).
+ *
+ * KV layout
+ *   tokens       <sha256(secret)>     TokenRecord
+ *   agents       a.<ns>.<name>        AgentRecord            (watched by launchers)
+ *                k.<b64url(pubkey)>   {namespace, name}      a public key belongs to one agent
+ *   ipam         see ipam.ts
+ *   policies     <ns>                 NamespacePolicyRecord  (watched by launchers)
+ *   revocations  a.<ns>.<name>        RevocationRecord       (watched by launchers)
+ *                k.<b64url(pubkey)>   RevocationRecord       a revoked key never enrolls again
+ *   config       cluster              {clusterId, jwtSecret} created once, shared by all instances
+ */
+
+export interface ServiceOptions {
+  store: KvStore;
+  clock: Clock;
+  ipam?: IpamConfig;
+  /** Lifetime of agent JWTs (default 365 days). */
+  jwtTtlMs?: number;
+  /** Throws (a ControlPlaneError or anything with a message) when a policy document is invalid. */
+  validatePolicy?: (policy: unknown) => void;
+  /** Resolve a preset name to a policy document; unknown presets are handed out as {preset: name}. */
+  resolvePreset?: (name: string) => unknown;
+  /** A pending enrollment older than this is considered abandoned and may be taken over. */
+  pendingStaleMs?: number;
+  /** Called after each enrollment and revocation (for the audit trail); must not throw. */
+  onEvent?: (e: ControlPlaneEvent) => void;
+}
+
+interface ClusterConfig {
+  clusterId: string;
+  /** base64url; the HS256 key shared by every control-plane instance of this cluster. */
+  jwtSecret: string;
+  createdAt: number;
+}
+
+export const agentKey = (namespace: string, name: string) => `a.${namespace}.${name}`;
+export const pubkeyKey = (publicKey: string) => `k.${Buffer.from(publicKey, 'base64').toString('base64url')}`;
+export const DEFAULT_JWT_TTL_MS = 365 * 86_400_000;
+
+export interface AgentView {
+  agentId: string;
+  name: string;
+  namespace: string;
+  publicKey: string;
+  status: string;
+  ipv4?: string;
+  ipv6?: string;
+  endpoint?: string;
+  allowedTools: string[];
+  allowedNamespaces: string[];
+  modes: AgentRecord['modes'];
+  createdAt: string;
+  jwtExpiresAt?: string;
+}
+
+export function peerOf(a: AgentRecord): Peer {
+  return {
+    name: a.name,
+    namespace: a.namespace,
+    publicKey: a.publicKey,
+    allowedIPs: a.address ? [`${a.address.ipv4}/32`, `${a.address.ipv6}/128`] : [],
+    ...(a.endpoint ? { endpoint: a.endpoint } : {}),
+  };
+}
+
+export class ControlPlaneService {
+  private readonly agentCache = new Map<string, AgentRecord>();
+  private cacheWatch?: KvWatch;
+  private readonly tokenMutex = new KeyedMutex();
+  readonly stats = { enrollments: 0, enrollFailures: 0, revocations: 0, tokensCreated: 0 };
+
+  private constructor(
+    private readonly opts: ServiceOptions,
+    private readonly b: Record<keyof typeof BUCKETS, KvBucket>,
+    private readonly ipam: Ipam,
+    private readonly cluster: ClusterConfig,
+    private readonly secret: Uint8Array,
+  ) {}
+
+  static async open(opts: ServiceOptions): Promise<ControlPlaneService> {
+    const entries = await Promise.all(
+      (Object.keys(BUCKETS) as (keyof typeof BUCKETS)[]).map(async (k) => [k, await opts.store.bucket(BUCKETS[k])] as const),
+    );
+    const b = Object.fromEntries(entries) as Record<keyof typeof BUCKETS, KvBucket>;
+    const cluster = await ensureCluster(b.config, opts.clock.now());
+    const plan = planIpam(opts.ipam ?? DEFAULT_IPAM);
+    const ipam = new Ipam(b.ipam, plan);
+    const svc = new ControlPlaneService(opts, b, ipam, cluster, Buffer.from(cluster.jwtSecret, 'base64url'));
+    await Promise.all([svc.startCache(), ipam.startCache()]);
+    return svc;
+  }
+
+  get info(): ControlPlaneInfo {
+    return { clusterId: this.cluster.clusterId, issuer: this.issuer, subjects: SUBJECTS, buckets: BUCKETS };
+  }
+
+  get issuer(): string {
+    return `lattice:${this.cluster.clusterId}`;
+  }
+
+  /** The HS256 key, for verifiers in the same process (tests, the audit consumer). */
+  get jwtSecret(): Uint8Array {
+    return this.secret;
+  }
+
+  close(): void {
+    this.cacheWatch?.stop();
+    this.ipam.stopCache();
+  }
+
+  private async startCache(): Promise<void> {
+    let ready!: () => void;
+    const isReady = new Promise<void>((r) => (ready = r));
+    this.cacheWatch = await this.b.agents.watch(
+      'a.*.*',
+      (c) => {
+        if (c.op === KvOp.Delete) this.agentCache.delete(c.key);
+        else {
+          try {
+            this.agentCache.set(c.key, decodeJson<AgentRecord>(c.value));
+          } catch {
+            this.agentCache.delete(c.key);
+          }
+        }
+      },
+      ready,
+    );
+    await isReady;
+  }
+
+  // ---- tokens ----
+
+  async createToken(body: unknown): Promise<{ token: string; record: TokenRecord }> {
+    const record = buildTokenRecord(body, this.opts.clock.now(), randomUUID(), (p) => this.checkPolicy(p));
+    const token = generateTokenSecret();
+    await this.b.tokens.create(hashToken(token), encodeJson(record));
+    this.stats.tokensCreated++;
+    return { token, record };
+  }
+
+  // ---- enrollment ----
+
+  async enroll(req: unknown): Promise<EnrollResponse> {
+    try {
+      const res = await this.enrollInner(req);
+      this.stats.enrollments++;
+      return res;
+    } catch (err) {
+      this.stats.enrollFailures++;
+      if (err instanceof IpamExhaustedError) throw new ControlPlaneError(CpErrorCode.IpamExhausted, err.message, { cause: err });
+      throw err;
+    }
+  }
+
+  private async enrollInner(req: unknown): Promise<EnrollResponse> {
+    const { token, publicKey, name, endpoint } = parseEnrollRequest(req);
+    const hash = hashToken(token);
+    const tok = await getJson<TokenRecord>(this.b.tokens, hash);
+    if (!tok) throw new ControlPlaneError(CpErrorCode.TokenUnknown, 'unknown enrollment token');
+    const now = this.opts.clock.now();
+    if (now >= tok.value.expiresAt) throw new ControlPlaneError(CpErrorCode.TokenExpired, 'enrollment token has expired; ask for a new one');
+    if (await this.b.revocations.get(pubkeyKey(publicKey))) {
+      throw new ControlPlaneError(CpErrorCode.Revoked, 'this public key belongs to a revoked agent; generate a new key');
+    }
+    const namespace = tok.value.namespace;
+    const key = agentKey(namespace, name);
+
+    // 1. Claim the name (a pending record), or find our own earlier enrollment.
+    let claimed: { value: AgentRecord; revision: number } | undefined;
+    for (let attempt = 0; !claimed; attempt++) {
+      const cur = await getJson<AgentRecord>(this.b.agents, key);
+      if (cur) {
+        if (cur.value.publicKey !== publicKey) {
+          throw new ControlPlaneError(CpErrorCode.NameTaken, `agent ${name} already enrolled in namespace ${namespace} with another key; revoke it first`);
+        }
+        if (cur.value.status === AgentStatus.Active) {
+          // Idempotent restart: only with the token that enrolled it. (Possession of the private key is
+          // not proven here; a launcher with stored credentials does not come back this way at all.)
+          if (cur.value.tokenId !== tok.value.id) {
+            throw new ControlPlaneError(CpErrorCode.NameTaken, `agent ${name} is already enrolled in namespace ${namespace} with another token; reuse its stored credentials or revoke it first`);
+          }
+          return this.respond(await this.refreshEndpoint(key, cur, endpoint));
+        }
+        // Pending with our key: a concurrent identical request is in flight (wait for it) or one was abandoned (take over).
+        if (now - cur.value.updatedAt < (this.opts.pendingStaleMs ?? 30_000) && attempt < 100) {
+          await sleep(50);
+          continue;
+        }
+        const t = tok.value;
+        const took: AgentRecord = {
+          ...cur.value,
+          allowedTools: t.allowedTools,
+          allowedNamespaces: t.allowedNamespaces,
+          modes: t.modes,
+          policy: t.policy,
+          tokenId: t.id,
+          updatedAt: now,
+        };
+        try {
+          claimed = { value: took, revision: await this.b.agents.update(key, encodeJson(took), cur.revision) };
+        } catch (err) {
+          if (!(err instanceof KvConflictError)) throw err;
+        }
+        continue;
+      }
+      checkUsable(tok.value, now); // fail fast; the authoritative check is the compare-and-set below
+      const rec: AgentRecord = {
+        agentId: randomUUID(),
+        name,
+        namespace,
+        publicKey,
+        status: AgentStatus.Pending,
+        ...(endpoint ? { endpoint } : {}),
+        allowedTools: tok.value.allowedTools,
+        allowedNamespaces: tok.value.allowedNamespaces,
+        modes: tok.value.modes,
+        ...(tok.value.policy ? { policy: tok.value.policy } : {}),
+        tokenId: tok.value.id,
+        createdAt: now,
+        updatedAt: now,
+      };
+      try {
+        claimed = { value: rec, revision: await this.b.agents.create(key, encodeJson(rec)) };
+      } catch (err) {
+        if (!(err instanceof KvConflictError)) throw err;
+      }
+    }
+
+    let pending = claimed;
+    const undo: (() => Promise<unknown>)[] = [];
+    const rollback = async () => {
+      for (const u of undo.reverse()) await u().catch(() => undefined);
+    };
+    undo.push(() => this.b.agents.delete(key, pending.revision));
+    try {
+      // 2. Claim the public key: one key, one agent.
+      const pkKey = pubkeyKey(publicKey);
+      for (let owned = false; !owned; ) {
+        try {
+          const rev = await this.b.agents.create(pkKey, encodeJson({ namespace, name }));
+          undo.push(() => this.b.agents.delete(pkKey, rev));
+          owned = true;
+        } catch (err) {
+          if (!(err instanceof KvConflictError)) throw err;
+          const owner = await getJson<{ namespace: string; name: string }>(this.b.agents, pkKey);
+          if (owner && (owner.value.namespace !== namespace || owner.value.name !== name)) {
+            throw new ControlPlaneError(CpErrorCode.KeyInUse, 'this public key is already enrolled as another agent; generate a new key');
+          }
+          owned = !!owner; // ours from an earlier, abandoned attempt; if it vanished meanwhile, claim again
+        }
+      }
+
+      // 3. An address (kept in the pending record so a takeover reuses it).
+      if (!pending.value.address) {
+        const addr = await this.ipam.allocate(namespace, key, publicKey);
+        undo.push(() => this.ipam.free(namespace, addr.offset, key));
+        const withAddr: AgentRecord = { ...pending.value, address: { ipv4: addr.ipv4, ipv6: addr.ipv6, offset: addr.offset } };
+        pending = { value: withAddr, revision: await this.b.agents.update(key, encodeJson(withAddr), pending.revision) };
+      }
+
+      // 4. Use the token, last: everything before it can be undone without touching the count.
+      await this.tokenMutex.run(hash, () =>
+        casUpdate<TokenRecord>(this.b.tokens, hash, (t) => {
+          if (!t) throw new ControlPlaneError(CpErrorCode.TokenUnknown, 'unknown enrollment token');
+          return consumeToken(t, this.opts.clock.now());
+        }),
+      );
+      undo.push(() => this.tokenMutex.run(hash, () => casUpdate<TokenRecord>(this.b.tokens, hash, (t) => (t ? refundToken(t) : undefined))));
+
+      // 5. Identity: JWT, then the record goes active (compare-and-set: a revoke in between wins).
+      const jti = randomUUID();
+      const { jwt, expiresAt } = await this.sign(pending.value, jti);
+      const active: AgentRecord = { ...pending.value, status: AgentStatus.Active, jti, jwtExpiresAt: expiresAt, updatedAt: this.opts.clock.now() };
+      const rev = await this.b.agents.update(key, encodeJson(active), pending.revision);
+      this.emitEvent({
+        type: 'enrollment.enrolled',
+        agentId: active.agentId,
+        namespace,
+        name,
+        ipv4: active.address!.ipv4,
+        ipv6: active.address!.ipv6,
+        tokenId: active.tokenId,
+        expiresAt: expiresAt,
+      });
+      return this.respond({ value: active, revision: rev }, jwt);
+    } catch (err) {
+      await rollback();
+      if (err instanceof KvConflictError) {
+        throw new ControlPlaneError(CpErrorCode.Internal, `enrollment of ${name} raced with a change to it (revoked?); retry`, { cause: err });
+      }
+      throw err;
+    }
+  }
+
+  private async refreshEndpoint(key: string, cur: { value: AgentRecord; revision: number }, endpoint?: string) {
+    if (!endpoint || endpoint === cur.value.endpoint) return cur;
+    const r = await casUpdate<AgentRecord>(this.b.agents, key, (a) => {
+      if (!a || a.publicKey !== cur.value.publicKey) throw new ControlPlaneError(CpErrorCode.Revoked, 'agent was revoked');
+      return { ...a, endpoint, updatedAt: this.opts.clock.now() };
+    });
+    return { value: r.value as AgentRecord, revision: r.revision };
+  }
+
+  private async sign(a: AgentRecord, jti: string) {
+    return signAgentJwt(
+      this.secret,
+      { agentId: a.agentId, namespace: a.namespace, name: a.name, tools: a.allowedTools, allowedNamespaces: a.allowedNamespaces, publicKey: a.publicKey, jti },
+      { issuer: this.issuer, now: this.opts.clock.now(), ttlMs: this.opts.jwtTtlMs ?? DEFAULT_JWT_TTL_MS },
+    );
+  }
+
+  private async respond(entry: { value: AgentRecord; revision: number }, jwt?: string): Promise<EnrollResponse> {
+    let a = entry.value;
+    if (!jwt) {
+      // Re-enrollment of the same identity: a fresh JWT under a new jti, recorded with compare-and-set.
+      const jti = randomUUID();
+      const signed = await this.sign(a, jti);
+      const r = await casUpdate<AgentRecord>(this.b.agents, agentKey(a.namespace, a.name), (cur) => {
+        if (!cur || cur.publicKey !== a.publicKey) throw new ControlPlaneError(CpErrorCode.Revoked, 'agent was revoked');
+        return { ...cur, jti, jwtExpiresAt: signed.expiresAt, updatedAt: this.opts.clock.now() };
+      });
+      a = r.value as AgentRecord;
+      jwt = signed.jwt;
+    }
+    const address = a.address!;
+    const index = await this.ipam.namespaceIndex(a.namespace);
+    return {
+      agentId: a.agentId,
+      name: a.name,
+      namespace: a.namespace,
+      address: { ipv4: address.ipv4, ipv6: address.ipv6 },
+      allowedIPs: [`${address.ipv4}/32`, `${address.ipv6}/128`],
+      subnets: namespaceSubnets(this.ipam.plan, index),
+      peers: this.peersFor(a),
+      policy: await this.effectivePolicy(a.namespace, a.policy),
+      jwt,
+      jwtExpiresAt: a.jwtExpiresAt!,
+      allowedTools: a.allowedTools,
+      allowedNamespaces: a.allowedNamespaces,
+      modes: a.modes,
+      controlPlane: this.info,
+    };
+  }
+
+  /** Active agents of the agent's own and allowed namespaces, except itself (from the watch-fed cache). */
+  peersFor(a: Pick<AgentRecord, 'namespace' | 'name' | 'allowedNamespaces'>): Peer[] {
+    const spaces = new Set([a.namespace, ...a.allowedNamespaces]);
+    const out: Peer[] = [];
+    for (const p of this.agentCache.values()) {
+      if (p.status !== AgentStatus.Active || !spaces.has(p.namespace)) continue;
+      if (p.namespace === a.namespace && p.name === a.name) continue;
+      out.push(peerOf(p));
+    }
+    return out.sort((x, y) => (x.namespace + '.' + x.name).localeCompare(y.namespace + '.' + y.name));
+  }
+
+  private async effectivePolicy(namespace: string, ref?: PolicyRef): Promise<unknown> {
+    const ns = await getJson<NamespacePolicyRecord>(this.b.policies, namespace);
+    if (ns) return ns.value.policy;
+    return resolvePolicyRef(ref, this.opts.resolvePreset);
+  }
+
+  // ---- agent-side requests (authenticated by the agent JWT) ----
+
+  /** Verify an agent JWT: signature (HS256 only), issuer, expiry, and that the agent is not revoked. */
+  async verifyJwt(jwt: string): Promise<AgentClaims> {
+    const claims = await verifyAgentJwt(this.secret, jwt, { issuer: this.issuer, now: this.opts.clock.now() });
+    if (!isWgKey(claims.wgpk) || (await this.b.revocations.get(pubkeyKey(claims.wgpk)))) {
+      throw new ControlPlaneError(CpErrorCode.Revoked, 'agent has been revoked');
+    }
+    return claims;
+  }
+
+  private async authAgent(req: unknown): Promise<{ claims: AgentClaims; body: Record<string, unknown> }> {
+    if (typeof req !== 'object' || req === null) throw badRequest('request must be a JSON object');
+    const body = req as Record<string, unknown>;
+    if (typeof body.jwt !== 'string') throw badRequest('jwt is required');
+    try {
+      return { claims: await this.verifyJwt(body.jwt), body };
+    } catch (err) {
+      if (err instanceof JwtError) throw new ControlPlaneError(CpErrorCode.Unauthorized, err.message, { cause: err });
+      throw err;
+    }
+  }
+
+  /** The launcher publishes where its WireGuard socket can be reached. */
+  async updateEndpoint(req: unknown): Promise<{ endpoint: string }> {
+    const { claims, body } = await this.authAgent(req);
+    if (!isEndpoint(body.endpoint)) throw badRequest('endpoint must be host:port or [v6]:port');
+    const endpoint = body.endpoint;
+    await casUpdate<AgentRecord>(this.b.agents, agentKey(claims.ns, claims.name), (a) => {
+      if (!a || a.publicKey !== claims.wgpk) throw new ControlPlaneError(CpErrorCode.Revoked, 'agent has been revoked');
+      return a.endpoint === endpoint ? undefined : { ...a, endpoint, updatedAt: this.opts.clock.now() };
+    });
+    return { endpoint };
+  }
+
+  /** Snapshot of what a launcher needs on restart: own record, peers, policy. */
+  async directory(req: unknown): Promise<{ self: Peer; peers: Peer[]; policy: unknown }> {
+    const { claims } = await this.authAgent(req);
+    const a = await getJson<AgentRecord>(this.b.agents, agentKey(claims.ns, claims.name));
+    if (!a || a.value.publicKey !== claims.wgpk) throw new ControlPlaneError(CpErrorCode.Revoked, 'agent has been revoked');
+    return { self: peerOf(a.value), peers: this.peersFor(a.value), policy: await this.effectivePolicy(a.value.namespace, a.value.policy) };
+  }
+
+  // ---- admin ----
+
+  async listAgents(namespace?: string): Promise<AgentView[]> {
+    if (namespace !== undefined && !isLabel(namespace)) throw badRequest('bad namespace');
+    const keys = await this.b.agents.keys(namespace ? `a.${namespace}.*` : 'a.*.*');
+    const recs = await Promise.all(keys.map((k) => getJson<AgentRecord>(this.b.agents, k)));
+    return recs
+      .filter((r): r is { value: AgentRecord; revision: number } => !!r)
+      .map(({ value: a }) => ({
+        agentId: a.agentId,
+        name: a.name,
+        namespace: a.namespace,
+        publicKey: a.publicKey,
+        status: a.status,
+        ipv4: a.address?.ipv4,
+        ipv6: a.address?.ipv6,
+        endpoint: a.endpoint,
+        allowedTools: a.allowedTools,
+        allowedNamespaces: a.allowedNamespaces,
+        modes: a.modes,
+        createdAt: new Date(a.createdAt).toISOString(),
+        jwtExpiresAt: a.jwtExpiresAt ? new Date(a.jwtExpiresAt).toISOString() : undefined,
+      }))
+      .sort((x, y) => (x.namespace + '.' + x.name).localeCompare(y.namespace + '.' + y.name));
+  }
+
+  /** Revoke: the key is barred for good, the name and the address become free. */
+  async revokeAgent(namespace: string, name: string): Promise<RevocationRecord> {
+    if (!isLabel(namespace) || !isLabel(name)) throw badRequest('namespace and name must be DNS labels');
+    const key = agentKey(namespace, name);
+    for (;;) {
+      const cur = await getJson<AgentRecord>(this.b.agents, key);
+      if (!cur) throw new ControlPlaneError(CpErrorCode.NotFound, `no agent ${name} in namespace ${namespace}`);
+      const a = cur.value;
+      const rec: RevocationRecord = { agentId: a.agentId, name, namespace, publicKey: a.publicKey, jti: a.jti, revokedAt: this.opts.clock.now() };
+      // Bar the key first, so a concurrent enrollment or endpoint update sees the revocation.
+      await casUpdate(this.b.revocations, pubkeyKey(a.publicKey), () => rec);
+      try {
+        await this.b.agents.delete(key, cur.revision);
+      } catch (err) {
+        if (err instanceof KvConflictError) continue;
+        throw err;
+      }
+      await casUpdate(this.b.revocations, key, () => rec);
+      if (a.address) await this.ipam.free(namespace, a.address.offset, key);
+      const pk = await this.b.agents.get(pubkeyKey(a.publicKey));
+      if (pk) await this.b.agents.delete(pk.key, pk.revision).catch(() => undefined);
+      this.stats.revocations++;
+      this.emitEvent({ type: 'enrollment.revoked', agentId: a.agentId, namespace, name, reason: 'revoked by admin' });
+      return rec;
+    }
+  }
+
+  async setPolicy(namespace: string, policy: unknown): Promise<NamespacePolicyRecord> {
+    if (!isLabel(namespace)) throw badRequest('namespace must be a DNS label');
+    if (typeof policy !== 'object' || policy === null || Array.isArray(policy)) throw badRequest('policy must be a JSON object');
+    this.checkPolicy(policy);
+    const rec: NamespacePolicyRecord = { namespace, policy, updatedAt: this.opts.clock.now() };
+    await casUpdate(this.b.policies, namespace, () => rec);
+    return rec;
+  }
+
+  async getPolicy(namespace: string): Promise<NamespacePolicyRecord | null> {
+    if (!isLabel(namespace)) throw badRequest('namespace must be a DNS label');
+    return (await getJson<NamespacePolicyRecord>(this.b.policies, namespace))?.value ?? null;
+  }
+
+  private emitEvent(e: ControlPlaneEvent): void {
+    try {
+      this.opts.onEvent?.(e);
+    } catch {
+      // the audit sink's failure must not fail an enrollment that already happened
+    }
+  }
+
+  private checkPolicy(p: unknown): void {
+    if (!this.opts.validatePolicy) return;
+    try {
+      this.opts.validatePolicy(p);
+    } catch (err) {
+      if (err instanceof ControlPlaneError) throw err;
+      throw badRequest(`invalid policy: ${(err as Error).message}`);
+    }
+  }
+
+  /** Address math exposed for tooling (e.g. `agent ls` of a namespace's subnet). */
+  addressOf(subnetIndex: number, offset: number) {
+    return addressOf(this.ipam.plan, subnetIndex, offset);
+  }
+}
+
+export function resolvePolicyRef(ref: PolicyRef | undefined, resolvePreset?: (name: string) => unknown): unknown {
+  if (!ref) return null;
+  if ('inline' in ref) return ref.inline;
+  return resolvePreset?.(ref.preset) ?? { preset: ref.preset };
+}
+
+function parseEnrollRequest(req: unknown): { token: string; publicKey: string; name: string; endpoint?: string } {
+  if (typeof req !== 'object' || req === null || Array.isArray(req)) throw badRequest('enrollment request must be a JSON object');
+  const r = req as Record<string, unknown>;
+  if (!isWellFormedToken(r.token)) throw badRequest('malformed enrollment token');
+  if (!isWgKey(r.publicKey)) throw badRequest('publicKey must be a base64 WireGuard public key (32 bytes)');
+  if (!isLabel(r.name)) throw badRequest('name must be a DNS label (a-z, 0-9, -; at most 63)');
+  if (r.endpoint !== undefined && !isEndpoint(r.endpoint)) throw badRequest('endpoint must be host:port or [v6]:port');
+  return { token: r.token, publicKey: r.publicKey, name: r.name, endpoint: r.endpoint as string | undefined };
+}
+
+async function ensureCluster(config: KvBucket, now: number): Promise<ClusterConfig> {
+  for (;;) {
+    const cur = await getJson<ClusterConfig>(config, 'cluster');
+    if (cur) return cur.value;
+    const fresh: ClusterConfig = { clusterId: randomUUID(), jwtSecret: randomBytes(32).toString('base64url'), createdAt: now };
+    try {
+      await config.create('cluster', encodeJson(fresh));
+      return fresh;
+    } catch (err) {
+      if (!(err instanceof KvConflictError)) throw err; // another instance created it first: read theirs
+    }
+  }
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));

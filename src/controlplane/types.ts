@@ -1,0 +1,192 @@
+import { LatticeError } from '../errors.js';
+
+/** Wire and storage shapes of the control plane. Stored records are JSON in the KV buckets. */
+
+export const SandboxMode = { None: 'none', Gvisor: 'gvisor' } as const;
+export type SandboxMode = (typeof SandboxMode)[keyof typeof SandboxMode];
+
+export const EnforcementMode = { Disabled: 'disabled', Audit: 'audit', Enforce: 'enforce' } as const;
+export type EnforcementMode = (typeof EnforcementMode)[keyof typeof EnforcementMode];
+
+export interface Modes {
+  sandbox: SandboxMode;
+  enforcement: EnforcementMode;
+}
+
+export const DEFAULT_MODES: Modes = { sandbox: SandboxMode.Gvisor, enforcement: EnforcementMode.Enforce };
+
+/** A policy a token hands out: a preset by name or an inline document (opaque here). */
+export type PolicyRef = { preset: string } | { inline: unknown };
+
+/** Stable error codes of enrollment and the admin API; they travel in replies as {error: {code, message}}. */
+export const CpErrorCode = {
+  BadRequest: 'EBADREQ',
+  TokenUnknown: 'ETOKEN_UNKNOWN',
+  TokenExpired: 'ETOKEN_EXPIRED',
+  TokenExhausted: 'ETOKEN_EXHAUSTED',
+  NameTaken: 'ENAME_TAKEN',
+  KeyInUse: 'EKEY_IN_USE',
+  Revoked: 'EREVOKED',
+  IpamExhausted: 'EIPAM_EXHAUSTED',
+  Unauthorized: 'EUNAUTHORIZED',
+  NotFound: 'ENOTFOUND',
+  Busy: 'EBUSY',
+  Internal: 'EINTERNAL',
+} as const;
+export type CpErrorCode = (typeof CpErrorCode)[keyof typeof CpErrorCode];
+
+export class ControlPlaneError extends LatticeError {
+  override readonly name = 'ControlPlaneError';
+  constructor(
+    override readonly code: CpErrorCode,
+    message: string,
+    options?: { cause?: unknown },
+  ) {
+    super(code, message, options);
+  }
+}
+
+export const badRequest = (msg: string) => new ControlPlaneError(CpErrorCode.BadRequest, msg);
+
+export interface TokenRecord {
+  id: string;
+  namespace: string;
+  allowedTools: string[];
+  allowedNamespaces: string[];
+  limit: number;
+  uses: number;
+  /** Epoch ms. */
+  expiresAt: number;
+  createdAt: number;
+  policy?: PolicyRef;
+  modes: Modes;
+}
+
+export const AgentStatus = { Pending: 'pending', Active: 'active' } as const;
+export type AgentStatus = (typeof AgentStatus)[keyof typeof AgentStatus];
+
+export interface AgentRecord {
+  agentId: string;
+  name: string;
+  namespace: string;
+  /** WireGuard public key, base64 (32 bytes). */
+  publicKey: string;
+  /** Pending while enrollment is in flight (name and key claimed, address and token not yet). */
+  status: AgentStatus;
+  address?: { ipv4: string; ipv6: string; offset: number };
+  /** host:port where the agent's WireGuard UDP socket is reachable, as the launcher last published it. */
+  endpoint?: string;
+  allowedTools: string[];
+  allowedNamespaces: string[];
+  modes: Modes;
+  policy?: PolicyRef;
+  tokenId: string;
+  jti?: string;
+  jwtExpiresAt?: number;
+  createdAt: number;
+  updatedAt: number;
+}
+
+export interface RevocationRecord {
+  agentId: string;
+  name: string;
+  namespace: string;
+  publicKey: string;
+  jti?: string;
+  revokedAt: number;
+}
+
+export interface NamespacePolicyRecord {
+  namespace: string;
+  policy: unknown;
+  updatedAt: number;
+}
+
+export interface Peer {
+  name: string;
+  namespace: string;
+  publicKey: string;
+  allowedIPs: string[];
+  endpoint?: string;
+}
+
+export interface EnrollRequest {
+  token: string;
+  publicKey: string;
+  name: string;
+  endpoint?: string;
+}
+
+export interface EnrollResponse {
+  agentId: string;
+  name: string;
+  namespace: string;
+  address: { ipv4: string; ipv6: string };
+  /** The agent's own allowed IPs as its peers see it (v4 /32, v6 /128). */
+  allowedIPs: string[];
+  subnets: { v4: string; v6: string };
+  peers: Peer[];
+  policy: unknown;
+  jwt: string;
+  jwtExpiresAt: number;
+  allowedTools: string[];
+  allowedNamespaces: string[];
+  modes: Modes;
+  controlPlane: ControlPlaneInfo;
+}
+
+export interface ControlPlaneInfo {
+  clusterId: string;
+  issuer: string;
+  subjects: typeof SUBJECTS;
+  buckets: typeof BUCKETS;
+}
+
+export interface ErrorReply {
+  error: { code: CpErrorCode; message: string };
+}
+
+/** NATS subjects served by the control plane (request/reply). */
+export const SUBJECTS = {
+  enroll: 'lattice.cp.enroll',
+  endpoint: 'lattice.cp.endpoint',
+  directory: 'lattice.cp.directory',
+} as const;
+
+/** JetStream KV buckets holding all control-plane state. */
+export const BUCKETS = {
+  tokens: 'lattice_tokens',
+  agents: 'lattice_agents',
+  ipam: 'lattice_ipam',
+  policies: 'lattice_policies',
+  revocations: 'lattice_revocations',
+  config: 'lattice_config',
+} as const;
+
+/** DNS-label names, so they are safe as KV key tokens, hostnames and file names. */
+const LABEL_RE = /^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/;
+export function isLabel(s: unknown): s is string {
+  return typeof s === 'string' && LABEL_RE.test(s);
+}
+
+const TOOL_RE = /^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$/;
+export function isToolName(s: unknown): s is string {
+  return typeof s === 'string' && TOOL_RE.test(s);
+}
+
+/** A WireGuard public key: 32 bytes in canonical standard base64 (as `wg pubkey` prints it). */
+export function isWgKey(s: unknown): s is string {
+  return typeof s === 'string' && /^[A-Za-z0-9+/]{42}[AEIMQUYcgkosw048]=$/.test(s);
+}
+
+/** host:port or [v6]:port. */
+export function isEndpoint(s: unknown): s is string {
+  if (typeof s !== 'string' || s.length > 300) return false;
+  const m = /^(?:\[([0-9a-fA-F:.]+)\]|([A-Za-z0-9.-]+)):(\d{1,5})$/.exec(s);
+  return !!m && Number(m[3]) > 0 && Number(m[3]) < 65536;
+}
+
+/** What the control plane reports for the audit trail (wired by the caller; see ServiceOptions.onEvent). */
+export type ControlPlaneEvent =
+  | { type: 'enrollment.enrolled'; agentId: string; namespace: string; name: string; ipv4: string; ipv6: string; tokenId: string; expiresAt: number }
+  | { type: 'enrollment.revoked'; agentId: string; namespace: string; name: string; reason: string };

@@ -1,0 +1,96 @@
+import { connect, type NatsConnection } from 'nats';
+import { LatticeError } from '../errors.js';
+import { SUBJECTS, type CpErrorCode, type EnrollResponse, type ErrorReply, type Peer } from '../controlplane/types.js';
+
+/**
+ * Launcher side of the control plane's NATS request/reply API: enroll with a one-time token, publish
+ * the WireGuard endpoint, fetch a directory snapshot. Every call takes either a connection to reuse or
+ * the control plane's NATS URL (connected and closed around the call).
+ */
+
+/** The control plane refused a request; `code` is one of CpErrorCode (ETOKEN_EXPIRED, EREVOKED, ...). */
+export class EnrollError extends LatticeError {
+  override readonly name = 'EnrollError';
+  constructor(
+    override readonly code: CpErrorCode,
+    message: string,
+  ) {
+    super(code, message);
+  }
+}
+
+export class ControlPlaneUnreachableError extends LatticeError {
+  override readonly name = 'ControlPlaneUnreachableError';
+  constructor(message: string, options?: { cause?: unknown }) {
+    super('ECP_UNREACHABLE', message, options);
+  }
+}
+
+export type Target = { nc: NatsConnection } | { controlPlaneUrl: string };
+
+export interface EnrollOptions {
+  token: string;
+  name: string;
+  /** WireGuard public key, base64. */
+  publicKey: string;
+  /** host:port of the launcher's WireGuard UDP socket, if known. */
+  endpoint?: string;
+  timeoutMs?: number;
+}
+
+const enc = new TextEncoder();
+const dec = new TextDecoder();
+
+async function withConnection<T>(t: Target, fn: (nc: NatsConnection, url: string) => Promise<T>): Promise<T> {
+  if ('nc' in t) return fn(t.nc, t.nc.getServer());
+  let nc: NatsConnection;
+  try {
+    nc = await connect({ servers: t.controlPlaneUrl, name: 'lattice-launcher', timeout: 5000, maxReconnectAttempts: 3 });
+  } catch (err) {
+    throw new ControlPlaneUnreachableError(`cannot reach the control plane at ${t.controlPlaneUrl}: ${(err as Error).message}`, { cause: err });
+  }
+  try {
+    return await fn(nc, t.controlPlaneUrl);
+  } finally {
+    await nc.close().catch(() => undefined);
+  }
+}
+
+async function request<T>(t: Target, subject: string, body: unknown, timeoutMs = 10_000): Promise<T> {
+  return withConnection(t, async (nc, url) => {
+    let reply;
+    try {
+      reply = await nc.request(subject, enc.encode(JSON.stringify(body)), { timeout: timeoutMs });
+    } catch (err) {
+      const code = (err as { code?: string }).code;
+      if (code === '503') throw new ControlPlaneUnreachableError(`no control plane is serving ${subject} on ${url}; start one with: lattice control-plane start`, { cause: err });
+      if (code === 'TIMEOUT') throw new ControlPlaneUnreachableError(`the control plane at ${url} did not answer ${subject} within ${timeoutMs} ms`, { cause: err });
+      throw new ControlPlaneUnreachableError(`request to the control plane at ${url} failed: ${(err as Error).message}`, { cause: err });
+    }
+    let parsed: unknown;
+    try {
+      parsed = JSON.parse(dec.decode(reply.data));
+    } catch (err) {
+      throw new LatticeError('ECP_REPLY', `the control plane at ${url} sent a reply that is not JSON`, { cause: err });
+    }
+    const e = (parsed as Partial<ErrorReply>)?.error;
+    if (e && typeof e.code === 'string') throw new EnrollError(e.code, String(e.message));
+    return parsed as T;
+  });
+}
+
+/** Enroll: token + public key + name -> identity, address, peers, policy, JWT. */
+export function enroll(opts: EnrollOptions & Target): Promise<EnrollResponse> {
+  const { token, name, publicKey, endpoint } = opts;
+  return request<EnrollResponse>(opts, SUBJECTS.enroll, { token, name, publicKey, ...(endpoint ? { endpoint } : {}) }, opts.timeoutMs);
+}
+
+/** Publish where this agent's WireGuard socket can be reached (host:port). Peers see it via the directory. */
+export function updateEndpoint(opts: { jwt: string; endpoint: string; timeoutMs?: number } & Target): Promise<{ endpoint: string }> {
+  return request(opts, SUBJECTS.endpoint, { jwt: opts.jwt, endpoint: opts.endpoint }, opts.timeoutMs);
+}
+
+/** Current peers and policy for a stored identity (on restart, before the watcher catches up). */
+export function fetchDirectory(opts: { jwt: string; timeoutMs?: number } & Target): Promise<{ self: Peer; peers: Peer[]; policy: unknown }> {
+  return request(opts, SUBJECTS.directory, { jwt: opts.jwt }, opts.timeoutMs);
+}

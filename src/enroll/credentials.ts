@@ -1,0 +1,86 @@
+import { readFile, unlink } from 'node:fs/promises';
+import { join } from 'node:path';
+import { LatticeError } from '../errors.js';
+import { writeFileAtomic } from '../fsutil.js';
+import { statePaths } from '../state.js';
+import { assertPrivate } from '../controlplane/secrets.js';
+import { isLabel, isWgKey, type Modes, type Peer } from '../controlplane/types.js';
+
+/**
+ * The enrolled identity of one sandbox, kept so that a restart reuses it (same key, same address) and
+ * needs no token. One JSON file per sandbox name, <stateDir>/credentials/<name>.json, mode 0600,
+ * written atomically (temp file, fsync, rename, fsync dir), so a crash leaves the old file or the new one.
+ */
+export interface Credentials {
+  version: 1;
+  name: string;
+  namespace: string;
+  agentId: string;
+  /** WireGuard private key, base64. Never logged. */
+  privateKey: string;
+  publicKey: string;
+  address: { ipv4: string; ipv6: string };
+  subnets?: { v4: string; v6: string };
+  jwt: string;
+  jwtExpiresAt: number;
+  allowedTools: string[];
+  allowedNamespaces: string[];
+  modes: Modes;
+  policy?: unknown;
+  peers?: Peer[];
+  controlPlane: { url: string; clusterId: string; issuer: string };
+  enrolledAt: number;
+}
+
+export class CredentialsError extends LatticeError {
+  override readonly name = 'CredentialsError';
+  constructor(message: string, options?: { cause?: unknown }) {
+    super('ECREDENTIALS', message, options);
+  }
+}
+
+export function credentialsPath(stateDir: string, name: string): string {
+  if (!isLabel(name)) throw new CredentialsError(`bad sandbox name ${JSON.stringify(name)}: use a DNS label`);
+  return join(statePaths(stateDir).credentials, `${name}.json`);
+}
+
+export async function saveCredentials(stateDir: string, c: Credentials): Promise<string> {
+  const path = credentialsPath(stateDir, c.name);
+  await writeFileAtomic(path, `${JSON.stringify(c, null, 2)}\n`, 0o600);
+  await assertPrivate(statePaths(stateDir).credentials);
+  return path;
+}
+
+/** The stored identity, or null when none. Refuses files other users could read, and damaged ones. */
+export async function loadCredentials(stateDir: string, name: string): Promise<Credentials | null> {
+  const path = credentialsPath(stateDir, name);
+  let text: string;
+  try {
+    await assertPrivate(path);
+    await assertPrivate(statePaths(stateDir).credentials);
+    text = await readFile(path, 'utf8');
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return null;
+    throw err;
+  }
+  let c: Partial<Credentials>;
+  try {
+    c = JSON.parse(text) as Partial<Credentials>;
+  } catch (err) {
+    throw new CredentialsError(`${path} is not valid JSON; delete it and enroll again with a new token`, { cause: err });
+  }
+  if (c.version !== 1 || c.name !== name || !isWgKey(c.publicKey) || typeof c.privateKey !== 'string' || typeof c.jwt !== 'string' || !c.address?.ipv4) {
+    throw new CredentialsError(`${path} is incomplete or from another version; delete it and enroll again with a new token`);
+  }
+  return c as Credentials;
+}
+
+export async function deleteCredentials(stateDir: string, name: string): Promise<boolean> {
+  try {
+    await unlink(credentialsPath(stateDir, name));
+    return true;
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return false;
+    throw err;
+  }
+}

@@ -1,0 +1,96 @@
+import { readFile, unlink } from 'node:fs/promises';
+import { join } from 'node:path';
+import { UsageError } from '../errors.js';
+import { writeFileAtomic } from '../fsutil.js';
+import { statePaths } from '../state.js';
+import { CpErrorCode } from '../controlplane/types.js';
+import { EnrollError, enroll, fetchDirectory, type Target } from './client.js';
+import { credentialsPath, loadCredentials, saveCredentials, type Credentials } from './credentials.js';
+
+/**
+ * What `sandbox start` needs: the stored identity of sandbox `name` if there is one (no token used),
+ * else a new one enrolled with `token` and stored before it is returned.
+ *
+ * The key pair is written to a 0600 side file before the enrollment request, so a crash between the
+ * control plane's answer and the credentials write is repaired by the next start: it re-enrolls with
+ * the same key and token, which the control plane answers idempotently with the same identity.
+ */
+export interface ObtainIdentityOptions {
+  stateDir: string;
+  name: string;
+  /** The control plane's NATS URL (required for a first enrollment; default for reuse: the stored one). */
+  controlPlaneUrl?: string;
+  token?: string;
+  /** host:port of the WireGuard socket, if known at enrollment. */
+  endpoint?: string;
+  /** X25519 key pair in wg(8) base64 (src/wg/keys.ts generatePrivateKey + publicKeyOf). */
+  generateKeyPair: () => { privateKey: string; publicKey: string };
+  /** Ask the control plane whether a stored identity is still valid (and refresh peers/policy). Default true. */
+  verify?: boolean;
+  timeoutMs?: number;
+}
+
+export interface ObtainedIdentity {
+  credentials: Credentials;
+  /** true when the stored identity was reused (no token consumed). */
+  reused: boolean;
+}
+
+const pendingKeyPath = (stateDir: string, name: string) => join(statePaths(stateDir).credentials, `${name}.key-pending.json`);
+
+export async function obtainIdentity(o: ObtainIdentityOptions): Promise<ObtainedIdentity> {
+  credentialsPath(o.stateDir, o.name); // validates the name
+  const stored = await loadCredentials(o.stateDir, o.name);
+  if (stored) {
+    if (o.verify !== false) {
+      const target: Target = { controlPlaneUrl: o.controlPlaneUrl ?? stored.controlPlane.url };
+      // EREVOKED / EUNAUTHORIZED propagate: a revoked identity must not come up.
+      const d = await fetchDirectory({ ...target, jwt: stored.jwt, timeoutMs: o.timeoutMs });
+      const refreshed: Credentials = { ...stored, peers: d.peers, policy: d.policy };
+      await saveCredentials(o.stateDir, refreshed);
+      return { credentials: refreshed, reused: true };
+    }
+    return { credentials: stored, reused: true };
+  }
+  if (!o.token) throw new UsageError(`no stored identity for sandbox ${o.name}; pass --token to enroll it`);
+  if (!o.controlPlaneUrl) throw new UsageError('pass --control-plane URL (the control plane\'s NATS URL) to enroll');
+
+  const keyFile = pendingKeyPath(o.stateDir, o.name);
+  let keys: { privateKey: string; publicKey: string };
+  try {
+    keys = JSON.parse(await readFile(keyFile, 'utf8')) as { privateKey: string; publicKey: string };
+  } catch {
+    keys = o.generateKeyPair();
+    await writeFileAtomic(keyFile, JSON.stringify(keys), 0o600);
+  }
+  let r;
+  try {
+    r = await enroll({ controlPlaneUrl: o.controlPlaneUrl, token: o.token, name: o.name, publicKey: keys.publicKey, endpoint: o.endpoint, timeoutMs: o.timeoutMs });
+  } catch (err) {
+    // A refused key (revoked, or taken by another agent) is useless: draw a new one next time.
+    if (err instanceof EnrollError && (err.code === CpErrorCode.Revoked || err.code === CpErrorCode.KeyInUse)) await unlink(keyFile).catch(() => undefined);
+    throw err;
+  }
+  const credentials: Credentials = {
+    version: 1,
+    name: o.name,
+    namespace: r.namespace,
+    agentId: r.agentId,
+    privateKey: keys.privateKey,
+    publicKey: keys.publicKey,
+    address: r.address,
+    subnets: r.subnets,
+    jwt: r.jwt,
+    jwtExpiresAt: r.jwtExpiresAt,
+    allowedTools: r.allowedTools,
+    allowedNamespaces: r.allowedNamespaces,
+    modes: r.modes,
+    policy: r.policy,
+    peers: r.peers,
+    controlPlane: { url: o.controlPlaneUrl, clusterId: r.controlPlane.clusterId, issuer: r.controlPlane.issuer },
+    enrolledAt: Date.now(),
+  };
+  await saveCredentials(o.stateDir, credentials);
+  await unlink(keyFile).catch(() => undefined);
+  return { credentials, reused: false };
+}

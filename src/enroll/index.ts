@@ -1,0 +1,5 @@
+export { enroll, updateEndpoint, fetchDirectory, EnrollError, ControlPlaneUnreachableError, type EnrollOptions, type Target } from './client.js';
+export { DirectoryWatcher, type DirectoryWatcherOptions, type DirectoryEvents } from './directory.js';
+export { saveCredentials, loadCredentials, deleteCredentials, credentialsPath, CredentialsError, type Credentials } from './credentials.js';
+export type { EnrollResponse, Peer, RevocationRecord } from '../controlplane/types.js';
+export { obtainIdentity, type ObtainIdentityOptions, type ObtainedIdentity } from './identity.js';
