@@ -1,8 +1,12 @@
 #!/usr/bin/env node
 import { Command } from 'commander';
 import { runCli } from './run.js';
+import { registerControlPlane } from './controlplane.js';
+import { registerAdmin } from './admin.js';
 import { registerSandbox } from './sandbox.js';
 import { registerDoctor } from './doctor.js';
+import { registerAudit } from './audit.js';
+import { registerWg } from './wg.js';
 
 const program = new Command('lattice')
   .description('Run AI agents inside gVisor with a zero-trust WireGuard network identity')
@@ -12,5 +16,9 @@ const program = new Command('lattice')
 // Each command group registers itself; one line each.
 registerSandbox(program);
 registerDoctor(program);
+registerControlPlane(program);
+registerAdmin(program);
+registerAudit(program);
+registerWg(program);
 
 await runCli(program, process.argv);

@@ -1,0 +1,752 @@
+/**
+ * The WireGuard device: peers, cryptokey routing, handshakes, and the send/receive pipeline
+ * (wireguard-go device/device.go, send.go, receive.go), single-threaded.
+ *
+ * Outbound:  sendPacket(ip) -> allowed IPs lookup (dst) -> peer -> staged queue
+ *            -> current keypair valid? encrypt in place (header | ciphertext | tag) -> Bind.send
+ *                                       : handshake initiation (packets wait in the queue)
+ * Inbound:   Bind datagram -> receive(): type/size/reserved check
+ *            -> handshake: MAC1, under-load (cookie reply / MAC2 / per-source rate limit), Noise
+ *            -> transport: index -> keypair -> AEAD open in place -> replay window -> roaming
+ *               -> allowed IPs source check -> onPacket(ip, peer)
+ *
+ * No sockets or OS timers here: I/O goes through the injected Bind (and optionally a Tun), time comes
+ * from the injected Clock, and timers fire from tick(). Hostile input is dropped and counted in
+ * stats.dropped, never thrown.
+ */
+import type { Bind, Endpoint } from '../conn/bind.js';
+import { endpointKey } from '../conn/bind.js';
+import type { Clock } from '../clock.js';
+import type { Tun } from '../tun/tun.js';
+import { AllowedIPs } from './allowedips.js';
+import {
+  DefaultMTU,
+  MessageTransportHeaderSize,
+  MessageTransportSize,
+  MessageType,
+  PaddingMultiple,
+  QueueStagedSize,
+  RejectAfterMessages,
+  RejectAfterTime,
+  RekeyAfterMessages,
+  RekeyAfterTime,
+  RekeyTimeout,
+  KeepaliveTimeout,
+  RekeyTimeoutJitterMaxMs,
+  UnderLoadAfterTime,
+  UnderLoadHandshakesPerSecond,
+} from './constants.js';
+import { CookieChecker, sourceBytes } from './cookie.js';
+import { defaultCrypto, type Crypto } from './crypto.js';
+import { IndexTable } from './indextable.js';
+import { innerAddresses, parsePrefix } from './ip.js';
+import { Keypair } from './keypair.js';
+import { encodeKey } from './keys.js';
+import {
+  expectedSize,
+  marshalInitiation,
+  marshalResponse,
+  messageType,
+  readTransportCounter,
+  readU32LE,
+  unmarshalCookieReply,
+  unmarshalInitiation,
+  unmarshalResponse,
+  writeTransportHeader,
+} from './messages.js';
+import {
+  beginSymmetricSession,
+  consumeInitiation,
+  consumeResponse,
+  createInitiation,
+  createResponse,
+  HandshakeState,
+  precompute,
+  type StaticIdentity,
+} from './noise-protocol.js';
+import { Peer, type PeerConfig, type PeerStatus } from './peer.js';
+import { RateLimiter } from './ratelimiter.js';
+import {
+  runTimers,
+  nextDeadline,
+  timersAnyAuthenticatedPacketReceived,
+  timersAnyAuthenticatedPacketSent,
+  timersAnyAuthenticatedPacketTraversal,
+  timersDataReceived,
+  timersDataSent,
+  timersHandshakeComplete,
+  timersHandshakeInitiated,
+  timersSessionDerived,
+  type TimerHost,
+} from './timers.js';
+
+export const DropReason = {
+  InvalidHeader: 'invalidHeader', // reserved bytes set or shorter than a header
+  UnknownType: 'unknownType',
+  InvalidLength: 'invalidLength',
+  BadMAC1: 'badMac1',
+  CookieRequired: 'cookieRequired', // under load without a valid MAC2: answered with a cookie reply
+  RateLimited: 'rateLimited',
+  LowOrderPoint: 'lowOrderPoint',
+  DecryptStatic: 'decryptStatic',
+  UnknownPeer: 'unknownPeer',
+  DecryptTimestamp: 'decryptTimestamp',
+  StaleTimestamp: 'staleTimestamp',
+  InitiationFlood: 'initiationFlood',
+  WrongState: 'wrongState',
+  DecryptEmpty: 'decryptEmpty',
+  UnknownIndex: 'unknownIndex',
+  BadCookieReply: 'badCookieReply',
+  ExpiredKeypair: 'expiredKeypair',
+  CounterLimit: 'counterLimit',
+  Decrypt: 'decrypt',
+  Replay: 'replay',
+  BadInnerPacket: 'badInnerPacket',
+  DisallowedSource: 'disallowedSource',
+  // outbound
+  NoRoute: 'noRoute',
+  NoEndpoint: 'noEndpoint',
+  StagedOverflow: 'stagedOverflow',
+  HandshakeGaveUp: 'handshakeGaveUp',
+  Closed: 'closed',
+  /** A bug or an I/O edge that threw while handling a datagram: the datagram is dropped, the device lives on. */
+  InternalError: 'internalError',
+} as const;
+export type DropReason = (typeof DropReason)[keyof typeof DropReason];
+
+export interface DeviceStats {
+  dropped: Record<DropReason, number>;
+  rxPackets: number;
+  txPackets: number;
+  handshakeInitiationsSent: number;
+  handshakeResponsesSent: number;
+  handshakesCompleted: number;
+  cookieRepliesSent: number;
+  cookieRepliesReceived: number;
+  roams: number;
+}
+
+export interface DeviceOptions {
+  privateKey: Uint8Array;
+  bind: Bind;
+  clock: Clock;
+  crypto?: Crypto;
+  /** Inner MTU used for padding; default 1420. */
+  mtu?: number;
+  /** Handshake messages per second above which the device is under load (cookies demanded). */
+  underLoadHandshakesPerSecond?: number;
+}
+
+export type PacketHandler = (packet: Uint8Array, peer: Peer) => void;
+
+export class Device {
+  readonly crypto: Crypto;
+  readonly clock: Clock;
+  readonly bind: Bind;
+  readonly mtu: number;
+  readonly identity: StaticIdentity;
+  readonly stats: DeviceStats;
+  /** Decrypted inbound IP packets that passed the allowed-IPs source check. */
+  onPacket: PacketHandler = () => undefined;
+
+  private readonly peers = new Map<string, Peer>();
+  private readonly allowedIPs = new AllowedIPs<Peer>();
+  private readonly indexTable: IndexTable<Peer, Keypair>;
+  private readonly cookieChecker: CookieChecker;
+  private readonly rateLimiter = new RateLimiter();
+  private readonly underLoadThreshold: number;
+  private loadWindowStart = -Infinity;
+  private loadWindowCount = 0;
+  private underLoadUntil = -Infinity;
+  private lastGC = 0;
+  private closed = false;
+  private isUp = false;
+  private tickTimer?: ReturnType<typeof setInterval>;
+  private readonly timerHost: TimerHost<Peer>;
+
+  constructor(opts: DeviceOptions) {
+    this.crypto = opts.crypto ?? defaultCrypto;
+    this.clock = opts.clock;
+    this.bind = opts.bind;
+    this.mtu = opts.mtu ?? DefaultMTU;
+    this.underLoadThreshold = opts.underLoadHandshakesPerSecond ?? UnderLoadHandshakesPerSecond;
+    const privateKey = Uint8Array.from(opts.privateKey);
+    privateKey[0] &= 248;
+    privateKey[31] = (privateKey[31] & 127) | 64;
+    this.identity = { privateKey, publicKey: this.crypto.publicKey(privateKey) };
+    this.indexTable = new IndexTable(this.crypto);
+    this.cookieChecker = new CookieChecker(this.crypto, this.identity.publicKey);
+    const dropped = {} as Record<DropReason, number>;
+    for (const r of Object.values(DropReason)) dropped[r] = 0;
+    this.stats = {
+      dropped,
+      rxPackets: 0,
+      txPackets: 0,
+      handshakeInitiationsSent: 0,
+      handshakeResponsesSent: 0,
+      handshakesCompleted: 0,
+      cookieRepliesSent: 0,
+      cookieRepliesReceived: 0,
+      roams: 0,
+    };
+    const c = this.crypto;
+    this.timerHost = {
+      monotonic: () => this.clock.monotonic(),
+      wall: () => this.clock.now(),
+      jitter: () => {
+        const b = c.randomBytes(2);
+        return ((b[0] << 8) | b[1]) % RekeyTimeoutJitterMaxMs;
+      },
+      sendHandshakeInitiation: (p, isRetry) => this.sendHandshakeInitiation(p, isRetry),
+      sendKeepalive: (p) => this.sendKeepalive(p),
+      dropStaged: (p) => {
+        this.stats.dropped.handshakeGaveUp += p.staged.length;
+        p.staged = [];
+      },
+      zeroKeyMaterial: (p) => this.zeroKeyMaterial(p),
+    };
+  }
+
+  get publicKey(): Uint8Array {
+    return this.identity.publicKey;
+  }
+
+  // ---------------------------------------------------------------- lifecycle
+
+  /** Start receiving from the Bind; with `tickMs`, also fire timers on an interval (the runtime edge). */
+  up(opts: { tickMs?: number } = {}): void {
+    this.bind.start((data, from) => this.receive(data, from));
+    this.isUp = true;
+    if (opts.tickMs) {
+      this.tickTimer = setInterval(() => this.tick(), opts.tickMs);
+      this.tickTimer.unref?.();
+    }
+    for (const p of this.peers.values()) if (p.persistentKeepaliveInterval > 0 && p.endpoint) this.sendKeepalive(p);
+  }
+
+  /** Convenience: packets the Tun emits go out through sendPacket; decrypted packets go to the Tun. */
+  attachTun(tun: Tun): void {
+    tun.start((pkt) => this.sendPacket(pkt));
+    this.onPacket = (pkt) => tun.write(pkt);
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    if (this.tickTimer) clearInterval(this.tickTimer);
+    for (const p of this.peers.values()) this.zeroKeyMaterial(p);
+    this.identity.privateKey.fill(0);
+    await this.bind.close();
+  }
+
+  /** Fire every expired timer; call with the clock's monotonic time (default: now). */
+  tick(now = this.clock.monotonic()): void {
+    if (this.closed) return;
+    for (const p of this.peers.values()) runTimers(this.timerHost, p, now);
+    if (now - this.lastGC >= 1_000) {
+      this.rateLimiter.gc(now);
+      this.lastGC = now;
+    }
+  }
+
+  /** The earliest pending timer deadline (monotonic ms), for a scheduler that sleeps exactly. */
+  nextDeadline(): number {
+    let d = Infinity;
+    for (const p of this.peers.values()) d = Math.min(d, nextDeadline(p));
+    return d;
+  }
+
+  // ---------------------------------------------------------------- peers
+
+  addPeer(cfg: PeerConfig): Peer {
+    const key = encodeKey(cfg.publicKey);
+    if (this.peers.has(key)) return this.updatePeer(cfg);
+    if (cfg.publicKey.length !== 32) throw new RangeError('peer public key must be 32 bytes');
+    const peer = new Peer(this.crypto, cfg.publicKey);
+    precompute(this.crypto, this.identity, peer.handshake);
+    this.peers.set(key, peer);
+    this.applyPeerConfig(peer, cfg);
+    return peer;
+  }
+
+  /** Change a peer in place; fields left undefined keep their value. Sessions survive. */
+  updatePeer(cfg: PeerConfig): Peer {
+    const peer = this.peers.get(encodeKey(cfg.publicKey));
+    if (!peer) return this.addPeer(cfg);
+    this.applyPeerConfig(peer, cfg);
+    return peer;
+  }
+
+  private applyPeerConfig(peer: Peer, cfg: PeerConfig): void {
+    if (cfg.presharedKey !== undefined) {
+      if (cfg.presharedKey.length !== 32) throw new RangeError('preshared key must be 32 bytes');
+      peer.handshake.presharedKey = Uint8Array.from(cfg.presharedKey);
+    }
+    if (cfg.allowedIPs !== undefined) {
+      const prefixes = cfg.allowedIPs.map((s) => {
+        const p = parsePrefix(s.trim());
+        if (!p) throw new RangeError(`invalid allowed IP prefix "${s}"`);
+        return p;
+      });
+      this.allowedIPs.removeByPeer(peer);
+      for (const p of prefixes) this.allowedIPs.insert(p, peer);
+    }
+    if (cfg.endpoint !== undefined) peer.endpoint = cfg.endpoint;
+    if (cfg.persistentKeepalive !== undefined) {
+      const was = peer.persistentKeepaliveInterval;
+      peer.persistentKeepaliveInterval = cfg.persistentKeepalive;
+      if (cfg.persistentKeepalive === 0) peer.timers.persistentKeepalive = Infinity;
+      // As wg(8) set: turning it on sends a keepalive now (and so brings the session up).
+      else if (was === 0 && this.isUp && peer.endpoint) this.sendKeepalive(peer);
+    }
+  }
+
+  removePeer(publicKey: Uint8Array): boolean {
+    const key = encodeKey(publicKey);
+    const peer = this.peers.get(key);
+    if (!peer) return false;
+    this.zeroKeyMaterial(peer);
+    peer.timers.stopAll();
+    this.allowedIPs.removeByPeer(peer);
+    this.peers.delete(key);
+    return true;
+  }
+
+  getPeer(publicKey: Uint8Array | string): Peer | undefined {
+    return this.peers.get(typeof publicKey === 'string' ? publicKey : encodeKey(publicKey));
+  }
+
+  peerStatus(): PeerStatus[] {
+    return [...this.peers.values()].map((p) => ({
+      publicKey: p.publicKeyB64,
+      endpoint: p.endpoint ? endpointKey(p.endpoint) : null,
+      allowedIPs: this.allowedIPs.entriesForPeer(p),
+      latestHandshake: p.lastHandshakeWall,
+      rxBytes: p.rxBytes,
+      txBytes: p.txBytes,
+      persistentKeepalive: p.persistentKeepaliveInterval,
+    }));
+  }
+
+  // ---------------------------------------------------------------- send path
+
+  /** Encrypt one IP packet to the peer its destination routes to. False if it was dropped. */
+  sendPacket(packet: Uint8Array): boolean {
+    if (this.closed) return this.drop(DropReason.Closed);
+    const v = packet.length > 0 ? packet[0] >> 4 : 0;
+    let dst: Uint8Array;
+    if (v === 4 && packet.length >= 20) dst = packet.subarray(16, 20);
+    else if (v === 6 && packet.length >= 40) dst = packet.subarray(24, 40);
+    else return this.drop(DropReason.BadInnerPacket);
+    const peer = this.allowedIPs.lookup(dst);
+    if (!peer) return this.drop(DropReason.NoRoute);
+    if (!peer.endpoint) return this.drop(DropReason.NoEndpoint);
+    // Fast path: a valid session and nothing queued ahead of this packet.
+    const kp = peer.keypairs.current;
+    if (peer.staged.length === 0 && kp && this.keypairUsable(kp)) {
+      this.encryptAndSend(peer, kp, packet);
+      this.keepKeyFreshSending(peer);
+      return true;
+    }
+    this.stage(peer, packet);
+    this.sendStagedPackets(peer);
+    return true;
+  }
+
+  private stage(peer: Peer, packet: Uint8Array): void {
+    if (peer.staged.length >= QueueStagedSize) {
+      peer.staged.shift();
+      this.stats.dropped.stagedOverflow++;
+    }
+    // Copy: the caller (a Tun read buffer) may reuse its buffer while we wait for a handshake.
+    peer.staged.push(Uint8Array.from(packet));
+  }
+
+  private keypairUsable(kp: Keypair): boolean {
+    return kp.sendNonce < RejectAfterMessages && this.clock.monotonic() - kp.created < RejectAfterTime;
+  }
+
+  private sendStagedPackets(peer: Peer): void {
+    if (peer.staged.length === 0) return;
+    const kp = peer.keypairs.current;
+    if (!kp || !this.keypairUsable(kp)) {
+      this.sendHandshakeInitiation(peer, false);
+      return;
+    }
+    const staged = peer.staged;
+    peer.staged = [];
+    for (const pkt of staged) this.encryptAndSend(peer, kp, pkt);
+    this.keepKeyFreshSending(peer);
+  }
+
+  private sendKeepalive(peer: Peer): void {
+    if (peer.staged.length === 0) peer.staged.push(new Uint8Array(0));
+    this.sendStagedPackets(peer);
+  }
+
+  private paddedLength(len: number): number {
+    if (len === 0) return 0;
+    let lastUnit = len;
+    if (lastUnit > this.mtu) lastUnit %= this.mtu;
+    let padded = (lastUnit + PaddingMultiple - 1) & ~(PaddingMultiple - 1);
+    if (padded > this.mtu) padded = this.mtu;
+    return len + (padded - lastUnit);
+  }
+
+  private encryptAndSend(peer: Peer, kp: Keypair, packet: Uint8Array): void {
+    if (!peer.endpoint) {
+      this.drop(DropReason.NoEndpoint);
+      return;
+    }
+    const padded = this.paddedLength(packet.length);
+    // One allocation per packet: the Bind may hold the buffer until the datagram is on the wire.
+    const out = new Uint8Array(MessageTransportHeaderSize + padded + 16);
+    const counter = kp.sendNonce++;
+    writeTransportHeader(out, kp.remoteIndex, counter);
+    out.set(packet, MessageTransportHeaderSize);
+    const nonce = kp.sendNonceBuf;
+    for (let i = 0; i < 8; i++) nonce[4 + i] = out[8 + i];
+    this.crypto.sealInPlace(kp.send, nonce, out.subarray(MessageTransportHeaderSize), padded);
+    if (packet.length > 0) timersDataSent(this.timerHost, peer);
+    timersAnyAuthenticatedPacketTraversal(this.timerHost, peer);
+    timersAnyAuthenticatedPacketSent(this.timerHost, peer);
+    peer.txBytes += out.length;
+    this.stats.txPackets++;
+    this.bind.send(out, peer.endpoint);
+  }
+
+  /** Initiator side rekey: after RekeyAfterMessages or RekeyAfterTime on a session we initiated. */
+  private keepKeyFreshSending(peer: Peer): void {
+    const kp = peer.keypairs.current;
+    if (!kp) return;
+    if (kp.sendNonce > RekeyAfterMessages || (kp.isInitiator && this.clock.monotonic() - kp.created > RekeyAfterTime)) {
+      this.sendHandshakeInitiation(peer, false);
+    }
+  }
+
+  /** If we initiated and the session is about to be rejected, try one last handshake. */
+  private keepKeyFreshReceiving(peer: Peer): void {
+    if (peer.timers.sentLastMinuteHandshake) return;
+    const kp = peer.keypairs.current;
+    if (kp && kp.isInitiator && this.clock.monotonic() - kp.created > RejectAfterTime - KeepaliveTimeout - RekeyTimeout) {
+      peer.timers.sentLastMinuteHandshake = true;
+      this.sendHandshakeInitiation(peer, false);
+    }
+  }
+
+  private sendHandshakeInitiation(peer: Peer, isRetry: boolean): void {
+    if (this.closed) return;
+    if (!isRetry) peer.timers.handshakeAttempts = 0;
+    const now = this.clock.monotonic();
+    if (now - peer.handshake.lastSentHandshake < RekeyTimeout) return;
+    if (!peer.endpoint) return;
+    peer.handshake.lastSentHandshake = now;
+    const hs = peer.handshake;
+    this.indexTable.delete(hs.localIndex);
+    const index = this.newIndex(peer);
+    const msg = createInitiation(this.crypto, this.identity, hs, index, this.clock.now());
+    if (!msg) {
+      this.indexTable.delete(index);
+      return;
+    }
+    const bytes = marshalInitiation(msg);
+    peer.cookieGenerator.addMacs(bytes, now);
+    timersAnyAuthenticatedPacketTraversal(this.timerHost, peer);
+    timersAnyAuthenticatedPacketSent(this.timerHost, peer);
+    this.stats.handshakeInitiationsSent++;
+    this.bind.send(bytes, peer.endpoint);
+    timersHandshakeInitiated(this.timerHost, peer);
+  }
+
+  private newIndex(peer: Peer): number {
+    for (;;) {
+      const i = this.indexTable.newIndexForHandshake(peer);
+      if (i !== 0) return i;
+    }
+  }
+
+  // ---------------------------------------------------------------- receive path
+
+  /** Handle one datagram from the Bind. The device may decrypt in place: the buffer becomes the device's. */
+  receive(data: Uint8Array, from: Endpoint): void {
+    if (this.closed) return;
+    try {
+      this.receiveUnchecked(data, from);
+    } catch {
+      this.drop(DropReason.InternalError);
+    }
+  }
+
+  private receiveUnchecked(data: Uint8Array, from: Endpoint): void {
+    if (data.length < 4) {
+      this.drop(DropReason.InvalidHeader);
+      return;
+    }
+    const type = messageType(data);
+    if (type === 0) {
+      this.drop(data[1] | data[2] | data[3] ? DropReason.InvalidHeader : DropReason.UnknownType);
+      return;
+    }
+    const want = expectedSize(type);
+    if (!want) {
+      this.drop(DropReason.UnknownType);
+      return;
+    }
+    if (want.exact ? data.length !== want.size : data.length < want.size) {
+      this.drop(DropReason.InvalidLength);
+      return;
+    }
+    switch (type) {
+      case MessageType.Transport:
+        this.receiveTransport(data, from);
+        return;
+      case MessageType.CookieReply:
+        this.receiveCookieReply(data);
+        return;
+      default:
+        this.receiveHandshake(type, data, from);
+    }
+  }
+
+  private isUnderLoad(now: number): boolean {
+    if (now - this.loadWindowStart >= 1_000) {
+      this.loadWindowStart = now;
+      this.loadWindowCount = 0;
+    }
+    this.loadWindowCount++;
+    if (this.loadWindowCount > this.underLoadThreshold) this.underLoadUntil = now + UnderLoadAfterTime;
+    return now < this.underLoadUntil;
+  }
+
+  private receiveHandshake(type: number, data: Uint8Array, from: Endpoint): void {
+    const now = this.clock.monotonic();
+    if (!this.cookieChecker.checkMAC1(data)) {
+      this.drop(DropReason.BadMAC1);
+      return;
+    }
+    if (this.isUnderLoad(now)) {
+      const src = sourceBytes(from.address, from.port);
+      if (!this.cookieChecker.checkMAC2(data, src, now)) {
+        this.stats.cookieRepliesSent++;
+        this.bind.send(this.cookieChecker.createReply(data, src, now), from);
+        this.drop(DropReason.CookieRequired);
+        return;
+      }
+      if (!this.rateLimiter.allow(from.address, now)) {
+        this.drop(DropReason.RateLimited);
+        return;
+      }
+    }
+    if (type === MessageType.Initiation) this.receiveInitiation(data, from, now);
+    else this.receiveResponse(data, from, now);
+  }
+
+  private receiveInitiation(data: Uint8Array, from: Endpoint, now: number): void {
+    const msg = unmarshalInitiation(data);
+    if (!msg) {
+      this.drop(DropReason.InvalidLength);
+      return;
+    }
+    const r = consumeInitiation(this.crypto, this.identity, msg, (pk) => this.peers.get(encodeKey(pk)), now);
+    if ('error' in r) {
+      this.drop(r.error);
+      return;
+    }
+    const peer = r.peer;
+    this.updateEndpoint(peer, from);
+    timersAnyAuthenticatedPacketTraversal(this.timerHost, peer);
+    timersAnyAuthenticatedPacketReceived(this.timerHost, peer);
+    // Respond.
+    const hs = peer.handshake;
+    this.indexTable.delete(hs.localIndex);
+    const index = this.newIndex(peer);
+    const resp = createResponse(this.crypto, hs, index);
+    if (!resp) {
+      this.indexTable.delete(index);
+      this.drop(DropReason.LowOrderPoint);
+      return;
+    }
+    const bytes = marshalResponse(resp);
+    peer.cookieGenerator.addMacs(bytes, now);
+    this.beginSession(peer);
+    timersAnyAuthenticatedPacketTraversal(this.timerHost, peer);
+    timersAnyAuthenticatedPacketSent(this.timerHost, peer);
+    this.stats.handshakeResponsesSent++;
+    if (peer.endpoint) this.bind.send(bytes, peer.endpoint);
+  }
+
+  private receiveResponse(data: Uint8Array, from: Endpoint, _now: number): void {
+    const msg = unmarshalResponse(data);
+    if (!msg) {
+      this.drop(DropReason.InvalidLength);
+      return;
+    }
+    const entry = this.indexTable.lookup(msg.receiver);
+    if (!entry || !entry.handshake) {
+      this.drop(DropReason.UnknownIndex);
+      return;
+    }
+    const peer = entry.peer;
+    const err = consumeResponse(this.crypto, this.identity, peer.handshake, msg);
+    if (err) {
+      this.drop(err);
+      return;
+    }
+    this.updateEndpoint(peer, from);
+    timersAnyAuthenticatedPacketTraversal(this.timerHost, peer);
+    timersAnyAuthenticatedPacketReceived(this.timerHost, peer);
+    this.beginSession(peer);
+    timersHandshakeComplete(this.timerHost, peer);
+    this.stats.handshakesCompleted++;
+    // Confirm the session to the responder: staged data, or a keepalive.
+    this.sendKeepalive(peer);
+  }
+
+  /** Derive the session and rotate keypairs (wireguard-go BeginSymmetricSession). */
+  private beginSession(peer: Peer): void {
+    const keys = beginSymmetricSession(this.crypto, peer.handshake);
+    if (!keys) return;
+    const kp = new Keypair(keys.send, keys.receive, keys.isInitiator, this.clock.monotonic(), keys.localIndex, keys.remoteIndex);
+    this.indexTable.swapIndexForKeypair(kp.localIndex, kp);
+    const kps = peer.keypairs;
+    if (kp.isInitiator) {
+      const previous = kps.previous;
+      if (kps.next) {
+        kps.previous = kps.next;
+        kps.next = undefined;
+        this.deleteKeypair(kps.current);
+      } else {
+        kps.previous = kps.current;
+      }
+      this.deleteKeypair(previous);
+      kps.current = kp;
+    } else {
+      this.deleteKeypair(kps.next);
+      this.deleteKeypair(kps.previous);
+      kps.next = kp;
+      kps.previous = undefined;
+    }
+    timersSessionDerived(this.timerHost, peer);
+  }
+
+  private deleteKeypair(kp: Keypair | undefined): void {
+    if (!kp) return;
+    this.indexTable.delete(kp.localIndex);
+    kp.zero();
+  }
+
+  private zeroKeyMaterial(peer: Peer): void {
+    const kps = peer.keypairs;
+    this.deleteKeypair(kps.previous);
+    this.deleteKeypair(kps.current);
+    this.deleteKeypair(kps.next);
+    kps.previous = kps.current = kps.next = undefined;
+    this.indexTable.delete(peer.handshake.localIndex);
+    peer.handshake.clear();
+  }
+
+  private receiveCookieReply(data: Uint8Array): void {
+    const reply = unmarshalCookieReply(data);
+    const entry = reply ? this.indexTable.lookup(reply.receiver) : undefined;
+    if (!reply || !entry) {
+      this.drop(DropReason.UnknownIndex);
+      return;
+    }
+    if (!entry.peer.cookieGenerator.consumeReply(reply, this.clock.monotonic())) {
+      this.drop(DropReason.BadCookieReply);
+      return;
+    }
+    this.stats.cookieRepliesReceived++;
+  }
+
+  private receiveTransport(data: Uint8Array, from: Endpoint): void {
+    const entry = this.indexTable.lookup(readU32LE(data, 4));
+    const kp = entry?.keypair;
+    if (!entry || !kp) {
+      this.drop(DropReason.UnknownIndex);
+      return;
+    }
+    const peer = entry.peer;
+    const now = this.clock.monotonic();
+    if (now - kp.created >= RejectAfterTime) {
+      this.drop(DropReason.ExpiredKeypair);
+      return;
+    }
+    const counter = readTransportCounter(data);
+    if (!(counter < RejectAfterMessages)) {
+      this.drop(DropReason.CounterLimit);
+      return;
+    }
+    const nonce = kp.recvNonceBuf;
+    for (let i = 0; i < 8; i++) nonce[4 + i] = data[8 + i];
+    const content = data.subarray(MessageTransportHeaderSize);
+    if (!this.crypto.openInPlace(kp.receive, nonce, content)) {
+      this.drop(DropReason.Decrypt);
+      return;
+    }
+    if (!kp.replayFilter.validateCounter(counter, RejectAfterMessages)) {
+      this.drop(DropReason.Replay);
+      return;
+    }
+    // The first packet on a responder's new session confirms it.
+    if (peer.keypairs.next === kp) {
+      const kps = peer.keypairs;
+      const old = kps.previous;
+      kps.previous = kps.current;
+      kps.current = kp;
+      kps.next = undefined;
+      this.deleteKeypair(old);
+      timersHandshakeComplete(this.timerHost, peer);
+      this.stats.handshakesCompleted++;
+      this.sendStagedPackets(peer);
+    }
+    this.updateEndpoint(peer, from);
+    this.keepKeyFreshReceiving(peer);
+    timersAnyAuthenticatedPacketTraversal(this.timerHost, peer);
+    timersAnyAuthenticatedPacketReceived(this.timerHost, peer);
+    peer.rxBytes += data.length;
+    if (data.length === MessageTransportSize) return; // keepalive
+    timersDataReceived(this.timerHost, peer);
+    const plain = content.subarray(0, content.length - 16);
+    const inner = innerAddresses(plain);
+    if (!inner) {
+      this.drop(DropReason.BadInnerPacket);
+      return;
+    }
+    if (this.allowedIPs.lookup(inner.src) !== peer) {
+      this.drop(DropReason.DisallowedSource);
+      return;
+    }
+    this.stats.rxPackets++;
+    this.onPacket(plain.subarray(0, inner.length), peer);
+  }
+
+  /** Roaming: called only after a packet from `from` authenticated as `peer`. */
+  private updateEndpoint(peer: Peer, from: Endpoint): void {
+    const ep = peer.endpoint;
+    if (ep && ep.address === from.address && ep.port === from.port) return;
+    if (ep) this.stats.roams++;
+    peer.endpoint = { address: from.address, port: from.port };
+  }
+
+  private drop(reason: DropReason): false {
+    this.stats.dropped[reason]++;
+    return false;
+  }
+
+  /** Sum of all drop counters (for tests and status). */
+  droppedTotal(): number {
+    let n = 0;
+    for (const v of Object.values(this.stats.dropped)) n += v;
+    return n;
+  }
+
+  /** Test/diagnostic view of a peer's sessions. */
+  sessionState(publicKey: Uint8Array): { current?: Keypair; previous?: Keypair; next?: Keypair; handshakeState: number } | undefined {
+    const p = this.getPeer(publicKey);
+    if (!p) return undefined;
+    return { ...p.keypairs, handshakeState: p.handshake.state };
+  }
+}
+
+export { HandshakeState };

@@ -1,0 +1,269 @@
+/**
+ * Hostile input (issue 3): each case must be dropped silently, counted, never thrown, never answered
+ * (except cookie replies under load), and the legitimate tunnel must keep working.
+ */
+import { describe, expect, it } from 'vitest';
+import { makePair, AtoB, BtoA, crypto, ipPacket } from './helpers.js';
+import {
+  MessageCookieReplySize,
+  MessageInitiationSize,
+  MessageResponseSize,
+  MessageTransportSize,
+  MessageType,
+} from '../../src/wg/constants.js';
+import { CookieGenerator } from '../../src/wg/cookie.js';
+import { marshalInitiation, marshalResponse, unmarshalCookieReply } from '../../src/wg/messages.js';
+import { readFileSync } from 'node:fs';
+
+const lowOrder = (JSON.parse(readFileSync(new URL('./vectors.json', import.meta.url), 'utf8')) as { lowOrderPoints: string[] })
+  .lowOrderPoints.map((s) => new Uint8Array(Buffer.from(s, 'hex')));
+const attacker = { address: '203.0.113.66', port: 6666 };
+
+type Pair = ReturnType<typeof makePair>;
+
+/** Establish the tunnel and return a checker that proves it still carries traffic both ways. */
+function established(opts: Parameters<typeof makePair>[0] = {}) {
+  const pair = makePair(opts);
+  pair.a.dev.sendPacket(AtoB());
+  pair.net.flush();
+  expect(pair.b.received.length).toBe(1);
+  const stillWorks = () => {
+    const nb = pair.b.received.length;
+    const na = pair.a.received.length;
+    pair.a.dev.sendPacket(AtoB());
+    pair.net.flush();
+    pair.b.dev.sendPacket(BtoA());
+    pair.net.flush();
+    expect(pair.b.received.length).toBe(nb + 1);
+    expect(pair.a.received.length).toBe(na + 1);
+  };
+  return { ...pair, stillWorks };
+}
+
+/** Advance time in 1 s steps, so timers fire when they would in real time. */
+function advance(p: Pair, ms: number): void {
+  for (let t = 0; t < ms; t += 1000) p.step(1000);
+}
+
+function inject(p: Pair, data: Uint8Array, from = attacker, to = p.b.addr): void {
+  p.net.send(data, from, to);
+  p.net.flush();
+}
+
+/** Datagrams B sent to `to` so far. */
+const sentTo = (p: Pair, to: { address: string }, type?: number) =>
+  p.net.log.filter((d) => d.from.address === p.b.addr.address && d.to.address === to.address && (type === undefined || d.data[0] === type));
+
+describe('hostile input', () => {
+  it('every length 0..max+1 of every message type, and unknown types', () => {
+    const p = established();
+    const sizes = { 1: MessageInitiationSize, 2: MessageResponseSize, 3: MessageCookieReplySize, 4: MessageTransportSize + 64 };
+    let count = 0;
+    for (const type of [0, 1, 2, 3, 4, 5, 127, 255]) {
+      const max = (sizes as Record<number, number>)[type] ?? MessageInitiationSize;
+      for (let len = 0; len <= max + 1; len++) {
+        const d = crypto.randomBytes(len);
+        if (len > 0) d[0] = type;
+        if (len > 3) d.fill(0, 1, 4);
+        expect(() => inject(p, d)).not.toThrow();
+        count++;
+      }
+    }
+    expect(p.b.dev.droppedTotal()).toBe(count);
+    expect(p.b.dev.stats.dropped.unknownType).toBeGreaterThan(0);
+    expect(p.b.dev.stats.dropped.invalidLength).toBeGreaterThan(0);
+    expect(p.b.dev.stats.dropped.badMac1).toBeGreaterThan(0);
+    expect(p.b.dev.stats.dropped.unknownIndex).toBeGreaterThan(0);
+    expect(sentTo(p, attacker).length).toBe(0);
+    p.stillWorks();
+  });
+
+  it('garbage under a live receiver index fails authentication', () => {
+    const p = established();
+    const real = p.net.log.find((d) => d.to.address === p.b.addr.address && d.data[0] === MessageType.Transport)!;
+    for (let i = 0; i < 20; i++) {
+      const d = Uint8Array.from(real.data);
+      d.set(crypto.randomBytes(d.length - 16), 16);
+      inject(p, d);
+    }
+    expect(p.b.dev.stats.dropped.decrypt).toBe(20);
+    expect(p.b.dev.peerStatus()[0].endpoint).toBe('192.0.2.1:51820'); // no roaming to the attacker
+    p.stillWorks();
+  });
+
+  it('non-zero reserved bytes', () => {
+    const p = established();
+    const init = p.net.log.find((d) => d.data[0] === MessageType.Initiation)!;
+    const transport = p.net.log.find((d) => d.to.address === p.b.addr.address && d.data[0] === MessageType.Transport)!;
+    for (const src of [init, transport]) {
+      for (const i of [1, 2, 3]) {
+        const d = Uint8Array.from(src.data);
+        d[i] = 1;
+        inject(p, d, src.from);
+      }
+    }
+    expect(p.b.dev.stats.dropped.invalidHeader).toBe(6);
+    p.stillWorks();
+  });
+
+  it('wrong MAC1', () => {
+    const p = established();
+    const init = p.net.log.find((d) => d.data[0] === MessageType.Initiation)!;
+    const d = Uint8Array.from(init.data);
+    d[MessageInitiationSize - 20] ^= 0x80;
+    inject(p, d, init.from);
+    expect(p.b.dev.stats.dropped.badMac1).toBe(1);
+    expect(p.b.dev.stats.handshakeResponsesSent).toBe(1);
+    p.stillWorks();
+  });
+
+  it('replayed transport packets (window behaviour)', () => {
+    const p = established();
+    const start = p.net.log.length;
+    p.net.filter = (d) => d.to.address !== p.b.addr.address || d.data[0] !== MessageType.Transport; // hold A's packets
+    for (let i = 0; i < 5; i++) p.a.dev.sendPacket(AtoB());
+    p.net.flush();
+    p.net.filter = () => true;
+    const held = p.net.log.slice(start).filter((d) => d.to.address === p.b.addr.address);
+    expect(held.length).toBe(5);
+    // Out of order inside the window: all accepted once.
+    for (const d of [...held].reverse()) inject(p, d.data, d.from);
+    expect(p.b.received.length).toBe(6);
+    // Each again: replay.
+    for (const d of held) inject(p, d.data, d.from);
+    expect(p.b.dev.stats.dropped.replay).toBe(5);
+    expect(p.b.received.length).toBe(6);
+    p.stillWorks();
+  });
+
+  it('replayed initiation (stale TAI64N) gets no response', () => {
+    const p = established();
+    const init = p.net.log.find((d) => d.data[0] === MessageType.Initiation)!;
+    const responses = sentTo(p, p.a.addr, MessageType.Response).length;
+    p.step(100); // past the per-peer initiation rate limit
+    inject(p, init.data, init.from);
+    inject(p, init.data, attacker);
+    expect(p.b.dev.stats.dropped.staleTimestamp).toBe(2);
+    expect(sentTo(p, p.a.addr, MessageType.Response).length).toBe(responses);
+    expect(sentTo(p, attacker).length).toBe(0);
+    p.stillWorks();
+  });
+
+  it('initiation flood: under load, cookie replies instead of responses, per-source rate limit, legit peer still connects', () => {
+    const p = established({ device: { underLoadHandshakesPerSecond: 8 } });
+    // The attacker knows B's public key, so it can make MAC1 (and, with a cookie, MAC2).
+    const gen = new CookieGenerator(crypto, p.b.pub);
+    const forged = () => {
+      const m = marshalInitiation({
+        sender: 42,
+        ephemeral: crypto.publicKey(crypto.generatePrivateKey()),
+        static: crypto.randomBytes(48),
+        timestamp: crypto.randomBytes(28),
+        mac1: new Uint8Array(16),
+        mac2: new Uint8Array(16),
+      });
+      gen.addMacs(m, p.clock.monotonic());
+      return m;
+    };
+    for (let i = 0; i < 30; i++) inject(p, forged());
+    const cookieReplies = sentTo(p, attacker, MessageType.CookieReply);
+    expect(cookieReplies.length).toBeGreaterThanOrEqual(20);
+    expect(sentTo(p, attacker, MessageType.Response).length).toBe(0);
+    expect(p.b.dev.stats.dropped.cookieRequired).toBe(cookieReplies.length);
+    expect(p.b.dev.stats.dropped.decryptStatic).toBe(30 - cookieReplies.length);
+
+    // With a valid cookie the attacker passes MAC2 but meets the per-source token bucket (burst 5).
+    expect(gen.consumeReply(unmarshalCookieReply(cookieReplies.at(-1)!.data)!, p.clock.monotonic())).toBe(true);
+    for (let i = 0; i < 30; i++) inject(p, forged());
+    expect(p.b.dev.stats.dropped.rateLimited).toBeGreaterThanOrEqual(20);
+
+    // The legitimate peer re-handshakes while the flood goes on: its first initiation gets a cookie, the
+    // retry carries MAC2 and completes.
+    const handshakes = p.b.dev.stats.handshakeResponsesSent;
+    advance(p, 130_000); // old session is past RekeyAfterTime
+    const floodStep = () => {
+      for (let i = 0; i < 10; i++) inject(p, forged());
+      p.step(1000);
+    };
+    for (let i = 0; i < 10; i++) inject(p, forged());
+    p.a.dev.sendPacket(AtoB());
+    p.net.flush();
+    for (let i = 0; i < 8; i++) floodStep();
+    expect(p.a.dev.stats.cookieRepliesReceived).toBeGreaterThanOrEqual(1);
+    expect(p.b.dev.stats.handshakeResponsesSent).toBeGreaterThan(handshakes);
+    p.stillWorks();
+  });
+
+  it('low-order X25519 public keys', () => {
+    const p = established();
+    // As an initiation's ephemeral key (valid MAC1, so it reaches the DH).
+    const gen = new CookieGenerator(crypto, p.b.pub);
+    for (const point of lowOrder) {
+      const m = marshalInitiation({
+        sender: 7, ephemeral: point, static: crypto.randomBytes(48), timestamp: crypto.randomBytes(28),
+        mac1: new Uint8Array(16), mac2: new Uint8Array(16),
+      });
+      gen.addMacs(m, 0);
+      inject(p, m);
+    }
+    expect(p.b.dev.stats.dropped.lowOrderPoint).toBe(lowOrder.length);
+    // As a response's ephemeral key, addressed to A's in-flight handshake.
+    advance(p, 130_000);
+    p.net.filter = (d) => d.data[0] !== MessageType.Initiation; // A's initiation never arrives
+    p.a.dev.sendPacket(AtoB());
+    p.net.flush();
+    p.net.filter = () => true;
+    const init = p.net.log.filter((d) => d.data[0] === MessageType.Initiation).at(-1)!;
+    const sender = new DataView(init.data.buffer, init.data.byteOffset).getUint32(4, true);
+    const genA = new CookieGenerator(crypto, p.a.pub);
+    for (const point of lowOrder) {
+      const r = marshalResponse({ sender: 9, receiver: sender, ephemeral: point, empty: crypto.randomBytes(16), mac1: new Uint8Array(16), mac2: new Uint8Array(16) });
+      genA.addMacs(r, 0);
+      inject(p, r, p.b.addr, p.a.addr);
+    }
+    expect(p.a.dev.stats.dropped.lowOrderPoint).toBe(lowOrder.length);
+    // A peer configured with a low-order static key never handshakes and never throws.
+    expect(() => p.a.dev.addPeer({ publicKey: lowOrder[2], allowedIPs: ['10.9.9.9/32'], endpoint: attacker })).not.toThrow();
+    expect(() => p.a.dev.sendPacket(ipPacket('10.0.0.1', '10.9.9.9'))).not.toThrow();
+    p.net.flush();
+    expect(sentTo(p, attacker).length).toBe(0);
+    p.step(6000);
+    p.stillWorks();
+  });
+
+  it('decrypted inner packet whose source is outside the peer\'s allowed IPs', () => {
+    const p = established();
+    for (const spoof of [ipPacket('10.0.0.99', '10.0.0.1'), ipPacket('fd00::99', 'fd00::1'), ipPacket('10.0.0.1', '10.0.0.1')]) {
+      p.b.dev.sendPacket(spoof);
+      p.net.flush();
+    }
+    expect(p.a.dev.stats.dropped.disallowedSource).toBe(3);
+    expect(p.a.received.length).toBe(0);
+    // Not an IP packet at all, authenticated: dropped as badInnerPacket.
+    p.stillWorks();
+  });
+});
+
+describe('hostile input against a throwing I/O edge', () => {
+  it('a Bind that throws on send (spoofed port 0) does not take the device down', () => {
+    // Threshold 0: always under load, so every handshake with a valid MAC1 but no MAC2 gets a cookie reply.
+    const p = makePair({ device: { underLoadHandshakesPerSecond: 0 } });
+    const bind = (p.b.dev as unknown as { bind: { send: (d: Uint8Array, to: { port: number }) => void } }).bind;
+    const orig = bind.send.bind(bind);
+    bind.send = (d, to) => {
+      if (to.port === 0) throw new RangeError('ERR_SOCKET_BAD_PORT');
+      orig(d, to);
+    };
+    p.net.filter = () => false;
+    p.a.dev.sendPacket(AtoB());
+    p.net.flush();
+    p.net.filter = () => true;
+    const init = p.net.log.find((d) => d.data[0] === MessageType.Initiation)!;
+    expect(() => inject(p, init.data, { address: '203.0.113.1', port: 0 })).not.toThrow();
+    expect(p.b.dev.stats.dropped.internalError).toBe(1);
+    // The legitimate peer still gets through: cookie reply, then a retry with MAC2.
+    advance(p, 20_000);
+    expect(p.a.dev.stats.cookieRepliesReceived).toBeGreaterThanOrEqual(1);
+    expect(p.b.received.length).toBe(1);
+  });
+});
