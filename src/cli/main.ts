@@ -7,6 +7,7 @@ import { registerSandbox } from './sandbox.js';
 import { registerDoctor } from './doctor.js';
 import { registerAudit } from './audit.js';
 import { registerWg } from './wg.js';
+import { registerRunsc } from './runsc.js';
 
 const program = new Command('lattice')
   .description('Run AI agents inside gVisor with a zero-trust WireGuard network identity')
@@ -20,5 +21,6 @@ registerControlPlane(program);
 registerAdmin(program);
 registerAudit(program);
 registerWg(program);
+registerRunsc(program);
 
 await runCli(program, process.argv);
