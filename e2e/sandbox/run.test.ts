@@ -108,7 +108,7 @@ describe('lattice sandbox run (real runsc)', () => {
 
 describe('bad input: one line, non-zero exit, nothing created', () => {
   it.each([
-    [['sandbox', 'run', '--', 'true'], /missing --rootfs/],
+    [['sandbox', 'run', '--', 'true'], /say what to run: --rootfs/],
     [['sandbox', 'run', '--rootfs', '/definitely/not/here', '--', 'true'], /does not exist/],
     [['sandbox', 'run', '--rootfs', '/etc/hostname', '--', 'true'], /neither a directory nor/],
     [['sandbox', 'run', '--rootfs', '/tmp'], /no command to run/],

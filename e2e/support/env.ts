@@ -1,4 +1,4 @@
-import { execa } from 'execa';
+import { execa, type Options } from 'execa';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -30,6 +30,6 @@ export async function busyboxRootfs(dir: string): Promise<string> {
 }
 
 /** Run the built CLI with its own state dir. */
-export function lattice(stateDir: string, args: string[], opts: Parameters<typeof execa>[2] = {}) {
+export function lattice(stateDir: string, args: string[], opts: Options = {}) {
   return execa(process.execPath, [CLI, '--state-dir', stateDir, ...args], { reject: false, ...opts });
 }

@@ -1,7 +1,7 @@
 import type { Command } from 'commander';
 import { resolveStateDir } from '../state.js';
 import { UsageError } from '../errors.js';
-import { parseEnv, parseUser, requireCommand, requireRoot, resolveRootfsArg } from '../sandbox/inputs.js';
+import { requireRoot } from '../sandbox/inputs.js';
 import { globalOpts } from './run.js';
 
 // Heavy modules load inside the actions: every command pays only for what it uses.
@@ -23,31 +23,59 @@ export function registerSandbox(program: Command): void {
     .command('run')
     .description('run CMD in a fresh gVisor sandbox; stdio, signals and the exit code pass through')
     .option('--rootfs <dir|tar>', 'root filesystem: a directory or a .tar/.tar.gz')
+    .option('--image <ref>', 'root filesystem and defaults from an image in the local Docker engine')
+    .option('--image-archive <file>', 'root filesystem and defaults from a `docker save` tarball')
+    .option('--oci-layout <dir[:tag]>', 'root filesystem and defaults from an OCI image layout directory')
+    .option('--entrypoint <path>', 'override the image\'s entrypoint')
     .option('--name <name>', 'sandbox name (default: its id)')
-    .option('--network <mode>', 'network: none', 'none')
+    .option('--network <mode>', 'network: none (default), or wg with --wg-config', undefined)
+    .option('--wg-config <file>', 'static mode: WireGuard identity, address and peers from a wg-quick style file')
+    .option('--policy <file>', 'network policy (JSON, see README); default: deny everything')
+    .option('--dns-name <name=addr>', 'an overlay name the sandbox can resolve, e.g. web.team.lattice=10.77.0.10 (repeatable)', collect, [])
+    .option('--audit-log <file>', 'where audit events are appended as JSON lines (default: <state>/audit/audit.ndjson)')
     .option('--env <KEY=VALUE>', 'environment variable (repeatable)', collect, [])
-    .option('--cwd <dir>', 'working directory inside the sandbox', '/')
+    .option('--cwd <dir>', 'working directory inside the sandbox (default: the image\'s, else /)')
     .option('--user <uid[:gid]>', 'user to run as inside the sandbox')
     .option('--cap-add <cap>', 'grant a Linux capability inside the sandbox (repeatable; default none)', collect, [])
     .option('--keep', 'keep the bundle and record after exit')
     .argument('[cmd...]', 'command and arguments, after --')
     .action(async (cmd: string[], o: Record<string, unknown>, command: Command) => {
       const g = globalOpts(command);
-      const args = requireCommand(cmd);
-      if (o.network !== 'none') throw new UsageError(`--network ${String(o.network)} is not supported here; use --network none`);
+      const wgConfig = o.wgConfig as string | undefined;
+      const network = (o.network as string | undefined) ?? (wgConfig ? 'wg' : 'none');
+      if (network !== 'none' && network !== 'wg') throw new UsageError(`--network ${network} is unknown; use none, or wg with --wg-config FILE`);
+      if (network === 'wg' && !wgConfig) throw new UsageError('--network wg needs --wg-config FILE (a wg-quick style file)');
+      if (network === 'none' && (wgConfig || o.policy)) throw new UsageError('--network none takes no --wg-config or --policy; drop --network none');
       requireRoot();
-      const rootfs = await resolveRootfsArg(o.rootfs as string | undefined);
-      if (rootfs.kind !== 'dir') throw new UsageError('tarball rootfs needs the image module; extract it to a directory first');
+      const stateDir = resolveStateDir(g.stateDir);
+      const { prepareProcess } = await import('../sandbox/prepare.js');
+      const proc = await prepareProcess(
+        {
+          rootfs: o.rootfs as string | undefined,
+          image: o.image as string | undefined,
+          imageArchive: o.imageArchive as string | undefined,
+          ociLayout: o.ociLayout as string | undefined,
+          cmd,
+          env: o.env as string[],
+          cwd: o.cwd as string | undefined,
+          user: o.user as string | undefined,
+          entrypoint: o.entrypoint as string | undefined,
+        },
+        stateDir,
+      );
+      const staticNet =
+        network === 'wg'
+          ? await import('../sandbox/static-network.js').then((m) =>
+              m.loadStaticNetwork({ wgConfig: wgConfig!, policy: o.policy as string | undefined, dnsNames: o.dnsName as string[], auditLog: o.auditLog as string | undefined, stateDir }),
+            )
+          : undefined;
       const [{ createLogger }, { runSandbox }] = await Promise.all([import('../log.js'), import('../sandbox/run.js')]);
       const log = createLogger({ level: g.debug ? 'debug' : undefined });
       process.exitCode = await runSandbox({
-        stateDir: resolveStateDir(g.stateDir),
+        stateDir,
+        network: staticNet?.network(log),
         name: o.name as string | undefined,
-        rootfs: rootfs.path,
-        args,
-        env: parseEnv(o.env as string[]),
-        cwd: o.cwd as string,
-        user: parseUser(o.user as string | undefined),
+        ...proc,
         capabilities: o.capAdd as string[],
         keep: Boolean(o.keep),
         debug: g.debug,

@@ -14,6 +14,8 @@ export interface RunscOptions {
   debugLogDir?: string;
   /** Let sandboxed processes connect to host Unix sockets bind-mounted in (the agent API). */
   hostUds?: boolean;
+  /** Let the sandbox open raw sockets (also needs CAP_NET_RAW in the spec). */
+  netRaw?: boolean;
   /** Force (true/false) or auto-detect (undefined) the gVisor 10704 workaround. */
   netnsWorkaround?: boolean;
 }
@@ -69,6 +71,7 @@ export class Runsc {
     // checksummed, MTU-sized packets. With GSO on, it leaves TCP checksums partial.
     if (this.opts.network === 'sandbox') a.push('--gso=false', '--software-gso=false', '--tx-checksum-offload=false');
     if (this.opts.hostUds) a.push('--host-uds=open');
+    if (this.opts.netRaw) a.push('--net-raw');
     if (this.opts.debugLogDir) a.push('--debug', `--debug-log=${this.opts.debugLogDir.replace(/\/?$/, '/')}`);
     return a;
   }

@@ -11,19 +11,6 @@ export function parseEnv(values: string[]): string[] {
   });
 }
 
-export function parseUser(value: string | undefined): { uid: number; gid: number } | undefined {
-  if (value === undefined) return undefined;
-  const m = /^(\d+)(?::(\d+))?$/.exec(value);
-  if (!m) throw new UsageError(`--user "${value}" is not UID[:GID]; write it like --user 1000:1000`);
-  const uid = Number(m[1]);
-  return { uid, gid: m[2] === undefined ? uid : Number(m[2]) };
-}
-
-export function requireCommand(cmd: string[]): string[] {
-  if (cmd.length === 0) throw new UsageError('no command to run; put it after --, e.g. lattice sandbox run --rootfs DIR -- uname -r');
-  return cmd;
-}
-
 export type RootfsArg = { kind: 'dir' | 'tar'; path: string };
 
 export async function resolveRootfsArg(value: string | undefined): Promise<RootfsArg> {

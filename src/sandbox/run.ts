@@ -33,8 +33,8 @@ export interface RunSandboxOptions {
   capabilities?: string[];
   keep?: boolean;
   debug?: boolean;
-  /** Builds the sandbox network once the id is known; default: no network at all. */
-  network?: (id: string) => Promise<SandboxNetwork>;
+  /** Builds the sandbox network once the id and directory are known; default: no network at all. */
+  network?: (id: string, dir: string) => Promise<SandboxNetwork>;
   hostUds?: boolean;
   mounts?: OciMount[];
   log: Logger;
@@ -84,7 +84,7 @@ export async function runSandbox(opts: RunSandboxOptions): Promise<number> {
   let network: SandboxNetwork | undefined;
   let runsc: Runsc | undefined;
   try {
-    network = opts.network ? await opts.network(id) : undefined;
+    network = opts.network ? await opts.network(id, dir) : undefined;
     if (network) {
       record.netns = network.netnsName;
       record.address = network.address;
@@ -104,7 +104,8 @@ export async function runSandbox(opts: RunSandboxOptions): Promise<number> {
     });
     await writeBundle(record.bundleDir, spec);
 
-    runsc = new Runsc({ root: paths.runscRoot, network: network?.mode ?? 'none', debugLogDir, hostUds: opts.hostUds });
+    const netRaw = spec.process.capabilities.effective.includes('CAP_NET_RAW');
+    runsc = new Runsc({ root: paths.runscRoot, network: network?.mode ?? 'none', debugLogDir, hostUds: opts.hostUds, netRaw });
     const { child } = await runsc.run(id, record.bundleDir, { stderr: 'pipe' });
     let stderrTail = '';
     child.stderr?.on('data', (chunk: Buffer) => {

@@ -1,0 +1,136 @@
+import { Resolver } from 'node:dns/promises';
+import { join } from 'node:path';
+import type { Logger } from 'pino';
+import { systemClock, type Clock } from '../clock.js';
+import { UdpBind } from '../conn/udp.js';
+import { LatticeError } from '../errors.js';
+import { writeFileAtomic } from '../fsutil.js';
+import { Device } from '../wg/device.js';
+import type { Peer, PeerConfig } from '../wg/peer.js';
+import type { InterfaceConfig } from '../wg/config.js';
+import { setupSandboxNetwork } from '../netns/sandbox-net.js';
+import { Pump, type AuditSink, type PolicySource, type UpstreamResolver } from '../dataplane/pump.js';
+import { MapDirectory } from '../dataplane/dns.js';
+import { parseIp, type IpAddr, type Policy } from '../policy/index.js';
+import type { SandboxNetwork } from './run.js';
+
+/**
+ * The next hops of the sandbox's default routes. A TUN has no link layer, so nothing ever answers
+ * them: they exist because runsc refuses a default route without a gateway. Link-local addresses
+ * cannot collide with an overlay peer. The IPv4 one also serves DNS (answered by the launcher).
+ */
+export const SANDBOX_GATEWAY = '169.254.77.1';
+export const SANDBOX_GATEWAY6 = 'fe80::77:1';
+export const SANDBOX_RESOLVER = SANDBOX_GATEWAY;
+
+export interface WgNetworkOptions {
+  iface: InterfaceConfig;
+  peers: PeerConfig[];
+  policy: Policy;
+  policySource?: PolicySource;
+  /** Overlay names the sandbox can resolve (`<name>.<namespace>.lattice`). */
+  names?: Iterable<readonly [string, readonly IpAddr[]]>;
+  audit: AuditSink;
+  log: Logger;
+  clock?: Clock;
+  resolveUpstream?: UpstreamResolver;
+}
+
+/** A running sandbox network: what runSandbox needs, plus the live pieces for updates and status. */
+export interface WgSandboxNetwork extends SandboxNetwork {
+  pump: Pump<Peer>;
+  device: Device;
+  directory: MapDirectory;
+  listenPort: number;
+}
+
+/** Host addresses (/32, /128) of the interface's Address entries: the sandbox owns exactly these. */
+export function sandboxAddresses(iface: InterfaceConfig): { cidrs: string[]; addrs: IpAddr[] } {
+  const cidrs: string[] = [];
+  const addrs: IpAddr[] = [];
+  for (const a of iface.addresses) {
+    const host = a.split('/')[0]!;
+    const parsed = parseIp(host);
+    if (!parsed) throw new LatticeError('EWGCONFIG', `Address ${a} is not an IP address with a prefix length`);
+    addrs.push(parsed);
+    cidrs.push(`${host}/${parsed.family === 4 ? 32 : 128}`);
+  }
+  if (addrs.length === 0) throw new LatticeError('EWGCONFIG', 'the WireGuard config has no Address; add one under [Interface], e.g. Address = 10.77.0.2/32');
+  return { cidrs, addrs };
+}
+
+/**
+ * Build the sandbox's network: netns + TUN (src/netns), our WireGuard device on a UDP socket in the
+ * launcher's netns, and the pump (policy, flows, DNS, audit) between them.
+ */
+export function wgSandboxNetwork(opts: WgNetworkOptions): (id: string, dir: string) => Promise<WgSandboxNetwork> {
+  return async (id, dir) => {
+    const clock = opts.clock ?? systemClock;
+    const { cidrs, addrs } = sandboxAddresses(opts.iface);
+    const mtu = opts.iface.mtu ?? 1420;
+    const net = await setupSandboxNetwork({ id, overlayAddrs: cidrs, gateway: SANDBOX_GATEWAY, gateway6: SANDBOX_GATEWAY6, mtu });
+    let bind: UdpBind | undefined;
+    try {
+      bind = await UdpBind.open({ port: opts.iface.listenPort ?? 0 });
+    } catch (err) {
+      await net.teardown();
+      throw new LatticeError('EWGBIND', `cannot bind WireGuard UDP port ${opts.iface.listenPort ?? 0}: ${(err as Error).message}; pick another ListenPort`, { cause: err });
+    }
+    const device = new Device({ privateKey: opts.iface.privateKey, bind, clock, mtu });
+    for (const p of opts.peers) device.addPeer(p);
+    const directory = new MapDirectory(opts.names ?? []);
+    const pump = new Pump({
+      tun: net.tun,
+      device,
+      clock,
+      addresses: addrs,
+      resolverAddresses: [parseIp(SANDBOX_RESOLVER)!],
+      policy: opts.policy,
+      policySource: opts.policySource,
+      directory,
+      resolveUpstream: opts.resolveUpstream ?? systemResolver(),
+      audit: opts.audit,
+      sandboxId: id,
+    });
+    pump.start();
+    device.up({ tickMs: 100 });
+    const ticker = setInterval(() => pump.tick(), 1000);
+    ticker.unref();
+
+    const resolvConf = join(dir, 'resolv.conf');
+    await writeFileAtomic(resolvConf, `nameserver ${SANDBOX_RESOLVER}\noptions ndots:1 timeout:2 attempts:2\n`, 0o644);
+    opts.log.info({ id, netns: net.netnsName, addresses: cidrs, port: bind.port }, 'sandbox network up');
+
+    let closed = false;
+    return {
+      mode: 'sandbox',
+      netnsName: net.netnsName,
+      netnsPath: net.netnsPath,
+      address: cidrs.join(','),
+      mounts: [{ destination: '/etc/resolv.conf', type: 'bind', source: resolvConf, options: ['rbind', 'ro'] }],
+      pump,
+      device,
+      directory,
+      listenPort: bind.port,
+      close: async () => {
+        if (closed) return;
+        closed = true;
+        clearInterval(ticker);
+        pump.tick(Number.MAX_SAFE_INTEGER); // close every flow: flow.closed lines for all of them
+        await device.close();
+        await net.teardown();
+      },
+    };
+  };
+}
+
+/** Upstream lookups for names a domain rule allows, with the record TTLs. */
+export function systemResolver(): UpstreamResolver {
+  const resolver = new Resolver({ timeout: 3000, tries: 2 });
+  return async (name, family) => {
+    const records = family === 4 ? await resolver.resolve4(name, { ttl: true }) : await resolver.resolve6(name, { ttl: true });
+    const addresses = records.map((r) => parseIp(r.address)).filter((a): a is IpAddr => a !== undefined);
+    const ttlSec = Math.min(...records.map((r) => r.ttl));
+    return { addresses, ttlSec: Number.isFinite(ttlSec) ? ttlSec : 60 };
+  };
+}

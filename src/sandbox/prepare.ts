@@ -1,0 +1,95 @@
+import { readFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { UsageError } from '../errors.js';
+import { resolveRootfs, processFromImage, createProgressReporter, type RootfsSource } from '../image/index.js';
+import { parseEnv, resolveRootfsArg } from './inputs.js';
+
+/** Where the agent's filesystem comes from: exactly one of these flags. */
+export interface RootfsFlags {
+  rootfs?: string;
+  image?: string;
+  imageArchive?: string;
+  ociLayout?: string;
+}
+
+export interface ProcessFlags {
+  cmd: string[];
+  env: string[];
+  cwd?: string;
+  user?: string;
+  entrypoint?: string;
+}
+
+export interface PreparedProcess {
+  rootfs: string;
+  imageDigest?: string;
+  args: string[];
+  env: string[];
+  cwd: string;
+  user?: { uid: number; gid: number };
+}
+
+async function rootfsSource(f: RootfsFlags): Promise<RootfsSource> {
+  const given = [f.rootfs && '--rootfs', f.image && '--image', f.imageArchive && '--image-archive', f.ociLayout && '--oci-layout'].filter(Boolean);
+  if (given.length === 0) throw new UsageError('say what to run: --rootfs DIR|TAR, --image REF, --image-archive FILE or --oci-layout DIR (try: make demo-rootfs)');
+  if (given.length > 1) throw new UsageError(`${given.join(' and ')} both name a root filesystem; give only one`);
+  if (f.rootfs) {
+    const r = await resolveRootfsArg(f.rootfs);
+    return { kind: r.kind, ref: r.path };
+  }
+  if (f.image) return { kind: 'docker', ref: f.image };
+  if (f.imageArchive) return { kind: 'docker-archive', ref: f.imageArchive };
+  return { kind: 'oci-layout', ref: f.ociLayout! };
+}
+
+/**
+ * Resolve the root filesystem (unpacking an image at most once, into the shared read-only cache)
+ * and the process to run: the image's Entrypoint/Cmd/Env/WorkingDir/User with the flags on top.
+ */
+export async function prepareProcess(f: RootfsFlags & ProcessFlags, stateDir: string): Promise<PreparedProcess> {
+  const env = parseEnv(f.env);
+  const source = await rootfsSource(f);
+  const resolved = await resolveRootfs(source, { stateDir, onProgress: source.kind === 'dir' ? undefined : createProgressReporter() });
+  const proc = processFromImage(resolved.config, {
+    cmd: f.cmd.length > 0 ? f.cmd : undefined,
+    entrypoint: f.entrypoint !== undefined ? [f.entrypoint] : undefined,
+    env,
+    cwd: f.cwd,
+    user: f.user,
+  });
+  if (proc.args.length === 0) {
+    throw new UsageError(
+      resolved.config
+        ? 'the image has no Entrypoint or Cmd; put the command after --, e.g. -- /bin/sh -c "..."'
+        : 'no command to run; put it after --, e.g. lattice sandbox run --rootfs DIR -- uname -r',
+    );
+  }
+  return {
+    rootfs: resolved.rootfsDir,
+    imageDigest: resolved.config ? resolved.digest : undefined,
+    args: proc.args,
+    env: proc.env,
+    cwd: proc.cwd,
+    user: proc.user === undefined ? undefined : await resolveUser(proc.user, resolved.rootfsDir),
+  };
+}
+
+/** "uid[:gid]" or "name[:group]" (looked up in the rootfs's /etc/passwd and /etc/group). */
+export async function resolveUser(spec: string, rootfs: string): Promise<{ uid: number; gid: number }> {
+  const [u = '', g] = spec.split(':');
+  const lookup = async (file: string, name: string, field: number) => {
+    const text = await readFile(join(rootfs, 'etc', file), 'utf8').catch(() => '');
+    for (const line of text.split('\n')) {
+      const cols = line.split(':');
+      if (cols[0] === name) return Number(cols[field]);
+    }
+    return undefined;
+  };
+  const uid = /^\d+$/.test(u) ? Number(u) : await lookup('passwd', u, 2);
+  if (uid === undefined || !Number.isInteger(uid)) throw new UsageError(`user "${u}" is neither a number nor listed in the image's /etc/passwd; use --user UID[:GID]`);
+  let gid: number | undefined;
+  if (g === undefined) gid = /^\d+$/.test(u) ? uid : await lookup('passwd', u, 3);
+  else gid = /^\d+$/.test(g) ? Number(g) : await lookup('group', g, 2);
+  if (gid === undefined || !Number.isInteger(gid)) throw new UsageError(`group of user "${spec}" is unknown; use --user UID:GID`);
+  return { uid, gid };
+}

@@ -1,0 +1,75 @@
+import { readFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import type { Logger } from 'pino';
+import { UsageError } from '../errors.js';
+import { parseConfig, ConfigError } from '../wg/config.js';
+import { parsePolicy, denyAllPolicy, parseIp, PolicyError, type IpAddr, type Policy } from '../policy/index.js';
+import { ndjsonAuditSink } from '../audit/local.js';
+import { wgSandboxNetwork } from './network.js';
+
+/**
+ * Static mode (no control plane): identity, address and peers from a wg-quick style file, the
+ * policy from a JSON file, overlay names from --dns-name. Every input is checked before anything
+ * is created, so bad input changes nothing.
+ */
+export async function loadStaticNetwork(opts: { wgConfig: string; policy?: string; dnsNames: string[]; auditLog?: string; stateDir: string }) {
+  const wgText = await readFile(opts.wgConfig, 'utf8').catch(() => {
+    throw new UsageError(`--wg-config ${opts.wgConfig} cannot be read; give a wg-quick style file ([Interface] + [Peer])`);
+  });
+  let wg;
+  try {
+    wg = parseConfig(wgText);
+  } catch (err) {
+    if (err instanceof ConfigError) throw new UsageError(`--wg-config ${opts.wgConfig}: ${err.message}`);
+    throw err;
+  }
+  let policy: Policy;
+  if (opts.policy) {
+    const text = await readFile(opts.policy, 'utf8').catch(() => {
+      throw new UsageError(`--policy ${opts.policy} cannot be read; give a JSON policy file (see README)`);
+    });
+    try {
+      policy = parsePolicy(text);
+    } catch (err) {
+      if (err instanceof PolicyError) throw new UsageError(`--policy ${opts.policy}: ${err.message}`);
+      throw err;
+    }
+  } else {
+    policy = denyAllPolicy().policy;
+  }
+  const names = opts.dnsNames.map((entry): readonly [string, IpAddr[]] => {
+    const [name, addr] = entry.split('=');
+    const parsed = addr ? parseIp(addr) : undefined;
+    if (!name || !parsed) throw new UsageError(`--dns-name "${entry}" is not NAME=ADDRESS; write it like --dns-name web.team.lattice=10.77.0.10`);
+    return [name, [parsed]];
+  });
+  const peers = wg.peers.map((p) => {
+    if (p.endpointHost) throw new UsageError(`--wg-config ${opts.wgConfig}: Endpoint ${p.endpointHost} is a host name; use an IP address in static mode`);
+    return p;
+  });
+  const auditFile = opts.auditLog ?? join(opts.stateDir, 'audit', 'audit.ndjson');
+  const policyFile = opts.policy;
+  return {
+    policy,
+    auditFile,
+    network: (log: Logger) => {
+      const audit = ndjsonAuditSink(auditFile);
+      const build = wgSandboxNetwork({ iface: wg.interface, peers, policy, names, audit, log });
+      return async (id: string, dir: string) => {
+        const net = await build(id, dir);
+        if (!policyFile) return net;
+        // Live update without a control plane: edit the policy file, then `kill -HUP <lattice pid>`.
+        const reload = () => {
+          readFile(policyFile, 'utf8')
+            .then((text) => {
+              const { cut } = net.pump.setPolicy(parsePolicy(text));
+              log.warn({ id, policy: policyFile, cut }, 'policy reloaded');
+            })
+            .catch((err: unknown) => log.error({ id, policy: policyFile, err: (err as Error).message }, 'policy reload refused; the previous policy stays'));
+        };
+        process.on('SIGHUP', reload);
+        return { ...net, close: async () => { process.off('SIGHUP', reload); await net.close(); } };
+      };
+    },
+  };
+}
