@@ -19,27 +19,16 @@ const collect = (v: string, prev: string[]) => [...prev, v];
 export function registerSandbox(program: Command): void {
   const sandbox = program.command('sandbox').description('run and inspect gVisor sandboxes');
 
-  sandbox
+  const run = sandbox
     .command('run')
     .description('run CMD in a fresh gVisor sandbox; stdio, signals and the exit code pass through')
-    .option('--rootfs <dir|tar>', 'root filesystem: a directory or a .tar/.tar.gz')
-    .option('--image <ref>', 'root filesystem and defaults from an image in the local Docker engine')
-    .option('--image-archive <file>', 'root filesystem and defaults from a `docker save` tarball')
-    .option('--oci-layout <dir[:tag]>', 'root filesystem and defaults from an OCI image layout directory')
-    .option('--entrypoint <path>', 'override the image\'s entrypoint')
     .option('--name <name>', 'sandbox name (default: its id)')
     .option('--network <mode>', 'network: none (default), or wg with --wg-config', undefined)
     .option('--wg-config <file>', 'static mode: WireGuard identity, address and peers from a wg-quick style file')
     .option('--policy <file>', 'network policy (JSON, see README); default: deny everything')
     .option('--dns-name <name=addr>', 'an overlay name the sandbox can resolve, e.g. web.team.lattice=10.77.0.10 (repeatable)', collect, [])
-    .option('--audit-log <file>', 'where audit events are appended as JSON lines (default: <state>/audit/audit.ndjson)')
-    .option('--env <KEY=VALUE>', 'environment variable (repeatable)', collect, [])
-    .option('--cwd <dir>', 'working directory inside the sandbox (default: the image\'s, else /)')
-    .option('--user <uid[:gid]>', 'user to run as inside the sandbox')
-    .option('--cap-add <cap>', 'grant a Linux capability inside the sandbox (repeatable; default none)', collect, [])
-    .option('--keep', 'keep the bundle and record after exit')
-    .argument('[cmd...]', 'command and arguments, after --')
-    .action(async (cmd: string[], o: Record<string, unknown>, command: Command) => {
+    .option('--audit-log <file>', 'where audit events are appended as JSON lines (default: <state>/audit/audit.ndjson)');
+  addProcessOptions(run).action(async (cmd: string[], o: Record<string, unknown>, command: Command) => {
       const g = globalOpts(command);
       const wgConfig = o.wgConfig as string | undefined;
       const network = (o.network as string | undefined) ?? (wgConfig ? 'wg' : 'none');
@@ -49,20 +38,7 @@ export function registerSandbox(program: Command): void {
       requireRoot();
       const stateDir = resolveStateDir(g.stateDir);
       const { prepareProcess } = await import('../sandbox/prepare.js');
-      const proc = await prepareProcess(
-        {
-          rootfs: o.rootfs as string | undefined,
-          image: o.image as string | undefined,
-          imageArchive: o.imageArchive as string | undefined,
-          ociLayout: o.ociLayout as string | undefined,
-          cmd,
-          env: o.env as string[],
-          cwd: o.cwd as string | undefined,
-          user: o.user as string | undefined,
-          entrypoint: o.entrypoint as string | undefined,
-        },
-        stateDir,
-      );
+      const proc = await prepareProcess(processFlags(cmd, o), stateDir);
       const staticNet =
         network === 'wg'
           ? await import('../sandbox/static-network.js').then((m) =>
@@ -82,6 +58,62 @@ export function registerSandbox(program: Command): void {
         log,
       });
     });
+
+  const start = sandbox
+    .command('start')
+    .description('enroll with the control plane (or reuse the stored identity) and run the agent on the overlay')
+    .requiredOption('--name <name>', 'agent name (its identity is stored under this name and reused on restart)')
+    .option('--control-plane <url>', 'the control plane\'s NATS URL (needed for the first start)')
+    .option('--token <token>', 'one-time enrollment token (first start only; also $LATTICE_TOKEN)')
+    .option('--advertise <host>', 'address peers reach our WireGuard port at', '127.0.0.1')
+    .option('--listen-port <port>', 'WireGuard UDP port (default: any free port)')
+    .option('--audit-log <file>', 'also append audit events here as JSON lines');
+  addProcessOptions(start).action(async (cmd: string[], o: Record<string, unknown>, command: Command) => {
+    const g = globalOpts(command);
+    requireRoot();
+    const stateDir = resolveStateDir(g.stateDir);
+    const listenPort = o.listenPort === undefined ? undefined : Number(o.listenPort);
+    if (listenPort !== undefined && !(Number.isInteger(listenPort) && listenPort > 0 && listenPort < 65536)) {
+      throw new UsageError(`--listen-port ${String(o.listenPort)} is not a UDP port; use 1-65535`);
+    }
+    const { prepareProcess } = await import('../sandbox/prepare.js');
+    const proc = await prepareProcess(processFlags(cmd, o), stateDir);
+    const [{ createLogger }, { runSandbox }, { enrollAndPrepare }] = await Promise.all([
+      import('../log.js'),
+      import('../sandbox/run.js'),
+      import('../sandbox/enrolled.js'),
+    ]);
+    const log = createLogger({ level: g.debug ? 'debug' : undefined });
+    const enrolled = await enrollAndPrepare({
+      stateDir,
+      name: o.name as string,
+      controlPlaneUrl: o.controlPlane as string | undefined,
+      token: (o.token as string | undefined) ?? process.env.LATTICE_TOKEN,
+      advertiseHost: o.advertise as string,
+      listenPort,
+      auditLog: o.auditLog as string | undefined,
+      log,
+    });
+    const c = enrolled.credentials;
+    console.error(`lattice: ${enrolled.reused ? 'reusing' : 'enrolled'} ${c.namespace}/${c.name} at ${c.address.ipv4} (${c.address.ipv6})`);
+    try {
+      process.exitCode = await runSandbox({
+        stateDir,
+        name: o.name as string,
+        ...proc,
+        capabilities: o.capAdd as string[],
+        keep: Boolean(o.keep),
+        debug: g.debug,
+        log,
+        network: enrolled.network,
+        stopWhen: enrolled.revoked,
+        onStarted: (r) => enrolled.record({ type: 'sandbox.started', sandboxId: r.id }),
+        onExited: (r, code) => enrolled.record({ type: 'sandbox.exited', sandboxId: r.id, code }),
+      });
+    } finally {
+      await enrolled.close();
+    }
+  });
 
   sandbox
     .command('ls')
@@ -117,6 +149,36 @@ export function registerSandbox(program: Command): void {
       if (o.json) console.log(JSON.stringify({ removed }));
       else console.log(removed.length ? `removed ${removed.join(' ')}` : 'nothing to remove');
     });
+}
+
+/** Where the agent's filesystem and process come from: shared by run and start. */
+function addProcessOptions(cmd: Command): Command {
+  return cmd
+    .option('--rootfs <dir|tar>', 'root filesystem: a directory or a .tar/.tar.gz')
+    .option('--image <ref>', 'root filesystem and defaults from an image in the local Docker engine')
+    .option('--image-archive <file>', 'root filesystem and defaults from a `docker save` tarball')
+    .option('--oci-layout <dir[:tag]>', 'root filesystem and defaults from an OCI image layout directory')
+    .option('--entrypoint <path>', 'override the image\'s entrypoint')
+    .option('--env <KEY=VALUE>', 'environment variable (repeatable)', collect, [])
+    .option('--cwd <dir>', 'working directory inside the sandbox (default: the image\'s, else /)')
+    .option('--user <uid[:gid]>', 'user to run as inside the sandbox')
+    .option('--cap-add <cap>', 'grant a Linux capability inside the sandbox (repeatable; default none)', collect, [])
+    .option('--keep', 'keep the bundle and record after exit')
+    .argument('[cmd...]', 'command and arguments, after --');
+}
+
+function processFlags(cmd: string[], o: Record<string, unknown>) {
+  return {
+    rootfs: o.rootfs as string | undefined,
+    image: o.image as string | undefined,
+    imageArchive: o.imageArchive as string | undefined,
+    ociLayout: o.ociLayout as string | undefined,
+    cmd,
+    env: o.env as string[],
+    cwd: o.cwd as string | undefined,
+    user: o.user as string | undefined,
+    entrypoint: o.entrypoint as string | undefined,
+  };
 }
 
 export function printTable<T extends Record<string, unknown>>(rows: T[], cols: (keyof T & string)[]): void {

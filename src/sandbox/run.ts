@@ -42,6 +42,10 @@ export interface RunSandboxOptions {
   onStarted?: (record: SandboxRecord) => void;
   /** Grace period between SIGTERM and SIGKILL when lattice is asked to stop. */
   stopGraceMs?: number;
+  /** Stop the sandbox when this resolves (e.g. the control plane revoked the agent). */
+  stopWhen?: Promise<unknown>;
+  /** Called with the exit code before cleanup (audit). */
+  onExited?: (record: SandboxRecord, code: number) => void;
 }
 
 const RUNSC_OWN_FAILURE = /^(running|creating|starting|reading|loading) (container|spec|sandbox)/;
@@ -114,6 +118,7 @@ export async function runSandbox(opts: RunSandboxOptions): Promise<number> {
     });
 
     const stopper = stopOnSignals(runsc, id, opts.stopGraceMs ?? 1500, log);
+    void opts.stopWhen?.then(() => stopper.stop('SIGTERM'));
     opts.onStarted?.(record);
     const result = await child;
     stopper.dispose();
@@ -121,8 +126,9 @@ export async function runSandbox(opts: RunSandboxOptions): Promise<number> {
     const code = result.exitCode ?? (result.signal ? 128 + signalNumber(result.signal) : 1);
     const last = runscMessage(stderrTail);
     if (code === 128 && RUNSC_OWN_FAILURE.test(last)) throw new RunscError('run', last, debugLogDir);
-    if (stopper.signal) return 128 + signalNumber(stopper.signal);
-    return code;
+    const exit = stopper.signal ? 128 + signalNumber(stopper.signal) : code;
+    opts.onExited?.(record, exit);
+    return exit;
   } finally {
     if (runsc) await removeSandboxResources({ ...record, netns: undefined }, runsc);
     await network?.close().catch((err: unknown) => log.warn({ err }, 'network teardown failed'));
@@ -133,7 +139,7 @@ export async function runSandbox(opts: RunSandboxOptions): Promise<number> {
 
 /** Forward SIGINT/SIGTERM to the sandbox: polite first, SIGKILL after the grace period. */
 function stopOnSignals(runsc: Runsc, id: string, graceMs: number, log: Logger) {
-  const state: { signal?: NodeJS.Signals; dispose: () => void } = { dispose: () => undefined };
+  const state: { signal?: NodeJS.Signals; stop: (sig: NodeJS.Signals) => void; dispose: () => void } = { stop: () => undefined, dispose: () => undefined };
   let timer: NodeJS.Timeout | undefined;
   const onSignal = (sig: NodeJS.Signals) => {
     if (state.signal) return;
@@ -142,6 +148,7 @@ function stopOnSignals(runsc: Runsc, id: string, graceMs: number, log: Logger) {
     runsc.kill(id, sig, { all: true }).catch(() => undefined);
     timer = setTimeout(() => void runsc.kill(id, 'SIGKILL', { all: true }).catch(() => undefined), graceMs);
   };
+  state.stop = onSignal;
   process.on('SIGINT', onSignal);
   process.on('SIGTERM', onSignal);
   state.dispose = () => {

@@ -1,0 +1,189 @@
+import { connect, type NatsConnection } from 'nats';
+import type { Logger } from 'pino';
+import { LatticeError } from '../errors.js';
+import { statePaths } from '../state.js';
+import { decodeKey, generatePrivateKey, publicKeyOf } from '../wg/keys.js';
+import { defaultCrypto } from '../wg/crypto.js';
+import { parseEndpoint } from '../wg/config.js';
+import type { PeerConfig } from '../wg/peer.js';
+import { validatePolicy, denyAllPolicy, parseIp, type IpAddr, type Policy } from '../policy/index.js';
+import { obtainIdentity, updateEndpoint, DirectoryWatcher, type Credentials, type Peer } from '../enroll/index.js';
+import { Outbox } from '../audit/outbox.js';
+import { OutboxPublisher } from '../audit/publisher.js';
+import type { AuditEventDraft } from '../audit/events.js';
+import { ndjsonAuditSink } from '../audit/local.js';
+import { wgSandboxNetwork, type WgSandboxNetwork } from './network.js';
+import type { SandboxNetwork } from './run.js';
+
+/** Keepalive towards peers: keeps NAT mappings open and lets a restarted peer find us again. */
+const PERSISTENT_KEEPALIVE_SEC = 25;
+
+export interface EnrolledOptions {
+  stateDir: string;
+  name: string;
+  controlPlaneUrl?: string;
+  token?: string;
+  /** host to advertise to peers with our WireGuard port (default 127.0.0.1: peers on this host). */
+  advertiseHost?: string;
+  listenPort?: number;
+  auditLog?: string;
+  log: Logger;
+}
+
+/** The enrolled side of `sandbox start`: identity, audit pipeline, directory watch and the network hook. */
+export interface Enrolled {
+  credentials: Credentials;
+  reused: boolean;
+  /** For runSandbox: builds the WireGuard network from the enrolled identity and keeps it current. */
+  network: (id: string, dir: string) => Promise<SandboxNetwork>;
+  /** Resolves when the control plane revokes this agent (the caller stops the sandbox). */
+  revoked: Promise<void>;
+  record: (event: AuditEventDraft) => void;
+  close(): Promise<void>;
+}
+
+export function peerConfigs(peers: readonly Peer[]): PeerConfig[] {
+  return peers.map((p) => {
+    const ep = p.endpoint ? parseEndpoint(p.endpoint)?.endpoint : undefined;
+    return { publicKey: decodeKey(p.publicKey), allowedIPs: p.allowedIPs, endpoint: ep, persistentKeepalive: PERSISTENT_KEEPALIVE_SEC };
+  });
+}
+
+/** Overlay names: `<name>.<namespace>.lattice` -> the peer's addresses. */
+export function overlayNames(peers: readonly Peer[]): Array<readonly [string, IpAddr[]]> {
+  return peers.map((p) => [`${p.name}.${p.namespace}.lattice`, p.allowedIPs.map((c) => parseIp(c.split('/')[0]!)).filter((a): a is IpAddr => a !== undefined)] as const);
+}
+
+/** The control plane hands policies over as JSON; anything that does not validate means deny-all. */
+export function effectivePolicy(raw: unknown, log: Logger): Policy {
+  if (raw === null || raw === undefined) return denyAllPolicy().policy;
+  const v = validatePolicy(raw);
+  if (v.ok) return v.policy;
+  log.error({ problems: v.problems.length }, 'the control plane sent a policy that does not validate; denying everything');
+  return denyAllPolicy().policy;
+}
+
+export async function enrollAndPrepare(o: EnrolledOptions): Promise<Enrolled> {
+  const { log } = o;
+  const { credentials, reused } = await obtainIdentity({
+    stateDir: o.stateDir,
+    name: o.name,
+    controlPlaneUrl: o.controlPlaneUrl,
+    token: o.token,
+    generateKeyPair: () => {
+      const privateKey = generatePrivateKey(defaultCrypto);
+      return { privateKey, publicKey: publicKeyOf(defaultCrypto, privateKey) };
+    },
+  });
+  const url = o.controlPlaneUrl ?? credentials.controlPlane.url;
+  let nc: NatsConnection;
+  try {
+    nc = await connect({ servers: url, name: `lattice-launcher-${o.name}`, maxReconnectAttempts: -1 });
+  } catch (err) {
+    throw new LatticeError('ECP_UNREACHABLE', `cannot reach the control plane at ${url}: ${(err as Error).message}; is it running (lattice control-plane start)?`, { cause: err });
+  }
+
+  // Audit: fsynced locally before it counts, then shipped to JetStream; a full outbox refuses to start.
+  const outbox = await Outbox.open({ dir: statePaths(o.stateDir).outbox, logger: log });
+  if (outbox.isFull()) {
+    await outbox.close();
+    await nc.close();
+    throw new LatticeError('EOUTBOX_FULL', 'the audit outbox is full, so no new sandbox starts (events would be lost); restore the NATS connection to the control plane and retry');
+  }
+  const publisher = new OutboxPublisher({ outbox, nc, logger: log });
+  publisher.start();
+  const local = o.auditLog ? ndjsonAuditSink(o.auditLog) : undefined;
+  const envelope = { agentId: credentials.agentId, namespace: credentials.namespace };
+  const record = (event: AuditEventDraft) => {
+    local?.(event);
+    outbox.append({ ...envelope, ...event } as AuditEventDraft).catch((err: unknown) => log.error({ err: (err as Error).message, type: event.type }, 'audit event not recorded'));
+  };
+
+  const watcher = DirectoryWatcher.forConnection(nc, {
+    namespace: credentials.namespace,
+    name: credentials.name,
+    publicKey: credentials.publicKey,
+    allowedNamespaces: credentials.allowedNamespaces,
+  });
+  await watcher.start();
+  let onRevoked!: () => void;
+  const revoked = new Promise<void>((r) => (onRevoked = r));
+  if (watcher.revoked) {
+    await Promise.allSettled([publisher.stop(), nc.close()]);
+    await outbox.close();
+    throw new LatticeError('EREVOKED', `agent ${credentials.namespace}/${credentials.name} has been revoked; it cannot start again (enroll a new name with a new token)`);
+  }
+
+  let net: WgSandboxNetwork | undefined;
+  const network = async (id: string, dir: string): Promise<SandboxNetwork> => {
+    const peers = watcher.peers.length > 0 ? watcher.peers : (credentials.peers ?? []);
+    net = await wgSandboxNetwork({
+      iface: {
+        privateKey: decodeKey(credentials.privateKey),
+        addresses: [`${credentials.address.ipv4}/32`, `${credentials.address.ipv6}/128`],
+        listenPort: o.listenPort,
+      },
+      peers: peerConfigs(peers),
+      policy: effectivePolicy(watcher.policy ?? credentials.policy, log),
+      policySource: { id: `ns:${credentials.namespace}`, version: 1 },
+      names: overlayNames(peers),
+      audit: record,
+      log,
+    })(id, dir);
+    await updateEndpoint({ nc, jwt: credentials.jwt, endpoint: `${o.advertiseHost ?? '127.0.0.1'}:${net.listenPort}` }).catch((err: unknown) =>
+      log.warn({ err: (err as Error).message }, 'could not publish our WireGuard endpoint; peers must initiate'),
+    );
+    return net;
+  };
+
+  // Directory changes reach the live network within the watch latency: peers, names, policy, revocation.
+  let known = new Set<string>();
+  watcher.on('peers-changed', (peers) => {
+    if (!net) return;
+    const next = new Set(peers.map((p) => p.publicKey));
+    for (const key of known) if (!next.has(key)) net.device.removePeer(decodeKey(key));
+    for (const p of peerConfigs(peers)) net.device.addPeer(p);
+    for (const [name, addrs] of overlayNames(peers)) net.directory.set(name, addrs);
+    known = next;
+    log.info({ peers: peers.length }, 'peers updated');
+  });
+  watcher.on('policy-changed', (policy) => {
+    if (!net) return;
+    const { cut } = net.pump.setPolicy(effectivePolicy(policy, log));
+    log.warn({ cut }, 'policy updated by the control plane');
+  });
+  watcher.on('revoked', () => {
+    log.error({ agent: `${credentials.namespace}/${credentials.name}` }, 'agent revoked by the control plane: tearing the sandbox down');
+    // Stop carrying traffic at once, before the sandbox itself is stopped.
+    if (net) for (const p of net.device.peerStatus()) net.device.removePeer(decodeKey(p.publicKey));
+    onRevoked();
+  });
+  known = new Set((watcher.peers.length > 0 ? watcher.peers : (credentials.peers ?? [])).map((p) => p.publicKey));
+
+  return {
+    credentials,
+    reused,
+    network,
+    revoked,
+    record,
+    close: async () => {
+      watcher.removeAllListeners();
+      watcher.stop();
+      // Shutdown must not hang on an unreachable control plane: whatever is not acknowledged
+      // stays in the outbox and is replayed by the next start.
+      await withDeadline(publisher.stop(), 3000);
+      await outbox.close();
+      local?.close();
+      await withDeadline(nc.close(), 2000);
+    },
+  };
+}
+
+function withDeadline<T>(p: Promise<T>, ms: number): Promise<T | undefined> {
+  let timer: NodeJS.Timeout | undefined;
+  const deadline = new Promise<undefined>((resolve) => {
+    timer = setTimeout(() => resolve(undefined), ms);
+    timer.unref();
+  });
+  return Promise.race([p.catch(() => undefined), deadline]).finally(() => clearTimeout(timer));
+}
