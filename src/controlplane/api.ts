@@ -36,8 +36,10 @@ export function mountAdminRoutes(api: HttpApi, svc: ControlPlaneService): void {
     const ns = ctx.url.searchParams.get('namespace');
     if (!ns) throw badRequest('namespace query parameter is required: DELETE .../agents/NAME?namespace=NS');
     if (!isLabel(ctx.params.name)) throw badRequest('agent name must be a DNS label');
-    const rec = await svc.revokeAgent(ns, ctx.params.name);
-    return { revoked: { ...rec, revokedAt: new Date(rec.revokedAt).toISOString() } };
+    // Revoking a parent revokes the agents it delegated to (recursively); they are listed in `children`.
+    const { revoked: rec, children } = await svc.revokeAgentTree(ns, ctx.params.name);
+    const iso = (r: typeof rec) => ({ ...r, revokedAt: new Date(r.revokedAt).toISOString() });
+    return { revoked: iso(rec), children: children.map(iso) };
   });
 
   api.route('PUT', `${API_BASE}/policies/:namespace`, async (ctx) => {

@@ -54,6 +54,7 @@ const STATUS_OF: Record<string, number> = {
   [CpErrorCode.TokenExhausted]: 403,
   [CpErrorCode.IpamExhausted]: 507,
   [CpErrorCode.Busy]: 503,
+  [CpErrorCode.Forbidden]: 403,
 };
 
 interface Route {

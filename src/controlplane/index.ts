@@ -8,6 +8,8 @@ import { startNatsServer, type StartedNatsServer } from '../natsserver/server.js
 import { formatProblem, validatePolicy } from '../policy/index.js';
 import { statePaths } from '../state.js';
 import { mountAdminRoutes } from './api.js';
+import { agentOpsHandlers, mountAgentOpsRoutes } from './agentops.js';
+import { EgressRequests } from './egress.js';
 import { HttpApi } from './http.js';
 import type { IpamConfig } from './ipam.js';
 import { serveNatsApi, type NatsApiStats } from './natsapi.js';
@@ -20,6 +22,9 @@ export * from './types.js';
 export { ControlPlaneService, DEFAULT_JWT_TTL_MS, peerOf, agentKey, pubkeyKey, type AgentView } from './service.js';
 export { HttpApi, HttpError, type RouteHandler, type RouteContext } from './http.js';
 export { API_BASE } from './api.js';
+export { AGENT_SUBJECTS, type DelegationReply } from './agentops.js';
+export { EGRESS_BUCKET, type EgressRequestRecord } from './egress.js';
+export { planDelegation, type DelegationRequest, type AgentTreeNode } from './delegation.js';
 export { verifyAgentJwt, signAgentJwt, JwtError, type AgentClaims } from './jwt.js';
 export { parseDuration } from './tokens.js';
 export { readAdminToken, adminTokenPath } from './secrets.js';
@@ -96,8 +101,9 @@ export async function startControlPlane(opts: ControlPlaneOptions): Promise<Star
     }
     const nc = await connectNats(natsUrl, 'lattice-control-plane');
     cleanups.push(() => nc.drain());
+    const kvStore = new NatsKvStore(nc);
     const service = await ControlPlaneService.open({
-      store: new NatsKvStore(nc),
+      store: kvStore,
       clock: opts.clock ?? systemClock,
       ipam: opts.ipam,
       jwtTtlMs: opts.jwtTtlMs,
@@ -105,10 +111,13 @@ export async function startControlPlane(opts: ControlPlaneOptions): Promise<Star
       onEvent: opts.onEvent,
     });
     cleanups.push(() => service.close());
-    const nats = serveNatsApi(nc, service, opts.log);
+    // Agent operations (delegation, egress requests): agentops.ts.
+    const egress = await EgressRequests.open(kvStore, opts.clock ?? systemClock);
+    const nats = serveNatsApi(nc, service, opts.log, agentOpsHandlers(service, egress));
     cleanups.push(() => nats.stop());
     const api = new HttpApi({ adminToken, log: opts.log });
     mountAdminRoutes(api, service);
+    mountAgentOpsRoutes(api, service, egress);
     await opts.mount?.(api, { nc, service });
     let httpUrl: string | undefined;
     const http = opts.http === undefined ? DEFAULT_HTTP : opts.http;

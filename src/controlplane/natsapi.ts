@@ -23,13 +23,20 @@ export interface NatsApiStats {
 }
 
 /** Serve enrollment, endpoint updates and directory snapshots over NATS request/reply. */
-export function serveNatsApi(nc: NatsConnection, svc: ControlPlaneService, log?: Logger): { stats: NatsApiStats; stop(): void } {
+export function serveNatsApi(
+  nc: NatsConnection,
+  svc: ControlPlaneService,
+  log?: Logger,
+  /** More subjects served by the same loop (agentops.ts: delegation, egress requests). */
+  extra: Record<string, (req: unknown) => Promise<unknown>> = {},
+): { stats: NatsApiStats; stop(): void } {
   const stats: NatsApiStats = { requests: 0, malformed: 0, errors: 0, busy: 0 };
   let inFlight = 0;
   const handlers: Record<string, (req: unknown) => Promise<unknown>> = {
     [SUBJECTS.enroll]: (r) => svc.enroll(r),
     [SUBJECTS.endpoint]: (r) => svc.updateEndpoint(r),
     [SUBJECTS.directory]: (r) => svc.directory(r),
+    ...extra,
   };
   const subs: Subscription[] = [];
   for (const [subject, handler] of Object.entries(handlers)) {

@@ -3,6 +3,7 @@ import type { Clock } from '../clock.js';
 import { IpamExhaustedError, Ipam, addressOf, namespaceSubnets, planIpam, DEFAULT_IPAM, type IpamConfig } from './ipam.js';
 import { JwtError, signAgentJwt, verifyAgentJwt, type AgentClaims } from './jwt.js';
 import { KeyedMutex, KvConflictError, KvOp, casUpdate, decodeJson, encodeJson, getJson, type KvBucket, type KvStore, type KvWatch } from './kv.js';
+import { buildAgentTree, clampJwtTtl, planDelegation, type AgentTreeNode } from './delegation.js';
 import { buildTokenRecord, checkUsable, consumeToken, generateTokenSecret, hashToken, isWellFormedToken, refundToken } from './tokens.js';
 import {
   AgentStatus,
@@ -82,6 +83,8 @@ export interface AgentView {
   modes: AgentRecord['modes'];
   createdAt: string;
   jwtExpiresAt?: string;
+  /** Delegation: the agent that created this one's token. */
+  parentAgentId?: string;
 }
 
 export function peerOf(a: AgentRecord): Peer {
@@ -226,6 +229,7 @@ export class ControlPlaneService {
           policy: t.policy,
           tokenId: t.id,
           updatedAt: now,
+          ...delegatedFrom(t),
         };
         try {
           claimed = { value: took, revision: await this.b.agents.update(key, encodeJson(took), cur.revision) };
@@ -249,6 +253,7 @@ export class ControlPlaneService {
         tokenId: tok.value.id,
         createdAt: now,
         updatedAt: now,
+        ...delegatedFrom(tok.value),
       };
       try {
         claimed = { value: rec, revision: await this.b.agents.create(key, encodeJson(rec)) };
@@ -264,6 +269,11 @@ export class ControlPlaneService {
     };
     undo.push(() => this.b.agents.delete(key, pending.revision));
     try {
+      // Delegation: checked after the name is claimed, so a parent revoked from here on finds this
+      // pending child in its cascade, and a parent revoked before is seen here.
+      if (pending.value.parent && (await this.b.revocations.get(pubkeyKey(pending.value.parent.publicKey)))) {
+        throw new ControlPlaneError(CpErrorCode.Revoked, 'the agent that delegated this token has been revoked');
+      }
       // 2. Claim the public key: one key, one agent.
       const pkKey = pubkeyKey(publicKey);
       for (let owned = false; !owned; ) {
@@ -312,6 +322,7 @@ export class ControlPlaneService {
         ipv6: active.address!.ipv6,
         tokenId: active.tokenId,
         expiresAt: expiresAt,
+        ...(active.parent ? { parentAgentId: active.parent.agentId } : {}),
       });
       return this.respond({ value: active, revision: rev }, jwt);
     } catch (err) {
@@ -333,10 +344,14 @@ export class ControlPlaneService {
   }
 
   private async sign(a: AgentRecord, jti: string) {
+    const now = this.opts.clock.now();
+    // A delegated agent never outlives its parent's JWT.
+    const ttlMs = clampJwtTtl(this.opts.jwtTtlMs ?? DEFAULT_JWT_TTL_MS, now, a.notAfter);
+    if (ttlMs < 1000) throw new ControlPlaneError(CpErrorCode.TokenExpired, 'the delegating agent\'s lifetime is over; ask it for a new delegation');
     return signAgentJwt(
       this.secret,
       { agentId: a.agentId, namespace: a.namespace, name: a.name, tools: a.allowedTools, allowedNamespaces: a.allowedNamespaces, publicKey: a.publicKey, jti },
-      { issuer: this.issuer, now: this.opts.clock.now(), ttlMs: this.opts.jwtTtlMs ?? DEFAULT_JWT_TTL_MS },
+      { issuer: this.issuer, now, ttlMs },
     );
   }
 
@@ -456,12 +471,66 @@ export class ControlPlaneService {
         modes: a.modes,
         createdAt: new Date(a.createdAt).toISOString(),
         jwtExpiresAt: a.jwtExpiresAt ? new Date(a.jwtExpiresAt).toISOString() : undefined,
+        ...(a.parent ? { parentAgentId: a.parent.agentId } : {}),
       }))
       .sort((x, y) => (x.namespace + '.' + x.name).localeCompare(y.namespace + '.' + y.name));
   }
 
-  /** Revoke: the key is barred for good, the name and the address become free. */
+  /** Revoke: the key is barred for good, the name and the address become free; its delegated children go too. */
   async revokeAgent(namespace: string, name: string): Promise<RevocationRecord> {
+    return (await this.revokeAgentTree(namespace, name)).revoked;
+  }
+
+  // ---- delegation (see delegation.ts) ----
+
+  /** An agent (by its JWT) creates a child enrollment token holding a subset of what it holds. */
+  async delegate(jwt: unknown, body: unknown): Promise<{ token: string; record: TokenRecord }> {
+    const { claims } = await this.authAgent({ jwt });
+    const cur = await getJson<AgentRecord>(this.b.agents, agentKey(claims.ns, claims.name));
+    if (!cur || cur.value.publicKey !== claims.wgpk || cur.value.status !== AgentStatus.Active) {
+      throw new ControlPlaneError(CpErrorCode.Revoked, 'agent has been revoked');
+    }
+    const record = planDelegation({ ...cur.value, jwtExpiresAt: claims.exp * 1000 }, body, this.opts.clock.now(), randomUUID());
+    const token = generateTokenSecret();
+    await this.b.tokens.create(hashToken(token), encodeJson(record));
+    this.stats.tokensCreated++;
+    return { token, record };
+  }
+
+  /** The agent and, recursively, the agents it delegated to. */
+  async agentTree(namespace: string, name: string): Promise<AgentTreeNode<AgentView>> {
+    if (!isLabel(namespace) || !isLabel(name)) throw badRequest('namespace and name must be DNS labels');
+    const all = await this.listAgents();
+    const root = all.find((a) => a.namespace === namespace && a.name === name);
+    if (!root) throw new ControlPlaneError(CpErrorCode.NotFound, `no agent ${name} in namespace ${namespace}`);
+    return buildAgentTree(all, root.agentId)!;
+  }
+
+  /** Revoke an agent and then every agent it delegated to, depth first (children found by scanning KV). */
+  async revokeAgentTree(namespace: string, name: string, reason = 'revoked by admin'): Promise<{ revoked: RevocationRecord; children: RevocationRecord[] }> {
+    const revoked = await this.revokeOne(namespace, name, reason);
+    const children: RevocationRecord[] = [];
+    const queue = [revoked.agentId];
+    const seen = new Set(queue);
+    while (queue.length) {
+      const parentId = queue.shift()!;
+      const keys = await this.b.agents.keys('a.*.*');
+      for (const k of keys) {
+        const a = await getJson<AgentRecord>(this.b.agents, k);
+        if (!a || a.value.parent?.agentId !== parentId || seen.has(a.value.agentId)) continue;
+        seen.add(a.value.agentId);
+        try {
+          children.push(await this.revokeOne(a.value.namespace, a.value.name, `parent agent ${parentId} revoked`));
+          queue.push(a.value.agentId);
+        } catch (err) {
+          if (!(err instanceof ControlPlaneError && err.code === CpErrorCode.NotFound)) throw err;
+        }
+      }
+    }
+    return { revoked, children };
+  }
+
+  private async revokeOne(namespace: string, name: string, reason: string): Promise<RevocationRecord> {
     if (!isLabel(namespace) || !isLabel(name)) throw badRequest('namespace and name must be DNS labels');
     const key = agentKey(namespace, name);
     for (;;) {
@@ -482,7 +551,7 @@ export class ControlPlaneService {
       const pk = await this.b.agents.get(pubkeyKey(a.publicKey));
       if (pk) await this.b.agents.delete(pk.key, pk.revision).catch(() => undefined);
       this.stats.revocations++;
-      this.emitEvent({ type: 'enrollment.revoked', agentId: a.agentId, namespace, name, reason: 'revoked by admin' });
+      this.emitEvent({ type: 'enrollment.revoked', agentId: a.agentId, namespace, name, reason });
       return rec;
     }
   }
@@ -553,6 +622,11 @@ async function ensureCluster(config: KvBucket, now: number): Promise<ClusterConf
       if (!(err instanceof KvConflictError)) throw err; // another instance created it first: read theirs
     }
   }
+}
+
+/** Delegation fields a token passes on to the agent it enrolls. */
+function delegatedFrom(t: TokenRecord): Pick<AgentRecord, 'parent' | 'notAfter'> {
+  return { ...(t.parent ? { parent: t.parent } : {}), ...(t.notAfter !== undefined ? { notAfter: t.notAfter } : {}) };
 }
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));

@@ -32,6 +32,8 @@ export const CpErrorCode = {
   NotFound: 'ENOTFOUND',
   Busy: 'EBUSY',
   Internal: 'EINTERNAL',
+  /** Delegation asked for more than the parent holds (tools, namespaces, modes). */
+  Forbidden: 'EFORBIDDEN',
 } as const;
 export type CpErrorCode = (typeof CpErrorCode)[keyof typeof CpErrorCode];
 
@@ -60,6 +62,18 @@ export interface TokenRecord {
   createdAt: number;
   policy?: PolicyRef;
   modes: Modes;
+  /** Delegation: the agent that created this token; its children record it and die with it. */
+  parent?: ParentRef;
+  /** Delegation: no JWT issued from this token outlives this time (epoch ms; the parent's JWT expiry). */
+  notAfter?: number;
+}
+
+/** The delegating agent of a child token / child agent. */
+export interface ParentRef {
+  agentId: string;
+  namespace: string;
+  name: string;
+  publicKey: string;
 }
 
 export const AgentStatus = { Pending: 'pending', Active: 'active' } as const;
@@ -85,6 +99,9 @@ export interface AgentRecord {
   jwtExpiresAt?: number;
   createdAt: number;
   updatedAt: number;
+  /** Delegation: copied from the token (see TokenRecord.parent / notAfter). */
+  parent?: ParentRef;
+  notAfter?: number;
 }
 
 export interface RevocationRecord {
@@ -188,5 +205,5 @@ export function isEndpoint(s: unknown): s is string {
 
 /** What the control plane reports for the audit trail (wired by the caller; see ServiceOptions.onEvent). */
 export type ControlPlaneEvent =
-  | { type: 'enrollment.enrolled'; agentId: string; namespace: string; name: string; ipv4: string; ipv6: string; tokenId: string; expiresAt: number }
+  | { type: 'enrollment.enrolled'; agentId: string; namespace: string; name: string; ipv4: string; ipv6: string; tokenId: string; expiresAt: number; parentAgentId?: string }
   | { type: 'enrollment.revoked'; agentId: string; namespace: string; name: string; reason: string };

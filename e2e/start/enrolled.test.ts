@@ -1,0 +1,147 @@
+/**
+ * `lattice sandbox start` against a real control plane (embedded nats-server): enrollment, restart
+ * with the stored identity, revocation of a running agent, and the errors a user meets first.
+ */
+import { describe, it, expect, beforeAll, afterAll } from 'vitest';
+import { execa, type ResultPromise } from 'execa';
+import { readFile, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { requireBinary, tempDir, busyboxRootfs, lattice, CLI } from '../support/env.js';
+import { waitFor } from '../support/wgpeer.js';
+import { freePort } from '../../src/natsserver/server.js';
+
+let work: Awaited<ReturnType<typeof tempDir>>;
+let rootfs: string;
+let cp: ResultPromise;
+let natsUrl: string;
+let api: string;
+let cpState: string;
+const running: ResultPromise[] = [];
+
+const POLICY = {
+  version: 1,
+  mode: 'enforce',
+  egress: [{ id: 'http', action: 'allow', cidrs: ['10.77.0.0/16'], ports: [8080], protocol: 'tcp' }],
+  ingress: [{ id: 'http-in', action: 'allow', cidrs: ['10.77.0.0/16'], ports: [8080], protocol: 'tcp' }],
+};
+
+async function token(namespace: string, limit = 1): Promise<string> {
+  const policy = join(work.path, 'policy.json');
+  await writeFile(policy, JSON.stringify(POLICY));
+  const r = await lattice(cpState, ['token', 'create', '--namespace', namespace, '--limit', String(limit), '--policy', policy, '--api', api]);
+  expect(r.exitCode, String(r.stderr)).toBe(0);
+  return String(r.stdout).trim();
+}
+
+function start(name: string, args: string[], cmd: string[]): ResultPromise {
+  const child = lattice(join(work.path, `state-${name}`), ['sandbox', 'start', '--name', name, '--rootfs', rootfs, ...args, '--', ...cmd]);
+  running.push(child);
+  return child;
+}
+
+async function credentials(name: string): Promise<{ publicKey: string; address: { ipv4: string }; privateKey: string }> {
+  return JSON.parse(await readFile(join(work.path, `state-${name}`, 'credentials', `${name}.json`), 'utf8')) as never;
+}
+
+beforeAll(async () => {
+  for (const bin of ['runsc', 'nats-server']) await requireBinary(bin);
+  work = await tempDir('lt-e2e-start');
+  rootfs = await busyboxRootfs(work.path);
+  cpState = join(work.path, 'cp');
+  const natsPort = await freePort();
+  const httpPort = await freePort();
+  natsUrl = `nats://127.0.0.1:${natsPort}`;
+  api = `http://127.0.0.1:${httpPort}`;
+  cp = execa(process.execPath, [CLI, '--state-dir', cpState, 'control-plane', 'start', '--nats-port', String(natsPort), '--http', `127.0.0.1:${httpPort}`], { reject: false });
+  let out = '';
+  cp.stdout?.on('data', (d: Buffer) => (out += d.toString()));
+  await waitFor(async () => out.includes('control plane ready'), 30_000, 'control plane ready');
+});
+
+afterAll(async () => {
+  for (const c of running) c.kill('SIGTERM');
+  await Promise.allSettled(running);
+  cp?.kill('SIGTERM');
+  await cp;
+  await work?.remove();
+});
+
+describe('lattice sandbox start (real control plane, real runsc)', () => {
+  it('two enrolled sandboxes reach each other on the overlay by name, under the namespace policy', async () => {
+    const t = await token('e2e', 2);
+    const web = start('web', ['--control-plane', natsUrl, '--token', t], ['sh', '-c', 'mkdir -p /tmp/w && echo hello-overlay > /tmp/w/index.html && httpd -f -p 8080 -h /tmp/w']);
+    let webErr = '';
+    web.stderr?.on('data', (d: Buffer) => (webErr += d.toString()));
+    await waitFor(async () => webErr.includes('enrolled'), 30_000, 'web enrolled');
+    const client = await lattice(join(work.path, 'state-client'), [
+      'sandbox', 'start', '--name', 'client', '--control-plane', natsUrl, '--token', t, '--rootfs', rootfs, '--',
+      'sh', '-c', `sleep 1; addr=$(nslookup web.e2e.lattice | awk '/^Name:/ {f=1} f && /^Address/ {print $2; exit}'); echo "addr=$addr"; printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 4 "$addr" 8080`,
+    ]);
+    expect(client.exitCode, String(client.stderr)).toBe(0);
+    expect(client.stdout).toMatch(/addr=10\.77\.\d+\.\d+/);
+    expect(client.stdout).toContain('hello-overlay');
+    // The token's limit is spent: a third agent cannot enroll with it.
+    const third = await lattice(join(work.path, 'state-third'), ['sandbox', 'start', '--name', 'third', '--control-plane', natsUrl, '--token', t, '--rootfs', rootfs, '--', 'true']);
+    expect(third.exitCode).not.toBe(0);
+    expect(String(third.stderr).trim().split('\n')).toHaveLength(1);
+  });
+
+  it('a restart reuses the stored identity (same key, same address) without a token', async () => {
+    const t = await token('e2e-restart', 1);
+    const first = await lattice(join(work.path, 'state-again'), ['sandbox', 'start', '--name', 'again', '--control-plane', natsUrl, '--token', t, '--rootfs', rootfs, '--', 'true']);
+    expect(first.exitCode, String(first.stderr)).toBe(0);
+    const before = await credentials('again');
+    const second = await lattice(join(work.path, 'state-again'), ['sandbox', 'start', '--name', 'again', '--rootfs', rootfs, '--', 'sh', '-c', 'ip -o addr']);
+    expect(second.exitCode, String(second.stderr)).toBe(0);
+    expect(second.stderr).toMatch(/reusing e2e-restart\/again/);
+    const after = await credentials('again');
+    expect(after.publicKey).toBe(before.publicKey);
+    expect(after.address.ipv4).toBe(before.address.ipv4);
+    expect(second.stdout).toContain(before.address.ipv4);
+    const { statSync } = await import('node:fs');
+    expect(statSync(join(work.path, 'state-again', 'credentials', 'again.json')).mode & 0o777).toBe(0o600);
+  });
+
+  it('revocation reaches the running launcher, its tunnel stops carrying traffic, and it cannot come back', async () => {
+    const t = await token('e2e-revoke', 2);
+    const web = start('rweb', ['--control-plane', natsUrl, '--token', t], ['sh', '-c', 'mkdir -p /tmp/w && echo alive > /tmp/w/index.html && httpd -f -p 8080 -h /tmp/w']);
+    let webErr = '';
+    web.stderr?.on('data', (d: Buffer) => (webErr += d.toString()));
+    await waitFor(async () => webErr.includes('enrolled'), 30_000, 'web enrolled');
+    const webAddr = (await credentials('rweb')).address.ipv4;
+    const client = start('rclient', ['--control-plane', natsUrl, '--token', t], [
+      'sh', '-c', `for i in $(seq 60); do if printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 1 ${webAddr} 8080 | grep -q alive; then echo ok; else echo fail; fi; sleep 0.2; done`,
+    ]);
+    let out = '';
+    let err = '';
+    client.stdout?.on('data', (d: Buffer) => (out += d.toString()));
+    client.stderr?.on('data', (d: Buffer) => (err += d.toString()));
+    await waitFor(async () => (out.match(/ok/g) ?? []).length >= 3, 30_000, 'traffic before the revocation');
+    const revokedAt = Date.now();
+    const r = await lattice(cpState, ['agent', 'revoke', 'rclient', '--namespace', 'e2e-revoke', '--api', api]);
+    expect(r.exitCode, String(r.stderr)).toBe(0);
+    const okAtRevoke = (out.match(/ok/g) ?? []).length;
+    const result = await client;
+    console.log(`revocation -> launcher exit: ${Date.now() - revokedAt} ms`);
+    expect(err).toMatch(/revoked/);
+    expect(result.exitCode).not.toBe(0);
+    // At most a request already in flight completes after the revocation.
+    expect((out.match(/ok/g) ?? []).length).toBeLessThanOrEqual(okAtRevoke + 1);
+
+    const again = await lattice(join(work.path, 'state-rclient'), ['sandbox', 'start', '--name', 'rclient', '--rootfs', rootfs, '--', 'true']);
+    expect(again.exitCode).not.toBe(0);
+    expect(String(again.stderr)).toMatch(/revoked/);
+  });
+
+  it('an unreachable control plane is one line naming the URL, and nothing is stored', async () => {
+    const port = await freePort();
+    const state = join(work.path, 'state-nocp');
+    const r = await lattice(state, ['sandbox', 'start', '--name', 'x', '--control-plane', `nats://127.0.0.1:${port}`, '--token', 'abc', '--rootfs', rootfs, '--', 'true']);
+    expect(r.exitCode).toBe(1);
+    const lines = String(r.stderr).trim().split('\n');
+    expect(lines).toHaveLength(1);
+    expect(lines[0]).toContain(`127.0.0.1:${port}`);
+    const creds = await readFile(join(state, 'credentials', 'x.json'), 'utf8').catch(() => undefined);
+    expect(creds).toBeUndefined();
+  });
+});
