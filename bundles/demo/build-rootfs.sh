@@ -10,7 +10,7 @@ file -b "$busybox" 2>/dev/null | grep -q dynamic && { echo "build-rootfs: $busyb
 
 tmp="$out.tmp.$$"
 rm -rf "$tmp"
-mkdir -p "$tmp/bin" "$tmp/etc" "$tmp/agent" "$tmp/tmp" "$tmp/proc" "$tmp/sys" "$tmp/dev" "$tmp/root"
+mkdir -p "$tmp/bin" "$tmp/etc" "$tmp/agent" "$tmp/tmp" "$tmp/proc" "$tmp/sys" "$tmp/dev" "$tmp/root" "$tmp/run"
 cp "$busybox" "$tmp/bin/busybox"
 for applet in $("$busybox" --list); do
   [ "$applet" = busybox ] || ln -sf busybox "$tmp/bin/$applet"

@@ -6,7 +6,7 @@ import { describe, it, expect, beforeAll, afterAll } from 'vitest';
 import { execa, type ResultPromise } from 'execa';
 import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { requireBinary, tempDir, busyboxRootfs, lattice, CLI } from '../support/env.js';
+import { requireBinary, tempDir, busyboxRootfs, lattice, CLI, REPO } from '../support/env.js';
 import { waitFor } from '../support/wgpeer.js';
 import { freePort } from '../../src/natsserver/server.js';
 
@@ -25,10 +25,10 @@ const POLICY = {
   ingress: [{ id: 'http-in', action: 'allow', cidrs: ['10.77.0.0/16'], ports: [8080], protocol: 'tcp' }],
 };
 
-async function token(namespace: string, limit = 1): Promise<string> {
+async function token(namespace: string, limit = 1, extra: string[] = []): Promise<string> {
   const policy = join(work.path, 'policy.json');
   await writeFile(policy, JSON.stringify(POLICY));
-  const r = await lattice(cpState, ['token', 'create', '--namespace', namespace, '--limit', String(limit), '--policy', policy, '--api', api]);
+  const r = await lattice(cpState, ['token', 'create', '--namespace', namespace, '--limit', String(limit), '--policy', policy, '--api', api, ...extra]);
   expect(r.exitCode, String(r.stderr)).toBe(0);
   return String(r.stdout).trim();
 }
@@ -44,7 +44,7 @@ async function credentials(name: string): Promise<{ publicKey: string; address: 
 }
 
 beforeAll(async () => {
-  for (const bin of ['runsc', 'nats-server']) await requireBinary(bin);
+  for (const bin of ['runsc', 'nats-server', 'gcc']) await requireBinary(bin);
   work = await tempDir('lt-e2e-start');
   rootfs = await busyboxRootfs(work.path);
   cpState = join(work.path, 'cp');
@@ -131,6 +131,27 @@ describe('lattice sandbox start (real control plane, real runsc)', () => {
     const again = await lattice(join(work.path, 'state-rclient'), ['sandbox', 'start', '--name', 'rclient', '--rootfs', rootfs, '--', 'true']);
     expect(again.exitCode).not.toBe(0);
     expect(String(again.stderr)).toMatch(/revoked/);
+  });
+
+  it('the agent calls tools through its socket; each call is a span the control plane can query', async () => {
+    const agentRootfs = join(work.path, 'rootfs-agent');
+    await execa('cp', ['-a', rootfs, agentRootfs]);
+    await execa('gcc', ['-static', '-O2', '-o', join(agentRootfs, 'bin', 'agentcall'), join(REPO, 'e2e/agentapi/fixtures/agentcall.c')]);
+    const t = await token('e2e-tools', 1, ['--tools', 'get_policy,check_connectivity']);
+    const sock = '/run/lattice/agent.sock';
+    const r = await lattice(join(work.path, 'state-tools'), [
+      'sandbox', 'start', '--name', 'tools', '--control-plane', natsUrl, '--token', t, '--rootfs', agentRootfs, '--', 'sh', '-c',
+      `agentcall ${sock} POST /v1/tools/check_connectivity '{"ip":"10.77.0.9","port":8080}'; echo; agentcall ${sock} POST /v1/tools/request_egress '{}'`,
+    ]);
+    expect(r.exitCode, String(r.stderr)).toBe(0);
+    expect(r.stdout).toMatch(/"verdict":"allow".*"ruleId":"http"/);
+    expect(r.stdout).toMatch(/403[\s\S]*tool not allowed/);
+    const agentId = JSON.parse(await readFile(join(work.path, 'state-tools', 'credentials', 'tools.json'), 'utf8')).agentId as string;
+    await waitFor(async () => {
+      const q = await lattice(cpState, ['audit', 'traces', '--agent', agentId, '--json', '--api', api]);
+      const text = String(q.stdout);
+      return text.includes('check_connectivity') && text.includes('request_egress');
+    }, 15_000, 'spans at the control plane');
   });
 
   it('an unreachable control plane is one line naming the URL, and nothing is stored', async () => {

@@ -106,6 +106,7 @@ export function registerSandbox(program: Command): void {
         debug: g.debug,
         log,
         network: enrolled.network,
+        hostUds: true,
         stopWhen: enrolled.revoked,
         onStarted: (r) => enrolled.record({ type: 'sandbox.started', sandboxId: r.id }),
         onExited: (r, code) => enrolled.record({ type: 'sandbox.exited', sandboxId: r.id, code }),

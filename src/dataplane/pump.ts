@@ -223,6 +223,11 @@ export class Pump<Peer = unknown> {
     });
   }
 
+  /** What the policy would decide for a new egress flow, without sending anything (agent API). */
+  checkEgress(remote: IpAddr, protocol: number, dstPort: number): Decision {
+    return evaluate(this.compiled, { direction: 'egress', protocol, remote, dstPort }, this.opts.clock.now(), this.allowances);
+  }
+
   // ------------------------------------------------------------------ time
 
   /** Expire idle flows (flow.closed events) and re-decide flows when a rule's expiresAt passes. */

@@ -13,6 +13,9 @@ import { OutboxPublisher } from '../audit/publisher.js';
 import type { AuditEventDraft } from '../audit/events.js';
 import { ndjsonAuditSink } from '../audit/local.js';
 import { wgSandboxNetwork, type WgSandboxNetwork } from './network.js';
+import { startAgentApi, AGENT_API_MOUNT, type StartedAgentApi } from '../agentapi/index.js';
+import { mkdir } from 'node:fs/promises';
+import { join } from 'node:path';
 import type { SandboxNetwork } from './run.js';
 
 /** Keepalive towards peers: keeps NAT mappings open and lets a restarted peer find us again. */
@@ -115,6 +118,8 @@ export async function enrollAndPrepare(o: EnrolledOptions): Promise<Enrolled> {
   }
 
   let net: WgSandboxNetwork | undefined;
+  let agentApi: StartedAgentApi | undefined;
+  let currentPolicy: Policy | undefined;
   const network = async (id: string, dir: string): Promise<SandboxNetwork> => {
     const peers = watcher.peers.length > 0 ? watcher.peers : (credentials.peers ?? []);
     net = await wgSandboxNetwork({
@@ -124,7 +129,7 @@ export async function enrollAndPrepare(o: EnrolledOptions): Promise<Enrolled> {
         listenPort: o.listenPort,
       },
       peers: peerConfigs(peers),
-      policy: effectivePolicy(watcher.policy ?? credentials.policy, log),
+      policy: (currentPolicy = effectivePolicy(watcher.policy ?? credentials.policy, log)),
       policySource: { id: `ns:${credentials.namespace}`, version: 1 },
       names: overlayNames(peers),
       audit: record,
@@ -133,7 +138,44 @@ export async function enrollAndPrepare(o: EnrolledOptions): Promise<Enrolled> {
     await updateEndpoint({ nc, jwt: credentials.jwt, endpoint: `${o.advertiseHost ?? '127.0.0.1'}:${net.listenPort}` }).catch((err: unknown) =>
       log.warn({ err: (err as Error).message }, 'could not publish our WireGuard endpoint; peers must initiate'),
     );
-    return net;
+
+    // The agent API: a Unix socket only this sandbox can reach; the channel itself is the identity.
+    const apiDir = join(dir, 'agentapi');
+    await mkdir(apiDir, { recursive: true, mode: 0o755 });
+    const live = net;
+    agentApi = await startAgentApi({
+      socketPath: join(apiDir, 'agent.sock'),
+      identity: {
+        agentId: credentials.agentId,
+        name: credentials.name,
+        namespace: credentials.namespace,
+        jwt: credentials.jwt,
+        jwtExpiresAt: credentials.jwtExpiresAt,
+        allowedTools: credentials.allowedTools,
+        allowedNamespaces: credentials.allowedNamespaces,
+        enforcement: credentials.modes.enforcement,
+      },
+      isRevoked: () => watcher.revoked !== undefined,
+      checkEgress: (ip, port, proto) => {
+        const remote = parseIp(ip);
+        if (!remote) return { verdict: 'deny', ruleId: 'invalid-address' };
+        const protocol = proto === 'tcp' ? 6 : proto === 'udp' ? 17 : remote.family === 4 ? 1 : 58;
+        const d = live.pump.checkEgress(remote, protocol, port);
+        return { verdict: d.wouldDeny ? 'would-deny' : d.verdict, ruleId: d.ruleId };
+      },
+      getPolicy: () => currentPolicy,
+      nc,
+      recordSpan: (draft) => outbox.append({ ...envelope, ...draft } as AuditEventDraft).then(() => undefined),
+      log,
+    });
+    return {
+      ...net,
+      mounts: [...(net.mounts ?? []), { destination: AGENT_API_MOUNT, type: 'bind', source: apiDir, options: ['rbind', 'rw'] }],
+      close: async () => {
+        await agentApi?.close();
+        await live.close();
+      },
+    };
   };
 
   // Directory changes reach the live network within the watch latency: peers, names, policy, revocation.
@@ -149,7 +191,8 @@ export async function enrollAndPrepare(o: EnrolledOptions): Promise<Enrolled> {
   });
   watcher.on('policy-changed', (policy) => {
     if (!net) return;
-    const { cut } = net.pump.setPolicy(effectivePolicy(policy, log));
+    currentPolicy = effectivePolicy(policy, log);
+    const { cut } = net.pump.setPolicy(currentPolicy);
     log.warn({ cut }, 'policy updated by the control plane');
   });
   watcher.on('revoked', () => {
