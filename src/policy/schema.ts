@@ -1,6 +1,6 @@
 /**
  * The policy file format (JSON), its validation, and the normalised form the compiler consumes.
- * docs/policy.md is the user-facing description; keep the two in step.
+ * The README's Policy section is the user-facing description; keep the two in step.
  *
  * Validation collects every problem (path + what is wrong + how to fix it) instead of stopping
  * at the first, so a user fixes a file in one pass. Meaning of absent vs empty:
