@@ -1,26 +1,43 @@
 #!/usr/bin/env node
 import { Command } from 'commander';
 import { runCli } from './run.js';
-import { registerControlPlane } from './controlplane.js';
-import { registerAdmin } from './admin.js';
-import { registerSandbox } from './sandbox.js';
-import { registerDoctor } from './doctor.js';
-import { registerAudit } from './audit.js';
-import { registerWg } from './wg.js';
-import { registerRunsc } from './runsc.js';
+
+type Register = (program: Command) => void;
+
+/**
+ * Each command group registers itself from its own module. Only the group being run is loaded
+ * (control-plane code pulls in NATS and jose, wg pulls in sodium and koffi): a sandbox starts
+ * without paying for them. Help without a group loads them all.
+ */
+const GROUPS: Record<string, () => Promise<Register>> = {
+  sandbox: () => import('./sandbox.js').then((m) => m.registerSandbox),
+  doctor: () => import('./doctor.js').then((m) => m.registerDoctor),
+  'control-plane': () => import('./controlplane.js').then((m) => m.registerControlPlane),
+  admin: () => import('./admin.js').then((m) => m.registerAdmin),
+  audit: () => import('./audit.js').then((m) => m.registerAudit),
+  wg: () => import('./wg.js').then((m) => m.registerWg),
+  runsc: () => import('./runsc.js').then((m) => m.registerRunsc),
+};
+const MODULE_OF: Record<string, keyof typeof GROUPS> = { gc: 'sandbox', token: 'admin', agent: 'admin', policy: 'admin' };
+
+/** The first word of argv that is not a global option or its value. */
+function commandWord(argv: string[]): string | undefined {
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i]!;
+    if (a === '--state-dir') i++;
+    else if (!a.startsWith('-')) return a;
+  }
+  return undefined;
+}
 
 const program = new Command('lattice')
   .description('Run AI agents inside gVisor with a zero-trust WireGuard network identity')
   .option('--state-dir <dir>', 'state directory (default: $LATTICE_STATE_DIR or /var/lib/lattice)')
   .option('--debug', 'print stack traces and debug logs');
 
-// Each command group registers itself; one line each.
-registerSandbox(program);
-registerDoctor(program);
-registerControlPlane(program);
-registerAdmin(program);
-registerAudit(program);
-registerWg(program);
-registerRunsc(program);
+const word = commandWord(process.argv.slice(2));
+const group = word === undefined ? undefined : (MODULE_OF[word] ?? (word in GROUPS ? word : undefined));
+const loaders = group ? [GROUPS[group]!] : Object.values(GROUPS);
+for (const register of await Promise.all(loaders.map((load) => load()))) register(program);
 
 await runCli(program, process.argv);

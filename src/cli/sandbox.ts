@@ -1,7 +1,7 @@
 import type { Command } from 'commander';
 import { resolveStateDir } from '../state.js';
 import { UsageError } from '../errors.js';
-import { requireRoot } from '../sandbox/inputs.js';
+import { parseEnv, requireRoot } from '../sandbox/inputs.js';
 import { globalOpts } from './run.js';
 
 // Heavy modules load inside the actions: every command pays only for what it uses.
@@ -23,6 +23,7 @@ export function registerSandbox(program: Command): void {
     .command('run')
     .description('run CMD in a fresh gVisor sandbox; stdio, signals and the exit code pass through')
     .option('--name <name>', 'sandbox name (default: its id)')
+    .option('--engine <engine>', 'runsc (default), or docker: a Docker container under the lattice-runsc runtime (needs --image)', 'runsc')
     .option('--network <mode>', 'network: none (default), or wg with --wg-config', undefined)
     .option('--wg-config <file>', 'static mode: WireGuard identity, address and peers from a wg-quick style file')
     .option('--policy <file>', 'network policy (JSON, see README); default: deny everything')
@@ -35,10 +36,13 @@ export function registerSandbox(program: Command): void {
       if (network !== 'none' && network !== 'wg') throw new UsageError(`--network ${network} is unknown; use none, or wg with --wg-config FILE`);
       if (network === 'wg' && !wgConfig) throw new UsageError('--network wg needs --wg-config FILE (a wg-quick style file)');
       if (network === 'none' && (wgConfig || o.policy)) throw new UsageError('--network none takes no --wg-config or --policy; drop --network none');
+      const engine = o.engine as string;
+      if (engine !== 'runsc' && engine !== 'docker') throw new UsageError(`--engine ${engine} is unknown; use runsc or docker`);
+      if (engine === 'docker' && (!o.image || o.rootfs || o.imageArchive || o.ociLayout)) {
+        throw new UsageError('--engine docker runs an image from the local Docker engine: give --image REF (and no --rootfs/--image-archive/--oci-layout)');
+      }
       requireRoot();
       const stateDir = resolveStateDir(g.stateDir);
-      const { prepareProcess } = await import('../sandbox/prepare.js');
-      const proc = await prepareProcess(processFlags(cmd, o), stateDir);
       const staticNet =
         network === 'wg'
           ? await import('../sandbox/static-network.js').then((m) =>
@@ -47,6 +51,26 @@ export function registerSandbox(program: Command): void {
           : undefined;
       const [{ createLogger }, { runSandbox }] = await Promise.all([import('../log.js'), import('../sandbox/run.js')]);
       const log = createLogger({ level: g.debug ? 'debug' : undefined });
+      if (engine === 'docker') {
+        const { runInDocker } = await import('../docker/engine.js');
+        process.exitCode = await runInDocker({
+          stateDir,
+          name: o.name as string | undefined,
+          image: o.image as string,
+          cmd: cmd.length > 0 ? cmd : undefined,
+          entrypoint: o.entrypoint as string | undefined,
+          env: parseEnv(o.env as string[]),
+          cwd: o.cwd as string | undefined,
+          user: o.user as string | undefined,
+          capabilities: o.capAdd as string[],
+          keep: Boolean(o.keep),
+          network: staticNet?.network(log),
+          log,
+        });
+        return;
+      }
+      const { prepareProcess } = await import('../sandbox/prepare.js');
+      const proc = await prepareProcess(processFlags(cmd, o), stateDir);
       process.exitCode = await runSandbox({
         stateDir,
         network: staticNet?.network(log),

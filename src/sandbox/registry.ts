@@ -8,7 +8,7 @@ import { statePaths } from '../state.js';
 export interface SandboxRecord {
   id: string;
   name: string;
-  engine: 'runsc';
+  engine: 'runsc' | 'docker';
   createdAt: string;
   /** The launcher process that owns the sandbox; when it is gone, the sandbox is an orphan. */
   launcherPid: number;
@@ -20,6 +20,9 @@ export interface SandboxRecord {
   args: string[];
   netns?: string;
   address?: string;
+  /** Docker engine: the image and the container. */
+  image?: string;
+  containerId?: string;
   /** Finished, kept on purpose (--keep): gc leaves it alone. */
   kept?: boolean;
 }
