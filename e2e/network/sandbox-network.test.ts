@@ -4,7 +4,7 @@
  */
 import { describe, it, expect, beforeAll, afterAll } from 'vitest';
 import { execa, type ResultPromise } from 'execa';
-import { readFile, writeFile, rm } from 'node:fs/promises';
+import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { requireBinary, tempDir, busyboxRootfs, lattice, REPO } from '../support/env.js';
 import { startWgPeer, genKeypair, waitFor, type WgPeer } from '../support/wgpeer.js';

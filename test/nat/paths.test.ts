@@ -1,0 +1,191 @@
+import { describe, expect, it } from 'vitest';
+import { ManualClock } from '../../src/clock.js';
+import type { Endpoint } from '../../src/conn/bind.js';
+import { MemoryNetwork } from '../../src/conn/memory.js';
+import { MuxBind } from '../../src/nat/mux-bind.js';
+import { PathBind, type VirtualLink } from '../../src/nat/path-bind.js';
+import { PeerPaths } from '../../src/nat/paths.js';
+import { decodeStun, encodeStun, StunClass } from '../../src/nat/stun.js';
+import { Device } from '../../src/wg/device.js';
+import { crypto, ipPacket } from '../wg/helpers.js';
+
+/** An in-memory relay: links by peer id, delivery queued until flush(). */
+class MemoryRelay {
+  private readonly links = new Map<string, VirtualLink>();
+  private q: { to: string; from: string; data: Uint8Array }[] = [];
+  up = true;
+  link(selfId: string): VirtualLink {
+    const l: VirtualLink = {
+      onData: () => undefined,
+      send: (peerId, data) => {
+        if (this.up) this.q.push({ to: peerId, from: selfId, data: Uint8Array.from(data) });
+      },
+    };
+    this.links.set(selfId, l);
+    return l;
+  }
+  flush(): number {
+    const q = this.q;
+    this.q = [];
+    for (const m of q) this.links.get(m.to)?.onData(m.from, m.data);
+    return q.length;
+  }
+}
+
+function setup(opts: { relay?: boolean } = {}) {
+  const clock = new ManualClock();
+  const net = new MemoryNetwork();
+  const relay = new MemoryRelay();
+  const mk = (id: string, address: string, overlay: string) => {
+    const priv = crypto.generatePrivateKey();
+    const bind = new PathBind(new MuxBind(net.bind(address, 51820)));
+    if (opts.relay) bind.addLink('relay', relay.link(id));
+    const dev = new Device({ privateKey: priv, bind, clock, crypto });
+    const received: Uint8Array[] = [];
+    dev.onPacket = (p) => received.push(Uint8Array.from(p));
+    return { id, bind, dev, pub: crypto.publicKey(priv), received, overlay, addr: { address, port: 51820 } as Endpoint };
+  };
+  const a = mk('alice', '192.0.2.1', '10.0.0.1');
+  const b = mk('bob', '198.51.100.2', '10.0.0.2');
+  a.dev.addPeer({ publicKey: b.pub, allowedIPs: ['10.0.0.2/32'] });
+  b.dev.addPeer({ publicKey: a.pub, allowedIPs: ['10.0.0.1/32'] });
+  const paths = (self: typeof a, other: typeof b) => {
+    const p = new PeerPaths({
+      peerId: other.id,
+      now: clock.monotonic(),
+      send: (d, to) => self.bind.send(d, to),
+      getEndpoint: () => self.dev.getPeer(other.pub)?.endpoint,
+      setEndpoint: (ep) => self.dev.updatePeer({ publicKey: other.pub, endpoint: ep }),
+    });
+    self.bind.onStun = (data, from) => {
+      const m = decodeStun(data);
+      if (typeof m === 'string') return;
+      if (m.class === StunClass.Request) p.handleRequest(m, from, clock.monotonic());
+      else p.handleResponse(m, from, clock.monotonic());
+    };
+    self.dev.up();
+    return p;
+  };
+  const pa = paths(a, b);
+  const pb = paths(b, a);
+  // Signalling, done by hand here: each learns the other's credentials and host candidate.
+  pa.setRemote(pb.local, [{ type: 'host', ...b.addr }], !!opts.relay, clock.monotonic());
+  pb.setRemote(pa.local, [{ type: 'host', ...a.addr }], !!opts.relay, clock.monotonic());
+  const step = (ms: number) => {
+    clock.advance(ms);
+    const now = clock.monotonic();
+    pa.tick(now);
+    pb.tick(now);
+    a.dev.tick();
+    b.dev.tick();
+    for (let i = 0; i < 10 && net.flush() + relay.flush() > 0; i++);
+  };
+  const run = (ms: number, each = 50) => {
+    for (let t = 0; t < ms; t += each) step(each);
+  };
+  return { clock, net, relay, a, b, pa, pb, step, run };
+}
+
+describe('PeerPaths', () => {
+  it('selects the direct path when both candidates answer, and WireGuard traffic flows over it', () => {
+    const s = setup();
+    s.run(300);
+    expect(s.pa.status(s.clock.monotonic()).kind).toBe('direct');
+    expect(s.a.dev.getPeer(s.b.pub)?.endpoint).toEqual(s.b.addr);
+    s.a.dev.sendPacket(ipPacket('10.0.0.1', '10.0.0.2'));
+    s.run(200);
+    expect(s.b.received.length).toBe(1);
+    const st = s.pa.status(s.clock.monotonic());
+    expect(st.rttMs).not.toBeNull();
+    expect(st.establishMs).toBeGreaterThanOrEqual(0);
+  });
+
+  it('falls back to the relay when UDP is blocked, and moves to direct when it opens', () => {
+    const s = setup({ relay: true });
+    let blocked = true;
+    s.net.filter = () => !blocked;
+    s.run(500);
+    expect(s.pa.status(s.clock.monotonic()).kind).toBe('relay');
+    expect(s.a.dev.getPeer(s.b.pub)?.endpoint).toEqual({ address: 'relay:bob', port: 0 });
+    s.a.dev.sendPacket(ipPacket('10.0.0.1', '10.0.0.2'));
+    s.run(200);
+    expect(s.b.received.length).toBe(1);
+    expect(s.b.bind.stats.virtualIn).toBeGreaterThan(0);
+    blocked = false;
+    s.run(2_000);
+    expect(s.pa.status(s.clock.monotonic()).kind).toBe('direct');
+    expect(s.pb.status(s.clock.monotonic()).kind).toBe('direct');
+    s.a.dev.sendPacket(ipPacket('10.0.0.1', '10.0.0.2'));
+    s.b.dev.sendPacket(ipPacket('10.0.0.2', '10.0.0.1'));
+    s.run(200);
+    expect(s.b.received.length).toBe(2);
+    expect(s.a.received.length).toBe(1);
+    expect(s.pa.switches).toBe(2);
+  });
+
+  it('returns to the relay when the direct path dies, and reports the loss', () => {
+    const s = setup({ relay: true });
+    s.run(500);
+    expect(s.pa.status(s.clock.monotonic()).kind).toBe('direct');
+    s.net.filter = () => false;
+    s.run(3_000);
+    expect(s.pa.status(s.clock.monotonic()).kind).toBe('relay');
+    s.a.dev.sendPacket(ipPacket('10.0.0.1', '10.0.0.2'));
+    s.run(200);
+    expect(s.b.received.length).toBe(1);
+  });
+
+  it('follows a NAT rebinding: checks from a new source become a peer-reflexive path', () => {
+    const s = setup();
+    s.run(300);
+    // Alice's NAT remaps her: her packets now arrive from 192.0.2.99:40000, and replies there reach her.
+    const moved = { address: '192.0.2.99', port: 40000 };
+    const aliceBind = s.net.bind(moved.address, moved.port);
+    aliceBind.start((d, from) => s.a.bind.udp.dispatch(d, from));
+    (s.a.bind.udp.inner as { send: (d: Uint8Array, to: Endpoint) => void }).send = (d, to) => aliceBind.send(d, to);
+    s.run(3_000);
+    expect(s.pb.status(s.clock.monotonic()).endpoint).toBe('192.0.2.99:40000');
+    s.b.dev.sendPacket(ipPacket('10.0.0.2', '10.0.0.1'));
+    s.run(200);
+    expect(s.a.received.length).toBe(1);
+  });
+
+  it('ignores checks with the wrong password or username', () => {
+    const s = setup();
+    s.net.flush();
+    const answered = s.pb.stats.requestsAnswered;
+    const t = new Uint8Array(12).fill(7);
+    const inject = (username: string, key: string) =>
+      s.net.send(encodeStun({ class: StunClass.Request, transactionId: t, username, integrityKey: key }), { address: '203.0.113.9', port: 1 }, s.b.addr);
+    inject(`${s.pb.local.ufrag}:x`, 'not-the-password');
+    inject(`nobody:x`, s.pb.local.pwd);
+    s.net.flush();
+    expect(s.pb.stats.badIntegrity).toBe(1);
+    expect(s.pb.stats.badUsername).toBe(1);
+    expect(s.pb.stats.requestsAnswered).toBe(answered);
+  });
+});
+
+describe('MuxBind', () => {
+  it('sends WireGuard to the device, STUN to onStun, and drops garbage without touching the device', () => {
+    const s = setup();
+    s.run(300);
+    s.a.dev.sendPacket(ipPacket('10.0.0.1', '10.0.0.2'));
+    s.run(100);
+    const mux = s.b.bind.udp;
+    const before = { ...mux.stats };
+    const droppedBefore = s.b.dev.droppedTotal();
+    const junk = [new Uint8Array([]), new Uint8Array([1]), new Uint8Array([5, 0, 0, 0, 9]), new Uint8Array([1, 0, 0, 1, 0, 0]), new TextEncoder().encode('GET / HTTP/1.1\r\n\r\n')];
+    for (let i = 0; i < 200; i++) junk.push(globalThis.crypto.getRandomValues(new Uint8Array(1 + (i % 64))).map((x, j) => (j === 0 ? x | 0x80 : x)));
+    for (const j of junk) s.net.send(j, { address: '203.0.113.9', port: 1 }, s.b.addr);
+    s.net.flush();
+    expect(mux.stats.garbage - before.garbage).toBe(junk.length);
+    expect(s.b.dev.droppedTotal()).toBe(droppedBefore);
+    // The tunnel still works.
+    s.a.dev.sendPacket(ipPacket('10.0.0.1', '10.0.0.2'));
+    s.run(100);
+    expect(s.b.received.length).toBe(2);
+    expect(mux.stats.wireguard).toBeGreaterThan(0);
+    expect(mux.stats.stun).toBeGreaterThan(0);
+  });
+});
