@@ -23,7 +23,7 @@ typecheck:
 lint:
 	@npx eslint src test e2e bench
 
-test: setup typecheck
+test: setup typecheck lint
 	@bash scripts/test.sh
 
 test-unit: setup
