@@ -1,9 +1,8 @@
 import { readFile } from 'node:fs/promises';
 import type { Command } from 'commander';
-import { LatticeError, UsageError } from '../errors.js';
-import { resolveStateDir, statePaths } from '../state.js';
-import { API_BASE, DEFAULT_HTTP, readAdminToken } from '../controlplane/index.js';
-import { globalOpts } from './run.js';
+import { UsageError } from '../errors.js';
+import { API_BASE, DEFAULT_HTTP } from '../controlplane/index.js';
+import { callApi } from './api.js';
 
 /**
  * Admin commands that talk to the control plane's HTTP API:
@@ -27,34 +26,8 @@ function group(program: Command, name: string, description: string): Command {
   return program.commands.find((c) => c.name() === name) ?? program.command(name).description(description);
 }
 
-async function apiCall<T>(cmd: Command, o: ApiOpts, method: string, path: string, body?: unknown): Promise<T> {
-  const token = await readAdminToken(statePaths(resolveStateDir(globalOpts(cmd).stateDir)).controlPlane, o.adminToken);
-  const url = `${o.api.replace(/\/+$/, '')}${path}`;
-  let res: Response;
-  try {
-    res = await fetch(url, {
-      method,
-      headers: { authorization: `Bearer ${token}`, ...(body !== undefined ? { 'content-type': 'application/json' } : {}) },
-      body: body === undefined ? undefined : JSON.stringify(body),
-      signal: AbortSignal.timeout(15_000),
-    });
-  } catch (err) {
-    const cause = (err as { cause?: { code?: string } }).cause?.code ?? (err as Error).message;
-    throw new LatticeError('EAPI_UNREACHABLE', `cannot reach the control-plane API at ${o.api} (${cause}); is \`lattice control-plane start\` running?`, { cause: err });
-  }
-  const text = await res.text();
-  let parsed: unknown;
-  try {
-    parsed = text ? JSON.parse(text) : undefined;
-  } catch {
-    throw new LatticeError('EAPI_REPLY', `the control-plane API at ${o.api} answered ${res.status} with something that is not JSON`);
-  }
-  if (!res.ok) {
-    const e = (parsed as { error?: { code?: string; message?: string } } | undefined)?.error;
-    const hint = res.status === 401 ? ' (check --admin-token or the admin-token file of the control plane)' : '';
-    throw new LatticeError(e?.code ?? 'EAPI', `control plane refused: ${e?.message ?? `HTTP ${res.status}`}${hint}`);
-  }
-  return parsed as T;
+function apiCall<T>(cmd: Command, o: ApiOpts, method: string, path: string, body?: unknown): Promise<T> {
+  return callApi<T>(cmd, o, method, path, { body });
 }
 
 const list = (s?: string) => (s ? s.split(',').map((x) => x.trim()).filter(Boolean) : undefined);

@@ -1,9 +1,8 @@
 import type { Command } from 'commander';
-import { LatticeError, UsageError } from '../errors.js';
-import { resolveStateDir, statePaths } from '../state.js';
-import { DEFAULT_HTTP, readAdminToken } from '../controlplane/index.js';
+import { UsageError } from '../errors.js';
+import { DEFAULT_HTTP } from '../controlplane/index.js';
 import { AUDIT_API_PATHS, parseSince, type SpanNode, type StoredEvent, type TraceView } from '../audit/store.js';
-import { globalOpts } from './run.js';
+import { callApi } from './api.js';
 
 /**
  * lattice audit traces | events: query the control plane's audit API.
@@ -28,30 +27,8 @@ interface AuditOpts {
 type EventsReply = { events: StoredEvent[]; cursor: number; truncated: boolean; dropped: number };
 type TracesReply = { traces: TraceView[]; cursor: number; truncated: boolean; dropped: number };
 
-async function get<T>(cmd: Command, o: AuditOpts, path: string, params: Record<string, string | undefined>): Promise<T> {
-  const token = await readAdminToken(statePaths(resolveStateDir(globalOpts(cmd).stateDir)).controlPlane, o.adminToken);
-  const qs = new URLSearchParams(Object.entries(params).filter((e): e is [string, string] => e[1] !== undefined && e[1] !== ''));
-  const url = `${o.api.replace(/\/+$/, '')}${path}?${qs}`;
-  let res: Response;
-  try {
-    res = await fetch(url, { headers: { authorization: `Bearer ${token}` }, signal: AbortSignal.timeout(60_000) });
-  } catch (err) {
-    const cause = (err as { cause?: { code?: string } }).cause?.code ?? (err as Error).message;
-    throw new LatticeError('EAPI_UNREACHABLE', `cannot reach the control-plane API at ${o.api} (${cause}); is \`lattice control-plane start\` running?`, { cause: err });
-  }
-  const text = await res.text();
-  let parsed: unknown;
-  try {
-    parsed = text ? JSON.parse(text) : undefined;
-  } catch {
-    throw new LatticeError('EAPI_REPLY', `the control-plane API at ${o.api} answered ${res.status} with something that is not JSON`);
-  }
-  if (!res.ok) {
-    const e = (parsed as { error?: { code?: string; message?: string } } | undefined)?.error;
-    const hint = res.status === 401 ? ' (check --admin-token or the admin-token file of the control plane)' : '';
-    throw new LatticeError(e?.code ?? 'EAPI', `control plane refused: ${e?.message ?? `HTTP ${res.status}`}${hint}`);
-  }
-  return parsed as T;
+function get<T>(cmd: Command, o: AuditOpts, path: string, params: Record<string, string | undefined>): Promise<T> {
+  return callApi<T>(cmd, o, 'GET', path, { query: params, timeoutMs: 60_000 });
 }
 
 function commonOptions(c: Command): Command {

@@ -91,7 +91,12 @@ export function registerSandbox(program: Command): void {
     .option('--token <token>', 'one-time enrollment token (first start only; also $LATTICE_TOKEN)')
     .option('--advertise <host>', 'address peers reach our WireGuard port at', '127.0.0.1')
     .option('--listen-port <port>', 'WireGuard UDP port (default: any free port)')
-    .option('--audit-log <file>', 'also append audit events here as JSON lines');
+    .option('--audit-log <file>', 'also append audit events here as JSON lines')
+    .option('--stun <url>', 'NAT traversal: STUN server stun:IP:PORT on our WireGuard port (repeatable)', collect, [])
+    .option('--turn <url>', 'NAT traversal: TURN relay turn:USER:PASS@IP:PORT via ICE (repeatable)', collect, [])
+    .option('--ice', 'NAT traversal: also try ICE data channels (node-datachannel) with the --stun servers')
+    .option('--relay <url>', 'NAT traversal: lattice TCP relay tcp://IP:PORT as the last resort')
+    .option('--relay-token <token>', 'token for --relay (also $LATTICE_RELAY_TOKEN)');
   addProcessOptions(start).action(async (cmd: string[], o: Record<string, unknown>, command: Command) => {
     const g = globalOpts(command);
     requireRoot();
@@ -100,6 +105,14 @@ export function registerSandbox(program: Command): void {
     if (listenPort !== undefined && !(Number.isInteger(listenPort) && listenPort > 0 && listenPort < 65536)) {
       throw new UsageError(`--listen-port ${String(o.listenPort)} is not a UDP port; use 1-65535`);
     }
+    const { parseNatFlags } = await import('../sandbox/nat-status.js');
+    const nat = parseNatFlags({
+      stun: o.stun as string[],
+      turn: o.turn as string[],
+      ice: Boolean(o.ice),
+      relay: o.relay as string | undefined,
+      relayToken: (o.relayToken as string | undefined) ?? (o.relay ? process.env.LATTICE_RELAY_TOKEN : undefined),
+    });
     const { prepareProcess } = await import('../sandbox/prepare.js');
     const proc = await prepareProcess(processFlags(cmd, o), stateDir);
     const [{ createLogger }, { runSandbox }, { enrollAndPrepare }] = await Promise.all([
@@ -116,6 +129,7 @@ export function registerSandbox(program: Command): void {
       advertiseHost: o.advertise as string,
       listenPort,
       auditLog: o.auditLog as string | undefined,
+      nat,
       log,
     });
     const c = enrolled.credentials;
@@ -161,6 +175,39 @@ export function registerSandbox(program: Command): void {
         return;
       }
       printTable(rows, ['id', 'name', 'status', 'address', 'created', 'command']);
+    });
+
+  sandbox
+    .command('status')
+    .description('WireGuard peers of running `sandbox start` sandboxes: endpoint, handshake, traffic, NAT path, RTT')
+    .argument('[sandbox]', 'sandbox id or name (default: all)')
+    .option('--json', 'print JSON (one object when a sandbox is named, else an array)')
+    .action(async (which: string | undefined, o: { json?: boolean }, command: Command) => {
+      const [{ SandboxRegistry, isLauncherAlive }, { STATUS_FILE, statusRows }, { readFile }, { join }] = await Promise.all([
+        import('../sandbox/registry.js'),
+        import('../sandbox/nat-status.js'),
+        import('node:fs/promises'),
+        import('node:path'),
+      ]);
+      const registry = new SandboxRegistry(resolveStateDir(globalOpts(command).stateDir));
+      const records = (await registry.list()).filter((r) => !r.kept && isLauncherAlive(r));
+      const chosen = which === undefined ? records : records.filter((r) => r.id === which || r.name === which);
+      if (which !== undefined && chosen.length === 0) throw new UsageError(`no running sandbox has id or name ${which}; see lattice sandbox ls`);
+      if (chosen.length > 1) throw new UsageError(`${chosen.length} running sandboxes are named ${which}; name one by id: ${chosen.map((r) => r.id).join(' ')}`);
+      const statuses: import('../sandbox/nat-status.js').SandboxStatus[] = [];
+      for (const r of chosen) {
+        try {
+          statuses.push(JSON.parse(await readFile(join(registry.dirOf(r.id), STATUS_FILE), 'utf8')) as never);
+        } catch {
+          // not a `sandbox start` sandbox, or its network is not up yet
+        }
+      }
+      if (which !== undefined && statuses.length === 0) throw new UsageError(`sandbox ${which} has no status yet: only \`sandbox start\` sandboxes report one, once their network is up`);
+      if (o.json) {
+        console.log(JSON.stringify(which !== undefined ? statuses[0] : statuses, null, 2));
+        return;
+      }
+      printTable(statusRows(statuses, Date.now()), ['sandbox', 'peer', 'endpoint', 'handshake', 'rx', 'tx', 'path', 'rtt', 'established']);
     });
 
   program

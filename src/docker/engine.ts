@@ -21,6 +21,7 @@ import { COMPAT_WRAPPER } from '../runsc/compat.js';
 import { collectOrphans } from '../sandbox/gc.js';
 import { SandboxRegistry, processStartTicks, type SandboxRecord } from '../sandbox/registry.js';
 import { newSandboxId, type SandboxNetwork } from '../sandbox/run.js';
+import { stopOnSignals, signalNumber } from '../sandbox/signals.js';
 import { Runsc } from '../runsc/client.js';
 import { statePaths } from '../state.js';
 import { DOCKER_RUNTIME_ARGS, DOCKER_RUNTIME_NAME, installDockerRuntime, sameRuntime, type RuntimeEntry } from './runtime.js';
@@ -346,7 +347,8 @@ export async function runInDocker(opts: RunInDockerOptions): Promise<number> {
     } catch (err) {
       throw new DockerEngineError(`container ${containerName(id)} did not start: ${dockerMessage(err)}`, { cause: err });
     }
-    const stopper = stopOnSignals(container, id, opts.stopGraceMs ?? 1500, log);
+    const live = container;
+    const stopper = stopOnSignals((sig) => live.kill({ signal: sig }), id, opts.stopGraceMs ?? 1500, log);
     opts.onStarted?.({ id, name, containerId: container.id, containerName: containerName(id), netns: network?.netnsName, address: network?.address });
     let status: { StatusCode: number };
     try {
@@ -382,27 +384,3 @@ function createError(err: unknown, image: string): LatticeError {
   return new DockerEngineError(`cannot create the container: ${dockerMessage(err)}`, { cause: err });
 }
 
-/** Forward SIGINT/SIGTERM to the container: the signal first, SIGKILL after the grace period. */
-function stopOnSignals(container: Docker.Container, id: string, graceMs: number, log: Logger) {
-  const state: { signal?: NodeJS.Signals; dispose: () => void } = { dispose: () => undefined };
-  let timer: NodeJS.Timeout | undefined;
-  const onSignal = (sig: NodeJS.Signals) => {
-    if (state.signal) return;
-    state.signal = sig;
-    log.info({ id, signal: sig }, 'stopping sandbox');
-    container.kill({ signal: sig }).catch(() => undefined);
-    timer = setTimeout(() => void container.kill({ signal: 'SIGKILL' }).catch(() => undefined), graceMs);
-  };
-  process.on('SIGINT', onSignal);
-  process.on('SIGTERM', onSignal);
-  state.dispose = () => {
-    process.off('SIGINT', onSignal);
-    process.off('SIGTERM', onSignal);
-    if (timer) clearTimeout(timer);
-  };
-  return state;
-}
-
-function signalNumber(sig: string): number {
-  return ({ SIGHUP: 1, SIGINT: 2, SIGQUIT: 3, SIGKILL: 9, SIGTERM: 15 } as Record<string, number>)[sig] ?? 1;
-}

@@ -8,6 +8,7 @@ import { RunscError, runscMessage } from '../runsc/errors.js';
 import { statePaths } from '../state.js';
 import { SandboxRegistry, processStartTicks, type SandboxRecord } from './registry.js';
 import { collectOrphans, removeSandboxResources } from './gc.js';
+import { stopOnSignals, signalNumber } from './signals.js';
 
 /** What the sandbox's network looks like, prepared before runsc starts and torn down after. */
 export interface SandboxNetwork {
@@ -117,7 +118,8 @@ export async function runSandbox(opts: RunSandboxOptions): Promise<number> {
       stderrTail = (stderrTail + chunk.toString()).slice(-4096);
     });
 
-    const stopper = stopOnSignals(runsc, id, opts.stopGraceMs ?? 1500, log);
+    const live = runsc;
+    const stopper = stopOnSignals((sig) => live.kill(id, sig, { all: true }), id, opts.stopGraceMs ?? 1500, log);
     void opts.stopWhen?.then(() => stopper.stop('SIGTERM'));
     opts.onStarted?.(record);
     const result = await child;
@@ -135,30 +137,4 @@ export async function runSandbox(opts: RunSandboxOptions): Promise<number> {
     if (opts.keep) await registry.save({ ...record, kept: true });
     else await registry.remove(id);
   }
-}
-
-/** Forward SIGINT/SIGTERM to the sandbox: polite first, SIGKILL after the grace period. */
-function stopOnSignals(runsc: Runsc, id: string, graceMs: number, log: Logger) {
-  const state: { signal?: NodeJS.Signals; stop: (sig: NodeJS.Signals) => void; dispose: () => void } = { stop: () => undefined, dispose: () => undefined };
-  let timer: NodeJS.Timeout | undefined;
-  const onSignal = (sig: NodeJS.Signals) => {
-    if (state.signal) return;
-    state.signal = sig;
-    log.info({ id, signal: sig }, 'stopping sandbox');
-    runsc.kill(id, sig, { all: true }).catch(() => undefined);
-    timer = setTimeout(() => void runsc.kill(id, 'SIGKILL', { all: true }).catch(() => undefined), graceMs);
-  };
-  state.stop = onSignal;
-  process.on('SIGINT', onSignal);
-  process.on('SIGTERM', onSignal);
-  state.dispose = () => {
-    process.off('SIGINT', onSignal);
-    process.off('SIGTERM', onSignal);
-    if (timer) clearTimeout(timer);
-  };
-  return state;
-}
-
-function signalNumber(sig: string): number {
-  return ({ SIGHUP: 1, SIGINT: 2, SIGQUIT: 3, SIGKILL: 9, SIGTERM: 15 } as Record<string, number>)[sig] ?? 1;
 }
