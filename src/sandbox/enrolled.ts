@@ -2,7 +2,7 @@ import { connect, type NatsConnection } from 'nats';
 import type { Logger } from 'pino';
 import { LatticeError } from '../errors.js';
 import { statePaths } from '../state.js';
-import { decodeKey, generatePrivateKey, publicKeyOf } from '../wg/keys.js';
+import { decodeKey, encodeKey, generatePrivateKey, publicKeyOf } from '../wg/keys.js';
 import { defaultCrypto } from '../wg/crypto.js';
 import { parseEndpoint } from '../wg/config.js';
 import type { PeerConfig } from '../wg/peer.js';
@@ -14,7 +14,10 @@ import type { AuditEventDraft } from '../audit/events.js';
 import { ndjsonAuditSink } from '../audit/local.js';
 import { wgSandboxNetwork, type WgSandboxNetwork } from './network.js';
 import { startAgentApi, AGENT_API_MOUNT, type StartedAgentApi } from '../agentapi/index.js';
-import { mkdir } from 'node:fs/promises';
+import { mkdir, rm } from 'node:fs/promises';
+import { writeFileAtomic } from '../fsutil.js';
+import { createPeerConnectivity, type PeerConnectivity } from '../nat/connectivity.js';
+import { buildStatus, STATUS_FILE, type NatFlags } from './nat-status.js';
 import { join } from 'node:path';
 import type { SandboxNetwork } from './run.js';
 
@@ -30,6 +33,10 @@ export interface EnrolledOptions {
   advertiseHost?: string;
   listenPort?: number;
   auditLog?: string;
+  /** NAT traversal (STUN/TURN/relay); undefined = direct endpoints from the directory only. */
+  nat?: NatFlags;
+  /** How often status.json is rewritten (ms). */
+  statusIntervalMs?: number;
   log: Logger;
 }
 
@@ -120,8 +127,19 @@ export async function enrollAndPrepare(o: EnrolledOptions): Promise<Enrolled> {
   let net: WgSandboxNetwork | undefined;
   let agentApi: StartedAgentApi | undefined;
   let currentPolicy: Policy | undefined;
+  let conn: PeerConnectivity | undefined;
+  /** Peers the NAT layer manages: same namespace (signalling subjects are per namespace), by name. */
+  let natPeers = new Map<string, string>();
+  const syncNatPeers = (peers: readonly Peer[]) => {
+    if (!conn) return;
+    const next = new Map(peers.filter((p) => p.namespace === credentials.namespace && p.publicKey !== credentials.publicKey).map((p) => [p.name, p.publicKey]));
+    for (const [name, key] of natPeers) if (next.get(name) !== key) conn.removePeer(name);
+    for (const [name, key] of next) if (natPeers.get(name) !== key) conn.addPeer(name, decodeKey(key));
+    natPeers = next;
+  };
+  const currentPeers = () => (watcher.peers.length > 0 ? watcher.peers : (credentials.peers ?? []));
   const network = async (id: string, dir: string): Promise<SandboxNetwork> => {
-    const peers = watcher.peers.length > 0 ? watcher.peers : (credentials.peers ?? []);
+    const peers = currentPeers();
     net = await wgSandboxNetwork({
       iface: {
         privateKey: decodeKey(credentials.privateKey),
@@ -134,7 +152,29 @@ export async function enrollAndPrepare(o: EnrolledOptions): Promise<Enrolled> {
       names: overlayNames(peers),
       audit: record,
       log,
+      natTraversal: o.nat !== undefined,
     })(id, dir);
+    if (o.nat) {
+      try {
+        conn = await createPeerConnectivity({
+          device: net.device,
+          bind: net.pathBind!,
+          nats: nc,
+          selfId: credentials.name,
+          namespace: credentials.namespace,
+          stunServers: o.nat.stunServers,
+          turnServers: o.nat.turnServers,
+          ice: o.nat.ice,
+          relayUrl: o.nat.relayUrl,
+          relayToken: o.nat.relayToken,
+        });
+      } catch (err) {
+        await net.close();
+        throw err;
+      }
+      syncNatPeers(peers);
+      log.info({ candidates: conn.candidates().length, stun: o.nat.stunServers.length, turn: o.nat.turnServers.length, relay: Boolean(o.nat.relayUrl) }, 'NAT traversal on');
+    }
     await updateEndpoint({ nc, jwt: credentials.jwt, endpoint: `${o.advertiseHost ?? '127.0.0.1'}:${net.listenPort}` }).catch((err: unknown) =>
       log.warn({ err: (err as Error).message }, 'could not publish our WireGuard endpoint; peers must initiate'),
     );
@@ -168,10 +208,38 @@ export async function enrollAndPrepare(o: EnrolledOptions): Promise<Enrolled> {
       recordSpan: (draft) => outbox.append({ ...envelope, ...draft } as AuditEventDraft).then(() => undefined),
       log,
     });
+    // status.json for `lattice sandbox status`: rewritten atomically every interval, removed on exit.
+    const statusPath = join(dir, STATUS_FILE);
+    let writing: Promise<void> | undefined;
+    const writeStatus = () => {
+      if (writing) return;
+      const doc = buildStatus({
+        id,
+        name: o.name,
+        agent: { namespace: credentials.namespace, name: credentials.name, address: `${credentials.address.ipv4},${credentials.address.ipv6}` },
+        now: Date.now(),
+        listenPort: live.listenPort,
+        directory: currentPeers(),
+        device: live.device.peerStatus(),
+        paths: conn?.status(),
+        candidates: conn?.candidates(),
+      });
+      writing = writeFileAtomic(statusPath, JSON.stringify(doc, null, 2) + '\n', 0o644)
+        .catch((err: unknown) => log.debug({ err: (err as Error).message }, 'status.json not written'))
+        .finally(() => (writing = undefined));
+    };
+    writeStatus();
+    const statusTimer = setInterval(writeStatus, o.statusIntervalMs ?? 1000);
+    statusTimer.unref();
     return {
       ...net,
       mounts: [...(net.mounts ?? []), { destination: AGENT_API_MOUNT, type: 'bind', source: apiDir, options: ['rbind', 'rw'] }],
       close: async () => {
+        clearInterval(statusTimer);
+        await writing;
+        await rm(statusPath, { force: true });
+        await conn?.close();
+        conn = undefined;
         await agentApi?.close();
         await live.close();
       },
@@ -184,7 +252,10 @@ export async function enrollAndPrepare(o: EnrolledOptions): Promise<Enrolled> {
     if (!net) return;
     const next = new Set(peers.map((p) => p.publicKey));
     for (const key of known) if (!next.has(key)) net.device.removePeer(decodeKey(key));
-    for (const p of peerConfigs(peers)) net.device.addPeer(p);
+    // With NAT traversal the path layer owns the endpoints of known peers: a directory update must not
+    // move a peer back from the path it is on to its advertised (possibly private) address.
+    for (const p of peerConfigs(peers)) net.device.addPeer(conn && known.has(encodeKey(p.publicKey)) ? { ...p, endpoint: undefined } : p);
+    syncNatPeers(peers);
     for (const [name, addrs] of overlayNames(peers)) net.directory.set(name, addrs);
     known = next;
     log.info({ peers: peers.length }, 'peers updated');
@@ -198,6 +269,7 @@ export async function enrollAndPrepare(o: EnrolledOptions): Promise<Enrolled> {
   watcher.on('revoked', () => {
     log.error({ agent: `${credentials.namespace}/${credentials.name}` }, 'agent revoked by the control plane: tearing the sandbox down');
     // Stop carrying traffic at once, before the sandbox itself is stopped.
+    syncNatPeers([]);
     if (net) for (const p of net.device.peerStatus()) net.device.removePeer(decodeKey(p.publicKey));
     onRevoked();
   });

@@ -3,6 +3,9 @@ import { join } from 'node:path';
 import type { Logger } from 'pino';
 import { systemClock, type Clock } from '../clock.js';
 import { UdpBind } from '../conn/udp.js';
+import type { Bind } from '../conn/bind.js';
+import { createPathBind } from '../nat/connectivity.js';
+import type { PathBind } from '../nat/path-bind.js';
 import { LatticeError } from '../errors.js';
 import { writeFileAtomic } from '../fsutil.js';
 import { Device } from '../wg/device.js';
@@ -34,6 +37,11 @@ export interface WgNetworkOptions {
   log: Logger;
   clock?: Clock;
   resolveUpstream?: UpstreamResolver;
+  /**
+   * NAT traversal: the device sends through a PathBind (STUN demultiplexed from WireGuard on the same
+   * socket, plus relay/ICE links); the caller attaches the peer connectivity to `pathBind`.
+   */
+  natTraversal?: boolean;
 }
 
 /** A running sandbox network: what runSandbox needs, plus the live pieces for updates and status. */
@@ -42,6 +50,8 @@ export interface WgSandboxNetwork extends SandboxNetwork {
   device: Device;
   directory: MapDirectory;
   listenPort: number;
+  /** Set when natTraversal was asked for. */
+  pathBind?: PathBind;
 }
 
 /** Host addresses (/32, /128) of the interface's Address entries: the sandbox owns exactly these. */
@@ -69,9 +79,11 @@ export function wgSandboxNetwork(opts: WgNetworkOptions): (id: string, dir: stri
     const { cidrs, addrs } = sandboxAddresses(opts.iface);
     const mtu = opts.iface.mtu ?? 1420;
     const net = await setupSandboxNetwork({ id, overlayAddrs: cidrs, gateway: SANDBOX_GATEWAY, gateway6: SANDBOX_GATEWAY6, mtu });
-    let bind: UdpBind | undefined;
+    let bind: Bind | undefined;
+    let pathBind: PathBind | undefined;
     try {
       bind = await UdpBind.open({ port: opts.iface.listenPort ?? 0 });
+      if (opts.natTraversal) bind = pathBind = createPathBind(bind);
     } catch (err) {
       await net.teardown();
       throw new LatticeError('EWGBIND', `cannot bind WireGuard UDP port ${opts.iface.listenPort ?? 0}: ${(err as Error).message}; pick another ListenPort`, { cause: err });
@@ -99,7 +111,7 @@ export function wgSandboxNetwork(opts: WgNetworkOptions): (id: string, dir: stri
 
     const resolvConf = join(dir, 'resolv.conf');
     await writeFileAtomic(resolvConf, `nameserver ${SANDBOX_RESOLVER}\noptions ndots:1 timeout:2 attempts:2\n`, 0o644);
-    opts.log.info({ id, netns: net.netnsName, addresses: cidrs, port: bind.port }, 'sandbox network up');
+    opts.log.info({ id, netns: net.netnsName, addresses: cidrs, port: bind.port, natTraversal: Boolean(pathBind) }, 'sandbox network up');
 
     let closed = false;
     return {
@@ -112,6 +124,7 @@ export function wgSandboxNetwork(opts: WgNetworkOptions): (id: string, dir: stri
       device,
       directory,
       listenPort: bind.port,
+      pathBind,
       close: async () => {
         if (closed) return;
         closed = true;

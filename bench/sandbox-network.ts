@@ -1,0 +1,347 @@
+/**
+ * Sandbox network throughput: `npx tsx bench/sandbox-network.ts` (root; build first: npm run build).
+ *
+ * TCP throughput (iperf3, sandbox -> peer) from inside a gVisor sandbox, three ways, interleaved in one run:
+ *   lattice  runsc on lattice's TUN -> pump (policy, flows) -> TypeScript WireGuard -> UDP -> wireguard-go peer
+ *   veth     runsc on a plain veth to a peer netns: the same gVisor netstack without TUN/WireGuard/policy (ceiling)
+ *   wg-wg    wireguard-go <-> wireguard-go, two netns over a veth: what WireGuard in userspace costs natively
+ * All three carry 1420-byte inner packets (the veth is set to the WireGuard MTU) and runsc runs with the same
+ * flags (lattice's Runsc client: --gso=false etc.). Prints medians, both ratios, and where the time goes:
+ * the launcher's CPU per run and the top self-time functions of one profiled lattice run (node --cpu-prof).
+ *
+ * Everything lives in namespaces/links named ltbench-*; all are removed in finally. ROUNDS (3) and SECS (5).
+ */
+import { execa, type ResultPromise } from 'execa';
+import { copyFile, mkdir, mkdtemp, readFile, readdir, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
+import { buildSpec } from '../src/oci/spec.js';
+import { writeBundle } from '../src/oci/bundle.js';
+import { Runsc } from '../src/runsc/client.js';
+import { REPO, CLI } from '../e2e/support/env.js';
+import { startWgPeer, genKeypair, waitFor, type WgPeer } from '../e2e/support/wgpeer.js';
+
+const ROUNDS = Number(process.env.ROUNDS ?? 3);
+const SECS = Number(process.env.SECS ?? 5);
+const MTU = 1420;
+const P = 'ltbench';
+const SANDBOX_PORT = 51995;
+const SANDBOX_IP = '10.127.0.2';
+const PEER_IP = '10.127.0.10';
+// veth ceiling: sandbox netns <-> peer netns
+const VS = `${P}-vs`;
+const VP = `${P}-vp`;
+const VETH_S = '10.128.0.1';
+const VETH_P = '10.128.0.2';
+// wireguard-go <-> wireguard-go
+const WA = `${P}-wa`;
+const WB = `${P}-wb`;
+const WG_A = `${P}wa`;
+const WG_B = `${P}wb`;
+const WG_A_IP = '10.130.0.1';
+const WG_B_IP = '10.130.0.2';
+
+if (process.getuid?.() !== 0) {
+  console.log('sandbox-network bench: needs root (netns, runsc); skipped');
+  process.exit(0);
+}
+
+const sh = (cmd: string[]) => execa(cmd[0]!, cmd.slice(1));
+const children: ResultPromise[] = [];
+/** A long-lived helper process, killed in finally; only its pid is handed out. */
+const spawnKeep = (cmd: string[], env?: Record<string, string>): { pid: number | undefined } => {
+  const c = execa(cmd[0]!, cmd.slice(1), { reject: false, env, stdout: 'ignore', stderr: 'ignore' });
+  children.push(c);
+  return { pid: c.pid };
+};
+
+interface Iperf {
+  mbps: number;
+  retransmits: number;
+}
+
+/** iperf3 -J client output: the receiver's figure (what actually arrived), and the sender's retransmits. */
+function parseIperf(out: string, what: string): Iperf {
+  const start = out.indexOf('{');
+  if (start < 0) throw new Error(`${what}: no iperf3 JSON in output: ${out.slice(0, 400)}`);
+  const j = JSON.parse(out.slice(start)) as { error?: string; end?: { sum_received?: { bits_per_second: number }; sum_sent?: { retransmits?: number } } };
+  if (j.error || !j.end?.sum_received) throw new Error(`${what}: iperf3 failed: ${j.error ?? 'no summary'}`);
+  return { mbps: j.end.sum_received.bits_per_second / 1e6, retransmits: j.end.sum_sent?.retransmits ?? 0 };
+}
+
+const iperfArgs = (server: string) => ['iperf3', '-c', server, '-t', String(SECS), '-J', '--connect-timeout', '5000'];
+
+/** /proc/PID/stat utime+stime in seconds (100 Hz ticks). */
+async function procCpu(pid: number | undefined): Promise<number> {
+  if (!pid) return 0;
+  const s = await readFile(`/proc/${pid}/stat`, 'utf8').catch(() => '');
+  const f = s.slice(s.lastIndexOf(')') + 2).split(' ');
+  return (Number(f[11] ?? 0) + Number(f[12] ?? 0)) / 100;
+}
+
+/** Copy the host's iperf3, its shared libraries and the dynamic loader into the rootfs. */
+async function addIperf3(rootfs: string): Promise<void> {
+  const ldd = String((await execa('ldd', ['/usr/bin/iperf3'])).stdout);
+  const files = ['/usr/bin/iperf3'];
+  for (const line of ldd.split('\n')) {
+    const m = /(?:=>\s*)?(\/\S+)\s+\(0x/.exec(line);
+    if (m) files.push(m[1]!);
+  }
+  for (const f of files) {
+    const real = String((await execa('readlink', ['-f', f])).stdout).trim();
+    const dest = join(rootfs, f.replace(/^\/usr\/bin\//, '/bin/'));
+    await mkdir(dirname(dest), { recursive: true });
+    await copyFile(real, dest);
+    if (f === '/usr/bin/iperf3' || f.includes('ld-linux')) await execa('chmod', ['0755', dest]);
+  }
+}
+
+interface CpuProfile {
+  nodes: Array<{ id: number; children?: number[]; callFrame: { functionName: string; url: string; lineNumber: number } }>;
+  startTime: number;
+  endTime: number;
+  samples: number[];
+  timeDeltas: number[];
+}
+
+/**
+ * Self time by function and by module, counted only inside the transfer window: from the first to the last
+ * sample in the WireGuard data crypto (start-up, module loading and teardown would otherwise dilute it).
+ */
+function summariseProfile(name: string, p: CpuProfile): void {
+  const byId = new Map(p.nodes.map((n) => [n.id, n]));
+  const parent = new Map<number, number>();
+  for (const n of p.nodes) for (const c of n.children ?? []) parent.set(c, n.id);
+  const where = (id: number) => {
+    const cf = byId.get(id)!.callFrame;
+    const url = cf.url.replace(/^file:\/\//, '').replace(REPO, '').replace(/^.*node_modules\//, 'node_modules/');
+    return { text: `${cf.functionName || '(anonymous)'}  ${url}${url ? ':' + (cf.lineNumber + 1) : ''}`, url };
+  };
+  const label = (id: number) => {
+    const name = byId.get(id)!.callFrame.functionName;
+    const { text, url } = where(id);
+    // A native frame (a binding: the syscall itself) is named with its JS caller, so one sees whose syscall it is.
+    const up = parent.get(id);
+    const fn = !url && !name.startsWith('(') && up !== undefined ? `${text.trim()} (native) <- ${where(up).text}` : text;
+    return { fn, url, name };
+  };
+  const isData = (id: number) => /dist\/wg\/crypto\.js$/.test(label(id).url);
+  let first = -1;
+  let last = -1;
+  p.samples.forEach((id, i) => {
+    if (isData(id)) {
+      if (first < 0) first = i;
+      last = i;
+    }
+  });
+  if (first < 0) [first, last] = [0, p.samples.length - 1];
+  let t = 0;
+  let windowUs = 0;
+  let idle = 0;
+  let busy = 0;
+  const fnHits = new Map<string, number>();
+  const modHits = new Map<string, number>();
+  for (let i = 0; i < p.samples.length; i++) {
+    t += p.timeDeltas[i] ?? 0;
+    if (i < first || i > last) continue;
+    windowUs += p.timeDeltas[i] ?? 0;
+    const l = label(p.samples[i]!);
+    if (l.name === '(idle)') {
+      idle++;
+      continue;
+    }
+    busy++;
+    fnHits.set(l.fn, (fnHits.get(l.fn) ?? 0) + 1);
+    const mod = l.url
+      ? l.url.replace(/^(node_modules\/(?:@[^/]+\/)?[^/]+|dist\/[^/]+|node:[^/:]+).*$/, '$1')
+      : l.name.startsWith('(') ? l.name : '(native: syscalls, C++ bindings)';
+    modHits.set(mod, (modHits.get(mod) ?? 0) + 1);
+  }
+  const pct = (v: number) => `${((100 * v) / Math.max(busy, 1)).toFixed(1).padStart(5)}%`;
+  console.log(`${name}: transfer window ${(windowUs / 1e6).toFixed(1)} s of ${(t / 1e6).toFixed(1)} s profiled; ` +
+    `launcher main thread busy ${((100 * busy) / Math.max(busy + idle, 1)).toFixed(0)}% of it`);
+  console.log('  top 10 self time (% of busy samples in the window):');
+  for (const [k, v] of [...fnHits.entries()].sort((a, b) => b[1] - a[1]).slice(0, 10)) console.log(`  ${pct(v)}  ${k}`);
+  console.log('  by module:');
+  for (const [k, v] of [...modHits.entries()].sort((a, b) => b[1] - a[1]).slice(0, 8)) console.log(`  ${pct(v)}  ${k}`);
+}
+
+const work = await mkdtemp(join(tmpdir(), 'lt-bench-net-'));
+let peer: WgPeer | undefined;
+const runsc = new Runsc({ root: join(work, 'runsc'), network: 'sandbox' });
+const liveContainers = new Set<string>();
+
+async function cleanupNet(): Promise<void> {
+  for (const ns of [VS, VP, WA, WB]) await execa('ip', ['netns', 'del', ns], { reject: false });
+  for (const s of [WG_A, WG_B, `${P}wg`]) await rm(`/var/run/wireguard/${s}.sock`, { force: true });
+}
+
+try {
+  await cleanupNet();
+  const t0 = performance.now();
+  const rootfs = join(work, 'rootfs');
+  await execa('sh', [join(REPO, 'bundles/demo/build-rootfs.sh'), rootfs]);
+  await addIperf3(rootfs);
+
+  // --- lattice: wireguard-go peer in its own netns; the sandbox's WireGuard is lattice's TS device.
+  const keys = await genKeypair();
+  peer = await startWgPeer({
+    prefix: P, dir: work, sandboxPublicKey: keys.publicKey, sandboxPort: SANDBOX_PORT, sandboxAllowedIPs: `${SANDBOX_IP}/32`,
+    overlay: PEER_IP, hostAddr: '10.126.0.1', peerAddr: '10.126.0.2', httpPorts: [],
+  });
+  spawnKeep(['ip', 'netns', 'exec', peer.netns, 'iperf3', '-s', '-B', PEER_IP]);
+  const wgConf = join(work, 'wg.conf');
+  await writeFile(wgConf,
+    `[Interface]\nPrivateKey = ${keys.privateKey}\nAddress = ${SANDBOX_IP}/32\nListenPort = ${SANDBOX_PORT}\nMTU = ${MTU}\n\n` +
+      `[Peer]\nPublicKey = ${peer.publicKey}\nAllowedIPs = 10.127.0.0/24\nEndpoint = ${peer.endpoint}\nPersistentKeepalive = 5\n`,
+    { mode: 0o600 });
+  const policyFile = join(work, 'policy.json');
+  await writeFile(policyFile, JSON.stringify({
+    version: 1, mode: 'enforce',
+    egress: [{ id: 'iperf', action: 'allow', cidrs: [`${PEER_IP}/32`], ports: [5201], protocol: 'tcp' }], ingress: [],
+  }));
+
+  // --- veth ceiling: sandbox netns with one veth to a peer netns running iperf3 -s.
+  await sh(['ip', 'netns', 'add', VS]);
+  await sh(['ip', 'netns', 'add', VP]);
+  await sh(['ip', '-n', VS, 'link', 'add', `${P}-vs0`, 'mtu', String(MTU), 'type', 'veth', 'peer', 'name', `${P}-vp0`, 'netns', VP]);
+  await sh(['ip', '-n', VP, 'link', 'set', `${P}-vp0`, 'mtu', String(MTU)]);
+  await sh(['ip', '-n', VS, 'addr', 'add', `${VETH_S}/30`, 'dev', `${P}-vs0`]);
+  await sh(['ip', '-n', VP, 'addr', 'add', `${VETH_P}/30`, 'dev', `${P}-vp0`]);
+  for (const [ns, dev] of [[VS, `${P}-vs0`], [VP, `${P}-vp0`], [VS, 'lo'], [VP, 'lo']] as const) await sh(['ip', '-n', ns, 'link', 'set', dev, 'up']);
+  spawnKeep(['ip', 'netns', 'exec', VP, 'iperf3', '-s', '-B', VETH_P]);
+
+  // --- wireguard-go <-> wireguard-go over a veth between two netns (same layout as lattice <-> peer).
+  await sh(['ip', 'netns', 'add', WA]);
+  await sh(['ip', 'netns', 'add', WB]);
+  await sh(['ip', '-n', WA, 'link', 'add', `${P}-wa0`, 'type', 'veth', 'peer', 'name', `${P}-wb0`, 'netns', WB]);
+  await sh(['ip', '-n', WA, 'addr', 'add', '10.129.0.1/30', 'dev', `${P}-wa0`]);
+  await sh(['ip', '-n', WB, 'addr', 'add', '10.129.0.2/30', 'dev', `${P}-wb0`]);
+  for (const [ns, dev] of [[WA, `${P}-wa0`], [WB, `${P}-wb0`], [WA, 'lo'], [WB, 'lo']] as const) await sh(['ip', '-n', ns, 'link', 'set', dev, 'up']);
+  const wgA = spawnKeep(['ip', 'netns', 'exec', WA, 'wireguard-go', '-f', WG_A], { WG_PROCESS_FOREGROUND: '1' });
+  const wgB = spawnKeep(['ip', 'netns', 'exec', WB, 'wireguard-go', '-f', WG_B], { WG_PROCESS_FOREGROUND: '1' });
+  const ka = await genKeypair();
+  const kb = await genKeypair();
+  await writeFile(join(work, 'a.key'), ka.privateKey + '\n', { mode: 0o600 });
+  await writeFile(join(work, 'b.key'), kb.privateKey + '\n', { mode: 0o600 });
+  for (const [ns, dev, key, other, port, ep, ip] of [
+    [WA, WG_A, 'a.key', kb.publicKey, '51820', '10.129.0.2:51821', WG_A_IP],
+    [WB, WG_B, 'b.key', ka.publicKey, '51821', '10.129.0.1:51820', WG_B_IP],
+  ] as const) {
+    await waitFor(async () => (await execa('ip', ['-n', ns, 'link', 'show', dev], { reject: false })).exitCode === 0, 10_000, `${dev} up`);
+    await sh(['ip', 'netns', 'exec', ns, 'wg', 'set', dev, 'private-key', join(work, key), 'listen-port', port,
+      'peer', other, 'allowed-ips', '10.130.0.0/24', 'endpoint', ep]);
+    await sh(['ip', '-n', ns, 'addr', 'add', `${ip}/24`, 'dev', dev]);
+    await sh(['ip', '-n', ns, 'link', 'set', dev, 'mtu', String(MTU), 'up']);
+  }
+  spawnKeep(['ip', 'netns', 'exec', WB, 'iperf3', '-s', '-B', WG_B_IP]);
+  await new Promise((r) => setTimeout(r, 500)); // iperf3 servers listening
+  console.log(`setup ${((performance.now() - t0) / 1000).toFixed(1)} s; ${ROUNDS} rounds x 3 cases x ${SECS} s iperf3, interleaved`);
+
+  const state = join(work, 'state');
+  // Writes the launcher's own CPU time (process.cpuUsage) on exit, without touching the CLI.
+  const cpuHook = 'data:text/javascript,' + encodeURIComponent(
+    'import fs from "node:fs"; process.on("exit", () => { if (process.env.LT_CPU_OUT) fs.writeFileSync(process.env.LT_CPU_OUT, JSON.stringify(process.cpuUsage())); });');
+
+  /** One lattice run: iperf3 in the sandbox. Returns throughput, launcher CPU (s) and the whole tree's CPU (s). */
+  async function latticeRun(tag: string, profileDir?: string): Promise<Iperf & { wall: number; nodeCpu: number; treeCpu: number }> {
+    const cpuOut = join(work, `cpu-${tag}.json`);
+    const timeOut = join(work, `time-${tag}.txt`);
+    const nodeArgs = ['--import', cpuHook, ...(profileDir ? ['--cpu-prof', '--cpu-prof-dir', profileDir] : []), CLI, '--state-dir', state];
+    const t = performance.now();
+    // /usr/bin/time reports the rusage of node and everything it waited for: runsc, its sandbox and gofer.
+    const r = await execa('/usr/bin/time', ['-f', '%U %S', '-o', timeOut, process.execPath, ...nodeArgs,
+      'sandbox', 'run', '--rootfs', rootfs, '--wg-config', wgConf, '--policy', policyFile, '--audit-log', join(work, 'audit.ndjson'),
+      '--', ...iperfArgs(PEER_IP)], { reject: false, timeout: (SECS + 60) * 1000, env: { LT_CPU_OUT: cpuOut } });
+    const wall = (performance.now() - t) / 1000;
+    const res = parseIperf(String(r.stdout), `lattice ${tag} (exit ${r.exitCode}, ${String(r.stderr).slice(-300)})`);
+    const cpu = JSON.parse(await readFile(cpuOut, 'utf8')) as { user: number; system: number };
+    const tree = (await readFile(timeOut, 'utf8')).trim().split('\n').at(-1)!.split(' ').map(Number);
+    return { ...res, wall, nodeCpu: (cpu.user + cpu.system) / 1e6, treeCpu: tree[0]! + tree[1]! };
+  }
+
+  let vethSeq = 0;
+  async function vethRun(): Promise<Iperf> {
+    const id = `${P}-veth-${process.pid}-${vethSeq++}`;
+    const bundle = join(work, 'bundles', id);
+    // runsc moves the veth's address into its netstack and removes it from the link: give it back per run.
+    await sh(['ip', '-n', VS, 'addr', 'replace', `${VETH_S}/30`, 'dev', `${P}-vs0`]);
+    await sh(['ip', '-n', VS, 'link', 'set', `${P}-vs0`, 'up']);
+    await writeBundle(bundle, buildSpec({ args: iperfArgs(VETH_P), rootfs, netnsPath: `/var/run/netns/${VS}` }));
+    liveContainers.add(id);
+    const { child } = await runsc.run(id, bundle, { stdin: 'ignore', stdout: 'pipe', stderr: 'pipe' });
+    let timer: NodeJS.Timeout | undefined;
+    const timedOut = new Promise<'timeout'>((res) => (timer = setTimeout(() => res('timeout'), (SECS + 60) * 1000)));
+    const r = await Promise.race([child, timedOut]);
+    clearTimeout(timer);
+    await runsc.delete(id, { force: true }).catch(() => undefined);
+    if (r === 'timeout') throw new Error('veth run timed out');
+    liveContainers.delete(id);
+    return parseIperf(String(r.stdout), `veth (exit ${r.exitCode}, ${String(r.stderr).slice(-300)})`);
+  }
+
+  async function wgRun(): Promise<Iperf & { wgCpu: number }> {
+    const before = (await procCpu(wgA.pid)) + (await procCpu(wgB.pid));
+    const r = await execa('ip', ['netns', 'exec', WA, ...iperfArgs(WG_B_IP)], { reject: false, timeout: (SECS + 30) * 1000 });
+    const after = (await procCpu(wgA.pid)) + (await procCpu(wgB.pid));
+    return { ...parseIperf(String(r.stdout), `wg-wg (exit ${r.exitCode})`), wgCpu: after - before };
+  }
+
+  const lat: Array<Awaited<ReturnType<typeof latticeRun>>> = [];
+  const veth: Iperf[] = [];
+  const wg: Array<Awaited<ReturnType<typeof wgRun>>> = [];
+  for (let i = 0; i < ROUNDS; i++) {
+    lat.push(await latticeRun(`r${i}`));
+    veth.push(await vethRun());
+    wg.push(await wgRun());
+    const [l, v, w] = [lat.at(-1)!, veth.at(-1)!, wg.at(-1)!];
+    console.log(`round ${i + 1}: lattice ${l.mbps.toFixed(0)} Mbit/s (retr ${l.retransmits})  veth ${v.mbps.toFixed(0)} (retr ${v.retransmits})  wg-wg ${w.mbps.toFixed(0)} (retr ${w.retransmits})`);
+  }
+  const med = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
+  const mL = med(lat.map((x) => x.mbps));
+  const mV = med(veth.map((x) => x.mbps));
+  const mW = med(wg.map((x) => x.mbps));
+  console.log('');
+  console.log(`TCP throughput, sandbox -> peer, medians of ${ROUNDS} x ${SECS} s (iperf3 receiver side, inner MTU ${MTU}):`);
+  console.log(`  lattice  (runsc -> TUN -> pump -> TS WireGuard -> wireguard-go)  ${mL.toFixed(0).padStart(6)} Mbit/s`);
+  console.log(`  veth     (runsc on a plain veth: ceiling)                        ${mV.toFixed(0).padStart(6)} Mbit/s`);
+  console.log(`  wg-wg    (wireguard-go <-> wireguard-go)                         ${mW.toFixed(0).padStart(6)} Mbit/s`);
+  console.log(`  ratio lattice / veth   ${(mL / mV).toFixed(3)}`);
+  console.log(`  ratio lattice / wg-wg  ${(mL / mW).toFixed(3)}`);
+
+  // Where the time goes, from the measured runs: CPU of the launcher (node: pump + WireGuard + UDP + TUN I/O)
+  // against the whole tree (node + runsc sandbox/gofer, i.e. gVisor's netstack and the iperf3 client).
+  console.log('');
+  console.log(`CPU per lattice run (2 cores; each run is ~${med(lat.map((x) => x.wall)).toFixed(1)} s wall, ${SECS} s of it iperf3):`);
+  for (const [i, l] of lat.entries()) {
+    const gb = (l.mbps * SECS) / 8000;
+    console.log(`  lattice run ${i + 1}: launcher (node) ${l.nodeCpu.toFixed(2)} s, node+runsc tree ${l.treeCpu.toFixed(2)} s; ` +
+      `launcher ${(l.nodeCpu / gb).toFixed(1)} CPU-s per GB moved`);
+  }
+  for (const [i, w] of wg.entries()) {
+    const gb = (w.mbps * SECS) / 8000;
+    console.log(`  wg-wg run ${i + 1}: both wireguard-go ${w.wgCpu.toFixed(2)} s, ${(w.wgCpu / gb).toFixed(1)} CPU-s per GB moved`);
+  }
+
+  // One more lattice run under the V8 profiler: top self-time functions of the launcher.
+  const profDir = join(work, 'prof');
+  await mkdir(profDir);
+  const prof = await latticeRun('prof', profDir);
+  console.log('');
+  console.log(`profiled lattice run (node --cpu-prof on the launcher): ${prof.mbps.toFixed(0)} Mbit/s`);
+  const files = (await readdir(profDir)).filter((f) => f.endsWith('.cpuprofile'));
+  for (const f of files) summariseProfile(f, JSON.parse(await readFile(join(profDir, f), 'utf8')) as CpuProfile);
+  console.log('');
+  console.log('note: shared, noisy 2-core machine (other jobs run); compare ratios from the same run, not absolute figures.');
+} catch (err) {
+  console.log(`sandbox-network bench failed: ${(err as Error).stack ?? String(err)}`);
+} finally {
+  for (const id of liveContainers) await runsc.delete(id, { force: true }).catch(() => undefined);
+  for (const c of children) c.kill('SIGTERM');
+  await new Promise((r) => setTimeout(r, 300));
+  for (const c of children) c.kill('SIGKILL');
+  await Promise.allSettled(children);
+  await peer?.stop();
+  await cleanupNet();
+  await rm(work, { recursive: true, force: true });
+}
