@@ -11,6 +11,7 @@ import type { DockerImageApi } from '../../src/image/docker.js';
 import { dockerSaveTar, makeImage, writeOciLayout } from '../../test/image/fixtures.js';
 import { makeTar } from '../../test/image/helpers.js';
 import { ensureDockerd, type DockerdHandle } from './dockerd.js';
+import { CLI } from '../support/env.js';
 
 // The agent image: a busybox rootfs plus an entrypoint script, made two ways:
 //  - `docker import --change ...` of a rootfs tar (one layer, config written by docker itself);
@@ -149,22 +150,41 @@ describe('agent image from the local Docker engine', () => {
 
   it('from an OCI layout made from the saved layers', async (ctx) => {
     needDocker(ctx);
-    const path = join(tmp, 'save-oci.tar');
-    await execa('docker', ['save', '-o', path, LOADED]);
-    // Take docker's own config bytes and layers, and lay them out as OCI blobs (gzip'd).
-    const files = await tarFiles(path);
-    const image = await resolveImage(files);
-    const manifest = JSON.parse((await readAll(await files.open('manifest.json'))).toString('utf8')) as { Config: string }[];
-    const configBytes = await readAll(await files.open(manifest[0].Config));
-    const layers = await Promise.all(image.layers.map(async (l) => readAll(await l.open())));
-    const fixture = { layers, configBytes, configDigest: image.configDigest, config: {} };
-    const dir = join(tmp, 'oci');
-    await writeOciLayout(dir, fixture, { gzip: true, refName: 'v1' });
+    const dir = await ociLayoutOf(LOADED, 'oci');
     const r = await resolveRootfs({ kind: 'oci-layout', ref: `${dir}:v1` }, { stateDir: freshState() });
     expect(r.digest).toBe(await imageId(LOADED));
     await expectBusyboxAgent(r, true);
   });
+
+  it('runs under gVisor from each source with the image\'s entrypoint, env and workdir', async (ctx) => {
+    needDocker(ctx);
+    const archive = join(tmp, 'run-save.tar');
+    await execa('docker', ['save', '-o', archive, IMPORTED]);
+    const layout = await ociLayoutOf(IMPORTED, 'run-oci');
+    for (const source of [['--image', IMPORTED], ['--image-archive', archive], ['--oci-layout', `${layout}:v1`]]) {
+      const r = await execa(process.execPath, [CLI, '--state-dir', freshState(), 'sandbox', 'run', ...source], { reject: false });
+      expect(r.exitCode, `${source.join(' ')}: ${r.stderr}`).toBe(0);
+      expect(r.stdout).toBe('agent mode=strict in /app');
+    }
+    // Flags override the image: a command after -- replaces Cmd, --env and --cwd win over ENV and WORKDIR.
+    const o = await execa(process.execPath, [CLI, '--state-dir', freshState(), 'sandbox', 'run', '--image', IMPORTED, '--entrypoint', '/bin/sh', '--env', 'AGENT_MODE=override', '--cwd', '/etc', '--', '-c', 'echo "$AGENT_MODE $(pwd)"'], { reject: false });
+    expect(o.stdout).toBe('override /etc');
+  });
 });
+
+/** An OCI image layout (gzip'd blobs, ref name v1) holding the same config and layers as `ref`. */
+async function ociLayoutOf(ref: string, name: string): Promise<string> {
+  const path = join(tmp, `${name}.tar`);
+  await execa('docker', ['save', '-o', path, ref]);
+  const files = await tarFiles(path);
+  const image = await resolveImage(files);
+  const manifest = JSON.parse((await readAll(await files.open('manifest.json'))).toString('utf8')) as { Config: string }[];
+  const configBytes = await readAll(await files.open(manifest[0].Config));
+  const layers = await Promise.all(image.layers.map(async (l) => readAll(await l.open())));
+  const dir = join(tmp, name);
+  await writeOciLayout(dir, { layers, configBytes, configDigest: image.configDigest, config: {} }, { gzip: true, refName: 'v1' });
+  return dir;
+}
 
 async function readAll(s: AsyncIterable<unknown>): Promise<Buffer> {
   const chunks: Buffer[] = [];
