@@ -14,7 +14,7 @@ export interface Bundle {
  * image or a user directory, mounted read-only), so nothing is copied per sandbox.
  */
 export async function writeBundle(dir: string, spec: OciSpec): Promise<Bundle> {
-  assertValidSpec(spec);
+  await assertValidSpec(spec);
   if (!isAbsolute(spec.root.path)) throw new Error(`bundle rootfs must be an absolute path, got ${spec.root.path}`);
   await mkdir(dir, { recursive: true, mode: 0o700 });
   const configPath = join(dir, 'config.json');

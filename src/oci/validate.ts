@@ -1,5 +1,5 @@
 import { readFileSync } from 'node:fs';
-import { Ajv, type ValidateFunction } from 'ajv';
+import type { ValidateFunction } from 'ajv';
 import { LatticeError } from '../errors.js';
 import type { OciSpec } from './spec.js';
 
@@ -12,24 +12,31 @@ export class InvalidSpecError extends LatticeError {
   }
 }
 
-let validator: ValidateFunction | undefined;
+let validator: Promise<ValidateFunction> | undefined;
 
-function compiled(): ValidateFunction {
-  if (!validator) {
-    const schema = JSON.parse(readFileSync(SCHEMA_PATH, 'utf8')) as object;
-    validator = new Ajv({ allErrors: true, strict: true }).compile(schema);
-  }
+/**
+ * The build compiles the schema into dist/oci/config-validator.js (scripts/compile-oci-schema.mjs);
+ * from the source tree (tests) the schema is compiled here with ajv. Both come from the same file.
+ */
+function compiled(): Promise<ValidateFunction> {
+  validator ??= import(new URL('./config-validator.js', import.meta.url).href)
+    .then((m: { default: ValidateFunction }) => m.default)
+    .catch(async () => {
+      const { Ajv } = await import('ajv');
+      const schema = JSON.parse(readFileSync(SCHEMA_PATH, 'utf8')) as object;
+      return new Ajv({ allErrors: true, strict: true }).compile(schema);
+    });
   return validator;
 }
 
 /** Problems with a config.json, one string each ("/process/cwd must match pattern ..."); empty when valid. */
-export function specProblems(spec: unknown): string[] {
-  const v = compiled();
+export async function specProblems(spec: unknown): Promise<string[]> {
+  const v = await compiled();
   if (v(spec)) return [];
   return (v.errors ?? []).map((e) => `${e.instancePath || '/'} ${e.message ?? 'is invalid'}${e.params && 'additionalProperty' in e.params ? ` (${String(e.params.additionalProperty)})` : ''}`);
 }
 
-export function assertValidSpec(spec: OciSpec | unknown): void {
-  const problems = specProblems(spec);
+export async function assertValidSpec(spec: OciSpec | unknown): Promise<void> {
+  const problems = await specProblems(spec);
   if (problems.length > 0) throw new InvalidSpecError(problems);
 }

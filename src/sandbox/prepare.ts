@@ -1,7 +1,8 @@
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { UsageError } from '../errors.js';
-import { resolveRootfs, processFromImage, createProgressReporter, type RootfsSource } from '../image/index.js';
+import { processFromImage } from '../image/config.js';
+import type { RootfsSource } from '../image/rootfs.js';
 import { parseEnv, resolveRootfsArg } from './inputs.js';
 
 /** Where the agent's filesystem comes from: exactly one of these flags. */
@@ -49,7 +50,13 @@ async function rootfsSource(f: RootfsFlags): Promise<RootfsSource> {
 export async function prepareProcess(f: RootfsFlags & ProcessFlags, stateDir: string): Promise<PreparedProcess> {
   const env = parseEnv(f.env);
   const source = await rootfsSource(f);
-  const resolved = await resolveRootfs(source, { stateDir, onProgress: source.kind === 'dir' ? undefined : createProgressReporter() });
+  // A directory is used as it is; only images and tarballs need the image module (and dockerode).
+  const resolved =
+    source.kind === 'dir'
+      ? { rootfsDir: source.ref, config: undefined, digest: `dir:${source.ref}` }
+      : await import('../image/index.js').then(({ resolveRootfs, createProgressReporter }) =>
+          resolveRootfs(source, { stateDir, onProgress: createProgressReporter() }),
+        );
   const proc = processFromImage(resolved.config, {
     cmd: f.cmd.length > 0 ? f.cmd : undefined,
     entrypoint: f.entrypoint !== undefined ? [f.entrypoint] : undefined,

@@ -88,6 +88,7 @@ export async function runSandbox(opts: RunSandboxOptions): Promise<number> {
 
   let network: SandboxNetwork | undefined;
   let runsc: Runsc | undefined;
+  let deletedByRunsc = false;
   try {
     network = opts.network ? await opts.network(id, dir) : undefined;
     if (network) {
@@ -123,6 +124,8 @@ export async function runSandbox(opts: RunSandboxOptions): Promise<number> {
     void opts.stopWhen?.then(() => stopper.stop('SIGTERM'));
     opts.onStarted?.(record);
     const result = await child;
+    // `runsc run` deletes its container when the container exits; a failure of runsc itself may not.
+    deletedByRunsc = result.exitCode !== null && result.exitCode !== 128;
     stopper.dispose();
 
     const code = result.exitCode ?? (result.signal ? 128 + signalNumber(result.signal) : 1);
@@ -132,7 +135,7 @@ export async function runSandbox(opts: RunSandboxOptions): Promise<number> {
     opts.onExited?.(record, exit);
     return exit;
   } finally {
-    if (runsc) await removeSandboxResources({ ...record, netns: undefined }, runsc);
+    if (runsc && !deletedByRunsc) await removeSandboxResources({ ...record, netns: undefined }, runsc);
     await network?.close().catch((err: unknown) => log.warn({ err }, 'network teardown failed'));
     if (opts.keep) await registry.save({ ...record, kept: true });
     else await registry.remove(id);

@@ -5,8 +5,8 @@ import { specProblems, assertValidSpec } from '../../src/oci/validate.js';
 describe('buildSpec', () => {
   const spec = buildSpec({ args: ['/bin/sh'], rootfs: '/srv/rootfs', netnsPath: '/var/run/netns/lattice-x', env: ['A=1'] });
 
-  it('is valid against oci/config.schema.json', () => {
-    expect(specProblems(spec)).toEqual([]);
+  it('is valid against oci/config.schema.json', async () => {
+    expect(await specProblems(spec)).toEqual([]);
   });
 
   it('defaults to least privilege: read-only root, no capabilities, no new privileges', () => {
@@ -44,11 +44,11 @@ describe('schema validation rejects what runsc would misread', () => {
     ['unknown field', (s) => { (s.process as Record<string, unknown>).privileged = true; }, /privileged/],
     ['relative netns path', (s) => { s.linux.namespaces.push({ type: 'network', path: 'netns' }); }, /namespaces/],
     ['bad hostname', (s) => { s.hostname = 'no spaces allowed'; }, /hostname/],
-  ])('%s', (_name, mutate, problem) => {
+  ])('%s', async (_name, mutate, problem) => {
     const s = base();
     mutate(s);
-    const problems = specProblems(s);
+    const problems = await specProblems(s);
     expect(problems.join('\n')).toMatch(problem);
-    expect(() => assertValidSpec(s)).toThrow(/violates the OCI schema/);
+    await expect(assertValidSpec(s)).rejects.toThrow(/violates the OCI schema/);
   });
 });
