@@ -34,6 +34,11 @@ export async function collectOrphans(registry: SandboxRegistry, runscFor: (r: Sa
 
 /** Best effort: each step tolerates "already gone". */
 export async function removeSandboxResources(r: SandboxRecord, runsc: Runsc): Promise<void> {
-  await runsc.delete(r.id, { force: true }).catch(() => undefined);
+  if (r.engine === 'docker') {
+    // The container carries its launcher's pid and start time as labels: remove it if that launcher is gone.
+    await import('../docker/engine.js').then((m) => m.reapDockerOrphans()).catch(() => undefined);
+  } else {
+    await runsc.delete(r.id, { force: true }).catch(() => undefined);
+  }
   if (r.netns) await execa('ip', ['netns', 'delete', r.netns], { reject: false });
 }
