@@ -21,8 +21,8 @@ const running: ResultPromise[] = [];
 const POLICY = {
   version: 1,
   mode: 'enforce',
-  egress: [{ id: 'http', action: 'allow', cidrs: ['10.77.0.0/16'], ports: [8080], protocol: 'tcp' }],
-  ingress: [{ id: 'http-in', action: 'allow', cidrs: ['10.77.0.0/16'], ports: [8080], protocol: 'tcp' }],
+  egress: [{ id: 'http', action: 'allow', cidrs: ['10.77.0.0/16', 'fd77::/48'], ports: [8080], protocol: 'tcp' }],
+  ingress: [{ id: 'http-in', action: 'allow', cidrs: ['10.77.0.0/16', 'fd77::/48'], ports: [8080], protocol: 'tcp' }],
 };
 
 async function token(namespace: string, limit = 1, extra: string[] = []): Promise<string> {
@@ -75,11 +75,14 @@ describe('lattice sandbox start (real control plane, real runsc)', () => {
     await waitFor(async () => webErr.includes('enrolled'), 30_000, 'web enrolled');
     const client = await lattice(join(work.path, 'state-client'), [
       'sandbox', 'start', '--name', 'client', '--control-plane', natsUrl, '--token', t, '--rootfs', rootfs, '--',
-      'sh', '-c', `sleep 1; addr=$(nslookup web.e2e.lattice | awk '/^Name:/ {f=1} f && /^Address/ {print $2; exit}'); echo "addr=$addr"; printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 4 "$addr" 8080`,
+      'sh', '-c',
+      `sleep 1; addrs=$(nslookup web.e2e.lattice | awk '/^Name:/ {f=1} f && /^Address/ {print $2}'); echo "addrs=$addrs"; ` +
+        `for a in $addrs; do printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 4 "$a" 8080 | tail -n 1 | sed "s/^/via $a: /"; done`,
     ]);
     expect(client.exitCode, String(client.stderr)).toBe(0);
-    expect(client.stdout).toMatch(/addr=10\.77\.\d+\.\d+/);
-    expect(client.stdout).toContain('hello-overlay');
+    // Both families: the overlay name answers A and AAAA, and HTTP works over each.
+    expect(client.stdout).toMatch(/via 10\.77\.\d+\.\d+: hello-overlay/);
+    expect(client.stdout).toMatch(/via fd77:[0-9a-f:]+: hello-overlay/);
     // The token's limit is spent: a third agent cannot enroll with it.
     const third = await lattice(join(work.path, 'state-third'), ['sandbox', 'start', '--name', 'third', '--control-plane', natsUrl, '--token', t, '--rootfs', rootfs, '--', 'true']);
     expect(third.exitCode).not.toBe(0);
