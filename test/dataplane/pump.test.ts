@@ -4,7 +4,7 @@ import { MemoryNetwork } from '../../src/conn/memory.js';
 import { MemoryTun } from '../../src/tun/tun.js';
 import { Device } from '../../src/wg/device.js';
 import { SodiumCrypto } from '../../src/wg/crypto.js';
-import { Pump } from '../../src/dataplane/pump.js';
+import { Pump, type UpstreamResolver } from '../../src/dataplane/pump.js';
 import { MapDirectory, buildQuery, parseResponse, DnsType } from '../../src/dataplane/dns.js';
 import { buildUdp, buildTcp, parsePacket, TcpFlag, IpProto } from '../../src/dataplane/packet.js';
 import { parsePolicy, parseIp, formatIp, type IpAddr } from '../../src/policy/index.js';
@@ -26,7 +26,7 @@ const policyText = (mode = 'enforce', extra = '') => `{
 }`;
 
 /** The sandbox (pump + device A) and a peer (device B whose TUN is a MemoryTun the test reads). */
-function setup(policy = policyText()) {
+function setup(policy = policyText(), resolveUpstream?: UpstreamResolver) {
   const clock = new ManualClock();
   const net = new MemoryNetwork();
   const mk = (address: string) => {
@@ -54,6 +54,7 @@ function setup(policy = policyText()) {
     directory: new MapDirectory([['web.team.lattice', [PEER]]]),
     audit: (e) => events.push(e),
     sandboxId: 'sbx',
+    resolveUpstream,
   });
   pump.start();
   /** The sandbox sends a packet; the network delivers everything (handshake included). */
@@ -187,5 +188,37 @@ describe('Pump: DNS', () => {
     expect(answers[0]!.answers.map((a) => formatIp(a.addr!))).toEqual(['10.77.0.10']);
     expect(answers[1]!.rcode).toBe(3);
     expect(s.events).toContainEqual(expect.objectContaining({ type: 'dns.refused', name: 'example.com' }));
+  });
+});
+
+describe('Pump: domain rules', () => {
+  it('resolves an allowed name upstream and allows exactly its addresses for the record\'s TTL', async () => {
+    const asked: string[] = [];
+    const resolver: UpstreamResolver = async (name, family) => {
+      asked.push(`${name}/${family}`);
+      return { addresses: family === 4 ? [OTHER] : [], ttlSec: 30 };
+    };
+    const s = setup(policyText('enforce', ', { "id": "api", "action": "allow", "domains": ["api.example.com"], "ports": [443], "protocol": "tcp" }'), resolver);
+    const query = (name: string) => buildUdp({ src: SANDBOX, dst: RESOLVER, srcPort: 5353, dstPort: 53, payload: buildQuery(9, name, DnsType.A) });
+    s.fromSandbox(query('api.example.com'));
+    s.fromSandbox(query('other.example.com'));
+    await new Promise((r) => setImmediate(r));
+    expect(asked).toEqual(['api.example.com/4']); // a name no rule allows never leaves
+    const answers = s.sandboxTun.written.map((pkt) => {
+      const p = parsePacket(pkt)!;
+      return parseResponse(pkt.subarray(p.payloadOffset, p.length))!;
+    });
+    expect(answers.map((a) => a.rcode).sort()).toEqual([0, 3]);
+    expect(answers.find((a) => a.rcode === 0)!.answers.map((a) => formatIp(a.addr!))).toEqual(['10.77.0.11']);
+
+    s.fromSandbox(syn(SANDBOX, OTHER, 443));
+    expect(s.peerSide).toHaveLength(1);
+    s.fromSandbox(syn(SANDBOX, OTHER, 444, 40001)); // the rule's ports still apply
+    expect(s.peerSide).toHaveLength(1);
+    s.clock.advance(31_000);
+    s.fromSandbox(syn(SANDBOX, OTHER, 443, 40002)); // the answer's TTL has passed: a new flow is denied
+    expect(s.peerSide).toHaveLength(1);
+    const verdicts = s.events.filter((e) => e.type === 'flow.opened').map((e) => `${(e as { verdict: string }).verdict}:${(e as { ruleId: string }).ruleId}`);
+    expect(verdicts).toEqual(['allowed:api', 'denied:default-deny', 'denied:default-deny']);
   });
 });
