@@ -248,6 +248,7 @@ export async function enrollAndPrepare(o: EnrolledOptions): Promise<Enrolled> {
 
   // Directory changes reach the live network within the watch latency: peers, names, policy, revocation.
   let known = new Set<string>();
+  let knownNames = new Set<string>();
   watcher.on('peers-changed', (peers) => {
     if (!net) return;
     const next = new Set(peers.map((p) => p.publicKey));
@@ -256,7 +257,12 @@ export async function enrollAndPrepare(o: EnrolledOptions): Promise<Enrolled> {
     // move a peer back from the path it is on to its advertised (possibly private) address.
     for (const p of peerConfigs(peers)) net.device.addPeer(conn && known.has(encodeKey(p.publicKey)) ? { ...p, endpoint: undefined } : p);
     syncNatPeers(peers);
-    for (const [name, addrs] of overlayNames(peers)) net.directory.set(name, addrs);
+    // A peer that left the directory stops resolving too.
+    const names = overlayNames(peers);
+    const current = new Set(names.map(([name]) => name));
+    for (const name of knownNames) if (!current.has(name)) net.directory.delete(name);
+    for (const [name, addrs] of names) net.directory.set(name, addrs);
+    knownNames = current;
     known = next;
     log.info({ peers: peers.length }, 'peers updated');
   });
@@ -274,6 +280,7 @@ export async function enrollAndPrepare(o: EnrolledOptions): Promise<Enrolled> {
     onRevoked();
   });
   known = new Set((watcher.peers.length > 0 ? watcher.peers : (credentials.peers ?? [])).map((p) => p.publicKey));
+  knownNames = new Set(overlayNames(watcher.peers.length > 0 ? watcher.peers : (credentials.peers ?? [])).map(([name]) => name));
 
   return {
     credentials,
