@@ -19,7 +19,7 @@ import { writeFileAtomic } from '../fsutil.js';
 import type { OciMount } from '../oci/spec.js';
 import { COMPAT_WRAPPER } from '../runsc/compat.js';
 import { collectOrphans } from '../sandbox/gc.js';
-import { SandboxRegistry, processStartTicks, type SandboxRecord } from '../sandbox/registry.js';
+import { SandboxRegistry, ownedByThisLauncher, processStartTicks, type SandboxRecord } from '../sandbox/registry.js';
 import { newSandboxId, type SandboxNetwork } from '../sandbox/run.js';
 import { stopOnSignals, signalNumber } from '../sandbox/signals.js';
 import { Runsc } from '../runsc/client.js';
@@ -281,9 +281,7 @@ export async function runInDocker(opts: RunInDockerOptions): Promise<number> {
     id,
     name,
     engine: 'docker',
-    createdAt: new Date().toISOString(),
-    launcherPid: process.pid,
-    launcherStartTicks: processStartTicks(process.pid) ?? 0,
+    ...ownedByThisLauncher(),
     runscRoot: paths.runscRoot,
     bundleDir: dir,
     rootfs: `docker-image:${opts.image}`,

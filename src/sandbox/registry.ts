@@ -42,6 +42,11 @@ export function isLauncherAlive(r: Pick<SandboxRecord, 'launcherPid' | 'launcher
   return processStartTicks(r.launcherPid) === r.launcherStartTicks;
 }
 
+/** The fields that tie a record to the launcher creating it now (gc's liveness check). */
+export function ownedByThisLauncher(): Pick<SandboxRecord, 'createdAt' | 'launcherPid' | 'launcherStartTicks'> {
+  return { createdAt: new Date().toISOString(), launcherPid: process.pid, launcherStartTicks: processStartTicks(process.pid) ?? 0 };
+}
+
 export class SandboxRegistry {
   private readonly paths;
   constructor(readonly stateDir: string) {

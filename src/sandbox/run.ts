@@ -6,7 +6,7 @@ import { writeBundle } from '../oci/bundle.js';
 import { Runsc, type RunscNetwork } from '../runsc/client.js';
 import { RunscError, runscMessage } from '../runsc/errors.js';
 import { statePaths } from '../state.js';
-import { SandboxRegistry, processStartTicks, type SandboxRecord } from './registry.js';
+import { SandboxRegistry, ownedByThisLauncher, type SandboxRecord } from './registry.js';
 import { collectOrphans, removeSandboxResources } from './gc.js';
 import { stopOnSignals, signalNumber } from './signals.js';
 
@@ -75,9 +75,7 @@ export async function runSandbox(opts: RunSandboxOptions): Promise<number> {
     id,
     name: opts.name ?? id,
     engine: 'runsc',
-    createdAt: new Date().toISOString(),
-    launcherPid: process.pid,
-    launcherStartTicks: processStartTicks(process.pid) ?? 0,
+    ...ownedByThisLauncher(),
     runscRoot: paths.runscRoot,
     bundleDir: join(dir, 'bundle'),
     rootfs: opts.rootfs,

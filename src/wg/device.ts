@@ -56,6 +56,7 @@ import {
 } from './messages.js';
 import {
   beginSymmetricSession,
+  ConsumeError,
   consumeInitiation,
   consumeResponse,
   createInitiation,
@@ -87,14 +88,8 @@ export const DropReason = {
   BadMAC1: 'badMac1',
   CookieRequired: 'cookieRequired', // under load without a valid MAC2: answered with a cookie reply
   RateLimited: 'rateLimited',
-  LowOrderPoint: 'lowOrderPoint',
-  DecryptStatic: 'decryptStatic',
-  UnknownPeer: 'unknownPeer',
-  DecryptTimestamp: 'decryptTimestamp',
-  StaleTimestamp: 'staleTimestamp',
-  InitiationFlood: 'initiationFlood',
-  WrongState: 'wrongState',
-  DecryptEmpty: 'decryptEmpty',
+  // a handshake message that failed to consume (see noise-protocol.ts)
+  ...ConsumeError,
   UnknownIndex: 'unknownIndex',
   BadCookieReply: 'badCookieReply',
   ExpiredKeypair: 'expiredKeypair',
