@@ -1,4 +1,5 @@
 import { spawn, type ChildProcess } from 'node:child_process';
+import { execa } from 'execa';
 import { fileURLToPath } from 'node:url';
 import { connect, AckPolicy, DeliverPolicy, nanos, type NatsConnection } from 'nats';
 import { AUDIT_STREAM } from '../../src/audit/stream.js';
@@ -46,13 +47,16 @@ export interface Producer {
   recorded: number;
   acked: number;
   done: Promise<number | null>;
+  /** Let the producer record up to `seq` (it records nothing until told). */
+  limit(seq: number): void;
   waitFor(pred: () => boolean, timeoutMs: number, what: string): Promise<void>;
 }
 
 /** Run e2e/audit/fixtures/producer.ts as its own node process (so SIGKILL hits the producer itself). */
 export function spawnProducer(dir: string, url: string, total: number): Producer {
   const script = fileURLToPath(new URL('./fixtures/producer.ts', import.meta.url));
-  const child = spawn(process.execPath, ['--import', 'tsx', script, dir, url, String(total)], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(process.execPath, ['--import', 'tsx', script, dir, url, String(total)], { stdio: ['pipe', 'pipe', 'pipe'] });
+  child.stdin!.on('error', () => {}); // EPIPE once the test has killed it
   let stderr = '';
   child.stderr!.on('data', (d: Buffer) => (stderr = (stderr + d.toString()).slice(-4000)));
   const p: Producer = {
@@ -60,6 +64,9 @@ export function spawnProducer(dir: string, url: string, total: number): Producer
     recorded: 0,
     acked: 0,
     done: new Promise((resolve) => child.once('exit', (code) => resolve(code))),
+    limit(seq) {
+      child.stdin!.write(`limit ${seq}\n`);
+    },
     async waitFor(pred, timeoutMs, what) {
       const deadline = Date.now() + timeoutMs;
       while (!pred()) {
@@ -82,6 +89,24 @@ export function spawnProducer(dir: string, url: string, total: number): Producer
     }
   });
   return p;
+}
+
+/** How many messages the audit stream holds now. */
+export async function streamMessages(url: string): Promise<number> {
+  const nc = await connect({ servers: url });
+  try {
+    return (await (await nc.jetstreamManager()).streams.info(AUDIT_STREAM)).state.messages;
+  } finally {
+    await nc.close();
+  }
+}
+
+/** The pid of the process listening on 127.0.0.1:`port` (to freeze a server with SIGSTOP). */
+export async function pidListeningOn(port: number): Promise<number> {
+  const { stdout } = await execa('ss', ['-Htlnp', `sport = :${port}`]);
+  const m = /pid=(\d+)/.exec(stdout);
+  if (!m) throw new Error(`no process listens on port ${port}: ${stdout}`);
+  return Number(m[1]);
 }
 
 export async function natsConnect(url: string): Promise<NatsConnection> {

@@ -7,7 +7,7 @@ import { startNatsServer, type StartedNatsServer } from '../../src/natsserver/se
 import { Outbox, OutboxFullError } from '../../src/audit/outbox.js';
 import { OutboxPublisher } from '../../src/audit/publisher.js';
 import type { AuditEventDraft } from '../../src/audit/events.js';
-import { readStream, checkExactlyOnce, spawnProducer, type Producer } from './helpers.js';
+import { readStream, checkExactlyOnce, spawnProducer, pidListeningOn, streamMessages, type Producer } from './helpers.js';
 
 // Real nats-server with JetStream; the test starts, stops and restarts it on the same port and store dir.
 const quiet = pino({ level: 'silent' });
@@ -44,9 +44,8 @@ describe('audit outbox -> JetStream (real nats-server)', () => {
     await nats.stop();
     nats = null;
     for (let i = 1; i <= 100; i++) await ob.append(span(i));
-    await new Promise((r) => setTimeout(r, 1500)); // publishes time out meanwhile and are retried
+    await waitUntil(() => pub.stats().failures > 0, 30_000, 'a publish to the stopped server to fail'); // and be retried
     expect(ob.ackedThrough).toBe(1);
-    expect(pub.stats().failures).toBeGreaterThan(0);
 
     nats = await startNatsServer({ storeDir, port });
     expect(await pub.drained(30_000)).toBe(true);
@@ -66,23 +65,43 @@ describe('audit outbox -> JetStream (real nats-server)', () => {
     const { port, url } = nats;
     const dir = join(root, 'outbox');
 
+    // The test sets the producer's pace (limits), so each phase below ends where the test decides, on any machine.
     const first = spawnProducer(dir, url, total);
     producers.push(first);
-    await first.waitFor(() => first.acked >= 10_000, 60_000, '10k acknowledged');
+    first.limit(10_000);
+    await first.waitFor(() => first.acked >= 10_000, 120_000, '10k recorded and acknowledged');
     await nats.stop(); // nats-server goes away mid-stream
     nats = null;
-    const downAt = first.recorded;
-    await first.waitFor(() => first.recorded >= downAt + 20_000, 60_000, '20k recorded while NATS is down');
+    first.limit(30_000);
+    await first.waitFor(() => first.recorded >= 30_000, 120_000, '20k more recorded while NATS is down');
+    expect(first.acked).toBe(10_000);
     nats = await startNatsServer({ storeDir, port });
-    const ackedBefore = first.acked;
-    await first.waitFor(() => first.acked > ackedBefore + 5000 && first.recorded >= 60_000, 60_000, 'publishing resumed');
-    first.child.kill('SIGKILL'); // mid-publish and mid-append
-    await first.done;
-    const recordedBeforeKill = first.recorded;
-    expect(recordedBeforeKill).toBeLessThan(total);
+    await first.waitFor(() => first.acked >= 30_000, 120_000, 'publishing resumed and caught up');
+
+    // Freeze the server: from here every publish is in flight (sent, never acknowledged) until the kill.
+    const serverPid = await pidListeningOn(port);
+    process.kill(serverPid, 'SIGSTOP');
+    try {
+      first.limit(60_000);
+      await first.waitFor(() => first.recorded >= 45_000, 120_000, '15k more recorded with publishes in flight');
+      first.child.kill('SIGKILL'); // mid-append (limit 60k not reached when seen) and mid-publish (server frozen)
+      await first.done;
+    } finally {
+      process.kill(serverPid, 'SIGCONT'); // the server now stores what the dead producer had sent
+    }
+    expect(first.acked).toBe(30_000);
+    expect(first.recorded).toBeLessThan(total);
+    // What the dead producer had sent reaches the stream unacknowledged: the second run must not store it twice.
+    let stored = 0;
+    for (const deadline = Date.now() + 60_000; (stored = await streamMessages(url)) <= 30_000;) {
+      if (Date.now() > deadline) throw new Error(`the frozen server stored no in-flight publish (${stored} messages)`);
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    console.log(`kill -9 at recorded=${first.recorded} acked=${first.acked}; stream held ${stored} after the thaw`);
 
     const second = spawnProducer(dir, url, total);
     producers.push(second);
+    second.limit(total);
     expect(await second.done).toBe(0);
     expect(second.acked).toBe(total);
 
@@ -126,3 +145,11 @@ describe('audit outbox -> JetStream (real nats-server)', () => {
     expect(checkExactlyOnce(events)).toEqual({ distinctIds: accepted + 1, maxSeq: accepted + 1, missing: [], duplicateSeqs: 0 });
   });
 });
+
+async function waitUntil(cond: () => boolean, timeoutMs: number, what: string): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!cond()) {
+    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
