@@ -12,13 +12,9 @@ import { buildSpec } from '../../src/oci/spec.js';
 import { writeBundle } from '../../src/oci/bundle.js';
 import { Runsc } from '../../src/runsc/client.js';
 import { tempDir } from './helpers.js';
+import { requireBinary } from '../support/env.js';
 
 const REPO = fileURLToPath(new URL('../..', import.meta.url));
-
-async function requireBinary(bin: string): Promise<void> {
-  const r = await execa('sh', ['-c', `command -v ${bin}`], { reject: false });
-  if (r.exitCode !== 0) throw new Error(`${bin} is required by this test and is missing; run: make setup`);
-}
 
 let work: Awaited<ReturnType<typeof tempDir>>;
 let nats: StartedNatsServer;

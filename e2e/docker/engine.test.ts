@@ -58,7 +58,6 @@ beforeAll(async () => {
   work = await tempDir('ltdock-e2e');
   stateDir = join(work.path, 'state');
   dockerd = await ensureDockerd(join(work.path, 'dockerd.log'));
-  if (!dockerd) throw new Error(`dockerd is not running and could not be started (log: ${join(work.path, 'dockerd.log')})`);
   docker = dockerd.docker;
 
   // The agent image: busybox rootfs + an entrypoint script, imported with its config.

@@ -33,10 +33,6 @@ const freshState = () => join(tmp, `state-${n++}`);
 beforeAll(async () => {
   tmp = await fsp.mkdtemp(join(tmpdir(), 'ltimage-e2e-'));
   dockerd = await ensureDockerd(join(tmp, 'dockerd.log'));
-  if (!dockerd) {
-    if (process.env.CI) throw new Error(`dockerd is not running and could not be started (log: ${join(tmp, 'dockerd.log')})`);
-    return;
-  }
   // busybox rootfs: the static binary plus applet symlinks, and the entrypoint script
   const root = join(tmp, 'rootfs');
   await fsp.mkdir(join(root, 'bin'), { recursive: true });
@@ -79,10 +75,6 @@ afterAll(async () => {
   if (tmp) await fsp.rm(tmp, { recursive: true, force: true });
 });
 
-const needDocker = (ctx: { skip: () => void }) => {
-  if (!dockerd) ctx.skip();
-  return dockerd as DockerdHandle;
-};
 
 async function imageId(ref: string): Promise<string> {
   return (await execa('docker', ['image', 'inspect', ref, '--format', '{{.Id}}'])).stdout.trim();
@@ -112,8 +104,8 @@ async function expectBusyboxAgent(r: ResolvedRootfs, layered: boolean): Promise<
 }
 
 describe('agent image from the local Docker engine', () => {
-  it('docker import image: from the engine, then from the cache', async (ctx) => {
-    const d = needDocker(ctx);
+  it('docker import image: from the engine, then from the cache', async () => {
+    const d = dockerd!;
     const stateDir = freshState();
     const docker = d.docker as unknown as DockerImageApi;
     const r = await resolveRootfs({ kind: 'docker', ref: IMPORTED }, { stateDir, docker });
@@ -124,21 +116,20 @@ describe('agent image from the local Docker engine', () => {
     expect(again).toEqual({ ...r, cached: true });
   });
 
-  it('layered image (whiteout) from the engine', async (ctx) => {
-    const d = needDocker(ctx);
+  it('layered image (whiteout) from the engine', async () => {
+    const d = dockerd!;
     const r = await resolveRootfs({ kind: 'docker', ref: LOADED }, { stateDir: freshState(), docker: d.docker as unknown as DockerImageApi });
     await expectBusyboxAgent(r, true);
   });
 
-  it('unknown image: EIMAGE_NOT_FOUND', async (ctx) => {
-    const d = needDocker(ctx);
+  it('unknown image: EIMAGE_NOT_FOUND', async () => {
+    const d = dockerd!;
     await expect(
       resolveRootfs({ kind: 'docker', ref: `ltimage-e2e-none:${tag}` }, { stateDir: freshState(), docker: d.docker as unknown as DockerImageApi }),
     ).rejects.toMatchObject({ code: 'EIMAGE_NOT_FOUND' });
   });
 
-  it('from a `docker save` tarball', async (ctx) => {
-    needDocker(ctx);
+  it('from a `docker save` tarball', async () => {
     for (const [ref, layered] of [[IMPORTED, false], [LOADED, true]] as const) {
       const path = join(tmp, `save-${layered}.tar`);
       await execa('docker', ['save', '-o', path, ref]);
@@ -148,16 +139,14 @@ describe('agent image from the local Docker engine', () => {
     }
   });
 
-  it('from an OCI layout made from the saved layers', async (ctx) => {
-    needDocker(ctx);
+  it('from an OCI layout made from the saved layers', async () => {
     const dir = await ociLayoutOf(LOADED, 'oci');
     const r = await resolveRootfs({ kind: 'oci-layout', ref: `${dir}:v1` }, { stateDir: freshState() });
     expect(r.digest).toBe(await imageId(LOADED));
     await expectBusyboxAgent(r, true);
   });
 
-  it('runs under gVisor from each source with the image\'s entrypoint, env and workdir', async (ctx) => {
-    needDocker(ctx);
+  it('runs under gVisor from each source with the image\'s entrypoint, env and workdir', async () => {
     const archive = join(tmp, 'run-save.tar');
     await execa('docker', ['save', '-o', archive, IMPORTED]);
     const layout = await ociLayoutOf(IMPORTED, 'run-oci');

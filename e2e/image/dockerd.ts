@@ -1,6 +1,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { openSync, closeSync } from 'node:fs';
 import Docker from 'dockerode';
+import { MissingComponentError } from '../support/env.js';
 
 export interface DockerdHandle {
   docker: Docker;
@@ -22,10 +23,9 @@ async function answers(docker: Docker): Promise<boolean> {
 
 /**
  * Use the running dockerd if /var/run/docker.sock answers; else start `dockerd` (default settings)
- * as a child, wait for its socket, and stop it afterwards. Returns null when it cannot be had
- * (the caller fails under CI, skips otherwise).
+ * as a child, wait for its socket, and stop it afterwards. Fails (MissingComponentError) when it cannot be had.
  */
-export async function ensureDockerd(logFile: string): Promise<DockerdHandle | null> {
+export async function ensureDockerd(logFile: string): Promise<DockerdHandle> {
   const docker = new Docker({ socketPath: SOCKET });
   if (await answers(docker)) return { docker, started: false, stop: async () => undefined };
   const fd = openSync(logFile, 'a');
@@ -57,5 +57,5 @@ export async function ensureDockerd(logFile: string): Promise<DockerdHandle | nu
     await new Promise((r) => setTimeout(r, 250));
   }
   if (!exited) child.kill('SIGKILL');
-  return null;
+  throw new MissingComponentError('a running dockerd', `run: make setup (docker.io); dockerd's log: ${logFile}`);
 }

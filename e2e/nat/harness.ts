@@ -9,6 +9,7 @@ import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { SodiumCrypto } from '../../src/wg/crypto.js';
 import { buildTopology, type SiteNat, type Topology } from './topology.js';
+import { requireBinaries, requireRoot } from '../support/env.js';
 
 export const REPO = fileURLToPath(new URL('../..', import.meta.url));
 const crypto = new SodiumCrypto();
@@ -17,12 +18,10 @@ export const TURN_USER = 'lattice';
 export const TURN_PASS = 'test-pass';
 const RELAY_TOKEN = 'ltnat-relay-token';
 
-export async function requireBinaries(): Promise<void> {
-  for (const bin of ['turnserver', 'nats-server', 'nft', 'ip']) {
-    const r = await execa('sh', ['-c', `command -v ${bin}`], { reject: false });
-    if (r.exitCode !== 0) throw new Error(`${bin} is required by the NAT e2e tests and is missing; run: make setup`);
-  }
-  if (process.getuid?.() !== 0) throw new Error('the NAT e2e tests need root (network namespaces)');
+/** The NAT lab's components: root for namespaces, coturn, nats-server, nftables, iproute2. */
+export async function requireLabComponents(): Promise<void> {
+  requireRoot();
+  await requireBinaries('turnserver', 'nats-server', 'nft', 'ip');
 }
 
 async function waitLine(child: ResultPromise, re: RegExp, what: string, ms = 10_000): Promise<void> {

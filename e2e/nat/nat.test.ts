@@ -7,7 +7,7 @@ import { afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { requireBinaries, sleep, startLab, until, type Lab, type LabOptions, type SiteProcess, type SiteStatus } from './harness.js';
+import { requireLabComponents, sleep, startLab, until, type Lab, type LabOptions, type SiteProcess, type SiteStatus } from './harness.js';
 import { exec, renumberWan } from './topology.js';
 
 const PREFIX = `ltnat${process.pid % 100000}`;
@@ -16,7 +16,7 @@ let lab: Lab | undefined;
 let tmp: string | undefined;
 
 beforeAll(async () => {
-  await requireBinaries();
+  await requireLabComponents();
 });
 
 afterEach(async () => {

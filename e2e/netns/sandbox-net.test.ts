@@ -4,7 +4,6 @@
  * container sends leaves through the TUN as raw IP; what we write into the TUN reaches its process.
  */
 import { execa } from 'execa';
-import { existsSync } from 'node:fs';
 import { copyFile, mkdir, mkdtemp, readFile, rm, symlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -13,13 +12,14 @@ import { listAddresses, listLinks, listNetns, listRoutes } from '../../src/netns
 import { listSandboxNetworks, reapSandboxNetworks, setupSandboxNetwork, type SandboxNetwork } from '../../src/netns/sandbox-net.js';
 import { COMPAT_WRAPPER, needsNetnsWorkaround, parseRunscVersion } from '../../src/runsc/compat.js';
 import { icmpEcho, ipv4Bytes, parseIp, parseUdp, udpPacket, type ParsedPacket } from '../../test/netns/packets.js';
+import { requireBinaries, requirePath, requireRoot } from '../support/env.js';
 
-async function have(cmd: string): Promise<boolean> {
-  return execa('sh', ['-c', `command -v ${cmd}`]).then(() => true, () => false);
-}
-const available =
-  process.getuid?.() === 0 && existsSync('/dev/net/tun') && existsSync('/bin/busybox') && (await have('runsc')) && (await have('ip'));
-if (!available && process.env.CI) throw new Error('netns e2e needs root, /dev/net/tun, iproute2, runsc and busybox-static');
+beforeAll(async () => {
+  requireRoot();
+  requirePath('/dev/net/tun', 'load the tun module: modprobe tun');
+  requirePath('/bin/busybox', 'run: make setup (busybox-static)');
+  await requireBinaries('runsc', 'ip');
+});
 
 const PREFIX = 'ltnet-';
 const ID = `e2e${process.pid}`;
@@ -75,7 +75,7 @@ async function writeBundle(dir: string, script: string, netnsPath: string): Prom
   await writeFile(join(dir, 'config.json'), JSON.stringify(spec, null, 2));
 }
 
-describe.skipIf(!available)('sandbox network (netns + TUN + runsc --network=sandbox)', () => {
+describe('sandbox network (netns + TUN + runsc --network=sandbox)', () => {
   let net: SandboxNetwork | undefined;
   let tmp = '';
   const packets: ParsedPacket[] = [];
@@ -185,7 +185,7 @@ describe.skipIf(!available)('sandbox network (netns + TUN + runsc --network=sand
   });
 });
 
-describe.skipIf(!available)('reapSandboxNetworks', () => {
+describe('reapSandboxNetworks', () => {
   it('removes the netns of dead sandboxes only', async () => {
     const alive = await setupSandboxNetwork({ id: `${ID}a`, prefix: `${PREFIX}r-`, overlayAddrs: ['10.78.0.2/32'], gateway: '10.78.0.1' });
     const dead = await setupSandboxNetwork({ id: `${ID}d`, prefix: `${PREFIX}r-`, overlayAddrs: ['10.78.0.3/32'], gateway: '10.78.0.1' });

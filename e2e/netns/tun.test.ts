@@ -3,7 +3,6 @@
  * write (the kernel answers echo requests out of the TUN) and by packets the kernel originates.
  */
 import { execa } from 'execa';
-import { existsSync } from 'node:fs';
 import { writeFile, mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -11,9 +10,12 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { addAddress, createNetns, deleteNetns, listLinks, setLinkUp, IpError } from '../../src/netns/ip.js';
 import { createTunInNetns, openLinuxTun, TunError, type LinuxTun } from '../../src/tun/linux.js';
 import { icmpEcho, parseIp } from '../../test/netns/packets.js';
+import { requirePath, requireRoot } from '../support/env.js';
 
-const available = process.getuid?.() === 0 && existsSync('/dev/net/tun');
-if (!available && process.env.CI) throw new Error('TUN e2e needs root and /dev/net/tun');
+beforeAll(() => {
+  requireRoot();
+  requirePath('/dev/net/tun', 'load the tun module: modprobe tun');
+});
 
 const NS = `ltnet-tun-${process.pid}`;
 const IF = `ltnett${process.pid % 100000}`;
@@ -26,7 +28,7 @@ async function until(cond: () => boolean, ms = 5000): Promise<void> {
   while (!cond() && Date.now() < end) await sleep(10);
 }
 
-describe.skipIf(!available)('LinuxTun', () => {
+describe('LinuxTun', () => {
   beforeAll(async () => {
     await deleteNetns(NS);
     await createNetns(NS);

@@ -1,4 +1,5 @@
 import { execa, type Options } from 'execa';
+import { existsSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -8,13 +9,47 @@ export const REPO = fileURLToPath(new URL('../..', import.meta.url));
 export const CLI = join(REPO, 'dist/cli/main.js');
 
 /**
- * A component an e2e test needs. Missing under CI=true is a failure, never a silent skip; outside CI
- * the test fails too, with the fix in the message (run make setup).
+ * The one place that decides what happens when a test's component is missing: the test fails with the fix in
+ * the message, under CI=true and everywhere else alike. No test file skips on its own.
  */
+export class MissingComponentError extends Error {
+  constructor(what: string, fix: string) {
+    super(`${what} is required by this test and is missing; ${fix}`);
+    this.name = 'MissingComponentError';
+  }
+}
+
+/** A binary on PATH; returns its path. */
 export async function requireBinary(bin: string): Promise<string> {
   const r = await execa('sh', ['-c', `command -v ${bin}`], { reject: false });
-  if (r.exitCode !== 0) throw new Error(`${bin} is required by this test and is missing; run: make setup`);
+  if (r.exitCode !== 0) throw new MissingComponentError(bin, 'run: make setup');
   return String(r.stdout).trim();
+}
+
+/** Each of `bins` on PATH. */
+export async function requireBinaries(...bins: string[]): Promise<void> {
+  for (const bin of bins) await requireBinary(bin);
+}
+
+/** Root (network namespaces, TUN, runsc). */
+export function requireRoot(): void {
+  if (process.getuid?.() !== 0) throw new MissingComponentError('root', 'run the tests as root: sudo make test');
+}
+
+/** A file or device node, e.g. /dev/net/tun. */
+export function requirePath(path: string, fix: string): void {
+  if (!existsSync(path)) throw new MissingComponentError(path, fix);
+}
+
+/** A capability of this machine checked by `probe` (returns false or throws when absent). */
+export async function requireCapability(what: string, probe: () => boolean | Promise<boolean>, fix: string): Promise<void> {
+  let ok = false;
+  try {
+    ok = await probe();
+  } catch {
+    ok = false;
+  }
+  if (!ok) throw new MissingComponentError(what, fix);
 }
 
 export async function tempDir(prefix: string): Promise<{ path: string; remove: () => Promise<void> }> {

@@ -13,6 +13,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { createNetns, deleteNetns, ip } from '../../src/netns/ip.js';
+import { requireBinaries, requireRoot } from '../support/env.js';
 
 const repo = new URL('../../', import.meta.url).pathname;
 const id = randomBytes(2).toString('hex');
@@ -25,16 +26,10 @@ const tunGo = `ltwggo${id}`;
 const portTS = 51820;
 const portGo = 51821;
 
-async function have(cmd: string): Promise<boolean> {
-  try {
-    await execa('sh', ['-c', `command -v ${cmd}`]);
-    return true;
-  } catch {
-    return false;
-  }
-}
-const available = (await have('busybox')) && (await have('wireguard-go')) && (await have('wg')) && (await have('iperf3')) && process.getuid?.() === 0;
-if (!available && process.env.CI) throw new Error('interop e2e needs root, wireguard-go, wg, iperf3 and busybox (apt-get install wireguard-go wireguard-tools iperf3 busybox-static)');
+beforeAll(async () => {
+  requireRoot();
+  await requireBinaries('busybox', 'wireguard-go', 'wg', 'iperf3');
+});
 
 interface NsOpts {
   reject?: boolean;
@@ -59,7 +54,7 @@ async function waitFor(what: string, fn: () => Promise<boolean>, timeoutMs = 15_
   throw new Error(`timed out waiting for ${what}`);
 }
 
-describe.skipIf(!available)('TS peer <-> wireguard-go', () => {
+describe('TS peer <-> wireguard-go', () => {
   let dir: string;
   let ts: ResultPromise | undefined;
   let go: ResultPromise | undefined;
