@@ -1,3 +1,4 @@
+import { seededRandom } from '../../test/support/random.js';
 import { spawn } from 'node:child_process';
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -93,6 +94,7 @@ describe('admin CLI against a running control plane', () => {
 describe('credential writes under kill -9', () => {
   it('never leave a torn or empty credential file', async () => {
     const stateDir = await tempDir('kill9');
+    const rnd = seededRandom(); // where in the write loop each kill lands
     try {
       for (let round = 0; round < 6; round++) {
         const child = spawn(process.execPath, ['--import', 'tsx', join(ROOT, 'e2e/controlplane/fixtures/cred-writer.ts'), stateDir], {
@@ -103,7 +105,7 @@ describe('credential writes under kill -9', () => {
           child.stdout.once('data', () => resolve());
           child.once('exit', (c) => reject(new Error(`writer exited ${c}`)));
         });
-        await new Promise((r) => setTimeout(r, 5 + Math.random() * 150));
+        await new Promise((r) => setTimeout(r, 5 + rnd.int(150)));
         const exited = new Promise((r) => child.once('exit', r));
         child.kill('SIGKILL');
         await exited;

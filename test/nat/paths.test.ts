@@ -1,3 +1,4 @@
+import { seededRandom } from '../support/random.js';
 import { describe, expect, it } from 'vitest';
 import { ManualClock } from '../../src/clock.js';
 import type { Endpoint } from '../../src/conn/bind.js';
@@ -176,7 +177,8 @@ describe('MuxBind', () => {
     const before = { ...mux.stats };
     const droppedBefore = s.b.dev.droppedTotal();
     const junk = [new Uint8Array([]), new Uint8Array([1]), new Uint8Array([5, 0, 0, 0, 9]), new Uint8Array([1, 0, 0, 1, 0, 0]), new TextEncoder().encode('GET / HTTP/1.1\r\n\r\n')];
-    for (let i = 0; i < 200; i++) junk.push(globalThis.crypto.getRandomValues(new Uint8Array(1 + (i % 64))).map((x, j) => (j === 0 ? x | 0x80 : x)));
+    const rnd = seededRandom();
+    for (let i = 0; i < 200; i++) junk.push(rnd.bytes(1 + (i % 64)).map((x, j) => (j === 0 ? x | 0x80 : x)));
     for (const j of junk) s.net.send(j, { address: '203.0.113.9', port: 1 }, s.b.addr);
     s.net.flush();
     expect(mux.stats.garbage - before.garbage).toBe(junk.length);

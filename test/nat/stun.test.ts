@@ -1,4 +1,5 @@
 import { describe, expect, it } from 'vitest';
+import { seededRandom } from '../support/random.js';
 import {
   decodeStun,
   encodeStun,
@@ -72,7 +73,7 @@ describe('STUN codec', () => {
   });
 
   it('round-trips IPv6 XOR-MAPPED-ADDRESS and requests with USERNAME', () => {
-    const t = crypto.getRandomValues(new Uint8Array(12));
+    const t = seededRandom().bytes(12);
     const m = ok(
       decodeStun(
         encodeStun({
@@ -110,9 +111,10 @@ describe('STUN codec', () => {
     overrun[23] = 200;
     expect(decodeStun(overrun)).toBe(StunDropReason.BadAttribute);
     // Fuzz: random bytes with a valid header never throw.
+    const rnd = seededRandom();
     for (let i = 0; i < 5000; i++) {
-      const n = 20 + 4 * Math.floor(Math.random() * 20);
-      const b = crypto.getRandomValues(new Uint8Array(n));
+      const n = 20 + 4 * rnd.int(20);
+      const b = rnd.bytes(n);
       b.set(good.subarray(0, 8));
       b[2] = (n - 20) >> 8;
       b[3] = (n - 20) & 0xff;

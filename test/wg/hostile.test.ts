@@ -2,6 +2,7 @@
  * Hostile input (issue 3): each case must be dropped silently, counted, never thrown, never answered
  * (except cookie replies under load), and the legitimate tunnel must keep working.
  */
+import { seededRandom } from '../support/random.js';
 import { describe, expect, it } from 'vitest';
 import { makePair, AtoB, BtoA, crypto, ipPacket } from './helpers.js';
 import {
@@ -56,13 +57,14 @@ const sentTo = (p: Pair, to: { address: string }, type?: number) =>
 
 describe('hostile input', () => {
   it('every length 0..max+1 of every message type, and unknown types', () => {
+    const rnd = seededRandom();
     const p = established();
     const sizes = { 1: MessageInitiationSize, 2: MessageResponseSize, 3: MessageCookieReplySize, 4: MessageTransportSize + 64 };
     let count = 0;
     for (const type of [0, 1, 2, 3, 4, 5, 127, 255]) {
       const max = (sizes as Record<number, number>)[type] ?? MessageInitiationSize;
       for (let len = 0; len <= max + 1; len++) {
-        const d = crypto.randomBytes(len);
+        const d = rnd.bytes(len);
         if (len > 0) d[0] = type;
         if (len > 3) d.fill(0, 1, 4);
         expect(() => inject(p, d)).not.toThrow();
@@ -79,11 +81,12 @@ describe('hostile input', () => {
   });
 
   it('garbage under a live receiver index fails authentication', () => {
+    const rnd = seededRandom();
     const p = established();
     const real = p.net.log.find((d) => d.to.address === p.b.addr.address && d.data[0] === MessageType.Transport)!;
     for (let i = 0; i < 20; i++) {
       const d = Uint8Array.from(real.data);
-      d.set(crypto.randomBytes(d.length - 16), 16);
+      d.set(rnd.bytes(d.length - 16), 16);
       inject(p, d);
     }
     expect(p.b.dev.stats.dropped.decrypt).toBe(20);
@@ -150,6 +153,7 @@ describe('hostile input', () => {
   });
 
   it('initiation flood: under load, cookie replies instead of responses, per-source rate limit, legit peer still connects', () => {
+    const rnd = seededRandom();
     const p = established({ device: { underLoadHandshakesPerSecond: 8 } });
     // The attacker knows B's public key, so it can make MAC1 (and, with a cookie, MAC2).
     const gen = new CookieGenerator(crypto, p.b.pub);
@@ -157,8 +161,8 @@ describe('hostile input', () => {
       const m = marshalInitiation({
         sender: 42,
         ephemeral: crypto.publicKey(crypto.generatePrivateKey()),
-        static: crypto.randomBytes(48),
-        timestamp: crypto.randomBytes(28),
+        static: rnd.bytes(48),
+        timestamp: rnd.bytes(28),
         mac1: new Uint8Array(16),
         mac2: new Uint8Array(16),
       });
@@ -195,12 +199,13 @@ describe('hostile input', () => {
   });
 
   it('low-order X25519 public keys', () => {
+    const rnd = seededRandom();
     const p = established();
     // As an initiation's ephemeral key (valid MAC1, so it reaches the DH).
     const gen = new CookieGenerator(crypto, p.b.pub);
     for (const point of lowOrder) {
       const m = marshalInitiation({
-        sender: 7, ephemeral: point, static: crypto.randomBytes(48), timestamp: crypto.randomBytes(28),
+        sender: 7, ephemeral: point, static: rnd.bytes(48), timestamp: rnd.bytes(28),
         mac1: new Uint8Array(16), mac2: new Uint8Array(16),
       });
       gen.addMacs(m, 0);
@@ -217,7 +222,7 @@ describe('hostile input', () => {
     const sender = new DataView(init.data.buffer, init.data.byteOffset).getUint32(4, true);
     const genA = new CookieGenerator(crypto, p.a.pub);
     for (const point of lowOrder) {
-      const r = marshalResponse({ sender: 9, receiver: sender, ephemeral: point, empty: crypto.randomBytes(16), mac1: new Uint8Array(16), mac2: new Uint8Array(16) });
+      const r = marshalResponse({ sender: 9, receiver: sender, ephemeral: point, empty: rnd.bytes(16), mac1: new Uint8Array(16), mac2: new Uint8Array(16) });
       genA.addMacs(r, 0);
       inject(p, r, p.b.addr, p.a.addr);
     }
