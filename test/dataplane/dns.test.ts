@@ -8,13 +8,14 @@ import {
   Rcode,
   buildAddressResponse,
   buildDnsReplyPacket,
-  buildQuery,
   buildResponse,
   parseQuery,
   parseResponse,
 } from '../../src/dataplane/dns.js';
 import { buildUdp, parsePacket, transportPayload } from '../../src/dataplane/packet.js';
 import { DnsAllowances, compilePolicy, domainAllowed, evaluate, formatIp, parseIp } from '../../src/policy/index.js';
+import { decodeDns, dnsQuery, type RecordTypeName } from '../support/dns-oracle.js';
+import { seededRandom } from '../support/random.js';
 
 const ip = (s: string) => parseIp(s)!;
 const hex = (s: string) => Uint8Array.from(s.replace(/\s+/g, '').match(/../g)!.map((h) => parseInt(h, 16)));
@@ -28,32 +29,28 @@ const directory = new MapDirectory([
 const responder = () => new DnsResponder({ directory, upstreamAllowed: (n) => domainAllowed(policy, n, NOW) });
 
 describe('overlay names', () => {
-  it.each<[string, number, number, string[]]>([
-    ['web.default.lattice', DnsType.A, Rcode.noError, ['10.77.0.1']],
-    ['WEB.Default.Lattice.', DnsType.A, Rcode.noError, ['10.77.0.1']],
-    ['web.default.lattice', DnsType.AAAA, Rcode.noError, ['fd77::1']],
-    ['db.team-a.lattice', DnsType.AAAA, Rcode.noError, []],
-    ['web.default.lattice', DnsType.MX, Rcode.noError, []],
-    ['nope.default.lattice', DnsType.A, Rcode.nxDomain, []],
-    ['lattice', DnsType.A, Rcode.nxDomain, []],
-  ])('%s type %i -> rcode %i %j', (name, type, rcode, addrs) => {
-    const query = buildQuery(0x1234, name, type);
-    const out = responder().handle(query);
+  it.each<[string, RecordTypeName, number, string[]]>([
+    ['web.default.lattice', 'A', Rcode.noError, ['10.77.0.1']],
+    ['WEB.Default.Lattice.', 'A', Rcode.noError, ['10.77.0.1']],
+    ['web.default.lattice', 'AAAA', Rcode.noError, ['fd77::1']],
+    ['db.team-a.lattice', 'AAAA', Rcode.noError, []],
+    ['web.default.lattice', 'MX', Rcode.noError, []],
+    ['nope.default.lattice', 'A', Rcode.nxDomain, []],
+    ['lattice', 'A', Rcode.nxDomain, []],
+  ])('%s type %s -> rcode %i %j', (name, type, rcode, addrs) => {
+    const out = responder().handle(dnsQuery(0x1234, name, type));
     expect(out.kind).toBe('answer');
     if (out.kind !== 'answer') return;
-    const r = parseResponse(out.response)!;
-    expect(r).toMatchObject({ id: 0x1234, rcode, authoritative: true, truncated: false });
-    expect(r.question?.labels.join('.')).toBe(name.replace(/\.$/, '')); // case echoed as asked
-    expect(r.answers.map((a) => formatIp(a.addr!))).toEqual(addrs);
-    for (const a of r.answers) expect(a.ttlSec).toBe(30);
-    expect(out.response[2] & 0x81).toBe(0x81); // QR and RD
-    expect(out.response[3] & 0x80).toBe(0x80); // RA
+    const r = decodeDns(out.response);
+    expect(r).toMatchObject({ id: 0x1234, rcode, qr: true, aa: true, tc: false, rd: true, ra: true });
+    expect(r.question).toEqual({ name: name.replace(/\.$/, ''), type }); // case echoed as asked
+    expect(r.answers.map((a) => [a.name, a.type, a.data, a.ttl])).toEqual(addrs.map((a) => [name.replace(/\.$/, ''), type, a, 30]));
   });
 });
 
 describe('names outside the overlay', () => {
   it('a name a domain rule allows goes upstream; the answer and allowances follow', () => {
-    const out = responder().handle(buildQuery(7, 'api.example.com', DnsType.A));
+    const out = responder().handle(dnsQuery(7, 'api.example.com', 'A'));
     expect(out.kind).toBe('upstream');
     if (out.kind !== 'upstream') return;
     expect(out.query.question.name).toBe('api.example.com');
@@ -61,41 +58,37 @@ describe('names outside the overlay', () => {
     const allowances = new DnsAllowances();
     const addrs = [ip('198.51.100.7'), ip('198.51.100.8')];
     const ttl = allowances.record(out.query.question.name, addrs, 120, NOW);
-    const r = parseResponse(buildAddressResponse(out.query, addrs, ttl))!;
-    expect(r).toMatchObject({ id: 7, rcode: 0, authoritative: false });
-    expect(r.answers.map((a) => [a.name, formatIp(a.addr!), a.ttlSec])).toEqual([
+    const r = decodeDns(buildAddressResponse(out.query, addrs, ttl));
+    expect(r).toMatchObject({ id: 7, rcode: 0, qr: true, aa: false });
+    expect(r.answers.map((a) => [a.name, a.data, a.ttl])).toEqual([
       ['api.example.com', '198.51.100.7', 120],
       ['api.example.com', '198.51.100.8', 120],
     ]);
     expect(evaluate(policy, { direction: 'egress', protocol: 6, remote: addrs[1], dstPort: 443 }, NOW, allowances).ruleId).toBe('api');
   });
   it('wildcards go upstream too, other record types get NODATA', () => {
-    expect(responder().handle(buildQuery(1, 'deb.pkg.example.org', DnsType.AAAA)).kind).toBe('upstream');
-    const txt = responder().handle(buildQuery(1, 'api.example.com', DnsType.TXT));
+    expect(responder().handle(dnsQuery(1, 'deb.pkg.example.org', 'AAAA')).kind).toBe('upstream');
+    const txt = responder().handle(dnsQuery(1, 'api.example.com', 'TXT'));
     expect(txt.kind).toBe('answer');
-    if (txt.kind === 'answer') expect(parseResponse(txt.response)).toMatchObject({ rcode: 0, answers: [] });
+    if (txt.kind === 'answer') expect(decodeDns(txt.response)).toMatchObject({ rcode: 0, answers: [] });
   });
   it('other names are refused with NXDOMAIN', () => {
     for (const name of ['example.com', 'evil.example.net', 'pkg.example.org', '']) {
-      const out = responder().handle(buildQuery(9, name, DnsType.A));
+      const out = responder().handle(dnsQuery(9, name, 'A'));
       expect(out.kind).toBe('refused');
-      if (out.kind === 'refused') expect(parseResponse(out.response)).toMatchObject({ id: 9, rcode: Rcode.nxDomain, answers: [] });
+      if (out.kind === 'refused') expect(decodeDns(out.response)).toMatchObject({ id: 9, rcode: Rcode.nxDomain, answers: [] });
     }
   });
   it('non-query opcodes get NOTIMP, CHAOS class gets REFUSED', () => {
-    const q = buildQuery(3, 'web.default.lattice', DnsType.A);
-    q[2] |= 2 << 3; // STATUS
-    const out = responder().handle(q);
-    expect(out.kind === 'answer' && out.rcode).toBe(Rcode.notImp);
-    const ch = buildQuery(3, 'version.bind', DnsType.TXT);
-    ch[ch.length - 1] = 3;
-    const o2 = responder().handle(ch);
-    expect(o2.kind === 'answer' && o2.rcode).toBe(Rcode.refused);
+    const out = responder().handle(dnsQuery(3, 'web.default.lattice', 'A', { opcode: 2 })); // STATUS
+    expect(out.kind === 'answer' && decodeDns(out.response)).toMatchObject({ id: 3, rcode: Rcode.notImp, qr: true });
+    const o2 = responder().handle(dnsQuery(3, 'version.bind', 'TXT', { class: 'CH' }));
+    expect(o2.kind === 'answer' && decodeDns(o2.response)).toMatchObject({ id: 3, rcode: Rcode.refused, qr: true });
   });
 });
 
 describe('hostile queries are dropped and counted', () => {
-  const q = buildQuery(1, 'web.default.lattice', DnsType.A);
+  const q = dnsQuery(1, 'web.default.lattice', 'A');
   const mut = (f: (c: Uint8Array) => void, base = q) => {
     const c = Uint8Array.from(base);
     f(c);
@@ -149,11 +142,10 @@ describe('hostile queries are dropped and counted', () => {
   it('random bytes never throw', () => {
     const stats = new DnsStats();
     const r = new DnsResponder({ directory, upstreamAllowed: () => true, stats });
-    let seed = 5;
+    const rnd = seededRandom();
     for (let i = 0; i < 20_000; i++) {
-      const len = (seed = (Math.imul(seed, 1103515245) + 12345) >>> 0) % 80;
-      const b = new Uint8Array(len);
-      for (let j = 0; j < len; j++) b[j] = (seed = (Math.imul(seed, 1103515245) + 12345) >>> 0) >>> 24;
+      const b = rnd.bytes(rnd.int(80));
+      const len = b.length;
       if (len > 11) {
         // mostly well-formed headers, so the name parser gets exercised
         b[2] &= 0x7f;
@@ -169,18 +161,19 @@ describe('hostile queries are dropped and counted', () => {
 
 describe('responses', () => {
   it('cap at 512 bytes without setting TC', () => {
-    const query = parseQuery(buildQuery(1, 'many.example.com', DnsType.A))!;
+    const query = parseQuery(dnsQuery(1, 'many.example.com', 'A'))!;
     const addrs = Array.from({ length: 100 }, (_, i) => ip(`198.51.100.${i}`));
     const resp = buildAddressResponse(query, addrs, 60);
     expect(resp.length).toBeLessThanOrEqual(512);
-    const r = parseResponse(resp)!;
-    expect(r.truncated).toBe(false);
+    const r = decodeDns(resp);
+    expect(r.tc).toBe(false);
+    expect(r.answers.map((a) => a.data)).toEqual(addrs.slice(0, r.answers.length).map(formatIp));
     expect(r.answers.length).toBe(Math.floor((512 - 12 - 18 - 4) / 16));
   });
   it('only records of the asked family', () => {
-    const query = parseQuery(buildQuery(1, 'x.example.com', DnsType.AAAA))!;
-    const r = parseResponse(buildResponse(query, Rcode.noError, [{ addr: ip('1.2.3.4'), ttlSec: 5 }, { addr: ip('2001:db8::1'), ttlSec: 5 }]))!;
-    expect(r.answers.map((a) => formatIp(a.addr!))).toEqual(['2001:db8::1']);
+    const query = parseQuery(dnsQuery(1, 'x.example.com', 'AAAA'))!;
+    const r = decodeDns(buildResponse(query, Rcode.noError, [{ addr: ip('1.2.3.4'), ttlSec: 5 }, { addr: ip('2001:db8::1'), ttlSec: 5 }]));
+    expect(r.answers.map((a) => [a.type, a.data])).toEqual([['AAAA', '2001:db8::1']]);
   });
   it('parseResponse reads a compressed upstream answer with a CNAME (dig-style)', () => {
     // id 0xabcd, QR RD RA, 1 question, 2 answers: www.example.com CNAME example.com; example.com A 93.184.216.34
@@ -198,7 +191,7 @@ describe('responses', () => {
     ]);
   });
   it('a reply packet swaps addresses and ports', () => {
-    const qpkt = buildUdp({ src: ip('10.77.0.2'), dst: ip('10.77.0.53'), srcPort: 40000, dstPort: 53, payload: buildQuery(5, 'web.default.lattice', DnsType.A) });
+    const qpkt = buildUdp({ src: ip('10.77.0.2'), dst: ip('10.77.0.53'), srcPort: 40000, dstPort: 53, payload: dnsQuery(5, 'web.default.lattice', 'A') });
     const p = parsePacket(qpkt)!;
     const out = responder().handle(transportPayload(p, qpkt));
     if (out.kind !== 'answer') throw new Error('expected an answer');

@@ -6,9 +6,10 @@ import { MemoryTun } from '../../src/tun/tun.js';
 import { Device } from '../../src/wg/device.js';
 import { SodiumCrypto } from '../../src/wg/crypto.js';
 import { Pump, type UpstreamResolver } from '../../src/dataplane/pump.js';
-import { MapDirectory, buildQuery, parseResponse, DnsType } from '../../src/dataplane/dns.js';
+import { MapDirectory } from '../../src/dataplane/dns.js';
+import { decodeDns, dnsQuery } from '../support/dns-oracle.js';
 import { buildUdp, buildTcp, parsePacket, TcpFlag, IpProto } from '../../src/dataplane/packet.js';
-import { parsePolicy, parseIp, formatIp, type IpAddr } from '../../src/policy/index.js';
+import { parsePolicy, parseIp, type IpAddr } from '../../src/policy/index.js';
 import type { AuditEventDraft } from '../../src/audit/events.js';
 
 const crypto = new SodiumCrypto();
@@ -174,8 +175,8 @@ describe('Pump: live policy update', () => {
 });
 
 describe('Pump: DNS', () => {
-  const query = (name: string, type: number = DnsType.A) =>
-    buildUdp({ src: SANDBOX, dst: RESOLVER, srcPort: 5353, dstPort: 53, payload: buildQuery(7, name, type) });
+  const query = (name: string) =>
+    buildUdp({ src: SANDBOX, dst: RESOLVER, srcPort: 5353, dstPort: 53, payload: dnsQuery(7, name, 'A') });
 
   it('answers overlay names and refuses others; nothing goes to the peer', () => {
     const s = setup();
@@ -184,10 +185,10 @@ describe('Pump: DNS', () => {
     expect(s.peerSide).toHaveLength(0);
     const answers = s.sandboxTun.written.map((pkt) => {
       const p = parsePacket(pkt)!;
-      return parseResponse(pkt.subarray(p.payloadOffset, p.length))!;
+      return decodeDns(pkt.subarray(p.payloadOffset, p.length));
     });
     expect(answers[0]!.rcode).toBe(0);
-    expect(answers[0]!.answers.map((a) => formatIp(a.addr!))).toEqual(['10.77.0.10']);
+    expect(answers[0]!.answers.map((a) => a.data)).toEqual(['10.77.0.10']);
     expect(answers[1]!.rcode).toBe(3);
     expect(s.events).toContainEqual(expect.objectContaining({ type: 'dns.refused', name: 'example.com' }));
   });
@@ -201,17 +202,17 @@ describe('Pump: domain rules', () => {
       return { addresses: family === 4 ? [OTHER] : [], ttlSec: 30 };
     };
     const s = setup(policyText('enforce', ', { "id": "api", "action": "allow", "domains": ["api.example.com"], "ports": [443], "protocol": "tcp" }'), resolver);
-    const query = (name: string) => buildUdp({ src: SANDBOX, dst: RESOLVER, srcPort: 5353, dstPort: 53, payload: buildQuery(9, name, DnsType.A) });
+    const query = (name: string) => buildUdp({ src: SANDBOX, dst: RESOLVER, srcPort: 5353, dstPort: 53, payload: dnsQuery(9, name, 'A') });
     s.fromSandbox(query('api.example.com'));
     s.fromSandbox(query('other.example.com'));
     await new Promise((r) => setImmediate(r));
     expect(asked).toEqual(['api.example.com/4']); // a name no rule allows never leaves
     const answers = s.sandboxTun.written.map((pkt) => {
       const p = parsePacket(pkt)!;
-      return parseResponse(pkt.subarray(p.payloadOffset, p.length))!;
+      return decodeDns(pkt.subarray(p.payloadOffset, p.length));
     });
     expect(answers.map((a) => a.rcode).sort()).toEqual([0, 3]);
-    expect(answers.find((a) => a.rcode === 0)!.answers.map((a) => formatIp(a.addr!))).toEqual(['10.77.0.11']);
+    expect(answers.find((a) => a.rcode === 0)!.answers.map((a) => a.data)).toEqual(['10.77.0.11']);
 
     s.fromSandbox(syn(SANDBOX, OTHER, 443));
     expect(s.peerSide).toHaveLength(1);
