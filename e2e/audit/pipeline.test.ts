@@ -7,6 +7,7 @@ import { startNatsServer, type StartedNatsServer } from '../../src/natsserver/se
 import { Outbox, OutboxFullError } from '../../src/audit/outbox.js';
 import { OutboxPublisher } from '../../src/audit/publisher.js';
 import type { AuditEventDraft } from '../../src/audit/events.js';
+import { waitFor } from '../support/env.js';
 import { readStream, checkExactlyOnce, spawnProducer, pidListeningOn, streamMessages, type Producer } from './helpers.js';
 
 // Real nats-server with JetStream; the test starts, stops and restarts it on the same port and store dir.
@@ -44,7 +45,7 @@ describe('audit outbox -> JetStream (real nats-server)', () => {
     await nats.stop();
     nats = null;
     for (let i = 1; i <= 100; i++) await ob.append(span(i));
-    await waitUntil(() => pub.stats().failures > 0, 30_000, 'a publish to the stopped server to fail'); // and be retried
+    await waitFor(() => pub.stats().failures > 0, 60_000, 'a publish to the stopped server to fail'); // and be retried
     expect(ob.ackedThrough).toBe(1);
 
     nats = await startNatsServer({ storeDir, port });
@@ -145,11 +146,3 @@ describe('audit outbox -> JetStream (real nats-server)', () => {
     expect(checkExactlyOnce(events)).toEqual({ distinctIds: accepted + 1, maxSeq: accepted + 1, missing: [], duplicateSeqs: 0 });
   });
 });
-
-async function waitUntil(cond: () => boolean, timeoutMs: number, what: string): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!cond()) {
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 20));
-  }
-}

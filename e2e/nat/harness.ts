@@ -24,7 +24,7 @@ export async function requireLabComponents(): Promise<void> {
   await requireBinaries('turnserver', 'nats-server', 'nft', 'ip');
 }
 
-async function waitLine(child: ResultPromise, re: RegExp, what: string, ms = 10_000): Promise<void> {
+async function waitLine(child: ResultPromise, re: RegExp, what: string, ms = 60_000): Promise<void> {
   const stream = child.stdout!;
   let buf = '';
   await new Promise<void>((resolve, reject) => {
@@ -42,7 +42,7 @@ async function waitLine(child: ResultPromise, re: RegExp, what: string, ms = 10_
   });
 }
 
-async function waitTcp(ns: string, host: string, port: number, ms = 10_000): Promise<void> {
+async function waitTcp(ns: string, host: string, port: number, ms = 60_000): Promise<void> {
   const end = Date.now() + ms;
   for (;;) {
     const r = await execa('ip', ['netns', 'exec', ns, 'bash', '-c', `exec 3<>/dev/tcp/${host}/${port}`], { reject: false });
@@ -256,7 +256,8 @@ async function startSite(ns: string, cfg: Record<string, unknown>): Promise<Site
 
 export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-export async function until<T>(what: string, fn: () => Promise<T | undefined | false>, ms = 20_000, every = 100): Promise<T> {
+/** Wait for `fn` to return a value; `ms` is a safety net against a hang on a loaded machine, not a window. */
+export async function until<T>(what: string, fn: () => Promise<T | undefined | false>, ms = 60_000, every = 100): Promise<T> {
   const end = Date.now() + ms;
   let last: unknown;
   for (;;) {

@@ -64,20 +64,20 @@ beforeAll(async () => {
   const nats = execa('nsenter', [`--net=/var/run/netns/${topo.pubNs}`, 'nats-server', '-a', pub, '-p', String(NATS_PORT), '-js', '-sd', jsDir], { reject: false, stdin: 'ignore' });
   children.push(nats);
   cpState = join(work.path, 'cp');
-  await waitFor(async () => (await execa('nsenter', [`--net=/var/run/netns/${topo!.pubNs}`, 'bash', '-c', `exec 3<>/dev/tcp/${pub}/${NATS_PORT}`], { reject: false })).exitCode === 0, 10_000, 'nats-server');
+  await waitFor(async () => (await execa('nsenter', [`--net=/var/run/netns/${topo!.pubNs}`, 'bash', '-c', `exec 3<>/dev/tcp/${pub}/${NATS_PORT}`], { reject: false })).exitCode === 0, 60_000, 'nats-server');
   const cp = inNs(topo.pubNs, cpState, ['control-plane', 'start', '--nats', `nats://${pub}:${NATS_PORT}`, '--http', `${pub}:${HTTP_PORT}`]);
   children.push(cp);
   let out = '';
   cp.stdout?.on('data', (d: Buffer) => (out += d.toString()));
   let err = '';
   cp.stderr?.on('data', (d: Buffer) => (err += d.toString()));
-  await waitFor(async () => out.includes('control plane ready'), 30_000, `control plane ready (${err.slice(-400)})`);
+  await waitFor(async () => out.includes('control plane ready'), 60_000, `control plane ready (${err.slice(-400)})`);
 
   const relay = execa('nsenter', [`--net=/var/run/netns/${topo.pubNs}`, process.execPath, '--import', 'tsx', 'e2e/nat/fixtures/relay.ts', pub, String(RELAY_PORT), RELAY_TOKEN], { cwd: REPO, reject: false, stdin: 'ignore' });
   children.push(relay);
   let rout = '';
   relay.stdout?.on('data', (d: Buffer) => (rout += d.toString()));
-  await waitFor(async () => rout.includes('ready'), 20_000, 'relay server');
+  await waitFor(async () => rout.includes('ready'), 60_000, 'relay server');
 
   const policy = join(work.path, 'policy.json');
   await writeFile(policy, JSON.stringify(POLICY));
@@ -106,17 +106,17 @@ async function pair(webName: string, clientName: string, extra: string[]) {
   children.push(web);
   let webErr = '';
   web.stderr?.on('data', (d: Buffer) => (webErr += d.toString()));
-  await waitFor(async () => webErr.includes('enrolled'), 30_000, 'site a enrolled');
+  await waitFor(async () => webErr.includes('enrolled'), 60_000, 'site a enrolled');
   const webAddr = (JSON.parse(await readFile(join(stateOf(webName), 'credentials', `${webName}.json`), 'utf8')) as { address: { ipv4: string } }).address.ipv4;
 
   const client = inNs(b.hostNs, stateOf(clientName), ['sandbox', 'start', '--name', clientName, '--advertise', b.lanAddress, ...common, '--', 'sh', '-c',
-    `for i in $(seq 300); do if printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 1 ${webAddr} 8080 | grep -q hello-sites; then echo ok; else echo fail; fi; sleep 0.2; done`]);
+    `n=0; while [ $n -lt 3 ]; do if printf 'GET / HTTP/1.0\r\n\r\n' | nc -w 1 ${webAddr} 8080 | grep -q hello-sites; then n=$((n+1)); echo ok; else echo fail; sleep 0.2; fi; done; exec sleep 3600`]);
   children.push(client);
   let out = '';
   let cerr = '';
   client.stdout?.on('data', (d: Buffer) => (out += d.toString()));
   client.stderr?.on('data', (d: Buffer) => (cerr += d.toString()));
-  await waitFor(async () => (out.match(/ok/g) ?? []).length >= 3, 45_000, `traffic through the NATs (client: ${cerr.slice(-600)} / web: ${webErr.slice(-600)})`);
+  await waitFor(async () => (out.match(/ok/g) ?? []).length >= 3, 60_000, `traffic through the NATs (client: ${cerr.slice(-600)} / web: ${webErr.slice(-600)})`);
   return {
     stop: async () => {
       for (const c of [client, web]) c.kill('SIGTERM');
@@ -131,7 +131,7 @@ async function pathTo(ns: string, self: string, peerName: string, kind: string):
     s = await status(ns, self);
     const p = s?.peers.find((x) => x.name === peerName);
     return p?.path?.kind === kind && p.path.rttMs !== null && p.latestHandshake !== null;
-  }, 20_000, `${kind} path (last: ${JSON.stringify(s)})`);
+  }, 60_000, `${kind} path (last: ${JSON.stringify(s)})`);
   return s!;
 }
 

@@ -80,7 +80,7 @@ beforeAll(async () => {
   cp = execa(process.execPath, [CLI, '--state-dir', cpState, 'control-plane', 'start', '--nats-port', String(natsPort), '--http', `127.0.0.1:${httpPort}`], { reject: false });
   let out = '';
   cp.stdout?.on('data', (d: Buffer) => (out += d.toString()));
-  await waitFor(async () => out.includes('control plane ready'), 30_000, 'control plane ready');
+  await waitFor(async () => out.includes('control plane ready'), 60_000, 'control plane ready');
 }, 120_000);
 
 afterAll(async () => {
@@ -102,12 +102,12 @@ describe('lattice sandbox start with NAT traversal (--stun)', () => {
     const stun = ['--stun', `stun:127.0.0.1:${stunPort}`];
 
     const web = start('ltnw-web', ['--control-plane', natsUrl, '--token', t, ...stun], ['sh', '-c', 'mkdir -p /tmp/w && echo hello-nat > /tmp/w/index.html && httpd -f -p 8080 -h /tmp/w']);
-    await waitFor(async () => web.err().includes('enrolled'), 30_000, 'web enrolled');
+    await waitFor(async () => web.err().includes('enrolled'), 60_000, 'web enrolled');
     const webAddr = (JSON.parse(await readFile(join(stateOf('ltnw-web'), 'credentials', 'ltnw-web.json'), 'utf8')) as { address: { ipv4: string } }).address.ipv4;
     const client = start('ltnw-client', ['--control-plane', natsUrl, '--token', t, ...stun], [
-      'sh', '-c', `for i in $(seq 150); do if printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 1 ${webAddr} 8080 | grep -q hello-nat; then echo ok; else echo fail; fi; sleep 0.2; done`,
+      'sh', '-c', `n=0; while [ $n -lt 3 ]; do if printf 'GET / HTTP/1.0\r\n\r\n' | nc -w 1 ${webAddr} 8080 | grep -q hello-nat; then n=$((n+1)); echo ok; else echo fail; sleep 0.2; fi; done; exec sleep 3600`,
     ]);
-    await waitFor(async () => (client.out().match(/ok/g) ?? []).length >= 3, 45_000, `traffic between the sandboxes (client stderr: ${client.err().slice(-800)})`);
+    await waitFor(async () => (client.out().match(/ok/g) ?? []).length >= 3, 60_000, `traffic between the sandboxes (client stderr: ${client.err().slice(-800)})`);
 
     // The NAT layer found and selected a direct path, with an RTT and a time to establish.
     let s: SandboxStatus | undefined;
@@ -115,7 +115,7 @@ describe('lattice sandbox start with NAT traversal (--stun)', () => {
       s = await status('ltnw-client');
       const p = s?.peers.find((x) => x.name === 'ltnw-web');
       return p?.path?.kind === 'direct' && p.path.rttMs !== null && p.path.establishMs !== null && p.latestHandshake !== null;
-    }, 20_000, `direct path in sandbox status (last: ${JSON.stringify(s)})`);
+    }, 60_000, `direct path in sandbox status (last: ${JSON.stringify(s)})`);
     expect(s!.natTraversal).toBe(true);
     expect(s!.candidates?.some((c) => c.type === 'srflx' && c.address === '127.0.0.1')).toBe(true);
     const peer = s!.peers.find((x) => x.name === 'ltnw-web')!;
@@ -124,7 +124,7 @@ describe('lattice sandbox start with NAT traversal (--stun)', () => {
     console.log(`ltnw: direct path rtt=${peer.path!.rttMs} ms established in ${peer.path!.establishMs} ms`);
 
     // The web side sees the client too.
-    await waitFor(async () => (await status('ltnw-web'))?.peers.find((x) => x.name === 'ltnw-client')?.path?.kind === 'direct', 10_000, 'direct path on the web side');
+    await waitFor(async () => (await status('ltnw-web'))?.peers.find((x) => x.name === 'ltnw-client')?.path?.kind === 'direct', 60_000, 'direct path on the web side');
 
     // The table names the peer and the path; the file holds no private key.
     const table = await lattice(stateOf('ltnw-client'), ['sandbox', 'status']);

@@ -3,7 +3,7 @@ import { execa } from 'execa';
 import { readdir, mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { release } from 'node:os';
-import { requireBinary, tempDir, busyboxRootfs, lattice } from '../support/env.js';
+import { requireBinary, tempDir, busyboxRootfs, lattice, waitFor } from '../support/env.js';
 
 let work: Awaited<ReturnType<typeof tempDir>>;
 let rootfs: string;
@@ -60,8 +60,8 @@ describe('lattice sandbox run (real runsc)', () => {
   });
 
   it('stops the sandbox on SIGTERM and leaves no container behind', async () => {
-    const child = lattice(stateDir, ['sandbox', 'run', '--rootfs', rootfs, '--', 'sleep', '60']);
-    await waitFor(async () => (await ourContainers()).length === 1, 10_000);
+    const child = lattice(stateDir, ['sandbox', 'run', '--rootfs', rootfs, '--', 'sleep', '3600']);
+    await waitFor(async () => (await ourContainers()).length === 1, 60_000, 'the sandbox container');
     const sentAt = Date.now();
     child.kill('SIGTERM');
     const r = await child;
@@ -72,11 +72,11 @@ describe('lattice sandbox run (real runsc)', () => {
   });
 
   it('removes what a launcher killed with -9 left behind on the next sandbox ls', async () => {
-    const child = lattice(stateDir, ['sandbox', 'run', '--rootfs', rootfs, '--', 'sleep', '60']);
-    await waitFor(async () => (await ourContainers()).length === 1, 10_000);
+    const child = lattice(stateDir, ['sandbox', 'run', '--rootfs', rootfs, '--', 'sleep', '3600']);
+    await waitFor(async () => (await ourContainers()).length === 1, 60_000, 'the sandbox container');
     child.kill('SIGKILL');
     // Not `await child`: the orphaned runsc keeps the stdio pipes open until it is reaped.
-    await waitFor(async () => !isAlive(child.pid!), 5_000);
+    await waitFor(async () => !isAlive(child.pid!), 60_000, 'the launcher to exit');
     expect((await ourContainers()).length).toBe(1); // the orphan is there
     const ls = await lattice(stateDir, ['sandbox', 'ls', '--json']);
     expect(ls.exitCode).toBe(0);
@@ -87,8 +87,8 @@ describe('lattice sandbox run (real runsc)', () => {
   });
 
   it('lists a running sandbox with its name', async () => {
-    const child = lattice(stateDir, ['sandbox', 'run', '--name', 'lister', '--rootfs', rootfs, '--', 'sleep', '60']);
-    await waitFor(async () => (await ourContainers()).length === 1, 10_000);
+    const child = lattice(stateDir, ['sandbox', 'run', '--name', 'lister', '--rootfs', rootfs, '--', 'sleep', '3600']);
+    await waitFor(async () => (await ourContainers()).length === 1, 60_000, 'the sandbox container');
     const ls = await lattice(stateDir, ['sandbox', 'ls', '--json']);
     const rows = JSON.parse(String(ls.stdout)) as Array<{ name: string; status: string }>;
     expect(rows).toEqual([expect.objectContaining({ name: 'lister', status: 'running' })]);
@@ -148,13 +148,5 @@ function isAlive(pid: number): boolean {
     return true;
   } catch {
     return false;
-  }
-}
-
-async function waitFor(cond: () => Promise<boolean>, timeoutMs: number): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!(await cond())) {
-    if (Date.now() > deadline) throw new Error('condition not met in time');
-    await new Promise((r) => setTimeout(r, 100));
   }
 }

@@ -68,3 +68,30 @@ export async function busyboxRootfs(dir: string): Promise<string> {
 export function lattice(stateDir: string, args: string[], opts: Options = {}) {
   return execa(process.execPath, [CLI, '--state-dir', stateDir, ...args], { reject: false, ...opts });
 }
+
+/**
+ * Wait for `cond` (sync or async) to hold: the event itself, polled every 20 ms. `timeoutMs` is a safety net
+ * against a hang, generous enough for a loaded machine, never a window the behaviour must fit in; on expiry it
+ * throws naming `what` and the last error `cond` threw.
+ */
+export async function waitFor(cond: () => boolean | Promise<boolean>, timeoutMs = 60_000, what = 'condition'): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  let last: unknown;
+  for (;;) {
+    try {
+      if (await cond()) return;
+    } catch (err) {
+      last = err;
+    }
+    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}${last ? `: ${String(last)}` : ''}`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
+
+/** Wait until something listens on TCP `port` in network namespace `netns` (a server child's readiness). */
+export async function waitForListener(netns: string, port: number, timeoutMs = 60_000): Promise<void> {
+  await waitFor(async () => {
+    const r = await execa('ip', ['netns', 'exec', netns, 'ss', '-Htln', `sport = :${port}`], { reject: false });
+    return r.exitCode === 0 && String(r.stdout).trim() !== '';
+  }, timeoutMs, `a TCP listener on port ${port} in ${netns}`);
+}

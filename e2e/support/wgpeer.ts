@@ -1,6 +1,7 @@
 import { execa, type Options } from 'execa';
 import { mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import { waitFor } from './env.js';
 
 /**
  * A real WireGuard peer for e2e tests: wireguard-go in its own netns, linked to the launcher's netns
@@ -92,10 +93,4 @@ export async function startWgPeer(opts: {
   };
 }
 
-export async function waitFor(cond: () => Promise<boolean>, timeoutMs = 10_000, what = 'condition'): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!(await cond())) {
-    if (Date.now() > deadline) throw new Error(`${what} not met within ${timeoutMs} ms`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
-}
+export { waitFor };

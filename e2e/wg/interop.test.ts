@@ -13,7 +13,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { createNetns, deleteNetns, ip } from '../../src/netns/ip.js';
-import { requireBinaries, requireRoot } from '../support/env.js';
+import { requireBinaries, requireRoot, waitFor, waitForListener } from '../support/env.js';
 
 const repo = new URL('../../', import.meta.url).pathname;
 const id = randomBytes(2).toString('hex');
@@ -43,15 +43,6 @@ async function genkey(): Promise<{ priv: string; pub: string }> {
   const priv = (await execa('wg', ['genkey'])).stdout.trim();
   const pub = (await execa('wg', ['pubkey'], { input: priv })).stdout.trim();
   return { priv, pub };
-}
-
-async function waitFor(what: string, fn: () => Promise<boolean>, timeoutMs = 15_000): Promise<void> {
-  const end = Date.now() + timeoutMs;
-  while (Date.now() < end) {
-    if (await fn().catch(() => false)) return;
-    await new Promise((r) => setTimeout(r, 100));
-  }
-  throw new Error(`timed out waiting for ${what}`);
 }
 
 describe('TS peer <-> wireguard-go', () => {
@@ -131,17 +122,17 @@ Endpoint = 192.168.77.2:${portGo}
     child.stderr?.on('data', (d: Buffer) => {
       tsStderr += d.toString();
     });
-    await waitFor('lattice wg up', async () => tsStderr.includes('up, listening'), 30_000).catch((err: Error) => {
+    await waitFor(async () => tsStderr.includes('up, listening'), 60_000, 'lattice wg up').catch((err: Error) => {
       throw new Error(`${err.message}; stderr: ${tsStderr}`);
     });
   }
 
   async function startGo(psk?: string): Promise<void> {
     go = inNs(nsB, 'wireguard-go', ['-f', tunGo], { env: { WG_PROCESS_FOREGROUND: '1', LOG_LEVEL: 'error' }, reject: false });
-    await waitFor('wireguard-go socket', async () => {
+    await waitFor(async () => {
       await access(`/var/run/wireguard/${tunGo}.sock`);
       return true;
-    });
+    }, 60_000, 'wireguard-go socket');
     const conf = join(dir, 'go.conf');
     await writeFile(
       conf,
@@ -172,7 +163,7 @@ Endpoint = 192.168.77.1:${portTS}
     const results: number[] = [];
     for (const reverse of [false, true]) {
       const srv = inNs(serverNs, 'iperf3', ['-s', '-1', '-p', '5201'], { reject: false });
-      await new Promise((r) => setTimeout(r, 300));
+      await waitForListener(serverNs, 5201);
       const out = await inNs(clientNs, 'iperf3', ['-c', server, '-p', '5201', '-t', '2', '-J', ...(reverse ? ['-R'] : [])]);
       await srv;
       const j = JSON.parse(out.stdout) as { end: { sum_received: { bytes: number; bits_per_second: number } } };
@@ -246,7 +237,7 @@ Endpoint = 192.168.77.1:${portTS}
     // The TS side still holds the old session; wireguard-go drops it (unknown index). TS notices
     // (no reply within KeepaliveTimeout + RekeyTimeout) and handshakes again.
     const t0 = Date.now();
-    await waitFor('ping after restart', async () => (await inNs(nsA, 'busybox', ['ping', '-c', '1', '-W', '1', '10.77.0.2'], { reject: false })).exitCode === 0, 40_000);
+    await waitFor(async () => (await inNs(nsA, 'busybox', ['ping', '-c', '1', '-W', '1', '10.77.0.2'], { reject: false })).exitCode === 0, 60_000, 'ping after restart');
     console.log(`traffic resumed ${((Date.now() - t0) / 1000).toFixed(1)} s after the wireguard-go restart`);
     await ping(nsB, '10.77.0.1');
     // And once more, where the restarted wireguard-go initiates.

@@ -54,7 +54,11 @@ describe('relay server and client (loopback)', () => {
     b.start();
     bad.start();
     await Promise.all([a.ready(), b.ready()]);
-    await new Promise((r) => setTimeout(r, 50)); // both Hellos processed
+    // Bob's datagram to himself comes back only after the server has taken his Hello; alice's own Hello precedes
+    // her data on her connection, so from here on her sends to bob are routable.
+    b.send('bob', new Uint8Array([0]));
+    await until(() => got.length === 1);
+    got.length = 0;
     a.send('bob', new Uint8Array([4, 0, 0, 0, 1, 2]));
     a.send('nobody', new Uint8Array([1]));
     await until(() => got.length === 1);
@@ -64,8 +68,7 @@ describe('relay server and client (loopback)', () => {
     // Kill alice's connection: she reconnects by herself and traffic resumes.
     a.kick();
     await until(() => a.stats.connects === 2 && a.isConnected);
-    await new Promise((r) => setTimeout(r, 50));
-    a.send('bob', new Uint8Array([9]));
+    a.send('bob', new Uint8Array([9])); // after her new Hello on the same connection
     await until(() => got.length === 2);
     expect(got[1]).toEqual(['alice', [9]]);
   });
