@@ -28,6 +28,8 @@ interface AuditLine {
   dstPort?: number;
   direction?: string;
   name?: string;
+  srcPort?: number;
+  time?: string;
 }
 
 async function writePolicy(name: string, policy: object): Promise<string> {
@@ -45,13 +47,34 @@ const webOnly = (mode = 'enforce', extra: object[] = [], ingress: object[] = [])
 
 /** Run a shell script in a networked sandbox; returns the result and the audit lines it produced. */
 async function sandbox(policyFile: string, script: string, extra: string[] = []) {
-  const auditLog = join(work.path, `audit-${Date.now()}-${Math.random().toString(16).slice(2)}.ndjson`);
+  const auditLog = join(work.path, `audit-${++auditSeq}.ndjson`);
   const r = await lattice(stateDir, [
     'sandbox', 'run', '--rootfs', rootfs, '--wg-config', wgConf, '--policy', policyFile, '--audit-log', auditLog,
     '--dns-name', `web.team.lattice=${PEER_IP}`, ...extra, '--', 'sh', '-c', script,
   ], { timeout: 90_000 });
   return { ...r, audit: await readAudit(auditLog) };
 }
+
+/**
+ * Start a networked sandbox running `script` and keep talking to it: its stdout as it comes, and lines on its
+ * stdin, which the script reads (`read x`) to wait for the test: the test sets the pace, never a sleep.
+ */
+function startSandbox(policyFile: string, script: string, extra: string[] = []) {
+  const auditLog = join(work.path, `audit-${++auditSeq}.ndjson`);
+  const child: ResultPromise = lattice(stateDir, [
+    'sandbox', 'run', '--rootfs', rootfs, '--wg-config', wgConf, '--policy', policyFile, '--audit-log', auditLog,
+    '--dns-name', `web.team.lattice=${PEER_IP}`, ...extra, '--', 'sh', '-c', script,
+  ]);
+  let out = '';
+  child.stdout?.on('data', (d: Buffer) => (out += d.toString()));
+  return {
+    child,
+    out: () => out,
+    audit: () => readAudit(auditLog),
+    send: (line: string) => child.stdin!.write(`${line}\n`),
+  };
+}
+let auditSeq = 0;
 
 async function readAudit(file: string): Promise<AuditLine[]> {
   const text = await readFile(file, 'utf8').catch(() => '');
@@ -118,43 +141,56 @@ describe('sandbox network: gVisor -> TUN -> TypeScript WireGuard -> wireguard-go
   });
 
   it('a rule with expiresAt allows until that instant and denies after it', async () => {
-    const expiresAt = new Date(Date.now() + 12_000).toISOString();
-    const policy = await writePolicy('ttl', webOnly('enforce', [{ id: 'temp', action: 'allow', cidrs: [`${PEER_IP}/32`], ports: [8081], protocol: 'tcp', expiresAt }]));
-    const wait = Math.ceil((Date.parse(expiresAt) - Date.now()) / 1000) + 1;
-    const r = await sandbox(policy, `${GET(PEER_IP, 8081)}; echo "before=$?"; sleep ${Math.max(wait - 4, 1)}; while [ "$(date +%s)" -le ${Math.floor(Date.parse(expiresAt) / 1000)} ]; do sleep 1; done; sleep 1; ${GET(PEER_IP, 8081)}; echo "after=$?"`);
-    expect(r.stdout).toMatch(/before=0/);
-    expect(r.stdout).toMatch(/after=[1-9]/);
-    const verdicts = r.audit.filter((e) => e.type === 'flow.opened' && e.dstPort === 8081).map((e) => `${e.verdict}:${e.ruleId}`);
-    // First the allowed flow; after the expiry only denials (stray segments of the cut flow included).
-    expect(verdicts[0]).toBe('allowed:temp');
-    expect(verdicts.length).toBeGreaterThanOrEqual(2);
-    expect(new Set(verdicts.slice(1))).toEqual(new Set(['denied:default-deny']));
+    // Expiry is wall-clock time: the first request must come before it. A start so slow that it missed the instant
+    // shows in the audit (its denial is stamped after expiresAt); such an attempt proves nothing and is repeated
+    // with a longer lead. After the first request the sandbox waits for the test, which lets the instant pass.
+    for (let leadMs = 10_000; ; leadMs *= 2) {
+      const expiresAt = new Date(Date.now() + leadMs).toISOString();
+      const policy = await writePolicy('ttl', webOnly('enforce', [{ id: 'temp', action: 'allow', cidrs: [`${PEER_IP}/32`], ports: [8081], protocol: 'tcp', expiresAt }]));
+      const run = startSandbox(policy, `${GET(PEER_IP, 8081)}; echo "before=$?"; read go; ${GET(PEER_IP, 8081)}; echo "after=$?"`);
+      await waitFor(() => run.out().includes('before='), 90_000, 'the first request');
+      if (!/before=0/.test(run.out())) {
+        run.child.stdin!.end();
+        await run.child;
+        const denial = (await run.audit()).find((e) => e.type === 'flow.opened' && e.dstPort === 8081);
+        expect(denial, `the first request failed without a denial: ${run.out()}`).toBeDefined();
+        expect(Date.parse(denial!.time!), 'denied before expiresAt').toBeGreaterThanOrEqual(Date.parse(expiresAt));
+        expect(leadMs, 'the sandbox never started within the lead').toBeLessThan(80_000);
+        continue;
+      }
+      await waitFor(() => Date.now() > Date.parse(expiresAt) + 1000, 120_000, 'the expiry to pass');
+      run.send('go');
+      const r = await run.child;
+      expect(r.stdout).toMatch(/after=[1-9]/);
+      const verdicts = (await run.audit()).filter((e) => e.type === 'flow.opened' && e.dstPort === 8081).map((e) => `${e.verdict}:${e.ruleId}`);
+      // First the allowed flow; after the expiry only denials (stray segments of the cut flow included).
+      expect(verdicts[0]).toBe('allowed:temp');
+      expect(verdicts.length).toBeGreaterThanOrEqual(2);
+      expect(new Set(verdicts.slice(1))).toEqual(new Set(['denied:default-deny']));
+      return;
+    }
   });
 
   it('the peer cannot open a connection into the sandbox unless an ingress rule allows it', async () => {
-    // The sandbox listens; once it says so, the peer knocks (a few times, so a slow start cannot hide a pass).
-    const attempt = async (policyFile: string) => {
-      const auditLog = join(work.path, `audit-ingress-${Date.now()}.ndjson`);
-      const child: ResultPromise = lattice(stateDir, [
-        'sandbox', 'run', '--rootfs', rootfs, '--wg-config', wgConf, '--policy', policyFile, '--audit-log', auditLog,
-        '--', 'sh', '-c', 'echo listening; nc -l -p 9000 -w 15 > /tmp/got & sleep 12; echo "got=$(cat /tmp/got)"',
-      ]);
-      let out = '';
-      child.stdout?.on('data', (d: Buffer) => (out += d.toString()));
-      await waitFor(async () => out.includes('listening'), 30_000, 'sandbox listening');
-      await new Promise((r) => setTimeout(r, 1500));
-      const knock = await peer.exec(['sh', '-c', `for i in 1 2 3; do echo knock | busybox nc -w 2 ${SANDBOX_IP} 9000 && echo ok && break; sleep 1; done; true`]);
-      await child;
-      return { out, knock: String(knock.stdout), audit: await readAudit(auditLog) };
-    };
-    const denied = await attempt(await writePolicy('no-ingress', webOnly()));
-    expect(denied.out).not.toContain('got=knock');
-    expect(denied.knock).not.toContain('ok');
-    expect(denied.audit).toContainEqual(expect.objectContaining({ type: 'flow.opened', direction: 'ingress', verdict: 'denied', dstPort: 9000 }));
+    // The sandbox says "listening" once its socket listens, and reports what it got when the test tells it to.
+    const listen = 'nc -l -p 9000 > /tmp/got & until netstat -ltn | grep -q ":9000 "; do sleep 0.1; done; echo listening; ' +
+      'read cmd; [ "$cmd" = stop ] && kill $!; wait; echo "got=$(cat /tmp/got)"';
+    const knock = () => peer.exec(['sh', '-c', `echo knock | busybox nc -w 2 ${SANDBOX_IP} 9000 && echo ok`]);
 
-    const allowed = await attempt(await writePolicy('ingress', webOnly('enforce', [], [{ id: 'knock', action: 'allow', cidrs: [`${PEER_IP}/32`], ports: [9000], protocol: 'tcp' }])));
-    expect(allowed.out).toContain('got=knock');
-    expect(allowed.audit).toContainEqual(expect.objectContaining({ type: 'flow.opened', direction: 'ingress', verdict: 'allowed', ruleId: 'knock' }));
+    const denied = startSandbox(await writePolicy('no-ingress', webOnly()), listen);
+    await waitFor(() => denied.out().includes('listening'), 90_000, 'sandbox listening');
+    expect(String((await knock()).stdout)).not.toContain('ok');
+    await waitFor(async () => (await denied.audit()).some((e) => e.type === 'flow.opened' && e.direction === 'ingress' && e.verdict === 'denied' && e.dstPort === 9000),
+      60_000, 'the denied knock in the audit');
+    denied.send('stop');
+    expect((await denied.child).stdout).toMatch(/^got=$/m);
+
+    const allowed = startSandbox(await writePolicy('ingress', webOnly('enforce', [], [{ id: 'knock', action: 'allow', cidrs: [`${PEER_IP}/32`], ports: [9000], protocol: 'tcp' }])), listen);
+    await waitFor(() => allowed.out().includes('listening'), 90_000, 'sandbox listening');
+    await waitFor(async () => String((await knock()).stdout).includes('ok'), 60_000, 'the knock to get in');
+    allowed.send('wait'); // nc -l exits once the knock's connection closes
+    expect((await allowed.child).stdout).toMatch(/^got=knock$/m);
+    expect(await allowed.audit()).toContainEqual(expect.objectContaining({ type: 'flow.opened', direction: 'ingress', verdict: 'allowed', ruleId: 'knock' }));
   });
 
   it('resolves a peer\'s overlay name; an unlisted name does not resolve', async () => {
@@ -171,47 +207,56 @@ describe('sandbox network: gVisor -> TUN -> TypeScript WireGuard -> wireguard-go
   it('a raw packet with a forged source address never leaves the launcher', async () => {
     const policy = await writePolicy('udp', webOnly('enforce', [{ id: 'udp', action: 'allow', cidrs: [`${PEER_IP}/32`], ports: [9999], protocol: 'udp' }]));
     // python3 is exec'd directly (no wrapper), so killing the child ends the listener.
-    const udpLog = `import socket\ns = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\ns.bind(('${PEER_IP}', 9999))\ns.settimeout(20)\nwhile True:\n    data, (src, _) = s.recvfrom(2048)\n    print(src, data.decode(), flush=True)\n`;
+    const udpLog = `import socket\ns = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\ns.bind(('${PEER_IP}', 9999))\nprint('bound', flush=True)\nwhile True:\n    data, (src, _) = s.recvfrom(2048)\n    print(src, data.decode(), flush=True)\n`;
     const listener = peer.exec(['python3', '-c', udpLog]);
     let heard = '';
     listener.stdout?.on('data', (d: Buffer) => (heard += d.toString()));
-    await new Promise((r) => setTimeout(r, 500));
-    // The same tool sends a genuine packet too: proof that raw sockets work and the peer listens.
-    const r = await sandbox(policy, `forge 10.77.0.99 ${PEER_IP} 9999; echo "forged=$?"; sleep 1; forge ${SANDBOX_IP} ${PEER_IP} 9999; echo "genuine=$?"; sleep 2`, ['--cap-add', 'NET_RAW']);
-    expect(r.stdout).toMatch(/forged=0/);
-    expect(r.stdout).toMatch(/genuine=0/);
-    await waitFor(async () => heard.length > 0, 10_000, 'genuine packet at the peer');
-    await new Promise((r) => setTimeout(r, 500));
+    await waitFor(() => heard.startsWith('bound\n'), 60_000, 'the UDP listener');
+    // The forged packet goes first, then a genuine one by the same tool (proof that raw sockets work and the peer
+    // listens). One pump, one tunnel, one peer: they arrive in order, so once the genuine one is heard, a forged
+    // one that got through would have been heard before it.
+    const run = startSandbox(policy, `forge 10.77.0.99 ${PEER_IP} 9999; echo "forged=$?"; forge ${SANDBOX_IP} ${PEER_IP} 9999; echo "genuine=$?"; read done`, ['--cap-add', 'NET_RAW']);
+    await waitFor(() => heard.includes(`${SANDBOX_IP} forged`), 90_000, 'genuine packet at the peer');
+    run.send('done');
+    const r = await run.child;
     listener.kill('SIGKILL');
     await listener;
-    expect(heard).toBe(`${SANDBOX_IP} forged\n`);
-    expect(r.audit.filter((e) => e.type === 'flow.opened' && e.dstPort === 9999)).toHaveLength(1);
+    expect(r.stdout).toMatch(/forged=0/);
+    expect(r.stdout).toMatch(/genuine=0/);
+    expect(heard).toBe(`bound\n${SANDBOX_IP} forged\n`);
+    expect((await run.audit()).filter((e) => e.type === 'flow.opened' && e.dstPort === 9999)).toHaveLength(1);
   });
 
   it('live policy update: tightening the policy cuts an open flow it no longer allows', async () => {
     const policyFile = await writePolicy('live', webOnly('enforce', [{ id: 'stream', action: 'allow', cidrs: [`${PEER_IP}/32`], ports: [7000], protocol: 'tcp' }]));
-    const ticker = `import socket, time\ns = socket.socket()\ns.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\ns.bind(('${PEER_IP}', 7000))\ns.listen(1)\ns.settimeout(30)\nc, _ = s.accept()\nc.settimeout(1)\nend = time.time() + 25\nwhile time.time() < end:\n    try:\n        c.send(b'tick\\n')\n    except OSError:\n        pass\n    time.sleep(0.3)\n`;
+    // The server sends a numbered tick every 0.2 s until killed.
+    const ticker = `import socket, time\ns = socket.socket()\ns.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\ns.bind(('${PEER_IP}', 7000))\ns.listen(1)\nprint('listening', flush=True)\nc, _ = s.accept()\nc.settimeout(1)\ni = 0\nwhile True:\n    i += 1\n    try:\n        c.send(b'tick %d\\n' % i)\n    except OSError:\n        pass\n    time.sleep(0.2)\n`;
     const server = peer.exec(['python3', '-c', ticker]);
-    await new Promise((r) => setTimeout(r, 500));
-    const auditLog = join(work.path, 'audit-live.ndjson');
-    const child: ResultPromise = lattice(stateDir, [
-      'sandbox', 'run', '--rootfs', rootfs, '--wg-config', wgConf, '--policy', policyFile, '--audit-log', auditLog,
-      '--', 'sh', '-c', `timeout 12 nc ${PEER_IP} 7000`,
-    ]);
-    let out = '';
-    child.stdout?.on('data', (d: Buffer) => (out += d.toString()));
-    await waitFor(async () => (out.match(/tick/g) ?? []).length >= 3, 20_000, 'ticks before the update');
+    let serverOut = '';
+    server.stdout?.on('data', (d: Buffer) => (serverOut += d.toString()));
+    await waitFor(() => serverOut.includes('listening'), 60_000, 'the ticker to listen');
+    // The agent keeps the ticks in a file and reports how many it has when the test asks.
+    const run = startSandbox(policyFile, `nc ${PEER_IP} 7000 > /tmp/ticks & while read q; do echo "count=$(grep -c tick /tmp/ticks)"; done`);
+    const count = async (): Promise<number> => {
+      const before = (run.out().match(/count=\d+/g) ?? []).length;
+      run.send('count');
+      await waitFor(() => (run.out().match(/count=\d+/g) ?? []).length > before, 60_000, 'the agent to report');
+      return Number(run.out().match(/count=(\d+)/g)!.at(-1)!.slice(6));
+    };
+    await waitFor(async () => (await count()) >= 3, 60_000, 'ticks before the update');
+
     await writeFile(policyFile, JSON.stringify(webOnly()));
-    process.kill(child.pid!, 'SIGHUP');
-    await waitFor(async () => (await readAudit(auditLog)).filter((e) => e.type === 'policy.applied').length >= 2, 5_000, 'policy reload');
-    await new Promise((r) => setTimeout(r, 1000)); // ticks already in flight
-    const atCut = (out.match(/tick/g) ?? []).length;
-    await new Promise((r) => setTimeout(r, 3000));
-    expect((out.match(/tick/g) ?? []).length).toBe(atCut);
-    await child;
+    process.kill(run.child.pid!, 'SIGHUP');
+    // The cut is the flow.closed event; after it the server's segments are refused, which the audit shows as
+    // denied ingress from port 7000. Once three of them have been refused, nothing more of that flow can be in flight.
+    await waitFor(async () => (await run.audit()).some((e) => e.type === 'flow.closed' && e.dstPort === 7000), 60_000, 'the flow to be cut');
+    const atCut = await count();
+    const refused = async () => (await run.audit()).filter((e) => e.type === 'flow.opened' && e.verdict === 'denied' && e.srcPort === 7000).length;
+    await waitFor(async () => (await refused()) >= 1, 60_000, 'a segment of the cut flow to be refused');
+    expect(await count()).toBe(atCut);
+    run.child.stdin!.end();
+    await run.child;
     server.kill('SIGKILL');
     await server;
-    const audit = await readAudit(auditLog);
-    expect(audit).toContainEqual(expect.objectContaining({ type: 'flow.closed', dstPort: 7000 }));
   });
 });

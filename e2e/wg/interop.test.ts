@@ -154,8 +154,11 @@ Endpoint = 192.168.77.1:${portTS}
     await ip(['link', 'set', tunGo, 'mtu', '1420', 'up'], nsB);
   }
 
+  /** The first reply may wait for a handshake: wait for it, then `count` pings must all be answered. */
   async function ping(ns: string, dst: string, count = 3): Promise<void> {
-    await inNs(ns, 'busybox', ['ping', '-c', String(count), '-i', '0.2', '-W', '5', dst]);
+    await waitFor(async () => (await inNs(ns, 'busybox', ['ping', '-c', '1', '-W', '2', dst], { reject: false })).exitCode === 0, 60_000, `a reply from ${dst}`);
+    const r = await inNs(ns, 'busybox', ['ping', '-c', String(count), '-i', '0.2', '-W', '5', dst]);
+    expect(r.stdout).toContain(`${count} packets received`);
   }
 
   /** iperf3 for a moment in both directions from `clientNs`; returns received bits/s of each direction. */
@@ -173,7 +176,10 @@ Endpoint = 192.168.77.1:${portTS}
     return [results[0], results[1]];
   }
 
-  async function showJson(): Promise<Array<{ peers: Array<{ latestHandshake: number; rxBytes: number; txBytes: number; endpoint: string }> }>> {
+  async function showJson(): Promise<Array<{
+    peers: Array<{ latestHandshake: number; rxBytes: number; txBytes: number; endpoint: string }>;
+    stats: { handshakesCompleted: number; dropped: Record<string, number> };
+  }>> {
     const r = await execa(process.execPath, ['--import', 'tsx', 'src/cli/main.ts', '--state-dir', join(dir, 'state'), 'wg', 'show', '--json'], { cwd: repo });
     return JSON.parse(r.stdout) as Awaited<ReturnType<typeof showJson>>;
   }
@@ -225,7 +231,16 @@ Endpoint = 192.168.77.1:${portTS}
   it('a mismatched PSK never completes a handshake', async () => {
     await startTS((await execa('wg', ['genpsk'])).stdout.trim());
     await startGo((await execa('wg', ['genpsk'])).stdout.trim());
-    await expect(inNs(nsA, 'busybox', ['ping', '-c', '2', '-W', '2', '10.77.0.2'])).rejects.toThrow();
+    // Each ping makes the TS side initiate; wireguard-go answers, and the TS side cannot open the response's empty
+    // payload (the PSK is mixed in there). Wait for that rejection itself, then check nothing got through.
+    const stats = async () => (await showJson())[0].stats;
+    await waitFor(async () => {
+      await inNs(nsA, 'busybox', ['ping', '-c', '1', '-W', '1', '10.77.0.2'], { reject: false });
+      return (await stats()).dropped.decryptEmpty >= 1;
+    }, 60_000, 'a handshake response rejected for its PSK');
+    expect((await stats()).handshakesCompleted).toBe(0);
+    await expect(inNs(nsA, 'busybox', ['ping', '-c', '1', '-W', '1', '10.77.0.2'])).rejects.toThrow();
+    expect((await stats()).handshakesCompleted).toBe(0);
   });
 
   it('restarting wireguard-go mid-way: traffic resumes (new session) from either side', async () => {
