@@ -6,7 +6,8 @@ import type { AuditEventDraft } from '../../src/audit/events.js';
 import { API_BASE, startControlPlane, type EnrollResponse, type StartedControlPlane } from '../../src/controlplane/index.js';
 import { DirectoryWatcher, enroll } from '../../src/enroll/index.js';
 import { startNatsServer, type StartedNatsServer } from '../../src/natsserver/server.js';
-import { callSocket, keyPair, tempDir, waitUntil } from './helpers.js';
+import { callSocket, keyPair, tempDir } from './helpers.js';
+import { waitFor } from '../support/env.js';
 
 const NS = 'ltaa';
 const POLICY = { version: 1, mode: 'enforce', egress: [], ingress: [] };
@@ -210,7 +211,7 @@ describe('agent API over a Unix socket (real nats-server + control plane)', () =
     expect((after.json.agents as { name: string }[]).map((a) => a.name).sort()).toEqual(['auditee', 'peer']);
 
     // Both agent APIs now refuse everything, in enforce mode and beyond.
-    await waitUntil(() => boss.watcher.revoked !== undefined, 5000, 'boss revoked');
+    await waitFor(() => boss.watcher.revoked !== undefined, 60_000, 'boss revoked');
     const r1 = await kid.call('POST', '/v1/tools/list_peers');
     expect(r1.status).toBe(403);
     expect(kid.spans.at(-1)).toMatchObject({ decision: 'deny', reason: 'identity revoked' });

@@ -40,7 +40,7 @@ describe('audit outbox -> JetStream (real nats-server)', () => {
     const pub = new OutboxPublisher({ outbox: ob, servers: url, logger: quiet, publishTimeoutMs: 1000, backoff: { initialMs: 50, maxMs: 500 } });
     pub.start();
     await ob.append(span(0));
-    expect(await pub.drained(10_000)).toBe(true); // the stream exists and the path works
+    expect(await pub.drained(60_000)).toBe(true); // the stream exists and the path works
 
     await nats.stop();
     nats = null;
@@ -49,7 +49,7 @@ describe('audit outbox -> JetStream (real nats-server)', () => {
     expect(ob.ackedThrough).toBe(1);
 
     nats = await startNatsServer({ storeDir, port });
-    expect(await pub.drained(30_000)).toBe(true);
+    expect(await pub.drained(60_000)).toBe(true);
     await pub.stop();
     await ob.close();
 
@@ -135,10 +135,10 @@ describe('audit outbox -> JetStream (real nats-server)', () => {
     expect(ob.stats().refused).toBe(refused);
 
     nats = await startNatsServer({ storeDir, port });
-    expect(await pub.drained(30_000)).toBe(true);
+    expect(await pub.drained(60_000)).toBe(true);
     expect(ob.isFull()).toBe(false);
     await ob.append(span(1000));
-    expect(await pub.drained(10_000)).toBe(true);
+    expect(await pub.drained(60_000)).toBe(true);
     await pub.stop();
     await ob.close();
     const { events, messages } = await readStream(url);

@@ -50,7 +50,7 @@ beforeAll(async () => {
     flow(PARENT, 1), flow(PARENT, 2), flow(CHILD, 3),
     { type: 'sandbox.started', sandboxId: 'sb1', agentId: PARENT, namespace: NS } as AuditEventDraft,
   ]) await ob.append(d);
-  expect(await pub.drained(15_000)).toBe(true);
+  expect(await pub.drained(60_000)).toBe(true);
   nc = await connect({ servers: nats.url });
   // Hostile input straight into the stream: garbage, and a valid event under another agent's subject.
   const js = nc.jetstream();
@@ -106,7 +106,7 @@ describe('audit store (queries the stream)', () => {
     expect(limited.truncated).toBe(true);
 
     await ob.append(flow(CHILD, 4));
-    expect(await pub.drained(10_000)).toBe(true);
+    expect(await pub.drained(60_000)).toBe(true);
     const newer = await store.events({ after: everything.cursor });
     expect(newer.events.map((e) => e.type === 'flow.opened' && e.flowId)).toEqual(['f4']);
   });

@@ -62,7 +62,8 @@ export async function startCpProcess(args: string[]): Promise<{ proc: ChildProce
   return { proc, info: JSON.parse(line) as { nats: string; http: string | null; clusterId: string }, stop };
 }
 
-export function waitFor<T>(emitter: { once(ev: string, fn: (v: T) => void): unknown }, ev: string, ms: number): Promise<T> {
+/** The next `ev` from `emitter`, or a rejection after `ms` (a safety net against a hang). */
+export function nextEvent<T>(emitter: { once(ev: string, fn: (v: T) => void): unknown }, ev: string, ms: number): Promise<T> {
   return new Promise<T>((resolve, reject) => {
     const t = setTimeout(() => reject(new Error(`no ${ev} within ${ms} ms`)), ms);
     emitter.once(ev, (v: T) => {

@@ -122,7 +122,7 @@ describe('runInDocker (dockerd + lattice-runsc + the sandbox network)', () => {
       name: 'ltdock-web',
       image: IMAGE,
       // The container waits at the gate so the test can look at it while it runs.
-      cmd: ['sh', '-c', `i=0; while [ ! -f /gate/open ] && [ $i -lt 150 ]; do sleep 0.2; i=$((i+1)); done; ip -4 addr; ${GET(8080)}; echo "allowed=$?"; ${GET(8081)}; echo "denied=$?"; echo oops >&2`],
+      cmd: ['sh', '-c', `until [ -f /gate/open ]; do sleep 0.2; done; ip -4 addr; ${GET(8080)}; echo "allowed=$?"; ${GET(8081)}; echo "denied=$?"; echo oops >&2`],
       mounts: [{ destination: '/gate', type: 'bind', source: gate, options: ['rbind', 'ro'] }],
       network: wgSandboxNetwork({ iface: wg.interface, peers: wg.peers, policy, audit: (e) => audit.push(e), log }),
       stdio: { stdin: null, ...io.stdio },
@@ -216,7 +216,7 @@ describe('runInDocker (dockerd + lattice-runsc + the sandbox network)', () => {
     let out = '';
     child.stderr?.on('data', (d: Buffer) => (err += d.toString()));
     child.stdout?.on('data', (d: Buffer) => (out += d.toString()));
-    await waitFor(async () => /started [0-9a-f]{64}/.test(err) && out.includes('ready'), 30_000, 'container started');
+    await waitFor(async () => /started [0-9a-f]{64}/.test(err) && out.includes('ready'), 60_000, 'container started');
     const containerId = /started ([0-9a-f]{64})/.exec(err)![1]!;
     child.kill('SIGTERM');
     const r = await child;
