@@ -31,7 +31,7 @@ import { Worker } from 'node:worker_threads';
 import { Socket } from 'node:net';
 import { openLinuxTun, openTunFd } from '../src/tun/linux.js';
 import { createNetns, deleteNetns, moveLink, addAddress, setLinkUp, deleteLink } from '../src/netns/ip.js';
-import { icmpEcho, udpPacket } from '../test/netns/packets.js';
+import { icmpEcho, udpPacket } from '../e2e/support/packets.js';
 
 const require = createRequire(import.meta.url);
 const koffi = require('koffi') as typeof import('koffi');

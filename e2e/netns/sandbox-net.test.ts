@@ -11,7 +11,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { listAddresses, listLinks, listNetns, listRoutes } from '../../src/netns/ip.js';
 import { listSandboxNetworks, reapSandboxNetworks, setupSandboxNetwork, type SandboxNetwork } from '../../src/netns/sandbox-net.js';
 import { COMPAT_WRAPPER, needsNetnsWorkaround, parseRunscVersion } from '../../src/runsc/compat.js';
-import { icmpEcho, ipv4Bytes, parseIp, parseUdp, udpPacket, type ParsedPacket } from '../../test/netns/packets.js';
+import { icmpEcho, ipv4Bytes, parseIp, parseUdp, udpPacket, type ParsedPacket } from '../support/packets.js';
 import { requireBinaries, requirePath, requireRoot } from '../support/env.js';
 
 beforeAll(async () => {

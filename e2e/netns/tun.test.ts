@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { addAddress, createNetns, deleteNetns, listLinks, setLinkUp, IpError } from '../../src/netns/ip.js';
 import { createTunInNetns, openLinuxTun, TunError, type LinuxTun } from '../../src/tun/linux.js';
-import { icmpEcho, parseIp } from '../../test/netns/packets.js';
+import { icmpEcho, parseIp } from '../support/packets.js';
 import { requirePath, requireRoot, waitFor } from '../support/env.js';
 
 beforeAll(() => {

@@ -2,7 +2,7 @@ import { describe, expect, it } from 'vitest';
 import { UdpBind } from '../../src/conn/udp.js';
 import { Device } from '../../src/wg/device.js';
 import { systemClock } from '../../src/clock.js';
-import { crypto, ipPacket } from './helpers.js';
+import { crypto, ipPacket } from '../wg/helpers.js';
 
 // Loopback only: two devices over real UDP sockets on 127.0.0.1 and ::1.
 describe('UdpBind (loopback)', () => {
