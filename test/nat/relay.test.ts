@@ -2,14 +2,9 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { encodeFrame, FrameDecoder, FrameType } from '../../src/nat/relay-frame.js';
 import { RelayClient } from '../../src/nat/relay-client.js';
 import { RelayServer } from '../../src/nat/relay-server.js';
+import { waitFor } from '../../e2e/support/env.js';
 
-const until = async (cond: () => boolean, ms = 3000) => {
-  const end = Date.now() + ms;
-  while (!cond()) {
-    if (Date.now() > end) throw new Error('timed out');
-    await new Promise((r) => setTimeout(r, 5));
-  }
-};
+const until = (cond: () => boolean) => waitFor(cond, 60_000, 'the relay');
 
 describe('relay framing', () => {
   it('decodes frames fed one byte at a time', () => {
