@@ -4,6 +4,7 @@ export const ImageErrorCode = {
   Rejected: 'EIMAGE_REJECTED',
   Format: 'EIMAGE_FORMAT',
   NotFound: 'EIMAGE_NOT_FOUND',
+  Limit: 'EIMAGE_LIMIT',
 } as const;
 
 /**
@@ -39,5 +40,26 @@ export class ImageNotFoundError extends LatticeError {
   override readonly name = 'ImageNotFoundError';
   constructor(message: string, options?: { cause?: unknown }) {
     super(ImageErrorCode.NotFound, message, options);
+  }
+}
+
+/**
+ * An image crossed one of the extraction limits (ExtractLimits): too much data, too many entries, a
+ * name too long, or one file too large. Names the limit and the flag that raises it.
+ */
+export class ImageLimitError extends LatticeError {
+  override readonly name = 'ImageLimitError';
+  constructor(
+    readonly layer: string,
+    readonly entry: string,
+    readonly limit: string,
+    readonly value: number,
+    flagKey: string,
+    detail: string,
+  ) {
+    super(
+      ImageErrorCode.Limit,
+      `image exceeds the extraction limit ${limit}=${value} (${detail}) at layer ${layer}, entry ${JSON.stringify(entry)}; nothing was kept. If the image is trusted, raise it with --image-limits ${flagKey}=N`,
+    );
   }
 }

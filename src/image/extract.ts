@@ -1,17 +1,20 @@
 /**
- * Safe application of image layers (tar, optionally gzip) onto a fresh rootfs directory.
+ * Safe application of image layers (tar, optionally gzip or zstd) onto a fresh rootfs directory.
+ *
+ *   blob -> sha256(blob) -> decompress -> sha256(tar) = diff_id -> readTar (./tar.ts) -> entries -> rootfs
  *
  * An image is hostile input. The rules, checked for every entry:
  *  - Names are split on '/'; empty and '.' components are dropped. Absolute names and any '..'
  *    component are rejected outright, in entry names, hardlink targets and whiteouts alike. (Docker
  *    strips a leading '/', which would also be safe; we refuse instead because layers written by
  *    docker, buildkit or GNU tar never hold one, so its presence marks a hand-crafted, hostile tar.)
+ *  - Names are bytes: they reach the filesystem exactly as the header holds them (UTF-8 or not).
  *  - Every parent component is checked with lstat from the rootfs root down: it must be a real
  *    directory. A parent that is a symlink (pointing in or out) is rejected: nothing is ever written,
  *    removed or linked THROUGH a symlink. Missing parents are created (0755, like docker).
- *  - The final component is never followed either: an existing entry is removed (lstat/unlink/rm,
- *    which do not follow links) and the new one created with O_CREAT|O_EXCL|O_NOFOLLOW, so a write
- *    never lands in a pre-existing inode.
+ *  - The final component is never followed either: files are created with O_CREAT|O_EXCL|O_NOFOLLOW
+ *    and whatever already exists there is first removed (lstat/unlink/rm, which do not follow links),
+ *    so a write never lands in a pre-existing inode.
  *  - Symlinks are created verbatim whatever they point at: they are only resolved later, inside the
  *    sandbox, never by us.
  *  - Hardlink targets are resolved by the same walk (inside the rootfs, no symlink parents) and must
@@ -19,36 +22,47 @@
  *    a symlink is just a second name for that symlink.
  *  - Whiteouts (.wh.<name>, .wh..wh..opq) resolve their directory by the same walk; they only hide
  *    lower layers' content (OCI image spec), never what the same layer wrote.
+ *  - Sparse files (old GNU 'S', pax 0.0 / 0.1 / 1.0) are restored exactly: data at its offsets, holes
+ *    left as holes, the file truncated to its real size.
+ *  - Every other entry type (GNU volume labels 'V', dump directories 'D', multi-volume 'M', unknown
+ *    letters) is refused: nothing is written for something we do not understand.
  *  - Device nodes and fifos are refused unless allowDevices is set.
  *  - setuid/setgid bits are kept: the rootfs only ever runs inside gVisor, whose Sentry contains them.
  *  - Only `user.*` and `security.capability` xattrs are applied (others, e.g. trusted.overlay.* that
  *    could steer an overlay mount, are skipped and counted); failures to set them are counted, not fatal.
+ *  - Limits (ExtractLimits): total data bytes, entry count, name length and per-entry size. Crossing
+ *    one stops the extraction with ImageLimitError naming the limit; nothing is kept.
  *
  * We are the only writer of the partial directory (mkdtemp, 0700, under a root-owned state dir), so
  * checking each component with lstat before use is not racy in this threat model: the attacker
  * controls the tar bytes, not a concurrent process. Everything happens in <target>.partial-XXXXXX,
  * renamed into place on success and removed on any failure.
+ *
+ * Filesystem calls are synchronous: each is a few microseconds, and a round trip through libuv's
+ * thread pool per call cost more than the call (the unpack is CPU-light; decompression runs in zlib's
+ * own thread). Extraction happens before a sandbox starts, when nothing else waits on this thread.
  */
 import { createHash, type Hash } from 'node:crypto';
-import { constants as C, type Stats } from 'node:fs';
+import * as fs from 'node:fs';
 import * as fsp from 'node:fs/promises';
-import { dirname, join } from 'node:path';
+import { dirname } from 'node:path';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { createGunzip } from 'node:zlib';
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
-import { extract as tarExtract, type Header as TarHeader } from 'tar-stream';
 import { LatticeError } from '../errors.js';
-import { ImageRejectedError } from './errors.js';
+import { ImageLimitError, ImageRejectedError } from './errors.js';
+import { readTar, TarFormatError, TarType, type TarHeader } from './tar.js';
 import { lsetxattr } from './xattr.js';
 
 const execFileP = promisify(execFile);
+const C = fs.constants;
 
 export interface LayerInput {
   /** Shown in errors and progress: a digest or a file name. */
   readonly name: string;
-  /** Opens the raw layer blob (tar, or gzip'd tar). Called once, when the layer's turn comes. */
+  /** Opens the raw layer blob (tar, or gzip'd / zstd'd tar). Called once, when the layer's turn comes. */
   open(): Promise<Readable>;
   /** sha256 of the raw blob ("sha256:<hex>"), verified when given. */
   readonly digest?: string;
@@ -67,18 +81,45 @@ export interface ExtractProgress {
   readonly done: boolean;
 }
 
+/**
+ * What one image may cost the host. Defaults are far above any real image (the largest public
+ * images hold a few hundred thousand files and tens of GiB) and far below what fills a disk or the
+ * launcher's memory by surprise.
+ */
+export interface ExtractLimits {
+  /** Total bytes of file data written, over all layers (holes of sparse files are free). */
+  readonly maxBytes: number;
+  /** Total tar entries, over all layers. */
+  readonly maxEntries: number;
+  /** Longest entry name or link target, in bytes (Linux PATH_MAX is 4096). */
+  readonly maxPathBytes: number;
+  /** Largest single file's data, in bytes. */
+  readonly maxEntryBytes: number;
+}
+
+export const DEFAULT_EXTRACT_LIMITS: ExtractLimits = {
+  maxBytes: 64 * 2 ** 30,
+  maxEntries: 2_000_000,
+  maxPathBytes: 4096,
+  maxEntryBytes: 32 * 2 ** 30,
+};
+
 export interface ExtractOptions {
   /** Create character/block devices and fifos instead of rejecting the image. */
   readonly allowDevices?: boolean;
   readonly onProgress?: (p: ExtractProgress) => void;
   /** Apply tar ownership (default: when running as root). */
   readonly chown?: boolean;
+  /** Any limit not given keeps its default (DEFAULT_EXTRACT_LIMITS). */
+  readonly limits?: Partial<ExtractLimits>;
 }
 
 export interface ExtractStats {
   entries: number;
-  /** Uncompressed tar bytes applied. */
+  /** Uncompressed tar bytes read. */
   bytes: number;
+  /** File data bytes written (what maxBytes limits). */
+  dataBytes: number;
   xattrsSkipped: number;
   /** Another extractor committed the same target first; ours was discarded. */
   raced: boolean;
@@ -96,6 +137,26 @@ const WH_PREFIX = '.wh.';
 const WH_META_PREFIX = '.wh..wh.';
 const WH_OPAQUE = '.wh..wh..opq';
 
+/** What GNU tar calls the typeflags we refuse, for the message. */
+const TYPE_NAMES: Record<string, string> = {
+  V: 'GNU volume label',
+  D: 'GNU dump directory (incremental archive)',
+  M: 'GNU multi-volume continuation',
+  N: 'old GNU long-name list',
+  S: 'GNU sparse file outside the GNU format',
+  X: 'Solaris extended header',
+  A: 'Solaris ACL',
+  E: 'Solaris extended attribute',
+  I: 'inode metadata',
+};
+
+/** A byte string (latin1, one char per byte) shown as text: UTF-8 when it is, escaped otherwise. */
+export function displayName(bytes: string): string {
+  const b = Buffer.from(bytes, 'latin1');
+  const u = b.toString('utf8');
+  return Buffer.from(u, 'utf8').equals(b) ? u : bytes.replace(/[\x80-\xff]/g, (c) => `\\x${c.charCodeAt(0).toString(16)}`);
+}
+
 /** Split a tar name into safe components, or say why not. '.' and empty parts are dropped. */
 export function safeComponents(name: string): string[] | { reason: string } {
   if (name.includes('\0')) return { reason: 'name contains a NUL byte' };
@@ -109,14 +170,11 @@ export function safeComponents(name: string): string[] | { reason: string } {
   return out;
 }
 
-async function lstatOrNull(p: string): Promise<Stats | null> {
-  try {
-    return await fsp.lstat(p);
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return null;
-    throw err;
-  }
+function lstatOrNull(p: Buffer): fs.Stats | null {
+  return fs.lstatSync(p, { throwIfNoEntry: false }) ?? null;
 }
+
+const errno = (err: unknown) => (err as NodeJS.ErrnoException).code;
 
 /** Extract `layers` in order into a new directory `target` (which must not exist yet). */
 export async function extractLayers(
@@ -129,7 +187,7 @@ export async function extractLayers(
   const x = new Extractor(partial, opts);
   try {
     for (let i = 0; i < layers.length; i++) await x.applyLayer(layers[i], i, layers.length);
-    await x.finish();
+    x.finish();
   } catch (err) {
     await fsp.rm(partial, { recursive: true, force: true });
     throw err;
@@ -138,26 +196,23 @@ export async function extractLayers(
     await fsp.rename(partial, target);
   } catch (err) {
     await fsp.rm(partial, { recursive: true, force: true });
-    const code = (err as NodeJS.ErrnoException).code;
+    const code = errno(err);
     if (code === 'ENOTEMPTY' || code === 'EEXIST') return { ...x.stats, raced: true };
     throw err;
   }
   return x.stats;
 }
 
-type Header = TarHeader;
-
 class Extractor {
-  readonly stats: ExtractStats = { entries: 0, bytes: 0, xattrsSkipped: 0, raced: false };
-  /** Relative paths known to be real directories (created or lstat-verified by us). */
+  readonly stats: ExtractStats = { entries: 0, bytes: 0, dataBytes: 0, xattrsSkipped: 0, raced: false };
+  /** Relative paths (byte strings) known to be real directories (created or lstat-verified by us). */
   private readonly dirs = new Set<string>(['']);
-  /** Directory mtimes, applied at the very end (writing children changes them). */
-  private readonly dirTimes = new Map<string, Date>();
-  /** Directories we created empty, and every path we created: a path never created under a fresh
-   * directory cannot exist, which saves an lstat per entry (O_EXCL backs this up). */
-  private readonly fresh = new Set<string>(['']);
-  private readonly seen = new Set<string>();
+  /** Directory mtimes (seconds), applied at the very end (writing children changes them). */
+  private readonly dirTimes = new Map<string, number>();
   private readonly chown: boolean;
+  private readonly limits: ExtractLimits;
+  /** The partial directory as a byte string with a trailing '/'. */
+  private readonly rootBytes: string;
   private rootModeSet = false;
   // per layer
   private layerName = '';
@@ -170,14 +225,20 @@ class Extractor {
     private readonly opts: ExtractOptions,
   ) {
     this.chown = opts.chown ?? process.geteuid?.() === 0;
+    this.limits = { ...DEFAULT_EXTRACT_LIMITS, ...opts.limits };
+    this.rootBytes = `${Buffer.from(root, 'utf8').toString('latin1')}/`;
   }
 
   private reject(reason: string): never {
-    throw new ImageRejectedError(this.layerName, this.entryName, reason);
+    throw new ImageRejectedError(this.layerName, displayName(this.entryName), reason);
   }
 
-  private abs(rel: string): string {
-    return rel === '' ? this.root : join(this.root, rel);
+  private limit(which: keyof ExtractLimits, flag: string, detail: string): never {
+    throw new ImageLimitError(this.layerName, displayName(this.entryName), which, this.limits[which], flag, detail);
+  }
+
+  private abs(rel: string): Buffer {
+    return Buffer.from(rel === '' ? this.root : this.rootBytes + rel, rel === '' ? 'utf8' : 'latin1');
   }
 
   async applyLayer(layer: LayerInput, index: number, count: number): Promise<void> {
@@ -193,43 +254,34 @@ class Extractor {
       this.opts.onProgress?.({ layer: index, layers: count, name: layer.name, bytes: rawBytes, size: layer.size, done });
     report(false);
     const raw = await layer.open();
-    const ex = tarExtract();
-    const done = pipeline(
-      raw,
-      async function* (src: AsyncIterable<Buffer>) {
-        for await (const c of src) {
-          rawHash.update(c);
-          rawBytes += c.length;
-          if (rawBytes - lastReport >= 1 << 20) {
-            lastReport = rawBytes;
-            report(false);
-          }
-          yield c;
+    const counted = async function* (src: AsyncIterable<Buffer>) {
+      for await (const c of src) {
+        rawHash.update(c);
+        rawBytes += c.length;
+        if (rawBytes - lastReport >= 1 << 20) {
+          lastReport = rawBytes;
+          report(false);
         }
-      },
-      decompress(layer.name),
-      tapHash(tarHash, (n) => (this.stats.bytes += n)),
-      ex as unknown as NodeJS.WritableStream,
-    );
+        yield c;
+      }
+    };
+    const tar = tapHash(tarHash, (n) => (this.stats.bytes += n))(decompress(layer.name)(counted(raw)));
     try {
-      for await (const entry of ex) {
+      for await (const entry of readTar(tar, { maxMeta: Math.max(1 << 20, this.limits.maxPathBytes * 4), maxSparseSegments: 1 << 16 })) {
         this.entryName = entry.header.name;
+        if (++this.stats.entries > this.limits.maxEntries) this.limit('maxEntries', 'entries', `more than ${this.limits.maxEntries} entries`);
         try {
-          await this.applyEntry(entry.header, entry as unknown as AsyncIterable<Buffer>);
+          await this.applyEntry(entry.header, entry.body);
         } catch (err) {
           if (err instanceof LatticeError) throw err;
-          throw new ImageExtractError(this.layerName, this.entryName, { cause: err });
+          throw new ImageExtractError(this.layerName, displayName(this.entryName), { cause: err });
         }
-        entry.resume();
-        this.stats.entries++;
       }
-      await done;
     } catch (err) {
       raw.destroy();
-      ex.destroy();
-      await done.catch(() => undefined);
       if (err instanceof LatticeError) throw err;
-      throw new ImageRejectedError(layer.name, this.entryName, `unreadable layer (${(err as Error).message})`, { cause: err });
+      const what = err instanceof TarFormatError ? 'corrupt tar' : 'unreadable layer';
+      throw new ImageRejectedError(layer.name, displayName(this.entryName), `${what} (${(err as Error).message})`, { cause: err });
     }
     this.entryName = '(layer blob)';
     if (layer.size !== undefined && layer.digest !== undefined && rawBytes !== layer.size) {
@@ -243,31 +295,29 @@ class Extractor {
     }
     this.entryName = '(opaque directories)';
     for (const d of this.opaque) {
-      if ((await this.walkDir(d === '' ? [] : d.split('/'), false)) !== null) await this.pruneUnwritten(d);
+      if (this.walkDir(d === '' ? [] : d.split('/'), false) !== null) this.pruneUnwritten(d);
     }
     report(true);
   }
 
   /** Walk `comps` from the root; each must be a real directory. Returns the relative path or null if missing. */
-  private async walkDir(comps: readonly string[], create: boolean): Promise<string | null> {
+  private walkDir(comps: readonly string[], create: boolean): string | null {
     let rel = '';
     for (const c of comps) {
       rel = rel === '' ? c : `${rel}/${c}`;
       if (this.dirs.has(rel)) continue;
       const abs = this.abs(rel);
-      const st = await lstatOrNull(abs);
+      const st = lstatOrNull(abs);
       if (st === null) {
         if (!create) return null;
-        await fsp.mkdir(abs, 0o755);
-        await fsp.chmod(abs, 0o755);
+        fs.mkdirSync(abs, 0o755);
+        fs.chmodSync(abs, 0o755);
         this.dirs.add(rel);
-        this.fresh.add(rel);
-        this.seen.add(rel);
         this.written.add(rel);
         continue;
       }
-      if (st.isSymbolicLink()) this.reject(`parent ${JSON.stringify(rel)} is a symlink; nothing may be written through a symlink`);
-      if (!st.isDirectory()) this.reject(`parent ${JSON.stringify(rel)} is not a directory`);
+      if (st.isSymbolicLink()) this.reject(`parent ${JSON.stringify(displayName(rel))} is a symlink; nothing may be written through a symlink`);
+      if (!st.isDirectory()) this.reject(`parent ${JSON.stringify(displayName(rel))} is not a directory`);
       this.dirs.add(rel);
     }
     return rel;
@@ -278,206 +328,226 @@ class Extractor {
     const prefix = rel === '' ? '' : `${rel}/`;
     for (const d of this.dirs) if (d === rel || d.startsWith(prefix)) this.dirs.delete(d);
     for (const d of this.dirTimes.keys()) if (d === rel || d.startsWith(prefix)) this.dirTimes.delete(d);
-    for (const d of this.fresh) if (d === rel || d.startsWith(prefix)) this.fresh.delete(d);
     this.dirs.add('');
   }
 
-  /** lstat rel, skipping the call when it cannot exist (never created under a fresh parent). */
-  private async existing(rel: string): Promise<Stats | null> {
-    if (!this.seen.has(rel)) {
-      const slash = rel.lastIndexOf('/');
-      if (this.fresh.has(slash < 0 ? '' : rel.slice(0, slash))) return null;
-    }
-    return lstatOrNull(this.abs(rel));
-  }
-
   /** Remove whatever is at rel (never following a link). Its parent has been verified. */
-  private async removeExisting(rel: string): Promise<Stats | null> {
+  private removeExisting(rel: string): fs.Stats | null {
     const abs = this.abs(rel);
-    const st = await this.existing(rel);
+    const st = lstatOrNull(abs);
     if (st === null) return null;
     if (st.isDirectory()) {
       this.invalidate(rel);
-      await fsp.rm(abs, { recursive: true, force: true });
+      fs.rmSync(abs, { recursive: true, force: true });
     } else {
-      await fsp.unlink(abs);
+      fs.unlinkSync(abs);
     }
     return st;
   }
 
-  private async applyEntry(h: Header, body: AsyncIterable<Buffer>): Promise<void> {
+  /** Run `make` (which creates at abs); if something is already there, remove it and try once more. */
+  private createFresh<T>(rel: string, make: () => T): T {
+    try {
+      return make();
+    } catch (err) {
+      if (errno(err) !== 'EEXIST') throw err;
+    }
+    this.removeExisting(rel);
+    return make();
+  }
+
+  private async applyEntry(h: TarHeader, body: AsyncIterable<Buffer>): Promise<void> {
+    if (h.name.length > this.limits.maxPathBytes) this.limit('maxPathBytes', 'path', `name is ${h.name.length} bytes`);
+    if (h.linkname.length > this.limits.maxPathBytes) this.limit('maxPathBytes', 'path', `link target is ${h.linkname.length} bytes`);
     const comps = safeComponents(h.name);
     if (!Array.isArray(comps)) this.reject(comps.reason);
     const base = comps.length > 0 ? comps[comps.length - 1] : '';
     const parent = comps.slice(0, -1);
 
+    const type = h.type;
+    if (type === TarType.Unsupported) {
+      const what = TYPE_NAMES[h.typeflag];
+      this.reject(`unsupported entry type '${h.typeflag}'${what ? ` (${what})` : ''}; nothing of this kind can be unpacked safely`);
+    }
     if (base.startsWith(WH_PREFIX)) return this.whiteout(parent, base);
     if (comps.length === 0) {
       // "./" itself: only metadata of the root directory.
-      if (h.type !== 'directory') this.reject('entry would replace the rootfs directory');
+      if (type !== TarType.Directory) this.reject('entry would replace the rootfs directory');
       this.rootModeSet = true;
       return this.meta('', h, 'dir');
     }
     const rel = comps.join('/');
-    const type = h.type ?? 'file';
-    const isDevice = type === 'character-device' || type === 'block-device' || type === 'fifo';
+    const isDevice = type === TarType.CharDevice || type === TarType.BlockDevice || type === TarType.Fifo;
     if (isDevice && !this.opts.allowDevices) this.reject(`${type} entries are refused (allowDevices is off)`);
-    if (!['file', 'contiguous-file', 'directory', 'symlink', 'link'].includes(type) && !isDevice) {
-      this.reject(`unsupported entry type ${type}`);
-    }
 
-    await this.walkDir(parent, true);
-    const abs = this.abs(rel);
+    this.walkDir(parent, true);
     this.written.add(rel);
-    try {
-      await this.create(rel, abs, type, h, body);
-    } finally {
-      this.seen.add(rel);
-    }
+    await this.create(rel, type, h, body);
   }
 
-  private async create(rel: string, abs: string, type: string, h: Header, body: AsyncIterable<Buffer>): Promise<void> {
+  private async create(rel: string, type: TarType, h: TarHeader, body: AsyncIterable<Buffer>): Promise<void> {
+    const abs = this.abs(rel);
     switch (type) {
-      case 'directory': {
-        const st = await this.existing(rel);
-        if (st === null || !st.isDirectory()) {
-          if (st !== null) await this.removeExisting(rel);
-          await fsp.mkdir(abs, 0o700);
-          this.fresh.add(rel);
+      case TarType.Directory: {
+        if (!this.dirs.has(rel)) {
+          const st = lstatOrNull(abs);
+          if (st === null || !st.isDirectory()) {
+            if (st !== null) this.removeExisting(rel);
+            fs.mkdirSync(abs, 0o700);
+          }
         }
         this.dirs.add(rel);
         return this.meta(rel, h, 'dir');
       }
-      case 'file':
-      case 'contiguous-file': {
-        await this.removeExisting(rel);
-        const fh = await fsp.open(abs, C.O_WRONLY | C.O_CREAT | C.O_EXCL | C.O_NOFOLLOW, 0o600);
-        try {
-          for await (const chunk of body as AsyncIterable<Buffer>) {
-            let off = 0;
-            while (off < chunk.length) off += (await fh.write(chunk, off, chunk.length - off)).bytesWritten;
-          }
-        } finally {
-          await fh.close();
+      case TarType.File: {
+        if (h.size > this.limits.maxEntryBytes) this.limit('maxEntryBytes', 'entry-bytes', `file holds ${h.size} bytes`);
+        if (this.stats.dataBytes + h.size > this.limits.maxBytes) {
+          this.limit('maxBytes', 'bytes', `${this.stats.dataBytes + h.size} bytes of file data`);
         }
-        return this.meta(rel, h, 'file');
+        this.stats.dataBytes += h.size;
+        if (this.dirs.has(rel)) this.removeExisting(rel);
+        const fd = this.createFresh(rel, () => fs.openSync(abs, C.O_WRONLY | C.O_CREAT | C.O_EXCL | C.O_NOFOLLOW, 0o600));
+        try {
+          if (h.sparse) await writeSparse(fd, body, h.sparse.map, h.sparse.realSize);
+          else {
+            for await (const chunk of body) writeAll(fd, chunk, null);
+          }
+          if (this.chown) fs.fchownSync(fd, h.uid, h.gid);
+          // chmod after chown: chown clears setuid/setgid.
+          fs.fchmodSync(fd, h.mode & 0o7777);
+          if (h.xattrs.length > 0) this.xattrs(abs, h.xattrs);
+          fs.futimesSync(fd, h.mtime, h.mtime);
+        } finally {
+          fs.closeSync(fd);
+        }
+        return;
       }
-      case 'symlink': {
-        if (!h.linkname) this.reject('symlink with an empty target');
-        await this.removeExisting(rel);
-        await fsp.symlink(h.linkname, abs);
+      case TarType.Symlink: {
+        if (h.linkname === '') this.reject('symlink with an empty target');
+        if (this.dirs.has(rel)) this.removeExisting(rel);
+        this.createFresh(rel, () => fs.symlinkSync(Buffer.from(h.linkname, 'latin1'), abs));
         return this.meta(rel, h, 'symlink');
       }
-      case 'link': {
-        const t = safeComponents(h.linkname ?? '');
+      case TarType.Link: {
+        const t = safeComponents(h.linkname);
         if (!Array.isArray(t)) this.reject(`hardlink target: ${t.reason}`);
         if (t.length === 0) this.reject('hardlink to the rootfs directory');
-        const tdir = await this.walkDir(t.slice(0, -1), false);
+        const tdir = this.walkDir(t.slice(0, -1), false);
         const trel = t.join('/');
-        const tst = tdir === null ? null : await lstatOrNull(this.abs(trel));
-        if (tst === null) this.reject(`hardlink target ${JSON.stringify(h.linkname)} does not exist in the rootfs`);
+        const tst = tdir === null ? null : lstatOrNull(this.abs(trel));
+        if (tst === null) this.reject(`hardlink target ${JSON.stringify(displayName(h.linkname))} does not exist in the rootfs`);
         if (tst.isDirectory()) this.reject('hardlink to a directory');
         if (trel === rel) return;
-        await this.removeExisting(rel);
-        await fsp.link(this.abs(trel), abs); // link(2) does not follow a symlink target on Linux
+        if (this.dirs.has(rel)) this.removeExisting(rel);
+        this.createFresh(rel, () => fs.linkSync(this.abs(trel), abs)); // link(2) does not follow a symlink target on Linux
         return;
       }
       default: {
         // Devices and fifos, only with allowDevices. Node has no mknod(2); use the mknod tool.
-        await this.removeExisting(rel);
-        const args = type === 'fifo' ? [abs, 'p'] : [abs, type === 'block-device' ? 'b' : 'c', String(h.devmajor ?? 0), String(h.devminor ?? 0)];
+        const path = abs.toString('utf8');
+        if (!Buffer.from(path, 'utf8').equals(abs)) this.reject('device or fifo with a name that is not UTF-8');
+        this.removeExisting(rel);
+        const args = type === TarType.Fifo ? [path, 'p'] : [path, type === TarType.BlockDevice ? 'b' : 'c', String(h.devmajor), String(h.devminor)];
         await execFileP('mknod', ['--', ...args]);
         return this.meta(rel, h, 'file');
       }
     }
   }
 
-  private async whiteout(parent: string[], base: string): Promise<void> {
+  private whiteout(parent: string[], base: string): void {
     if (base === WH_OPAQUE) {
-      const d = await this.walkDir(parent, false);
+      const d = this.walkDir(parent, false);
       if (d !== null) this.opaque.push(d);
       return;
     }
     if (base.startsWith(WH_META_PREFIX)) return; // aufs bookkeeping (.wh..wh.plnk etc.): not content
     const name = base.slice(WH_PREFIX.length);
     if (name === '' || name === '.' || name === '..') this.reject('whiteout of an invalid name');
-    const d = await this.walkDir(parent, false);
+    const d = this.walkDir(parent, false);
     if (d === null) return; // nothing below to hide
     const rel = d === '' ? name : `${d}/${name}`;
     if (this.written.has(rel)) return; // a whiteout only hides lower layers
-    await this.removeExisting(rel);
+    this.removeExisting(rel);
   }
 
   /** Opaque directory: drop everything below `rel` that this layer did not write. */
-  private async pruneUnwritten(rel: string): Promise<void> {
-    for (const name of await fsp.readdir(this.abs(rel))) {
+  private pruneUnwritten(rel: string): void {
+    for (const nb of fs.readdirSync(this.abs(rel), { encoding: 'buffer' })) {
+      const name = nb.toString('latin1');
       const child = rel === '' ? name : `${rel}/${name}`;
       if (!this.written.has(child)) {
-        await this.removeExisting(child);
+        this.removeExisting(child);
         continue;
       }
-      const st = await fsp.lstat(this.abs(child));
-      if (st.isDirectory()) await this.pruneUnwritten(child);
+      if (fs.lstatSync(this.abs(child)).isDirectory()) this.pruneUnwritten(child);
     }
   }
 
-  private async meta(rel: string, h: Header, kind: 'file' | 'dir' | 'symlink'): Promise<void> {
+  private meta(rel: string, h: TarHeader, kind: 'file' | 'dir' | 'symlink'): void {
     const abs = this.abs(rel);
-    if (this.chown) await fsp.lchown(abs, h.uid ?? 0, h.gid ?? 0);
+    if (this.chown) fs.lchownSync(abs, h.uid, h.gid);
     // chmod after chown: chown clears setuid/setgid.
-    if (kind !== 'symlink') await fsp.chmod(abs, (h.mode ?? (kind === 'dir' ? 0o755 : 0o644)) & 0o7777);
-    if (h.pax) this.xattrs(abs, h.pax as Record<string, string>);
-    const mtime = h.mtime ?? new Date(0);
-    if (kind === 'dir') this.dirTimes.set(rel, mtime);
-    else await fsp.lutimes(abs, mtime, mtime);
+    if (kind !== 'symlink') fs.chmodSync(abs, h.mode & 0o7777);
+    if (h.xattrs.length > 0) this.xattrs(abs, h.xattrs);
+    if (kind === 'dir') this.dirTimes.set(rel, h.mtime);
+    else fs.lutimesSync(abs, h.mtime, h.mtime);
   }
 
-  private xattrs(abs: string, pax: Record<string, string>): void {
-    for (const [key, val] of Object.entries(pax)) {
-      let name: string;
-      let value: Buffer;
-      if (key.startsWith('SCHILY.xattr.')) {
-        name = key.slice('SCHILY.xattr.'.length);
-        // tar-stream decodes pax values as UTF-8: binary values come back lossy; skip those.
-        if (val.includes('\uFFFD')) {
-          this.stats.xattrsSkipped++;
-          continue;
-        }
-        value = Buffer.from(val, 'utf8');
-      } else if (key.startsWith('LIBARCHIVE.xattr.')) {
-        try {
-          name = decodeURIComponent(key.slice('LIBARCHIVE.xattr.'.length));
-        } catch {
-          this.stats.xattrsSkipped++;
-          continue;
-        }
-        value = Buffer.from(val, 'base64');
-      } else continue;
+  private xattrs(abs: Buffer, xattrs: ReadonlyArray<[string, Buffer]>): void {
+    for (const [name, value] of xattrs) {
       if (!(name.startsWith('user.') || name === 'security.capability')) {
         this.stats.xattrsSkipped++;
         continue;
       }
       try {
-        lsetxattr(abs, name, value);
+        lsetxattr(abs, Buffer.from(name, 'latin1'), value);
       } catch {
         this.stats.xattrsSkipped++; // fs without xattrs, or not permitted: not fatal
       }
     }
   }
 
-  async finish(): Promise<void> {
+  finish(): void {
     this.layerName = '(all)';
     this.entryName = '(directory times)';
     const byDepth = [...this.dirTimes.entries()].sort((a, b) => b[0].split('/').length - a[0].split('/').length);
     for (const [rel, t] of byDepth) {
       // Re-walk: the path must still be a real directory reached without symlinks.
-      const d = await this.walkDir(rel === '' ? [] : rel.split('/'), false);
+      const d = this.walkDir(rel === '' ? [] : rel.split('/'), false);
       if (d === null) continue;
-      const st = await lstatOrNull(this.abs(rel));
-      if (st?.isDirectory()) await fsp.lutimes(this.abs(rel), t, t);
+      const st = lstatOrNull(this.abs(rel));
+      if (st?.isDirectory()) fs.lutimesSync(this.abs(rel), t, t);
     }
-    if (!this.rootModeSet) await fsp.chmod(this.root, 0o755); // mkdtemp made it 0700
+    if (!this.rootModeSet) fs.chmodSync(this.root, 0o755); // mkdtemp made it 0700
   }
+}
+
+function writeAll(fd: number, chunk: Buffer, position: number | null): void {
+  let off = 0;
+  while (off < chunk.length) {
+    const n = fs.writeSync(fd, chunk, off, chunk.length - off, position === null ? null : position + off);
+    off += n;
+  }
+}
+
+/** Write the concatenated segment data of a sparse file at its offsets; holes stay unwritten. */
+async function writeSparse(fd: number, body: AsyncIterable<Buffer>, map: ReadonlyArray<{ offset: number; size: number }>, realSize: number): Promise<void> {
+  let seg = 0;
+  let inSeg = 0;
+  for await (let chunk of body) {
+    while (chunk.length > 0) {
+      while (seg < map.length && inSeg >= map[seg].size) {
+        seg++;
+        inSeg = 0;
+      }
+      if (seg >= map.length) throw new TarFormatError('sparse data longer than its map');
+      const n = Math.min(chunk.length, map[seg].size - inSeg);
+      writeAll(fd, chunk.subarray(0, n), map[seg].offset + inSeg);
+      inSeg += n;
+      chunk = chunk.subarray(n);
+    }
+  }
+  fs.ftruncateSync(fd, realSize);
 }
 
 function tapHash(hash: Hash, count: (n: number) => void) {
@@ -505,7 +575,7 @@ function decompress(layer: string) {
       for (let r = await it.next(); !r.done; r = await it.next()) yield r.value;
     };
     if (head[0] === 0x1f && head[1] === 0x8b) {
-      const gz = createGunzip();
+      const gz = createGunzip({ chunkSize: 1 << 18 });
       const p = pipeline(Readable.from(whole()), gz).catch((err: unknown) => gz.destroy(err as Error));
       yield* gz as AsyncIterable<Buffer>;
       await p;

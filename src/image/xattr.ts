@@ -4,7 +4,7 @@ import koffi from 'koffi';
  * Node has no xattr API; lsetxattr/lgetxattr come from libc through koffi. `l` variants: never
  * follow a symlink (the extractor only calls these on paths it has just created inside the rootfs).
  */
-type SetFn = (path: string, name: string, value: Buffer, size: number, flags: number) => number;
+type SetFn = (path: Buffer, name: Buffer, value: Buffer, size: number, flags: number) => number;
 type GetFn = (path: string, name: string, value: Buffer | null, size: number) => number;
 
 let fns: { set: SetFn; get: GetFn } | null | undefined;
@@ -14,7 +14,7 @@ function load(): { set: SetFn; get: GetFn } | null {
   try {
     const libc = koffi.load('libc.so.6');
     fns = {
-      set: libc.func('int lsetxattr(const char *path, const char *name, const void *value, size_t size, int flags)') as SetFn,
+      set: libc.func('int lsetxattr(const uint8_t *path, const uint8_t *name, const void *value, size_t size, int flags)') as SetFn,
       get: libc.func('long lgetxattr(const char *path, const char *name, void *value, size_t size)') as GetFn,
     };
   } catch {
@@ -32,11 +32,16 @@ export class XattrError extends Error {
   }
 }
 
-/** Set one xattr on path without following a symlink. Throws XattrError with the errno on failure. */
-export function lsetxattr(path: string, name: string, value: Buffer): void {
+const cstr = (s: string | Buffer) => Buffer.concat([typeof s === 'string' ? Buffer.from(s, 'utf8') : s, Buffer.alloc(1)]);
+
+/**
+ * Set one xattr on path without following a symlink. Path and name are strings (UTF-8) or raw bytes
+ * (names that are not UTF-8 pass through exactly). Throws XattrError with the errno on failure.
+ */
+export function lsetxattr(path: string | Buffer, name: string | Buffer, value: Buffer): void {
   const f = load();
   if (!f) throw new XattrError(-1, 'xattrs unavailable (libc not loadable)');
-  if (f.set(path, name, value, value.length, 0) !== 0) {
+  if (f.set(cstr(path), cstr(name), value, value.length, 0) !== 0) {
     const e = koffi.errno();
     throw new XattrError(e, `lsetxattr ${name}: errno ${e}`);
   }
