@@ -61,6 +61,8 @@ export interface TarHeader {
 
 export interface TarEntry {
   readonly header: TarHeader;
+  /** Byte offset of the entry's data (after any sparse map) in the uncompressed stream. */
+  readonly offset: number;
   /** The entry's data (for sparse files: the segments, concatenated). Read it or not: the reader skips the rest. */
   readonly body: AsyncIterable<Buffer>;
 }
@@ -85,7 +87,14 @@ class ByteReader {
   private buf: Buffer = Buffer.alloc(0);
   private pos = 0;
   private eof = false;
+  /** Bytes handed out or skipped so far. */
+  private base = 0;
   constructor(private readonly it: AsyncIterator<Buffer>) {}
+
+  /** Offset in the stream of the next byte to be read. */
+  get position(): number {
+    return this.base + this.pos;
+  }
 
   private get avail(): number {
     return this.buf.length - this.pos;
@@ -101,6 +110,7 @@ class ByteReader {
       }
       const c = r.value;
       if (c.length === 0) continue;
+      this.base += this.pos;
       this.buf = this.avail === 0 ? c : Buffer.concat([this.buf.subarray(this.pos), c]);
       this.pos = 0;
       return true;
@@ -137,6 +147,9 @@ class ByteReader {
   async drain(): Promise<void> {
     this.pos = this.buf.length;
     while (await this.more()) this.pos = this.buf.length;
+    this.base += this.pos;
+    this.pos = 0;
+    this.buf = Buffer.alloc(0);
   }
 }
 
@@ -504,7 +517,7 @@ export async function* readTar(src: AsyncIterable<Buffer>, limits: TarReaderLimi
         },
       }),
     };
-    yield { header: hdr, body };
+    yield { header: hdr, offset: r.position, body };
     await r.skip(left + ((BLOCK - (size % BLOCK)) % BLOCK));
   }
 }
