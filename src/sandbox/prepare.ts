@@ -1,7 +1,6 @@
-import { readFile } from 'node:fs/promises';
-import { join } from 'node:path';
 import { UsageError } from '../errors.js';
 import { processFromImage } from '../image/config.js';
+import { readRootfsFile } from '../image/rootfs-file.js';
 import type { RootfsSource } from '../image/rootfs.js';
 import { parseEnv, resolveRootfsArg } from './inputs.js';
 
@@ -81,22 +80,34 @@ export async function prepareProcess(f: RootfsFlags & ProcessFlags, stateDir: st
   };
 }
 
-/** "uid[:gid]" or "name[:group]" (looked up in the rootfs's /etc/passwd and /etc/group). */
+/** Largest /etc/passwd or /etc/group read from a rootfs. */
+const MAX_USERDB_BYTES = 4 << 20;
+
+/**
+ * "uid[:gid]" or "name[:group]", names looked up in the rootfs's /etc/passwd and /etc/group as a
+ * chroot would see them (symlinks resolved inside the rootfs, regular files only, bounded size).
+ */
 export async function resolveUser(spec: string, rootfs: string): Promise<{ uid: number; gid: number }> {
   const [u = '', g] = spec.split(':');
+  const why: string[] = [];
   const lookup = async (file: string, name: string, field: number) => {
-    const text = await readFile(join(rootfs, 'etc', file), 'utf8').catch(() => '');
-    for (const line of text.split('\n')) {
+    const r = await readRootfsFile(rootfs, `/etc/${file}`, MAX_USERDB_BYTES);
+    if ('missing' in r) {
+      why.push(r.missing);
+      return undefined;
+    }
+    for (const line of r.text.split('\n')) {
       const cols = line.split(':');
-      if (cols[0] === name) return Number(cols[field]);
+      if (cols[0] === name && /^\d+$/.test(cols[field] ?? '')) return Number(cols[field]);
     }
     return undefined;
   };
+  const because = () => (why.length > 0 ? ` (${why.join('; ')})` : '');
   const uid = /^\d+$/.test(u) ? Number(u) : await lookup('passwd', u, 2);
-  if (uid === undefined || !Number.isInteger(uid)) throw new UsageError(`user "${u}" is neither a number nor listed in the image's /etc/passwd; use --user UID[:GID]`);
+  if (uid === undefined || !Number.isInteger(uid)) throw new UsageError(`user "${u}" is neither a number nor listed in the image's /etc/passwd${because()}; use --user UID[:GID]`);
   let gid: number | undefined;
   if (g === undefined) gid = /^\d+$/.test(u) ? uid : await lookup('passwd', u, 3);
   else gid = /^\d+$/.test(g) ? Number(g) : await lookup('group', g, 2);
-  if (gid === undefined || !Number.isInteger(gid)) throw new UsageError(`group of user "${spec}" is unknown; use --user UID:GID`);
+  if (gid === undefined || !Number.isInteger(gid)) throw new UsageError(`group of user "${spec}" is not listed in the image's /etc/group${because()}; use --user UID:GID`);
   return { uid, gid };
 }
