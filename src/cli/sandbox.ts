@@ -230,6 +230,7 @@ function addProcessOptions(cmd: Command): Command {
     .option('--image <ref>', 'root filesystem and defaults from an image in the local Docker engine')
     .option('--image-archive <file>', 'root filesystem and defaults from a `docker save` tarball')
     .option('--oci-layout <dir[:tag]>', 'root filesystem and defaults from an OCI image layout directory')
+    .option('--image-limits <k=v,...>', 'unpack limits: bytes=64g,entries=2000000,path=4096,entry-bytes=32g (defaults shown)')
     .option('--entrypoint <path>', 'override the image\'s entrypoint')
     .option('--env <KEY=VALUE>', 'environment variable (repeatable)', collect, [])
     .option('--cwd <dir>', 'working directory inside the sandbox (default: the image\'s, else /)')
@@ -245,6 +246,7 @@ function processFlags(cmd: string[], o: Record<string, unknown>) {
     image: o.image as string | undefined,
     imageArchive: o.imageArchive as string | undefined,
     ociLayout: o.ociLayout as string | undefined,
+    imageLimits: o.imageLimits as string | undefined,
     cmd,
     env: o.env as string[],
     cwd: o.cwd as string | undefined,

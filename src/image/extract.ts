@@ -51,7 +51,8 @@ import { pipeline } from 'node:stream/promises';
 import { createGunzip } from 'node:zlib';
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
-import { LatticeError } from '../errors.js';
+import { LatticeError, UsageError } from '../errors.js';
+import { parseByteSize, parseCount } from '../units.js';
 import { ImageLimitError, ImageRejectedError } from './errors.js';
 import { readTar, TarFormatError, TarType, type TarHeader } from './tar.js';
 import { lsetxattr } from './xattr.js';
@@ -586,4 +587,26 @@ function decompress(layer: string) {
     }
     yield* whole();
   };
+}
+
+/** The --image-limits keys and the ExtractLimits field each sets. */
+export const IMAGE_LIMIT_KEYS = { bytes: 'maxBytes', entries: 'maxEntries', path: 'maxPathBytes', 'entry-bytes': 'maxEntryBytes' } as const;
+
+/**
+ * Parse `--image-limits bytes=100g,entries=5000000,path=8192,entry-bytes=50g` (any subset; sizes
+ * take k/m/g/t suffixes). Throws UsageError on an unknown key or a bad value.
+ */
+export function parseImageLimits(s: string): Partial<ExtractLimits> {
+  const out: Partial<Record<keyof ExtractLimits, number>> = {};
+  for (const part of s.split(',').map((p) => p.trim()).filter(Boolean)) {
+    const eq = part.indexOf('=');
+    const key = eq < 0 ? part : part.slice(0, eq);
+    const field = (IMAGE_LIMIT_KEYS as Record<string, keyof ExtractLimits>)[key];
+    if (field === undefined || eq < 0) {
+      throw new UsageError(`--image-limits: ${JSON.stringify(part)} is not KEY=VALUE with KEY one of ${Object.keys(IMAGE_LIMIT_KEYS).join(', ')}`);
+    }
+    const v = part.slice(eq + 1);
+    out[field] = key === 'entries' || key === 'path' ? parseCount(v, `--image-limits ${key}`) : parseByteSize(v, `--image-limits ${key}`);
+  }
+  return out;
 }

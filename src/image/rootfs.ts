@@ -11,7 +11,7 @@ import type { ImageConfig } from './config.js';
 import { isSha256Digest } from './config.js';
 import { defaultDocker, dockerImageId, exportDockerImage, type DockerImageApi } from './docker.js';
 import { ImageNotFoundError } from './errors.js';
-import type { ExtractProgress, LayerInput } from './extract.js';
+import type { ExtractLimits, ExtractProgress, LayerInput } from './extract.js';
 import type { ResolvedImage } from './manifest.js';
 import { resolveOciLayout } from './oci-layout.js';
 import { ImagePhase, type ImageProgress } from './progress.js';
@@ -42,6 +42,8 @@ export interface ResolveRootfsOptions {
   allowDevices?: boolean;
   /** Docker engine client (default: dockerode on DOCKER_HOST or /var/run/docker.sock). */
   docker?: DockerImageApi;
+  /** Extraction limits; each one not given keeps its default (DEFAULT_EXTRACT_LIMITS). */
+  limits?: Partial<ExtractLimits>;
 }
 
 export interface ResolvedRootfs {
@@ -119,6 +121,7 @@ async function fromImage(image: ResolvedImage, opts: ResolveRootfsOptions): Prom
   const r = await cachePopulate(opts.stateDir, key, { digest: image.configDigest, config: image.config }, image.layers, {
     allowDevices: opts.allowDevices,
     onProgress: extractProgress(opts),
+    limits: opts.limits,
   });
   return { ...r, cached: false };
 }
@@ -143,6 +146,7 @@ async function fromTarball(path: string, opts: ResolveRootfsOptions): Promise<Re
   const r = await cachePopulate(opts.stateDir, key, { digest }, [layer], {
     allowDevices: opts.allowDevices,
     onProgress: extractProgress(opts),
+    limits: opts.limits,
   });
   return { ...r, cached: false };
 }

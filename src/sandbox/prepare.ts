@@ -10,6 +10,8 @@ export interface RootfsFlags {
   image?: string;
   imageArchive?: string;
   ociLayout?: string;
+  /** --image-limits: extraction limits, e.g. "bytes=100g,entries=5000000" (see parseImageLimits). */
+  imageLimits?: string;
 }
 
 export interface ProcessFlags {
@@ -48,13 +50,14 @@ async function rootfsSource(f: RootfsFlags): Promise<RootfsSource> {
  */
 export async function prepareProcess(f: RootfsFlags & ProcessFlags, stateDir: string): Promise<PreparedProcess> {
   const env = parseEnv(f.env);
+  const limits = f.imageLimits === undefined ? undefined : (await import('../image/extract.js')).parseImageLimits(f.imageLimits);
   const source = await rootfsSource(f);
   // A directory is used as it is; only images and tarballs need the image module (and dockerode).
   const resolved =
     source.kind === 'dir'
       ? { rootfsDir: source.ref, config: undefined, digest: `dir:${source.ref}` }
       : await import('../image/index.js').then(({ resolveRootfs, createProgressReporter }) =>
-          resolveRootfs(source, { stateDir, onProgress: createProgressReporter() }),
+          resolveRootfs(source, { stateDir, onProgress: createProgressReporter(), limits }),
         );
   const proc = processFromImage(resolved.config, {
     cmd: f.cmd.length > 0 ? f.cmd : undefined,
