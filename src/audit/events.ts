@@ -67,7 +67,7 @@ export interface FiveTuple {
 
 export interface SandboxCreated { type: 'sandbox.created'; sandboxId: string; image?: string }
 export interface SandboxStarted { type: 'sandbox.started'; sandboxId: string; pid?: number }
-export interface SandboxExited { type: 'sandbox.exited'; sandboxId: string; code: number; signal?: string }
+export interface SandboxExited { type: 'sandbox.exited'; sandboxId: string; code: number; signal?: string; /** 'oom' | 'pids-limit' when a host limit stopped it. */ reason?: string }
 export interface SandboxStopped { type: 'sandbox.stopped'; sandboxId: string; reason?: string }
 export interface FlowOpened extends FiveTuple {
   type: 'flow.opened';
@@ -189,7 +189,7 @@ const TUPLE: Record<string, FieldSpec> = {
 const BODIES: Record<AuditEventType, Record<string, FieldSpec>> = {
   'sandbox.created': { sandboxId: req('id'), image: opt('str') },
   'sandbox.started': { sandboxId: req('id'), pid: opt('uint') },
-  'sandbox.exited': { sandboxId: req('id'), code: req('int'), signal: opt('str') },
+  'sandbox.exited': { sandboxId: req('id'), code: req('int'), signal: opt('str'), reason: opt('str') },
   'sandbox.stopped': { sandboxId: req('id'), reason: opt('str') },
   'flow.opened': {
     ...TUPLE, flowId: req('id'), sandboxId: opt('id'), direction: req(Object.values(FlowDirection)),

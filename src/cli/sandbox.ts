@@ -147,7 +147,7 @@ export function registerSandbox(program: Command): void {
         hostUds: true,
         stopWhen: enrolled.revoked,
         onStarted: (r) => enrolled.record({ type: 'sandbox.started', sandboxId: r.id }),
-        onExited: (r, code) => enrolled.record({ type: 'sandbox.exited', sandboxId: r.id, code }),
+        onExited: (r, code, cause) => enrolled.record({ type: 'sandbox.exited', sandboxId: r.id, code, ...(cause ? { reason: cause } : {}) }),
       });
     } finally {
       await enrolled.close();
@@ -235,6 +235,10 @@ function addProcessOptions(cmd: Command): Command {
     .option('--env <KEY=VALUE>', 'environment variable (repeatable)', collect, [])
     .option('--cwd <dir>', 'working directory inside the sandbox (default: the image\'s, else /)')
     .option('--user <uid[:gid]>', 'user to run as inside the sandbox')
+    .option('--memory <size>', 'memory limit, e.g. 512m (default: 2g or half the host\'s RAM); an OOM kill exits 137')
+    .option('--cpus <n>', 'CPU limit, e.g. 0.5 (default: host CPUs - 1, at least 1)')
+    .option('--pids-limit <n>', 'host tasks of the whole sandbox, gVisor\'s own ~60 included (default 1024, min 128)')
+    .option('--tmp-size <size>', 'size of the /tmp tmpfs (default 256m)')
     .option('--cap-add <cap>', 'grant a Linux capability inside the sandbox (repeatable; default none)', collect, [])
     .option('--keep', 'keep the bundle and record after exit')
     .argument('[cmd...]', 'command and arguments, after --');
@@ -252,6 +256,10 @@ function processFlags(cmd: string[], o: Record<string, unknown>) {
     cwd: o.cwd as string | undefined,
     user: o.user as string | undefined,
     entrypoint: o.entrypoint as string | undefined,
+    memory: o.memory as string | undefined,
+    cpus: o.cpus as string | undefined,
+    pidsLimit: o.pidsLimit as string | undefined,
+    tmpSize: o.tmpSize as string | undefined,
   };
 }
 

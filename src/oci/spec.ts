@@ -3,6 +3,8 @@
  * read-only rootfs, writable tmpfs /tmp, no capabilities unless asked, no new privileges, masked /proc
  * paths, fresh namespaces (the network one joins the sandbox's netns when a path is given).
  */
+import type { OciResources } from './resources.js';
+
 export const OCI_VERSION = '1.0.2';
 
 export interface OciUser {
@@ -54,6 +56,9 @@ export interface OciSpec {
   mounts: OciMount[];
   annotations?: Record<string, string>;
   linux: {
+    /** Host cgroup runsc creates for the sandbox and applies `resources` to. */
+    cgroupsPath?: string;
+    resources?: OciResources;
     namespaces: OciNamespace[];
     maskedPaths: string[];
     readonlyPaths: string[];
@@ -78,7 +83,12 @@ export interface SpecInput {
   /** Extra mounts (e.g. the agent API socket). */
   mounts?: OciMount[];
   annotations?: Record<string, string>;
+  /** Size of the /tmp tmpfs in bytes (default 256 MiB). */
   tmpSizeBytes?: number;
+  /** Memory, CPU and pids limits (./resources.ts); absent = none. Needs cgroupsPath. */
+  resources?: OciResources;
+  /** Host cgroup for the sandbox, e.g. /lattice/<id>. */
+  cgroupsPath?: string;
 }
 
 const DEFAULT_PATH = 'PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin';
@@ -117,6 +127,8 @@ export function buildSpec(input: SpecInput): OciSpec {
     ],
     ...(input.annotations ? { annotations: input.annotations } : {}),
     linux: {
+      ...(input.cgroupsPath ? { cgroupsPath: input.cgroupsPath } : {}),
+      ...(input.resources ? { resources: input.resources } : {}),
       namespaces: [
         { type: 'pid' },
         { type: 'ipc' },

@@ -1,6 +1,8 @@
 import { UsageError } from '../errors.js';
 import { processFromImage } from '../image/config.js';
 import { readRootfsFile } from '../image/rootfs-file.js';
+import { ociResources, parseResourceFlags, type OciResources } from '../oci/resources.js';
+import { parseByteSize } from '../units.js';
 import type { RootfsSource } from '../image/rootfs.js';
 import { parseEnv, resolveRootfsArg } from './inputs.js';
 
@@ -20,6 +22,11 @@ export interface ProcessFlags {
   cwd?: string;
   user?: string;
   entrypoint?: string;
+  /** --memory, --cpus, --pids-limit (defaults in src/oci/resources.ts) and --tmp-size. */
+  memory?: string;
+  cpus?: string;
+  pidsLimit?: string;
+  tmpSize?: string;
 }
 
 export interface PreparedProcess {
@@ -29,6 +36,8 @@ export interface PreparedProcess {
   env: string[];
   cwd: string;
   user?: { uid: number; gid: number };
+  resources: OciResources;
+  tmpSizeBytes?: number;
 }
 
 async function rootfsSource(f: RootfsFlags): Promise<RootfsSource> {
@@ -50,6 +59,8 @@ async function rootfsSource(f: RootfsFlags): Promise<RootfsSource> {
  */
 export async function prepareProcess(f: RootfsFlags & ProcessFlags, stateDir: string): Promise<PreparedProcess> {
   const env = parseEnv(f.env);
+  const resources = ociResources(parseResourceFlags(f));
+  const tmpSizeBytes = f.tmpSize === undefined ? undefined : parseByteSize(f.tmpSize, '--tmp-size');
   const limits = f.imageLimits === undefined ? undefined : (await import('../image/extract.js')).parseImageLimits(f.imageLimits);
   const source = await rootfsSource(f);
   // A directory is used as it is; only images and tarballs need the image module (and dockerode).
@@ -80,6 +91,8 @@ export async function prepareProcess(f: RootfsFlags & ProcessFlags, stateDir: st
     env: proc.env,
     cwd: proc.cwd,
     user: proc.user === undefined ? undefined : await resolveUser(proc.user, resolved.rootfsDir),
+    resources,
+    tmpSizeBytes,
   };
 }
 

@@ -3,6 +3,8 @@ import { join } from 'node:path';
 import type { Logger } from 'pino';
 import { buildSpec, type OciMount } from '../oci/spec.js';
 import { writeBundle } from '../oci/bundle.js';
+import { formatBytes, type OciResources } from '../oci/resources.js';
+import { CgroupKill, cgroupKillFromLog, readKernelLog } from '../runsc/cgroup-kill.js';
 import { Runsc, type RunscNetwork } from '../runsc/client.js';
 import { RunscError, runscMessage } from '../runsc/errors.js';
 import { statePaths } from '../state.js';
@@ -45,8 +47,22 @@ export interface RunSandboxOptions {
   stopGraceMs?: number;
   /** Stop the sandbox when this resolves (e.g. the control plane revoked the agent). */
   stopWhen?: Promise<unknown>;
-  /** Called with the exit code before cleanup (audit). */
-  onExited?: (record: SandboxRecord, code: number) => void;
+  /** Called with the exit code (and why the host stopped it, if it did) before cleanup (audit). */
+  onExited?: (record: SandboxRecord, code: number, cause?: CgroupKill) => void;
+  /** Memory, CPU and pids limits, applied by runsc to the host cgroup /lattice/<id>. */
+  resources?: OciResources;
+  /** Size of the sandbox's /tmp tmpfs in bytes. */
+  tmpSizeBytes?: number;
+}
+
+/** The host cgroup of a sandbox (runsc creates it under each controller and removes it at exit). */
+export const cgroupPathOf = (id: string) => `/lattice/${id}`;
+
+/** One line for the user: which limit stopped the sandbox, and the exit status. */
+export function limitMessage(name: string, cause: CgroupKill, r: OciResources, exit: number): string {
+  return cause === CgroupKill.Oom
+    ? `lattice: sandbox ${name} was killed: out of memory (limit ${formatBytes(r.memory.limit)}, raise it with --memory); exit status ${exit}`
+    : `lattice: sandbox ${name} was stopped: it reached its limit of ${r.pids.limit} tasks (raise it with --pids-limit); exit status ${exit}`;
 }
 
 const RUNSC_OWN_FAILURE = /^(running|creating|starting|reading|loading) (container|spec|sandbox)/;
@@ -105,6 +121,9 @@ export async function runSandbox(opts: RunSandboxOptions): Promise<number> {
       netnsPath: network?.netnsPath,
       mounts: [...(network?.mounts ?? []), ...(opts.mounts ?? [])],
       annotations: { 'dev.lattice.sandbox.id': id, 'dev.lattice.sandbox.name': record.name },
+      resources: opts.resources,
+      cgroupsPath: opts.resources ? cgroupPathOf(id) : undefined,
+      tmpSizeBytes: opts.tmpSizeBytes,
     });
     await writeBundle(record.bundleDir, spec);
 
@@ -129,8 +148,14 @@ export async function runSandbox(opts: RunSandboxOptions): Promise<number> {
     const code = result.exitCode ?? (result.signal ? 128 + signalNumber(result.signal) : 1);
     const last = runscMessage(stderrTail);
     if (code === 128 && RUNSC_OWN_FAILURE.test(last)) throw new RunscError('run', last, debugLogDir);
-    const exit = stopper.signal ? 128 + signalNumber(stopper.signal) : code;
-    opts.onExited?.(record, exit);
+    let exit = stopper.signal ? 128 + signalNumber(stopper.signal) : code;
+    const cause = opts.resources && exit !== 0 && !stopper.signal ? cgroupKillFromLog(readKernelLog(), cgroupPathOf(id)) : undefined;
+    if (cause) {
+      if (cause === CgroupKill.Oom) exit = 137; // 128 + SIGKILL, as docker reports an OOM kill
+      process.stderr.write(`${limitMessage(record.name, cause, opts.resources!, exit)}\n`);
+      log.debug({ id, cause, exit }, 'sandbox stopped by a resource limit');
+    }
+    opts.onExited?.(record, exit, cause);
     return exit;
   } finally {
     if (runsc && !deletedByRunsc) await removeSandboxResources({ ...record, netns: undefined }, runsc);
