@@ -25,9 +25,22 @@ export {
 export { serveAgentApi, MAX_AGENT_BODY_BYTES, AgentApiListenError, type AgentApiServer } from './server.js';
 export { buildTools, EgressProto, type CheckEgress } from './tools.js';
 
-/** Where the launcher bind-mounts the socket's directory inside the sandbox. */
+/** Where the agent finds the API inside the sandbox. */
 export const AGENT_API_MOUNT = '/run/lattice';
 export const AGENT_API_SOCKET = `${AGENT_API_MOUNT}/agent.sock`;
+
+/**
+ * The sandbox's view of the agent API: /run/lattice is a read-only tmpfs of its own (no host disk
+ * behind it, nothing the agent can write), and the socket alone is bind-mounted onto
+ * /run/lattice/agent.sock (reached through runsc --host-uds=open). The host directory holding the
+ * socket is never visible to the agent.
+ */
+export function agentApiMounts(socketPath: string): Array<{ destination: string; type: string; source: string; options: string[] }> {
+  return [
+    { destination: AGENT_API_MOUNT, type: 'tmpfs', source: 'tmpfs', options: ['ro', 'nosuid', 'nodev', 'noexec', 'mode=755', 'size=4k'] },
+    { destination: AGENT_API_SOCKET, type: 'bind', source: socketPath, options: ['bind'] },
+  ];
+}
 
 export interface StartAgentApiOptions {
   /** Host path of the socket, in a directory of its own (that directory is what gets bind-mounted). */

@@ -13,7 +13,7 @@ import { OutboxPublisher } from '../audit/publisher.js';
 import type { AuditEventDraft } from '../audit/events.js';
 import { ndjsonAuditSink } from '../audit/local.js';
 import { wgSandboxNetwork, type WgSandboxNetwork } from './network.js';
-import { startAgentApi, AGENT_API_MOUNT, type StartedAgentApi } from '../agentapi/index.js';
+import { startAgentApi, agentApiMounts, type StartedAgentApi } from '../agentapi/index.js';
 import { mkdir, rm } from 'node:fs/promises';
 import { writeFileAtomic } from '../fsutil.js';
 import { createPeerConnectivity, type PeerConnectivity } from '../nat/connectivity.js';
@@ -233,7 +233,7 @@ export async function enrollAndPrepare(o: EnrolledOptions): Promise<Enrolled> {
     statusTimer.unref();
     return {
       ...net,
-      mounts: [...(net.mounts ?? []), { destination: AGENT_API_MOUNT, type: 'bind', source: apiDir, options: ['rbind', 'rw'] }],
+      mounts: [...(net.mounts ?? []), ...agentApiMounts(join(apiDir, 'agent.sock'))],
       close: async () => {
         clearInterval(statusTimer);
         await writing;
