@@ -5,7 +5,7 @@ import koffi from 'koffi';
  * follow a symlink (the extractor only calls these on paths it has just created inside the rootfs).
  */
 type SetFn = (path: Buffer, name: Buffer, value: Buffer, size: number, flags: number) => number;
-type GetFn = (path: string, name: string, value: Buffer | null, size: number) => number;
+type GetFn = (path: Buffer, name: Buffer, value: Buffer | null, size: number) => number;
 
 let fns: { set: SetFn; get: GetFn } | null | undefined;
 
@@ -15,7 +15,7 @@ function load(): { set: SetFn; get: GetFn } | null {
     const libc = koffi.load('libc.so.6');
     fns = {
       set: libc.func('int lsetxattr(const uint8_t *path, const uint8_t *name, const void *value, size_t size, int flags)') as SetFn,
-      get: libc.func('long lgetxattr(const char *path, const char *name, void *value, size_t size)') as GetFn,
+      get: libc.func('long lgetxattr(const uint8_t *path, const uint8_t *name, void *value, size_t size)') as GetFn,
     };
   } catch {
     fns = null;
@@ -48,12 +48,14 @@ export function lsetxattr(path: string | Buffer, name: string | Buffer, value: B
 }
 
 /** Read one xattr; undefined when absent or unsupported. */
-export function lgetxattr(path: string, name: string): Buffer | undefined {
+export function lgetxattr(path: string | Buffer, name: string | Buffer): Buffer | undefined {
   const f = load();
   if (!f) return undefined;
-  const n = f.get(path, name, null, 0);
+  const p = cstr(path);
+  const k = cstr(name);
+  const n = f.get(p, k, null, 0);
   if (n < 0) return undefined;
   const buf = Buffer.alloc(n);
-  const m = f.get(path, name, buf, n);
+  const m = f.get(p, k, buf, n);
   return m < 0 ? undefined : buf.subarray(0, m);
 }
