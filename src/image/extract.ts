@@ -56,6 +56,7 @@ import { parseByteSize, parseCount } from '../units.js';
 import { ImageLimitError, ImageRejectedError } from './errors.js';
 import { readTar, TarFormatError, TarType, type TarHeader } from './tar.js';
 import { lsetxattr } from './xattr.js';
+import { zstdDecompress } from './zstd.js';
 
 const execFileP = promisify(execFile);
 const C = fs.constants;
@@ -561,7 +562,7 @@ function tapHash(hash: Hash, count: (n: number) => void) {
   };
 }
 
-/** gzip is detected by its magic bytes (media types lie often enough); zstd is refused with a clear message. */
+/** gzip and zstd are detected by their magic bytes (media types lie often enough); anything else is read as a plain tar. */
 function decompress(layer: string) {
   return async function* (src: AsyncIterable<Buffer>): AsyncGenerator<Buffer> {
     const it = src[Symbol.asyncIterator]();
@@ -583,7 +584,12 @@ function decompress(layer: string) {
       return;
     }
     if (head.length >= 4 && head.readUInt32LE(0) === 0xfd2fb528) {
-      throw new ImageRejectedError(layer, '(layer blob)', 'zstd-compressed layers are not supported; save the image with gzip or uncompressed layers');
+      try {
+        yield* zstdDecompress(whole());
+      } catch (err) {
+        throw new ImageRejectedError(layer, '(layer blob)', `corrupt zstd stream (${(err as Error).message})`, { cause: err });
+      }
+      return;
     }
     yield* whole();
   };
