@@ -24,7 +24,7 @@ export interface TarIndex {
 export async function indexTar(path: string): Promise<TarIndex> {
   const files = new Map<string, { offset: number; size: number }>();
   const links = new Map<string, string>();
-  const src = createReadStream(path);
+  const src = createReadStream(path, { highWaterMark: 1 << 20 });
   try {
     for await (const { header: h, offset } of readTar(src)) {
       const name = archiveName(h.name);
@@ -83,7 +83,7 @@ export async function tarFiles(path: string): Promise<ImageFiles> {
     open: async (name): Promise<Readable> => {
       const e = get(name);
       if (e.size === 0) return Readable.from([]);
-      return createReadStream(path, { start: e.offset, end: e.offset + e.size - 1 });
+      return createReadStream(path, { start: e.offset, end: e.offset + e.size - 1, highWaterMark: 1 << 20 });
     },
   };
 }

@@ -36,7 +36,7 @@ export async function layoutFiles(dir: string): Promise<ImageFiles> {
       await fh.close();
       return size;
     },
-    open: async (name): Promise<Readable> => (await openRegular(name)).fh.createReadStream(),
+    open: async (name): Promise<Readable> => (await openRegular(name)).fh.createReadStream({ highWaterMark: 1 << 20 }),
   };
 }
 

@@ -132,7 +132,7 @@ async function fromTarball(path: string, opts: ResolveRootfsOptions): Promise<Re
   const hash = createHash('sha256');
   let bytes = 0;
   opts.onProgress?.({ phase: ImagePhase.Hash, bytes: 0, total: st.size, name: path, done: false });
-  for await (const c of createReadStream(path)) {
+  for await (const c of createReadStream(path, { highWaterMark: 1 << 20 })) {
     hash.update(c as Buffer);
     bytes += (c as Buffer).length;
   }
@@ -142,7 +142,7 @@ async function fromTarball(path: string, opts: ResolveRootfsOptions): Promise<Re
   const c = await cacheLookup(opts.stateDir, key);
   if (c) return hit(c, opts);
   // The digest is checked again while extracting: the file may change between the two reads.
-  const layer: LayerInput = { name: basename(path), digest, size: bytes, open: async () => createReadStream(path) };
+  const layer: LayerInput = { name: basename(path), digest, size: bytes, open: async () => createReadStream(path, { highWaterMark: 1 << 20 }) };
   const r = await cachePopulate(opts.stateDir, key, { digest }, [layer], {
     allowDevices: opts.allowDevices,
     onProgress: extractProgress(opts),
