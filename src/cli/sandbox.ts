@@ -24,16 +24,24 @@ export function registerSandbox(program: Command): void {
     .description('run CMD in a fresh gVisor sandbox; stdio, signals and the exit code pass through')
     .option('--name <name>', 'sandbox name (default: its id)')
     .option('--engine <engine>', 'runsc (default), or docker: a Docker container under the lattice-runsc runtime (needs --image)', 'runsc')
-    .option('--network <mode>', 'network: none (default), or wg with --wg-config', undefined)
+    .option('--network <mode>', 'network: none (default), wg with --wg-config, or host (host egress; the default with --policy alone)', undefined)
     .option('--wg-config <file>', 'static mode: WireGuard identity, address and peers from a wg-quick style file')
     .option('--policy <file>', 'network policy (JSON, see README); default: deny everything')
     .option('--dns-name <name=addr>', 'an overlay name the sandbox can resolve, e.g. web.team.lattice=10.77.0.10 (repeatable)', collect, [])
-    .option('--audit-log <file>', 'where audit events are appended as JSON lines (default: <state>/audit/audit.ndjson)');
+    .option('--audit-log <file>', 'where audit events are appended as JSON lines (default: <state>/audit/audit.ndjson)')
+    .option('--egress <mode>', 'host: flows the policy allows leave through this host\'s network, source-NATed (the default with --policy and no --wg-config)')
+    .option('--dns-upstream <addr>', 'resolver for domain rules, ADDR or ADDR:PORT (repeatable; default: the host\'s /etc/resolv.conf)', collect, []);
   addProcessOptions(run).action(async (cmd: string[], o: Record<string, unknown>, command: Command) => {
       const g = globalOpts(command);
       const wgConfig = o.wgConfig as string | undefined;
-      const network = (o.network as string | undefined) ?? (wgConfig ? 'wg' : 'none');
-      if (network !== 'none' && network !== 'wg') throw new UsageError(`--network ${network} is unknown; use none, or wg with --wg-config FILE`);
+      const egress = o.egress as string | undefined;
+      if (egress !== undefined && egress !== 'host') throw new UsageError(`--egress ${egress} is unknown; use --egress host`);
+      if (egress === 'host' && wgConfig) throw new UsageError('--egress host with --wg-config is not supported yet; drop one of them');
+      const network = (o.network as string | undefined) ?? (wgConfig ? 'wg' : o.policy || egress ? 'host' : 'none');
+      if (network !== 'none' && network !== 'wg' && network !== 'host') throw new UsageError(`--network ${network} is unknown; use none, wg with --wg-config FILE, or host`);
+      if (network === 'host' && wgConfig) throw new UsageError('--network host takes no --wg-config; use --network wg');
+      const dnsUpstream = o.dnsUpstream as string[];
+      if (dnsUpstream.length > 0 && network !== 'host') throw new UsageError('--dns-upstream applies to host egress; give --policy FILE without --wg-config');
       if (network === 'wg' && !wgConfig) throw new UsageError('--network wg needs --wg-config FILE (a wg-quick style file)');
       if (network === 'none' && (wgConfig || o.policy)) throw new UsageError('--network none takes no --wg-config or --policy; drop --network none');
       const engine = o.engine as string;
@@ -49,8 +57,15 @@ export function registerSandbox(program: Command): void {
               m.loadStaticNetwork({ wgConfig: wgConfig!, policy: o.policy as string | undefined, dnsNames: o.dnsName as string[], auditLog: o.auditLog as string | undefined, stateDir }),
             )
           : undefined;
+      const hostNet =
+        network === 'host'
+          ? await import('../sandbox/egress-network.js').then((m) =>
+              m.loadHostEgressNetwork({ policy: o.policy as string | undefined, dnsUpstream, auditLog: o.auditLog as string | undefined, stateDir }),
+            )
+          : undefined;
       const [{ createLogger }, { runSandbox }] = await Promise.all([import('../log.js'), import('../sandbox/run.js')]);
       const log = createLogger({ level: g.debug ? 'debug' : undefined });
+      const networkFor = staticNet?.network(log) ?? hostNet?.network(log);
       if (engine === 'docker') {
         const { runInDocker } = await import('../docker/engine.js');
         process.exitCode = await runInDocker({
@@ -64,7 +79,7 @@ export function registerSandbox(program: Command): void {
           user: o.user as string | undefined,
           capabilities: o.capAdd as string[],
           keep: Boolean(o.keep),
-          network: staticNet?.network(log),
+          network: networkFor,
           log,
         });
         return;
@@ -73,7 +88,7 @@ export function registerSandbox(program: Command): void {
       const proc = await prepareProcess(processFlags(cmd, o), stateDir);
       process.exitCode = await runSandbox({
         stateDir,
-        network: staticNet?.network(log),
+        network: networkFor,
         name: o.name as string | undefined,
         ...proc,
         capabilities: o.capAdd as string[],

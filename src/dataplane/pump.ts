@@ -4,6 +4,12 @@
  *   sandbox (gVisor netstack) --TUN--> fromSandbox: parse, anti-spoof, DNS, flow table, egress policy --> device.sendPacket
  *   peer --WireGuard--> device.onPacket --> fromPeer: parse, flow table, ingress policy --> TUN --> sandbox
  *
+ * With host egress (src/egress), allowed packets that no WireGuard peer takes go to a second TUN whose
+ * other end is the host kernel (forwarding + NAT), and what comes back from it takes the peer path:
+ *
+ *   fromSandbox: ... egress policy, hostEgress.vet (host services) --> device.sendPacket || hostEgress.tun
+ *   host kernel --egress TUN--> fromPeer (flow table, ingress policy) --> TUN --> sandbox
+ *
  * Every packet crosses the flow table: replies to allowed flows pass, anything new asks the policy.
  * Malformed, spoofed and denied packets are dropped and counted, never thrown. The pump holds no
  * timers of its own: the runtime calls tick(now) (flow expiry, rule expiry) about once a second.
@@ -21,6 +27,7 @@ import {
   DnsAllowances,
   type CompiledPolicy,
   type Decision,
+  type FlowQuery,
   type IpAddr,
   type Policy,
 } from '../policy/index.js';
@@ -39,6 +46,16 @@ export interface PacketDevice<Peer = unknown> {
 
 /** Upstream resolution for names a domain rule allows (the I/O edge; node:dns in production). */
 export type UpstreamResolver = (name: string, family: 4 | 6) => Promise<{ addresses: IpAddr[]; ttlSec: number }>;
+
+/**
+ * Host egress as the pump sees it (src/egress/host.ts builds it): a TUN whose other end is the host's
+ * forwarding path, and the last word on an egress decision before a packet may take it.
+ */
+export interface HostEgressRoute {
+  readonly tun: Tun;
+  /** The final decision for an egress flow the policy decided as `decision` (the host-services guard). */
+  vet(flow: FlowQuery, decision: Decision, policy: Policy, now: number): Decision;
+}
 
 export type AuditSink = (event: AuditEventDraft) => void;
 
@@ -62,6 +79,8 @@ export interface PumpOptions<Peer = unknown> {
   resolveUpstream?: UpstreamResolver;
   audit: AuditSink;
   sandboxId?: string;
+  /** Where allowed packets that no peer takes leave (and their replies return); absent: dropped (noPeer). */
+  hostEgress?: HostEgressRoute;
   flows?: Omit<FlowTableOptions, 'localAddresses'>;
 }
 
@@ -117,6 +136,7 @@ export class Pump<Peer = unknown> {
   start(): void {
     this.opts.tun.start((pkt) => this.fromSandbox(pkt));
     this.opts.device.onPacket = (pkt) => this.fromPeer(pkt);
+    this.opts.hostEgress?.tun.start((pkt) => this.fromPeer(pkt));
     this.auditPolicyApplied();
   }
 
@@ -143,7 +163,9 @@ export class Pump<Peer = unknown> {
       if (reject) this.opts.tun.write(reject);
       return;
     }
-    if (!this.opts.device.sendPacket(packet)) this.drop(PumpDrop.noPeer);
+    if (this.opts.device.sendPacket(packet)) return;
+    if (this.opts.hostEgress) return this.opts.hostEgress.tun.write(packet);
+    this.drop(PumpDrop.noPeer);
   }
 
   // ------------------------------------------------------------------ ingress
@@ -165,7 +187,8 @@ export class Pump<Peer = unknown> {
   // ------------------------------------------------------------------ policy
 
   private decideNew(flow: Flow, now: number): Decision {
-    const decision = evaluate(this.compiled, flow, now, this.allowances);
+    let decision = evaluate(this.compiled, flow, now, this.allowances);
+    if (this.opts.hostEgress && flow.direction === 'egress') decision = this.opts.hostEgress.vet(flow, decision, this.compiled.policy, now);
     this.flows.decide(flow, decision);
     if (decision.record) {
       this.opts.audit({
@@ -194,11 +217,25 @@ export class Pump<Peer = unknown> {
   }
 
   private recheckFlows(now: number): number {
-    const { cut, changed } = reevaluateFlows(this.compiled, this.flows.values(), now, this.allowances);
+    let { cut, changed } = reevaluateFlows(this.compiled, this.flows.values(), now, this.allowances);
+    if (this.opts.hostEgress) ({ cut, changed } = this.vetChanges(changed, now));
     const cutSet = new Set(cut.map((c) => c.flow));
     for (const { flow, decision } of changed) if (!cutSet.has(flow)) this.flows.decide(flow, decision);
     for (const { flow } of cut) this.cutFlow(flow);
     return cut.length;
+  }
+
+  /** Host egress: re-decided egress flows pass the host-services guard too (and are cut if it says no). */
+  private vetChanges(changed: ReturnType<typeof reevaluateFlows<Flow>>['changed'], now: number): ReturnType<typeof reevaluateFlows<Flow>> {
+    const egress = this.opts.hostEgress!;
+    const cut: typeof changed = [];
+    const vetted = changed.map(({ flow, decision }) => {
+      const d = flow.direction === 'egress' ? egress.vet(flow, decision, this.compiled.policy, now) : decision;
+      const before = flow.decision;
+      if ((before === undefined || before.effective === 'allow') && d.effective === 'deny') cut.push({ flow, decision: d });
+      return { flow, decision: d };
+    });
+    return { cut, changed: vetted };
   }
 
   /**
@@ -225,7 +262,10 @@ export class Pump<Peer = unknown> {
 
   /** What the policy would decide for a new egress flow, without sending anything (agent API). */
   checkEgress(remote: IpAddr, protocol: number, dstPort: number): Decision {
-    return evaluate(this.compiled, { direction: 'egress', protocol, remote, dstPort }, this.opts.clock.now(), this.allowances);
+    const q = { direction: 'egress', protocol, remote, dstPort } as const;
+    const now = this.opts.clock.now();
+    const d = evaluate(this.compiled, q, now, this.allowances);
+    return this.opts.hostEgress ? this.opts.hostEgress.vet(q, d, this.compiled.policy, now) : d;
   }
 
   // ------------------------------------------------------------------ time

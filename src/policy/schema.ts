@@ -35,6 +35,11 @@ export interface PolicyRuleInput {
   protocol?: RuleProtocol;
   expiresAt?: string;
   allowAnyAddress?: boolean;
+  /**
+   * true to let an egress allow rule with cidrs reach the host's own services through host egress
+   * (loopback, link-local, the host's addresses, the launcher's networks); without it they stay denied.
+   */
+  allowHostAccess?: boolean;
   description?: string;
 }
 
@@ -62,6 +67,8 @@ export interface PolicyRule {
   readonly protocol: RuleProtocol;
   /** Epoch ms; the rule is ignored from this instant on. undefined = never expires. */
   readonly expiresAtMs?: number;
+  /** Set when the file says "allowHostAccess": true (only on egress allow rules with cidrs). */
+  readonly allowHostAccess?: true;
 }
 
 export interface Policy {
@@ -107,7 +114,7 @@ export const PolicyLimits = {
 } as const;
 
 /** Rule ids the evaluator reports itself; a rule may not take them. */
-export const ReservedRuleIds = { defaultDeny: 'default-deny', modeDisabled: 'mode-disabled' } as const;
+export const ReservedRuleIds = { defaultDeny: 'default-deny', modeDisabled: 'mode-disabled', hostServices: 'host-services' } as const;
 
 const TOP_FIELDS = ['version', 'mode', 'egress', 'ingress', 'description'] as const;
 const RULE_FIELDS = [
@@ -119,6 +126,7 @@ const RULE_FIELDS = [
   'protocol',
   'expiresAt',
   'allowAnyAddress',
+  'allowHostAccess',
   'description',
 ] as const;
 
@@ -297,7 +305,7 @@ function validateRule(
   const id = r.id;
   if (typeof id !== 'string' || !ID_RE.test(id)) {
     bad('.id', `${JSON.stringify(id)} is not a rule id`, 'give every rule an "id" of 1-64 letters, digits, ".", "_" or "-" (it names the rule in audit events)');
-  } else if (id === ReservedRuleIds.defaultDeny || id === ReservedRuleIds.modeDisabled) {
+  } else if ((Object.values(ReservedRuleIds) as string[]).includes(id)) {
     bad('.id', `"${id}" is reserved`, 'choose another id');
   } else if (ids.has(id)) {
     bad('.id', `"${id}" is also the id of ${ids.get(id)}`, 'rule ids must be unique across egress and ingress');
@@ -317,6 +325,12 @@ function validateRule(
   if (r.allowAnyAddress !== undefined && typeof r.allowAnyAddress !== 'boolean') bad('.allowAnyAddress', 'not a boolean', 'use true or remove it');
   if (r.description !== undefined && typeof r.description !== 'string') bad('.description', 'not a string', 'use a string or remove it');
   const anyOk = r.allowAnyAddress === true;
+  if (r.allowHostAccess !== undefined) {
+    if (typeof r.allowHostAccess !== 'boolean') bad('.allowHostAccess', 'not a boolean', 'use true or remove it');
+    else if (r.allowHostAccess && (direction !== Direction.egress || action !== RuleAction.allow || r.cidrs === undefined)) {
+      bad('.allowHostAccess', 'only an egress allow rule with "cidrs" can open the host\'s services', 'name the host address in "cidrs" of an egress allow rule, or remove the flag');
+    }
+  }
 
   let cidrs: Cidr[] | undefined;
   let domains: string[] | undefined;
@@ -406,6 +420,7 @@ function validateRule(
     ...(ports && { ports }),
     protocol,
     ...(expiresAtMs !== undefined && { expiresAtMs }),
+    ...(r.allowHostAccess === true && { allowHostAccess: true as const }),
   };
 }
 

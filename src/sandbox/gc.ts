@@ -11,8 +11,8 @@ export interface GcResult {
 const STRAY_GRACE_MS = 60_000;
 
 /**
- * Remove what a crashed or killed launcher left behind: its runsc container, its network namespace
- * and its bundle. Live launchers' sandboxes are never touched.
+ * Remove what a crashed or killed launcher left behind: its runsc container, its network namespace,
+ * its bundle and its host-egress nftables table. Live launchers' sandboxes are never touched.
  */
 export async function collectOrphans(registry: SandboxRegistry, runscFor: (r: SandboxRecord) => Runsc): Promise<GcResult> {
   const removed: string[] = [];
@@ -22,6 +22,9 @@ export async function collectOrphans(registry: SandboxRegistry, runscFor: (r: Sa
     await registry.remove(r.id);
     removed.push(r.id);
   }
+  // Host egress tables carry their launcher in a comment: reaped whatever state dir made them.
+  const { reapEgressTables } = await import('../egress/host.js');
+  for (const table of await reapEgressTables().catch(() => [])) removed.push(table);
   for (const id of await registry.strays()) {
     const st = await stat(registry.dirOf(id)).catch(() => undefined);
     if (st && Date.now() - st.mtimeMs > STRAY_GRACE_MS) {

@@ -137,9 +137,13 @@ export function wgSandboxNetwork(opts: WgNetworkOptions): (id: string, dir: stri
   };
 }
 
-/** Upstream lookups for names a domain rule allows, with the record TTLs. */
-export function systemResolver(): UpstreamResolver {
+/**
+ * Upstream lookups for names a domain rule allows, with the record TTLs: the host's resolvers
+ * (/etc/resolv.conf), or `servers` ("203.0.113.53", "203.0.113.53:5353", "[2001:db8::1]:53") when given.
+ */
+export function systemResolver(servers?: readonly string[]): UpstreamResolver {
   const resolver = new Resolver({ timeout: 3000, tries: 2 });
+  if (servers && servers.length > 0) resolver.setServers([...servers]);
   return async (name, family) => {
     const records = family === 4 ? await resolver.resolve4(name, { ttl: true }) : await resolver.resolve6(name, { ttl: true });
     const addresses = records.map((r) => parseIp(r.address)).filter((a): a is IpAddr => a !== undefined);

@@ -12,6 +12,37 @@ import { wgSandboxNetwork } from './network.js';
  * policy from a JSON file, overlay names from --dns-name. Every input is checked before anything
  * is created, so bad input changes nothing.
  */
+/**
+ * Live update without a control plane: edit the policy file, then `kill -HUP <lattice pid>`. A file
+ * that does not parse is refused and the previous policy stays. Returns the function that stops listening.
+ */
+export function reloadPolicyOnSighup(policyFile: string, pump: { setPolicy(p: Policy): { cut: number } }, log: Logger, id: string): () => void {
+  const reload = () => {
+    readFile(policyFile, 'utf8')
+      .then((text) => {
+        const { cut } = pump.setPolicy(parsePolicy(text));
+        log.warn({ id, policy: policyFile, cut }, 'policy reloaded');
+      })
+      .catch((err: unknown) => log.error({ id, policy: policyFile, err: (err as Error).message }, 'policy reload refused; the previous policy stays'));
+  };
+  process.on('SIGHUP', reload);
+  return () => process.off('SIGHUP', reload);
+}
+
+/** Read and validate a policy file; bad input is a UsageError naming the file. No file: deny everything. */
+export async function loadPolicyFile(file: string | undefined): Promise<Policy> {
+  if (!file) return denyAllPolicy().policy;
+  const text = await readFile(file, 'utf8').catch(() => {
+    throw new UsageError(`--policy ${file} cannot be read; give a JSON policy file (see README)`);
+  });
+  try {
+    return parsePolicy(text);
+  } catch (err) {
+    if (err instanceof PolicyError) throw new UsageError(`--policy ${file}: ${err.message}`);
+    throw err;
+  }
+}
+
 export async function loadStaticNetwork(opts: { wgConfig: string; policy?: string; dnsNames: string[]; auditLog?: string; stateDir: string }) {
   const wgText = await readFile(opts.wgConfig, 'utf8').catch(() => {
     throw new UsageError(`--wg-config ${opts.wgConfig} cannot be read; give a wg-quick style file ([Interface] + [Peer])`);
@@ -23,20 +54,7 @@ export async function loadStaticNetwork(opts: { wgConfig: string; policy?: strin
     if (err instanceof ConfigError) throw new UsageError(`--wg-config ${opts.wgConfig}: ${err.message}`);
     throw err;
   }
-  let policy: Policy;
-  if (opts.policy) {
-    const text = await readFile(opts.policy, 'utf8').catch(() => {
-      throw new UsageError(`--policy ${opts.policy} cannot be read; give a JSON policy file (see README)`);
-    });
-    try {
-      policy = parsePolicy(text);
-    } catch (err) {
-      if (err instanceof PolicyError) throw new UsageError(`--policy ${opts.policy}: ${err.message}`);
-      throw err;
-    }
-  } else {
-    policy = denyAllPolicy().policy;
-  }
+  const policy = await loadPolicyFile(opts.policy);
   const names = opts.dnsNames.map((entry): readonly [string, IpAddr[]] => {
     const [name, addr] = entry.split('=');
     const parsed = addr ? parseIp(addr) : undefined;
@@ -58,17 +76,8 @@ export async function loadStaticNetwork(opts: { wgConfig: string; policy?: strin
       return async (id: string, dir: string) => {
         const net = await build(id, dir);
         if (!policyFile) return net;
-        // Live update without a control plane: edit the policy file, then `kill -HUP <lattice pid>`.
-        const reload = () => {
-          readFile(policyFile, 'utf8')
-            .then((text) => {
-              const { cut } = net.pump.setPolicy(parsePolicy(text));
-              log.warn({ id, policy: policyFile, cut }, 'policy reloaded');
-            })
-            .catch((err: unknown) => log.error({ id, policy: policyFile, err: (err as Error).message }, 'policy reload refused; the previous policy stays'));
-        };
-        process.on('SIGHUP', reload);
-        return { ...net, close: async () => { process.off('SIGHUP', reload); await net.close(); } };
+        const stop = reloadPolicyOnSighup(policyFile, net.pump, log, id);
+        return { ...net, close: async () => { stop(); await net.close(); } };
       };
     },
   };
