@@ -11,6 +11,9 @@
  *   - a /32 route to the sandbox's address through it (adding it is also the address allocation:
  *     two launchers cannot add the same /32, so the kernel arbitrates);
  *   - the nftables table `lattice_egress_<id>` (src/egress/nftables.ts).
+ *   - where iptables' filter FORWARD chain drops by default (Docker sets `-P FORWARD DROP`), two
+ *     ACCEPT rules for the egress TUN in Docker's DOCKER-USER chain (the chain Docker keeps for
+ *     exactly this), else at the top of FORWARD, tagged with the comment "lattice-egress".
  * The one global setting it may change is net.ipv4.ip_forward (to 1, as Docker does); it is left on.
  */
 import { createHash } from 'node:crypto';
@@ -64,6 +67,68 @@ export async function nft(args: string[], input?: string): Promise<string> {
     if (e.code === 'ENOENT') throw new PrerequisiteError('host egress needs nftables: `nft` not found; run: apt-get install nftables (or make setup)', { cause: err });
     throw new HostEgressError(`nft ${args.join(' ')} failed: "${(e.stderr ?? e.shortMessage ?? '').trim()}"`, { cause: err });
   }
+}
+
+const IPT_COMMENT = 'lattice-egress';
+
+async function iptables(args: string[]): Promise<{ ok: boolean; out: string }> {
+  const r = await execa('iptables', ['-w', ...args], { reject: false, stdin: 'ignore' });
+  return { ok: r.exitCode === 0, out: String(r.stdout) };
+}
+
+/**
+ * The iptables chain that must let the egress TUN's traffic through, if any: DOCKER-USER when Docker
+ * is there, else FORWARD when its policy is DROP; undefined when forwarding is not filtered (or no iptables).
+ */
+async function filteringChain(): Promise<string | undefined> {
+  if ((await iptables(['-S', 'DOCKER-USER'])).ok) return 'DOCKER-USER';
+  const fwd = await iptables(['-S', 'FORWARD']);
+  return fwd.ok && /^-P FORWARD DROP/m.test(fwd.out) ? 'FORWARD' : undefined;
+}
+
+function acceptRules(tun: string): string[][] {
+  const tag = ['-m', 'comment', '--comment', IPT_COMMENT];
+  return [
+    ['-i', tun, ...tag, '-j', 'ACCEPT'],
+    ['-o', tun, '-m', 'conntrack', '--ctstate', 'RELATED,ESTABLISHED', ...tag, '-j', 'ACCEPT'],
+  ];
+}
+
+/** Let the egress TUN through a filtering FORWARD chain; returns the undo. */
+async function openFilteringChain(tun: string): Promise<() => Promise<void>> {
+  const chain = await filteringChain();
+  if (!chain) return async () => undefined;
+  const added: string[][] = [];
+  const undo = async () => {
+    for (const r of added.splice(0)) await iptables(['-D', chain, ...r]);
+  };
+  for (const r of acceptRules(tun)) {
+    const res = await iptables(['-I', chain, ...r]);
+    if (!res.ok) {
+      await undo();
+      throw new HostEgressError(`cannot add an iptables ACCEPT rule for ${tun} to ${chain} (forwarding there drops by default); check: iptables -S ${chain}`);
+    }
+    added.push(r);
+  }
+  return undo;
+}
+
+/** Remove lattice-egress iptables rules whose egress TUN no longer exists (its launcher died). */
+async function reapFilteringRules(): Promise<number> {
+  let n = 0;
+  const links = new Set((await ip(['-o', 'link', 'show']).catch(() => '')).split('\n').map((l) => l.split(':')[1]?.trim().split('@')[0]));
+  for (const chain of ['DOCKER-USER', 'FORWARD']) {
+    const r = await iptables(['-S', chain]);
+    if (!r.ok) continue;
+    for (const line of r.out.split('\n')) {
+      if (!line.includes(IPT_COMMENT)) continue;
+      const dev = /-[io] (le[0-9a-f]{12})\b/.exec(line)?.[1];
+      if (!dev || links.has(dev)) continue;
+      const spec = line.replace(/^-A \S+ /, '').split(' ').map((w) => w.replace(/^"|"$/g, ''));
+      if ((await iptables(['-D', chain, ...spec])).ok) n++;
+    }
+  }
+  return n;
 }
 
 /** The host's own addresses (each with its network) and its directly connected networks: the guard's special set. */
@@ -120,9 +185,11 @@ export async function openHostEgress(opts: { id: string; log: Logger }): Promise
   const tun = await openLinuxTun(egressTunName(opts.id), { mtu: EGRESS_MTU });
   let tableMade = false;
   let closed = false;
+  let closeFilter = async (): Promise<void> => undefined;
   const close = async () => {
     if (closed) return;
     closed = true;
+    await closeFilter();
     if (tableMade) await nft(['delete', 'table', 'ip', table]).catch(() => undefined);
     await tun.close(); // the device and its route go with the fd
   };
@@ -144,6 +211,7 @@ export async function openHostEgress(opts: { id: string; log: Logger }): Promise
     await nft(['delete', 'table', 'ip', table]).catch(() => undefined);
     tableMade = true;
     await nft(['-f', '-'], egressRuleset({ table, tun: tun.name, address, pool: EGRESS_POOL, owner: { pid: process.pid, startTicks: processStartTicks(process.pid) ?? 0 } }));
+    closeFilter = await openFilteringChain(tun.name);
     opts.log.info({ id: opts.id, tun: tun.name, address, table }, 'host egress up');
     return { address, tun, table, guard, close };
   } catch (err) {
@@ -167,6 +235,7 @@ export async function listEgressTables(): Promise<string[]> {
  */
 export async function reapEgressTables(): Promise<string[]> {
   const removed: string[] = [];
+  await reapFilteringRules();
   for (const t of await listEgressTables()) {
     const owner = tableOwner(await nft(['list', 'table', 'ip', t]).catch(() => ''));
     if (owner && processStartTicks(owner.pid) === owner.startTicks) continue;
