@@ -1,4 +1,4 @@
-import { access, constants } from 'node:fs/promises';
+import { access, constants, readFile } from 'node:fs/promises';
 import { execa } from 'execa';
 import { Runsc } from './runsc/client.js';
 import { kernelMajor, needsNetnsWorkaround } from './runsc/compat.js';
@@ -9,6 +9,8 @@ export interface Check {
   detail: string;
   /** What to run when it is not ok. */
   fix?: string;
+  /** Needed only by some features (named in detail): not ok does not fail `lattice doctor`. */
+  optional?: boolean;
 }
 
 const SETUP = 'run: make setup (as root)';
@@ -68,6 +70,55 @@ export async function runChecks(): Promise<Check[]> {
     ok: dockerUp,
     detail: !dockerd ? 'not installed (only needed for --image and --engine docker)' : dockerUp ? 'running' : 'installed, not running',
     fix: dockerd ? 'start it: dockerd & (or systemctl start docker)' : SETUP,
+  });
+  checks.push(...(await hostEgressChecks()));
+  return checks;
+}
+
+/**
+ * What host egress (`sandbox run --policy` without WireGuard) needs: nftables, IPv4 forwarding, a
+ * default route, and a forward path that a filtering FORWARD chain does not silently drop.
+ */
+export async function hostEgressChecks(): Promise<Check[]> {
+  const checks: Check[] = [];
+  const nftMissing = !(await which('nft'));
+  const nft = nftMissing ? { exitCode: 127, stderr: '' } : await execa('nft', ['list', 'tables'], { reject: false });
+  checks.push({
+    name: 'nftables',
+    ok: nft.exitCode === 0,
+    detail: nftMissing ? 'nft not found (host egress needs it)' : nft.exitCode === 0 ? 'nft works' : `nft fails: ${String(nft.stderr).trim().split('\n')[0]}`,
+    fix: nftMissing ? 'apt-get install nftables (or: make setup)' : 'run as root on a kernel with nf_tables (modprobe nf_tables)',
+    optional: true,
+  });
+  const fwd = (await readFile('/proc/sys/net/ipv4/ip_forward', 'utf8').catch(() => '')).trim();
+  checks.push({
+    name: 'IPv4 forwarding',
+    ok: fwd === '1',
+    detail: fwd === '1' ? 'on' : 'off: the first host-egress sandbox turns it on (as Docker does) and leaves it on',
+    fix: 'sysctl -w net.ipv4.ip_forward=1 (persist it in /etc/sysctl.d/ if you want)',
+    optional: true,
+  });
+  const route = await execa('ip', ['-4', 'route', 'show', 'default'], { reject: false });
+  const hasDefault = route.exitCode === 0 && String(route.stdout).trim() !== '';
+  checks.push({
+    name: 'default route',
+    ok: hasDefault,
+    detail: hasDefault ? String(route.stdout).trim().split('\n')[0]! : 'none: host egress has nowhere to send allowed flows',
+    fix: 'give the host a default route (ip route add default via GATEWAY)',
+    optional: true,
+  });
+  const dockerUser = await execa('iptables', ['-w', '-S', 'DOCKER-USER'], { reject: false });
+  const forward = await execa('iptables', ['-w', '-S', 'FORWARD'], { reject: false });
+  const drops = forward.exitCode === 0 && /^-P FORWARD DROP/m.test(String(forward.stdout));
+  checks.push({
+    name: 'forward filter',
+    ok: true,
+    detail:
+      dockerUser.exitCode === 0
+        ? "Docker's DOCKER-USER chain: each host-egress sandbox adds two ACCEPT rules for its egress TUN there (comment lattice-egress)"
+        : drops
+          ? 'iptables FORWARD drops by default: each host-egress sandbox inserts two ACCEPT rules for its egress TUN (comment lattice-egress)'
+          : 'FORWARD not filtered by iptables',
   });
   return checks;
 }

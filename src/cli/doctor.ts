@@ -10,8 +10,8 @@ export function registerDoctor(program: Command): void {
       const checks = await runChecks();
       if (o.json) console.log(JSON.stringify(checks, null, 2));
       else
-        for (const c of checks) console.log(`${c.ok ? 'ok     ' : 'MISSING'}  ${c.name.padEnd(24)} ${c.detail}${c.ok || !c.fix ? '' : `  -> ${c.fix}`}`);
-      // dockerd is optional for the core path; everything else is required.
-      if (checks.some((c) => !c.ok && c.name !== 'dockerd')) process.exitCode = 1;
+        for (const c of checks) console.log(`${c.ok ? 'ok     ' : c.optional ? 'WARN   ' : 'MISSING'}  ${c.name.padEnd(24)} ${c.detail}${c.ok || !c.fix ? '' : `  -> ${c.fix}`}`);
+      // dockerd and the host-egress checks are optional for the core path; everything else is required.
+      if (checks.some((c) => !c.ok && !c.optional && c.name !== 'dockerd')) process.exitCode = 1;
     });
 }
