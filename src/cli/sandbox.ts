@@ -36,7 +36,6 @@ export function registerSandbox(program: Command): void {
       const wgConfig = o.wgConfig as string | undefined;
       const egress = o.egress as string | undefined;
       if (egress !== undefined && egress !== 'host') throw new UsageError(`--egress ${egress} is unknown; use --egress host`);
-      if (egress === 'host' && wgConfig) throw new UsageError('--egress host with --wg-config is not supported yet; drop one of them');
       const network = (o.network as string | undefined) ?? (wgConfig ? 'wg' : o.policy || egress ? 'host' : 'none');
       if (network !== 'none' && network !== 'wg' && network !== 'host') throw new UsageError(`--network ${network} is unknown; use none, wg with --wg-config FILE, or host`);
       if (network === 'host' && wgConfig) throw new UsageError('--network host takes no --wg-config; use --network wg');
@@ -54,7 +53,14 @@ export function registerSandbox(program: Command): void {
       const staticNet =
         network === 'wg'
           ? await import('../sandbox/static-network.js').then((m) =>
-              m.loadStaticNetwork({ wgConfig: wgConfig!, policy: o.policy as string | undefined, dnsNames: o.dnsName as string[], auditLog: o.auditLog as string | undefined, stateDir }),
+              m.loadStaticNetwork({
+                wgConfig: wgConfig!,
+                policy: o.policy as string | undefined,
+                dnsNames: o.dnsName as string[],
+                auditLog: o.auditLog as string | undefined,
+                stateDir,
+                hostEgress: egress === 'host',
+              }),
             )
           : undefined;
       const hostNet =
@@ -111,11 +117,13 @@ export function registerSandbox(program: Command): void {
     .option('--turn <url>', 'NAT traversal: TURN relay turn:USER:PASS@IP:PORT via ICE (repeatable)', collect, [])
     .option('--ice', 'NAT traversal: also try ICE data channels (node-datachannel) with the --stun servers')
     .option('--relay <url>', 'NAT traversal: lattice TCP relay tcp://IP:PORT as the last resort')
-    .option('--relay-token <token>', 'token for --relay (also $LATTICE_RELAY_TOKEN)');
+    .option('--relay-token <token>', 'token for --relay (also $LATTICE_RELAY_TOKEN)')
+    .option('--egress <mode>', 'host: destinations that are not overlay addresses leave through this host\'s network when the policy allows them (default: refused)');
   addProcessOptions(start).action(async (cmd: string[], o: Record<string, unknown>, command: Command) => {
     const g = globalOpts(command);
     requireRoot();
     const stateDir = resolveStateDir(g.stateDir);
+    if (o.egress !== undefined && o.egress !== 'host') throw new UsageError(`--egress ${String(o.egress)} is unknown; use --egress host`);
     const listenPort = o.listenPort === undefined ? undefined : Number(o.listenPort);
     if (listenPort !== undefined && !(Number.isInteger(listenPort) && listenPort > 0 && listenPort < 65536)) {
       throw new UsageError(`--listen-port ${String(o.listenPort)} is not a UDP port; use 1-65535`);
@@ -145,6 +153,7 @@ export function registerSandbox(program: Command): void {
       listenPort,
       auditLog: o.auditLog as string | undefined,
       nat,
+      hostEgress: o.egress === 'host',
       log,
     });
     const c = enrolled.credentials;

@@ -165,7 +165,10 @@ export class Pump<Peer = unknown> {
     }
     if (this.opts.device.sendPacket(packet)) return;
     if (this.opts.hostEgress) return this.opts.hostEgress.tun.write(packet);
+    // No route out (not an overlay address, no host egress): refuse fast, as a router would.
     this.drop(PumpDrop.noPeer);
+    const reject = rejectFor(p, packet);
+    if (reject) this.opts.tun.write(reject);
   }
 
   // ------------------------------------------------------------------ ingress

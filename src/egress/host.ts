@@ -174,10 +174,11 @@ async function ensureForwarding(log: Logger): Promise<void> {
 }
 
 /**
- * Create sandbox `id`'s egress path (TUN, route, nftables table) and pick its address.
- * On failure nothing is left behind.
+ * Create sandbox `id`'s egress path (TUN, route, nftables table) and pick its address from
+ * EGRESS_POOL, or use `address` (a WireGuard sandbox's own IPv4 overlay address). On failure nothing
+ * is left behind.
  */
-export async function openHostEgress(opts: { id: string; log: Logger }): Promise<HostEgress> {
+export async function openHostEgress(opts: { id: string; log: Logger; address?: string }): Promise<HostEgress> {
   await nft(['--version']);
   await ensureForwarding(opts.log);
   const guard = new HostServicesGuard(await hostSpecialCidrs());
@@ -197,13 +198,16 @@ export async function openHostEgress(opts: { id: string; log: Logger }): Promise
     await ip(['link', 'set', 'dev', tun.name, 'addrgenmode', 'none']);
     await ip(['link', 'set', 'dev', tun.name, 'up']);
     let address: string | undefined;
-    for (const cand of candidates(opts.id)) {
+    for (const cand of opts.address ? [opts.address] : candidates(opts.id)) {
       try {
         await ip(['route', 'add', `${cand}/32`, 'dev', tun.name]);
         address = cand;
         break;
       } catch (err) {
         if (!(err instanceof IpError && /File exists/i.test(err.stderr))) throw err;
+        if (opts.address) {
+          throw new HostEgressError(`${cand} is already routed on this host (another sandbox or a local network uses it); host egress for a WireGuard sandbox needs its overlay address to be free on the host`, { cause: err });
+        }
       }
     }
     if (!address) throw new HostEgressError(`no free address in ${EGRESS_POOL} for host egress; remove stale routes (lattice gc) and retry`);

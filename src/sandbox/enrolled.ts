@@ -35,6 +35,8 @@ export interface EnrolledOptions {
   auditLog?: string;
   /** NAT traversal (STUN/TURN/relay); undefined = direct endpoints from the directory only. */
   nat?: NatFlags;
+  /** Host egress (`--egress host`): non-overlay destinations the policy allows leave through this host. */
+  hostEgress?: boolean;
   /** How often status.json is rewritten (ms). */
   statusIntervalMs?: number;
   log: Logger;
@@ -153,6 +155,7 @@ export async function enrollAndPrepare(o: EnrolledOptions): Promise<Enrolled> {
       audit: record,
       log,
       natTraversal: o.nat !== undefined,
+      hostEgress: o.hostEgress,
     })(id, dir);
     if (o.nat) {
       try {

@@ -14,7 +14,8 @@ import type { InterfaceConfig } from '../wg/config.js';
 import { setupSandboxNetwork } from '../netns/sandbox-net.js';
 import { Pump, type AuditSink, type PolicySource, type UpstreamResolver } from '../dataplane/pump.js';
 import { MapDirectory } from '../dataplane/dns.js';
-import { parseIp, type IpAddr, type Policy } from '../policy/index.js';
+import { formatIp, parseIp, type IpAddr, type Policy } from '../policy/index.js';
+import { openHostEgress } from '../egress/host.js';
 import type { SandboxNetwork } from './run.js';
 
 /**
@@ -42,6 +43,12 @@ export interface WgNetworkOptions {
    * socket, plus relay/ICE links); the caller attaches the peer connectivity to `pathBind`.
    */
   natTraversal?: boolean;
+  /**
+   * Host egress: allowed packets to addresses no peer holds leave through the host's network,
+   * source-NATed (IPv4 only; the sandbox's IPv4 overlay address is routed on the host). Without it
+   * they are refused (TCP reset / ICMP unreachable).
+   */
+  hostEgress?: boolean;
 }
 
 /** A running sandbox network: what runSandbox needs, plus the live pieces for updates and status. */
@@ -78,7 +85,16 @@ export function wgSandboxNetwork(opts: WgNetworkOptions): (id: string, dir: stri
     const clock = opts.clock ?? systemClock;
     const { cidrs, addrs } = sandboxAddresses(opts.iface);
     const mtu = opts.iface.mtu ?? 1420;
-    const net = await setupSandboxNetwork({ id, overlayAddrs: cidrs, gateway: SANDBOX_GATEWAY, gateway6: SANDBOX_GATEWAY6, mtu });
+    const v4 = addrs.find((a) => a.family === 4);
+    if (opts.hostEgress && !v4) throw new LatticeError('EWGCONFIG', 'host egress needs an IPv4 Address in the WireGuard config (host egress is IPv4 only)');
+    const egress = opts.hostEgress ? await openHostEgress({ id, log: opts.log, address: formatIp(v4!) }) : undefined;
+    let net;
+    try {
+      net = await setupSandboxNetwork({ id, overlayAddrs: cidrs, gateway: SANDBOX_GATEWAY, gateway6: SANDBOX_GATEWAY6, mtu });
+    } catch (err) {
+      await egress?.close();
+      throw err;
+    }
     let bind: Bind | undefined;
     let pathBind: PathBind | undefined;
     try {
@@ -86,6 +102,7 @@ export function wgSandboxNetwork(opts: WgNetworkOptions): (id: string, dir: stri
       if (opts.natTraversal) bind = pathBind = createPathBind(bind);
     } catch (err) {
       await net.teardown();
+      await egress?.close();
       throw new LatticeError('EWGBIND', `cannot bind WireGuard UDP port ${opts.iface.listenPort ?? 0}: ${(err as Error).message}; pick another ListenPort`, { cause: err });
     }
     const device = new Device({ privateKey: opts.iface.privateKey, bind, clock, mtu });
@@ -103,6 +120,7 @@ export function wgSandboxNetwork(opts: WgNetworkOptions): (id: string, dir: stri
       resolveUpstream: opts.resolveUpstream ?? systemResolver(),
       audit: opts.audit,
       sandboxId: id,
+      ...(egress && { hostEgress: { tun: egress.tun, vet: egress.guard.vet.bind(egress.guard) } }),
     });
     pump.start();
     device.up({ tickMs: 100 });
@@ -111,7 +129,7 @@ export function wgSandboxNetwork(opts: WgNetworkOptions): (id: string, dir: stri
 
     const resolvConf = join(dir, 'resolv.conf');
     await writeFileAtomic(resolvConf, `nameserver ${SANDBOX_RESOLVER}\noptions ndots:1 timeout:2 attempts:2\n`, 0o644);
-    opts.log.info({ id, netns: net.netnsName, addresses: cidrs, port: bind.port, natTraversal: Boolean(pathBind) }, 'sandbox network up');
+    opts.log.info({ id, netns: net.netnsName, addresses: cidrs, port: bind.port, natTraversal: Boolean(pathBind), hostEgress: Boolean(egress) }, 'sandbox network up');
 
     let closed = false;
     return {
@@ -132,6 +150,7 @@ export function wgSandboxNetwork(opts: WgNetworkOptions): (id: string, dir: stri
         pump.tick(Number.MAX_SAFE_INTEGER); // close every flow: flow.closed lines for all of them
         await device.close();
         await net.teardown();
+        await egress?.close();
       },
     };
   };
