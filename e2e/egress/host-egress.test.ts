@@ -8,8 +8,7 @@ import { execa, type ResultPromise } from 'execa';
 import { readFile, writeFile } from 'node:fs/promises';
 import { createServer, type Server } from 'node:http';
 import { join } from 'node:path';
-import { requireBinary, tempDir, busyboxRootfs, lattice, REPO } from '../support/env.js';
-import { waitFor } from '../support/wgpeer.js';
+import { requireBinary, tempDir, busyboxRootfs, lattice, waitFor, REPO } from '../support/env.js';
 import { egressTunName } from '../../src/egress/host.js';
 import { startInternet, WEB, OTHER, DNS, type Internet } from './internet.js';
 
@@ -24,6 +23,8 @@ interface AuditLine {
   ruleId?: string;
   dstIp?: string;
   dstPort?: number;
+  srcPort?: number;
+  direction?: string;
   proto?: string;
   name?: string;
   sandboxId?: string;
@@ -174,20 +175,34 @@ describe('host egress: sandbox run --policy, no WireGuard', () => {
   it('a live policy update cuts an open flow to the internet that the new policy no longer allows', async () => {
     const policyFile = await writePolicy('live', [API]);
     const auditLog = join(work.path, 'audit-live.ndjson');
+    // The agent keeps the server's ticks (one every 0.3 s) in a file and reports how many it has when the test asks.
     const child: ResultPromise = lattice(
       stateDir,
-      runArgs(policyFile, auditLog, `(printf "GET /stream HTTP/1.0\\r\\n\\r\\n"; sleep 20) | timeout 15 nc api.example.test 443`),
+      runArgs(
+        policyFile,
+        auditLog,
+        `(printf "GET /stream HTTP/1.0\\r\\n\\r\\n"; sleep 600) | nc api.example.test 443 > /tmp/ticks & while read q; do echo "count=$(grep -c tick /tmp/ticks)"; done`,
+      ),
     );
     let out = '';
     child.stdout?.on('data', (d: Buffer) => (out += d.toString()));
-    await waitFor(async () => (out.match(/tick/g) ?? []).length >= 3, 30_000, 'ticks before the update');
+    const count = async (): Promise<number> => {
+      const before = (out.match(/count=\d+/g) ?? []).length;
+      child.stdin!.write('count\n');
+      await waitFor(() => (out.match(/count=\d+/g) ?? []).length > before, 60_000, 'the agent to report');
+      return Number(out.match(/count=(\d+)/g)!.at(-1)!.slice(6));
+    };
+    await waitFor(async () => (await count()) >= 3, 60_000, 'ticks before the update');
     await writeFile(policyFile, JSON.stringify({ version: 1, egress: [] }));
     process.kill(child.pid!, 'SIGHUP');
-    await waitFor(async () => (await readAudit(auditLog)).filter((e) => e.type === 'policy.applied').length >= 2, 5_000, 'policy reload');
-    await new Promise((r) => setTimeout(r, 1000)); // ticks already in flight
-    const atCut = (out.match(/tick/g) ?? []).length;
-    await new Promise((r) => setTimeout(r, 3000));
-    expect((out.match(/tick/g) ?? []).length).toBe(atCut);
+    // The cut is the flow.closed event; after it the server's segments are refused (denied ingress from
+    // port 443 in the audit). Once one has been refused, nothing more of that flow can be in flight.
+    await waitFor(async () => (await readAudit(auditLog)).some((e) => e.type === 'flow.closed' && e.dstPort === 443), 60_000, 'the flow to be cut');
+    const atCut = await count();
+    const refused = async () => (await readAudit(auditLog)).filter((e) => e.type === 'flow.opened' && e.verdict === 'denied' && e.srcPort === 443).length;
+    await waitFor(async () => (await refused()) >= 1, 60_000, 'a segment of the cut flow to be refused');
+    expect(await count()).toBe(atCut);
+    child.stdin!.end();
     await child;
     const audit = await readAuditOf(auditLog);
     expect(audit).toContainEqual(expect.objectContaining({ type: 'flow.opened', verdict: 'allowed', ruleId: 'api', dstIp: WEB }));

@@ -7,7 +7,7 @@
 import { execa, type ResultPromise } from 'execa';
 import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
-import { REPO } from '../support/env.js';
+import { REPO, waitFor, waitForListener } from '../support/env.js';
 
 export const WEB = '203.0.113.10';
 export const OTHER = '203.0.113.11';
@@ -69,19 +69,13 @@ export async function startInternet(): Promise<Internet> {
         buf = buf.slice(i + 1);
       }
     });
-    const ready = new Promise<void>((resolve, reject) => {
-      const t = setInterval(() => {
-        if (events.some((e) => e.ev === 'ready')) {
-          clearInterval(t);
-          resolve();
-        }
-      }, 50);
-      void server!.then((r) => {
-        clearInterval(t);
-        reject(new Error(`internet server exited: ${String(r.stderr)}`));
-      });
-    });
-    await ready;
+    let exited: string | undefined;
+    void server.then((r) => (exited = String(r.stderr)));
+    await waitFor(() => {
+      if (exited !== undefined) throw new Error(`internet server exited: ${exited}`);
+      return events.some((e) => e.ev === 'ready');
+    }, 60_000, 'the internet server to be ready');
+    for (const port of [443, 8000]) await waitForListener(ns, port);
     return { ns, hostAddr, events, stop };
   } catch (err) {
     await stop();
