@@ -5,7 +5,7 @@
  */
 import { describe, it, expect, beforeAll, afterAll } from 'vitest';
 import { execa, type ResultPromise } from 'execa';
-import { readFile, writeFile } from 'node:fs/promises';
+import { readFile, readdir, writeFile } from 'node:fs/promises';
 import { createServer, type Server } from 'node:http';
 import { join } from 'node:path';
 import { requireBinary, tempDir, busyboxRootfs, lattice, waitFor, REPO } from '../support/env.js';
@@ -114,6 +114,24 @@ describe('host egress: sandbox run --policy, no WireGuard', () => {
     expect(opened).toContainEqual(expect.objectContaining({ verdict: 'denied', ruleId: 'default-deny', dstIp: OTHER, dstPort: 443 }));
     expect(net.events.filter((e) => e.ev === 'dns').map((e) => e.name)).not.toContain('other.example.test');
     expect(await leftovers()).toEqual([]);
+  });
+
+  it('bad input exits 2 and creates nothing', async () => {
+    const before = await readdir(join(stateDir, 'sandboxes')).catch(() => []);
+    const badPolicy = join(work.path, 'bad.json');
+    await writeFile(badPolicy, JSON.stringify({ version: 1, egress: [{ id: 'x', action: 'allow', domains: ['h.example.test'], allowHostAccess: true }] }));
+    const cases = [
+      ['--policy', badPolicy],
+      ['--policy', join(work.path, 'absent.json')],
+      ['--egress', 'sideways'],
+      ['--dns-upstream', 'dns.example.test'],
+    ];
+    for (const flags of cases) {
+      const r = await lattice(stateDir, ['sandbox', 'run', '--rootfs', rootfs, ...flags, '--', 'true']);
+      expect(r.exitCode, flags.join(' ')).toBe(2);
+      expect(String(r.stderr).trim().split('\n')).toHaveLength(1);
+    }
+    expect(await readdir(join(stateDir, 'sandboxes')).catch(() => [])).toEqual(before);
   });
 
   it('UDP to an allowed address and ICMP echo under a rule work', async () => {
