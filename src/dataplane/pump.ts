@@ -79,7 +79,7 @@ export interface PumpOptions<Peer = unknown> {
   resolveUpstream?: UpstreamResolver;
   audit: AuditSink;
   sandboxId?: string;
-  /** Where allowed packets that no peer takes leave (and their replies return); absent: dropped (noPeer). */
+  /** Where allowed packets that no peer takes leave (and their replies return); absent: refused (noPeer, RST/ICMP). */
   hostEgress?: HostEgressRoute;
   flows?: Omit<FlowTableOptions, 'localAddresses'>;
 }
