@@ -24,6 +24,8 @@ export const AuditEventType = {
   ToolSpan: 'tool.span',
   EnrollmentEnrolled: 'enrollment.enrolled',
   EnrollmentRevoked: 'enrollment.revoked',
+  ApprovalProposed: 'approval.proposed',
+  ApprovalDecided: 'approval.decided',
 } as const;
 export type AuditEventType = (typeof AuditEventType)[keyof typeof AuditEventType];
 
@@ -108,11 +110,15 @@ export interface ToolSpan {
 }
 export interface EnrollmentEnrolled { type: 'enrollment.enrolled'; enrollmentId: string; overlayIp?: string; parentAgentId?: string; expiresAt?: string }
 export interface EnrollmentRevoked { type: 'enrollment.revoked'; enrollmentId: string; reason?: string }
+/** A pending change was proposed (src/controlplane/approvals.ts); `by` is the proposer as it named itself. */
+export interface ApprovalProposed { type: 'approval.proposed'; approvalId: string; kind: string; by: string; summary?: string }
+/** A pending change was decided: approved (and applied), rejected, or refused because its base moved (stale). */
+export interface ApprovalDecided { type: 'approval.decided'; approvalId: string; kind: string; by: string; decision: 'approved' | 'rejected' | 'stale' | 'failed'; reason?: string }
 
 export type AuditEventBody =
   | SandboxCreated | SandboxStarted | SandboxExited | SandboxStopped
   | FlowOpened | FlowClosed | DnsAnswered | DnsRefused | PolicyApplied
-  | ToolSpan | EnrollmentEnrolled | EnrollmentRevoked;
+  | ToolSpan | EnrollmentEnrolled | EnrollmentRevoked | ApprovalProposed | ApprovalDecided;
 
 export type AuditEvent = AuditEnvelope & AuditEventBody;
 
@@ -211,6 +217,10 @@ const BODIES: Record<AuditEventType, Record<string, FieldSpec>> = {
   },
   'enrollment.enrolled': { enrollmentId: req('id'), overlayIp: opt('ip'), parentAgentId: opt('token'), expiresAt: opt('iso') },
   'enrollment.revoked': { enrollmentId: req('id'), reason: opt('str') },
+  'approval.proposed': { approvalId: req('id'), kind: req('id'), by: req('str'), summary: opt('str') },
+  'approval.decided': {
+    approvalId: req('id'), kind: req('id'), by: req('str'), decision: req(['approved', 'rejected', 'stale', 'failed']), reason: opt('str'),
+  },
 };
 
 export type ValidationResult = { ok: true; event: AuditEvent } | { ok: false; reason: string };

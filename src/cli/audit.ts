@@ -141,6 +141,10 @@ export function formatEvent(e: StoredEvent): string {
       return `${head}  ${e.enrollmentId}${e.overlayIp ? ` ip=${e.overlayIp}` : ''}${e.parentAgentId ? ` parent=${e.parentAgentId}` : ''}`;
     case 'enrollment.revoked':
       return `${head}  ${e.enrollmentId}${e.reason ? ` (${e.reason})` : ''}`;
+    case 'approval.proposed':
+      return `${head}  ${e.approvalId} ${e.kind} by ${JSON.stringify(e.by)}${e.summary ? `: ${e.summary}` : ''}`;
+    case 'approval.decided':
+      return `${head}  ${e.approvalId} ${e.kind} ${e.decision} by ${JSON.stringify(e.by)}${e.reason ? ` (${e.reason})` : ''}`;
   }
 }
 

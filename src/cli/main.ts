@@ -17,6 +17,7 @@ const GROUPS: Record<string, () => Promise<Register>> = {
   audit: () => import('./audit.js').then((m) => m.registerAudit),
   wg: () => import('./wg.js').then((m) => m.registerWg),
   runsc: () => import('./runsc.js').then((m) => m.registerRunsc),
+  approvals: () => import('./approvals.js').then((m) => m.registerApprovals),
 };
 const MODULE_OF: Record<string, keyof typeof GROUPS> = { gc: 'sandbox', token: 'admin', agent: 'admin', policy: 'admin' };
 

@@ -13,6 +13,7 @@ import { EgressRequests } from './egress.js';
 import { HttpApi } from './http.js';
 import type { IpamConfig } from './ipam.js';
 import { serveNatsApi, type NatsApiStats } from './natsapi.js';
+import { mountOperatorRoutes } from './operator.js';
 import { NatsKvStore } from './natskv.js';
 import { assertPrivate, loadOrCreateAdminToken } from './secrets.js';
 import { ControlPlaneService, type ServiceOptions } from './service.js';
@@ -23,6 +24,8 @@ export { ControlPlaneService, DEFAULT_JWT_TTL_MS, peerOf, agentKey, pubkeyKey, t
 export { HttpApi, HttpError, type RouteHandler, type RouteContext } from './http.js';
 export { API_BASE } from './api.js';
 export { AGENT_SUBJECTS, type DelegationReply } from './agentops.js';
+export { APPROVALS_BUCKET, ApprovalStatus, ChangeKind, type ApprovalRecord } from './approvals.js';
+export { explainFlow, minimalAllowRule, type ExplainAnswer, type ExplainQuery } from './explain.js';
 export { EGRESS_BUCKET, type EgressRequestRecord } from './egress.js';
 export { planDelegation, type DelegationRequest, type AgentTreeNode } from './delegation.js';
 export { verifyAgentJwt, signAgentJwt, JwtError, type AgentClaims } from './jwt.js';
@@ -118,6 +121,8 @@ export async function startControlPlane(opts: ControlPlaneOptions): Promise<Star
     const api = new HttpApi({ adminToken, log: opts.log });
     mountAdminRoutes(api, service);
     mountAgentOpsRoutes(api, service, egress);
+    // Approvals, explain, token list (operator.ts): for people and `lattice mcp`.
+    await mountOperatorRoutes(api, { store: kvStore, nc, targets: service, validatePolicy: checkPolicyDocument, clock: opts.clock ?? systemClock, log: opts.log });
     await opts.mount?.(api, { nc, service });
     let httpUrl: string | undefined;
     const http = opts.http === undefined ? DEFAULT_HTTP : opts.http;

@@ -1,0 +1,97 @@
+import type { Command } from 'commander';
+import { API_BASE, DEFAULT_HTTP, type ApprovalRecord } from '../controlplane/index.js';
+import { callApi } from './api.js';
+
+/**
+ * `lattice approvals ls|show|approve|reject`: the queue of changes proposed (e.g. by `lattice mcp`)
+ * that wait for a human. Talks to the admin HTTP API like `lattice agent`/`policy`.
+ */
+interface ApiOpts {
+  api: string;
+  adminToken?: string;
+}
+
+function withApiOptions(c: Command): Command {
+  return c
+    .option('--api <url>', 'control-plane admin API', process.env.LATTICE_API ?? `http://${DEFAULT_HTTP.host}:${DEFAULT_HTTP.port}`)
+    .option('--admin-token <token>', 'admin bearer token (default: $LATTICE_ADMIN_TOKEN or the state dir file)');
+}
+
+const iso = (ms?: number) => (ms === undefined ? '-' : new Date(ms).toISOString());
+
+function printOne(a: ApprovalRecord): void {
+  console.log(`approval ${a.id}`);
+  console.log(`  kind:      ${a.kind}`);
+  console.log(`  status:    ${a.status}`);
+  console.log(`  summary:   ${a.summary}`);
+  console.log(`  proposer:  ${a.proposer}${a.reason ? ` (reason: ${a.reason})` : ''}`);
+  console.log(`  proposed:  ${iso(a.createdAt)}`);
+  if (a.base.key) console.log(`  base:      ${a.base.bucket}/${a.base.key} revision ${a.base.revision}${a.base.revision === 0 ? ' (absent)' : ''}`);
+  if (a.decidedBy) console.log(`  decided:   ${iso(a.decidedAt)} by ${a.decidedBy}${a.note ? ` (${a.note})` : ''}`);
+  if (a.result !== undefined) console.log(`  result:    ${JSON.stringify(a.result)}`);
+  console.log('  diff:');
+  for (const l of (a.diff || '(no change)').split('\n')) console.log(`    ${l}`);
+}
+
+export function registerApprovals(program: Command): void {
+  const g = program.command('approvals').description('changes proposed by tools (lattice mcp) that wait for a human');
+  withApiOptions(
+    g
+      .command('ls')
+      .description('list approvals (pending ones unless --status or --all)')
+      .option('--status <s>', 'pending | applying | approved | rejected | stale | failed', 'pending')
+      .option('--all', 'every status')
+      .option('--json', 'print JSON'),
+  ).action(async (o: ApiOpts & { status: string; all?: boolean; json?: boolean }, cmd: Command) => {
+    const res = await callApi<{ approvals: ApprovalRecord[] }>(cmd, o, 'GET', `${API_BASE}/approvals`, { query: { status: o.all ? undefined : o.status } });
+    if (o.json) {
+      console.log(JSON.stringify(res.approvals));
+      return;
+    }
+    if (res.approvals.length === 0) {
+      console.log(o.all ? 'no approvals' : `no ${o.status} approvals`);
+      return;
+    }
+    const rows = [['ID', 'STATUS', 'KIND', 'PROPOSER', 'PROPOSED', 'SUMMARY']];
+    for (const a of res.approvals) rows.push([a.id, a.status, a.kind, a.proposer, iso(a.createdAt), a.summary]);
+    const widths = rows[0].map((_, i) => Math.max(...rows.map((r) => r[i].length)));
+    for (const r of rows) console.log(r.map((c, i) => c.padEnd(widths[i])).join('  ').trimEnd());
+  });
+  withApiOptions(g.command('show').description('one approval with its diff').argument('<id>').option('--json', 'print JSON')).action(
+    async (id: string, o: ApiOpts & { json?: boolean }, cmd: Command) => {
+      const a = await callApi<ApprovalRecord>(cmd, o, 'GET', `${API_BASE}/approvals/${encodeURIComponent(id)}`);
+      if (o.json) console.log(JSON.stringify(a));
+      else printOne(a);
+    },
+  );
+  withApiOptions(
+    g
+      .command('approve')
+      .description('apply a pending change (refused if what it changes moved since it was proposed)')
+      .argument('<id>')
+      .option('--by <name>', 'who approves (recorded and audited)', process.env.USER ?? 'admin')
+      .option('--note <text>', 'a note kept with the decision')
+      .option('--json', 'print JSON'),
+  ).action(async (id: string, o: ApiOpts & { by: string; note?: string; json?: boolean }, cmd: Command) => {
+    const res = await callApi<{ approval: ApprovalRecord; token?: string }>(cmd, o, 'POST', `${API_BASE}/approvals/${encodeURIComponent(id)}/approve`, {
+      body: { by: o.by, ...(o.note ? { note: o.note } : {}) },
+    });
+    if (o.json) {
+      console.log(JSON.stringify(res));
+      return;
+    }
+    console.log(`approved ${id}: ${res.approval.summary}`);
+    if (res.token) console.log(`token (shown once): ${res.token}`);
+  });
+  withApiOptions(
+    g
+      .command('reject')
+      .description('reject a pending change; nothing is applied')
+      .argument('<id>')
+      .option('--by <name>', 'who rejects (recorded and audited)', process.env.USER ?? 'admin')
+      .option('--note <text>', 'why'),
+  ).action(async (id: string, o: ApiOpts & { by: string; note?: string }, cmd: Command) => {
+    await callApi(cmd, o, 'POST', `${API_BASE}/approvals/${encodeURIComponent(id)}/reject`, { body: { by: o.by, ...(o.note ? { note: o.note } : {}) } });
+    console.log(`rejected ${id}`);
+  });
+}
