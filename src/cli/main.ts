@@ -18,6 +18,7 @@ const GROUPS: Record<string, () => Promise<Register>> = {
   wg: () => import('./wg.js').then((m) => m.registerWg),
   runsc: () => import('./runsc.js').then((m) => m.registerRunsc),
   approvals: () => import('./approvals.js').then((m) => m.registerApprovals),
+  mcp: () => import('./mcp.js').then((m) => m.registerMcp),
 };
 const MODULE_OF: Record<string, keyof typeof GROUPS> = { gc: 'sandbox', token: 'admin', agent: 'admin', policy: 'admin' };
 

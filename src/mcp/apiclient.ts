@@ -1,0 +1,73 @@
+import { LatticeError } from '../errors.js';
+
+/**
+ * The MCP server's only way to the overlay: the control plane's documented admin HTTP API, with the
+ * admin bearer token. No NATS, no KV. Every failure becomes an ApiError with a one-line message that
+ * the assistant can show to its user as is.
+ */
+export class ApiError extends LatticeError {
+  override readonly name = 'ApiError';
+  constructor(
+    code: string,
+    message: string,
+    readonly status?: number,
+    options?: { cause?: unknown },
+  ) {
+    super(code, message, options);
+  }
+}
+
+export interface AdminApiOptions {
+  /** Base URL, e.g. http://127.0.0.1:8470 */
+  url: string;
+  token: string;
+  timeoutMs?: number;
+  /** Injected for tests; defaults to the global fetch. */
+  fetch?: typeof fetch;
+}
+
+export class AdminApiClient {
+  private readonly base: string;
+  constructor(private readonly o: AdminApiOptions) {
+    this.base = o.url.replace(/\/+$/, '');
+  }
+
+  get<T>(path: string, query?: Record<string, string | number | undefined>): Promise<T> {
+    return this.call<T>('GET', path, undefined, query);
+  }
+
+  post<T>(path: string, body: unknown): Promise<T> {
+    return this.call<T>('POST', path, body);
+  }
+
+  async call<T>(method: string, path: string, body?: unknown, query?: Record<string, string | number | undefined>): Promise<T> {
+    const qs = new URLSearchParams();
+    for (const [k, v] of Object.entries(query ?? {})) if (v !== undefined && v !== '') qs.set(k, String(v));
+    const url = `${this.base}${path}${qs.size > 0 ? `?${qs}` : ''}`;
+    let res: Response;
+    try {
+      res = await (this.o.fetch ?? fetch)(url, {
+        method,
+        headers: { authorization: `Bearer ${this.o.token}`, ...(body !== undefined ? { 'content-type': 'application/json' } : {}) },
+        body: body === undefined ? undefined : JSON.stringify(body),
+        signal: AbortSignal.timeout(this.o.timeoutMs ?? 15_000),
+      });
+    } catch (err) {
+      const cause = (err as { cause?: { code?: string } }).cause?.code ?? (err as Error).message;
+      throw new ApiError('EAPI_UNREACHABLE', `cannot reach the control-plane API at ${this.base} (${cause}); is \`lattice control-plane start\` running?`, undefined, { cause: err });
+    }
+    const text = await res.text();
+    let parsed: unknown;
+    try {
+      parsed = text ? JSON.parse(text) : undefined;
+    } catch {
+      throw new ApiError('EAPI_REPLY', `the control-plane API answered ${res.status} with something that is not JSON`, res.status);
+    }
+    if (!res.ok) {
+      const e = (parsed as { error?: { code?: string; message?: string } } | undefined)?.error;
+      const hint = res.status === 401 ? ' (the MCP server\'s admin token is wrong)' : '';
+      throw new ApiError(e?.code ?? 'EAPI', `control plane refused (${res.status}): ${e?.message ?? 'no message'}${hint}`, res.status);
+    }
+    return parsed as T;
+  }
+}

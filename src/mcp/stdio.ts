@@ -1,0 +1,33 @@
+import { readFile } from 'node:fs/promises';
+import { StdioServerTransport } from '@modelcontextprotocol/sdk/server/stdio.js';
+import { readAdminToken } from '../controlplane/secrets.js';
+import { DEFAULT_HTTP } from '../controlplane/index.js';
+import { resolveStateDir, statePaths } from '../state.js';
+import { AdminApiClient } from './apiclient.js';
+import { createMcpServer } from './server.js';
+
+export interface McpStdioOptions {
+  api?: string;
+  adminToken?: string;
+  stateDir?: string;
+  proposer?: string;
+}
+
+/**
+ * Serve MCP over stdin/stdout until stdin closes. stdout carries only protocol messages (JSON-RPC,
+ * one per line); nothing else may write there. Resolves when the client disconnects.
+ */
+export async function runMcpStdio(o: McpStdioOptions): Promise<void> {
+  const url = o.api ?? process.env.LATTICE_API ?? `http://${DEFAULT_HTTP.host}:${DEFAULT_HTTP.port}`;
+  const token = await readAdminToken(statePaths(resolveStateDir(o.stateDir)).controlPlane, o.adminToken);
+  const pkg = JSON.parse(await readFile(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string };
+  const server = createMcpServer({ api: new AdminApiClient({ url, token }), proposer: o.proposer ?? 'mcp', version: pkg.version });
+  const transport = new StdioServerTransport();
+  const closed = new Promise<void>((resolve) => {
+    transport.onclose = () => resolve();
+    process.stdin.once('end', () => resolve());
+  });
+  await server.connect(transport);
+  await closed;
+  await server.close();
+}
