@@ -1,12 +1,14 @@
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import { isDeepStrictEqual } from 'node:util';
 import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { StdioClientTransport } from '@modelcontextprotocol/sdk/client/stdio.js';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, onTestFinished } from 'vitest';
 import { connect, type NatsConnection } from 'nats';
 import { API_BASE } from '../../src/controlplane/index.js';
 import { AUDIT_EVENT_VERSION, auditSubject, newEventId } from '../../src/audit/events.js';
 import { enroll } from '../../src/enroll/index.js';
+import { DirectoryWatcher } from '../../src/enroll/directory.js';
 import { freePort, type StartedNatsServer } from '../../src/natsserver/server.js';
 import { REPO, requireBinary } from '../support/env.js';
 import { cleanup, cliRun, startCpProcess, tempDir, wgKey, withNats } from '../controlplane/helpers.js';
@@ -22,7 +24,7 @@ let api: string;
 let adminToken: string;
 let nc: NatsConnection;
 let client: Client;
-const agents: Record<string, { agentId: string; ipv4: string }> = {};
+const agents: Record<string, { agentId: string; ipv4: string; publicKey: string }> = {};
 
 const basePolicy = {
   version: 1,
@@ -79,8 +81,9 @@ beforeAll(async () => {
   const tok = await http<{ token: string }>('POST', `${API_BASE}/enrollment-tokens`, { namespace: 'shop', limit: 2, ttl: '1h' });
   expect(tok.status).toBe(201);
   for (const name of ['payment-service', 'postgres']) {
-    const e = await enroll({ controlPlaneUrl: cp.info.nats, token: tok.body.token, name, publicKey: wgKey() });
-    agents[name] = { agentId: e.agentId, ipv4: e.address.ipv4 };
+    const publicKey = wgKey();
+    const e = await enroll({ controlPlaneUrl: cp.info.nats, token: tok.body.token, name, publicKey });
+    agents[name] = { agentId: e.agentId, ipv4: e.address.ipv4, publicKey };
   }
   expect((await http('PUT', `${API_BASE}/policies/shop`, basePolicy)).status).toBe(200);
   // A launcher's denied flow, published on the audit stream the way the launcher's publisher does.
@@ -168,6 +171,10 @@ describe('lattice-mcp over stdio (SDK client) against a real control plane', () 
   });
 
   it('a write tool only proposes: nothing changes until `lattice approvals approve`, then the policy is live', async () => {
+    // The launcher's own directory component (KV watches), as `sandbox start` runs it for payment-service.
+    const launcherView = await DirectoryWatcher.forConnection(nc, { namespace: 'shop', name: 'payment-service', publicKey: agents['payment-service'].publicKey }).start();
+    onTestFinished(() => launcherView.stop());
+    expect(launcherView.policy).toEqual(basePolicy);
     const pg = await tool<{ suggestedRule: { id: string } }>('explain_flow', { namespace: 'shop', agent: 'payment-service', address: agents.postgres.ipv4, port: 5432 });
     const next = { ...basePolicy, egress: [...basePolicy.egress, pg.value.suggestedRule] };
     const prop = await tool<{ pendingId: string; diff: string; status: string }>('propose_set_policy', { namespace: 'shop', policy: next, reason: 'payment-service must reach postgres' });
@@ -186,8 +193,11 @@ describe('lattice-mcp over stdio (SDK client) against a real control plane', () 
     const show = await lattice('approvals', 'show', id);
     expect(show.stdout).toContain(`+      "id": "${pg.value.suggestedRule.id}"`);
 
+    expect(launcherView.policy).toEqual(basePolicy);
+    const reachedLauncher = new Promise<void>((resolve) => launcherView.on('policy-changed', (p) => isDeepStrictEqual(p, next) && resolve()));
     const ok = await lattice('approvals', 'approve', id, '--by', 'alice');
     expect(ok.code, ok.stderr).toBe(0);
+    await reachedLauncher; // bounded by the test's timeout
     expect((await http<{ policy: unknown }>('GET', `${API_BASE}/policies/shop`)).body.policy).toEqual(next);
     expect((await tool('explain_flow', { namespace: 'shop', agent: 'payment-service', address: agents.postgres.ipv4, port: 5432 })).value).toMatchObject({
       allowed: true,
