@@ -29,6 +29,8 @@ export interface PublisherOptions {
   /** Create the stream when missing (default true; turn off when launchers may not manage streams). */
   ensureStream?: boolean;
   stream?: AuditStreamOptions;
+  /** Prefix of the ack inbox (a NATS user may be allowed only its own inbox prefix); default _INBOX. */
+  inboxPrefix?: string;
   /** Publishes in flight (default 2048). */
   window?: number;
   publishTimeoutMs?: number;
@@ -162,7 +164,7 @@ export class OutboxPublisher {
     }
     const nc = this.nc!;
     if (!this.sub || this.sub.isClosed()) {
-      this.inbox = createInbox();
+      this.inbox = createInbox(this.opts.inboxPrefix);
       this.sub = nc.subscribe(`${this.inbox}.>`, { callback: (_err, m) => this.onReply(m) });
     }
     if (this.opts.ensureStream !== false) await ensureAuditStream(await nc.jetstreamManager({ timeout: this.timeoutMs }), this.opts.stream);

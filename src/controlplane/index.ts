@@ -1,6 +1,8 @@
 import { join } from 'node:path';
 import { mkdir } from 'node:fs/promises';
-import { connect, type NatsConnection } from 'nats';
+import { connect, jwtAuthenticator, type NatsConnection } from 'nats';
+import { NatsAuthority, type NatsUserCreds } from '../natsserver/auth.js';
+import { natsUserIssuer, pushAccount } from './natsusers.js';
 import { systemClock, type Clock } from '../clock.js';
 import { LatticeError } from '../errors.js';
 import type { Logger } from '../log.js';
@@ -16,7 +18,7 @@ import { serveNatsApi, type NatsApiStats } from './natsapi.js';
 import { mountOperatorRoutes } from './operator.js';
 import { NatsKvStore } from './natskv.js';
 import { assertPrivate, loadOrCreateAdminToken } from './secrets.js';
-import { ControlPlaneService, type ServiceOptions } from './service.js';
+import { ControlPlaneService, type NatsUserIssuer, type ServiceOptions } from './service.js';
 import { badRequest } from './types.js';
 
 export * from './types.js';
@@ -30,6 +32,8 @@ export { EGRESS_BUCKET, type EgressRequestRecord } from './egress.js';
 export { planDelegation, type DelegationRequest, type AgentTreeNode } from './delegation.js';
 export { verifyAgentJwt, signAgentJwt, JwtError, type AgentClaims } from './jwt.js';
 export { parseDuration } from './tokens.js';
+export { encodeJoinToken, parseJoinToken, JoinTokenError, JOIN_PREFIX, type JoinToken } from './join.js';
+export type { NatsUserIssuer } from './service.js';
 export { readAdminToken, adminTokenPath } from './secrets.js';
 export { DEFAULT_IPAM, type IpamConfig } from './ipam.js';
 
@@ -42,6 +46,8 @@ export interface ControlPlaneOptions {
   natsUrl?: string;
   /** Port of the embedded nats-server (default 4222; 0 picks a free one). */
   natsPort?: number;
+  /** Address the embedded nats-server listens on (default 127.0.0.1). */
+  natsHost?: string;
   /** Where the HTTP API listens; false for none. */
   http?: { host: string; port: number } | false;
   jwtTtlMs?: number;
@@ -64,6 +70,8 @@ export interface StartedControlPlane extends AsyncDisposable {
   readonly natsStats: NatsApiStats;
   /** The control plane's own NATS connection. */
   readonly nc: NatsConnection;
+  /** Operator-mode keys of the embedded server (absent with --nats): tests mint users with it. */
+  readonly natsAuthority?: NatsAuthority;
   stop(): Promise<void>;
 }
 
@@ -76,9 +84,17 @@ export function checkPolicyDocument(p: unknown): void {
   }
 }
 
-export async function connectNats(url: string, name: string): Promise<NatsConnection> {
+/** Connect to NATS, as the user `creds` when given (operator mode). */
+export async function connectNats(url: string, name: string, creds?: NatsUserCreds): Promise<NatsConnection> {
   try {
-    return await connect({ servers: url, name, maxReconnectAttempts: -1, reconnectTimeWait: 500, timeout: 5000 });
+    return await connect({
+      servers: url,
+      name,
+      maxReconnectAttempts: -1,
+      reconnectTimeWait: 500,
+      timeout: 5000,
+      ...(creds ? { authenticator: jwtAuthenticator(creds.jwt, new TextEncoder().encode(creds.seed)), inboxPrefix: creds.inboxPrefix } : {}),
+    });
   } catch (err) {
     throw new LatticeError('ENATS_CONNECT', `cannot reach NATS at ${url}: ${(err as Error).message}; is the control plane running?`, { cause: err });
   }
@@ -97,12 +113,33 @@ export async function startControlPlane(opts: ControlPlaneOptions): Promise<Star
   };
   try {
     let natsUrl = opts.natsUrl;
+    let cpCreds: NatsUserCreds | undefined;
+    let natsUsers: NatsUserIssuer | undefined;
+    let authority: NatsAuthority | undefined;
     if (!natsUrl) {
-      const srv: StartedNatsServer = await startNatsServer({ storeDir: join(dir, 'nats'), port: opts.natsPort ?? DEFAULT_NATS_PORT });
+      // Embedded server: operator mode, every connection authenticated (natsserver/auth.ts).
+      const authDir = join(dir, 'nats-auth');
+      await mkdir(authDir, { recursive: true, mode: 0o700 });
+      await assertPrivate(authDir);
+      authority = await NatsAuthority.open(authDir);
+      const storeDir = join(dir, 'nats');
+      const auth = authority;
+      const srv: StartedNatsServer = await startNatsServer({
+        storeDir,
+        port: opts.natsPort ?? DEFAULT_NATS_PORT,
+        host: opts.natsHost,
+        writeConfig: (listen) => auth.writeServerConfig({ listen, storeDir }),
+      });
       cleanups.push(() => srv.stop());
       natsUrl = srv.url;
+      cpCreds = await authority.controlPlaneUser();
+      const sys = await connectNats(natsUrl, 'lattice-control-plane-system', await authority.systemUser());
+      cleanups.push(() => sys.close());
+      // The server may hold an older account JWT from an earlier run: hand it the current one.
+      await pushAccount(sys, await authority.accountJwt());
+      natsUsers = natsUserIssuer(authority, sys);
     }
-    const nc = await connectNats(natsUrl, 'lattice-control-plane');
+    const nc = await connectNats(natsUrl, 'lattice-control-plane', cpCreds);
     cleanups.push(() => nc.drain());
     const kvStore = new NatsKvStore(nc);
     const service = await ControlPlaneService.open({
@@ -112,6 +149,7 @@ export async function startControlPlane(opts: ControlPlaneOptions): Promise<Star
       jwtTtlMs: opts.jwtTtlMs,
       validatePolicy: checkPolicyDocument,
       onEvent: opts.onEvent,
+      natsUsers,
     });
     cleanups.push(() => service.close());
     // Agent operations (delegation, egress requests): agentops.ts.
@@ -134,7 +172,7 @@ export async function startControlPlane(opts: ControlPlaneOptions): Promise<Star
       }
       cleanups.push(() => api.close());
     }
-    return { natsUrl, httpUrl, adminToken, service, api, natsStats: nats.stats, nc, stop, [Symbol.asyncDispose]: stop };
+    return { natsUrl, httpUrl, adminToken, service, api, natsStats: nats.stats, nc, natsAuthority: authority, stop, [Symbol.asyncDispose]: stop };
   } catch (err) {
     await stop();
     throw err;

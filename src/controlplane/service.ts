@@ -4,6 +4,8 @@ import { IpamExhaustedError, Ipam, addressOf, namespaceSubnets, planIpam, DEFAUL
 import { JwtError, signAgentJwt, verifyAgentJwt, type AgentClaims } from './jwt.js';
 import { KeyedMutex, KvConflictError, KvOp, casUpdate, decodeJson, encodeJson, getJson, type KvBucket, type KvStore, type KvWatch } from './kv.js';
 import { buildAgentTree, clampJwtTtl, planDelegation, type AgentTreeNode } from './delegation.js';
+import { encodeJoinToken } from './join.js';
+import { isUserPublicKey, type LauncherScope } from '../natsserver/auth.js';
 import { buildTokenRecord, checkUsable, consumeToken, generateTokenSecret, hashToken, isWellFormedToken, refundToken } from './tokens.js';
 import {
   AgentStatus,
@@ -56,6 +58,23 @@ export interface ServiceOptions {
   pendingStaleMs?: number;
   /** Called after each enrollment and revocation (for the audit trail); must not throw. */
   onEvent?: (e: ControlPlaneEvent) => void;
+  /**
+   * NATS users (operator mode, see natsserver/auth.ts). With it every token carries a bootstrap user
+   * (a join token), every enrollment must send the launcher's nkey public key and gets a user JWT
+   * scoped to that agent, and a revocation revokes that user on the server. Without it (an external
+   * NATS without auth) none of this happens.
+   */
+  natsUsers?: NatsUserIssuer;
+}
+
+/** Mints and revokes NATS users; implemented over NatsAuthority + the server's system account. */
+export interface NatsUserIssuer {
+  bootstrap(tokenId: string, expiresAtMs: number): Promise<{ jwt: string; seed: string; inboxPrefix: string }>;
+  launcher(natsPublicKey: string, scope: LauncherScope, expiresAtMs: number): Promise<{ jwt: string; inboxPrefix: string }>;
+  /** Revoke the users; resolves once the server has the new revocation list (their connections are closed). */
+  revoke(natsPublicKeys: string[]): Promise<void>;
+  /** sha256:<hex> of the CA certificate that launchers pin, when NATS is served over TLS. */
+  readonly caHash?: string;
 }
 
 interface ClusterConfig {
@@ -166,10 +185,17 @@ export class ControlPlaneService {
 
   async createToken(body: unknown): Promise<{ token: string; record: TokenRecord }> {
     const record = buildTokenRecord(body, this.opts.clock.now(), randomUUID(), (p) => this.checkPolicy(p));
+    return { token: await this.issueToken(record), record };
+  }
+
+  /** Store a token record under a fresh secret; returns what the launcher is given (a join token with NATS auth). */
+  private async issueToken(record: TokenRecord): Promise<string> {
     const token = generateTokenSecret();
     await this.b.tokens.create(hashToken(token), encodeJson(record));
     this.stats.tokensCreated++;
-    return { token, record };
+    const nu = this.opts.natsUsers;
+    if (!nu) return token;
+    return encodeJoinToken({ token, nats: await nu.bootstrap(record.id, record.expiresAt), ...(nu.caHash ? { ca: nu.caHash } : {}) });
   }
 
   // ---- enrollment ----
@@ -187,7 +213,8 @@ export class ControlPlaneService {
   }
 
   private async enrollInner(req: unknown): Promise<EnrollResponse> {
-    const { token, publicKey, name, endpoint } = parseEnrollRequest(req);
+    const { token, publicKey, name, endpoint, natsPublicKey } = parseEnrollRequest(req);
+    if (this.opts.natsUsers && !natsPublicKey) throw badRequest('natsPublicKey is required by this control plane (NATS auth is on); upgrade the launcher');
     const hash = hashToken(token);
     const tok = await getJson<TokenRecord>(this.b.tokens, hash);
     if (!tok) throw new ControlPlaneError(CpErrorCode.TokenUnknown, 'unknown enrollment token');
@@ -213,7 +240,7 @@ export class ControlPlaneService {
           if (cur.value.tokenId !== tok.value.id) {
             throw new ControlPlaneError(CpErrorCode.NameTaken, `agent ${name} is already enrolled in namespace ${namespace} with another token; reuse its stored credentials or revoke it first`);
           }
-          return this.respond(await this.refreshEndpoint(key, cur, endpoint));
+          return this.respond(await this.refreshEndpoint(key, cur, endpoint), undefined, natsPublicKey);
         }
         // Pending with our key: a concurrent identical request is in flight (wait for it) or one was abandoned (take over).
         if (now - cur.value.updatedAt < (this.opts.pendingStaleMs ?? 30_000) && attempt < 100) {
@@ -311,7 +338,15 @@ export class ControlPlaneService {
       // 5. Identity: JWT, then the record goes active (compare-and-set: a revoke in between wins).
       const jti = randomUUID();
       const { jwt, expiresAt } = await this.sign(pending.value, jti);
-      const active: AgentRecord = { ...pending.value, status: AgentStatus.Active, jti, jwtExpiresAt: expiresAt, updatedAt: this.opts.clock.now() };
+      const nats = natsPublicKey ? await this.mintNatsUser(pending.value, natsPublicKey, expiresAt) : undefined;
+      const active: AgentRecord = {
+        ...pending.value,
+        status: AgentStatus.Active,
+        jti,
+        jwtExpiresAt: expiresAt,
+        updatedAt: this.opts.clock.now(),
+        ...(natsPublicKey ? { natsUser: natsPublicKey } : {}),
+      };
       const rev = await this.b.agents.update(key, encodeJson(active), pending.revision);
       this.emitEvent({
         type: 'enrollment.enrolled',
@@ -324,7 +359,7 @@ export class ControlPlaneService {
         expiresAt: expiresAt,
         ...(active.parent ? { parentAgentId: active.parent.agentId } : {}),
       });
-      return this.respond({ value: active, revision: rev }, jwt);
+      return this.respond({ value: active, revision: rev }, jwt, undefined, nats);
     } catch (err) {
       await rollback();
       if (err instanceof KvConflictError) {
@@ -355,18 +390,33 @@ export class ControlPlaneService {
     );
   }
 
-  private async respond(entry: { value: AgentRecord; revision: number }, jwt?: string): Promise<EnrollResponse> {
+  /** A NATS user for this agent's launcher, scoped to the agent (natsserver/auth.ts launcherPermissions). */
+  private mintNatsUser(a: AgentRecord, natsPublicKey: string, expiresAtMs: number) {
+    const scope: LauncherScope = { agentId: a.agentId, namespace: a.namespace, name: a.name, wgPublicKey: a.publicKey, allowedNamespaces: a.allowedNamespaces };
+    return this.opts.natsUsers!.launcher(natsPublicKey, scope, expiresAtMs);
+  }
+
+  private async respond(
+    entry: { value: AgentRecord; revision: number },
+    jwt?: string,
+    natsPublicKey?: string,
+    nats?: { jwt: string; inboxPrefix: string },
+  ): Promise<EnrollResponse> {
     let a = entry.value;
     if (!jwt) {
-      // Re-enrollment of the same identity: a fresh JWT under a new jti, recorded with compare-and-set.
+      // Re-enrollment of the same identity: a fresh JWT under a new jti (and a NATS user for the key the
+      // launcher sent, the previous one revoked), recorded with compare-and-set.
       const jti = randomUUID();
       const signed = await this.sign(a, jti);
+      if (natsPublicKey) nats = await this.mintNatsUser(a, natsPublicKey, signed.expiresAt);
       const r = await casUpdate<AgentRecord>(this.b.agents, agentKey(a.namespace, a.name), (cur) => {
         if (!cur || cur.publicKey !== a.publicKey) throw new ControlPlaneError(CpErrorCode.Revoked, 'agent was revoked');
-        return { ...cur, jti, jwtExpiresAt: signed.expiresAt, updatedAt: this.opts.clock.now() };
+        return { ...cur, jti, jwtExpiresAt: signed.expiresAt, updatedAt: this.opts.clock.now(), ...(natsPublicKey ? { natsUser: natsPublicKey } : {}) };
       });
+      const previous = a.natsUser;
       a = r.value as AgentRecord;
       jwt = signed.jwt;
+      if (previous && natsPublicKey && previous !== natsPublicKey) await this.opts.natsUsers?.revoke([previous]);
     }
     const address = a.address!;
     const index = await this.ipam.namespaceIndex(a.namespace);
@@ -385,6 +435,7 @@ export class ControlPlaneService {
       allowedNamespaces: a.allowedNamespaces,
       modes: a.modes,
       controlPlane: this.info,
+      ...(nats ? { nats } : {}),
     };
   }
 
@@ -491,10 +542,7 @@ export class ControlPlaneService {
       throw new ControlPlaneError(CpErrorCode.Revoked, 'agent has been revoked');
     }
     const record = planDelegation({ ...cur.value, jwtExpiresAt: claims.exp * 1000 }, body, this.opts.clock.now(), randomUUID());
-    const token = generateTokenSecret();
-    await this.b.tokens.create(hashToken(token), encodeJson(record));
-    this.stats.tokensCreated++;
-    return { token, record };
+    return { token: await this.issueToken(record), record };
   }
 
   /** The agent and, recursively, the agents it delegated to. */
@@ -550,6 +598,8 @@ export class ControlPlaneService {
       if (a.address) await this.ipam.free(namespace, a.address.offset, key);
       const pk = await this.b.agents.get(pubkeyKey(a.publicKey));
       if (pk) await this.b.agents.delete(pk.key, pk.revision).catch(() => undefined);
+      // The launcher's NATS user stops working now: the server closes its connections and refuses it.
+      if (a.natsUser) await this.opts.natsUsers?.revoke([a.natsUser]);
       this.stats.revocations++;
       this.emitEvent({ type: 'enrollment.revoked', agentId: a.agentId, namespace, name, reason });
       return rec;
@@ -600,14 +650,15 @@ export function resolvePolicyRef(ref: PolicyRef | undefined, resolvePreset?: (na
   return resolvePreset?.(ref.preset) ?? { preset: ref.preset };
 }
 
-function parseEnrollRequest(req: unknown): { token: string; publicKey: string; name: string; endpoint?: string } {
+function parseEnrollRequest(req: unknown): { token: string; publicKey: string; name: string; endpoint?: string; natsPublicKey?: string } {
   if (typeof req !== 'object' || req === null || Array.isArray(req)) throw badRequest('enrollment request must be a JSON object');
   const r = req as Record<string, unknown>;
   if (!isWellFormedToken(r.token)) throw badRequest('malformed enrollment token');
   if (!isWgKey(r.publicKey)) throw badRequest('publicKey must be a base64 WireGuard public key (32 bytes)');
   if (!isLabel(r.name)) throw badRequest('name must be a DNS label (a-z, 0-9, -; at most 63)');
   if (r.endpoint !== undefined && !isEndpoint(r.endpoint)) throw badRequest('endpoint must be host:port or [v6]:port');
-  return { token: r.token, publicKey: r.publicKey, name: r.name, endpoint: r.endpoint as string | undefined };
+  if (r.natsPublicKey !== undefined && !isUserPublicKey(r.natsPublicKey)) throw badRequest('natsPublicKey must be an nkey user public key (U...)');
+  return { token: r.token, publicKey: r.publicKey, name: r.name, endpoint: r.endpoint as string | undefined, natsPublicKey: r.natsPublicKey };
 }
 
 async function ensureCluster(config: KvBucket, now: number): Promise<ClusterConfig> {

@@ -102,6 +102,8 @@ export interface AgentRecord {
   /** Delegation: copied from the token (see TokenRecord.parent / notAfter). */
   parent?: ParentRef;
   notAfter?: number;
+  /** nkey public key of the launcher's NATS user (revoked with the agent). */
+  natsUser?: string;
 }
 
 export interface RevocationRecord {
@@ -132,6 +134,8 @@ export interface EnrollRequest {
   publicKey: string;
   name: string;
   endpoint?: string;
+  /** nkey user public key (U...) the launcher generated; required when the control plane runs NATS auth. */
+  natsPublicKey?: string;
 }
 
 export interface EnrollResponse {
@@ -150,6 +154,8 @@ export interface EnrollResponse {
   allowedNamespaces: string[];
   modes: Modes;
   controlPlane: ControlPlaneInfo;
+  /** The launcher's NATS user JWT (for natsPublicKey) and the inbox prefix it must use; absent without NATS auth. */
+  nats?: { jwt: string; inboxPrefix: string };
 }
 
 export interface ControlPlaneInfo {

@@ -1,4 +1,4 @@
-import { connect, type NatsConnection } from 'nats';
+import { connect, jwtAuthenticator, type ConnectionOptions, type NatsConnection } from 'nats';
 import { LatticeError } from '../errors.js';
 import { SUBJECTS, type CpErrorCode, type EnrollResponse, type ErrorReply, type Peer } from '../controlplane/types.js';
 
@@ -26,7 +26,20 @@ export class ControlPlaneUnreachableError extends LatticeError {
   }
 }
 
-export type Target = { nc: NatsConnection } | { controlPlaneUrl: string };
+/** A NATS user (operator mode): its JWT, the nkey seed that signs the server's nonce, its inbox prefix. */
+export interface NatsUser {
+  jwt: string;
+  seed: string;
+  inboxPrefix: string;
+}
+
+/** Connection options that authenticate as `user` (none: anonymous, for a control plane without NATS auth). */
+export function natsUserOptions(user?: NatsUser): Partial<ConnectionOptions> {
+  if (!user) return {};
+  return { authenticator: jwtAuthenticator(user.jwt, new TextEncoder().encode(user.seed)), inboxPrefix: user.inboxPrefix };
+}
+
+export type Target = { nc: NatsConnection } | { controlPlaneUrl: string; user?: NatsUser };
 
 export interface EnrollOptions {
   token: string;
@@ -35,6 +48,8 @@ export interface EnrollOptions {
   publicKey: string;
   /** host:port of the launcher's WireGuard UDP socket, if known. */
   endpoint?: string;
+  /** nkey user public key for the launcher's own NATS user (sent when the control plane runs NATS auth). */
+  natsPublicKey?: string;
   timeoutMs?: number;
 }
 
@@ -45,7 +60,7 @@ async function withConnection<T>(t: Target, fn: (nc: NatsConnection, url: string
   if ('nc' in t) return fn(t.nc, t.nc.getServer());
   let nc: NatsConnection;
   try {
-    nc = await connect({ servers: t.controlPlaneUrl, name: 'lattice-launcher', timeout: 5000, maxReconnectAttempts: 3 });
+    nc = await connect({ servers: t.controlPlaneUrl, name: 'lattice-launcher', timeout: 5000, maxReconnectAttempts: 3, ...natsUserOptions(t.user) });
   } catch (err) {
     throw new ControlPlaneUnreachableError(`cannot reach the control plane at ${t.controlPlaneUrl}: ${(err as Error).message}`, { cause: err });
   }
@@ -81,8 +96,8 @@ async function request<T>(t: Target, subject: string, body: unknown, timeoutMs =
 
 /** Enroll: token + public key + name -> identity, address, peers, policy, JWT. */
 export function enroll(opts: EnrollOptions & Target): Promise<EnrollResponse> {
-  const { token, name, publicKey, endpoint } = opts;
-  return request<EnrollResponse>(opts, SUBJECTS.enroll, { token, name, publicKey, ...(endpoint ? { endpoint } : {}) }, opts.timeoutMs);
+  const { token, name, publicKey, endpoint, natsPublicKey } = opts;
+  return request<EnrollResponse>(opts, SUBJECTS.enroll, { token, name, publicKey, ...(endpoint ? { endpoint } : {}), ...(natsPublicKey ? { natsPublicKey } : {}) }, opts.timeoutMs);
 }
 
 /** Publish where this agent's WireGuard socket can be reached (host:port). Peers see it via the directory. */

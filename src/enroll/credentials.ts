@@ -29,6 +29,8 @@ export interface Credentials {
   policy?: unknown;
   peers?: Peer[];
   controlPlane: { url: string; clusterId: string; issuer: string };
+  /** This launcher's NATS user (operator mode); absent for a control plane without NATS auth. Seed never logged. */
+  nats?: { jwt: string; seed: string; inboxPrefix: string };
   enrolledAt: number;
 }
 

@@ -3,7 +3,9 @@ import { join } from 'node:path';
 import { UsageError } from '../errors.js';
 import { writeFileAtomic } from '../fsutil.js';
 import { statePaths } from '../state.js';
+import { createUser, fromSeed } from '@nats-io/jwt';
 import { CpErrorCode } from '../controlplane/types.js';
+import { parseJoinToken } from '../controlplane/join.js';
 import { EnrollError, enroll, fetchDirectory, type Target } from './client.js';
 import { credentialsPath, loadCredentials, saveCredentials, type Credentials } from './credentials.js';
 
@@ -43,7 +45,7 @@ export async function obtainIdentity(o: ObtainIdentityOptions): Promise<Obtained
   const stored = await loadCredentials(o.stateDir, o.name);
   if (stored) {
     if (o.verify !== false) {
-      const target: Target = { controlPlaneUrl: o.controlPlaneUrl ?? stored.controlPlane.url };
+      const target: Target = { controlPlaneUrl: o.controlPlaneUrl ?? stored.controlPlane.url, user: stored.nats };
       // EREVOKED / EUNAUTHORIZED propagate: a revoked identity must not come up.
       const d = await fetchDirectory({ ...target, jwt: stored.jwt, timeoutMs: o.timeoutMs });
       const refreshed: Credentials = { ...stored, peers: d.peers, policy: d.policy };
@@ -55,17 +57,31 @@ export async function obtainIdentity(o: ObtainIdentityOptions): Promise<Obtained
   if (!o.token) throw new UsageError(`no stored identity for sandbox ${o.name}; pass --token to enroll it`);
   if (!o.controlPlaneUrl) throw new UsageError('pass --control-plane URL (the control plane\'s NATS URL) to enroll');
 
+  // A join token (lt1.…) carries the token's bootstrap NATS user; a plain token connects anonymously.
+  const join = parseJoinToken(o.token);
   const keyFile = pendingKeyPath(o.stateDir, o.name);
-  let keys: { privateKey: string; publicKey: string };
+  let keys: { privateKey: string; publicKey: string; natsSeed?: string };
   try {
-    keys = JSON.parse(await readFile(keyFile, 'utf8')) as { privateKey: string; publicKey: string };
+    keys = JSON.parse(await readFile(keyFile, 'utf8')) as typeof keys;
   } catch {
-    keys = o.generateKeyPair();
+    // The launcher's own NATS user key is made here and never leaves this host: only its public key is sent.
+    keys = { ...o.generateKeyPair(), natsSeed: new TextDecoder().decode(createUser().getSeed()) };
     await writeFileAtomic(keyFile, JSON.stringify(keys), 0o600);
   }
+  const natsSeed = keys.natsSeed ?? new TextDecoder().decode(createUser().getSeed());
+  const natsPublicKey = join.nats ? fromSeed(new TextEncoder().encode(natsSeed)).getPublicKey() : undefined;
   let r;
   try {
-    r = await enroll({ controlPlaneUrl: o.controlPlaneUrl, token: o.token, name: o.name, publicKey: keys.publicKey, endpoint: o.endpoint, timeoutMs: o.timeoutMs });
+    r = await enroll({
+      controlPlaneUrl: o.controlPlaneUrl,
+      user: join.nats,
+      token: join.token,
+      name: o.name,
+      publicKey: keys.publicKey,
+      endpoint: o.endpoint,
+      natsPublicKey,
+      timeoutMs: o.timeoutMs,
+    });
   } catch (err) {
     // A refused key (revoked, or taken by another agent) is useless: draw a new one next time.
     if (err instanceof EnrollError && (err.code === CpErrorCode.Revoked || err.code === CpErrorCode.KeyInUse)) await unlink(keyFile).catch(() => undefined);
@@ -88,6 +104,7 @@ export async function obtainIdentity(o: ObtainIdentityOptions): Promise<Obtained
     policy: r.policy,
     peers: r.peers,
     controlPlane: { url: o.controlPlaneUrl, clusterId: r.controlPlane.clusterId, issuer: r.controlPlane.issuer },
+    ...(r.nats ? { nats: { jwt: r.nats.jwt, seed: natsSeed, inboxPrefix: r.nats.inboxPrefix } } : {}),
     enrolledAt: Date.now(),
   };
   await saveCredentials(o.stateDir, credentials);

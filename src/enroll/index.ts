@@ -1,4 +1,4 @@
-export { enroll, updateEndpoint, fetchDirectory, EnrollError, ControlPlaneUnreachableError, type EnrollOptions, type Target } from './client.js';
+export { enroll, updateEndpoint, fetchDirectory, natsUserOptions, EnrollError, ControlPlaneUnreachableError, type EnrollOptions, type Target, type NatsUser } from './client.js';
 export { DirectoryWatcher, type DirectoryWatcherOptions, type DirectoryEvents } from './directory.js';
 export { saveCredentials, loadCredentials, deleteCredentials, credentialsPath, CredentialsError, type Credentials } from './credentials.js';
 export type { EnrollResponse, Peer, RevocationRecord } from '../controlplane/types.js';

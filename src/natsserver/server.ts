@@ -3,7 +3,7 @@ import { mkdir } from 'node:fs/promises';
 import { createServer } from 'node:net';
 import { PrerequisiteError, LatticeError } from '../errors.js';
 
-/** A nats-server child process with JetStream, on loopback only. */
+/** A nats-server child process with JetStream (loopback unless `host` says otherwise). */
 export interface StartedNatsServer extends AsyncDisposable {
   readonly url: string;
   readonly port: number;
@@ -15,6 +15,10 @@ export interface NatsServerOptions {
   storeDir: string;
   /** 0 picks a free port. */
   port?: number;
+  /** Listen address (default 127.0.0.1). */
+  host?: string;
+  /** Write the server's configuration file for this port (operator mode, TLS: see auth.ts) and start with it. */
+  writeConfig?: (listen: string) => Promise<string>;
   binary?: string;
 }
 
@@ -23,9 +27,12 @@ export async function startNatsServer(opts: NatsServerOptions): Promise<StartedN
   const binary = opts.binary ?? 'nats-server';
   await mkdir(opts.storeDir, { recursive: true, mode: 0o700 });
   const port = opts.port && opts.port > 0 ? opts.port : await freePort();
+  const host = opts.host ?? '127.0.0.1';
+  const listen = host.includes(':') ? `[${host}]:${port}` : `${host}:${port}`;
+  const args = opts.writeConfig ? ['-c', await opts.writeConfig(listen)] : ['-a', host, '-p', String(port), '-js', '-sd', opts.storeDir];
   let child: ResultPromise;
   try {
-    child = execa(binary, ['-a', '127.0.0.1', '-p', String(port), '-js', '-sd', opts.storeDir], {
+    child = execa(binary, args, {
       reject: false,
       stdio: ['ignore', 'ignore', 'pipe'],
       cleanup: true,
@@ -39,7 +46,7 @@ export async function startNatsServer(opts: NatsServerOptions): Promise<StartedN
   });
   const exited = child.then((r) => r);
   const ready = await Promise.race([
-    waitForPort(port, 10_000).then(() => true),
+    waitForPort(connectHost(host), port, 10_000).then(() => true),
     exited.then(() => false),
   ]);
   if (!ready) {
@@ -55,7 +62,8 @@ export async function startNatsServer(opts: NatsServerOptions): Promise<StartedN
     await exited;
     clearTimeout(t);
   };
-  return { url: `nats://127.0.0.1:${port}`, port, stop, [Symbol.asyncDispose]: stop };
+  const h = connectHost(host);
+  return { url: `nats://${h.includes(':') ? `[${h}]` : h}:${port}`, port, stop, [Symbol.asyncDispose]: stop };
 }
 
 export function freePort(): Promise<number> {
@@ -70,17 +78,22 @@ export function freePort(): Promise<number> {
   });
 }
 
-async function waitForPort(port: number, timeoutMs: number): Promise<void> {
+/** Where to reach a server listening on `host` from this machine (a wildcard address: loopback). */
+function connectHost(host: string): string {
+  return host === '0.0.0.0' ? '127.0.0.1' : host === '::' ? '::1' : host;
+}
+
+async function waitForPort(host: string, port: number, timeoutMs: number): Promise<void> {
   const { connect } = await import('node:net');
   const deadline = Date.now() + timeoutMs;
   for (;;) {
     const ok = await new Promise<boolean>((resolve) => {
-      const s = connect(port, '127.0.0.1');
+      const s = connect(port, host);
       s.once('connect', () => { s.destroy(); resolve(true); });
       s.once('error', () => resolve(false));
     });
     if (ok) return;
-    if (Date.now() > deadline) throw new LatticeError('ENATS_START', `nats-server did not listen on 127.0.0.1:${port} within ${timeoutMs} ms`);
+    if (Date.now() > deadline) throw new LatticeError('ENATS_START', `nats-server did not listen on ${host}:${port} within ${timeoutMs} ms`);
     await new Promise((r) => setTimeout(r, 50));
   }
 }

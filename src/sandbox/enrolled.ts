@@ -7,7 +7,7 @@ import { defaultCrypto } from '../wg/crypto.js';
 import { parseEndpoint } from '../wg/config.js';
 import type { PeerConfig } from '../wg/peer.js';
 import { validatePolicy, denyAllPolicy, parseIp, type IpAddr, type Policy } from '../policy/index.js';
-import { obtainIdentity, updateEndpoint, DirectoryWatcher, type Credentials, type Peer } from '../enroll/index.js';
+import { obtainIdentity, updateEndpoint, natsUserOptions, DirectoryWatcher, type Credentials, type Peer } from '../enroll/index.js';
 import { Outbox } from '../audit/outbox.js';
 import { OutboxPublisher } from '../audit/publisher.js';
 import type { AuditEventDraft } from '../audit/events.js';
@@ -90,7 +90,7 @@ export async function enrollAndPrepare(o: EnrolledOptions): Promise<Enrolled> {
   const url = o.controlPlaneUrl ?? credentials.controlPlane.url;
   let nc: NatsConnection;
   try {
-    nc = await connect({ servers: url, name: `lattice-launcher-${o.name}`, maxReconnectAttempts: -1 });
+    nc = await connect({ servers: url, name: `lattice-launcher-${o.name}`, maxReconnectAttempts: -1, ...natsUserOptions(credentials.nats) });
   } catch (err) {
     throw new LatticeError('ECP_UNREACHABLE', `cannot reach the control plane at ${url}: ${(err as Error).message}; is it running (lattice control-plane start)?`, { cause: err });
   }
@@ -102,7 +102,9 @@ export async function enrollAndPrepare(o: EnrolledOptions): Promise<Enrolled> {
     await nc.close();
     throw new LatticeError('EOUTBOX_FULL', 'the audit outbox is full, so no new sandbox starts (events would be lost); restore the NATS connection to the control plane and retry');
   }
-  const publisher = new OutboxPublisher({ outbox, nc, logger: log });
+  // With its own NATS user the launcher may publish only its own audit subjects and read only its inbox;
+  // the control plane creates the audit stream.
+  const publisher = new OutboxPublisher({ outbox, nc, logger: log, ...(credentials.nats ? { inboxPrefix: credentials.nats.inboxPrefix, ensureStream: false } : {}) });
   publisher.start();
   const local = o.auditLog ? ndjsonAuditSink(o.auditLog) : undefined;
   const envelope = { agentId: credentials.agentId, namespace: credentials.namespace };
