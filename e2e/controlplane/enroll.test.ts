@@ -8,7 +8,7 @@ import { startControlPlane, SUBJECTS, API_BASE, type StartedControlPlane, type E
 import { freePort, type StartedNatsServer } from '../../src/natsserver/server.js';
 import { DirectoryWatcher, enroll, fetchDirectory, loadCredentials, obtainIdentity, saveCredentials, updateEndpoint, type Credentials } from '../../src/enroll/index.js';
 import type { Peer, RevocationRecord } from '../../src/controlplane/types.js';
-import { cleanup, tempDir, nextEvent, wgKey, withNats } from './helpers.js';
+import { cleanup, tempDir, nextEvent, wgKey, wgKeyPair, withNats } from './helpers.js';
 
 let dir: string;
 let nats: StartedNatsServer;
@@ -140,8 +140,7 @@ describe('enrollment over NATS (real nats-server)', () => {
 
   it('credentials persist 0600 and a restart reuses the identity without a token', async () => {
     const t = await token({ namespace: 'cred', limit: 1 });
-    const privateKey = wgKey();
-    const publicKey = wgKey(); // the key pair itself comes from src/wg; the store only keeps it
+    const { privateKey, publicKey } = wgKeyPair();
     const r = await enroll({ nc, token: t, name: 'sb', publicKey });
     const c: Credentials = {
       version: 1,
@@ -168,8 +167,12 @@ describe('enrollment over NATS (real nats-server)', () => {
     // "restart": the stored JWT is enough to get the directory; the token (limit 1) is not used again.
     const d = await fetchDirectory({ controlPlaneUrl: loaded!.controlPlane.url, jwt: loaded!.jwt });
     expect(d.self).toMatchObject({ name: 'sb', publicKey, allowedIPs: [`${r.address.ipv4}/32`, `${r.address.ipv6}/128`] });
-    // Re-enrolling with the same name and key is idempotent even though the token is used up.
-    const again = await enroll({ nc, token: t, name: 'sb', publicKey });
+    // Re-enrolling the same name and key, the token used up, needs the private key: the public key
+    // alone (every peer sees it) is refused with a challenge, a wrong answer too.
+    await expect(enroll({ nc, token: t, name: 'sb', publicKey, endpoint: '192.0.2.66:1' })).rejects.toMatchObject({ code: 'ECHALLENGE' });
+    await expect(enroll({ nc, token: t, name: 'sb', publicKey, privateKey: wgKeyPair().privateKey, endpoint: '192.0.2.66:1' })).rejects.toMatchObject({ code: 'ECHALLENGE' });
+    expect((await fetchDirectory({ nc, jwt: r.jwt })).self.endpoint).not.toBe('192.0.2.66:1');
+    const again = await enroll({ nc, token: t, name: 'sb', publicKey, privateKey });
     expect(again.address).toEqual(r.address);
     expect(again.agentId).toBe(r.agentId);
   });
@@ -201,7 +204,7 @@ describe('enrollment over NATS (real nats-server)', () => {
 
   it('obtainIdentity after a crash between the answer and the credentials write: same identity, token not used twice', async () => {
     const t = await token({ namespace: 'crash', limit: 1 });
-    const keys = { privateKey: wgKey(), publicKey: wgKey() };
+    const keys = wgKeyPair();
     const base = { stateDir: dir, name: 'crashy', controlPlaneUrl: nats.url, generateKeyPair: () => keys };
     const first = await obtainIdentity({ ...base, token: t });
     // As if the process died after the control plane answered: key file written, credentials not.

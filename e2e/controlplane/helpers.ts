@@ -5,9 +5,15 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { startNatsServer, type StartedNatsServer } from '../../src/natsserver/server.js';
+import { x25519PublicKey } from '../../src/controlplane/possession.js';
 
 export const ROOT = new URL('../../', import.meta.url).pathname;
 export const wgKey = () => randomBytes(32).toString('base64');
+/** A real X25519 key pair (base64), for tests that must prove possession of the private key. */
+export function wgKeyPair(): { privateKey: string; publicKey: string } {
+  const priv = randomBytes(32);
+  return { privateKey: priv.toString('base64'), publicKey: x25519PublicKey(priv).toString('base64') };
+}
 
 export async function tempDir(tag: string): Promise<string> {
   return mkdtemp(join(tmpdir(), `ltcp-${tag}-`));

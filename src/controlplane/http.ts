@@ -55,6 +55,7 @@ const STATUS_OF: Record<string, number> = {
   [CpErrorCode.IpamExhausted]: 507,
   [CpErrorCode.Busy]: 503,
   [CpErrorCode.Forbidden]: 403,
+  [CpErrorCode.Challenge]: 401,
 };
 
 interface Route {

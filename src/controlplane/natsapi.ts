@@ -74,7 +74,7 @@ export function serveNatsApi(
           reply = await handler(body);
         } catch (err) {
           stats.errors++;
-          if (err instanceof ControlPlaneError) reply = errorReply(err.code, err.message);
+          if (err instanceof ControlPlaneError) reply = errorReply(err.code, err.message, err.challenge);
           else {
             log?.error({ err: (err as Error).message, subject: msg.subject }, 'control-plane request failed');
             reply = errorReply(CpErrorCode.Internal, 'internal error in the control plane; see its log');
@@ -102,6 +102,6 @@ export function serveNatsApi(
   };
 }
 
-export function errorReply(code: CpErrorCode, message: string): ErrorReply {
-  return { error: { code, message } };
+export function errorReply(code: CpErrorCode, message: string, challenge?: { nonce: string; key: string; namespace: string }): ErrorReply {
+  return { error: { code, message, ...(challenge ? { challenge } : {}) } };
 }

@@ -5,6 +5,7 @@ import { JwtError, signAgentJwt, verifyAgentJwt, type AgentClaims } from './jwt.
 import { KeyedMutex, KvConflictError, KvOp, casUpdate, decodeJson, encodeJson, getJson, type KvBucket, type KvStore, type KvWatch } from './kv.js';
 import { buildAgentTree, clampJwtTtl, planDelegation, type AgentTreeNode } from './delegation.js';
 import { encodeJoinToken } from './join.js';
+import { checkChallenge, checkProof, makeChallenge, newX25519PrivateKey, x25519PublicKey, type PossessionSubject } from './possession.js';
 import { isUserPublicKey, type LauncherScope } from '../natsserver/auth.js';
 import { buildTokenRecord, checkUsable, consumeToken, generateTokenSecret, hashToken, isWellFormedToken, refundToken } from './tokens.js';
 import {
@@ -82,6 +83,8 @@ interface ClusterConfig {
   /** base64url; the HS256 key shared by every control-plane instance of this cluster. */
   jwtSecret: string;
   createdAt: number;
+  /** base64url X25519 private key for re-enrollment challenges (possession.ts); added to older clusters on start. */
+  possessionKey?: string;
 }
 
 export const agentKey = (namespace: string, name: string) => `a.${namespace}.${name}`;
@@ -126,7 +129,7 @@ export class ControlPlaneService {
     private readonly opts: ServiceOptions,
     private readonly b: Record<keyof typeof BUCKETS, KvBucket>,
     private readonly ipam: Ipam,
-    private readonly cluster: ClusterConfig,
+    private readonly cluster: Required<ClusterConfig>,
     private readonly secret: Uint8Array,
   ) {}
 
@@ -138,7 +141,7 @@ export class ControlPlaneService {
     const cluster = await ensureCluster(b.config, opts.clock.now());
     const plan = planIpam(opts.ipam ?? DEFAULT_IPAM);
     const ipam = new Ipam(b.ipam, plan);
-    const svc = new ControlPlaneService(opts, b, ipam, cluster, Buffer.from(cluster.jwtSecret, 'base64url'));
+    const svc = new ControlPlaneService(opts, b, ipam, cluster as Required<ClusterConfig>, Buffer.from(cluster.jwtSecret, 'base64url'));
     await Promise.all([svc.startCache(), ipam.startCache()]);
     return svc;
   }
@@ -213,7 +216,7 @@ export class ControlPlaneService {
   }
 
   private async enrollInner(req: unknown): Promise<EnrollResponse> {
-    const { token, publicKey, name, endpoint, natsPublicKey } = parseEnrollRequest(req);
+    const { token, publicKey, name, endpoint, natsPublicKey, challenge, proof } = parseEnrollRequest(req);
     if (this.opts.natsUsers && !natsPublicKey) throw badRequest('natsPublicKey is required by this control plane (NATS auth is on); upgrade the launcher');
     const hash = hashToken(token);
     const tok = await getJson<TokenRecord>(this.b.tokens, hash);
@@ -240,6 +243,9 @@ export class ControlPlaneService {
           if (cur.value.tokenId !== tok.value.id) {
             throw new ControlPlaneError(CpErrorCode.NameTaken, `agent ${name} is already enrolled in namespace ${namespace} with another token; reuse its stored credentials or revoke it first`);
           }
+          // The public key is no secret (every peer sees it): the launcher must prove it holds the private key.
+          this.checkPossession({ namespace, name, publicKey }, challenge, proof, now);
+          this.emitEvent({ type: 'enrollment.reenrolled', agentId: cur.value.agentId, namespace, name, tokenId: tok.value.id, ...(endpoint ? { endpoint } : {}) });
           return this.respond(await this.refreshEndpoint(key, cur, endpoint), undefined, natsPublicKey);
         }
         // Pending with our key: a concurrent identical request is in flight (wait for it) or one was abandoned (take over).
@@ -367,6 +373,17 @@ export class ControlPlaneService {
       }
       throw err;
     }
+  }
+
+  /** Throws ECHALLENGE (with a fresh challenge) unless `proof` answers a live `challenge` of ours for `s`. */
+  private checkPossession(s: PossessionSubject, challenge: string | undefined, proof: string | undefined, now: number): void {
+    const priv = Buffer.from(this.cluster.possessionKey, 'base64url');
+    if (challenge !== undefined && checkChallenge(this.secret, s, challenge, now) && checkProof(priv, challenge, proof, s)) return;
+    const fresh = { nonce: makeChallenge(this.secret, s, now), key: x25519PublicKey(priv).toString('base64'), namespace: s.namespace };
+    const msg = challenge === undefined
+      ? `agent ${s.name} already exists in namespace ${s.namespace}: prove possession of its private key by answering the challenge`
+      : `the answer to the re-enrollment challenge for agent ${s.name} is wrong or late; only the holder of its private key can re-enroll it`;
+    throw new ControlPlaneError(CpErrorCode.Challenge, msg, { challenge: fresh });
   }
 
   private async refreshEndpoint(key: string, cur: { value: AgentRecord; revision: number }, endpoint?: string) {
@@ -650,7 +667,7 @@ export function resolvePolicyRef(ref: PolicyRef | undefined, resolvePreset?: (na
   return resolvePreset?.(ref.preset) ?? { preset: ref.preset };
 }
 
-function parseEnrollRequest(req: unknown): { token: string; publicKey: string; name: string; endpoint?: string; natsPublicKey?: string } {
+function parseEnrollRequest(req: unknown): { token: string; publicKey: string; name: string; endpoint?: string; natsPublicKey?: string; challenge?: string; proof?: string } {
   if (typeof req !== 'object' || req === null || Array.isArray(req)) throw badRequest('enrollment request must be a JSON object');
   const r = req as Record<string, unknown>;
   if (!isWellFormedToken(r.token)) throw badRequest('malformed enrollment token');
@@ -658,14 +675,26 @@ function parseEnrollRequest(req: unknown): { token: string; publicKey: string; n
   if (!isLabel(r.name)) throw badRequest('name must be a DNS label (a-z, 0-9, -; at most 63)');
   if (r.endpoint !== undefined && !isEndpoint(r.endpoint)) throw badRequest('endpoint must be host:port or [v6]:port');
   if (r.natsPublicKey !== undefined && !isUserPublicKey(r.natsPublicKey)) throw badRequest('natsPublicKey must be an nkey user public key (U...)');
-  return { token: r.token, publicKey: r.publicKey, name: r.name, endpoint: r.endpoint as string | undefined, natsPublicKey: r.natsPublicKey };
+  const opt = (k: string) => (typeof r[k] === 'string' && (r[k] as string).length <= 200 ? (r[k] as string) : undefined);
+  return { token: r.token, publicKey: r.publicKey, name: r.name, endpoint: r.endpoint as string | undefined, natsPublicKey: r.natsPublicKey, challenge: opt('challenge'), proof: opt('proof') };
 }
 
-async function ensureCluster(config: KvBucket, now: number): Promise<ClusterConfig> {
+async function ensureCluster(config: KvBucket, now: number): Promise<Required<ClusterConfig>> {
   for (;;) {
     const cur = await getJson<ClusterConfig>(config, 'cluster');
-    if (cur) return cur.value;
-    const fresh: ClusterConfig = { clusterId: randomUUID(), jwtSecret: randomBytes(32).toString('base64url'), createdAt: now };
+    if (cur?.value.possessionKey) return cur.value as Required<ClusterConfig>;
+    if (cur) {
+      // A cluster from before re-enrollment challenges: add its key (compare-and-set; another instance may win).
+      const next = { ...cur.value, possessionKey: newX25519PrivateKey().toString('base64url') };
+      try {
+        await config.update('cluster', encodeJson(next), cur.revision);
+        return next;
+      } catch (err) {
+        if (!(err instanceof KvConflictError)) throw err;
+        continue;
+      }
+    }
+    const fresh: Required<ClusterConfig> = { clusterId: randomUUID(), jwtSecret: randomBytes(32).toString('base64url'), createdAt: now, possessionKey: newX25519PrivateKey().toString('base64url') };
     try {
       await config.create('cluster', encodeJson(fresh));
       return fresh;

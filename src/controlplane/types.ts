@@ -34,6 +34,8 @@ export const CpErrorCode = {
   Internal: 'EINTERNAL',
   /** Delegation asked for more than the parent holds (tools, namespaces, modes). */
   Forbidden: 'EFORBIDDEN',
+  /** Re-enrollment of an existing identity: prove possession of its private key (reply carries `challenge`). */
+  Challenge: 'ECHALLENGE',
 } as const;
 export type CpErrorCode = (typeof CpErrorCode)[keyof typeof CpErrorCode];
 
@@ -42,10 +44,13 @@ export class ControlPlaneError extends LatticeError {
   constructor(
     override readonly code: CpErrorCode,
     message: string,
-    options?: { cause?: unknown },
+    options?: { cause?: unknown; challenge?: { nonce: string; key: string; namespace: string } },
   ) {
     super(code, message, options);
+    this.challenge = options?.challenge;
   }
+  /** ECHALLENGE only: what the launcher must answer (possession.ts). */
+  readonly challenge?: { nonce: string; key: string; namespace: string };
 }
 
 export const badRequest = (msg: string) => new ControlPlaneError(CpErrorCode.BadRequest, msg);
@@ -134,6 +139,9 @@ export interface EnrollRequest {
   publicKey: string;
   name: string;
   endpoint?: string;
+  /** Re-enrollment: the challenge received with ECHALLENGE and the answer (possession.ts). */
+  challenge?: string;
+  proof?: string;
   /** nkey user public key (U...) the launcher generated; required when the control plane runs NATS auth. */
   natsPublicKey?: string;
 }
@@ -166,7 +174,7 @@ export interface ControlPlaneInfo {
 }
 
 export interface ErrorReply {
-  error: { code: CpErrorCode; message: string };
+  error: { code: CpErrorCode; message: string; challenge?: { nonce: string; key: string; namespace: string } };
 }
 
 /** NATS subjects served by the control plane (request/reply). */
@@ -212,4 +220,5 @@ export function isEndpoint(s: unknown): s is string {
 /** What the control plane reports for the audit trail (wired by the caller; see ServiceOptions.onEvent). */
 export type ControlPlaneEvent =
   | { type: 'enrollment.enrolled'; agentId: string; namespace: string; name: string; ipv4: string; ipv6: string; tokenId: string; expiresAt: number; parentAgentId?: string }
-  | { type: 'enrollment.revoked'; agentId: string; namespace: string; name: string; reason: string };
+  | { type: 'enrollment.revoked'; agentId: string; namespace: string; name: string; reason: string }
+  | { type: 'enrollment.reenrolled'; agentId: string; namespace: string; name: string; tokenId: string; endpoint?: string };

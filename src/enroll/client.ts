@@ -1,6 +1,7 @@
 import { connect, jwtAuthenticator, type ConnectionOptions, type NatsConnection } from 'nats';
 import { LatticeError } from '../errors.js';
-import { SUBJECTS, type CpErrorCode, type EnrollResponse, type ErrorReply, type Peer } from '../controlplane/types.js';
+import { answerChallenge, type Challenge } from '../controlplane/possession.js';
+import { CpErrorCode, SUBJECTS, type EnrollResponse, type ErrorReply, type Peer } from '../controlplane/types.js';
 
 /**
  * Launcher side of the control plane's NATS request/reply API: enroll with a one-time token, publish
@@ -14,6 +15,8 @@ export class EnrollError extends LatticeError {
   constructor(
     override readonly code: CpErrorCode,
     message: string,
+    /** ECHALLENGE: what to answer with the private key (controlplane/possession.ts). */
+    readonly challenge?: Challenge,
   ) {
     super(code, message);
   }
@@ -50,6 +53,8 @@ export interface EnrollOptions {
   endpoint?: string;
   /** nkey user public key for the launcher's own NATS user (sent when the control plane runs NATS auth). */
   natsPublicKey?: string;
+  /** The WireGuard private key (base64): answers a re-enrollment challenge; never sent. */
+  privateKey?: string;
   timeoutMs?: number;
 }
 
@@ -62,6 +67,10 @@ async function withConnection<T>(t: Target, fn: (nc: NatsConnection, url: string
   try {
     nc = await connect({ servers: t.controlPlaneUrl, name: 'lattice-launcher', timeout: 5000, maxReconnectAttempts: 3, ...natsUserOptions(t.user) });
   } catch (err) {
+    // With a NATS user of our own, the server refusing it means the agent was revoked (or the JWT expired).
+    if (t.user && /authorization violation|authentication/i.test(String((err as Error).message))) {
+      throw new EnrollError(CpErrorCode.Revoked, `the control plane at ${t.controlPlaneUrl} refused this launcher's NATS credentials: the agent has been revoked or its credentials expired; enroll a new name with a new token`);
+    }
     throw new ControlPlaneUnreachableError(`cannot reach the control plane at ${t.controlPlaneUrl}: ${(err as Error).message}`, { cause: err });
   }
   try {
@@ -89,15 +98,32 @@ async function request<T>(t: Target, subject: string, body: unknown, timeoutMs =
       throw new LatticeError('ECP_REPLY', `the control plane at ${url} sent a reply that is not JSON`, { cause: err });
     }
     const e = (parsed as Partial<ErrorReply>)?.error;
-    if (e && typeof e.code === 'string') throw new EnrollError(e.code, String(e.message));
+    if (e && typeof e.code === 'string') {
+      const c = e.challenge;
+      const ok = c && typeof c.nonce === 'string' && typeof c.key === 'string' && typeof c.namespace === 'string';
+      throw new EnrollError(e.code, String(e.message), ok ? { nonce: c.nonce, key: c.key, namespace: c.namespace } : undefined);
+    }
     return parsed as T;
   });
 }
 
-/** Enroll: token + public key + name -> identity, address, peers, policy, JWT. */
-export function enroll(opts: EnrollOptions & Target): Promise<EnrollResponse> {
+/**
+ * Enroll: token + public key + name -> identity, address, peers, policy, JWT. When the identity exists
+ * already (a retry after a crash), the control plane answers ECHALLENGE; with `privateKey` the
+ * challenge is answered once (proof of possession) and the request repeated.
+ */
+export async function enroll(opts: EnrollOptions & Target): Promise<EnrollResponse> {
   const { token, name, publicKey, endpoint, natsPublicKey } = opts;
-  return request<EnrollResponse>(opts, SUBJECTS.enroll, { token, name, publicKey, ...(endpoint ? { endpoint } : {}), ...(natsPublicKey ? { natsPublicKey } : {}) }, opts.timeoutMs);
+  const body = { token, name, publicKey, ...(endpoint ? { endpoint } : {}), ...(natsPublicKey ? { natsPublicKey } : {}) };
+  try {
+    return await request<EnrollResponse>(opts, SUBJECTS.enroll, body, opts.timeoutMs);
+  } catch (err) {
+    if (!(err instanceof EnrollError && err.code === CpErrorCode.Challenge && err.challenge && opts.privateKey)) throw err;
+    const c = err.challenge;
+    const proof = answerChallenge(opts.privateKey, c, { namespace: c.namespace, name, publicKey });
+    if (!proof) throw err;
+    return request<EnrollResponse>(opts, SUBJECTS.enroll, { ...body, challenge: c.nonce, proof }, opts.timeoutMs);
+  }
 }
 
 /** Publish where this agent's WireGuard socket can be reached (host:port). Peers see it via the directory. */

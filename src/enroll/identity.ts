@@ -80,6 +80,7 @@ export async function obtainIdentity(o: ObtainIdentityOptions): Promise<Obtained
       publicKey: keys.publicKey,
       endpoint: o.endpoint,
       natsPublicKey,
+      privateKey: keys.privateKey,
       timeoutMs: o.timeoutMs,
     });
   } catch (err) {

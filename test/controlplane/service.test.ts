@@ -6,7 +6,8 @@ import { MemoryKvStore } from '../../src/controlplane/kv.js';
 import { ControlPlaneService } from '../../src/controlplane/service.js';
 import { verifyAgentJwt } from '../../src/controlplane/jwt.js';
 import { DirectoryWatcher } from '../../src/enroll/directory.js';
-import type { ControlPlaneEvent, Peer, RevocationRecord } from '../../src/controlplane/types.js';
+import type { ControlPlaneError, ControlPlaneEvent, Peer, RevocationRecord } from '../../src/controlplane/types.js';
+import { CHALLENGE_TTL_MS, answerChallenge, x25519PublicKey } from '../../src/controlplane/possession.js';
 
 const key = () => randomBytes(32).toString('base64');
 
@@ -39,12 +40,28 @@ describe('ControlPlaneService (in-memory KV)', () => {
     expect(claims.exp - claims.iat).toBe(365 * 86400);
   });
 
-  it('re-enrolling the same name and key returns the same identity without using the token again', async () => {
-    const { svc } = await setup();
+  it('re-enrolling the same name and key proves possession of the private key, without using the token again', async () => {
+    const events: ControlPlaneEvent[] = [];
+    const clock = new ManualClock();
+    const svc = await ControlPlaneService.open({ store: new MemoryKvStore(), clock, onEvent: (e) => events.push(e) });
     const { token } = await svc.createToken({ namespace: 'n', limit: 1 });
-    const pk = key();
+    const priv = randomBytes(32);
+    const pk = x25519PublicKey(priv).toString('base64');
     const first = await svc.enroll({ token, publicKey: pk, name: 'a' });
-    const again = await svc.enroll({ token, publicKey: pk, name: 'a' });
+    // The public key alone: a challenge, not an identity.
+    const err = await svc.enroll({ token, publicKey: pk, name: 'a', endpoint: '192.0.2.1:9' }).catch((e: ControlPlaneError) => e);
+    expect(err).toMatchObject({ code: 'ECHALLENGE' });
+    const c = (err as ControlPlaneError).challenge!;
+    const subject = { namespace: c.namespace, name: 'a', publicKey: pk };
+    // A wrong key's answer, and a late answer, are refused.
+    const wrong = answerChallenge(randomBytes(32).toString('base64'), c, subject)!;
+    await expect(svc.enroll({ token, publicKey: pk, name: 'a', challenge: c.nonce, proof: wrong })).rejects.toMatchObject({ code: 'ECHALLENGE' });
+    const proof = answerChallenge(priv.toString('base64'), c, subject)!;
+    clock.advance(CHALLENGE_TTL_MS + 1);
+    await expect(svc.enroll({ token, publicKey: pk, name: 'a', challenge: c.nonce, proof })).rejects.toMatchObject({ code: 'ECHALLENGE' });
+    const c2 = ((await svc.enroll({ token, publicKey: pk, name: 'a' }).catch((e: ControlPlaneError) => e)) as ControlPlaneError).challenge!;
+    const again = await svc.enroll({ token, publicKey: pk, name: 'a', challenge: c2.nonce, proof: answerChallenge(priv.toString('base64'), c2, subject)! });
+    expect(events.map((e) => e.type)).toEqual(['enrollment.enrolled', 'enrollment.reenrolled']);
     expect(again.agentId).toBe(first.agentId);
     expect(again.address).toEqual(first.address);
     // limit 1 is already used: another name is refused.
