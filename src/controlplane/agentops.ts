@@ -85,6 +85,8 @@ export function mountAgentOpsRoutes(api: HttpApi, svc: ControlPlaneService, egre
     async (ctx) => {
       const m = /^Bearer\s+(\S+)$/i.exec(ctx.req.headers.authorization ?? '');
       if (!m) throw new HttpError(401, CpErrorCode.Unauthorized, 'Authorization: Bearer <agent JWT> is required');
+      // The JWT is checked before a byte of the body is read.
+      await agentClaims(svc, m[1]);
       const { token, record } = await svc.delegate(m[1], await ctx.json());
       return { status: 201, body: delegationReply(token, record) };
     },

@@ -42,6 +42,9 @@ export class HttpError extends LatticeError {
   }
 }
 
+/** Sockets the admin API holds at once; more are closed on accept. */
+export const DEFAULT_MAX_CONNECTIONS = 256;
+
 const STATUS_OF: Record<string, number> = {
   [CpErrorCode.BadRequest]: 400,
   [CpErrorCode.Unauthorized]: 401,
@@ -72,7 +75,7 @@ export class HttpApi {
   private server?: Server;
 
   constructor(
-    private readonly opts: { adminToken: string; log?: Logger },
+    private readonly opts: { adminToken: string; log?: Logger; maxConnections?: number },
   ) {}
 
   route(method: string, pattern: string, handler: RouteHandler, options: RouteOptions = {}): this {
@@ -82,9 +85,10 @@ export class HttpApi {
   }
 
   async listen(host: string, port: number): Promise<{ url: string; port: number }> {
-    const server = createServer((req, res) => void this.handle(req, res));
-    server.headersTimeout = 10_000;
-    server.requestTimeout = 30_000;
+    // Slow or idle clients cannot hold the server: headers within 5 s (checked every second, not every
+    // 30 s as by default), a whole request within 30 s, at most maxConnections sockets at once.
+    const server = createServer({ headersTimeout: 5_000, requestTimeout: 30_000, connectionsCheckingInterval: 1_000 }, (req, res) => void this.handle(req, res));
+    server.maxConnections = this.opts.maxConnections ?? DEFAULT_MAX_CONNECTIONS;
     await new Promise<void>((resolve, reject) => {
       server.once('error', reject);
       server.listen(port, host, () => {

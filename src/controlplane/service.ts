@@ -57,6 +57,8 @@ export interface ServiceOptions {
   resolvePreset?: (name: string) => unknown;
   /** A pending enrollment older than this is considered abandoned and may be taken over. */
   pendingStaleMs?: number;
+  /** Delegation quotas: enrollments one agent may hand out in total (default 16), delegated agents per namespace (default 64). */
+  delegationQuota?: { perParent?: number; perNamespace?: number };
   /** Called after each enrollment and revocation (for the audit trail); must not throw. */
   onEvent?: (e: ControlPlaneEvent) => void;
   /**
@@ -90,6 +92,8 @@ interface ClusterConfig {
 export const agentKey = (namespace: string, name: string) => `a.${namespace}.${name}`;
 export const pubkeyKey = (publicKey: string) => `k.${Buffer.from(publicKey, 'base64').toString('base64url')}`;
 export const DEFAULT_JWT_TTL_MS = 365 * 86_400_000;
+export const DEFAULT_DELEGATIONS_PER_PARENT = 16;
+export const DEFAULT_DELEGATED_PER_NAMESPACE = 64;
 
 export interface AgentView {
   agentId: string;
@@ -272,6 +276,11 @@ export class ControlPlaneService {
         continue;
       }
       checkUsable(tok.value, now); // fail fast; the authoritative check is the compare-and-set below
+      // Delegated children may not drain a namespace's address pool: admins' tokens keep working.
+      const perNamespace = this.opts.delegationQuota?.perNamespace ?? DEFAULT_DELEGATED_PER_NAMESPACE;
+      if (tok.value.parent && this.delegatedIn(namespace) >= perNamespace) {
+        throw new ControlPlaneError(CpErrorCode.Forbidden, `namespace ${namespace} already holds ${perNamespace} delegated agents (the quota); revoke some or enroll with an admin token`);
+      }
       const rec: AgentRecord = {
         agentId: randomUUID(),
         name,
@@ -558,8 +567,29 @@ export class ControlPlaneService {
     if (!cur || cur.value.publicKey !== claims.wgpk || cur.value.status !== AgentStatus.Active) {
       throw new ControlPlaneError(CpErrorCode.Revoked, 'agent has been revoked');
     }
+    // Whatever channel asks (HTTP, NATS, the agent API in audit mode), delegating is the `delegate` tool.
+    if (!cur.value.allowedTools.includes('delegate')) {
+      throw new ControlPlaneError(CpErrorCode.Forbidden, `agent ${claims.name} may not delegate: its tools do not include "delegate"; enroll it with a token that grants it`);
+    }
     const record = planDelegation({ ...cur.value, jwtExpiresAt: claims.exp * 1000 }, body, this.opts.clock.now(), randomUUID());
+    // Quota per parent: the enrollments it has handed out, counted on its record (compare-and-set).
+    const perParent = this.opts.delegationQuota?.perParent ?? DEFAULT_DELEGATIONS_PER_PARENT;
+    await casUpdate<AgentRecord>(this.b.agents, agentKey(claims.ns, claims.name), (a) => {
+      if (!a || a.publicKey !== claims.wgpk) throw new ControlPlaneError(CpErrorCode.Revoked, 'agent has been revoked');
+      const used = a.delegated ?? 0;
+      if (used + record.limit > perParent) {
+        throw new ControlPlaneError(CpErrorCode.Forbidden, `agent ${claims.name} has used ${used} of its ${perParent} delegated enrollments; ask an admin for more or revoke unused children`);
+      }
+      return { ...a, delegated: used + record.limit, updatedAt: this.opts.clock.now() };
+    });
     return { token: await this.issueToken(record), record };
+  }
+
+  /** Delegated agents of a namespace (from the watch-fed cache), for the per-namespace quota. */
+  private delegatedIn(namespace: string): number {
+    let n = 0;
+    for (const a of this.agentCache.values()) if (a.namespace === namespace && a.parent) n++;
+    return n;
   }
 
   /** The agent and, recursively, the agents it delegated to. */

@@ -109,6 +109,8 @@ export interface AgentRecord {
   notAfter?: number;
   /** nkey public key of the launcher's NATS user (revoked with the agent). */
   natsUser?: string;
+  /** Delegation: enrollments this agent's delegated tokens allow in total (its quota counter). */
+  delegated?: number;
 }
 
 export interface RevocationRecord {

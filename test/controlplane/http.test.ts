@@ -90,3 +90,58 @@ describe('admin HTTP API', () => {
     expect(big.status).toBe(413);
   });
 });
+
+describe('admin HTTP API under hostile clients', () => {
+  const raw = (port: number) => import('node:net').then(({ connect }) => connect(port, '127.0.0.1'));
+  const closed = (s: import('node:net').Socket) => new Promise<void>((r) => s.once('close', () => r()));
+  const firstData = (s: import('node:net').Socket) => new Promise<string>((r) => s.once('data', (d: Buffer) => r(d.toString())));
+
+  it('closes a connection that never finishes its headers', async () => {
+    const s = await raw(Number(new URL(base).port));
+    s.on('error', () => undefined);
+    s.resume(); // read what the server sends, so its close is seen
+    s.write('GET /v1/health HTTP/1.1\r\nHost: x\r\n'); // no blank line: headers never end
+    await closed(s); // the test's own timeout bounds this; no timing goal here
+    expect(s.destroyed).toBe(true);
+  });
+
+  it('answers an unauthenticated delegate before reading its body', async () => {
+    const a = new HttpApi({ adminToken: ADMIN });
+    const { mountAgentOpsRoutes } = await import('../../src/controlplane/agentops.js');
+    const { EgressRequests } = await import('../../src/controlplane/egress.js');
+    const store = new MemoryKvStore();
+    const s2 = await ControlPlaneService.open({ store, clock: new ManualClock(Date.now()) });
+    mountAgentOpsRoutes(a, s2, await EgressRequests.open(store, new ManualClock(Date.now())));
+    const port = (await a.listen('127.0.0.1', 0)).port;
+    try {
+      const s = await raw(port);
+      s.on('error', () => undefined);
+      // Announce 1 MB and send none of it: the 401 must come anyway.
+      s.write(`POST ${API_BASE}/delegate HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer not.a.jwt\r\nContent-Length: 1048576\r\n\r\n`);
+      expect(await firstData(s)).toMatch(/^HTTP\/1\.1 401/);
+      s.destroy();
+    } finally {
+      await a.close();
+      s2.close();
+    }
+  });
+
+  it('holds at most maxConnections sockets', async () => {
+    const a = new HttpApi({ adminToken: ADMIN, maxConnections: 2 });
+    a.route('GET', '/x', () => ({ ok: true }), { auth: 'none' });
+    const port = (await a.listen('127.0.0.1', 0)).port;
+    try {
+      const held = [await raw(port), await raw(port)];
+      for (const h of held) h.on('error', () => undefined);
+      await Promise.all(held.map((h) => new Promise((r) => (h.readyState === 'open' ? r(null) : h.once('connect', r)))));
+      const extra = await raw(port);
+      extra.on('error', () => undefined);
+      extra.resume();
+      await closed(extra);
+      expect(extra.bytesRead).toBe(0);
+      for (const h of held) h.destroy();
+    } finally {
+      await a.close();
+    }
+  });
+});

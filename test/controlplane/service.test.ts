@@ -223,3 +223,34 @@ describe('re-enrollment rules', () => {
     await expect(svc.enroll({ token: t2, publicKey: randomBytes(32).toString('base64'), name: 'b' })).resolves.toMatchObject({ name: 'b' });
   });
 });
+
+describe('delegation limits', () => {
+  async function parent(quota?: { perParent?: number; perNamespace?: number }, tools = ['delegate', 'list_peers']) {
+    const svc = await ControlPlaneService.open({ store: new MemoryKvStore(), clock: new ManualClock(), delegationQuota: quota });
+    const { token } = await svc.createToken({ namespace: 'n', allowedTools: tools, limit: 1 });
+    const p = await svc.enroll({ token, publicKey: key(), name: 'boss' });
+    return { svc, jwt: p.jwt };
+  }
+
+  it('refuses to delegate for an agent whose tools lack delegate', async () => {
+    const { svc, jwt } = await parent(undefined, ['list_peers']);
+    await expect(svc.delegate(jwt, { allowedTools: ['list_peers'] })).rejects.toMatchObject({ code: 'EFORBIDDEN', message: expect.stringContaining('"delegate"') });
+  });
+
+  it('caps the enrollments one parent hands out', async () => {
+    const { svc, jwt } = await parent({ perParent: 3 });
+    await svc.delegate(jwt, { allowedTools: ['list_peers'], limit: 2 });
+    await expect(svc.delegate(jwt, { allowedTools: ['list_peers'], limit: 2 })).rejects.toMatchObject({ code: 'EFORBIDDEN' });
+    await expect(svc.delegate(jwt, { allowedTools: ['list_peers'], limit: 1 })).resolves.toBeDefined();
+    await expect(svc.delegate(jwt, { allowedTools: ['list_peers'] })).rejects.toMatchObject({ code: 'EFORBIDDEN' });
+  });
+
+  it('caps delegated agents per namespace, and an admin token still enrolls', async () => {
+    const { svc, jwt } = await parent({ perNamespace: 1 });
+    const { token } = await svc.delegate(jwt, { allowedTools: ['list_peers'], limit: 2 });
+    await svc.enroll({ token, publicKey: key(), name: 'c1' });
+    await expect(svc.enroll({ token, publicKey: key(), name: 'c2' })).rejects.toMatchObject({ code: 'EFORBIDDEN' });
+    const admin = (await svc.createToken({ namespace: 'n' })).token;
+    await expect(svc.enroll({ token: admin, publicKey: key(), name: 'plain' })).resolves.toMatchObject({ name: 'plain' });
+  });
+});
