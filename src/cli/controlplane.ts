@@ -37,6 +37,8 @@ export function registerControlPlane(program: Command): void {
         http,
         jwtTtlMs,
         log,
+        // Enrollments, re-enrollments (with proof of key possession) and revocations in the control plane's log.
+        onEvent: (e) => log.info({ event: e.type, agentId: e.agentId, namespace: e.namespace, name: e.name }, e.type),
         // The audit trail's query API lives on the same server (GET .../audit/traces, .../audit/events).
         mount: async (api, { nc }) => {
           await ensureAuditStream(await nc.jetstreamManager());
