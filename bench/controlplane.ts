@@ -13,6 +13,38 @@ import { connect } from 'nats';
 import { startControlPlane } from '../src/controlplane/index.js';
 import { startNatsServer } from '../src/natsserver/server.js';
 import { enroll } from '../src/enroll/index.js';
+import { createUser } from '@nats-io/jwt';
+import { parseJoinToken, type ControlPlaneService } from '../src/controlplane/index.js';
+
+/**
+ * Enrollment as a launcher does it (a fresh connection per enrollment) without NATS auth (the control
+ * plane above, on a plain nats-server) and with it (an embedded control plane in operator mode: a
+ * bootstrap user from the join token, a user JWT minted per launcher), in the same run. TLS is not
+ * implemented yet, so there is no TLS figure.
+ */
+async function authBench(dir: string, plainUrl: string, plain: ControlPlaneService): Promise<void> {
+  const authed = await startControlPlane({ stateDir: join(dir, 'auth'), natsPort: 0, http: false });
+  try {
+    const n = 100;
+    const run = async (url: string, svc: ControlPlaneService, ns: string) => {
+      const j = parseJoinToken((await svc.createToken({ namespace: ns, limit: n, ttl: '1h' })).token);
+      const xs: number[] = [];
+      for (let i = 0; i < n; i++) {
+        const natsPublicKey = j.nats ? createUser().getPublicKey() : undefined;
+        const t = performance.now();
+        await enroll({ controlPlaneUrl: url, user: j.nats, token: j.token, name: `a${i}`, publicKey: key(), natsPublicKey });
+        xs.push(performance.now() - t);
+      }
+      return xs;
+    };
+    const off = await run(plainUrl, plain, 'auth-off');
+    const on = await run(authed.natsUrl, authed.service, 'auth-on');
+    console.log(`enroll with connect, no auth      p50 ${fmt(pct(off, 50))} p99 ${fmt(pct(off, 99))}`);
+    console.log(`enroll with connect, operator-mode p50 ${fmt(pct(on, 50))} p99 ${fmt(pct(on, 99))} (${(pct(on, 50) / pct(off, 50)).toFixed(2)}x p50, ${(pct(on, 99) / pct(off, 99)).toFixed(2)}x p99 of no auth)`);
+  } finally {
+    await authed.stop();
+  }
+}
 
 const key = () => randomBytes(32).toString('base64');
 const pct = (xs: number[], p: number) => [...xs].sort((a, b) => a - b)[Math.min(xs.length - 1, Math.floor((p / 100) * xs.length))];
@@ -63,6 +95,7 @@ async function main(): Promise<void> {
       const ms = performance.now() - t;
       console.log(`provision 100 peers concurrently (${shared ? 'one shared token' : 'one token each'}): ${fmt(ms)} = ${(100_000 / ms).toFixed(0)} enrollments/s`);
     }
+    await authBench(dir, nats.url, cp.service);
   } finally {
     await nc.close();
     await cp.stop();
