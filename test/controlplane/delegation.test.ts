@@ -102,15 +102,16 @@ describe('delegation in ControlPlaneService (in-memory KV)', () => {
     const { clock, svc, p } = await setup();
     await expect(svc.delegate(p.jwt, { allowedTools: ['list_peers', 'request_egress'] })).rejects.toMatchObject({ code: 'EFORBIDDEN' });
     clock.advance(3600_000); // the parent has 1 h of JWT left
-    const { token } = await svc.delegate(p.jwt, { allowedTools: ['list_peers'], ttl: '30m', limit: 2 });
+    const { token } = await svc.delegate(p.jwt, { allowedTools: ['list_peers', 'delegate'], ttl: '30m', limit: 2 });
     const c = await svc.enroll({ token, publicKey: randomBytes(32).toString('base64'), name: 'kid' });
-    expect(c.allowedTools).toEqual(['list_peers']);
+    expect(c.allowedTools).toEqual(['list_peers', 'delegate']);
     expect(c.jwtExpiresAt).toBeLessThanOrEqual(p.jwtExpiresAt);
     const claims = await verifyAgentJwt(svc.jwtSecret, c.jwt, { issuer: svc.issuer, now: clock.now() });
     expect(claims.exp * 1000).toBe(p.jwtExpiresAt);
-    // The control plane checks grants, not the `delegate` tool (that is ExecuteTool's job in the agent API).
-    await expect(svc.delegate(c.jwt, {})).resolves.toMatchObject({ record: { allowedTools: ['list_peers'] } });
-    const g = await svc.enroll({ token: (await svc.delegate(c.jwt, {})).token, publicKey: randomBytes(32).toString('base64'), name: 'grandkid' });
+    // The control plane checks the `delegate` tool itself, whatever channel asks (HTTP, NATS, the agent API).
+    await expect(svc.delegate(c.jwt, {})).resolves.toMatchObject({ record: { allowedTools: ['list_peers', 'delegate'] } });
+    const g = await svc.enroll({ token: (await svc.delegate(c.jwt, { allowedTools: ['list_peers'] })).token, publicKey: randomBytes(32).toString('base64'), name: 'grandkid' });
+    await expect(svc.delegate(g.jwt, {})).rejects.toMatchObject({ code: 'EFORBIDDEN' });
     const agents = await svc.listAgents('team');
     expect(agents.find((a) => a.name === 'kid')!.parentAgentId).toBe(p.agentId);
     const tree = await svc.agentTree('team', 'boss');
