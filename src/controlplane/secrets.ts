@@ -3,6 +3,7 @@ import { readFile, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { LatticeError } from '../errors.js';
 import { writeFileAtomic } from '../fsutil.js';
+import { statePaths } from '../state.js';
 
 /**
  * The admin bearer token lives in <stateDir>/control-plane/admin-token, mode 0600, created at first
@@ -29,6 +30,24 @@ export async function assertPrivate(path: string): Promise<void> {
   }
   if (typeof process.getuid === 'function' && st.uid !== process.getuid()) {
     throw new StatePermissionError(`${path} belongs to uid ${st.uid}, not to the current user (${process.getuid()}); fix its owner`);
+  }
+}
+
+/**
+ * Check the state dir and each of its subdirectories that exists (sandboxes, runsc, images,
+ * credentials, outbox, control-plane): owned by us and not writable by group or others. A foreign-owned
+ * `outbox/` would let its owner delete unpublished audit; a writable `sandboxes/` would let others swap
+ * bundles. Throws StatePermissionError (one line, with the fix) for the first bad one.
+ */
+export async function assertStateDirs(stateDir: string): Promise<void> {
+  const p = statePaths(stateDir);
+  for (const dir of [p.root, p.sandboxes, p.runscRoot, p.images, p.credentials, p.outbox, p.controlPlane]) {
+    try {
+      await assertPrivate(dir);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') continue;
+      throw err;
+    }
   }
 }
 

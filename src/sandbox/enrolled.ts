@@ -9,6 +9,7 @@ import type { PeerConfig } from '../wg/peer.js';
 import { validatePolicy, denyAllPolicy, parseIp, type IpAddr, type Policy } from '../policy/index.js';
 import { obtainIdentity, updateEndpoint, natsUserOptions, DirectoryWatcher, type Credentials, type Peer } from '../enroll/index.js';
 import { Outbox } from '../audit/outbox.js';
+import { assertStateDirs } from '../controlplane/secrets.js';
 import { OutboxPublisher } from '../audit/publisher.js';
 import type { AuditEventDraft } from '../audit/events.js';
 import { ndjsonAuditSink } from '../audit/local.js';
@@ -77,6 +78,8 @@ export function effectivePolicy(raw: unknown, log: Logger): Policy {
 
 export async function enrollAndPrepare(o: EnrolledOptions): Promise<Enrolled> {
   const { log } = o;
+  // Every state subdirectory (credentials, outbox, ...) ours and closed to others, before anything is read or written.
+  await assertStateDirs(o.stateDir);
   const { credentials, reused } = await obtainIdentity({
     stateDir: o.stateDir,
     name: o.name,
