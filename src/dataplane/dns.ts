@@ -8,9 +8,18 @@
  *                                   answers with buildAddressResponse()
  *   anything else                -> NXDOMAIN ("refused" outcome, for the audit line)
  *
+ * Rcodes (RFC 1035 4.1.1, RFC 2308): NOTIMP for opcodes other than QUERY; REFUSED for classes
+ * other than IN/ANY; FORMERR for a query whose header reads but whose question does not; NXDOMAIN
+ * for names that do not exist (or that no rule allows: the agent must fail fast, not retry);
+ * NOERROR with no answers (NODATA) for a name that exists without records of the asked type
+ * (e.g. AAAA for an IPv4-only host: musl's getaddrinfo fails on anything else); SERVFAIL when the
+ * upstream fails or the lookup bound (DnsLimiter) is reached. No SOA is attached to negative
+ * answers, so resolvers do not cache them (RFC 2308 5).
+ *
  * Queries are hostile input: compression loops, truncation and wrong section counts are dropped
- * and counted. Responses never carry EDNS and stay within 512 bytes (surplus addresses are left
- * out rather than setting TC, since there is no DNS over TCP here).
+ * (or FORMERR) and counted; responses are never answered. Responses never carry EDNS and stay
+ * within 512 bytes (surplus addresses are left out rather than setting TC: the pump refuses DNS
+ * over TCP with a reset, so a TC answer could only fail).
  */
 import { type IpAddr, ipFromBytes, writeIp } from '../policy/addr.js';
 import { normalizeName } from '../policy/domains.js';
@@ -307,7 +316,7 @@ export class MapDirectory implements DnsDirectory {
   }
 }
 
-export const DnsOutcomeKind = { answer: 'answer', upstream: 'upstream', refused: 'refused', drop: 'drop' } as const;
+export const DnsOutcomeKind = { answer: 'answer', upstream: 'upstream', refused: 'refused', formErr: 'formErr', drop: 'drop' } as const;
 
 export type DnsOutcome =
   /** Answered here (overlay name, NXDOMAIN inside our zone, NODATA, NOTIMP): send `response`. */
@@ -316,7 +325,9 @@ export type DnsOutcome =
   | { readonly kind: 'upstream'; readonly query: DnsQuery }
   /** No rule allows the name: `response` is NXDOMAIN. Worth an audit line ("DNS refused"). */
   | { readonly kind: 'refused'; readonly query: DnsQuery; readonly response: Uint8Array }
-  /** Malformed: send nothing. */
+  /** A query whose header reads but whose question does not: `response` is FORMERR with the id echoed. */
+  | { readonly kind: 'formErr'; readonly response: Uint8Array }
+  /** Malformed beyond answering (short, or a response): send nothing. */
   | { readonly kind: 'drop' };
 
 export interface DnsResponderOptions {
@@ -343,7 +354,11 @@ export class DnsResponder {
 
   handle(message: Uint8Array): DnsOutcome {
     const q = parseQuery(message, this.stats);
-    if (q === null) return { kind: DnsOutcomeKind.drop };
+    if (q === null) {
+      // RFC 1035 4.1.1: format error, when there is a query header to answer (never answer a response).
+      if (message.length < HEADER || (message[2] & 0x80) !== 0) return { kind: DnsOutcomeKind.drop };
+      return { kind: DnsOutcomeKind.formErr, response: buildHeaderOnly(message, Rcode.formErr) };
+    }
     const answer = (rcode: Rcode, addresses: readonly IpAddr[] = [], aa = false): DnsOutcome => ({
       kind: DnsOutcomeKind.answer,
       query: q,
@@ -379,4 +394,80 @@ export class DnsResponder {
 /** Wrap a DNS response in the UDP/IP packet answering the query packet `p` (addresses and ports swapped). */
 export function buildDnsReplyPacket(p: ParsedPacket, response: Uint8Array): Uint8Array {
   return buildUdp({ src: p.dst, dst: p.src, srcPort: p.dstPort, dstPort: p.srcPort, payload: response });
+}
+
+/** A response with no sections: id, opcode and RD echoed from the query header, `rcode` set. */
+function buildHeaderOnly(query: Uint8Array, rcode: Rcode): Uint8Array {
+  const b = new Uint8Array(HEADER);
+  b[0] = query[0];
+  b[1] = query[1];
+  b[2] = 0x80 | (query[2] & 0x79); // QR, opcode and RD copied; AA and TC clear
+  b[3] = 0x80 | (rcode & 0x0f);
+  return b;
+}
+
+/**
+ * What an upstream lookup error means for the agent (node:dns error codes): ENODATA -> NOERROR
+ * with no answers (the name exists, not with this type); ENOTFOUND -> NXDOMAIN; anything else
+ * (ESERVFAIL, ETIMEOUT, EREFUSED, ECONNREFUSED, ...) -> SERVFAIL. `reason` is for the audit line.
+ */
+export function upstreamFailure(err: unknown): { rcode: Rcode; reason: string } {
+  const code = typeof err === 'object' && err !== null && 'code' in err ? String((err as { code: unknown }).code) : '';
+  if (code === 'ENODATA') return { rcode: Rcode.noError, reason: 'no records of this type upstream' };
+  if (code === 'ENOTFOUND') return { rcode: Rcode.nxDomain, reason: 'upstream: no such name (NXDOMAIN)' };
+  return { rcode: Rcode.servFail, reason: `upstream resolution failed${code ? ` (${code})` : ''}` };
+}
+
+export interface DnsLimits {
+  /** Upstream lookups in flight at once (default 64). */
+  maxInFlight: number;
+  /** Sustained lookups per second (default 50). */
+  perSecond: number;
+  /** Lookups allowed in a burst above the rate (default 100). */
+  burst: number;
+}
+
+export const DefaultDnsLimits: Readonly<DnsLimits> = Object.freeze({ maxInFlight: 64, perSecond: 50, burst: 100 });
+
+/**
+ * Bounds a sandbox's upstream DNS lookups: a token bucket for the rate and a count of lookups in
+ * flight. Pure: `now` (ms) in. tryStart() before a lookup; finish() when it settles.
+ */
+export class DnsLimiter {
+  readonly limits: DnsLimits;
+  private tokens: number;
+  private last: number;
+  private inFlightCount = 0;
+  readonly counters = { started: 0, throttledRate: 0, throttledInFlight: 0 };
+
+  constructor(limits: Partial<DnsLimits> = {}, now = 0) {
+    this.limits = { ...DefaultDnsLimits, ...limits };
+    this.tokens = this.limits.burst;
+    this.last = now;
+  }
+
+  get inFlight(): number {
+    return this.inFlightCount;
+  }
+
+  tryStart(now: number): boolean {
+    this.tokens = Math.min(this.limits.burst, this.tokens + (Math.max(0, now - this.last) * this.limits.perSecond) / 1000);
+    this.last = Math.max(this.last, now);
+    if (this.inFlightCount >= this.limits.maxInFlight) {
+      this.counters.throttledInFlight++;
+      return false;
+    }
+    if (this.tokens < 1) {
+      this.counters.throttledRate++;
+      return false;
+    }
+    this.tokens -= 1;
+    this.inFlightCount++;
+    this.counters.started++;
+    return true;
+  }
+
+  finish(): void {
+    if (this.inFlightCount > 0) this.inFlightCount--;
+  }
 }

@@ -4,22 +4,45 @@
  * and closed-flow records out; the pump owns the clock and calls expire() periodically.
  *
  * A flow is keyed by (protocol, local addr/port, remote addr/port), "local" being the sandbox side.
- * ICMP echo flows use the echo identifier as the local port; ICMP errors are matched to the flow
- * of the packet they quote ("related") so an unreachable for an allowed flow reaches the agent.
- * The table is bounded: when full, a sampled victim (denied first, then unanswered, then the
- * least recently seen) is evicted and reported as closed.
+ *
+ * ICMP (RFC 792, RFC 4443, RFC 1122 3.2.2):
+ *   - Echo flows use the echo identifier as the local port and are keyed by the side that sent the
+ *     request: only echo *replies* from the other side belong to a ping. The peer's own request with
+ *     the same identifier is a new flow that its direction's policy decides; an unsolicited reply
+ *     opens nothing (a pseudo-flow denied as ForcedRule.icmpUnsolicitedReply).
+ *   - An error is related to the flow of the packet it quotes only when it travels between that
+ *     flow's two endpoints, reversed (outer source = quoted destination, outer destination = quoted
+ *     source). Any other error is a pseudo-flow denied as ForcedRule.icmpErrorMismatch (addresses
+ *     disagree: someone is using an allowed flow as cover) or ForcedRule.icmpErrorUnrelated (it
+ *     quotes no known flow). Pseudo-flows are audited like denied flows, once per pair and window.
+ *
+ * The table is bounded. When full, the victim is the oldest flow that is not an established,
+ * allowed connection: closed or idle-expired first, then denied, then half-open (sampled among the
+ * oldest few). Established allowed flows are never evicted for a new flow: when nothing else is
+ * left, the new flow is refused (ObserveKind.full) and the pump drops its packet.
  */
 import type { IpAddr } from '../policy/addr.js';
 import type { Decision } from '../policy/compile.js';
 import type { FlowQuery } from '../policy/evaluate.js';
-import type { Direction } from '../policy/schema.js';
-import { Fragment, IpProto, type ParsedPacket, TcpFlag, isEcho, isIcmpError } from './packet.js';
+import { type Direction, ReservedRuleIds } from '../policy/schema.js';
+import { Fragment, IpProto, type InnerHeader, type ParsedPacket, TcpFlag, isEcho, isEchoRequest, isIcmpError } from './packet.js';
 
 export const FlowState = { new: 'new', established: 'established', closing: 'closing', closed: 'closed' } as const;
 export type FlowState = (typeof FlowState)[keyof typeof FlowState];
 
 export const CloseReason = { timeout: 'timeout', fin: 'fin', rst: 'rst', evicted: 'evicted', reused: 'reused', removed: 'removed' } as const;
 export type CloseReason = (typeof CloseReason)[keyof typeof CloseReason];
+
+/**
+ * Rule ids of the decisions the flow table imposes itself, before any policy rule: the policy
+ * never decides these flows and a policy update never re-decides them.
+ */
+export const ForcedRule = {
+  icmpErrorMismatch: ReservedRuleIds.icmpErrorMismatch,
+  icmpErrorUnrelated: ReservedRuleIds.icmpErrorUnrelated,
+  icmpUnsolicitedReply: ReservedRuleIds.icmpUnsolicitedReply,
+} as const;
+export type ForcedRule = (typeof ForcedRule)[keyof typeof ForcedRule];
 
 export interface Flow extends FlowQuery {
   readonly key: string;
@@ -45,6 +68,8 @@ export interface Flow extends FlowQuery {
   finOut: boolean;
   finIn: boolean;
   closeReason?: CloseReason;
+  /** Set for pseudo-flows the table denies itself (see ForcedRule); the pump never asks the policy. */
+  readonly forced?: ForcedRule;
 }
 
 export interface ClosedFlow {
@@ -64,12 +89,14 @@ export const ObserveKind = {
   untracked: 'untracked',
   /** Source (egress) or destination (ingress) is not one of the sandbox's addresses. */
   spoofed: 'spoofed',
+  /** A new flow, but the table is full of established allowed flows: drop the packet. */
+  full: 'full',
 } as const;
 export type ObserveKind = (typeof ObserveKind)[keyof typeof ObserveKind];
 
 export type ObserveResult =
   | { readonly kind: 'existing' | 'new' | 'related'; readonly flow: Flow }
-  | { readonly kind: 'untracked' | 'spoofed'; readonly flow?: undefined };
+  | { readonly kind: 'untracked' | 'spoofed' | 'full'; readonly flow?: undefined };
 
 /** Idle timeouts in ms, by protocol and state. */
 export interface FlowTimeouts {
@@ -122,14 +149,21 @@ export function flowKey(protocol: number, local: IpAddr, localPort: number, remo
   return `${protocol}|${addrKey(local)}|${localPort}|${addrKey(remote)}|${remotePort}`;
 }
 
+/** Whether a flow is an established connection the policy let through (never an eviction victim). */
+function isProtected(f: Flow): boolean {
+  return f.decision !== undefined && f.decision.effective === 'allow' && f.forced === undefined && (f.state === FlowState.established || f.state === FlowState.closing);
+}
+
 export class FlowTable {
   private readonly flows = new Map<string, Flow>();
+  /** Flows that may be evicted (not isProtected), oldest first. */
+  private readonly evictable = new Set<Flow>();
   private pendingClosed: ClosedFlow[] = [];
   readonly maxFlows: number;
   readonly timeouts: FlowTimeouts;
   private readonly localAddresses?: readonly IpAddr[];
   /** Counters for the pump's stats line. */
-  readonly counters = { opened: 0, evicted: 0, spoofed: 0, untracked: 0 };
+  readonly counters = { opened: 0, evicted: 0, spoofed: 0, untracked: 0, full: 0 };
 
   constructor(opts: FlowTableOptions = {}) {
     this.maxFlows = opts.maxFlows ?? 16_384;
@@ -174,25 +208,49 @@ export class FlowTable {
     }
     const isIcmp = p.protocol === IpProto.icmp || p.protocol === IpProto.icmpv6;
 
-    if (isIcmp && isIcmpError(p.protocol, p.icmpType) && p.inner !== undefined) {
-      const related = this.findRelated(p, out);
-      if (related) {
-        this.count(related, out, now, bytes);
-        return { kind: ObserveKind.related, flow: related };
+    let forced: ForcedRule | undefined;
+    let opener = direction;
+    if (isIcmp && isIcmpError(p.protocol, p.icmpType)) {
+      const inner = p.inner;
+      if (inner === undefined || inner.family !== p.family || !sameAddr(p.src, inner.dst) || !sameAddr(p.dst, inner.src)) {
+        forced = ForcedRule.icmpErrorMismatch;
+      } else {
+        const related = this.findRelated(inner, out);
+        if (related) {
+          this.count(related, out, now, bytes);
+          this.touch(related);
+          return { kind: ObserveKind.related, flow: related };
+        }
+        forced = ForcedRule.icmpErrorUnrelated;
       }
     }
 
     let localPort: number;
     let remotePort: number;
+    let keyTag = '';
     if (isIcmp) {
-      // Echo request and reply share the identifier; other ICMP collapses to one flow per pair.
-      localPort = isEcho(p.protocol, p.icmpType) ? p.icmpId : 0;
+      const echo = forced === undefined && isEcho(p.protocol, p.icmpType);
+      // Echo flows belong to whoever sent the request; other ICMP collapses to one flow per pair.
+      localPort = echo ? p.icmpId : 0;
       remotePort = 0;
+      if (echo) {
+        const request = isEchoRequest(p.protocol, p.icmpType);
+        opener = request === out ? 'egress' : 'ingress';
+        keyTag = opener === 'egress' ? '|o' : '|i';
+        // A reply that answers no request opens nothing: it becomes a denied pseudo-flow of its own.
+        if (!request && !this.flows.has(flowKey(p.protocol, local, localPort, remote, remotePort) + keyTag)) {
+          forced = ForcedRule.icmpUnsolicitedReply;
+          opener = direction;
+          keyTag = `|${forced}`;
+        }
+      } else if (forced !== undefined) {
+        keyTag = `|${forced}`;
+      }
     } else {
       localPort = out ? p.srcPort : p.dstPort;
       remotePort = out ? p.dstPort : p.srcPort;
     }
-    const key = flowKey(p.protocol, local, localPort, remote, remotePort);
+    const key = flowKey(p.protocol, local, localPort, remote, remotePort) + keyTag;
     const existing = this.flows.get(key);
     const tcp = p.protocol === IpProto.tcp;
     if (existing !== undefined) {
@@ -202,13 +260,17 @@ export class FlowTable {
         this.count(existing, out, now, bytes);
         if (tcp) this.trackTcp(existing, p.tcpFlags, out);
         else if (existing.state === FlowState.new && out !== (existing.direction === 'egress')) existing.state = FlowState.established;
+        this.touch(existing);
         return { kind: ObserveKind.existing, flow: existing };
       }
-      this.flows.delete(key);
+      this.delete(existing);
       this.pendingClosed.push({ flow: existing, reason: CloseReason.reused, durationMs: existing.lastSeen - existing.firstSeen });
     }
 
-    if (this.flows.size >= this.maxFlows) this.evictOne(now);
+    if (this.flows.size >= this.maxFlows && !this.evictOne(now)) {
+      this.counters.full++;
+      return { kind: ObserveKind.full };
+    }
     const flow: Flow = {
       key,
       family: p.family,
@@ -217,7 +279,7 @@ export class FlowTable {
       localPort,
       remote,
       remotePort,
-      direction,
+      direction: opener,
       dstPort: isIcmp ? 0 : p.dstPort,
       firstSeen: now,
       lastSeen: now,
@@ -229,6 +291,7 @@ export class FlowTable {
       packetsIn: 0,
       finOut: false,
       finIn: false,
+      ...(forced !== undefined && { forced }),
     };
     this.count(flow, out, now, bytes);
     if (tcp) {
@@ -237,6 +300,7 @@ export class FlowTable {
       this.trackTcp(flow, p.tcpFlags, out);
     }
     this.flows.set(key, flow);
+    this.evictable.add(flow);
     this.counters.opened++;
     return { kind: ObserveKind.new, flow };
   }
@@ -244,13 +308,32 @@ export class FlowTable {
   /** Record the policy's decision for a flow (new, or re-decided after a policy update). */
   decide(flow: Flow, decision: Decision): void {
     flow.decision = decision;
+    this.touch(flow);
   }
 
   /** Forget a flow now (e.g. the pump cut it); it is reported by the next expire(). */
   remove(flow: Flow, reason: CloseReason = CloseReason.removed): void {
     if (this.flows.get(flow.key) !== flow) return;
-    this.flows.delete(flow.key);
+    this.delete(flow);
     this.pendingClosed.push({ flow, reason, durationMs: flow.lastSeen - flow.firstSeen });
+  }
+
+  /** Forget a flow without reporting it (a packet the pump could not record never opened it). */
+  discard(flow: Flow): void {
+    if (this.flows.get(flow.key) !== flow) return;
+    this.delete(flow);
+    this.counters.opened--;
+  }
+
+  private delete(flow: Flow): void {
+    this.flows.delete(flow.key);
+    this.evictable.delete(flow);
+  }
+
+  /** Keep the evictable set in step with the flow's state and decision. */
+  private touch(flow: Flow): void {
+    if (isProtected(flow)) this.evictable.delete(flow);
+    else if (!this.evictable.has(flow)) this.evictable.add(flow);
   }
 
   /** Remove idle and finished flows; returns them with every flow evicted or removed since the last call. */
@@ -260,6 +343,7 @@ export class FlowTable {
     for (const [key, f] of this.flows) {
       if (now - f.lastSeen < this.idleTimeout(f)) continue;
       this.flows.delete(key);
+      this.evictable.delete(f);
       const reason = f.state === FlowState.closed ? (f.closeReason ?? CloseReason.timeout) : CloseReason.timeout;
       closed.push({ flow: f, reason, durationMs: f.lastSeen - f.firstSeen });
     }
@@ -281,6 +365,11 @@ export class FlowTable {
       default:
         return t.other;
     }
+  }
+
+  /** Account a packet the table did not observe itself (a later fragment of one of the flow's datagrams). */
+  account(f: Flow, out: boolean, now: number, bytes: number): void {
+    this.count(f, out, now, bytes);
   }
 
   private count(f: Flow, out: boolean, now: number, bytes: number): void {
@@ -313,33 +402,40 @@ export class FlowTable {
     }
   }
 
-  private findRelated(p: ParsedPacket, out: boolean): Flow | undefined {
-    const inner = p.inner;
-    if (inner === undefined) return undefined;
+  /** The flow of the packet an error quotes (its addresses were checked against the error's). */
+  private findRelated(inner: InnerHeader, out: boolean): Flow | undefined {
     // The quoted packet travelled the other way: it was sent by whoever receives this error.
     const local = out ? inner.dst : inner.src;
     const remote = out ? inner.src : inner.dst;
     let localPort: number;
     let remotePort: number;
+    let keyTag = '';
     if (inner.protocol === IpProto.icmp || inner.protocol === IpProto.icmpv6) {
+      if (!isEcho(inner.protocol, inner.icmpType)) return undefined; // no error is about an error
       localPort = inner.icmpId;
       remotePort = 0;
+      // The quoted echo was sent by the error's receiver; its request side opened the flow.
+      const quotedFromSandbox = !out;
+      const opener = isEchoRequest(inner.protocol, inner.icmpType) === quotedFromSandbox ? 'egress' : 'ingress';
+      keyTag = opener === 'egress' ? '|o' : '|i';
     } else {
       localPort = out ? inner.dstPort : inner.srcPort;
       remotePort = out ? inner.srcPort : inner.dstPort;
     }
-    return this.flows.get(flowKey(inner.protocol, local, localPort, remote, remotePort));
+    return this.flows.get(flowKey(inner.protocol, local, localPort, remote, remotePort) + keyTag);
   }
 
-  /** Evict one flow, chosen from the oldest-inserted few: denied, then unanswered, then least recently seen. */
-  private evictOne(now: number): void {
+  /**
+   * Evict one flow that is not an established allowed connection: among the oldest few of those,
+   * finished or idle-expired first, then denied, then half-open. False when there is none.
+   */
+  private evictOne(now: number): boolean {
     let victim: Flow | undefined;
     let victimRank = Infinity;
     let n = 0;
-    for (const f of this.flows.values()) {
-      // Finished or idle-expired flows go first; then denied; then half-open; then by idle time.
+    for (const f of this.evictable) {
       const expired = now - f.lastSeen >= this.idleTimeout(f);
-      const cls = expired || f.state === FlowState.closed ? 0 : f.decision?.effective === 'deny' ? 1 : f.state === FlowState.new ? 2 : 3;
+      const cls = expired || f.state === FlowState.closed ? 0 : f.decision === undefined || f.decision.effective === 'deny' ? 1 : 2;
       const rank = cls * 1e15 + f.lastSeen;
       if (rank < victimRank) {
         victim = f;
@@ -347,9 +443,10 @@ export class FlowTable {
       }
       if (++n >= EVICTION_SAMPLE) break;
     }
-    if (victim === undefined) return;
-    this.flows.delete(victim.key);
+    if (victim === undefined) return false;
+    this.delete(victim);
     this.counters.evicted++;
     this.pendingClosed.push({ flow: victim, reason: CloseReason.evicted, durationMs: victim.lastSeen - victim.firstSeen });
+    return true;
   }
 }

@@ -55,6 +55,8 @@ export interface InnerHeader {
   readonly dstPort: number;
   /** ICMP echo id when the inner packet is an echo, else 0. */
   readonly icmpId: number;
+  /** The inner ICMP/ICMPv6 type (echo request vs reply), -1 when the inner packet is not ICMP. */
+  readonly icmpType: number;
 }
 
 export interface ParsedPacket {
@@ -67,6 +69,18 @@ export interface ParsedPacket {
   readonly length: number;
   readonly ttl: number;
   readonly fragment: Fragment;
+  /** Fragment identification (IPv4: 16 bits, IPv6: 32 bits); 0 when not fragmented. */
+  readonly fragId: number;
+  /** Fragment offset in bytes (0 for a first or unfragmented packet). */
+  readonly fragOffset: number;
+  /** Where this packet's fragment data starts (after the IPv4 header / IPv6 fragment header); 0 if unfragmented. */
+  readonly fragDataStart: number;
+  /**
+   * The packet names a route of its own: an IPv6 routing header with segments left > 0 (type 0,
+   * type 2, segment routing type 4, ...) or an IPv4 loose/strict source route option (RFC 791).
+   * Its destination field is then not its final destination, so the policy cannot judge it.
+   */
+  readonly sourceRouted: boolean;
   /** Offset of the transport header, or -1 (later fragment, ESP, no next header). */
   readonly l4Offset: number;
   /** Offset of the transport payload (after the TCP/UDP/ICMP header), or -1. */
@@ -117,7 +131,27 @@ interface IpLayer {
   length: number;
   ttl: number;
   fragment: Fragment;
+  fragId: number;
+  fragOffset: number;
+  fragDataStart: number;
+  sourceRouted: boolean;
   l4: number;
+}
+
+/** IPv4 options (RFC 791 3.1): true when a loose (131) or strict (137) source route option is present. */
+function hasSourceRouteOption(b: Uint8Array, end: number): boolean {
+  for (let o = 20; o < end; ) {
+    const t = b[o];
+    if (t === 0) return false; // end of option list
+    if (t === 1) {
+      o++; // no-operation
+      continue;
+    }
+    if (t === 0x83 || t === 0x89) return true;
+    if (o + 1 >= end || b[o + 1] < 2) return false; // malformed length: stop reading options
+    o += b[o + 1];
+  }
+  return false;
 }
 
 /**
@@ -137,7 +171,20 @@ function parseIpLayer(b: Uint8Array, stats: PacketStats | undefined, strict: boo
     const fragOff = u16(b, 6) & 0x1fff;
     const more = (b[6] & 0x20) !== 0;
     const fragment = fragOff !== 0 ? Fragment.later : more ? Fragment.first : Fragment.none;
-    return { family: 4, src: ipFromBytes(b, 12, 4), dst: ipFromBytes(b, 16, 4), protocol: b[9], length: strict ? total : Math.min(total, b.length), ttl: b[8], fragment, l4: fragment === Fragment.later ? -1 : ihl };
+    return {
+      family: 4,
+      src: ipFromBytes(b, 12, 4),
+      dst: ipFromBytes(b, 16, 4),
+      protocol: b[9],
+      length: strict ? total : Math.min(total, b.length),
+      ttl: b[8],
+      fragment,
+      fragId: fragment === Fragment.none ? 0 : u16(b, 4),
+      fragOffset: fragOff * 8,
+      fragDataStart: fragment === Fragment.none ? 0 : ihl,
+      sourceRouted: ihl > 20 && hasSourceRouteOption(b, ihl),
+      l4: fragment === Fragment.later ? -1 : ihl,
+    };
   }
   if (version === 6) {
     if (b.length < 40) return drop(DropReason.shortHeader);
@@ -149,6 +196,10 @@ function parseIpLayer(b: Uint8Array, stats: PacketStats | undefined, strict: boo
     let nh = b[6];
     let off = 40;
     let fragment: Fragment = Fragment.none;
+    let fragId = 0;
+    let fragOffset = 0;
+    let fragDataStart = 0;
+    let sourceRouted = false;
     for (let n = 0; ; n++) {
       if (n > MAX_EXTENSION_HEADERS) return drop(DropReason.tooManyExtensionHeaders);
       if (nh === IpProto.hopByHop && n !== 0) return drop(DropReason.badExtensionHeader); // RFC 8200 4.1: only first
@@ -156,6 +207,9 @@ function parseIpLayer(b: Uint8Array, stats: PacketStats | undefined, strict: boo
         if (off + 8 > end) return drop(DropReason.badExtensionHeader);
         const len = (b[off + 1] + 1) * 8;
         if (off + len > end) return drop(DropReason.badExtensionHeader);
+        // RFC 8200 4.4: byte 3 of a routing header is "segments left"; non-zero means the destination
+        // field is only the next hop.
+        if (nh === IpProto.routing && b[off + 3] !== 0) sourceRouted = true;
         nh = b[off];
         off += len;
         continue;
@@ -164,8 +218,11 @@ function parseIpLayer(b: Uint8Array, stats: PacketStats | undefined, strict: boo
         if (off + 8 > end) return drop(DropReason.badExtensionHeader);
         const fragOff = u16(b, off + 2) >> 3;
         const more = (b[off + 3] & 1) !== 0;
+        fragId = u32(b, off + 4);
+        fragOffset = fragOff * 8;
         nh = b[off];
         off += 8;
+        fragDataStart = off;
         if (fragOff !== 0) {
           fragment = Fragment.later;
           off = -1;
@@ -186,7 +243,8 @@ function parseIpLayer(b: Uint8Array, stats: PacketStats | undefined, strict: boo
     }
     // ESP and "no next header" have no transport header to read.
     if (nh === IpProto.esp || nh === IpProto.noNext) off = -1;
-    return { family: 6, src: ipFromBytes(b, 8, 6), dst: ipFromBytes(b, 24, 6), protocol: nh, length: end, ttl: b[7], fragment, l4: off };
+    if (fragment === Fragment.none) fragId = fragDataStart = 0; // an atomic fragment (RFC 6946) is not fragmented
+    return { family: 6, src: ipFromBytes(b, 8, 6), dst: ipFromBytes(b, 24, 6), protocol: nh, length: end, ttl: b[7], fragment, fragId, fragOffset, fragDataStart, sourceRouted, l4: off };
   }
   return drop(DropReason.badVersion);
 }
@@ -196,7 +254,8 @@ function parseInner(b: Uint8Array): InnerHeader | undefined {
   if (ip === null || ip.l4 < 0 || ip.l4 + 8 > b.length) return undefined;
   const o = ip.l4;
   const withPorts = ip.protocol === IpProto.tcp || ip.protocol === IpProto.udp;
-  const echo = (ip.protocol === IpProto.icmp || ip.protocol === IpProto.icmpv6) && isEcho(ip.protocol, b[o]);
+  const icmp = ip.protocol === IpProto.icmp || ip.protocol === IpProto.icmpv6;
+  const echo = icmp && isEcho(ip.protocol, b[o]);
   return {
     family: ip.family,
     src: ip.src,
@@ -205,6 +264,7 @@ function parseInner(b: Uint8Array): InnerHeader | undefined {
     srcPort: withPorts ? u16(b, o) : 0,
     dstPort: withPorts ? u16(b, o + 2) : 0,
     icmpId: echo ? u16(b, o + 4) : 0,
+    icmpType: icmp ? b[o] : -1,
   };
 }
 
@@ -265,6 +325,10 @@ export function parsePacket(b: Uint8Array, stats?: PacketStats): ParsedPacket | 
     length: end,
     ttl: ip.ttl,
     fragment: ip.fragment,
+    fragId: ip.fragId,
+    fragOffset: ip.fragOffset,
+    fragDataStart: ip.fragDataStart,
+    sourceRouted: ip.sourceRouted,
     l4Offset: o,
     payloadOffset,
     srcPort,

@@ -1,18 +1,30 @@
 /**
  * The packet pump between the sandbox's TUN and the WireGuard device.
  *
- *   sandbox (gVisor netstack) --TUN--> fromSandbox: parse, anti-spoof, DNS, flow table, egress policy --> device.sendPacket
- *   peer --WireGuard--> device.onPacket --> fromPeer: parse, flow table, ingress policy --> TUN --> sandbox
+ *   sandbox (gVisor netstack) --TUN--> fromSandbox: parse, anti-spoof, resolver (DNS), admit, egress policy --> device.sendPacket
+ *   peer --WireGuard--> device.onPacket --> fromPeer: parse, admit, ingress policy --> TUN --> sandbox
  *
  * With host egress (src/egress), allowed packets that no WireGuard peer takes go to a second TUN whose
  * other end is the host kernel (forwarding + NAT), and what comes back from it takes the peer path:
  *
  *   fromSandbox: ... egress policy, hostEgress.vet (host services) --> device.sendPacket || hostEgress.tun
- *   host kernel --egress TUN--> fromPeer (flow table, ingress policy) --> TUN --> sandbox
+ *   host kernel --egress TUN--> fromPeer (admit, flow table, ingress policy) --> TUN --> sandbox
  *
- * Every packet crosses the flow table: replies to allowed flows pass, anything new asks the policy.
- * Malformed, spoofed and denied packets are dropped and counted, never thrown. The pump holds no
- * timers of its own: the runtime calls tick(now) (flow expiry, rule expiry) about once a second.
+ * admit() is what a packet really does, decided the same way in both directions:
+ *   1. link-local-only traffic (broadcast, multicast, IPv6 link-local, neighbour discovery, MLD) is
+ *      dropped without an audit line: the overlay is routed point to point, nothing listens there;
+ *   2. IPv6 packets with an IPv4-mapped address (::ffff:a.b.c.d, never valid on the wire) are dropped;
+ *   3. source-routed packets (IPv6 routing header with segments left, IPv4 LSRR/SSRR) are dropped,
+ *      since their destination field is not where they end up;
+ *   4. later fragments take their first fragment's decision (fragments.ts); orphans are dropped;
+ *   5. everything else crosses the flow table: packets of known flows (and ICMP errors that match
+ *      their quote, addresses reversed) take the flow's decision; a new flow asks the policy.
+ * Steps 3 and 4 are policy and do not apply in mode "disabled"; 1 and 2 always do.
+ *
+ * Malformed, spoofed and denied packets are dropped and counted, never thrown. A new flow the
+ * policy allows in enforce mode is refused while the audit sink cannot record it (auditReady()
+ * false): fail closed, the agent's retry succeeds once the outbox drains. The pump holds no timers
+ * of its own: the runtime calls tick(now) (flow, fragment and rule expiry) about once a second.
  */
 import type { Clock } from '../clock.js';
 import type { Tun } from '../tun/tun.js';
@@ -20,11 +32,19 @@ import {
   compile,
   evaluate,
   domainAllowed,
+  cidrAllows,
   reevaluateFlows,
+  reservedDeny,
   nextExpiry,
   formatIp,
   ipEquals,
+  isIpv4Mapped,
+  specialRange,
   DnsAllowances,
+  DISABLED,
+  PolicyMode,
+  ReservedRuleIds,
+  type Cidr,
   type CompiledPolicy,
   type Decision,
   type FlowQuery,
@@ -32,9 +52,23 @@ import {
   type Policy,
 } from '../policy/index.js';
 import type { AuditEventDraft, FiveTuple, FlowProto } from '../audit/events.js';
-import { parsePacket, rejectFor, PacketStats, IpProto, type ParsedPacket } from './packet.js';
-import { FlowTable, CloseReason, type Flow, type FlowTableOptions } from './flows.js';
-import { DnsResponder, DnsType, buildAddressResponse, buildDnsReplyPacket, buildResponse, Rcode, DNS_PORT, type DnsDirectory, type DnsQuery } from './dns.js';
+import { parsePacket, rejectFor, isLocalOnly, PacketStats, IpProto, Fragment, type ParsedPacket } from './packet.js';
+import { FlowTable, CloseReason, ObserveKind, type Flow, type FlowTableOptions } from './flows.js';
+import { FragmentTracker, FragmentVerdict, type FragmentOptions } from './fragments.js';
+import {
+  DnsResponder,
+  DnsType,
+  DnsLimiter,
+  buildAddressResponse,
+  buildDnsReplyPacket,
+  buildResponse,
+  upstreamFailure,
+  Rcode,
+  DNS_PORT,
+  type DnsDirectory,
+  type DnsLimits,
+  type DnsQuery,
+} from './dns.js';
 
 /** The WireGuard side as the pump sees it (src/wg/device.ts implements it). */
 export interface PacketDevice<Peer = unknown> {
@@ -44,7 +78,11 @@ export interface PacketDevice<Peer = unknown> {
   onPacket: (packet: Uint8Array, peer: Peer) => void;
 }
 
-/** Upstream resolution for names a domain rule allows (the I/O edge; node:dns in production). */
+/**
+ * Upstream resolution for names a domain rule allows (the I/O edge; node:dns in production).
+ * Errors carry node:dns codes: ENODATA (the name has no record of this type: answered NOERROR with
+ * no answers), ENOTFOUND (NXDOMAIN); anything else is SERVFAIL.
+ */
 export type UpstreamResolver = (name: string, family: 4 | 6) => Promise<{ addresses: IpAddr[]; ttlSec: number }>;
 
 /**
@@ -82,6 +120,19 @@ export interface PumpOptions<Peer = unknown> {
   /** Where allowed packets that no peer takes leave (and their replies return); absent: refused (noPeer, RST/ICMP). */
   hostEgress?: HostEgressRoute;
   flows?: Omit<FlowTableOptions, 'localAddresses'>;
+  fragments?: FragmentOptions;
+  /** Bounds on upstream DNS lookups: in flight at once, and a per-sandbox rate. */
+  dnsLimits?: Partial<DnsLimits>;
+  /**
+   * Whether the audit sink can record an event now (e.g. () => !outbox.isFull()). While false,
+   * enforce mode opens no new allowed flow (fail closed). Default: always ready.
+   */
+  auditReady?: () => boolean;
+  /**
+   * The overlay's prefixes: like loopback and private ranges, an upstream DNS answer inside them
+   * creates no allowance unless a CIDR rule allows the address (DNS rebinding).
+   */
+  overlayCidrs?: readonly Cidr[];
 }
 
 export const PumpDrop = {
@@ -91,6 +142,22 @@ export const PumpDrop = {
   denied: 'denied',
   noPeer: 'noPeer',
   toResolver: 'toResolver',
+  /** Broadcast, multicast, link-local, neighbour discovery: never routed over the overlay. */
+  localOnly: 'localOnly',
+  /** An IPv6 packet with an IPv4-mapped source or destination. */
+  nonCanonical: 'nonCanonical',
+  /** IPv6 routing header with segments left, or an IPv4 source route option. */
+  sourceRouted: 'sourceRouted',
+  /** A later fragment whose first fragment was not seen (or has timed out). */
+  fragmentOrphan: 'fragmentOrphan',
+  /** A later fragment overlapping its first fragment's data (RFC 1858 / RFC 5722). */
+  fragmentOverlap: 'fragmentOverlap',
+  /** A new flow while the flow table holds only established allowed flows. */
+  flowTableFull: 'flowTableFull',
+  /** A new allowed flow in enforce mode while the audit sink cannot record it. */
+  auditUnavailable: 'auditUnavailable',
+  /** A DNS query over the in-flight or rate bound: answered SERVFAIL. */
+  dnsThrottled: 'dnsThrottled',
 } as const;
 export type PumpDrop = (typeof PumpDrop)[keyof typeof PumpDrop];
 
@@ -108,9 +175,12 @@ export class Pump<Peer = unknown> {
   readonly packetStats = new PacketStats();
   readonly flows: FlowTable;
   readonly allowances = new DnsAllowances();
+  readonly fragments: FragmentTracker<Flow>;
+  readonly dnsLimiter: DnsLimiter;
   private compiled: CompiledPolicy;
   private source: PolicySource;
   private readonly dns: DnsResponder;
+  private readonly rebindingRanges: ReadonlyArray<{ cidr: Cidr; label: string }>;
   private readonly flowIds = new WeakMap<Flow, string>();
   private nextFlowId = 1;
   private lastTick: number;
@@ -120,6 +190,14 @@ export class Pump<Peer = unknown> {
     for (const r of Object.values(PumpDrop)) dropped[r] = 0;
     this.stats = { egressPackets: 0, ingressPackets: 0, dnsQueries: 0, dropped };
     this.flows = new FlowTable({ ...opts.flows, localAddresses: opts.addresses });
+    this.fragments = new FragmentTracker(opts.fragments);
+    this.dnsLimiter = new DnsLimiter(opts.dnsLimits, opts.clock.now());
+    const host = (a: IpAddr): Cidr => ({ addr: a, bits: a.family === 4 ? 32 : 128 });
+    this.rebindingRanges = [
+      ...(opts.overlayCidrs ?? []).map((cidr) => ({ cidr, label: 'overlay' })),
+      ...opts.addresses.map((a) => ({ cidr: host(a), label: 'the sandbox itself' })),
+      ...opts.resolverAddresses.map((a) => ({ cidr: host(a), label: 'the sandbox resolver' })),
+    ];
     this.compiled = compile(opts.policy);
     this.source = opts.policySource ?? { id: 'local', version: 1 };
     this.lastTick = opts.clock.now();
@@ -147,15 +225,9 @@ export class Pump<Peer = unknown> {
     const p = parsePacket(packet, this.packetStats);
     if (p === null) return this.drop(PumpDrop.malformed);
     if (!this.isOwnAddress(p.src)) return this.drop(PumpDrop.spoofed);
-    if (this.isResolver(p.dst)) {
-      if (p.protocol === IpProto.udp && p.dstPort === DNS_PORT && p.payloadOffset >= 0) return this.answerDns(p, packet);
-      return this.drop(PumpDrop.toResolver);
-    }
-    const now = this.opts.clock.now();
-    const seen = this.flows.observe(p, 'egress', now);
-    if (seen.flow === undefined) return this.drop(seen.kind === 'spoofed' ? PumpDrop.spoofed : PumpDrop.untracked);
-    let decision = seen.flow.decision;
-    if (seen.kind === 'new' || decision === undefined) decision = this.decideNew(seen.flow, now);
+    if (this.isResolver(p.dst)) return this.toResolver(p, packet);
+    const decision = this.admit(p, 'egress');
+    if (decision === undefined) return;
     if (decision.effective !== 'allow') {
       this.drop(PumpDrop.denied);
       // Fail fast: the agent sees a reset or an unreachable instead of a timeout.
@@ -177,21 +249,63 @@ export class Pump<Peer = unknown> {
     this.stats.ingressPackets++;
     const p = parsePacket(packet, this.packetStats);
     if (p === null) return this.drop(PumpDrop.malformed);
-    const now = this.opts.clock.now();
-    const seen = this.flows.observe(p, 'ingress', now);
-    if (seen.flow === undefined) return this.drop(seen.kind === 'spoofed' ? PumpDrop.spoofed : PumpDrop.untracked);
-    let decision = seen.flow.decision;
-    if (seen.kind === 'new' || decision === undefined) decision = this.decideNew(seen.flow, now);
+    const decision = this.admit(p, 'ingress');
+    if (decision === undefined) return;
     // Denied ingress is dropped silently: a scanner learns nothing.
     if (decision.effective !== 'allow') return this.drop(PumpDrop.denied);
     this.opts.tun.write(packet);
   }
 
+  // ------------------------------------------------------------------ admission (both directions)
+
+  /** The checks of the opening comment, then the packet's flow decision; undefined = dropped and counted. */
+  private admit(p: ParsedPacket, direction: 'egress' | 'ingress'): Decision | undefined {
+    if (isLocalOnly(p)) return this.drop(PumpDrop.localOnly);
+    if (p.family === 6 && (isIpv4Mapped(p.src) || isIpv4Mapped(p.dst))) return this.drop(PumpDrop.nonCanonical);
+    const enforcing = this.compiled.mode !== PolicyMode.disabled;
+    if (p.sourceRouted && enforcing) return this.drop(PumpDrop.sourceRouted);
+    const now = this.opts.clock.now();
+    if (p.fragment === Fragment.later) return this.followFragment(p, direction, now);
+    const seen = this.flows.observe(p, direction, now);
+    if (seen.flow === undefined) {
+      return this.drop(seen.kind === ObserveKind.spoofed ? PumpDrop.spoofed : seen.kind === ObserveKind.full ? PumpDrop.flowTableFull : PumpDrop.untracked);
+    }
+    let decision = seen.flow.decision;
+    if (seen.kind === ObserveKind.new || decision === undefined) {
+      decision = this.decideNew(seen.flow, now);
+      if (decision === undefined) return undefined;
+    }
+    if (p.fragment === Fragment.first) this.fragments.first(p, seen.flow, now);
+    return decision;
+  }
+
+  /** A later fragment: its first fragment's flow decides (disabled mode: everything to our address passes). */
+  private followFragment(p: ParsedPacket, direction: 'egress' | 'ingress', now: number): Decision | undefined {
+    const out = direction === 'egress';
+    if (!out && !this.isOwnAddress(p.dst)) return this.drop(PumpDrop.spoofed);
+    if (this.compiled.mode === PolicyMode.disabled) return DISABLED;
+    const r = this.fragments.later(p, now);
+    if (r.verdict === FragmentVerdict.overlap) return this.drop(PumpDrop.fragmentOverlap);
+    const flow = r.verdict === FragmentVerdict.follow && this.flows.get(r.value.key) === r.value ? r.value : undefined;
+    if (flow === undefined || flow.decision === undefined) {
+      this.drop(PumpDrop.fragmentOrphan);
+      // Audit mode blocks nothing: an orphan passes there, counted.
+      return this.compiled.mode === PolicyMode.audit ? reservedDeny(this.compiled, ReservedRuleIds.defaultDeny) : undefined;
+    }
+    this.flows.account(flow, out, now, p.length);
+    return flow.decision;
+  }
+
   // ------------------------------------------------------------------ policy
 
-  private decideNew(flow: Flow, now: number): Decision {
-    let decision = evaluate(this.compiled, flow, now, this.allowances);
-    if (this.opts.hostEgress && flow.direction === 'egress') decision = this.opts.hostEgress.vet(flow, decision, this.compiled.policy, now);
+  private decideNew(flow: Flow, now: number): Decision | undefined {
+    let decision = flow.forced !== undefined ? reservedDeny(this.compiled, flow.forced) : evaluate(this.compiled, flow, now, this.allowances);
+    if (this.opts.hostEgress && flow.direction === 'egress' && flow.forced === undefined) decision = this.opts.hostEgress.vet(flow, decision, this.compiled.policy, now);
+    // Fail closed: in enforce mode no allowed flow opens unless its record can be kept.
+    if (decision.record && decision.effective === 'allow' && this.compiled.mode === PolicyMode.enforce && this.opts.auditReady?.() === false) {
+      this.flows.discard(flow);
+      return this.drop(PumpDrop.auditUnavailable);
+    }
     this.flows.decide(flow, decision);
     if (decision.record) {
       this.opts.audit({
@@ -220,7 +334,7 @@ export class Pump<Peer = unknown> {
   }
 
   private recheckFlows(now: number): number {
-    let { cut, changed } = reevaluateFlows(this.compiled, this.flows.values(), now, this.allowances);
+    let { cut, changed } = reevaluateFlows(this.compiled, this.policyFlows(), now, this.allowances);
     if (this.opts.hostEgress) ({ cut, changed } = this.vetChanges(changed, now));
     const cutSet = new Set(cut.map((c) => c.flow));
     for (const { flow, decision } of changed) if (!cutSet.has(flow)) this.flows.decide(flow, decision);
@@ -239,6 +353,11 @@ export class Pump<Peer = unknown> {
       return { flow, decision: d };
     });
     return { cut, changed: vetted };
+  }
+
+  /** Flows the policy decides (pseudo-flows the table denies itself are never re-decided). */
+  private *policyFlows(): Generator<Flow> {
+    for (const f of this.flows.values()) if (f.forced === undefined) yield f;
   }
 
   /**
@@ -279,6 +398,7 @@ export class Pump<Peer = unknown> {
     if (expiry !== undefined && expiry <= now) this.recheckFlows(now);
     this.lastTick = now;
     this.allowances.prune(now);
+    this.fragments.expire(now);
     for (const closed of this.flows.expire(now)) {
       const f = closed.flow;
       if (!f.decision?.record) continue;
@@ -299,6 +419,18 @@ export class Pump<Peer = unknown> {
 
   // ------------------------------------------------------------------ DNS
 
+  /**
+   * Packets to the resolver address: DNS over UDP is answered; everything else (DNS over TCP
+   * included, RFC 7766) is refused at once, a TCP RST or an ICMP unreachable, so a client that
+   * falls back to TCP fails fast instead of hanging.
+   */
+  private toResolver(p: ParsedPacket, packet: Uint8Array): void {
+    if (p.protocol === IpProto.udp && p.dstPort === DNS_PORT && p.payloadOffset >= 0 && p.fragment === Fragment.none) return this.answerDns(p, packet);
+    this.drop(PumpDrop.toResolver);
+    const reject = rejectFor(p, packet);
+    if (reject) this.opts.tun.write(reject);
+  }
+
   private answerDns(p: ParsedPacket, packet: Uint8Array): void {
     this.stats.dnsQueries++;
     const out = this.dns.handle(packet.subarray(p.payloadOffset, p.length));
@@ -306,6 +438,9 @@ export class Pump<Peer = unknown> {
     switch (out.kind) {
       case 'drop':
         return this.drop(PumpDrop.malformed);
+      case 'formErr':
+        this.drop(PumpDrop.malformed);
+        return this.opts.tun.write(buildDnsReplyPacket(p, out.response));
       case 'answer': {
         const family = out.query.question.type === DnsType.A ? 4 : out.query.question.type === DnsType.AAAA ? 6 : 0;
         const answered = out.addresses.filter((a) => family === 0 || a.family === family);
@@ -316,24 +451,55 @@ export class Pump<Peer = unknown> {
         this.opts.audit({ type: 'dns.refused', ...sandboxId, name: out.query.question.name, qtype: qtypeName(out.query), reason: 'no rule allows this name' });
         return this.opts.tun.write(buildDnsReplyPacket(p, out.response));
       case 'upstream':
-        void this.resolveUpstream(p, out.query);
+        // Bounded: lookups in flight and a per-sandbox rate; the excess is refused with SERVFAIL (RFC 1035: "unable to process").
+        if (!this.dnsLimiter.tryStart(this.opts.clock.now())) {
+          this.drop(PumpDrop.dnsThrottled);
+          return this.opts.tun.write(buildDnsReplyPacket(p, buildResponse(out.query, Rcode.servFail)));
+        }
+        void this.resolveUpstream(p, out.query).finally(() => this.dnsLimiter.finish());
         return;
     }
   }
 
+  /**
+   * Resolve an allowed name upstream and answer. Answers in loopback, link-local, private, overlay,
+   * multicast and the other special ranges (special.ts) create no allowance and are left out of the
+   * answer unless a CIDR rule allows the address itself; each such refusal is audited with the name
+   * and the address (DNS rebinding). Rcodes (RFC 1035 4.1.1, RFC 2308): the name has no record of
+   * this type -> NOERROR with no answers (NODATA); no such name -> NXDOMAIN; failure -> SERVFAIL.
+   */
   private async resolveUpstream(p: ParsedPacket, q: DnsQuery): Promise<void> {
     const name = q.question.name;
     const family = q.question.type === DnsType.AAAA ? 6 : 4;
     const sandboxId = this.opts.sandboxId ? { sandboxId: this.opts.sandboxId } : {};
+    const qtype = qtypeName(q);
+    let result: { addresses: IpAddr[]; ttlSec: number };
     try {
-      const { addresses, ttlSec } = await this.opts.resolveUpstream!(name, family);
-      const ttl = this.allowances.record(name, addresses, ttlSec, this.opts.clock.now());
-      this.opts.audit({ type: 'dns.answered', ...sandboxId, name, qtype: qtypeName(q), answers: addresses.map(formatIp) });
-      this.opts.tun.write(buildDnsReplyPacket(p, buildAddressResponse(q, addresses, ttl)));
-    } catch {
-      this.opts.audit({ type: 'dns.refused', ...sandboxId, name, qtype: qtypeName(q), reason: 'upstream resolution failed' });
-      this.opts.tun.write(buildDnsReplyPacket(p, buildResponse(q, Rcode.servFail)));
+      result = await this.opts.resolveUpstream!(name, family);
+    } catch (err) {
+      const failure = upstreamFailure(err);
+      if (failure.rcode === Rcode.noError) {
+        this.opts.audit({ type: 'dns.answered', ...sandboxId, name, qtype, answers: [] });
+      } else {
+        this.opts.audit({ type: 'dns.refused', ...sandboxId, name, qtype, reason: failure.reason });
+      }
+      this.opts.tun.write(buildDnsReplyPacket(p, buildResponse(q, failure.rcode)));
+      return;
     }
+    const now = this.opts.clock.now();
+    const kept: IpAddr[] = [];
+    for (const a of result.addresses) {
+      if (a.family !== family) continue;
+      const special = specialRange(a, this.rebindingRanges);
+      if (special !== undefined && !cidrAllows(this.compiled, a, now)) {
+        this.opts.audit({ type: 'dns.refused', ...sandboxId, name, qtype, reason: `answer ${formatIp(a)} is ${special} and no CIDR rule allows it (DNS rebinding)` });
+        continue;
+      }
+      kept.push(a);
+    }
+    const ttl = this.allowances.record(name, kept, result.ttlSec, now);
+    this.opts.audit({ type: 'dns.answered', ...sandboxId, name, qtype, answers: kept.map(formatIp) });
+    this.opts.tun.write(buildDnsReplyPacket(p, buildAddressResponse(q, kept, ttl)));
   }
 
   // ------------------------------------------------------------------ helpers
@@ -348,8 +514,9 @@ export class Pump<Peer = unknown> {
     return false;
   }
 
-  private drop(reason: PumpDrop): void {
+  private drop(reason: PumpDrop): undefined {
     this.stats.dropped[reason]++;
+    return undefined;
   }
 
   private flowId(f: Flow): string {

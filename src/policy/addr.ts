@@ -193,3 +193,68 @@ export function ipFromBigInt(v: bigint, family: 4 | 6): IpAddr {
   const m = 0xffffffffn;
   return ipv6(Number((v >> 96n) & m), Number((v >> 64n) & m), Number((v >> 32n) & m), Number(v & m));
 }
+
+// ---------------------------------------------------------------------------------------------
+// One address, several spellings. An IPv4 address can be written as IPv6 (RFC 4291 2.5.5.2
+// "::ffff:a.b.c.d"), and IPv6 prefixes embed IPv4 (NAT64 64:ff9b::/96, RFC 6052; 6to4 2002::/16,
+// RFC 3056; the deprecated IPv4-compatible ::/96). Packets never carry the mapped form on the
+// wire, so the policy stores it as IPv4; the over-broad check looks at the IPv4 space a prefix
+// reaches through every embedding.
+
+/** True for ::ffff:0:0/96 (an IPv4 address written as IPv6). */
+export function isIpv4Mapped(a: IpAddr): boolean {
+  return a.family === 6 && a.w0 === 0 && a.w1 === 0 && a.w2 === 0xffff;
+}
+
+/** The one form the policy keeps: an IPv4-mapped prefix of /96 or longer becomes the IPv4 prefix. */
+export function canonicalCidr(c: Cidr): Cidr {
+  if (c.bits >= 96 && isIpv4Mapped(c.addr)) return { addr: ipv4(c.addr.w3), bits: c.bits - 96 };
+  return c;
+}
+
+interface Embedding {
+  readonly name: string;
+  /** The IPv6 prefix that embeds IPv4, and where the 32 IPv4 bits start. */
+  readonly prefix: Cidr;
+  readonly v4At: number;
+}
+
+const EMBEDDINGS: readonly Embedding[] = [
+  { name: 'IPv4-mapped (::ffff:0:0/96)', prefix: { addr: ipv6(0, 0, 0xffff, 0), bits: 96 }, v4At: 96 },
+  { name: 'IPv4-compatible (::/96)', prefix: { addr: ipv6(0, 0, 0, 0), bits: 96 }, v4At: 96 },
+  { name: 'NAT64 (64:ff9b::/96)', prefix: { addr: ipv6(0x0064ff9b, 0, 0, 0), bits: 96 }, v4At: 96 },
+  { name: 'NAT64 local-use (64:ff9b:1::/48)', prefix: { addr: ipv6(0x0064ff9b, 0x00010000, 0, 0), bits: 48 }, v4At: 48 },
+  { name: '6to4 (2002::/16)', prefix: { addr: ipv6(0x20020000, 0, 0, 0), bits: 16 }, v4At: 16 },
+];
+
+/** Whether prefix `outer` contains every address of prefix `inner` (same family). */
+export function cidrContains(outer: Cidr, inner: Cidr): boolean {
+  return outer.addr.family === inner.addr.family && outer.bits <= inner.bits && ipEquals(maskAddr(inner.addr, outer.bits), outer.addr);
+}
+
+/**
+ * The widest IPv4 prefix an IPv6 prefix reaches through any embedding, as a prefix length
+ * (0 = all of IPv4), with the embedding's name; undefined when it embeds no IPv4 range.
+ * For an IPv4 prefix: its own length.
+ */
+export function ipv4Reach(c: Cidr): { bits: number; via: string } | undefined {
+  if (c.addr.family === 4) return { bits: c.bits, via: 'IPv4' };
+  let best: { bits: number; via: string } | undefined;
+  for (const e of EMBEDDINGS) {
+    let bits: number;
+    if (cidrContains(c, e.prefix)) bits = 0; // the prefix holds the whole embedding
+    else if (cidrContains(e.prefix, c)) bits = Math.min(32, c.bits - e.v4At);
+    else continue;
+    if (bits < 0) bits = 0;
+    if (best === undefined || bits < best.bits) best = { bits, via: e.name };
+  }
+  return best;
+}
+
+/** The IPv4 address an IPv6 address carries in an embedding (mapped, NAT64, 6to4), if any. */
+export function embeddedIpv4(a: IpAddr): IpAddr | undefined {
+  if (a.family !== 6) return undefined;
+  if (isIpv4Mapped(a) || (a.w0 === 0x0064ff9b && a.w1 === 0 && a.w2 === 0)) return ipv4(a.w3);
+  if (a.w0 >>> 16 === 0x2002) return ipv4(((a.w0 & 0xffff) * 0x10000 + (a.w1 >>> 16)) >>> 0);
+  return undefined;
+}

@@ -88,6 +88,8 @@ export interface CompiledPolicy {
   readonly policy: Policy;
   /** Sorted distinct expiresAt instants, for scheduling re-evaluation (see nextExpiry). */
   readonly expiries: readonly number[];
+  /** Decisions for reserved rule ids, built on first use (see reservedDeny). */
+  readonly reserved: Map<string, Decision>;
 }
 
 function makeDecision(mode: PolicyMode, verdict: Verdict, ruleId: string): Decision {
@@ -215,6 +217,7 @@ export function compile(policy: Policy): CompiledPolicy {
     ingress: compileDirection(policy.ingress, policy.mode),
     policy,
     expiries: [...expiries].sort((a, b) => a - b),
+    reserved: new Map(),
   };
 }
 
@@ -223,6 +226,20 @@ export function compilePolicy(input: unknown): CompiledPolicy {
   const res = validatePolicy(input);
   if (!res.ok) throw new PolicyError(res.problems);
   return compile(res.policy);
+}
+
+/**
+ * The decision for a flow the data plane denies before any rule (see ReservedRuleIds: ICMP errors
+ * that do not match their quote, unsolicited echo replies). Follows the mode like any deny:
+ * enforce denies, audit lets through as would-deny, disabled allows without a record.
+ */
+export function reservedDeny(compiled: CompiledPolicy, ruleId: string): Decision {
+  let d = compiled.reserved.get(ruleId);
+  if (d === undefined) {
+    d = makeDecision(compiled.mode, Verdict.deny, ruleId);
+    compiled.reserved.set(ruleId, d);
+  }
+  return d;
 }
 
 /** A policy that denies everything (enforce mode, no rules): the safe starting point. */

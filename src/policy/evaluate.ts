@@ -137,6 +137,29 @@ export function domainDecision(compiled: CompiledPolicy, name: string, nowMs: nu
   return allow ? allow.decision : t.defaultDecision;
 }
 
+/**
+ * Whether a live egress CIDR allow rule covers `addr` (any port, any protocol) and no live CIDR
+ * deny rule for every port and protocol does. Domain rules do not count: this is the test an
+ * upstream DNS answer in a special range must pass before it may create an allowance.
+ */
+export function cidrAllows(compiled: CompiledPolicy, addr: IpAddr, nowMs: number): boolean {
+  if (compiled.mode === PolicyMode.disabled) return true;
+  const t = compiled.egress;
+  const table = addr.family === 4 ? t.v4 : t.v6;
+  if (table.count === 0) return false;
+  const i = addr.family === 4 ? findV4(table, addr.w0) : findV6(table, addr);
+  for (let j = table.off[i]; j < table.off[i + 1]; j++) {
+    const r = t.rules[table.cand[j]];
+    if (r.expiresAt <= nowMs) continue;
+    if (r.deny) {
+      if (r.ports === null && r.protoMask === 15) return false;
+      continue;
+    }
+    return true;
+  }
+  return false;
+}
+
 export function domainAllowed(compiled: CompiledPolicy, name: string, nowMs: number): boolean {
   return domainDecision(compiled, name, nowMs).effective === 'allow';
 }

@@ -11,7 +11,13 @@ export {
   ipToBytes,
   writeIp,
   ipEquals,
+  isIpv4Mapped,
+  canonicalCidr,
+  cidrContains,
+  ipv4Reach,
+  embeddedIpv4,
 } from './addr.js';
+export { specialRange } from './special.js';
 export {
   PolicyMode,
   RuleAction,
@@ -39,6 +45,7 @@ export {
   compile,
   compilePolicy,
   denyAllPolicy,
+  reservedDeny,
 } from './compile.js';
 export {
   type FlowQuery,
@@ -47,6 +54,7 @@ export {
   evaluate,
   domainDecision,
   domainAllowed,
+  cidrAllows,
   reevaluateFlows,
   nextExpiry,
 } from './evaluate.js';

@@ -11,7 +11,7 @@
  *   - policy.mode absent = "enforce"
  */
 import { LatticeError } from '../errors.js';
-import { type Cidr, parseCidr } from './addr.js';
+import { type Cidr, canonicalCidr, ipv4Reach, parseCidr } from './addr.js';
 
 export const PolicyMode = { enforce: 'enforce', audit: 'audit', disabled: 'disabled' } as const;
 export type PolicyMode = (typeof PolicyMode)[keyof typeof PolicyMode];
@@ -114,7 +114,18 @@ export const PolicyLimits = {
 } as const;
 
 /** Rule ids the evaluator reports itself; a rule may not take them. */
-export const ReservedRuleIds = { defaultDeny: 'default-deny', modeDisabled: 'mode-disabled', hostServices: 'host-services' } as const;
+export const ReservedRuleIds = {
+  defaultDeny: 'default-deny',
+  modeDisabled: 'mode-disabled',
+  hostServices: 'host-services',
+  /** An ICMP error whose outer addresses are not its quoted packet's, reversed. */
+  icmpErrorMismatch: 'icmp-error-mismatch',
+  /** An ICMP error that quotes no known flow. */
+  icmpErrorUnrelated: 'icmp-error-unrelated',
+  /** An echo reply that answers no echo request. */
+  icmpUnsolicitedReply: 'icmp-unsolicited-reply',
+} as const;
+const RESERVED_IDS: readonly string[] = Object.values(ReservedRuleIds);
 
 const TOP_FIELDS = ['version', 'mode', 'egress', 'ingress', 'description'] as const;
 const RULE_FIELDS = [
@@ -305,7 +316,7 @@ function validateRule(
   const id = r.id;
   if (typeof id !== 'string' || !ID_RE.test(id)) {
     bad('.id', `${JSON.stringify(id)} is not a rule id`, 'give every rule an "id" of 1-64 letters, digits, ".", "_" or "-" (it names the rule in audit events)');
-  } else if ((Object.values(ReservedRuleIds) as string[]).includes(id)) {
+  } else if (RESERVED_IDS.includes(id)) {
     bad('.id', `"${id}" is reserved`, 'choose another id');
   } else if (ids.has(id)) {
     bad('.id', `"${id}" is also the id of ${ids.get(id)}`, 'rule ids must be unique across egress and ingress');
@@ -352,15 +363,22 @@ function validateRule(
           const p = cidrProblem(c, parsed.reason, parsed.network);
           return bad(`.cidrs[${j}]`, p.message, p.fix);
         }
-        const min = parsed.cidr.addr.family === 4 ? PolicyLimits.minAllowPrefixV4 : PolicyLimits.minAllowPrefixV6;
-        if (action === RuleAction.allow && parsed.cidr.bits < min && !anyOk) {
+        // One form per address: "::ffff:10.77.0.9" is 10.77.0.9 (packets carry IPv4, never the mapped form).
+        const cidr = canonicalCidr(parsed.cidr);
+        const min = cidr.addr.family === 4 ? PolicyLimits.minAllowPrefixV4 : PolicyLimits.minAllowPrefixV6;
+        // The over-broad check also sees the IPv4 space an IPv6 prefix reaches (mapped, NAT64, 6to4).
+        const reach = ipv4Reach(cidr);
+        const viaV4 = cidr.bits >= min && cidr.addr.family === 6 && reach !== undefined && reach.bits < PolicyLimits.minAllowPrefixV4;
+        if (action === RuleAction.allow && (cidr.bits < min || viaV4) && !anyOk) {
+          const bits = viaV4 ? reach.bits : cidr.bits;
+          const what = bits === 0 ? 'every address' : `a /${bits}, a large share of all addresses`;
           return bad(
             `.cidrs[${j}]`,
-            `"${c}" allows ${parsed.cidr.bits === 0 ? 'every address' : `a /${parsed.cidr.bits}, a large share of all addresses`}`,
+            viaV4 ? `"${c}" allows ${bits === 0 ? 'every IPv4 address' : `an IPv4 /${bits}`} through its ${reach.via} form` : `"${c}" allows ${what}`,
             `narrow it to the networks the agent needs, or set "allowAnyAddress": true on the rule if that is really meant`,
           );
         }
-        cidrs?.push(parsed.cidr);
+        cidrs?.push(cidr);
       });
     }
   }

@@ -18,6 +18,8 @@ const SANDBOX = ip('10.77.0.2');
 const PEER = ip('10.77.0.10');
 const OTHER = ip('10.77.0.11');
 const RESOLVER = ip('10.77.0.1');
+/** A globally reachable address (upstream answers in private ranges are DNS rebinding: see hostile.test.ts). */
+const PUBLIC = ip('93.184.215.14');
 
 const policyText = (mode = 'enforce', extra = '') => `{
   "version": 1, "mode": "${mode}",
@@ -38,7 +40,7 @@ function setup(policy = policyText(), resolveUpstream?: UpstreamResolver) {
   };
   const a = mk('192.0.2.1');
   const b = mk('192.0.2.2');
-  a.dev.addPeer({ publicKey: b.pub, allowedIPs: ['10.77.0.10/32', '10.77.0.11/32'], endpoint: b.ep });
+  a.dev.addPeer({ publicKey: b.pub, allowedIPs: ['10.77.0.10/32', '10.77.0.11/32', '93.184.215.14/32'], endpoint: b.ep });
   b.dev.addPeer({ publicKey: a.pub, allowedIPs: ['10.77.0.2/32'], endpoint: a.ep });
   a.dev.up();
   b.dev.up();
@@ -199,7 +201,7 @@ describe('Pump: domain rules', () => {
     const asked: string[] = [];
     const resolver: UpstreamResolver = async (name, family) => {
       asked.push(`${name}/${family}`);
-      return { addresses: family === 4 ? [OTHER] : [], ttlSec: 30 };
+      return { addresses: family === 4 ? [PUBLIC] : [], ttlSec: 30 };
     };
     const s = setup(policyText('enforce', ', { "id": "api", "action": "allow", "domains": ["api.example.com"], "ports": [443], "protocol": "tcp" }'), resolver);
     const query = (name: string) => buildUdp({ src: SANDBOX, dst: RESOLVER, srcPort: 5353, dstPort: 53, payload: dnsQuery(9, name, 'A') });
@@ -212,14 +214,14 @@ describe('Pump: domain rules', () => {
       return decodeDns(pkt.subarray(p.payloadOffset, p.length));
     });
     expect(answers.map((a) => a.rcode).sort()).toEqual([0, 3]);
-    expect(answers.find((a) => a.rcode === 0)!.answers.map((a) => a.data)).toEqual(['10.77.0.11']);
+    expect(answers.find((a) => a.rcode === 0)!.answers.map((a) => a.data)).toEqual(['93.184.215.14']);
 
-    s.fromSandbox(syn(SANDBOX, OTHER, 443));
+    s.fromSandbox(syn(SANDBOX, PUBLIC, 443));
     expect(s.peerSide).toHaveLength(1);
-    s.fromSandbox(syn(SANDBOX, OTHER, 444, 40001)); // the rule's ports still apply
+    s.fromSandbox(syn(SANDBOX, PUBLIC, 444, 40001)); // the rule's ports still apply
     expect(s.peerSide).toHaveLength(1);
     s.clock.advance(31_000);
-    s.fromSandbox(syn(SANDBOX, OTHER, 443, 40002)); // the answer's TTL has passed: a new flow is denied
+    s.fromSandbox(syn(SANDBOX, PUBLIC, 443, 40002)); // the answer's TTL has passed: a new flow is denied
     expect(s.peerSide).toHaveLength(1);
     const verdicts = s.events.filter((e) => e.type === 'flow.opened').map((e) => `${(e as { verdict: string }).verdict}:${(e as { ruleId: string }).ruleId}`);
     expect(verdicts).toEqual(['allowed:api', 'denied:default-deny', 'denied:default-deny']);
