@@ -158,6 +158,7 @@ export async function enrollAndPrepare(o: EnrolledOptions): Promise<Enrolled> {
       policySource: { id: `ns:${credentials.namespace}`, version: 1 },
       names: overlayNames(peers),
       audit: record,
+      auditReady: () => !outbox.isFull(),
       log,
       natTraversal: o.nat !== undefined,
       hostEgress: o.hostEgress,

@@ -35,6 +35,8 @@ export interface WgNetworkOptions {
   /** Overlay names the sandbox can resolve (`<name>.<namespace>.lattice`). */
   names?: Iterable<readonly [string, readonly IpAddr[]]>;
   audit: AuditSink;
+  /** Whether `audit` can record now; while false, enforce mode opens no new allowed flow (see Pump). */
+  auditReady?: () => boolean;
   log: Logger;
   clock?: Clock;
   resolveUpstream?: UpstreamResolver;
@@ -119,6 +121,7 @@ export function wgSandboxNetwork(opts: WgNetworkOptions): (id: string, dir: stri
       directory,
       resolveUpstream: opts.resolveUpstream ?? systemResolver(),
       audit: opts.audit,
+      auditReady: opts.auditReady,
       sandboxId: id,
       ...(egress && { hostEgress: { tun: egress.tun, vet: egress.guard.vet.bind(egress.guard) } }),
     });
