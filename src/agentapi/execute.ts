@@ -137,6 +137,11 @@ export interface ExecuteDeps {
   isRevoked: () => boolean;
   tools: Readonly<Record<string, ToolImpl>>;
   recordSpan: (draft: AuditEventDraft) => void | Promise<void>;
+  /**
+   * Whether a span can be recorded now (e.g. () => !outbox.isFull()). In enforce mode a tool does
+   * not run while this is false: no side effect happens that its span could not record.
+   */
+  auditReady?: () => boolean;
   now: () => number;
   randomHex?: (bytes: number) => string;
 }
@@ -208,6 +213,11 @@ export async function executeTool(deps: ExecuteDeps, req: ToolRequest): Promise<
     status = 404;
     spanStatus = SpanStatus.Error;
     error = { code: 'ENOTOOL', message: `no tool ${req.tool}; tools: ${Object.keys(deps.tools).join(', ')}` };
+  } else if (identity.enforcement === 'enforce' && deps.auditReady?.() === false) {
+    // Fail closed: checked before the tool runs, not after, so nothing happens off the record.
+    status = 503;
+    spanStatus = SpanStatus.Error;
+    error = { code: 'EAUDIT', message: `${req.tool} was not run: the audit outbox cannot record it now; retry once the control plane is reachable again` };
   } else {
     try {
       result = await impl({ identity, namespace, args, trace });

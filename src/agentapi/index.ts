@@ -54,6 +54,8 @@ export interface StartAgentApiOptions {
   nc: NatsConnection;
   /** Durable sink for tool.span events, e.g. `(d) => outbox.append(d)`; a call whose span fails is answered 503. */
   recordSpan: (draft: AuditEventDraft) => void | Promise<void>;
+  /** See ExecuteDeps.auditReady: while false, enforce mode runs no tool. */
+  auditReady?: () => boolean;
   clock?: Clock;
   log?: Logger;
   /** Replace or add tools (tests, future tools). */
@@ -71,7 +73,7 @@ export async function startAgentApi(o: StartAgentApiOptions): Promise<StartedAge
   const clock = o.clock ?? systemClock;
   const identity: AgentIdentity = Object.freeze({ ...o.identity, allowedTools: [...o.identity.allowedTools], allowedNamespaces: [...o.identity.allowedNamespaces] });
   const tools = { ...buildTools({ nc: o.nc, checkEgress: o.checkEgress, getPolicy: o.getPolicy, timeoutMs: o.timeoutMs }), ...o.tools };
-  const deps = { identity, isRevoked: o.isRevoked, tools, recordSpan: o.recordSpan, now: () => clock.now() };
+  const deps = { identity, isRevoked: o.isRevoked, tools, recordSpan: o.recordSpan, auditReady: o.auditReady, now: () => clock.now() };
   return serveAgentApi({
     socketPath: o.socketPath,
     log: o.log,

@@ -215,6 +215,7 @@ export async function enrollAndPrepare(o: EnrolledOptions): Promise<Enrolled> {
       getPolicy: () => currentPolicy,
       nc,
       recordSpan: (draft) => outbox.append({ ...envelope, ...draft } as AuditEventDraft).then(() => undefined),
+      auditReady: () => !outbox.isFull(),
       log,
     });
     // status.json for `lattice sandbox status`: rewritten atomically every interval, removed on exit.

@@ -194,3 +194,25 @@ describe('executeTool', () => {
     expect(JSON.stringify([r.body, h.spans])).not.toContain(base.jwt);
   });
 });
+
+describe('executeTool: fail closed when the audit cannot record (issue 13, item 10)', () => {
+  it('enforce: with the outbox full the tool does not run; 503 EAUDIT; it runs again once the outbox drains', async () => {
+    let ready = false;
+    const h = harness();
+    h.deps.auditReady = () => ready;
+    const r = await executeTool(h.deps, { tool: 'list_peers', args: {} });
+    expect(r.status).toBe(503);
+    expect(r.body).toMatchObject({ error: { code: 'EAUDIT' } });
+    expect(h.ran).toEqual([]);
+    ready = true;
+    expect((await executeTool(h.deps, { tool: 'list_peers', args: {} })).status).toBe(200);
+    expect(h.ran).toEqual(['list_peers']);
+  });
+
+  it('audit mode observes and does not block', async () => {
+    const h = harness({ enforcement: 'audit' });
+    h.deps.auditReady = () => false;
+    expect((await executeTool(h.deps, { tool: 'list_peers', args: {} })).status).toBe(200);
+    expect(h.ran).toEqual(['list_peers']);
+  });
+});
