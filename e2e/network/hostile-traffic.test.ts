@@ -1,0 +1,151 @@
+/**
+ * Issue 13 end to end: what a packet really does, tried from inside a real runsc sandbox against a
+ * real wireguard-go peer (in its own netns). The sandbox's only way out is lattice's pump.
+ *   1. an ICMP error quoting an allowed flow cannot carry data to a host the policy denies;
+ *   2. a 3000-byte UDP datagram (3 fragments over a 1420 MTU) reaches an allowed peer and its
+ *      3000-byte reply comes back.
+ */
+import { describe, it, expect, beforeAll, afterAll } from 'vitest';
+import { execa } from 'execa';
+import { randomBytes } from 'node:crypto';
+import { readFile, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { requireBinary, tempDir, busyboxRootfs, lattice, REPO } from '../support/env.js';
+import { startWgPeer, genKeypair, waitFor, type WgPeer } from '../support/wgpeer.js';
+
+const SANDBOX_PORT = 51997;
+const SANDBOX_IP = '10.77.0.2';
+const PEER_IP = '10.77.0.10';
+const DENIED_IP = '10.77.0.9';
+const PREFIX = `lth${randomBytes(2).toString('hex')}`;
+
+let work: Awaited<ReturnType<typeof tempDir>>;
+let rootfs: string;
+let peer: WgPeer;
+let wgConf: string;
+let stateDir: string;
+
+interface AuditLine {
+  type: string;
+  verdict?: string;
+  ruleId?: string;
+  dstIp?: string;
+  proto?: string;
+}
+
+async function sandbox(policy: object, script: string, extra: string[] = []) {
+  const tag = `${Date.now()}-${randomBytes(3).toString('hex')}`;
+  const policyFile = join(work.path, `policy-${tag}.json`);
+  await writeFile(policyFile, JSON.stringify(policy));
+  const auditLog = join(work.path, `audit-${tag}.ndjson`);
+  const r = await lattice(stateDir, ['sandbox', 'run', '--rootfs', rootfs, '--wg-config', wgConf, '--policy', policyFile, '--audit-log', auditLog, ...extra, '--', 'sh', '-c', script], {
+    timeout: 90_000,
+  });
+  const text = await readFile(auditLog, 'utf8').catch(() => '');
+  return { ...r, audit: text.split('\n').filter(Boolean).map((l) => JSON.parse(l) as AuditLine) };
+}
+
+/** A process in the peer's netns that prints a line per event; resolves once it printed "ready". */
+async function listen(code: string) {
+  const child = peer.exec(['python3', '-c', code]);
+  let out = '';
+  child.stdout?.on('data', (d: Buffer) => (out += d.toString()));
+  await waitFor(async () => out.includes('ready'), 10_000, 'peer listener ready');
+  return {
+    output: () => out,
+    stop: async () => {
+      child.kill('SIGKILL');
+      await child;
+    },
+  };
+}
+
+beforeAll(async () => {
+  for (const bin of ['runsc', 'wireguard-go', 'wg', 'gcc', 'python3']) await requireBinary(bin);
+  work = await tempDir('lt-e2e-hostile');
+  rootfs = await busyboxRootfs(work.path);
+  for (const tool of ['icmperr', 'bigudp']) {
+    await execa('gcc', ['-static', '-O2', '-o', join(rootfs, 'bin', tool), join(REPO, `e2e/network/fixtures/${tool}.c`)]);
+  }
+  stateDir = join(work.path, 'state');
+  const keys = await genKeypair();
+  peer = await startWgPeer({
+    prefix: PREFIX,
+    dir: work.path,
+    sandboxPublicKey: keys.publicKey,
+    sandboxPort: SANDBOX_PORT,
+    sandboxAllowedIPs: '10.77.0.0/24',
+    overlay: PEER_IP,
+    hostAddr: '10.124.0.1',
+    peerAddr: '10.124.0.2',
+    httpPorts: [8080],
+  });
+  // The denied host lives on the same peer, so only the pump stands between a packet and it.
+  await execa('ip', ['-n', peer.netns, 'addr', 'add', `${DENIED_IP}/32`, 'dev', `${PREFIX}wg`]);
+  wgConf = join(work.path, 'wg.conf');
+  await writeFile(
+    wgConf,
+    `[Interface]\nPrivateKey = ${keys.privateKey}\nAddress = ${SANDBOX_IP}/32\nListenPort = ${SANDBOX_PORT}\n\n` +
+      `[Peer]\nPublicKey = ${peer.publicKey}\nAllowedIPs = 10.77.0.0/24\nEndpoint = ${peer.endpoint}\nPersistentKeepalive = 5\n`,
+    { mode: 0o600 },
+  );
+});
+
+afterAll(async () => {
+  await peer?.stop();
+  await work?.remove();
+});
+
+describe('issue 13 under gVisor: the pump decides what a packet really does', () => {
+  it('1. an ICMP error quoting an allowed flow does not reach a denied host; the same error to the flow\'s peer does', async () => {
+    const icmpSink = await listen(
+      [
+        'import socket',
+        's = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)',
+        's.settimeout(60)',
+        "print('ready', flush=True)",
+        'while True:',
+        '    data, _ = s.recvfrom(4096)',
+        "    if data[20] == 3 and b'EXFIL' in data:",
+        "        print('got', socket.inet_ntoa(data[16:20]), flush=True)",
+      ].join('\n'),
+    );
+    const policy = {
+      version: 1,
+      egress: [
+        { id: 'no-9', action: 'deny', cidrs: [`${DENIED_IP}/32`] },
+        { id: 'web', action: 'allow', cidrs: [`${PEER_IP}/32`], ports: [8080], protocol: 'tcp' },
+      ],
+    };
+    const r = await sandbox(policy, `icmperr ${PEER_IP} 8080 ${DENIED_IP}; echo "denied=$?"; icmperr ${PEER_IP} 8080 ${PEER_IP}; echo "control=$?"`, ['--cap-add', 'NET_RAW']);
+    expect(r.stdout).toMatch(/denied=0/);
+    expect(r.stdout).toMatch(/control=0/);
+    // The control error (addresses reversed from its quote) arrives: the tool and the sink work.
+    await waitFor(async () => icmpSink.output().includes(`got ${PEER_IP}`), 10_000, 'control error at the peer');
+    await icmpSink.stop();
+    expect(icmpSink.output()).not.toContain(`got ${DENIED_IP}`);
+    expect(r.audit).toContainEqual(expect.objectContaining({ type: 'flow.opened', verdict: 'denied', ruleId: 'icmp-error-mismatch', dstIp: DENIED_IP, proto: 'icmp' }));
+  });
+
+  it('2. a 3000-byte UDP datagram (3 fragments) reaches an allowed peer and its 3000-byte reply comes back', async () => {
+    const echo = await listen(
+      [
+        'import socket',
+        's = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)',
+        `s.bind(('${PEER_IP}', 9998))`,
+        's.settimeout(60)',
+        "print('ready', flush=True)",
+        'while True:',
+        '    data, addr = s.recvfrom(65535)',
+        "    print('len', len(data), flush=True)",
+        "    s.sendto(b'b' * 3000, addr)",
+      ].join('\n'),
+    );
+    const policy = { version: 1, egress: [{ id: 'udp', action: 'allow', cidrs: [`${PEER_IP}/32`], ports: [9998], protocol: 'udp' }] };
+    const r = await sandbox(policy, `bigudp ${PEER_IP} 9998 1000; bigudp ${PEER_IP} 9998 3000`);
+    await echo.stop();
+    expect(echo.output()).toContain('len 1000');
+    expect(echo.output()).toContain('len 3000');
+    expect(String(r.stdout).match(/reply=\S+/g)).toEqual(['reply=3000', 'reply=3000']);
+  });
+});
