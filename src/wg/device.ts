@@ -513,22 +513,31 @@ export class Device {
     return now < this.underLoadUntil;
   }
 
+  /**
+   * Handshake messages (whitepaper 5.3, wireguard-go receive.go). Under load, the per-source rate
+   * limiter runs *before* any hash: wireguard-go applies it after MAC2, but it has worker threads to
+   * absorb a flood; on one thread, a single source sending initiations with a valid MAC1 (built from
+   * our public key) would otherwise cost a BLAKE2s and a cookie reply per packet and starve the
+   * transport path. A flooding source thus gets at most 20 cookie replies or handshakes a second
+   * (burst 5), and a legitimate peer from another address still gets its cookie and completes.
+   */
   private receiveHandshake(type: number, data: Uint8Array, from: Endpoint): void {
     const now = this.clock.monotonic();
+    const underLoad = this.isUnderLoad(now);
+    if (underLoad && !this.rateLimiter.allow(from.address, now)) {
+      this.drop(DropReason.RateLimited);
+      return;
+    }
     if (!this.cookieChecker.checkMAC1(data)) {
       this.drop(DropReason.BadMAC1);
       return;
     }
-    if (this.isUnderLoad(now)) {
+    if (underLoad) {
       const src = sourceBytes(from.address, from.port);
       if (!this.cookieChecker.checkMAC2(data, src, now)) {
         this.stats.cookieRepliesSent++;
         this.bind.send(this.cookieChecker.createReply(data, src, now), from);
         this.drop(DropReason.CookieRequired);
-        return;
-      }
-      if (!this.rateLimiter.allow(from.address, now)) {
-        this.drop(DropReason.RateLimited);
         return;
       }
     }
@@ -647,11 +656,21 @@ export class Device {
       this.drop(DropReason.UnknownIndex);
       return;
     }
-    if (!entry.peer.cookieGenerator.consumeReply(reply, this.clock.monotonic())) {
+    const now = this.clock.monotonic();
+    if (!entry.peer.cookieGenerator.consumeReply(reply, now)) {
       this.drop(DropReason.BadCookieReply);
       return;
     }
     this.stats.cookieRepliesReceived++;
+    // Departure from wireguard-go, which waits for the retransmit (RekeyTimeout, 5 s): a pending
+    // handshake is re-sent at once with MAC2, so a busy responder costs one more round trip, not 5 s.
+    // At most once per RekeyTimeout per peer, so cookie replies cannot make us loop.
+    const peer = entry.peer;
+    if (entry.keypair === undefined && now - peer.lastCookieRetry >= RekeyTimeout) {
+      peer.lastCookieRetry = now;
+      peer.handshake.lastSentHandshake = -Infinity;
+      this.sendHandshakeInitiation(peer, true);
+    }
   }
 
   private receiveTransport(data: Uint8Array, from: Endpoint): void {

@@ -33,6 +33,8 @@ export class Peer implements TimerPeer {
   readonly handshake: Handshake;
   readonly keypairs = new Keypairs();
   readonly cookieGenerator: CookieGenerator;
+  /** Monotonic ms of the last initiation re-sent at once because a cookie reply arrived (device.ts). */
+  lastCookieRetry = -Infinity;
   readonly timers = new PeerTimers();
   endpoint?: Endpoint;
   persistentKeepaliveInterval = 0;

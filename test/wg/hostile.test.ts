@@ -171,13 +171,21 @@ describe('hostile input', () => {
     };
     for (let i = 0; i < 30; i++) inject(p, forged());
     const cookieReplies = sentTo(p, attacker, MessageType.CookieReply);
-    expect(cookieReplies.length).toBeGreaterThanOrEqual(20);
+    // Under load one source gets at most a burst of cookie replies (5); the rest of its flood is
+    // refused by the per-source limiter before any hash is computed (issue 13, item 9).
+    expect(cookieReplies.length).toBeGreaterThanOrEqual(1);
+    expect(cookieReplies.length).toBeLessThanOrEqual(5);
     expect(sentTo(p, attacker, MessageType.Response).length).toBe(0);
-    expect(p.b.dev.stats.dropped.cookieRequired).toBe(cookieReplies.length);
-    expect(p.b.dev.stats.dropped.decryptStatic).toBe(30 - cookieReplies.length);
+    const d = p.b.dev.stats.dropped;
+    expect(d.cookieRequired).toBe(cookieReplies.length);
+    expect(d.rateLimited).toBeGreaterThanOrEqual(15);
+    expect(d.decryptStatic + d.cookieRequired + d.rateLimited).toBe(30);
 
     // With a valid cookie the attacker passes MAC2 but meets the per-source token bucket (burst 5).
-    expect(gen.consumeReply(unmarshalCookieReply(cookieReplies.at(-1)!.data)!, p.clock.monotonic())).toBe(true);
+    p.step(300); // the source's bucket refills a little; the device is still under load
+    inject(p, forged());
+    const reply = sentTo(p, attacker, MessageType.CookieReply).at(-1)!;
+    expect(gen.consumeReply(unmarshalCookieReply(reply.data)!, p.clock.monotonic())).toBe(true);
     for (let i = 0; i < 30; i++) inject(p, forged());
     expect(p.b.dev.stats.dropped.rateLimited).toBeGreaterThanOrEqual(20);
 
@@ -190,8 +198,12 @@ describe('hostile input', () => {
       p.step(1000);
     };
     for (let i = 0; i < 10; i++) inject(p, forged());
+    const completed = p.a.dev.stats.handshakesCompleted;
     p.a.dev.sendPacket(AtoB());
     p.net.flush();
+    // No time has passed: the cookie reply made A re-send at once with MAC2 (not after RekeyTimeout).
+    expect(p.a.dev.stats.cookieRepliesReceived).toBe(1);
+    expect(p.a.dev.stats.handshakesCompleted).toBe(completed + 1);
     for (let i = 0; i < 8; i++) floodStep();
     expect(p.a.dev.stats.cookieRepliesReceived).toBeGreaterThanOrEqual(1);
     expect(p.b.dev.stats.handshakeResponsesSent).toBeGreaterThan(handshakes);
