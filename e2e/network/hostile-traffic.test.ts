@@ -3,14 +3,18 @@
  * real wireguard-go peer (in its own netns). The sandbox's only way out is lattice's pump.
  *   1. an ICMP error quoting an allowed flow cannot carry data to a host the policy denies;
  *   2. a 3000-byte UDP datagram (3 fragments over a 1420 MTU) reaches an allowed peer and its
- *      3000-byte reply comes back.
+ *      3000-byte reply comes back;
+ *   5. a domain rule's name that an upstream resolver points at another agent's overlay address,
+ *      loopback or the metadata service opens nothing, unless a CIDR rule allows the address.
+ * For 5 the launcher runs in a private mount namespace whose /etc/resolv.conf names a small DNS
+ * server on a loopback address of its own, so the host's resolver configuration is untouched.
  */
 import { describe, it, expect, beforeAll, afterAll } from 'vitest';
 import { execa } from 'execa';
 import { randomBytes } from 'node:crypto';
 import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { requireBinary, tempDir, busyboxRootfs, lattice, REPO } from '../support/env.js';
+import { requireBinary, tempDir, busyboxRootfs, lattice, REPO, CLI } from '../support/env.js';
 import { startWgPeer, genKeypair, waitFor, type WgPeer } from '../support/wgpeer.js';
 
 const SANDBOX_PORT = 51997;
@@ -33,14 +37,18 @@ interface AuditLine {
   proto?: string;
 }
 
-async function sandbox(policy: object, script: string, extra: string[] = []) {
+async function sandbox(policy: object, script: string, extra: string[] = [], resolvConf?: string) {
   const tag = `${Date.now()}-${randomBytes(3).toString('hex')}`;
   const policyFile = join(work.path, `policy-${tag}.json`);
   await writeFile(policyFile, JSON.stringify(policy));
   const auditLog = join(work.path, `audit-${tag}.ndjson`);
-  const r = await lattice(stateDir, ['sandbox', 'run', '--rootfs', rootfs, '--wg-config', wgConf, '--policy', policyFile, '--audit-log', auditLog, ...extra, '--', 'sh', '-c', script], {
-    timeout: 90_000,
-  });
+  const args = ['sandbox', 'run', '--rootfs', rootfs, '--wg-config', wgConf, '--policy', policyFile, '--audit-log', auditLog, ...extra, '--', 'sh', '-c', script];
+  const r = resolvConf
+    ? await execa('unshare', ['-m', '--propagation', 'private', 'sh', '-c', 'mount --bind "$0" /etc/resolv.conf && exec "$@"', resolvConf, process.execPath, CLI, '--state-dir', stateDir, ...args], {
+        reject: false,
+        timeout: 90_000,
+      })
+    : await lattice(stateDir, args, { timeout: 90_000 });
   const text = await readFile(auditLog, 'utf8').catch(() => '');
   return { ...r, audit: text.split('\n').filter(Boolean).map((l) => JSON.parse(l) as AuditLine) };
 }
@@ -61,7 +69,7 @@ async function listen(code: string) {
 }
 
 beforeAll(async () => {
-  for (const bin of ['runsc', 'wireguard-go', 'wg', 'gcc', 'python3']) await requireBinary(bin);
+  for (const bin of ['runsc', 'wireguard-go', 'wg', 'gcc', 'python3', 'unshare']) await requireBinary(bin);
   work = await tempDir('lt-e2e-hostile');
   rootfs = await busyboxRootfs(work.path);
   for (const tool of ['icmperr', 'bigudp']) {
@@ -147,5 +155,35 @@ describe('issue 13 under gVisor: the pump decides what a packet really does', ()
     expect(echo.output()).toContain('len 1000');
     expect(echo.output()).toContain('len 3000');
     expect(String(r.stdout).match(/reply=\S+/g)).toEqual(['reply=3000', 'reply=3000']);
+  });
+
+  it('5. DNS rebinding: an allowed name pointed at an overlay peer, loopback or metadata opens nothing; a CIDR rule for the address lets it', async () => {
+    // A resolver on a loopback address of its own (random, so parallel runs do not collide).
+    const dnsAddr = `127.77.${randomBytes(1)[0]! % 250}.${1 + (randomBytes(1)[0]! % 250)}`;
+    const dns = execa('python3', [join(REPO, 'e2e/network/fixtures/dns-server.py'), dnsAddr, `rebind.example.com=${PEER_IP},127.0.0.1,169.254.169.254`], { reject: false });
+    let dnsOut = '';
+    dns.stdout?.on('data', (d: Buffer) => (dnsOut += d.toString()));
+    try {
+      await waitFor(async () => dnsOut.includes('ready'), 10_000, 'DNS server ready');
+      const resolvConf = join(work.path, 'resolv.conf');
+      await writeFile(resolvConf, `nameserver ${dnsAddr}\n`);
+      const byName = { id: 'example', action: 'allow', domains: ['*.example.com'], ports: [8080], protocol: 'tcp' };
+      // busybox nc resolves with the sandbox's resolver (the launcher), then connects to the first address.
+      const script = `printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 4 rebind.example.com 8080; echo "get=$?"`;
+      const refused = await sandbox({ version: 1, egress: [byName] }, script, [], resolvConf);
+      expect(dnsOut).toContain('query rebind.example.com 1'); // the name really went upstream
+      expect(refused.stdout).not.toContain('hello from the peer');
+      expect(refused.stdout).toMatch(/get=[1-9]/);
+      for (const addr of [PEER_IP, '127.0.0.1', '169.254.169.254']) {
+        expect(refused.audit).toContainEqual(expect.objectContaining({ type: 'dns.refused', name: 'rebind.example.com', reason: expect.stringContaining(`answer ${addr} `) }));
+      }
+      const withCidr = { id: 'peer', action: 'allow', cidrs: [`${PEER_IP}/32`], ports: [8080], protocol: 'tcp' };
+      const allowed = await sandbox({ version: 1, egress: [byName, withCidr] }, script, [], resolvConf);
+      expect(allowed.stdout).toContain('hello from the peer');
+      expect(allowed.stdout).toMatch(/get=0/);
+    } finally {
+      dns.kill('SIGKILL');
+      await dns;
+    }
   });
 });
