@@ -5,8 +5,10 @@
  *   2. a 3000-byte UDP datagram (3 fragments over a 1420 MTU) reaches an allowed peer and its
  *      3000-byte reply comes back;
  *   5. a domain rule's name that an upstream resolver points at another agent's overlay address,
- *      loopback or the metadata service opens nothing, unless a CIDR rule allows the address.
- * For 5 the launcher runs in a private mount namespace whose /etc/resolv.conf names a small DNS
+ *      loopback or the metadata service opens nothing, unless a CIDR rule allows the address;
+ *   9. a flood of DNS queries for allowed wildcard names starts a bounded number of upstream
+ *      lookups; the excess is answered SERVFAIL at once.
+ * For 5 and 9 the launcher runs in a private mount namespace whose /etc/resolv.conf names a small DNS
  * server on a loopback address of its own, so the host's resolver configuration is untouched.
  */
 import { describe, it, expect, beforeAll, afterAll } from 'vitest';
@@ -72,7 +74,7 @@ beforeAll(async () => {
   for (const bin of ['runsc', 'wireguard-go', 'wg', 'gcc', 'python3', 'unshare']) await requireBinary(bin);
   work = await tempDir('lt-e2e-hostile');
   rootfs = await busyboxRootfs(work.path);
-  for (const tool of ['icmperr', 'bigudp']) {
+  for (const tool of ['icmperr', 'bigudp', 'dnsflood']) {
     await execa('gcc', ['-static', '-O2', '-o', join(rootfs, 'bin', tool), join(REPO, `e2e/network/fixtures/${tool}.c`)]);
   }
   stateDir = join(work.path, 'state');
@@ -157,21 +159,62 @@ describe('issue 13 under gVisor: the pump decides what a packet really does', ()
     expect(String(r.stdout).match(/reply=\S+/g)).toEqual(['reply=3000', 'reply=3000']);
   });
 
-  it('5. DNS rebinding: an allowed name pointed at an overlay peer, loopback or metadata opens nothing; a CIDR rule for the address lets it', async () => {
-    // A resolver on a loopback address of its own (random, so parallel runs do not collide).
-    const dnsAddr = `127.77.${randomBytes(1)[0]! % 250}.${1 + (randomBytes(1)[0]! % 250)}`;
-    const dns = execa('python3', [join(REPO, 'e2e/network/fixtures/dns-server.py'), dnsAddr, `rebind.example.com=${PEER_IP},127.0.0.1,169.254.169.254`], { reject: false });
-    let dnsOut = '';
-    dns.stdout?.on('data', (d: Buffer) => (dnsOut += d.toString()));
+  /** A DNS server on a loopback address of its own, and a resolv.conf naming it. */
+  async function upstreamDns(...records: string[]) {
+    const addr = `127.77.${randomBytes(1)[0]! % 250}.${1 + (randomBytes(1)[0]! % 250)}`;
+    const child = execa('python3', [join(REPO, 'e2e/network/fixtures/dns-server.py'), addr, ...records], { reject: false });
+    let out = '';
+    child.stdout?.on('data', (d: Buffer) => (out += d.toString()));
+    const resolvConf = join(work.path, `resolv-${addr}.conf`);
+    await writeFile(resolvConf, `nameserver ${addr}\n`);
+    await waitFor(async () => out.includes('ready'), 10_000, 'DNS server ready');
+    return {
+      resolvConf,
+      output: () => out,
+      stop: async () => {
+        child.kill('SIGKILL');
+        await child;
+      },
+    };
+  }
+
+  it('9. a DNS flood for allowed wildcard names starts a bounded number of upstream lookups; the excess gets SERVFAIL', async () => {
+    const dns = await upstreamDns('unused.example.com=192.0.2.1');
     try {
-      await waitFor(async () => dnsOut.includes('ready'), 10_000, 'DNS server ready');
-      const resolvConf = join(work.path, 'resolv.conf');
-      await writeFile(resolvConf, `nameserver ${dnsAddr}\n`);
+      const policy = { version: 1, egress: [{ id: 'flood', action: 'allow', domains: ['*.flood.example.com'], ports: [443], protocol: 'tcp' }] };
+      const t0 = Date.now();
+      const r = await sandbox(policy, 'dnsflood 169.254.77.1 3000', [], dns.resolvConf);
+      const elapsedSec = (Date.now() - t0) / 1000;
+      const m = /sent=(\d+) answered=(\d+) noerror=(\d+) servfail=(\d+) nxdomain=(\d+)/.exec(String(r.stdout));
+      expect(m, String(r.stdout) + String(r.stderr)).not.toBeNull();
+      const [sent, answered, , servfail, nxdomain] = m!.slice(1).map(Number);
+      const times = [...dns.output().matchAll(/^query \S+ \d+ ([\d.]+)$/gm)].map((q) => Number(q[1]));
+      const upstream = times.length;
+      // Per sandbox: a burst of 100, then 50 a second (DnsLimits), over the span the lookups took.
+      const spanSec = upstream > 0 ? times[times.length - 1]! - times[0]! : 0;
+      expect(upstream).toBeGreaterThan(0);
+      expect(spanSec).toBeLessThanOrEqual(elapsedSec);
+      expect(upstream).toBeLessThanOrEqual(100 + Math.ceil(50 * spanSec) + 1);
+      expect(sent).toBe(3000);
+      // Not every query survives the blast (socket buffers on the way drop some), but every answer
+      // is either an upstream result (NXDOMAIN from this server) or an immediate SERVFAIL.
+      expect(answered).toBeGreaterThan(upstream);
+      expect(nxdomain).toBeLessThanOrEqual(upstream);
+      expect(servfail).toBeGreaterThanOrEqual(answered - upstream);
+    } finally {
+      await dns.stop();
+    }
+  });
+
+  it('5. DNS rebinding: an allowed name pointed at an overlay peer, loopback or metadata opens nothing; a CIDR rule for the address lets it', async () => {
+    const dns = await upstreamDns(`rebind.example.com=${PEER_IP},127.0.0.1,169.254.169.254`);
+    const resolvConf = dns.resolvConf;
+    try {
       const byName = { id: 'example', action: 'allow', domains: ['*.example.com'], ports: [8080], protocol: 'tcp' };
       // busybox nc resolves with the sandbox's resolver (the launcher), then connects to the first address.
       const script = `printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 4 rebind.example.com 8080; echo "get=$?"`;
       const refused = await sandbox({ version: 1, egress: [byName] }, script, [], resolvConf);
-      expect(dnsOut).toContain('query rebind.example.com 1'); // the name really went upstream
+      expect(dns.output()).toContain('query rebind.example.com 1'); // the name really went upstream
       expect(refused.stdout).not.toContain('hello from the peer');
       expect(refused.stdout).toMatch(/get=[1-9]/);
       for (const addr of [PEER_IP, '127.0.0.1', '169.254.169.254']) {
@@ -182,8 +225,7 @@ describe('issue 13 under gVisor: the pump decides what a packet really does', ()
       expect(allowed.stdout).toContain('hello from the peer');
       expect(allowed.stdout).toMatch(/get=0/);
     } finally {
-      dns.kill('SIGKILL');
-      await dns;
+      await dns.stop();
     }
   });
 });
