@@ -16,8 +16,8 @@ import { execa } from 'execa';
 import { randomBytes } from 'node:crypto';
 import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { requireBinary, tempDir, busyboxRootfs, lattice, REPO, CLI } from '../support/env.js';
-import { startWgPeer, genKeypair, waitFor, type WgPeer } from '../support/wgpeer.js';
+import { requireBinary, tempDir, busyboxRootfs, lattice, waitFor, REPO, CLI } from '../support/env.js';
+import { startWgPeer, genKeypair, type WgPeer } from '../support/wgpeer.js';
 
 const SANDBOX_PORT = 51997;
 const SANDBOX_IP = '10.77.0.2';
@@ -60,7 +60,7 @@ async function listen(code: string) {
   const child = peer.exec(['python3', '-c', code]);
   let out = '';
   child.stdout?.on('data', (d: Buffer) => (out += d.toString()));
-  await waitFor(async () => out.includes('ready'), 10_000, 'peer listener ready');
+  await waitFor(async () => out.includes('ready'), undefined, 'peer listener ready');
   return {
     output: () => out,
     stop: async () => {
@@ -131,7 +131,7 @@ describe('issue 13 under gVisor: the pump decides what a packet really does', ()
     expect(r.stdout).toMatch(/denied=0/);
     expect(r.stdout).toMatch(/control=0/);
     // The control error (addresses reversed from its quote) arrives: the tool and the sink work.
-    await waitFor(async () => icmpSink.output().includes(`got ${PEER_IP}`), 10_000, 'control error at the peer');
+    await waitFor(async () => icmpSink.output().includes(`got ${PEER_IP}`), undefined, 'control error at the peer');
     await icmpSink.stop();
     expect(icmpSink.output()).not.toContain(`got ${DENIED_IP}`);
     expect(r.audit).toContainEqual(expect.objectContaining({ type: 'flow.opened', verdict: 'denied', ruleId: 'icmp-error-mismatch', dstIp: DENIED_IP, proto: 'icmp' }));
@@ -167,7 +167,7 @@ describe('issue 13 under gVisor: the pump decides what a packet really does', ()
     child.stdout?.on('data', (d: Buffer) => (out += d.toString()));
     const resolvConf = join(work.path, `resolv-${addr}.conf`);
     await writeFile(resolvConf, `nameserver ${addr}\n`);
-    await waitFor(async () => out.includes('ready'), 10_000, 'DNS server ready');
+    await waitFor(async () => out.includes('ready'), undefined, 'DNS server ready');
     return {
       resolvConf,
       output: () => out,
