@@ -15,6 +15,7 @@ import { MapDirectory, buildQuery, parseResponse, DnsType, Rcode } from '../../s
 import { buildUdp, buildTcp, buildIcmp, buildIcmpEcho, parsePacket, internetChecksum, TcpFlag, IpProto } from '../../src/dataplane/packet.js';
 import { parsePolicy, parseIp, formatIp, ipToBytes, type IpAddr } from '../../src/policy/index.js';
 import type { AuditEventDraft } from '../../src/audit/events.js';
+import { seededRandom } from '../support/random.js';
 
 const crypto = new SodiumCrypto();
 const ip = (s: string) => parseIp(s)!;
@@ -163,6 +164,28 @@ describe('1. ICMP errors pass only between their quoted flow\'s endpoints, rever
     off.fromSandbox(unreachable(SANDBOX, DENIED, synAck(PEER, SANDBOX, 443, 40000)));
     expect(off.peerSide).toHaveLength(1);
     expect(off.opened()).toHaveLength(0);
+  });
+});
+
+describe('1. ICMP errors: seeded random quotes and outer addresses', () => {
+  it('an error leaves only towards the quoted packet\'s source, from its destination, about a known flow', () => {
+    const rnd = seededRandom();
+    const s = setup();
+    s.fromSandbox(syn(SANDBOX, PEER, 443));
+    const hosts = [SANDBOX, PEER, DENIED, OTHER, RESOLVER, ip('10.77.0.99')];
+    const pick = () => hosts[rnd.int(hosts.length)]!;
+    let expected = 1; // the SYN
+    for (let i = 0; i < 500; i++) {
+      const [qsrc, qdst, dst] = [pick(), pick(), pick()];
+      const sport = rnd.int(2) === 0 ? 443 : rnd.int(65535) + 1;
+      const dport = rnd.int(2) === 0 ? 40000 : rnd.int(65535) + 1;
+      const quoted = concat(buildTcp({ src: qsrc, dst: qdst, srcPort: sport, dstPort: dport, seq: 1, ack: 1, flags: TcpFlag.ACK }), rnd.bytes(rnd.int(64)));
+      s.fromSandbox(unreachable(SANDBOX, dst, quoted));
+      // The only legitimate error: about the peer's packet of the allowed flow, back to the peer.
+      if (qsrc === PEER && qdst === SANDBOX && dst === PEER && sport === 443 && dport === 40000) expected++;
+      expect(s.peerSide).toHaveLength(expected);
+    }
+    for (const pkt of s.peerSide.slice(1)) expect(formatIp(parsePacket(pkt)!.dst)).toBe('10.77.0.10');
   });
 });
 
