@@ -4,6 +4,9 @@
  * the overlay) is the DNS-rebinding pattern: a public name pointing the agent at loopback, the
  * cloud metadata service, the LAN or another agent. Such answers create no allowance unless a CIDR
  * rule allows the address itself (see the pump's upstream DNS path). Pure data and lookups.
+ * Left out on purpose: the documentation ranges (192.0.2.0/24, 198.51.100.0/24, 203.0.113.0/24,
+ * 2001:db8::/32, RFC 5737/3849). They name no host inside anyone's network, so an answer there points
+ * at nothing a rebinding attack could reach, and they are what test networks use for "the internet".
  */
 import { type Cidr, type IpAddr, cidrContains, embeddedIpv4, parseCidr } from './addr.js';
 
@@ -16,12 +19,9 @@ const RANGES: ReadonlyArray<readonly [string, string]> = [
   ['169.254.0.0/16', 'link-local'],
   ['172.16.0.0/12', 'private'],
   ['192.0.0.0/24', 'IETF protocol assignments'],
-  ['192.0.2.0/24', 'documentation'],
   ['192.88.99.0/24', '6to4 relay anycast'],
   ['192.168.0.0/16', 'private'],
   ['198.18.0.0/15', 'benchmarking'],
-  ['198.51.100.0/24', 'documentation'],
-  ['203.0.113.0/24', 'documentation'],
   ['224.0.0.0/4', 'multicast'],
   ['240.0.0.0/4', 'reserved'],
   ['::/128', 'unspecified'],
@@ -30,7 +30,6 @@ const RANGES: ReadonlyArray<readonly [string, string]> = [
   ['::ffff:0:0/96', 'IPv4-mapped'],
   ['100::/64', 'discard-only'],
   ['2001::/23', 'IETF protocol assignments'],
-  ['2001:db8::/32', 'documentation'],
   ['fc00::/7', 'unique local (private)'],
   ['fe80::/10', 'link-local'],
   ['fec0::/10', 'site-local'],

@@ -72,7 +72,7 @@ describe('special ranges (issue 13, item 5)', () => {
     ['::ffff:93.184.215.14', 'IPv4-mapped'],
   ])('%s is %s', (a, label) => expect(specialRange(ip(a))).toBe(label));
 
-  it.each(['93.184.215.14', '1.1.1.1', '2606:4700::1111', '64:ff9b::808:808'])('%s is globally reachable', (a) => expect(specialRange(ip(a))).toBeUndefined());
+  it.each(['93.184.215.14', '1.1.1.1', '2606:4700::1111', '64:ff9b::808:808', '203.0.113.10', '2001:db8::1'])('%s is globally reachable or documentation-only (no rebinding target)', (a) => expect(specialRange(ip(a))).toBeUndefined());
 
   it('cidrAllows: a live CIDR allow rule covers the address; domain rules and full denies do not count', () => {
     const p = compilePolicy({
