@@ -4,12 +4,15 @@
  */
 export class LatticeError extends Error {
   override readonly name: string = 'LatticeError';
+  /** The CLI's exit code when this error ends a command; unset: by class (see src/cli/run.ts). */
+  readonly exitCode?: number;
   constructor(
     readonly code: string,
     message: string,
-    options?: { cause?: unknown },
+    options?: { cause?: unknown; exitCode?: number },
   ) {
     super(message, options);
+    if (options?.exitCode !== undefined) this.exitCode = options.exitCode;
   }
 }
 

@@ -16,7 +16,10 @@ export function statePaths(stateDir: string) {
     runscRoot: join(stateDir, 'runsc'),
     images: join(stateDir, 'images'),
     credentials: join(stateDir, 'credentials'),
-    outbox: join(stateDir, 'outbox'),
+    /** The audit outbox of one `sandbox start` agent: one per name, so agents on a host never share a writer. */
+    outbox: (name: string) => join(stateDir, 'outbox', name),
+    /** The directory holding every agent's outbox. */
+    outboxes: join(stateDir, 'outbox'),
     controlPlane: join(stateDir, 'control-plane'),
   } as const;
 }

@@ -208,10 +208,10 @@ describe('runInDocker (dockerd + lattice-runsc + the sandbox network)', () => {
     expect(io2.text().stdout.trim().split('\n').pop()).toBe('1'); // loopback only
   });
 
-  it('SIGTERM to the launcher reaches the agent; the launcher exits 143 and removes the container', async () => {
+  it('SIGTERM to the launcher reaches the agent; its own exit code wins and the container is removed', async () => {
     // node itself runs the launcher (tsx as a loader), so the signal reaches runInDocker's process.
     const child = execa(process.execPath, ['--import', 'tsx', join(REPO, 'e2e/docker/fixtures/run-in-docker.ts'), stateDir, IMAGE,
-      'sh', '-c', 'trap "echo got-term; exit 0" TERM; echo ready; while true; do sleep 0.2; done'], { reject: false, cwd: REPO, timeout: 60_000 });
+      'sh', '-c', 'trap "echo got-term; exit 7" TERM; echo ready; while true; do sleep 0.2; done'], { reject: false, cwd: REPO, timeout: 60_000 });
     let err = '';
     let out = '';
     child.stderr?.on('data', (d: Buffer) => (err += d.toString()));
@@ -220,7 +220,7 @@ describe('runInDocker (dockerd + lattice-runsc + the sandbox network)', () => {
     const containerId = /started ([0-9a-f]{64})/.exec(err)![1]!;
     child.kill('SIGTERM');
     const r = await child;
-    expect(r.exitCode, err).toBe(143);
+    expect(r.exitCode, err).toBe(7);
     expect(out).toContain('got-term');
     await expect(docker.getContainer(containerId).inspect()).rejects.toMatchObject({ statusCode: 404 });
   });

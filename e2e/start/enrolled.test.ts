@@ -166,7 +166,7 @@ describe('lattice sandbox start (real control plane, real runsc)', () => {
     const port = await freePort();
     const state = join(work.path, 'state-nocp');
     const r = await lattice(state, ['sandbox', 'start', '--name', 'x', '--control-plane', `nats://127.0.0.1:${port}`, '--token', 'abc', '--rootfs', rootfs, '--', 'true']);
-    expect(r.exitCode).toBe(1);
+    expect(r.exitCode).toBe(125);
     const lines = String(r.stderr).trim().split('\n');
     expect(lines).toHaveLength(1);
     expect(lines[0]).toContain(`127.0.0.1:${port}`);

@@ -44,7 +44,10 @@ export class OutboxFullError extends LatticeError {
 }
 export class OutboxLockedError extends LatticeError {
   override readonly name = 'OutboxLockedError';
-  constructor(dir: string, pid: number) {
+  constructor(
+    dir: string,
+    readonly pid: number,
+  ) {
     super('EOUTBOX_LOCKED', `audit outbox ${dir} is in use by process ${pid}; stop it first`);
   }
 }

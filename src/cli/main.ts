@@ -1,5 +1,6 @@
 #!/usr/bin/env node
 import { Command } from 'commander';
+import { readFileSync } from 'node:fs';
 import { runCli } from './run.js';
 
 type Register = (program: Command) => void;
@@ -35,11 +36,21 @@ function commandWord(argv: string[]): string | undefined {
 const program = new Command('lattice')
   .description('Run AI agents inside gVisor with a zero-trust WireGuard network identity')
   .option('--state-dir <dir>', 'state directory (default: $LATTICE_STATE_DIR or /var/lib/lattice)')
-  .option('--debug', 'print stack traces and debug logs');
+  .option('--debug', 'print stack traces and debug logs')
+  .version(packageVersion(), '-V, --version', 'print the version of lattice');
+
+function packageVersion(): string {
+  try {
+    return (JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string }).version;
+  } catch {
+    return 'unknown';
+  }
+}
 
 const word = commandWord(process.argv.slice(2));
 const group = word === undefined ? undefined : (MODULE_OF[word] ?? (word in GROUPS ? word : undefined));
-const loaders = group ? [GROUPS[group]!] : Object.values(GROUPS);
+const versionOnly = word === undefined && process.argv.slice(2).some((a) => a === '-V' || a === '--version');
+const loaders = group ? [GROUPS[group]!] : versionOnly ? [] : Object.values(GROUPS);
 for (const register of await Promise.all(loaders.map((load) => load()))) register(program);
 
 await runCli(program, process.argv);

@@ -1,7 +1,8 @@
 import type { Command } from 'commander';
-import { resolveStateDir } from '../state.js';
+import { resolveStateDir, statePaths } from '../state.js';
 import { UsageError } from '../errors.js';
 import { parseEnv, requireRoot } from '../sandbox/inputs.js';
+import { parseCapability } from '../oci/capabilities.js';
 import { globalOpts } from './run.js';
 
 // Heavy modules load inside the actions: every command pays only for what it uses.
@@ -33,6 +34,7 @@ export function registerSandbox(program: Command): void {
     .option('--dns-upstream <addr>', 'resolver for domain rules, ADDR or ADDR:PORT (repeatable; default: the host\'s /etc/resolv.conf)', collect, []);
   addProcessOptions(run).action(async (cmd: string[], o: Record<string, unknown>, command: Command) => {
       const g = globalOpts(command);
+      const checked = checkProcessFlags(o);
       const wgConfig = o.wgConfig as string | undefined;
       const egress = o.egress as string | undefined;
       if (egress !== undefined && egress !== 'host') throw new UsageError(`--egress ${egress} is unknown; use --egress host`);
@@ -42,7 +44,12 @@ export function registerSandbox(program: Command): void {
       const dnsUpstream = o.dnsUpstream as string[];
       if (dnsUpstream.length > 0 && network !== 'host') throw new UsageError('--dns-upstream applies to host egress; give --policy FILE without --wg-config');
       if (network === 'wg' && !wgConfig) throw new UsageError('--network wg needs --wg-config FILE (a wg-quick style file)');
-      if (network === 'none' && (wgConfig || o.policy)) throw new UsageError('--network none takes no --wg-config or --policy; drop --network none');
+      const wgOnly = (['policy', 'dnsName', 'auditLog'] as const).filter((k) => (Array.isArray(o[k]) ? (o[k] as unknown[]).length > 0 : o[k] !== undefined));
+      const flag = (k: string) => `--${k.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)}`;
+      if (network === 'none' && o.network === undefined && wgOnly.length > 0) {
+        throw new UsageError(`${wgOnly.map(flag).join(', ')} ${wgOnly.length > 1 ? 'apply' : 'applies'} to the WireGuard network: add --wg-config FILE (without it the sandbox has no network at all)`);
+      }
+      if (network === 'none' && (wgConfig || wgOnly.length > 0)) throw new UsageError(`--network none takes no ${[...(wgConfig ? ['--wg-config'] : []), ...wgOnly.map(flag)].join(', ')}; drop --network none or those options`);
       const engine = o.engine as string;
       if (engine !== 'runsc' && engine !== 'docker') throw new UsageError(`--engine ${engine} is unknown; use runsc or docker`);
       if (engine === 'docker' && (!o.image || o.rootfs || o.imageArchive || o.ociLayout)) {
@@ -83,8 +90,9 @@ export function registerSandbox(program: Command): void {
           env: parseEnv(o.env as string[]),
           cwd: o.cwd as string | undefined,
           user: o.user as string | undefined,
-          capabilities: o.capAdd as string[],
+          capabilities: checked.capabilities,
           keep: Boolean(o.keep),
+          stopGraceMs: checked.stopGraceMs,
           network: networkFor,
           log,
         });
@@ -97,8 +105,9 @@ export function registerSandbox(program: Command): void {
         network: networkFor,
         name: o.name as string | undefined,
         ...proc,
-        capabilities: o.capAdd as string[],
+        capabilities: checked.capabilities,
         keep: Boolean(o.keep),
+        stopGraceMs: checked.stopGraceMs,
         debug: g.debug,
         log,
       });
@@ -121,9 +130,12 @@ export function registerSandbox(program: Command): void {
     .option('--egress <mode>', 'host: destinations that are not overlay addresses leave through this host\'s network when the policy allows them (default: refused)');
   addProcessOptions(start).action(async (cmd: string[], o: Record<string, unknown>, command: Command) => {
     const g = globalOpts(command);
+    const checked = checkProcessFlags(o);
     requireRoot();
     const stateDir = resolveStateDir(g.stateDir);
     if (o.egress !== undefined && o.egress !== 'host') throw new UsageError(`--egress ${String(o.egress)} is unknown; use --egress host`);
+    const cpUrl = o.controlPlane as string | undefined;
+    if (cpUrl !== undefined) checkControlPlaneUrl(cpUrl);
     const listenPort = o.listenPort === undefined ? undefined : Number(o.listenPort);
     if (listenPort !== undefined && !(Number.isInteger(listenPort) && listenPort > 0 && listenPort < 65536)) {
       throw new UsageError(`--listen-port ${String(o.listenPort)} is not a UDP port; use 1-65535`);
@@ -144,6 +156,9 @@ export function registerSandbox(program: Command): void {
       import('../sandbox/enrolled.js'),
     ]);
     const log = createLogger({ level: g.debug ? 'debug' : undefined });
+    // Everything that can be checked locally is, before enrollment spends a token and an address.
+    const { Runsc } = await import('../runsc/client.js');
+    await new Runsc({ root: statePaths(stateDir).runscRoot }).version();
     const enrolled = await enrollAndPrepare({
       stateDir,
       name: o.name as string,
@@ -163,8 +178,9 @@ export function registerSandbox(program: Command): void {
         stateDir,
         name: o.name as string,
         ...proc,
-        capabilities: o.capAdd as string[],
+        capabilities: checked.capabilities,
         keep: Boolean(o.keep),
+        stopGraceMs: checked.stopGraceMs,
         debug: g.debug,
         log,
         network: enrolled.network,
@@ -264,8 +280,30 @@ function addProcessOptions(cmd: Command): Command {
     .option('--pids-limit <n>', 'host tasks of the whole sandbox, gVisor\'s own ~60 included (default 1024, min 128)')
     .option('--tmp-size <size>', 'size of the /tmp tmpfs (default 256m)')
     .option('--cap-add <cap>', 'grant a Linux capability inside the sandbox (repeatable; default none)', collect, [])
-    .option('--keep', 'keep the bundle and record after exit')
+    .option('--keep', 'keep the bundle and record after exit (remove it later with lattice sandbox rm)')
+    .option('--stop-timeout <seconds>', 'on SIGINT/SIGTERM: seconds the sandbox gets to exit before SIGKILL (a second signal kills at once)', '10')
     .argument('[cmd...]', 'command and arguments, after --');
+}
+
+/**
+ * --control-plane takes the NATS URL (nats://HOST:PORT, tls://HOST:PORT or HOST:PORT). The admin API's
+ * http:// URL is the usual mix-up: say so at once instead of timing out on a protocol that never answers.
+ */
+export function checkControlPlaneUrl(url: string): void {
+  if (/^https?:\/\//i.test(url)) {
+    throw new UsageError(`--control-plane ${url} is the admin API's URL; give the control plane's NATS URL instead, e.g. nats://${url.replace(/^https?:\/\//i, '').replace(/:\d+\/?.*$/, '')}:4222 (\`control-plane start\` prints it as "nats:")`);
+  }
+  if (!/^((nats|tls):\/\/)?[^\s/:]+(:\d{1,5})?\/?$/i.test(url) && !/^((nats|tls):\/\/)?\[[0-9a-f:]+\](:\d{1,5})?\/?$/i.test(url)) {
+    throw new UsageError(`--control-plane ${url} is not a NATS URL; use nats://HOST:PORT (\`control-plane start\` prints it as "nats:")`);
+  }
+}
+
+/** Process options checked before anything starts: --stop-timeout (seconds -> ms), --cap-add names. */
+function checkProcessFlags(o: Record<string, unknown>): { stopGraceMs: number; capabilities: string[] } {
+  const raw = String(o.stopTimeout);
+  const s = Number(raw);
+  if (raw.trim() === '' || !Number.isFinite(s) || s < 0 || s > 3600) throw new UsageError(`--stop-timeout ${raw} is not a number of seconds; use 0-3600 (e.g. 10, or 2.5)`);
+  return { stopGraceMs: Math.round(s * 1000), capabilities: (o.capAdd as string[]).map(parseCapability) };
 }
 
 function processFlags(cmd: string[], o: Record<string, unknown>) {

@@ -41,7 +41,7 @@ export async function assertPrivate(path: string): Promise<void> {
  */
 export async function assertStateDirs(stateDir: string): Promise<void> {
   const p = statePaths(stateDir);
-  for (const dir of [p.root, p.sandboxes, p.runscRoot, p.images, p.credentials, p.outbox, p.controlPlane]) {
+  for (const dir of [p.root, p.sandboxes, p.runscRoot, p.images, p.credentials, p.outboxes, p.controlPlane]) {
     try {
       await assertPrivate(dir);
     } catch (err) {

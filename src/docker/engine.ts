@@ -21,7 +21,7 @@ import { COMPAT_WRAPPER } from '../runsc/compat.js';
 import { collectOrphans } from '../sandbox/gc.js';
 import { SandboxRegistry, ownedByThisLauncher, processStartTicks, type SandboxRecord } from '../sandbox/registry.js';
 import { newSandboxId, type SandboxNetwork } from '../sandbox/run.js';
-import { stopOnSignals, signalNumber } from '../sandbox/signals.js';
+import { stopOnSignals, DEFAULT_STOP_GRACE_MS } from '../sandbox/signals.js';
 import { Runsc } from '../runsc/client.js';
 import { statePaths } from '../state.js';
 import { DOCKER_RUNTIME_ARGS, DOCKER_RUNTIME_NAME, installDockerRuntime, sameRuntime, type RuntimeEntry } from './runtime.js';
@@ -346,7 +346,7 @@ export async function runInDocker(opts: RunInDockerOptions): Promise<number> {
       throw new DockerEngineError(`container ${containerName(id)} did not start: ${dockerMessage(err)}`, { cause: err });
     }
     const live = container;
-    const stopper = stopOnSignals((sig) => live.kill({ signal: sig }), id, opts.stopGraceMs ?? 1500, log);
+    const stopper = stopOnSignals((sig) => live.kill({ signal: sig }), id, opts.stopGraceMs ?? DEFAULT_STOP_GRACE_MS, log);
     opts.onStarted?.({ id, name, containerId: container.id, containerName: containerName(id), netns: network?.netnsName, address: network?.address });
     let status: { StatusCode: number };
     try {
@@ -360,7 +360,7 @@ export async function runInDocker(opts: RunInDockerOptions): Promise<number> {
     }
     // The attach stream may still carry the last output: drain it, but never hang on it.
     await Promise.race([ended, new Promise((r) => setTimeout(r, 2000).unref())]);
-    if (stopper.signal) return 128 + signalNumber(stopper.signal);
+    // The container's own status wins, also after a stop signal (a process that traps SIGTERM and exits 7).
     return status.StatusCode;
   } finally {
     if (container && !opts.keep) await container.remove({ force: true }).catch((err: unknown) => log.warn({ id, err: dockerMessage(err) }, 'container removal failed'));

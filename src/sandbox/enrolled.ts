@@ -8,7 +8,8 @@ import { parseEndpoint } from '../wg/config.js';
 import type { PeerConfig } from '../wg/peer.js';
 import { validatePolicy, denyAllPolicy, parseIp, type IpAddr, type Policy } from '../policy/index.js';
 import { obtainIdentity, updateEndpoint, natsUserOptions, DirectoryWatcher, type Credentials, type Peer } from '../enroll/index.js';
-import { Outbox } from '../audit/outbox.js';
+import { credentialsPath } from '../enroll/credentials.js';
+import { Outbox, OutboxLockedError } from '../audit/outbox.js';
 import { assertStateDirs } from '../controlplane/secrets.js';
 import { OutboxPublisher } from '../audit/publisher.js';
 import type { AuditEventDraft } from '../audit/events.js';
@@ -80,33 +81,55 @@ export async function enrollAndPrepare(o: EnrolledOptions): Promise<Enrolled> {
   const { log } = o;
   // Every state subdirectory (credentials, outbox, ...) ours and closed to others, before anything is read or written.
   await assertStateDirs(o.stateDir);
-  const { credentials, reused } = await obtainIdentity({
-    stateDir: o.stateDir,
-    name: o.name,
-    controlPlaneUrl: o.controlPlaneUrl,
-    token: o.token,
-    generateKeyPair: () => {
-      const privateKey = generatePrivateKey(defaultCrypto);
-      return { privateKey, publicKey: publicKeyOf(defaultCrypto, privateKey) };
-    },
-  });
-  const url = o.controlPlaneUrl ?? credentials.controlPlane.url;
-  let nc: NatsConnection;
+  credentialsPath(o.stateDir, o.name); // validates the name before it names a directory
+  // Nothing is spent before the launcher knows it can run: the outbox of this name is taken (and checked
+  // for room) before a token is used, an address allocated or a connection opened. One outbox per agent
+  // name, so any number of agents share a state dir; a second launcher of the same name stops here.
+  let outbox: Outbox;
   try {
-    nc = await connect({ servers: url, name: `lattice-launcher-${o.name}`, maxReconnectAttempts: -1, ...natsUserOptions(credentials.nats) });
+    outbox = await Outbox.open({ dir: statePaths(o.stateDir).outbox(o.name), logger: log });
   } catch (err) {
-    throw new LatticeError('ECP_UNREACHABLE', `cannot reach the control plane at ${url}: ${(err as Error).message}; is it running (lattice control-plane start)?`, { cause: err });
+    if (err instanceof OutboxLockedError) {
+      throw new LatticeError('ESANDBOX_RUNNING', `agent ${o.name} already runs from this state dir (launcher pid ${err.pid}); stop it first, or give the new one another --name`, { cause: err });
+    }
+    throw err;
   }
-
-  // Audit: fsynced locally before it counts, then shipped to JetStream; a full outbox refuses to start.
-  const outbox = await Outbox.open({ dir: statePaths(o.stateDir).outbox, logger: log });
   if (outbox.isFull()) {
     await outbox.close();
-    await nc.close();
     throw new LatticeError('EOUTBOX_FULL', 'the audit outbox is full, so no new sandbox starts (events would be lost); restore the NATS connection to the control plane and retry');
   }
-  // With its own NATS user the launcher may publish only its own audit subjects and read only its inbox;
-  // the control plane creates the audit stream.
+  let nc: NatsConnection | undefined;
+  const undo = async () => {
+    await Promise.allSettled([nc?.close()]);
+    await outbox.close();
+  };
+  let identity: Awaited<ReturnType<typeof obtainIdentity>>;
+  try {
+    identity = await obtainIdentity({
+      stateDir: o.stateDir,
+      name: o.name,
+      controlPlaneUrl: o.controlPlaneUrl,
+      token: o.token,
+      generateKeyPair: () => {
+        const privateKey = generatePrivateKey(defaultCrypto);
+        return { privateKey, publicKey: publicKeyOf(defaultCrypto, privateKey) };
+      },
+    });
+    const url = o.controlPlaneUrl ?? identity.credentials.controlPlane.url;
+    try {
+      nc = await connect({ servers: url, name: `lattice-launcher-${o.name}`, maxReconnectAttempts: -1, ...natsUserOptions(identity.credentials.nats) });
+    } catch (err) {
+      throw new LatticeError('ECP_UNREACHABLE', `cannot reach the control plane at ${url}: ${(err as Error).message}; is it running (lattice control-plane start)?`, { cause: err });
+    }
+  } catch (err) {
+    await undo();
+    throw err;
+  }
+  const { credentials, reused } = identity;
+
+  // Audit: fsynced locally before it counts, then shipped to JetStream. With its own NATS user the
+  // launcher may publish only its own audit subjects and read only its inbox; the control plane creates
+  // the audit stream.
   const publisher = new OutboxPublisher({ outbox, nc, logger: log, ...(credentials.nats ? { inboxPrefix: credentials.nats.inboxPrefix, ensureStream: false } : {}) });
   publisher.start();
   const local = o.auditLog ? ndjsonAuditSink(o.auditLog) : undefined;
@@ -122,12 +145,20 @@ export async function enrollAndPrepare(o: EnrolledOptions): Promise<Enrolled> {
     publicKey: credentials.publicKey,
     allowedNamespaces: credentials.allowedNamespaces,
   });
-  await watcher.start();
+  const stopAll = async () => {
+    await Promise.allSettled([publisher.stop(), nc.close()]);
+    await outbox.close();
+  };
+  try {
+    await watcher.start();
+  } catch (err) {
+    await stopAll();
+    throw err;
+  }
   let onRevoked!: () => void;
   const revoked = new Promise<void>((r) => (onRevoked = r));
   if (watcher.revoked) {
-    await Promise.allSettled([publisher.stop(), nc.close()]);
-    await outbox.close();
+    await stopAll();
     throw new LatticeError('EREVOKED', `agent ${credentials.namespace}/${credentials.name} has been revoked; it cannot start again (enroll a new name with a new token)`);
   }
 

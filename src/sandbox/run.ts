@@ -6,11 +6,12 @@ import { writeBundle } from '../oci/bundle.js';
 import { formatBytes, type OciResources } from '../oci/resources.js';
 import { CgroupKill, cgroupKillFromLog, readKernelLog } from '../runsc/cgroup-kill.js';
 import { Runsc, type RunscNetwork } from '../runsc/client.js';
-import { RunscError, runscMessage } from '../runsc/errors.js';
+import { RunscError, commandStartError, runscMessage } from '../runsc/errors.js';
 import { statePaths } from '../state.js';
 import { SandboxRegistry, ownedByThisLauncher, type SandboxRecord } from './registry.js';
 import { collectOrphans, removeSandboxResources } from './gc.js';
-import { stopOnSignals, signalNumber } from './signals.js';
+import { stopOnSignals, signalNumber, DEFAULT_STOP_GRACE_MS } from './signals.js';
+import { planStdio, copyInto, feedStdin, openMergedPipe, type StdioPlan } from './stdio.js';
 
 /** What the sandbox's network looks like, prepared before runsc starts and torn down after. */
 export interface SandboxNetwork {
@@ -43,8 +44,10 @@ export interface RunSandboxOptions {
   log: Logger;
   /** Called once the container runs (status, tests). */
   onStarted?: (record: SandboxRecord) => void;
-  /** Grace period between SIGTERM and SIGKILL when lattice is asked to stop. */
+  /** Grace period between the stop signal and SIGKILL when lattice is asked to stop (ms; --stop-timeout). */
   stopGraceMs?: number;
+  /** How the caller's stdin/stdout reach the sandbox (default: planStdio() of fds 0 and 1). */
+  stdio?: StdioPlan;
   /** Stop the sandbox when this resolves (e.g. the control plane revoked the agent). */
   stopWhen?: Promise<unknown>;
   /** Called with the exit code (and why the host stopped it, if it did) before cleanup (audit). */
@@ -129,26 +132,52 @@ export async function runSandbox(opts: RunSandboxOptions): Promise<number> {
 
     const netRaw = spec.process.capabilities.effective.includes('CAP_NET_RAW');
     runsc = new Runsc({ root: paths.runscRoot, network: network?.mode ?? 'none', debugLogDir, hostUds: opts.hostUds, netRaw });
-    const { child } = await runsc.run(id, record.bundleDir, { stderr: 'pipe' });
+    const stdio = opts.stdio ?? planStdio();
+    const merged = stdio.stdout === 'pipe' && stdio.merged ? await openMergedPipe(dir) : undefined;
+    let child: Awaited<ReturnType<Runsc['run']>>['child'];
+    try {
+      ({ child } = await runsc.run(id, record.bundleDir, {
+        stdin: stdio.stdin,
+        // A file descriptor number is handed to spawn() as is (execa's types name only 1 and 2).
+        stdout: merged ? (merged.writeFd as unknown as 'pipe') : stdio.stdout,
+        stderr: merged ? (merged.writeFd as unknown as 'pipe') : 'pipe',
+      }));
+    } finally {
+      merged?.closeWriter();
+    }
+    if (stdio.stdin === 'pipe' && child.stdin) feedStdin(process.stdin, child.stdin);
+    const copied = stdio.stdout === 'pipe' && child.stdout && !merged ? copyInto(child.stdout, process.stdout) : undefined;
+    // runsc's stderr is the sandbox's stderr too. A chunk that reads like runsc's own failure line is held
+    // back: if runsc failed, it becomes the one error message (not printed twice); otherwise it is the
+    // sandbox's output after all and is written at the end.
     let stderrTail = '';
-    child.stderr?.on('data', (chunk: Buffer) => {
-      process.stderr.write(chunk);
+    const heldBack: Buffer[] = [];
+    const errOut = merged ? process.stdout : process.stderr;
+    const errStream = merged ? merged.reader : child.stderr;
+    const errDone = errStream ? new Promise<void>((resolve) => errStream.once('close', () => resolve())) : undefined;
+    errStream?.on('data', (chunk: Buffer) => {
       stderrTail = (stderrTail + chunk.toString()).slice(-4096);
+      if (RUNSC_OWN_FAILURE.test(chunk.toString('latin1', 0, 64))) heldBack.push(chunk);
+      else errOut.write(chunk);
     });
 
     const live = runsc;
-    const stopper = stopOnSignals((sig) => live.kill(id, sig, { all: true }), id, opts.stopGraceMs ?? 1500, log);
+    const stopper = stopOnSignals((sig) => live.kill(id, sig, { all: true }), id, opts.stopGraceMs ?? DEFAULT_STOP_GRACE_MS, log);
     void opts.stopWhen?.then(() => stopper.stop('SIGTERM'));
     opts.onStarted?.(record);
     const result = await child;
+    await Promise.all([copied, errDone]);
     // `runsc run` deletes its container when the container exits; a failure of runsc itself may not.
     deletedByRunsc = result.exitCode !== null && result.exitCode !== 128;
     stopper.dispose();
 
+    // The container's own exit status wins, also after a stop signal: a process that traps SIGTERM and
+    // exits 7 exits 7 (as with `docker stop`); one killed by the signal reports 128+N through runsc.
     const code = result.exitCode ?? (result.signal ? 128 + signalNumber(result.signal) : 1);
     const last = runscMessage(stderrTail);
-    if (code === 128 && RUNSC_OWN_FAILURE.test(last)) throw new RunscError('run', last, debugLogDir);
-    let exit = stopper.signal ? 128 + signalNumber(stopper.signal) : code;
+    if (code === 128 && RUNSC_OWN_FAILURE.test(last)) throw commandStartError(last) ?? new RunscError('run', last, debugLogDir);
+    for (const chunk of heldBack) errOut.write(chunk);
+    let exit = code;
     const cause = opts.resources && exit !== 0 && !stopper.signal ? cgroupKillFromLog(readKernelLog(), cgroupPathOf(id)) : undefined;
     if (cause) {
       if (cause === CgroupKill.Oom) exit = 137; // 128 + SIGKILL, as docker reports an OOM kill

@@ -8,15 +8,22 @@ export interface SignalStopper {
   dispose(): void;
 }
 
+/** Default grace period between the stop signal and SIGKILL (ms), as `docker stop`'s 10 s. */
+export const DEFAULT_STOP_GRACE_MS = 10_000;
+
 /**
  * Forward SIGINT/SIGTERM to a sandbox through `kill`: the signal first, SIGKILL after the grace
- * period. Shared by the runsc and Docker engines.
+ * period, or at once on a second signal (a second Ctrl-C). Shared by the runsc and Docker engines.
  */
 export function stopOnSignals(kill: (sig: NodeJS.Signals) => Promise<unknown>, id: string, graceMs: number, log: Logger): SignalStopper {
   let timer: NodeJS.Timeout | undefined;
   const state: SignalStopper = {
     stop: (sig) => {
-      if (state.signal) return;
+      if (state.signal) {
+        log.info({ id }, 'second stop signal: killing the sandbox now');
+        kill('SIGKILL').catch(() => undefined);
+        return;
+      }
       state.signal = sig;
       log.info({ id, signal: sig }, 'stopping sandbox');
       kill(sig).catch(() => undefined);
