@@ -1,10 +1,13 @@
-import { join } from 'node:path';
+import { join, resolve } from 'node:path';
 
 export const DEFAULT_STATE_DIR = '/var/lib/lattice';
 
-/** The state directory: --state-dir, else LATTICE_STATE_DIR, else /var/lib/lattice. */
+/**
+ * The state directory: --state-dir, else LATTICE_STATE_DIR, else /var/lib/lattice; always absolute
+ * (runsc resolves relative bind-mount sources against the bundle, so `--state-dir st` must mean ./st).
+ */
 export function resolveStateDir(flag?: string): string {
-  return flag ?? process.env.LATTICE_STATE_DIR ?? DEFAULT_STATE_DIR;
+  return resolve(flag ?? process.env.LATTICE_STATE_DIR ?? DEFAULT_STATE_DIR);
 }
 
 /** Where each kind of state lives under the state directory. One place, so modules agree. */
