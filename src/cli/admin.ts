@@ -1,5 +1,5 @@
 import { readFile } from 'node:fs/promises';
-import type { Command } from 'commander';
+import { Option, type Command } from 'commander';
 import { UsageError } from '../errors.js';
 import { API_BASE, DEFAULT_HTTP } from '../controlplane/index.js';
 import { callApi } from './api.js';
@@ -46,6 +46,18 @@ async function readJsonFile(path: string, what: string): Promise<unknown> {
   }
 }
 
+/**
+ * A policy file, validated here before anything is sent: every problem on a line of its own
+ * (`egress[2].cidrs[0]: ...`), all of them, so a long list stays readable.
+ */
+async function readPolicyFile(path: string): Promise<unknown> {
+  const doc = await readJsonFile(path, 'policy file');
+  const [{ validatePolicy }, { policyProblemsMessage }] = await Promise.all([import('../policy/index.js'), import('../sandbox/inputs.js')]);
+  const v = validatePolicy(doc);
+  if (!v.ok) throw new UsageError(policyProblemsMessage(`policy file ${path}`, v.problems));
+  return doc;
+}
+
 export function registerAdmin(program: Command): void {
   const token = group(program, 'token', 'enrollment tokens');
   withApiOptions(
@@ -57,20 +69,25 @@ export function registerAdmin(program: Command): void {
       .option('--allowed-namespaces <list>', 'other namespaces the agents may reach, comma-separated')
       .option('--limit <n>', 'how many enrollments the token allows', '1')
       .option('--ttl <duration>', 'token lifetime (e.g. 15m, 1h, 7d)', '1h')
-      .option('--policy <file>', 'network policy (JSON file) the agents get')
-      .option('--preset <name>', 'network policy preset the agents get (instead of --policy)')
-      .option('--sandbox <mode>', 'sandbox mode: gvisor | none', 'gvisor')
-      .option('--enforcement <mode>', 'policy enforcement: enforce | audit | disabled', 'enforce')
+      .option('--policy <file>', 'network policy (JSON file, checked here) the agents get; default: the namespace\'s (policy set), else deny all')
+      .option('--tool-enforcement <mode>', 'agent-API tool calls: enforce (refuse what is not allowed) | audit (allow, record) | disabled; network flows follow the policy\'s own "mode"', 'enforce')
+      .addOption(new Option('--enforcement <mode>').hideHelp())
+      .addOption(new Option('--preset <name>').hideHelp())
       .option('--json', 'print the token and its settings as JSON'),
   ).action(
     async (
-      o: ApiOpts & { namespace: string; tools?: string; allowedNamespaces?: string; limit: string; ttl: string; policy?: string; preset?: string; sandbox: string; enforcement: string; json?: boolean },
+      o: ApiOpts & { namespace: string; tools?: string; allowedNamespaces?: string; limit: string; ttl: string; policy?: string; preset?: string; toolEnforcement: string; enforcement?: string; json?: boolean },
       cmd: Command,
     ) => {
+      if (o.enforcement !== undefined) {
+        throw new UsageError('--enforcement is now --tool-enforcement: it governs agent-API tool calls only; network flows follow the "mode" of the policy file (enforce | audit | disabled)');
+      }
+      if (o.preset !== undefined) throw new UsageError('--preset: no policy presets exist; write the policy as a file (README, "Policy") and pass --policy FILE');
+      const modes = ['enforce', 'audit', 'disabled'];
+      if (!modes.includes(o.toolEnforcement)) throw new UsageError(`--tool-enforcement ${o.toolEnforcement} is not a mode; use one of: ${modes.join(', ')}`);
       const limit = Number(o.limit);
-      if (!Number.isInteger(limit) || limit < 1) throw new UsageError(`--limit ${o.limit} must be a positive integer`);
-      if (o.policy && o.preset) throw new UsageError('give either --policy FILE or --preset NAME, not both');
-      const policy = o.policy ? await readJsonFile(o.policy, 'policy file') : o.preset;
+      if (!/^\d+$/.test(o.limit) || !Number.isSafeInteger(limit) || limit < 1) throw new UsageError(`--limit ${o.limit} must be a positive integer`);
+      const policy = o.policy ? await readPolicyFile(o.policy) : undefined;
       const res = await apiCall<{ token: string }>(cmd, o, 'POST', `${API_BASE}/enrollment-tokens`, {
         namespace: o.namespace,
         allowedTools: list(o.tools),
@@ -78,7 +95,7 @@ export function registerAdmin(program: Command): void {
         limit,
         ttl: o.ttl,
         ...(policy !== undefined ? { policy } : {}),
-        modes: { sandbox: o.sandbox, enforcement: o.enforcement },
+        modes: { sandbox: 'gvisor', enforcement: o.toolEnforcement },
       });
       console.log(o.json ? JSON.stringify(res) : res.token);
     },
@@ -112,9 +129,33 @@ export function registerAdmin(program: Command): void {
   });
 
   const policy = group(program, 'policy', 'network policies');
-  withApiOptions(policy.command('set').description('set the network policy of a namespace (pushed to its running agents)').argument('<namespace>').argument('<file>', 'policy JSON file')).action(
-    async (namespace: string, file: string, o: ApiOpts, cmd: Command) => {
-      const doc = await readJsonFile(file, 'policy file');
+  withApiOptions(
+    policy
+      .command('set')
+      .description('set the network policy of a namespace (pushed to its running agents)')
+      .argument('<namespace>')
+      .argument('<file>', 'policy JSON file')
+      .option('--new-namespace', 'the namespace has no agents and no policy yet: set it anyway, for agents enrolled later'),
+  ).action(
+    async (namespace: string, file: string, o: ApiOpts & { newNamespace?: boolean }, cmd: Command) => {
+      const doc = await readPolicyFile(file);
+      if (!o.newNamespace) {
+        // A typo in the namespace would otherwise set a policy nobody gets: refuse it, with the choices.
+        const { agents } = await apiCall<{ agents: { namespace: string }[] }>(cmd, o, 'GET', `${API_BASE}/agents`);
+        const known = [...new Set(agents.map((a) => a.namespace))].sort();
+        if (!known.includes(namespace)) {
+          const hasPolicy = await apiCall(cmd, o, 'GET', `${API_BASE}/policies/${encodeURIComponent(namespace)}`).then(
+            () => true,
+            (err: unknown) => {
+              if ((err as { code?: string }).code === 'ENOTFOUND') return false;
+              throw err;
+            },
+          );
+          if (!hasPolicy) {
+            throw new UsageError(`namespace ${namespace} has no agents and no policy; namespaces with agents: ${known.join(', ') || 'none'}. For agents you will enroll later, add --new-namespace`);
+          }
+        }
+      }
       const res = await apiCall<{ updatedAt: string }>(cmd, o, 'PUT', `${API_BASE}/policies/${encodeURIComponent(namespace)}`, doc);
       console.log(`policy of ${namespace} set at ${res.updatedAt}`);
     },

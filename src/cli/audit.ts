@@ -1,6 +1,6 @@
 import type { Command } from 'commander';
 import { UsageError } from '../errors.js';
-import { DEFAULT_HTTP } from '../controlplane/index.js';
+import { API_BASE, DEFAULT_HTTP } from '../controlplane/index.js';
 import { AUDIT_API_PATHS, parseSince, type SpanNode, type StoredEvent, type TraceView } from '../audit/store.js';
 import { callApi } from './api.js';
 
@@ -35,12 +35,52 @@ function commonOptions(c: Command): Command {
   return c
     .option('--api <url>', 'control-plane API', process.env.LATTICE_API ?? `http://${DEFAULT_HTTP.host}:${DEFAULT_HTTP.port}`)
     .option('--admin-token <token>', 'admin bearer token (default: $LATTICE_ADMIN_TOKEN or the state dir file)')
-    .option('--agent <id>', 'only this agent')
+    .option('--agent <name|ns/name|id>', 'only this agent: its name (ns/name when two namespaces share it) or agent id')
     .option('--since <when>', 'arrived within a duration (10m, 2h, 7d) or since an ISO time')
     .option('--limit <n>', 'newest N results')
     .option('--follow', 'keep printing new results as they arrive (Ctrl-C to stop)')
     .option('--interval <ms>', 'poll interval for --follow', '1000')
     .option('--json', 'print JSON (with --follow: one JSON object per line)');
+}
+
+type AgentRow = { agentId: string; name: string; namespace: string };
+
+const UUID_RE = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+
+/**
+ * The agents the control plane knows, for names in both directions: --agent NAME -> id, and ids shown
+ * as namespace/name. Fetched on first need.
+ */
+class AgentNames {
+  private rows?: AgentRow[];
+  constructor(private readonly load: () => Promise<AgentRow[]>) {}
+
+  async all(refresh = false): Promise<AgentRow[]> {
+    if (!this.rows || refresh) this.rows = await this.load();
+    return this.rows;
+  }
+
+  /** --agent value -> agent id; refuses an unknown or ambiguous name with the choices. */
+  async resolve(input: string, namespace?: string): Promise<string> {
+    if (UUID_RE.test(input)) return input;
+    const [ns, name] = input.includes('/') ? (input.split('/', 2) as [string, string]) : [namespace, input];
+    const rows = await this.all();
+    const hits = rows.filter((a) => a.name === name && (ns === undefined || a.namespace === ns));
+    const choices = (list: AgentRow[]) => list.map((a) => `${a.namespace}/${a.name}`).sort().join(', ');
+    if (hits.length === 1) return hits[0]!.agentId;
+    if (hits.length > 1) throw new UsageError(`--agent ${input} names ${hits.length} agents; pick one: ${choices(hits)} (or add --namespace)`);
+    throw new UsageError(`--agent ${input}: no such agent; known agents: ${choices(rows) || 'none'}`);
+  }
+
+  /** namespace/name for an id, or the id itself when unknown. */
+  label(agentId: string | undefined): string | undefined {
+    const a = agentId ? this.rows?.find((r) => r.agentId === agentId) : undefined;
+    return a ? a.name : agentId;
+  }
+}
+
+function agentNames(cmd: Command, o: AuditOpts): AgentNames {
+  return new AgentNames(async () => (await callApi<{ agents: AgentRow[] }>(cmd, o, 'GET', `${API_BASE}/agents`)).agents);
 }
 
 function checkSince(since?: string): void {
@@ -56,7 +96,8 @@ export function registerAudit(program: Command): void {
     .option('--trace <id>', 'only this trace')
     .action(async (o: AuditOpts, cmd: Command) => {
       checkSince(o.since);
-      const params = { agentId: o.agent, traceId: o.trace, since: o.since, limit: o.limit };
+      const names = agentNames(cmd, o);
+      const params = { agentId: o.agent === undefined ? undefined : await names.resolve(o.agent), traceId: o.trace, since: o.since, limit: o.limit };
       const first = await get<TracesReply>(cmd, o, AUDIT_API_PATHS.traces, params);
       if (!o.follow) {
         if (o.json) console.log(JSON.stringify(first, null, 2));
@@ -79,22 +120,27 @@ export function registerAudit(program: Command): void {
     .action(async (o: AuditOpts, cmd: Command) => {
       checkSince(o.since);
       if (o.limit !== undefined && !/^\d+$/.test(o.limit)) throw new UsageError('--limit must be a positive number');
-      const params = { agentId: o.agent, type: o.type, namespace: o.namespace, since: o.since, limit: o.limit };
+      const names = agentNames(cmd, o);
+      const params = { agentId: o.agent === undefined ? undefined : await names.resolve(o.agent, o.namespace), type: o.type, namespace: o.namespace, since: o.since, limit: o.limit };
       const first = await get<EventsReply>(cmd, o, AUDIT_API_PATHS.events, params);
+      if (!o.json) await names.all().catch(() => undefined); // names for the lines; ids if the list fails
+      const show = (e: StoredEvent) => formatEvent(e, names.label(e.agentId));
       if (!o.follow) {
         if (o.json) console.log(JSON.stringify(first, null, 2));
         else {
-          for (const e of first.events) console.log(formatEvent(e));
+          if (first.events.length === 0) console.error('no events match');
+          for (const e of first.events) console.log(show(e));
           if (first.truncated) console.error(`(older events omitted; use --since or --limit)`);
         }
         return;
       }
-      for (const e of first.events) printFollow(o, e);
+      for (const e of first.events) console.log(o.json ? JSON.stringify(e) : show(e));
       let cursor = first.cursor;
       for (;;) {
         await sleep(Number(o.interval) || 1000);
         const r = await get<EventsReply>(cmd, o, AUDIT_API_PATHS.events, { ...params, after: String(cursor), limit: '10000' });
-        for (const e of r.events) printFollow(o, e);
+        if (!o.json && r.events.some((e) => e.agentId && names.label(e.agentId) === e.agentId)) await names.all(true).catch(() => undefined);
+        for (const e of r.events) console.log(o.json ? JSON.stringify(e) : show(e));
         cursor = Math.max(cursor, r.cursor);
       }
     });
@@ -111,13 +157,13 @@ function* walk(nodes: SpanNode[]): Generator<SpanNode> {
   }
 }
 
-function who(e: StoredEvent): string {
-  return `${e.namespace ?? '-'}/${e.agentId ?? '-'}`;
+function who(e: StoredEvent, agent?: string): string {
+  return `${e.namespace ?? '-'}/${agent ?? e.agentId ?? '-'}`;
 }
 
-/** One line per event, for people. */
-export function formatEvent(e: StoredEvent): string {
-  const head = `${e.ts}  ${e.type.padEnd(19)} ${who(e)}`;
+/** One line per event, for people; `agent` is the agent's name when known (else its id is shown). */
+export function formatEvent(e: StoredEvent, agent?: string): string {
+  const head = `${e.ts}  ${e.type.padEnd(19)} ${who(e, agent)}`;
   switch (e.type) {
     case 'flow.opened':
       return `${head}  ${e.proto} ${e.srcIp}:${e.srcPort} -> ${e.dstIp}:${e.dstPort} ${e.direction} ${e.verdict}${e.ruleId ? ` rule=${e.ruleId}` : ''}`;

@@ -250,14 +250,33 @@ export function registerSandbox(program: Command): void {
       printTable(statusRows(statuses, Date.now()), ['sandbox', 'peer', 'endpoint', 'handshake', 'rx', 'tx', 'path', 'rtt', 'established']);
     });
 
+  sandbox
+    .command('rm')
+    .description('remove finished sandboxes kept with --keep (or left by a dead launcher): bundle, record, container')
+    .argument('<sandbox...>', 'sandbox ids or names (see lattice sandbox ls)')
+    .option('--json', 'print JSON')
+    .action(async (which: string[], o: { json?: boolean }, command: Command) => {
+      const { SandboxRegistry, isLauncherAlive, Runsc } = await sandboxModules();
+      const { pickForRemoval, removeSandboxResources } = await import('../sandbox/gc.js');
+      const registry = new SandboxRegistry(resolveStateDir(globalOpts(command).stateDir));
+      const picked = pickForRemoval(await registry.list(), which, isLauncherAlive);
+      for (const r of picked) {
+        await removeSandboxResources(r, new Runsc({ root: r.runscRoot }));
+        await registry.remove(r.id);
+      }
+      const removed = picked.map((r) => r.id);
+      console.log(o.json ? JSON.stringify({ removed }) : `removed ${removed.join(' ')}`);
+    });
+
   program
     .command('gc')
-    .description('remove containers, networks and bundles whose launcher is gone')
+    .description('remove containers, networks and bundles whose launcher is gone (with --kept: also those kept with --keep)')
+    .option('--kept', 'also remove finished sandboxes kept with --keep')
     .option('--json', 'print JSON')
-    .action(async (o: { json?: boolean }, command: Command) => {
+    .action(async (o: { json?: boolean; kept?: boolean }, command: Command) => {
       const { SandboxRegistry, collectOrphans, Runsc } = await sandboxModules();
       const registry = new SandboxRegistry(resolveStateDir(globalOpts(command).stateDir));
-      const { removed } = await collectOrphans(registry, (r) => new Runsc({ root: r.runscRoot }));
+      const { removed } = await collectOrphans(registry, (r) => new Runsc({ root: r.runscRoot }), { kept: o.kept });
       if (o.json) console.log(JSON.stringify({ removed }));
       else console.log(removed.length ? `removed ${removed.join(' ')}` : 'nothing to remove');
     });

@@ -1,6 +1,7 @@
 import { stat } from 'node:fs/promises';
 import { execa } from 'execa';
 import type { Runsc } from '../runsc/client.js';
+import { UsageError } from '../errors.js';
 import { isLauncherAlive, type SandboxRegistry, type SandboxRecord } from './registry.js';
 
 export interface GcResult {
@@ -14,10 +15,10 @@ const STRAY_GRACE_MS = 60_000;
  * Remove what a crashed or killed launcher left behind: its runsc container, its network namespace,
  * its bundle and its host-egress nftables table. Live launchers' sandboxes are never touched.
  */
-export async function collectOrphans(registry: SandboxRegistry, runscFor: (r: SandboxRecord) => Runsc): Promise<GcResult> {
+export async function collectOrphans(registry: SandboxRegistry, runscFor: (r: SandboxRecord) => Runsc, opts: { kept?: boolean } = {}): Promise<GcResult> {
   const removed: string[] = [];
   for (const r of await registry.list()) {
-    if (r.kept || isLauncherAlive(r)) continue;
+    if ((r.kept && !opts.kept) || isLauncherAlive(r)) continue;
     await removeSandboxResources(r, runscFor(r));
     await registry.remove(r.id);
     removed.push(r.id);
@@ -33,6 +34,27 @@ export async function collectOrphans(registry: SandboxRegistry, runscFor: (r: Sa
     }
   }
   return { removed };
+}
+
+/**
+ * `sandbox rm`: the records that `which` (ids or names) picks. A name that several sandboxes share is
+ * refused with their ids; a running sandbox is refused (stop its launcher instead).
+ */
+export function pickForRemoval(records: readonly SandboxRecord[], which: readonly string[], alive: (r: SandboxRecord) => boolean): SandboxRecord[] {
+  const picked: SandboxRecord[] = [];
+  for (const w of which) {
+    const byId = records.filter((r) => r.id === w);
+    const hits = byId.length > 0 ? byId : records.filter((r) => r.name === w);
+    if (hits.length === 0) {
+      const known = records.map((r) => (r.name === r.id ? r.id : `${r.id} (${r.name})`)).join(', ');
+      throw new UsageError(`no sandbox has id or name ${w}; sandboxes: ${known || 'none'}`);
+    }
+    if (hits.length > 1) throw new UsageError(`${hits.length} sandboxes are named ${w}; name one by id: ${hits.map((r) => r.id).join(' ')}`);
+    const r = hits[0]!;
+    if (!r.kept && alive(r)) throw new UsageError(`sandbox ${w} is running (launcher pid ${r.launcherPid}); stop it with Ctrl-C or kill ${r.launcherPid}`);
+    if (!picked.includes(r)) picked.push(r);
+  }
+  return picked;
 }
 
 /** Best effort: each step tolerates "already gone". */

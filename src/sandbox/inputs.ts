@@ -1,3 +1,4 @@
+import { formatProblem, type PolicyProblem } from '../policy/index.js';
 import { stat } from 'node:fs/promises';
 import { resolve } from 'node:path';
 import { UsageError } from '../errors.js';
@@ -27,4 +28,13 @@ export function requireRoot(): void {
   if (typeof process.getuid === 'function' && process.getuid() !== 0) {
     throw new UsageError('lattice sandbox needs root (runsc, network namespaces, TUN); rerun with sudo');
   }
+}
+
+/**
+ * Every problem of a policy, one per line (`  egress[2].cidrs[0]: ...; fix`), under a heading that names
+ * the file: a long list stays readable and nothing is cut off.
+ */
+export function policyProblemsMessage(what: string, problems: readonly PolicyProblem[]): string {
+  const n = problems.length;
+  return `${what} has ${n} problem${n === 1 ? '' : 's'}:\n${problems.map((p) => `  ${formatProblem(p)}`).join('\n')}`;
 }

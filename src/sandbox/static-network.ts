@@ -3,6 +3,7 @@ import { join } from 'node:path';
 import type { Logger } from 'pino';
 import { UsageError } from '../errors.js';
 import { parseConfig, ConfigError } from '../wg/config.js';
+import { policyProblemsMessage } from './inputs.js';
 import { parsePolicy, denyAllPolicy, parseIp, PolicyError, type IpAddr, type Policy } from '../policy/index.js';
 import { ndjsonAuditSink } from '../audit/local.js';
 import { wgSandboxNetwork } from './network.js';
@@ -38,7 +39,7 @@ export async function loadPolicyFile(file: string | undefined): Promise<Policy> 
   try {
     return parsePolicy(text);
   } catch (err) {
-    if (err instanceof PolicyError) throw new UsageError(`--policy ${file}: ${err.message}`);
+    if (err instanceof PolicyError) throw new UsageError(policyProblemsMessage(`--policy ${file}`, err.problems));
     throw err;
   }
 }
