@@ -116,3 +116,20 @@ describe('signals', () => {
     expect(r.exitCode).toBe(137);
   });
 });
+
+describe('kept sandboxes can be removed', () => {
+  it('gc leaves --keep alone; sandbox rm NAME removes it; an unknown name lists the choices', async () => {
+    const st = join(work.path, 'state-keep');
+    expect((await lattice(st, ['sandbox', 'run', '--keep', '--name', 'kept-one', '--rootfs', rootfs, '--', 'true'])).exitCode).toBe(0);
+    expect(String((await lattice(st, ['gc'])).stdout).trim()).toBe('nothing to remove');
+    const wrong = await lattice(st, ['sandbox', 'rm', 'kept-on']);
+    expect(wrong.exitCode).toBe(2);
+    expect(String(wrong.stderr).trim()).toMatch(/^lattice: no sandbox has id or name kept-on; sandboxes: lt-[0-9a-f]+ \(kept-one\)$/);
+    const rm = await lattice(st, ['sandbox', 'rm', 'kept-one']);
+    expect(rm.exitCode, String(rm.stderr)).toBe(0);
+    expect(await readdir(join(st, 'sandboxes'))).toEqual([]);
+    expect((await lattice(st, ['sandbox', 'run', '--keep', '--rootfs', rootfs, '--', 'true'])).exitCode).toBe(0);
+    expect(String((await lattice(st, ['gc', '--kept'])).stdout)).toMatch(/^removed lt-/);
+    expect(await readdir(join(st, 'sandboxes'))).toEqual([]);
+  });
+});
