@@ -78,6 +78,8 @@ export interface FlowOpened extends FiveTuple {
   direction: FlowDirection;
   verdict: FlowVerdict;
   ruleId?: string;
+  /** For people: why a denial happened when the rule id alone does not say (e.g. the peer's other family). */
+  note?: string;
 }
 export interface FlowClosed extends FiveTuple {
   type: 'flow.closed';
@@ -199,7 +201,7 @@ const BODIES: Record<AuditEventType, Record<string, FieldSpec>> = {
   'sandbox.stopped': { sandboxId: req('id'), reason: opt('str') },
   'flow.opened': {
     ...TUPLE, flowId: req('id'), sandboxId: opt('id'), direction: req(Object.values(FlowDirection)),
-    verdict: req(Object.values(FlowVerdict)), ruleId: opt('id'),
+    verdict: req(Object.values(FlowVerdict)), ruleId: opt('id'), note: opt('str'),
   },
   'flow.closed': {
     ...TUPLE, flowId: req('id'), sandboxId: opt('id'), direction: req(Object.values(FlowDirection)),

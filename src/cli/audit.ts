@@ -166,7 +166,7 @@ export function formatEvent(e: StoredEvent, agent?: string): string {
   const head = `${e.ts}  ${e.type.padEnd(19)} ${who(e, agent)}`;
   switch (e.type) {
     case 'flow.opened':
-      return `${head}  ${e.proto} ${e.srcIp}:${e.srcPort} -> ${e.dstIp}:${e.dstPort} ${e.direction} ${e.verdict}${e.ruleId ? ` rule=${e.ruleId}` : ''}`;
+      return `${head}  ${e.proto} ${e.srcIp}:${e.srcPort} -> ${e.dstIp}:${e.dstPort} ${e.direction} ${e.verdict}${e.ruleId ? ` rule=${e.ruleId}` : ''}${e.note ? ` (${e.note})` : ''}`;
     case 'flow.closed':
       return `${head}  ${e.proto} ${e.srcIp}:${e.srcPort} -> ${e.dstIp}:${e.dstPort} out=${e.bytesOut}B/${e.packetsOut}p in=${e.bytesIn}B/${e.packetsIn}p ${e.durationMs}ms`;
     case 'dns.answered':

@@ -22,6 +22,7 @@ import { createPeerConnectivity, type PeerConnectivity } from '../nat/connectivi
 import { buildStatus, STATUS_FILE, type NatFlags } from './nat-status.js';
 import { join } from 'node:path';
 import type { SandboxNetwork } from './run.js';
+import { explainDenial } from './explain.js';
 
 /** Keepalive towards peers: keeps NAT mappings open and lets a restarted peer find us again. */
 const PERSISTENT_KEEPALIVE_SEC = 25;
@@ -134,7 +135,10 @@ export async function enrollAndPrepare(o: EnrolledOptions): Promise<Enrolled> {
   publisher.start();
   const local = o.auditLog ? ndjsonAuditSink(o.auditLog) : undefined;
   const envelope = { agentId: credentials.agentId, namespace: credentials.namespace };
-  const record = (event: AuditEventDraft) => {
+  // Set once the network is up: denials of a peer's address say whose it is and what would allow it.
+  let explain: ((event: AuditEventDraft) => AuditEventDraft) | undefined;
+  const record = (raw: AuditEventDraft) => {
+    const event = explain ? explain(raw) : raw;
     local?.(event);
     outbox.append({ ...envelope, ...event } as AuditEventDraft).catch((err: unknown) => log.error({ err: (err as Error).message, type: event.type }, 'audit event not recorded'));
   };
@@ -223,6 +227,12 @@ export async function enrollAndPrepare(o: EnrolledOptions): Promise<Enrolled> {
     const apiDir = join(dir, 'agentapi');
     await mkdir(apiDir, { recursive: true, mode: 0o755 });
     const live = net;
+    explain = (event) =>
+      explainDenial(
+        event,
+        overlayNames(currentPeers()).map(([name, addresses]) => ({ name, addresses })),
+        (remote, protocol, port) => live.pump.checkEgress(remote, protocol, port),
+      );
     agentApi = await startAgentApi({
       socketPath: join(apiDir, 'agent.sock'),
       identity: {
