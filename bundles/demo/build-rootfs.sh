@@ -20,6 +20,10 @@ printf 'root:x:0:\nagent:x:1000:\n' > "$tmp/etc/group"
 printf 'hosts: files dns\n' > "$tmp/etc/nsswitch.conf"
 cp "$here/agent.sh" "$tmp/agent/agent.sh"
 chmod 0755 "$tmp/agent/agent.sh"
+# agentcall SOCKET METHOD PATH [JSON]: an HTTP call over the agent API's Unix socket (busybox cannot).
+if command -v gcc >/dev/null 2>&1; then
+  gcc -static -O2 -o "$tmp/bin/agentcall" "$here/../../e2e/agentapi/fixtures/agentcall.c"
+fi
 rm -rf "$out"
 mv "$tmp" "$out"
 echo "$out"

@@ -60,6 +60,8 @@ export async function loadStaticNetwork(opts: { wgConfig: string; policy?: strin
     const [name, addr] = entry.split('=');
     const parsed = addr ? parseIp(addr) : undefined;
     if (!name || !parsed) throw new UsageError(`--dns-name "${entry}" is not NAME=ADDRESS; write it like --dns-name web.team.lattice=10.77.0.10`);
+    // The sandbox's resolver answers overlay names (*.lattice) itself; any other name goes to the policy's domain rules.
+    if (!/^([a-z0-9-]+\.)+lattice$/i.test(name)) throw new UsageError(`--dns-name ${name}: overlay names end in .lattice (e.g. ${name.replace(/\.+$/, '')}.lattice); other names are resolved upstream under the policy's domain rules`);
     return [name, [parsed]];
   });
   const peers = wg.peers.map((p) => {
