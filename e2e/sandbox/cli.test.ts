@@ -70,7 +70,7 @@ describe('exit codes follow docker run', () => {
     [['frob'], /^lattice: unknown command 'frob'/],
     [['sandbox', 'run', '--rootfs', '/tmp', '--cap-add', 'CAP_FOO', '--', 'true'], /^lattice: --cap-add CAP_FOO is not a Linux capability; .*NET_RAW/],
     [['sandbox', 'run', '--rootfs', '/tmp', '--stop-timeout', 'soon', '--', 'true'], /^lattice: --stop-timeout soon is not a number of seconds/],
-    [['sandbox', 'run', '--rootfs', '/tmp', '--policy', 'p.json', '--', 'true'], /^lattice: --policy applies to the WireGuard network: add --wg-config FILE/],
+    [['sandbox', 'run', '--rootfs', '/tmp', '--dns-name', 'web.x.lattice=10.77.0.1', '--', 'true'], /^lattice: --dns-name applies to the WireGuard network: add --wg-config FILE/],
     [['sandbox', 'start', '--name', 'x', '--control-plane', 'http://127.0.0.1:8470', '--rootfs', '/tmp', '--', 'true'], /^lattice: --control-plane http:\/\/127\.0\.0\.1:8470 is the admin API's URL; .*nats:\/\/127\.0\.0\.1:4222/],
   ])('usage error %j exits 2 and changes nothing', async (args, message) => {
     const fresh = join(work.path, `bad-${Math.random().toString(16).slice(2)}`);
