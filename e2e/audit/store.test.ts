@@ -114,6 +114,10 @@ describe('audit store (queries the stream)', () => {
   it('serves GET .../audit/traces and .../audit/events through the control plane route table, and the CLI reads them', async () => {
     const api = new HttpApi({ adminToken: 'ltaudit-token' });
     mountAuditRoutes(api, store);
+    // The CLI shows agents by name and takes names for --agent: the control plane's agent list, as it serves it.
+    api.route('GET', '/api/v1/agent-isolation/agents', () => ({
+      agents: [{ agentId: PARENT, name: 'parent', namespace: NS }, { agentId: CHILD, name: 'child', namespace: NS }],
+    }));
     const { url } = await api.listen('127.0.0.1', 0);
     try {
       const auth = { authorization: 'Bearer ltaudit-token' };
@@ -131,10 +135,10 @@ describe('audit store (queries the stream)', () => {
       const cli = (args: string[]) => run(process.execPath, ['--import', 'tsx', main, '--state-dir', root, 'audit', ...args, '--api', url, '--admin-token', 'ltaudit-token']);
       const json = JSON.parse((await cli(['traces', '--trace', 'T1', '--json'])).stdout) as { traces: Array<{ roots: SpanNode[] }> };
       expect(json.traces[0].roots.map(shape)).toEqual([{ s1: [{ s2: [] }, { s3: [{ s4: [] }] }] }]);
-      const human = (await cli(['traces', '--agent', CHILD])).stdout;
+      const human = (await cli(['traces', '--agent', 'child'])).stdout;
       expect(human).toContain('trace T1');
       expect(human).toMatch(/└─ request_egress\s+ltaudit\/ltaudit-child\s+ok would-deny/);
-      const events = (await cli(['events', '--type', 'flow', '--agent', PARENT])).stdout.trim().split('\n');
+      const events = (await cli(['events', '--type', 'flow', '--agent', `${NS}/parent`])).stdout.trim().split('\n');
       expect(events).toHaveLength(2);
       expect(events[0]).toContain('tcp 10.77.0.2:40001 -> 10.77.0.1:443 egress allowed');
       await expect(cli(['events', '--since', 'whenever'])).rejects.toMatchObject({ code: 2 });

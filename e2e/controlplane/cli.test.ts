@@ -71,7 +71,7 @@ describe('admin CLI against a running control plane', () => {
     oneLineError(await lattice('policy', 'set', 'demo', join(dir, 'missing.json')), /cannot read policy file/);
     const bad = join(dir, 'bad.json');
     await writeFile(bad, '{"version": 1, "surprise": true}');
-    oneLineError(await lattice('policy', 'set', 'demo', bad), /invalid policy: surprise/);
+    oneLineError(await lattice('policy', 'set', 'demo', bad), /policy file .*bad\.json: surprise: unknown field/);
     await writeFile(bad, '{nope');
     oneLineError(await lattice('policy', 'set', 'demo', bad), /not valid JSON/);
     oneLineError(await lattice('token', 'create', '--namespace', 'demo', '--limit', 'many'), /--limit many/);

@@ -32,9 +32,9 @@ export function requireRoot(): void {
 
 /**
  * Every problem of a policy, one per line (`  egress[2].cidrs[0]: ...; fix`), under a heading that names
- * the file: a long list stays readable and nothing is cut off.
+ * the file: a long list stays readable and nothing is cut off. A single problem is one line.
  */
 export function policyProblemsMessage(what: string, problems: readonly PolicyProblem[]): string {
-  const n = problems.length;
-  return `${what} has ${n} problem${n === 1 ? '' : 's'}:\n${problems.map((p) => `  ${formatProblem(p)}`).join('\n')}`;
+  if (problems.length === 1) return `${what}: ${formatProblem(problems[0]!)}`;
+  return `${what} has ${problems.length} problems:\n${problems.map((p) => `  ${formatProblem(p)}`).join('\n')}`;
 }
