@@ -21,7 +21,7 @@
  * within 512 bytes (surplus addresses are left out rather than setting TC: the pump refuses DNS
  * over TCP with a reset, so a TC answer could only fail).
  */
-import { type IpAddr, ipFromBytes, writeIp } from '../policy/addr.js';
+import { type IpAddr, ipFromBytes, writeIp } from '../net/addr.js';
 import { normalizeName } from '../policy/domains.js';
 import { type ParsedPacket, buildUdp } from './packet.js';
 

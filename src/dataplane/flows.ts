@@ -21,7 +21,7 @@
  * oldest few). Established allowed flows are never evicted for a new flow: when nothing else is
  * left, the new flow is refused (ObserveKind.full) and the pump drops its packet.
  */
-import type { IpAddr } from '../policy/addr.js';
+import type { IpAddr } from '../net/addr.js';
 import type { Decision } from '../policy/compile.js';
 import type { FlowQuery } from '../policy/evaluate.js';
 import { type Direction, ReservedRuleIds } from '../policy/schema.js';

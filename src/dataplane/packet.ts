@@ -5,7 +5,7 @@
  * The builders make well-formed packets (checksums included) for the DNS responder, for rejecting
  * denied flows (TCP RST, ICMP administratively prohibited) and for tests.
  */
-import { type IpAddr, ipFromBytes, writeIp } from '../policy/addr.js';
+import { type IpAddr, ipFromBytes, writeIp } from '../net/addr.js';
 
 export const IpProto = { hopByHop: 0, icmp: 1, tcp: 6, udp: 17, routing: 43, fragment: 44, esp: 50, ah: 51, icmpv6: 58, noNext: 59, destOpts: 60, mobility: 135, hip: 139, shim6: 140 } as const;
 

@@ -27,7 +27,7 @@ import {
   type Policy,
   type PolicyRule,
 } from '../policy/index.js';
-import type { Cidr } from '../policy/addr.js';
+import type { Cidr } from '../net/addr.js';
 import { LatticeError } from '../errors.js';
 
 /** Always special, whatever the host looks like (RFC 6890 special-purpose blocks a host serves or keeps local). */
@@ -60,8 +60,9 @@ export class HostServicesError extends LatticeError {
   }
 }
 
+/** A table entry: kept as written, so ::ffff:0:0/96 denies the IPv6 range (src/net/addr.ts). */
 function cidrOf(s: string): Cidr {
-  const p = parseCidr(s);
+  const p = parseCidr(s, { mapped: 'keep' });
   if (!p.ok) throw new HostServicesError(`"${s}" is not a CIDR (host address or route read from the host); report this as a bug`);
   return p.cidr;
 }
@@ -112,7 +113,7 @@ export class HostServicesGuard {
 export function networkOf(s: string): string {
   const slash = s.indexOf('/');
   if (slash < 0) return s;
-  const p = parseCidr(s);
+  const p = parseCidr(s, { mapped: 'keep' });
   if (p.ok) return s;
   if (p.reason === 'host-bits' && p.network) return p.network;
   return s;

@@ -14,7 +14,7 @@
  */
 import { createHmac, timingSafeEqual } from 'node:crypto';
 import { crc32 } from 'node:zlib';
-import { formatIP, parseIP } from '../wg/ip.js';
+import { formatIpBytes, parseIpBytes } from '../net/addr.js';
 
 export const MagicCookie = 0x2112a442;
 export const HeaderSize = 20;
@@ -170,7 +170,7 @@ function hmac(key: Uint8Array | string, data: Uint8Array): Uint8Array {
 }
 
 function xorAddress(a: TransportAddress, txid: Uint8Array): Uint8Array {
-  const ip = parseIP(a.address);
+  const ip = parseIpBytes(a.address);
   if (!ip) throw new RangeError(`not an IP address: ${a.address}`);
   const v = new Uint8Array(4 + ip.length);
   v[1] = ip.length === 4 ? 0x01 : 0x02;
@@ -202,7 +202,7 @@ function readAddress(v: Uint8Array, xor: Uint8Array | null): TransportAddress | 
     port ^= 0x2112;
     for (let i = 0; i < len; i++) ip[i] ^= xor[i];
   }
-  return { address: formatIP(ip), port };
+  return { address: formatIpBytes(ip), port };
 }
 
 /** Decode a STUN message, or say why it was dropped. Checks FINGERPRINT when present. */

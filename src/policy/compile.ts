@@ -7,7 +7,7 @@
  *     is one binary search over u32 words plus a short scan of that interval's candidates.
  *   - Every possible Decision object is built here, once, so evaluate() allocates nothing.
  */
-import { type IpAddr, ipToBigInt } from './addr.js';
+import { type IpAddr, ipToBigInt } from '../net/addr.js';
 import { DomainMatcher } from './domains.js';
 import {
   Direction,

@@ -4,7 +4,7 @@
  * with the record's TTL, and the evaluator lets a new flow to such an address through a domain rule
  * while the allowance is live. Pure: time comes in as `now`.
  */
-import type { IpAddr } from './addr.js';
+import type { IpAddr } from '../net/addr.js';
 
 /** Lowercase, no trailing dot. Cheap enough for the DNS path; never called per packet. */
 export function normalizeName(name: string): string {

@@ -9,7 +9,7 @@
  * A rule is live while now < expiresAt. In audit mode every deny becomes effective allow with
  * wouldDeny: true.
  */
-import type { IpAddr } from './addr.js';
+import type { IpAddr } from '../net/addr.js';
 import { type CompiledDirection, type CompiledPolicy, type CompiledRule, type Decision, DISABLED, type IntervalTable, protoBit } from './compile.js';
 import { type DnsAllowances, normalizeName } from './domains.js';
 import { type Direction, PolicyMode } from './schema.js';

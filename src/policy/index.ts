@@ -16,7 +16,7 @@ export {
   cidrContains,
   ipv4Reach,
   embeddedIpv4,
-} from './addr.js';
+} from '../net/addr.js';
 export { specialRange } from './special.js';
 export {
   PolicyMode,

@@ -11,7 +11,7 @@
  *   - policy.mode absent = "enforce"
  */
 import { LatticeError } from '../errors.js';
-import { type Cidr, canonicalCidr, ipv4Reach, parseCidr } from './addr.js';
+import { type Cidr, ipv4Reach, parseCidr } from '../net/addr.js';
 
 export const PolicyMode = { enforce: 'enforce', audit: 'audit', disabled: 'disabled' } as const;
 export type PolicyMode = (typeof PolicyMode)[keyof typeof PolicyMode];
@@ -363,8 +363,8 @@ function validateRule(
           const p = cidrProblem(c, parsed.reason, parsed.network);
           return bad(`.cidrs[${j}]`, p.message, p.fix);
         }
-        // One form per address: "::ffff:10.77.0.9" is 10.77.0.9 (packets carry IPv4, never the mapped form).
-        const cidr = canonicalCidr(parsed.cidr);
+        // parseCidr gives the one form per address: "::ffff:10.77.0.9" is 10.77.0.9 (src/net/addr.ts).
+        const cidr = parsed.cidr;
         const min = cidr.addr.family === 4 ? PolicyLimits.minAllowPrefixV4 : PolicyLimits.minAllowPrefixV6;
         // The over-broad check also sees the IPv4 space an IPv6 prefix reaches (mapped, NAT64, 6to4).
         const reach = ipv4Reach(cidr);

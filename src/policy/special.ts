@@ -8,7 +8,7 @@
  * 2001:db8::/32, RFC 5737/3849). They name no host inside anyone's network, so an answer there points
  * at nothing a rebinding attack could reach, and they are what test networks use for "the internet".
  */
-import { type Cidr, type IpAddr, cidrContains, embeddedIpv4, parseCidr } from './addr.js';
+import { type Cidr, type IpAddr, cidrContains, embeddedIpv4, parseCidr } from '../net/addr.js';
 
 /** [prefix, label] in registry order; the label names the range in audit lines. */
 const RANGES: ReadonlyArray<readonly [string, string]> = [
@@ -37,7 +37,8 @@ const RANGES: ReadonlyArray<readonly [string, string]> = [
 ];
 
 const COMPILED: ReadonlyArray<{ cidr: Cidr; label: string }> = RANGES.map(([s, label]) => {
-  const p = parseCidr(s);
+  // The registry describes the IPv6 space itself: ::ffff:0:0/96 stays the IPv6 range it names.
+  const p = parseCidr(s, { mapped: 'keep' });
   if (!p.ok) throw new Error(`bad special range ${s}`);
   return { cidr: p.cidr, label };
 });

@@ -3,7 +3,7 @@
  * (wireguard-go device/allowedips.go). A plain binary trie, one per family; lookups walk at most
  * 32 or 128 nodes, which is cheap next to the AEAD.
  */
-import { formatPrefix, type Prefix } from './ip.js';
+import { formatPrefix, type Prefix } from '../net/addr.js';
 
 interface Node<P> {
   zero?: Node<P>;

@@ -4,7 +4,7 @@
  * (listed in `ignored`), since this peer does not run shell hooks or touch resolv.conf.
  */
 import { decodeKey, KeyFormatError } from './keys.js';
-import { parseIP, parsePrefix, formatPrefix } from './ip.js';
+import { formatCidr, formatPrefix, parseCidr, parseEndpointAddress, parsePrefix } from '../net/addr.js';
 import type { Endpoint } from '../conn/bind.js';
 
 export class ConfigError extends Error {
@@ -49,9 +49,11 @@ export function parseEndpoint(s: string): { endpoint?: Endpoint; host?: string; 
   if (!m) return null;
   const port = Number(m[2]);
   if (port < 1 || port > 65535) return null;
-  const ip = parseIP(m[1]);
-  if (ip) return { endpoint: { address: m[1], port }, port };
-  if (!/^[A-Za-z0-9.-]+$/.test(m[1])) return null;
+  // The one place a zone id is taken: a link-local peer needs the interface (fe80::1%eth0).
+  if (parseEndpointAddress(m[1])) return { endpoint: { address: m[1], port }, port };
+  // A name never has the dotted-decimal form (RFC 1123 2.1): "010.0.0.1" is a refused address, not a
+  // host name for the resolver to read as octal.
+  if (!/^[A-Za-z0-9.-]+$/.test(m[1]) || /^[0-9.]+$/.test(m[1])) return null;
   return { host: m[1], port };
 }
 
@@ -110,10 +112,9 @@ export function parseConfig(text: string): WgConfig {
           break;
         case 'address':
           for (const a of list()) {
-            const slash = a.indexOf('/');
-            const p = parsePrefix(a);
-            if (!p) throw new ConfigError(n, `Address "${a}" is not an IP address with optional /prefix (e.g. 10.9.0.1/24)`);
-            iface.addresses.push(slash < 0 ? `${a}/${p.bits}` : a);
+            const p = parseCidr(a, { hostBits: 'keep' });
+            if (!p.ok) throw new ConfigError(n, `Address "${a}" is not an IP address with optional /prefix (e.g. 10.9.0.1/24)`);
+            iface.addresses.push(formatCidr(p.cidr));
           }
           break;
         case 'listenport':

@@ -39,7 +39,7 @@ import {
 import { CookieChecker, sourceBytes } from './cookie.js';
 import { defaultCrypto, type Crypto } from './crypto.js';
 import { IndexTable } from './indextable.js';
-import { innerAddresses, parsePrefix } from './ip.js';
+import { innerAddresses, parsePrefix } from '../net/addr.js';
 import { Keypair } from './keypair.js';
 import { encodeKey } from './keys.js';
 import {

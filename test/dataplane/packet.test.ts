@@ -15,7 +15,7 @@ import {
   rejectFor,
   transportPayload,
 } from '../../src/dataplane/packet.js';
-import { formatIp, parseIp } from '../../src/policy/addr.js';
+import { formatIp, parseIp } from '../../src/net/addr.js';
 
 const ip = (s: string) => parseIp(s)!;
 const hex = (s: string) => Uint8Array.from(s.replace(/\s+/g, '').match(/../g)!.map((h) => parseInt(h, 16)));

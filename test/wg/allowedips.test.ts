@@ -1,8 +1,8 @@
 import { describe, expect, it } from 'vitest';
 import { AllowedIPs } from '../../src/wg/allowedips.js';
-import { formatIP, parseIP, parsePrefix, innerAddresses } from '../../src/wg/ip.js';
+import { formatIpBytes, parseIpBytes, parsePrefix, innerAddresses } from '../../src/net/addr.js';
 
-const ip = (s: string) => parseIP(s)!;
+const ip = (s: string) => parseIpBytes(s)!;
 
 describe('IP parsing', () => {
   it.each([
@@ -11,12 +11,12 @@ describe('IP parsing', () => {
     ['::', '::'],
     ['::ffff:1.2.3.4', '::ffff:102:304'],
     ['2001:db8:0:0:1:0:0:1', '2001:db8::1:0:0:1'],
-  ])('%s', (s, want) => expect(formatIP(ip(s))).toBe(want));
+  ])('%s', (s, want) => expect(formatIpBytes(ip(s))).toBe(want));
   it.each(['1.2.3', '1.2.3.256', ':::', '1::2::3', 'g::1', '10.0.0.0/33', 'fd00::/129', '10.0.0.0/x'])('rejects %s', (s) => {
-    expect(s.includes('/') ? parsePrefix(s) : parseIP(s)).toBeNull();
+    expect(s.includes('/') ? parsePrefix(s) : parseIpBytes(s)).toBeUndefined();
   });
   it('masks host bits of prefixes', () => {
-    expect(formatIP(parsePrefix('10.1.2.3/16')!.ip)).toBe('10.1.0.0');
+    expect(formatIpBytes(parsePrefix('10.1.2.3/16')!.ip)).toBe('10.1.0.0');
   });
   it('reads inner packet addresses and refuses truncated headers', () => {
     expect(innerAddresses(new Uint8Array(19).fill(0x45))).toBeNull();

@@ -3,14 +3,14 @@ import { MemoryNetwork } from '../../src/conn/memory.js';
 import { Device, type DeviceOptions } from '../../src/wg/device.js';
 import { SodiumCrypto } from '../../src/wg/crypto.js';
 import type { Peer } from '../../src/wg/peer.js';
-import { parseIP } from '../../src/wg/ip.js';
+import { parseIpBytes } from '../../src/net/addr.js';
 
 export const crypto = new SodiumCrypto();
 
 /** A minimal IPv4 (or IPv6) packet with `payload` from src to dst (UDP protocol number, no checksum). */
 export function ipPacket(src: string, dst: string, payload: Uint8Array = new Uint8Array(8)): Uint8Array {
-  const s = parseIP(src)!;
-  const d = parseIP(dst)!;
+  const s = parseIpBytes(src)!;
+  const d = parseIpBytes(dst)!;
   if (s.length === 4) {
     const p = new Uint8Array(20 + payload.length);
     p[0] = 0x45;

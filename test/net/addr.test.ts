@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { formatIp, ipFromBytes, ipToBytes, parseCidr, parseIp } from '../../src/policy/addr.js';
+import { formatIp, ipFromBytes, ipToBytes, parseCidr, parseIp } from '../../src/net/addr.js';
 
 describe('parseIp / formatIp', () => {
   it.each([
