@@ -1,5 +1,5 @@
-import { isIPv4, isIPv6 } from 'node:net';
 import { LatticeError, UsageError } from '../errors.js';
+import { type Cidr, type IpAddr, addrBits, formatCidr, formatIp, ipFromBigInt, ipToBigInt, parseCidr } from '../net/addr.js';
 import { KvConflictError, KvOp, decodeJson, encodeJson, getJson, type KvBucket, type KvWatch } from './kv.js';
 
 /**
@@ -16,77 +16,36 @@ import { KvConflictError, KvOp, decodeJson, encodeJson, getJson, type KvBucket, 
  *   addr.<namespace>.<off>  {owner, publicKey}  one per allocated address; deleted when freed
  */
 
-export interface Cidr {
-  readonly family: 4 | 6;
-  readonly base: bigint;
-  readonly prefix: number;
+/**
+ * A pool in CIDR text ("10.77.0.0/16", "fd77::/48") as the address module parses it: a length is
+ * required, host bits are refused, an IPv4-mapped pool is the IPv4 pool. Throws UsageError naming the fault.
+ */
+export function parsePool(s: string): Cidr {
+  const p = parseCidr(s, { bare: 'refuse' });
+  if (p.ok) return p.cidr;
+  if (p.reason === 'host-bits') throw new UsageError(`${s} has host bits set: use ${p.network}`);
+  if (p.reason === 'length' && s.includes('/')) throw new UsageError(`prefix length too long or malformed in ${s}`);
+  throw new UsageError(`not a CIDR prefix: ${JSON.stringify(s)} (expected e.g. 10.77.0.0/16)`);
 }
 
-const BITS = { 4: 32, 6: 128 } as const;
-
-export function parseIp(s: string): { family: 4 | 6; value: bigint } {
-  if (isIPv4(s)) {
-    return { family: 4, value: s.split('.').reduce((acc, o) => (acc << 8n) | BigInt(Number(o)), 0n) };
-  }
-  if (isIPv6(s) && !s.includes('.')) {
-    const [head, tail] = s.includes('::') ? s.split('::') : [s, undefined];
-    const h = head ? head.split(':') : [];
-    const t = tail ? tail.split(':') : [];
-    const groups = tail === undefined ? h : [...h, ...Array<string>(8 - h.length - t.length).fill('0'), ...t];
-    return { family: 6, value: groups.reduce((acc, g) => (acc << 16n) | BigInt(parseInt(g, 16)), 0n) };
-  }
-  throw new UsageError(`not an IP address: ${JSON.stringify(s)}`);
-}
-
-export function formatIp(family: 4 | 6, v: bigint): string {
-  if (family === 4) return [24n, 16n, 8n, 0n].map((s) => String((v >> s) & 0xffn)).join('.');
-  const g: number[] = [];
-  for (let i = 7; i >= 0; i--) g.push(Number((v >> BigInt(i * 16)) & 0xffffn));
-  // RFC 5952: compress the longest run (>= 2) of zero groups, the first one on ties.
-  let best = -1;
-  let bestLen = 1;
-  for (let i = 0; i < 8; ) {
-    if (g[i] !== 0) { i++; continue; }
-    let j = i;
-    while (j < 8 && g[j] === 0) j++;
-    if (j - i > bestLen) { best = i; bestLen = j - i; }
-    i = j;
-  }
-  const hex = g.map((x) => x.toString(16));
-  if (best < 0) return hex.join(':');
-  return `${hex.slice(0, best).join(':')}::${hex.slice(best + bestLen).join(':')}`;
-}
-
-export function parseCidr(s: string): Cidr {
-  const m = /^([^/]+)\/(\d{1,3})$/.exec(s);
-  if (!m) throw new UsageError(`not a CIDR prefix: ${JSON.stringify(s)} (expected e.g. 10.77.0.0/16)`);
-  const { family, value } = parseIp(m[1]);
-  const prefix = Number(m[2]);
-  const bits = BITS[family];
-  if (prefix > bits) throw new UsageError(`prefix length ${prefix} too long in ${s}`);
-  const hostBits = BigInt(bits - prefix);
-  if (value & ((1n << hostBits) - 1n)) throw new UsageError(`${s} has host bits set`);
-  return { family, base: value, prefix };
-}
-
-export function formatCidr(c: Cidr): string {
-  return `${formatIp(c.family, c.base)}/${c.prefix}`;
-}
-
+/** How many subnets of length `subnetPrefix` the pool holds. */
 export function subnetCount(pool: Cidr, subnetPrefix: number): number {
-  return 2 ** (subnetPrefix - pool.prefix);
+  return 2 ** (subnetPrefix - pool.bits);
 }
 
+/** The `index`th subnet of length `subnetPrefix` in the pool. Throws RangeError past the pool. */
 export function subnetAt(pool: Cidr, subnetPrefix: number, index: number): Cidr {
   if (!Number.isInteger(index) || index < 0 || index >= subnetCount(pool, subnetPrefix)) {
     throw new RangeError(`subnet index ${index} out of range`);
   }
-  const size = 1n << BigInt(BITS[pool.family] - subnetPrefix);
-  return { family: pool.family, base: pool.base + BigInt(index) * size, prefix: subnetPrefix };
+  const family = pool.addr.family;
+  const size = 1n << BigInt(addrBits(family) - subnetPrefix);
+  return { addr: ipFromBigInt(ipToBigInt(pool.addr) + BigInt(index) * size, family), bits: subnetPrefix };
 }
 
-export function hostAt(subnet: Cidr, offset: number): bigint {
-  return subnet.base + BigInt(offset);
+/** The address `offset` places past the subnet's network address. */
+export function hostAt(subnet: Cidr, offset: number): IpAddr {
+  return ipFromBigInt(ipToBigInt(subnet.addr) + BigInt(offset), subnet.addr.family);
 }
 
 export interface IpamConfig {
@@ -112,15 +71,15 @@ export interface IpamPlan {
 }
 
 export function planIpam(cfg: IpamConfig = DEFAULT_IPAM): IpamPlan {
-  const v4 = parseCidr(cfg.v4Pool);
-  const v6 = parseCidr(cfg.v6Pool);
-  if (v4.family !== 4) throw new UsageError(`IPv4 pool ${cfg.v4Pool} is not IPv4`);
-  if (v6.family !== 6) throw new UsageError(`IPv6 pool ${cfg.v6Pool} is not IPv6`);
-  if (cfg.v4SubnetPrefix < v4.prefix || cfg.v4SubnetPrefix > 30) {
-    throw new UsageError(`IPv4 subnet /${cfg.v4SubnetPrefix} must be within the pool /${v4.prefix} and at most /30`);
+  const v4 = parsePool(cfg.v4Pool);
+  const v6 = parsePool(cfg.v6Pool);
+  if (v4.addr.family !== 4) throw new UsageError(`IPv4 pool ${cfg.v4Pool} is not IPv4`);
+  if (v6.addr.family !== 6) throw new UsageError(`IPv6 pool ${cfg.v6Pool} is not IPv6`);
+  if (cfg.v4SubnetPrefix < v4.bits || cfg.v4SubnetPrefix > 30) {
+    throw new UsageError(`IPv4 subnet /${cfg.v4SubnetPrefix} must be within the pool /${v4.bits} and at most /30`);
   }
-  if (cfg.v6SubnetPrefix < v6.prefix || cfg.v6SubnetPrefix > 120) {
-    throw new UsageError(`IPv6 subnet /${cfg.v6SubnetPrefix} must be within the pool /${v6.prefix} and at most /120`);
+  if (cfg.v6SubnetPrefix < v6.bits || cfg.v6SubnetPrefix > 120) {
+    throw new UsageError(`IPv6 subnet /${cfg.v6SubnetPrefix} must be within the pool /${v6.bits} and at most /120`);
   }
   const hostsV4 = 2 ** (32 - cfg.v4SubnetPrefix);
   return {
@@ -146,8 +105,8 @@ export interface PeerAddress {
 export function addressOf(plan: IpamPlan, subnetIndex: number, offset: number): PeerAddress {
   if (offset < plan.firstOffset || offset > plan.lastOffset) throw new RangeError(`host offset ${offset} out of range`);
   return {
-    ipv4: formatIp(4, hostAt(subnetAt(plan.v4, plan.v4SubnetPrefix, subnetIndex), offset)),
-    ipv6: formatIp(6, hostAt(subnetAt(plan.v6, plan.v6SubnetPrefix, subnetIndex), offset)),
+    ipv4: formatIp(hostAt(subnetAt(plan.v4, plan.v4SubnetPrefix, subnetIndex), offset)),
+    ipv6: formatIp(hostAt(subnetAt(plan.v6, plan.v6SubnetPrefix, subnetIndex), offset)),
     subnetIndex,
     offset,
   };

@@ -3,7 +3,8 @@
  * IpError with ip's own message quoted, so the user sees what the kernel said.
  */
 import { execa } from 'execa';
-import { LatticeError, PrerequisiteError } from '../errors.js';
+import { LatticeError, PrerequisiteError, UsageError } from '../errors.js';
+import { formatCidr, formatIp, parseCidr, parseIp } from '../net/addr.js';
 
 export const NETNS_DIR = '/var/run/netns';
 
@@ -139,10 +140,17 @@ export async function deleteLink(link: string, netns?: string): Promise<void> {
   await ip(['link', 'delete', 'dev', link], netns);
 }
 
+/**
+ * `ip addr add ADDR/LEN dev DEV` (host bits kept: "10.77.0.2/24" is an interface address). The text
+ * is read by src/net/addr.ts (no leading zeros, no zone, IPv4-mapped is IPv4) and passed on in its
+ * canonical form. Throws UsageError for text it refuses, IpError when `ip` fails.
+ */
 export async function addAddress(dev: string, cidr: string, netns?: string): Promise<void> {
+  const p = parseCidr(cidr, { hostBits: 'keep', bare: 'refuse' });
+  if (!p.ok) throw new UsageError(`"${cidr}" is not an address/prefix-length such as 10.77.0.2/32`);
   // nodad: the sandbox's v6 address must be usable at once; there is nobody else on a TUN to collide with.
-  const extra = cidr.includes(':') ? ['nodad'] : [];
-  await ip(['addr', 'add', cidr, 'dev', dev, ...extra], netns);
+  const extra = p.cidr.addr.family === 6 ? ['nodad'] : [];
+  await ip(['addr', 'add', formatCidr(p.cidr), 'dev', dev, ...extra], netns);
 }
 
 export async function setLinkUp(dev: string, opts: { mtu?: number } = {}, netns?: string): Promise<void> {
@@ -157,11 +165,21 @@ export interface RouteOptions {
   onlink?: boolean;
 }
 
-/** `ip route add DEST [via GW] dev DEV [onlink]`; the family follows DEST, or `via` for 'default'. */
+/**
+ * `ip route add DEST [via GW] dev DEV [onlink]`; the family follows DEST, or `via` for 'default'.
+ * DEST is a CIDR (host bits refused; a bare address is a host route) and GW an address, both read by
+ * src/net/addr.ts and passed on in canonical form. Throws UsageError for text it refuses, or a
+ * family mismatch; IpError when `ip` fails.
+ */
 export async function addRoute(dest: string | 'default', opts: RouteOptions, netns?: string): Promise<void> {
-  const v6 = dest === 'default' ? (opts.via ?? '').includes(':') : dest.includes(':');
-  const args = [v6 ? '-6' : '-4', 'route', 'add', dest];
-  if (opts.via !== undefined) args.push('via', opts.via);
+  const d = dest === 'default' ? undefined : parseCidr(dest);
+  if (d && !d.ok) throw new UsageError(`route destination "${dest}" is not a CIDR such as 10.77.0.0/16`);
+  const via = opts.via === undefined ? undefined : parseIp(opts.via);
+  if (opts.via !== undefined && !via) throw new UsageError(`route gateway "${opts.via}" is not an IP address`);
+  const family = d?.cidr.addr.family ?? via?.family ?? 4;
+  if (via && via.family !== family) throw new UsageError(`route gateway ${opts.via} is not of the family of ${dest}`);
+  const args = [family === 6 ? '-6' : '-4', 'route', 'add', d ? formatCidr(d.cidr) : 'default'];
+  if (via) args.push('via', formatIp(via));
   args.push('dev', opts.dev);
   if (opts.onlink) args.push('onlink');
   await ip(args, netns);

@@ -9,8 +9,8 @@
  *                                        default via fd77::1 dev <tun> onlink
  */
 import { createHash } from 'node:crypto';
-import { isIPv4, isIPv6 } from 'node:net';
 import { LatticeError, UsageError } from '../errors.js';
+import { formatCidr, formatIp, parseCidr, parseIp } from '../net/addr.js';
 import { createTunInNetns, type LinuxTun } from '../tun/linux.js';
 import { addAddress, addRoute, createNetns, deleteNetns, ip, listNetns, netnsPath, setLinkUp, validNetnsName } from './ip.js';
 
@@ -63,26 +63,35 @@ export function sandboxTunName(netnsName: string): string {
   return `lt${createHash('sha256').update(netnsName).digest('hex').slice(0, 12)}`;
 }
 
-function parseCidr(cidr: string): { addr: string; family: 4 | 6 } {
-  const [addr, len, extra] = cidr.split('/');
-  const family = isIPv4(addr) ? 4 : isIPv6(addr) ? 6 : 0;
-  const n = Number(len);
-  if (!family || extra !== undefined || len === undefined || !Number.isInteger(n) || n < 0 || n > (family === 4 ? 32 : 128)) {
-    throw new UsageError(`overlay address "${cidr}" is not an address/prefix-length`);
-  }
-  return { addr, family: family as 4 | 6 };
+/**
+ * An overlay address as "address/prefix-length" (host bits kept: it is an interface address), in
+ * the address module's canonical text; leading zeros, zones and a missing length are refused, and
+ * an IPv4-mapped address is the IPv4 one. Throws UsageError.
+ */
+function overlayAddress(cidr: string): { text: string; family: 4 | 6 } {
+  const p = parseCidr(cidr, { hostBits: 'keep', bare: 'refuse' });
+  if (!p.ok) throw new UsageError(`overlay address "${cidr}" is not an address/prefix-length`);
+  return { text: formatCidr(p.cidr), family: p.cidr.addr.family };
+}
+
+/** A gateway of `family` in canonical text, or undefined when absent, malformed or of the other family. */
+function gatewayOf(s: string | undefined, family: 4 | 6): string | undefined {
+  const a = s === undefined ? undefined : parseIp(s);
+  return a?.family === family ? formatIp(a) : undefined;
 }
 
 /** Create the sandbox's netns and TUN as drawn above. On failure nothing is left behind. */
 export async function setupSandboxNetwork(opts: SandboxNetworkOptions): Promise<SandboxNetwork> {
   const netnsName = sandboxNetnsName(opts.id, opts.prefix);
   const mtu = opts.mtu ?? DEFAULT_SANDBOX_MTU;
-  const addrs = opts.overlayAddrs.map(parseCidr);
+  const addrs = opts.overlayAddrs.map(overlayAddress);
   if (addrs.length === 0) throw new UsageError('a sandbox network needs at least one overlay address');
   const has4 = addrs.some((a) => a.family === 4);
   const has6 = addrs.some((a) => a.family === 6);
-  if (has4 && !(opts.gateway && isIPv4(opts.gateway))) throw new UsageError('an IPv4 overlay address needs an IPv4 gateway (runsc refuses a default route without one)');
-  if (has6 && !(opts.gateway6 && isIPv6(opts.gateway6))) throw new UsageError('an IPv6 overlay address needs an IPv6 gateway6');
+  const gateway = gatewayOf(opts.gateway, 4);
+  const gateway6 = gatewayOf(opts.gateway6, 6);
+  if (has4 && !gateway) throw new UsageError('an IPv4 overlay address needs an IPv4 gateway (runsc refuses a default route without one)');
+  if (has6 && !gateway6) throw new UsageError('an IPv6 overlay address needs an IPv6 gateway6');
 
   if ((await listNetns()).includes(netnsName)) {
     throw new SandboxNetworkError(`network namespace ${netnsName} already exists: another launcher owns sandbox ${opts.id}, or an orphan is left (reap it)`);
@@ -103,10 +112,10 @@ export async function setupSandboxNetwork(opts: SandboxNetworkOptions): Promise<
     // No kernel-made link-local address or router solicitations: the netns has nobody to talk to but
     // us, and every stray packet would show up on the launcher's fd.
     await ip(['link', 'set', 'dev', dev, 'addrgenmode', 'none'], netnsName);
-    for (const cidr of opts.overlayAddrs) await addAddress(dev, cidr, netnsName);
+    for (const a of addrs) await addAddress(dev, a.text, netnsName);
     await setLinkUp(dev, { mtu }, netnsName);
-    if (has4) await addRoute('default', { dev, via: opts.gateway, onlink: true }, netnsName);
-    if (has6) await addRoute('default', { dev, via: opts.gateway6, onlink: true }, netnsName);
+    if (has4) await addRoute('default', { dev, via: gateway, onlink: true }, netnsName);
+    if (has6) await addRoute('default', { dev, via: gateway6, onlink: true }, netnsName);
   } catch (err) {
     await teardown().catch(() => undefined);
     throw err;
