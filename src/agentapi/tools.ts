@@ -1,4 +1,4 @@
-import { isIP } from 'node:net';
+import { parseIp } from '../net/addr.js';
 import type { NatsConnection } from 'nats';
 import { LatticeError } from '../errors.js';
 import { AGENT_SUBJECTS, type DelegationReply } from '../controlplane/agentops.js';
@@ -66,7 +66,7 @@ export function buildTools(d: ToolDeps): Record<string, ToolImpl> {
 
     /** Would the launcher let a packet to ip:port/proto out? Answers from the policy; sends nothing. */
     [ToolName.CheckConnectivity]: async ({ args }) => {
-      if (typeof args.ip !== 'string' || !isIP(args.ip)) throw bad('ip must be an IPv4 or IPv6 address (resolve names first)');
+      if (typeof args.ip !== 'string' || !parseIp(args.ip)) throw bad('ip must be an IPv4 or IPv6 address (resolve names first)');
       const proto = (args.proto ?? EgressProto.Tcp) as EgressProto;
       if (!Object.values(EgressProto).includes(proto)) throw bad(`proto must be one of ${Object.values(EgressProto).join(', ')}`);
       const p = proto === EgressProto.Icmp ? Number(args.port ?? 0) : port(args.port);
