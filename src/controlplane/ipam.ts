@@ -70,6 +70,10 @@ export interface IpamPlan {
   readonly lastOffset: number;
 }
 
+/**
+ * Check an IPAM config (pools read by `parsePool`, subnets inside their pool, IPv4 subnets at most
+ * /30 and IPv6 at most /120) and derive its plan. Throws UsageError naming the fault.
+ */
 export function planIpam(cfg: IpamConfig = DEFAULT_IPAM): IpamPlan {
   const v4 = parsePool(cfg.v4Pool);
   const v6 = parsePool(cfg.v6Pool);
@@ -102,6 +106,7 @@ export interface PeerAddress {
   readonly offset: number;
 }
 
+/** The peer addresses at host `offset` of subnet `subnetIndex`, in canonical text. Throws RangeError out of range. */
 export function addressOf(plan: IpamPlan, subnetIndex: number, offset: number): PeerAddress {
   if (offset < plan.firstOffset || offset > plan.lastOffset) throw new RangeError(`host offset ${offset} out of range`);
   return {
@@ -112,6 +117,7 @@ export function addressOf(plan: IpamPlan, subnetIndex: number, offset: number): 
   };
 }
 
+/** Namespace subnet `index` in both families, as canonical CIDR text. Throws RangeError out of range. */
 export function namespaceSubnets(plan: IpamPlan, index: number): { v4: string; v6: string } {
   return {
     v4: formatCidr(subnetAt(plan.v4, plan.v4SubnetPrefix, index)),
@@ -132,6 +138,7 @@ export function candidateOrder(used: ReadonlySet<number>, first: number, last: n
   return [...free.slice(start), ...free.slice(0, start)];
 }
 
+/** No free subnet or address is left. Code EIPAM_EXHAUSTED. */
 export class IpamExhaustedError extends LatticeError {
   override readonly name = 'IpamExhaustedError';
   constructor(message: string) {

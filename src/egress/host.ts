@@ -53,6 +53,7 @@ export interface HostEgress {
   close(): Promise<void>;
 }
 
+/** The egress TUN's interface name for sandbox `id`: the prefix plus 12 hex of SHA-256(id), within IFNAMSIZ. */
 export function egressTunName(id: string): string {
   return `${EGRESS_TUN_PREFIX}${createHash('sha256').update(id).digest('hex').slice(0, 12)}`;
 }

@@ -71,6 +71,11 @@ function matcher(rules: PolicyRule[]): CompiledPolicy {
   return compile({ version: 1, mode: PolicyMode.enforce, egress: rules, ingress: [] });
 }
 
+/**
+ * Decides whether a flow reaches one of the host's own services (its addresses, the launcher's
+ * networks, ALWAYS_SPECIAL): such flows are denied unless an egress allow rule with
+ * `allowHostAccess` names the address. Pure: CIDR strings in, decisions out.
+ */
 export class HostServicesGuard {
   private readonly special: CompiledPolicy;
   private policy?: Policy;

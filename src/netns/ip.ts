@@ -6,8 +6,10 @@ import { execa } from 'execa';
 import { LatticeError, PrerequisiteError, UsageError } from '../errors.js';
 import { formatCidr, formatIp, parseCidr, parseIp } from '../net/addr.js';
 
+/** Where `ip netns` keeps the bind mounts of named network namespaces. */
 export const NETNS_DIR = '/var/run/netns';
 
+/** `ip` exited non-zero; `stderr` is its own message. Code EIP. */
 export class IpError extends LatticeError {
   override readonly name = 'IpError';
   constructor(
@@ -37,11 +39,13 @@ export function validNetnsName(name: string): boolean {
   return /^[A-Za-z0-9_.-]{1,64}$/.test(name) && name !== '.' && name !== '..';
 }
 
+/** The path of named netns `name` under NETNS_DIR. Throws LatticeError (EIP) for a name `ip netns` refuses. */
 export function netnsPath(name: string): string {
   if (!validNetnsName(name)) throw new LatticeError('EIP', `invalid netns name "${name}"`);
   return `${NETNS_DIR}/${name}`;
 }
 
+/** `ip netns add NAME`; returns its path. Throws IpError if it exists or `ip` fails. */
 export async function createNetns(name: string): Promise<string> {
   const path = netnsPath(name);
   await ip(['netns', 'add', name]);
@@ -100,6 +104,7 @@ export interface AddrInfo {
   prefixlen: number;
 }
 
+/** Addresses of every link in the current netns or in `netns` (`ip -j addr show`), as `ip` prints them. */
 export async function listAddresses(netns?: string): Promise<AddrInfo[]> {
   const out = await ip(['-j', 'addr', 'show'], netns);
   const raw = JSON.parse(out || '[]') as Array<{ ifname: string; addr_info?: Array<Record<string, unknown>> }>;
@@ -120,6 +125,7 @@ export interface RouteInfo {
   flags: string[];
 }
 
+/** Routes of one family in the main table (`ip -4|-6 -j route show`); `dst` is a CIDR, a bare address or 'default'. */
 export async function listRoutes(family: 4 | 6, netns?: string): Promise<RouteInfo[]> {
   const out = await ip([`-${family}`, '-j', 'route', 'show'], netns);
   const raw = JSON.parse(out || '[]') as Array<Record<string, unknown>>;
@@ -136,6 +142,7 @@ export async function moveLink(link: string, netns: string): Promise<void> {
   await ip(['link', 'set', 'dev', link, 'netns', netns]);
 }
 
+/** `ip link delete dev LINK`. Throws IpError when it does not exist. */
 export async function deleteLink(link: string, netns?: string): Promise<void> {
   await ip(['link', 'delete', 'dev', link], netns);
 }
@@ -153,6 +160,7 @@ export async function addAddress(dev: string, cidr: string, netns?: string): Pro
   await ip(['addr', 'add', formatCidr(p.cidr), 'dev', dev, ...extra], netns);
 }
 
+/** `ip link set dev DEV [mtu N] up`; `mtu` in bytes. */
 export async function setLinkUp(dev: string, opts: { mtu?: number } = {}, netns?: string): Promise<void> {
   const mtu = opts.mtu === undefined ? [] : ['mtu', String(opts.mtu)];
   await ip(['link', 'set', 'dev', dev, ...mtu, 'up'], netns);

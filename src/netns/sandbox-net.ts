@@ -42,6 +42,7 @@ export interface SandboxNetwork {
   teardown(): Promise<void>;
 }
 
+/** The sandbox network could not be set up (its netns exists already). Code ESANDBOXNET. */
 export class SandboxNetworkError extends LatticeError {
   override readonly name = 'SandboxNetworkError';
   constructor(message: string, options?: { cause?: unknown }) {
@@ -49,6 +50,7 @@ export class SandboxNetworkError extends LatticeError {
   }
 }
 
+/** The netns name of sandbox `id`: `prefix` + `id`. Throws UsageError when the id cannot name a netns. */
 export function sandboxNetnsName(id: string, prefix = SANDBOX_NETNS_PREFIX): string {
   const name = `${prefix}${id}`;
   if (!/^[A-Za-z0-9_.-]+$/.test(id) || !validNetnsName(name)) throw new UsageError(`sandbox id "${id}" cannot name a netns: use [A-Za-z0-9_.-], up to ${64 - prefix.length} characters`);

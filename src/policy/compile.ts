@@ -44,6 +44,7 @@ const P_UDP = 2;
 const P_ICMP = 4;
 const P_OTHER = 8;
 
+/** The rule-mask bit for an IP protocol number (6 TCP, 17 UDP, 1/58 ICMP/ICMPv6, anything else 'other'). */
 export function protoBit(protocol: number): number {
   return protocol === 6 ? P_TCP : protocol === 17 ? P_UDP : protocol === 1 || protocol === 58 ? P_ICMP : P_OTHER;
 }

@@ -160,6 +160,7 @@ export function cidrAllows(compiled: CompiledPolicy, addr: IpAddr, nowMs: number
   return false;
 }
 
+/** Whether a DNS name is allowed at `nowMs` (ms since the epoch): `domainDecision`'s effective verdict is allow. */
 export function domainAllowed(compiled: CompiledPolicy, name: string, nowMs: number): boolean {
   return domainDecision(compiled, name, nowMs).effective === 'allow';
 }

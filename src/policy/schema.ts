@@ -98,6 +98,7 @@ export class PolicyError extends LatticeError {
   }
 }
 
+/** One problem as one line: "path: what is wrong; what to do" ("(top)" for the document itself). */
 export function formatProblem(p: PolicyProblem): string {
   return `${p.path || '(top)'}: ${p.message}; ${p.fix}`;
 }
