@@ -14,7 +14,7 @@
  */
 import { createHmac, timingSafeEqual } from 'node:crypto';
 import { crc32 } from 'node:zlib';
-import { formatIpBytes, parseIpBytes } from '../net/addr.js';
+import { formatIpBytes, ipToBytes, parseEndpointAddress } from '../net/addr.js';
 
 export const MagicCookie = 0x2112a442;
 export const HeaderSize = 20;
@@ -170,8 +170,11 @@ function hmac(key: Uint8Array | string, data: Uint8Array): Uint8Array {
 }
 
 function xorAddress(a: TransportAddress, txid: Uint8Array): Uint8Array {
-  const ip = parseIpBytes(a.address);
-  if (!ip) throw new RangeError(`not an IP address: ${a.address}`);
+  // A UDP endpoint: a link-local sender's address comes with its zone (fe80::1%eth0), which the
+  // attribute has no room for (RFC 8489 14.2); the address bits are sent.
+  const ep = parseEndpointAddress(a.address);
+  if (!ep) throw new RangeError(`not an IP address: ${a.address}`);
+  const ip = ipToBytes(ep.addr);
   const v = new Uint8Array(4 + ip.length);
   v[1] = ip.length === 4 ? 0x01 : 0x02;
   v[2] = (a.port >> 8) ^ 0x21;

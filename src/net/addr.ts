@@ -13,9 +13,10 @@
  *     to inet_aton and decimal to others. Short forms ("10.1", "167772161") and hex ("0x0a.0.0.1") too.
  *     IPv6 groups may have leading zeros ("0fd7::1"): RFC 4291 allows 1 to 4 hex digits.
  *   - Zone ids ("fe80::1%eth0", RFC 4007): refused by `parseIp` and `parseCidr`, so by the policy, the
- *     allowed IPs, IPAM, the sandbox's addresses and routes, and STUN. The one place a zone is taken
- *     is a UDP endpoint (WireGuard `Endpoint = [fe80::1%eth0]:51820`), through `parseEndpointAddress`,
- *     because the socket needs the interface to reach a link-local peer.
+ *     allowed IPs, IPAM, the sandbox's addresses and routes. The one place a zone is taken is a UDP
+ *     endpoint, through `parseEndpointAddress`: WireGuard `Endpoint = [fe80::1%eth0]:51820` (the
+ *     socket needs the interface to reach a link-local peer) and the sender a STUN response is
+ *     encoded for (the attribute carries the address without the zone).
  *   - IPv4-mapped ("::ffff:1.2.3.4", RFC 4291 2.5.5.2): it names the IPv4 node 1.2.3.4. Wherever a
  *     range is configured (`parseCidr`: policy CIDRs, allowed IPs, IPAM pools, sandbox addresses),
  *     a mapped prefix of /96 or longer becomes the IPv4 prefix ("::ffff:10.0.0.0/120" is 10.0.0.0/24),
