@@ -1,4 +1,4 @@
-import { connect, type NatsConnection } from 'nats';
+import { connect } from 'nats';
 import type { Logger } from 'pino';
 import { LatticeError } from '../errors.js';
 import { statePaths } from '../state.js';
@@ -23,6 +23,7 @@ import { buildStatus, STATUS_FILE, type NatFlags } from './nat-status.js';
 import { join } from 'node:path';
 import type { SandboxNetwork } from './run.js';
 import { explainDenial } from './explain.js';
+import { Teardown } from './teardown.js';
 
 /** Keepalive towards peers: keeps NAT mappings open and lets a restarted peer find us again. */
 const PERSISTENT_KEEPALIVE_SEC = 25;
@@ -43,6 +44,11 @@ export interface EnrolledOptions {
   /** How often status.json is rewritten (ms). */
   statusIntervalMs?: number;
   log: Logger;
+  /**
+   * Called after each step has opened its resource (ENROLL_STEPS, then NETWORK_STEPS in the network
+   * hook). A throw (or rejection) fails the start at that point, as a real failure there would.
+   */
+  onStep?: (step: EnrollStep) => void | Promise<void>;
 }
 
 /** The enrolled side of `sandbox start`: identity, audit pipeline, directory watch and the network hook. */
@@ -78,35 +84,52 @@ export function effectivePolicy(raw: unknown, log: Logger): Policy {
   return denyAllPolicy().policy;
 }
 
+/**
+ * The steps of enrollAndPrepare and of its network hook, in order. Each one opens something that the
+ * failure path closes again; `onStep` observes them (progress logs, and tests that inject a failure
+ * after each one).
+ */
+export const ENROLL_STEPS = ['outbox', 'identity', 'connection', 'publisher', 'audit-log', 'watcher', 'revocation'] as const;
+export const NETWORK_STEPS = ['wireguard', 'nat', 'endpoint', 'agent-api', 'status'] as const;
+export type EnrollStep = (typeof ENROLL_STEPS)[number] | (typeof NETWORK_STEPS)[number];
+
+/**
+ * Enroll (or reuse the stored identity), connect to the control plane, start the audit pipeline and
+ * the directory watch, and return the network hook for the sandbox lifecycle.
+ *
+ * Every resource opened here (outbox lock, NATS connection, publisher, audit log file, watches) and in
+ * the network hook (netns, TUN, UDP socket, NAT connectivity, agent API socket, status timer) is
+ * registered on a Teardown as it is opened: a failure at any step closes all of them, last opened
+ * first, each bounded in time, and rethrows. On success `close()` of the result owns them.
+ * Errors: ESANDBOX_RUNNING (outbox of this name locked), EOUTBOX_FULL, ECP_UNREACHABLE, EREVOKED,
+ * and enrollment errors from obtainIdentity.
+ */
 export async function enrollAndPrepare(o: EnrolledOptions): Promise<Enrolled> {
   const { log } = o;
+  const step = async (name: EnrollStep) => o.onStep?.(name);
   // Every state subdirectory (credentials, outbox, ...) ours and closed to others, before anything is read or written.
   await assertStateDirs(o.stateDir);
   credentialsPath(o.stateDir, o.name); // validates the name before it names a directory
-  // Nothing is spent before the launcher knows it can run: the outbox of this name is taken (and checked
-  // for room) before a token is used, an address allocated or a connection opened. One outbox per agent
-  // name, so any number of agents share a state dir; a second launcher of the same name stops here.
-  let outbox: Outbox;
-  try {
-    outbox = await Outbox.open({ dir: statePaths(o.stateDir).outbox(o.name), logger: log });
-  } catch (err) {
-    if (err instanceof OutboxLockedError) {
-      throw new LatticeError('ESANDBOX_RUNNING', `agent ${o.name} already runs from this state dir (launcher pid ${err.pid}); stop it first, or give the new one another --name`, { cause: err });
+  const teardown = new Teardown(log);
+  return teardown.guard(async () => {
+    // Nothing is spent before the launcher knows it can run: the outbox of this name is taken (and checked
+    // for room) before a token is used, an address allocated or a connection opened. One outbox per agent
+    // name, so any number of agents share a state dir; a second launcher of the same name stops here.
+    const outbox = teardown.adopt(
+      'outbox',
+      await Outbox.open({ dir: statePaths(o.stateDir).outbox(o.name), logger: log }).catch((err: unknown) => {
+        if (err instanceof OutboxLockedError) {
+          throw new LatticeError('ESANDBOX_RUNNING', `agent ${o.name} already runs from this state dir (launcher pid ${err.pid}); stop it first, or give the new one another --name`, { cause: err });
+        }
+        throw err;
+      }),
+      (ob) => ob.close(),
+    );
+    if (outbox.isFull()) {
+      throw new LatticeError('EOUTBOX_FULL', 'the audit outbox is full, so no new sandbox starts (events would be lost); restore the NATS connection to the control plane and retry');
     }
-    throw err;
-  }
-  if (outbox.isFull()) {
-    await outbox.close();
-    throw new LatticeError('EOUTBOX_FULL', 'the audit outbox is full, so no new sandbox starts (events would be lost); restore the NATS connection to the control plane and retry');
-  }
-  let nc: NatsConnection | undefined;
-  const undo = async () => {
-    await Promise.allSettled([nc?.close()]);
-    await outbox.close();
-  };
-  let identity: Awaited<ReturnType<typeof obtainIdentity>>;
-  try {
-    identity = await obtainIdentity({
+    await step('outbox');
+    const identity = await obtainIdentity({
       stateDir: o.stateDir,
       name: o.name,
       controlPlaneUrl: o.controlPlaneUrl,
@@ -116,247 +139,252 @@ export async function enrollAndPrepare(o: EnrolledOptions): Promise<Enrolled> {
         return { privateKey, publicKey: publicKeyOf(defaultCrypto, privateKey) };
       },
     });
+    await step('identity');
     const url = o.controlPlaneUrl ?? identity.credentials.controlPlane.url;
-    try {
-      nc = await connect({ servers: url, name: `lattice-launcher-${o.name}`, maxReconnectAttempts: -1, ...natsUserOptions(identity.credentials.nats) });
-    } catch (err) {
-      throw new LatticeError('ECP_UNREACHABLE', `cannot reach the control plane at ${url}: ${(err as Error).message}; is it running (lattice control-plane start)?`, { cause: err });
-    }
-  } catch (err) {
-    await undo();
-    throw err;
-  }
-  const { credentials, reused } = identity;
-
-  // Audit: fsynced locally before it counts, then shipped to JetStream. With its own NATS user the
-  // launcher may publish only its own audit subjects and read only its inbox; the control plane creates
-  // the audit stream.
-  const publisher = new OutboxPublisher({ outbox, nc, logger: log, ...(credentials.nats ? { inboxPrefix: credentials.nats.inboxPrefix, ensureStream: false } : {}) });
-  publisher.start();
-  const local = o.auditLog ? ndjsonAuditSink(o.auditLog) : undefined;
-  const envelope = { agentId: credentials.agentId, namespace: credentials.namespace };
-  // Set once the network is up: denials of a peer's address say whose it is and what would allow it.
-  let explain: ((event: AuditEventDraft) => AuditEventDraft) | undefined;
-  const record = (raw: AuditEventDraft) => {
-    const event = explain ? explain(raw) : raw;
-    local?.(event);
-    outbox.append({ ...envelope, ...event } as AuditEventDraft).catch((err: unknown) => log.error({ err: (err as Error).message, type: event.type }, 'audit event not recorded'));
-  };
-
-  const watcher = DirectoryWatcher.forConnection(nc, {
-    namespace: credentials.namespace,
-    name: credentials.name,
-    publicKey: credentials.publicKey,
-    allowedNamespaces: credentials.allowedNamespaces,
-  });
-  const stopAll = async () => {
-    await Promise.allSettled([publisher.stop(), nc.close()]);
-    await outbox.close();
-  };
-  try {
-    await watcher.start();
-  } catch (err) {
-    await stopAll();
-    throw err;
-  }
-  let onRevoked!: () => void;
-  const revoked = new Promise<void>((r) => (onRevoked = r));
-  if (watcher.revoked) {
-    await stopAll();
-    throw new LatticeError('EREVOKED', `agent ${credentials.namespace}/${credentials.name} has been revoked; it cannot start again (enroll a new name with a new token)`);
-  }
-
-  let net: WgSandboxNetwork | undefined;
-  let agentApi: StartedAgentApi | undefined;
-  let currentPolicy: Policy | undefined;
-  let conn: PeerConnectivity | undefined;
-  /** Peers the NAT layer manages: same namespace (signalling subjects are per namespace), by name. */
-  let natPeers = new Map<string, string>();
-  const syncNatPeers = (peers: readonly Peer[]) => {
-    if (!conn) return;
-    const next = new Map(peers.filter((p) => p.namespace === credentials.namespace && p.publicKey !== credentials.publicKey).map((p) => [p.name, p.publicKey]));
-    for (const [name, key] of natPeers) if (next.get(name) !== key) conn.removePeer(name);
-    for (const [name, key] of next) if (natPeers.get(name) !== key) conn.addPeer(name, decodeKey(key));
-    natPeers = next;
-  };
-  const currentPeers = () => (watcher.peers.length > 0 ? watcher.peers : (credentials.peers ?? []));
-  const network = async (id: string, dir: string): Promise<SandboxNetwork> => {
-    const peers = currentPeers();
-    net = await wgSandboxNetwork({
-      iface: {
-        privateKey: decodeKey(credentials.privateKey),
-        addresses: [`${credentials.address.ipv4}/32`, `${credentials.address.ipv6}/128`],
-        listenPort: o.listenPort,
-      },
-      peers: peerConfigs(peers),
-      policy: (currentPolicy = effectivePolicy(watcher.policy ?? credentials.policy, log)),
-      policySource: { id: `ns:${credentials.namespace}`, version: 1 },
-      names: overlayNames(peers),
-      audit: record,
-      auditReady: () => !outbox.isFull(),
-      log,
-      natTraversal: o.nat !== undefined,
-      hostEgress: o.hostEgress,
-    })(id, dir);
-    if (o.nat) {
-      try {
-        conn = await createPeerConnectivity({
-          device: net.device,
-          bind: net.pathBind!,
-          nats: nc,
-          selfId: credentials.name,
-          namespace: credentials.namespace,
-          stunServers: o.nat.stunServers,
-          turnServers: o.nat.turnServers,
-          ice: o.nat.ice,
-          relayUrl: o.nat.relayUrl,
-          relayToken: o.nat.relayToken,
-        });
-      } catch (err) {
-        await net.close();
-        throw err;
-      }
-      syncNatPeers(peers);
-      log.info({ candidates: conn.candidates().length, stun: o.nat.stunServers.length, turn: o.nat.turnServers.length, relay: Boolean(o.nat.relayUrl) }, 'NAT traversal on');
-    }
-    await updateEndpoint({ nc, jwt: credentials.jwt, endpoint: `${o.advertiseHost ?? '127.0.0.1'}:${net.listenPort}` }).catch((err: unknown) =>
-      log.warn({ err: (err as Error).message }, 'could not publish our WireGuard endpoint; peers must initiate'),
+    const nc = teardown.adopt(
+      'connection',
+      await connect({ servers: url, name: `lattice-launcher-${o.name}`, maxReconnectAttempts: -1, ...natsUserOptions(identity.credentials.nats) }).catch((err: unknown) => {
+        throw new LatticeError('ECP_UNREACHABLE', `cannot reach the control plane at ${url}: ${(err as Error).message}; is it running (lattice control-plane start)?`, { cause: err });
+      }),
+      (c) => c.close(),
     );
+    await step('connection');
+    const { credentials, reused } = identity;
 
-    // The agent API: a Unix socket only this sandbox can reach; the channel itself is the identity.
-    const apiDir = join(dir, 'agentapi');
-    await mkdir(apiDir, { recursive: true, mode: 0o755 });
-    const live = net;
-    explain = (event) =>
-      explainDenial(
-        event,
-        overlayNames(currentPeers()).map(([name, addresses]) => ({ name, addresses })),
-        (remote, protocol, port) => live.pump.checkEgress(remote, protocol, port),
-      );
-    agentApi = await startAgentApi({
-      socketPath: join(apiDir, 'agent.sock'),
-      identity: {
-        agentId: credentials.agentId,
-        name: credentials.name,
-        namespace: credentials.namespace,
-        jwt: credentials.jwt,
-        jwtExpiresAt: credentials.jwtExpiresAt,
-        allowedTools: credentials.allowedTools,
-        allowedNamespaces: credentials.allowedNamespaces,
-        enforcement: credentials.modes.enforcement,
-      },
-      isRevoked: () => watcher.revoked !== undefined,
-      checkEgress: (ip, port, proto) => {
-        const remote = parseIp(ip);
-        if (!remote) return { verdict: 'deny', ruleId: 'invalid-address' };
-        const protocol = proto === 'tcp' ? 6 : proto === 'udp' ? 17 : remote.family === 4 ? 1 : 58;
-        const d = live.pump.checkEgress(remote, protocol, port);
-        return { verdict: d.wouldDeny ? 'would-deny' : d.verdict, ruleId: d.ruleId };
-      },
-      getPolicy: () => currentPolicy,
-      nc,
-      recordSpan: (draft) => outbox.append({ ...envelope, ...draft } as AuditEventDraft).then(() => undefined),
-      auditReady: () => !outbox.isFull(),
-      log,
+    // Audit: fsynced locally before it counts, then shipped to JetStream. With its own NATS user the
+    // launcher may publish only its own audit subjects and read only its inbox; the control plane creates
+    // the audit stream. Stopped before the connection closes (teardown is last-opened-first).
+    const publisher = new OutboxPublisher({ outbox, nc, logger: log, ...(credentials.nats ? { inboxPrefix: credentials.nats.inboxPrefix, ensureStream: false } : {}) });
+    publisher.start();
+    teardown.defer('publisher', () => publisher.stop());
+    await step('publisher');
+    const local = o.auditLog ? teardown.adopt('audit-log', ndjsonAuditSink(o.auditLog), (sink) => sink.close()) : undefined;
+    await step('audit-log');
+    const envelope = { agentId: credentials.agentId, namespace: credentials.namespace };
+    // Set once the network is up: denials of a peer's address say whose it is and what would allow it.
+    let explain: ((event: AuditEventDraft) => AuditEventDraft) | undefined;
+    const record = (raw: AuditEventDraft) => {
+      const event = explain ? explain(raw) : raw;
+      local?.(event);
+      outbox.append({ ...envelope, ...event } as AuditEventDraft).catch((err: unknown) => log.error({ err: (err as Error).message, type: event.type }, 'audit event not recorded'));
+    };
+
+    const watcher = DirectoryWatcher.forConnection(nc, {
+      namespace: credentials.namespace,
+      name: credentials.name,
+      publicKey: credentials.publicKey,
+      allowedNamespaces: credentials.allowedNamespaces,
     });
-    // status.json for `lattice sandbox status`: rewritten atomically every interval, removed on exit.
-    const statusPath = join(dir, STATUS_FILE);
-    let writing: Promise<void> | undefined;
-    const writeStatus = () => {
-      if (writing) return;
-      const doc = buildStatus({
-        id,
-        name: o.name,
-        agent: { namespace: credentials.namespace, name: credentials.name, address: `${credentials.address.ipv4},${credentials.address.ipv6}` },
-        now: Date.now(),
-        listenPort: live.listenPort,
-        directory: currentPeers(),
-        device: live.device.peerStatus(),
-        paths: conn?.status(),
-        candidates: conn?.candidates(),
-      });
-      writing = writeFileAtomic(statusPath, JSON.stringify(doc, null, 2) + '\n', 0o644)
-        .catch((err: unknown) => log.debug({ err: (err as Error).message }, 'status.json not written'))
-        .finally(() => (writing = undefined));
-    };
-    writeStatus();
-    const statusTimer = setInterval(writeStatus, o.statusIntervalMs ?? 1000);
-    statusTimer.unref();
-    return {
-      ...net,
-      mounts: [...(net.mounts ?? []), ...agentApiMounts(join(apiDir, 'agent.sock'))],
-      close: async () => {
-        clearInterval(statusTimer);
-        await writing;
-        await rm(statusPath, { force: true });
-        await conn?.close();
-        conn = undefined;
-        await agentApi?.close();
-        await live.close();
-      },
-    };
-  };
-
-  // Directory changes reach the live network within the watch latency: peers, names, policy, revocation.
-  let known = new Set<string>();
-  let knownNames = new Set<string>();
-  watcher.on('peers-changed', (peers) => {
-    if (!net) return;
-    const next = new Set(peers.map((p) => p.publicKey));
-    for (const key of known) if (!next.has(key)) net.device.removePeer(decodeKey(key));
-    // With NAT traversal the path layer owns the endpoints of known peers: a directory update must not
-    // move a peer back from the path it is on to its advertised (possibly private) address.
-    for (const p of peerConfigs(peers)) net.device.addPeer(conn && known.has(encodeKey(p.publicKey)) ? { ...p, endpoint: undefined } : p);
-    syncNatPeers(peers);
-    // A peer that left the directory stops resolving too.
-    const names = overlayNames(peers);
-    const current = new Set(names.map(([name]) => name));
-    for (const name of knownNames) if (!current.has(name)) net.directory.delete(name);
-    for (const [name, addrs] of names) net.directory.set(name, addrs);
-    knownNames = current;
-    known = next;
-    log.info({ peers: peers.length }, 'peers updated');
-  });
-  watcher.on('policy-changed', (policy) => {
-    if (!net) return;
-    currentPolicy = effectivePolicy(policy, log);
-    const { cut } = net.pump.setPolicy(currentPolicy);
-    log.warn({ cut }, 'policy updated by the control plane');
-  });
-  watcher.on('revoked', () => {
-    log.error({ agent: `${credentials.namespace}/${credentials.name}` }, 'agent revoked by the control plane: tearing the sandbox down');
-    // Stop carrying traffic at once, before the sandbox itself is stopped.
-    syncNatPeers([]);
-    if (net) for (const p of net.device.peerStatus()) net.device.removePeer(decodeKey(p.publicKey));
-    onRevoked();
-  });
-  known = new Set((watcher.peers.length > 0 ? watcher.peers : (credentials.peers ?? [])).map((p) => p.publicKey));
-  knownNames = new Set(overlayNames(watcher.peers.length > 0 ? watcher.peers : (credentials.peers ?? [])).map(([name]) => name));
-
-  return {
-    credentials,
-    reused,
-    network,
-    revoked,
-    record,
-    close: async () => {
+    teardown.defer('watcher', () => {
       watcher.removeAllListeners();
       watcher.stop();
-      // Shutdown must not hang on an unreachable control plane: whatever is not acknowledged
-      // stays in the outbox and is replayed by the next start.
-      await withDeadline(publisher.stop(), 3000);
-      await outbox.close();
-      local?.close();
-      await withDeadline(nc.close(), 2000);
-    },
-  };
-}
+    });
+    await watcher.start();
+    await step('watcher');
+    let onRevoked!: () => void;
+    const revoked = new Promise<void>((r) => (onRevoked = r));
+    if (watcher.revoked) {
+      throw new LatticeError('EREVOKED', `agent ${credentials.namespace}/${credentials.name} has been revoked; it cannot start again (enroll a new name with a new token)`);
+    }
+    await step('revocation');
 
-function withDeadline<T>(p: Promise<T>, ms: number): Promise<T | undefined> {
-  let timer: NodeJS.Timeout | undefined;
-  const deadline = new Promise<undefined>((resolve) => {
-    timer = setTimeout(() => resolve(undefined), ms);
-    timer.unref();
+    let net: WgSandboxNetwork | undefined;
+      let currentPolicy: Policy | undefined;
+    let conn: PeerConnectivity | undefined;
+    /** Peers the NAT layer manages: same namespace (signalling subjects are per namespace), by name. */
+    let natPeers = new Map<string, string>();
+    const syncNatPeers = (peers: readonly Peer[]) => {
+      if (!conn) return;
+      const next = new Map(peers.filter((p) => p.namespace === credentials.namespace && p.publicKey !== credentials.publicKey).map((p) => [p.name, p.publicKey]));
+      for (const [name, key] of natPeers) if (next.get(name) !== key) conn.removePeer(name);
+      for (const [name, key] of next) if (natPeers.get(name) !== key) conn.addPeer(name, decodeKey(key));
+      natPeers = next;
+    };
+    const currentPeers = () => (watcher.peers.length > 0 ? watcher.peers : (credentials.peers ?? []));
+    const network = async (id: string, dir: string): Promise<SandboxNetwork> => {
+      const netTeardown = new Teardown(log);
+      return netTeardown.guard(async () => {
+        const peers = currentPeers();
+        const live = netTeardown.adopt(
+          'wireguard',
+          await wgSandboxNetwork({
+            iface: {
+              privateKey: decodeKey(credentials.privateKey),
+              addresses: [`${credentials.address.ipv4}/32`, `${credentials.address.ipv6}/128`],
+              listenPort: o.listenPort,
+            },
+            peers: peerConfigs(peers),
+            policy: (currentPolicy = effectivePolicy(watcher.policy ?? credentials.policy, log)),
+            policySource: { id: `ns:${credentials.namespace}`, version: 1 },
+            names: overlayNames(peers),
+            audit: record,
+            auditReady: () => !outbox.isFull(),
+            log,
+            natTraversal: o.nat !== undefined,
+            hostEgress: o.hostEgress,
+          })(id, dir),
+          (n) => n.close(),
+        );
+        netTeardown.defer('wireguard-ref', () => {
+          net = undefined;
+        });
+        net = live;
+        await step('wireguard');
+        if (o.nat) {
+          conn = netTeardown.adopt(
+            'nat',
+            await createPeerConnectivity({
+              device: live.device,
+              bind: live.pathBind!,
+              nats: nc,
+              selfId: credentials.name,
+              namespace: credentials.namespace,
+              stunServers: o.nat.stunServers,
+              turnServers: o.nat.turnServers,
+              ice: o.nat.ice,
+              relayUrl: o.nat.relayUrl,
+              relayToken: o.nat.relayToken,
+            }),
+            async (c) => {
+              conn = undefined;
+              natPeers = new Map();
+              await c.close();
+            },
+          );
+          syncNatPeers(peers);
+          log.info({ candidates: conn.candidates().length, stun: o.nat.stunServers.length, turn: o.nat.turnServers.length, relay: Boolean(o.nat.relayUrl) }, 'NAT traversal on');
+        }
+        await step('nat');
+        await updateEndpoint({ nc, jwt: credentials.jwt, endpoint: `${o.advertiseHost ?? '127.0.0.1'}:${live.listenPort}` }).catch((err: unknown) =>
+          log.warn({ err: (err as Error).message }, 'could not publish our WireGuard endpoint; peers must initiate'),
+        );
+        await step('endpoint');
+
+        // The agent API: a Unix socket only this sandbox can reach; the channel itself is the identity.
+        const apiDir = join(dir, 'agentapi');
+        await mkdir(apiDir, { recursive: true, mode: 0o755 });
+        explain = (event) =>
+          explainDenial(
+            event,
+            overlayNames(currentPeers()).map(([name, addresses]) => ({ name, addresses })),
+            (remote, protocol, port) => live.pump.checkEgress(remote, protocol, port),
+          );
+        netTeardown.defer('explain', () => (explain = undefined));
+        netTeardown.adopt(
+          'agent-api',
+          await startAgentApi({
+            socketPath: join(apiDir, 'agent.sock'),
+            identity: {
+              agentId: credentials.agentId,
+              name: credentials.name,
+              namespace: credentials.namespace,
+              jwt: credentials.jwt,
+              jwtExpiresAt: credentials.jwtExpiresAt,
+              allowedTools: credentials.allowedTools,
+              allowedNamespaces: credentials.allowedNamespaces,
+              enforcement: credentials.modes.enforcement,
+            },
+            isRevoked: () => watcher.revoked !== undefined,
+            checkEgress: (ip, port, proto) => {
+              const remote = parseIp(ip);
+              if (!remote) return { verdict: 'deny', ruleId: 'invalid-address' };
+              const protocol = proto === 'tcp' ? 6 : proto === 'udp' ? 17 : remote.family === 4 ? 1 : 58;
+              const d = live.pump.checkEgress(remote, protocol, port);
+              return { verdict: d.wouldDeny ? 'would-deny' : d.verdict, ruleId: d.ruleId };
+            },
+            getPolicy: () => currentPolicy,
+            nc,
+            recordSpan: (draft) => outbox.append({ ...envelope, ...draft } as AuditEventDraft).then(() => undefined),
+            auditReady: () => !outbox.isFull(),
+            log,
+          }),
+          (api: StartedAgentApi) => api.close(),
+        );
+        await step('agent-api');
+        // status.json for `lattice sandbox status`: rewritten atomically every interval, removed on exit.
+        const statusPath = join(dir, STATUS_FILE);
+        let writing: Promise<void> | undefined;
+        const writeStatus = () => {
+          if (writing) return;
+          const doc = buildStatus({
+            id,
+            name: o.name,
+            agent: { namespace: credentials.namespace, name: credentials.name, address: `${credentials.address.ipv4},${credentials.address.ipv6}` },
+            now: Date.now(),
+            listenPort: live.listenPort,
+            directory: currentPeers(),
+            device: live.device.peerStatus(),
+            paths: conn?.status(),
+            candidates: conn?.candidates(),
+          });
+          writing = writeFileAtomic(statusPath, JSON.stringify(doc, null, 2) + '\n', 0o644)
+            .catch((err: unknown) => log.debug({ err: (err as Error).message }, 'status.json not written'))
+            .finally(() => (writing = undefined));
+        };
+        const statusTimer = setInterval(writeStatus, o.statusIntervalMs ?? 1000);
+        statusTimer.unref();
+        netTeardown.defer('status', async () => {
+          clearInterval(statusTimer);
+          await writing;
+          await rm(statusPath, { force: true });
+        });
+        writeStatus();
+        await step('status');
+        const owned = netTeardown.move();
+        return {
+          ...live,
+          mounts: [...(live.mounts ?? []), ...agentApiMounts(join(apiDir, 'agent.sock'))],
+          close: () => owned.close(),
+        };
+      });
+    };
+
+    // Directory changes reach the live network within the watch latency: peers, names, policy, revocation.
+    let known = new Set<string>();
+    let knownNames = new Set<string>();
+    watcher.on('peers-changed', (peers) => {
+      if (!net) return;
+      const next = new Set(peers.map((p) => p.publicKey));
+      for (const key of known) if (!next.has(key)) net.device.removePeer(decodeKey(key));
+      // With NAT traversal the path layer owns the endpoints of known peers: a directory update must not
+      // move a peer back from the path it is on to its advertised (possibly private) address.
+      for (const p of peerConfigs(peers)) net.device.addPeer(conn && known.has(encodeKey(p.publicKey)) ? { ...p, endpoint: undefined } : p);
+      syncNatPeers(peers);
+      // A peer that left the directory stops resolving too.
+      const names = overlayNames(peers);
+      const current = new Set(names.map(([name]) => name));
+      for (const name of knownNames) if (!current.has(name)) net.directory.delete(name);
+      for (const [name, addrs] of names) net.directory.set(name, addrs);
+      knownNames = current;
+      known = next;
+      log.info({ peers: peers.length }, 'peers updated');
+    });
+    watcher.on('policy-changed', (policy) => {
+      if (!net) return;
+      currentPolicy = effectivePolicy(policy, log);
+      const { cut } = net.pump.setPolicy(currentPolicy);
+      log.warn({ cut }, 'policy updated by the control plane');
+    });
+    watcher.on('revoked', () => {
+      log.error({ agent: `${credentials.namespace}/${credentials.name}` }, 'agent revoked by the control plane: tearing the sandbox down');
+      // Stop carrying traffic at once, before the sandbox itself is stopped.
+      syncNatPeers([]);
+      if (net) for (const p of net.device.peerStatus()) net.device.removePeer(decodeKey(p.publicKey));
+      onRevoked();
+    });
+    known = new Set((watcher.peers.length > 0 ? watcher.peers : (credentials.peers ?? [])).map((p) => p.publicKey));
+    knownNames = new Set(overlayNames(watcher.peers.length > 0 ? watcher.peers : (credentials.peers ?? [])).map(([name]) => name));
+
+    const owned = teardown.move();
+    return {
+      credentials,
+      reused,
+      network,
+      revoked,
+      record,
+      // Shutdown must not hang on an unreachable control plane: each step is bounded (Teardown), and
+      // whatever is not acknowledged stays in the outbox and is replayed by the next start.
+      close: owned.close.bind(owned),
+    };
   });
-  return Promise.race([p.catch(() => undefined), deadline]).finally(() => clearTimeout(timer));
 }

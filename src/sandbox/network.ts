@@ -17,6 +17,7 @@ import { MapDirectory } from '../dataplane/dns.js';
 import { formatIp, parseIp, type IpAddr, type Policy } from '../policy/index.js';
 import { openHostEgress } from '../egress/host.js';
 import type { SandboxNetwork } from './run.js';
+import { Teardown } from './teardown.js';
 
 /**
  * The next hops of the sandbox's default routes. A TUN has no link layer, so nothing ever answers
@@ -89,73 +90,70 @@ export function wgSandboxNetwork(opts: WgNetworkOptions): (id: string, dir: stri
     const mtu = opts.iface.mtu ?? 1420;
     const v4 = addrs.find((a) => a.family === 4);
     if (opts.hostEgress && !v4) throw new LatticeError('EWGCONFIG', 'host egress needs an IPv4 Address in the WireGuard config (host egress is IPv4 only)');
-    const egress = opts.hostEgress ? await openHostEgress({ id, log: opts.log, address: formatIp(v4!) }) : undefined;
-    let net;
-    try {
-      net = await setupSandboxNetwork({ id, overlayAddrs: cidrs, gateway: SANDBOX_GATEWAY, gateway6: SANDBOX_GATEWAY6, mtu });
-    } catch (err) {
-      await egress?.close();
-      throw err;
-    }
-    let bind: Bind | undefined;
-    let pathBind: PathBind | undefined;
-    try {
-      bind = await UdpBind.open({ port: opts.iface.listenPort ?? 0 });
+    // Each piece is registered as it is opened: a failure at any later step closes what is open.
+    const t = new Teardown(opts.log);
+    return t.guard(async () => {
+      const egress = opts.hostEgress ? t.adopt('host-egress', await openHostEgress({ id, log: opts.log, address: formatIp(v4!) }), (e) => e.close()) : undefined;
+      const net = t.adopt(
+        'netns',
+        await setupSandboxNetwork({ id, overlayAddrs: cidrs, gateway: SANDBOX_GATEWAY, gateway6: SANDBOX_GATEWAY6, mtu }),
+        (n) => n.teardown(),
+      );
+      let bind: Bind;
+      let pathBind: PathBind | undefined;
+      try {
+        bind = await UdpBind.open({ port: opts.iface.listenPort ?? 0 });
+      } catch (err) {
+        throw new LatticeError('EWGBIND', `cannot bind WireGuard UDP port ${opts.iface.listenPort ?? 0}: ${(err as Error).message}; pick another ListenPort`, { cause: err });
+      }
       if (opts.natTraversal) bind = pathBind = createPathBind(bind);
-    } catch (err) {
-      await net.teardown();
-      await egress?.close();
-      throw new LatticeError('EWGBIND', `cannot bind WireGuard UDP port ${opts.iface.listenPort ?? 0}: ${(err as Error).message}; pick another ListenPort`, { cause: err });
-    }
-    const device = new Device({ privateKey: opts.iface.privateKey, bind, clock, mtu });
-    for (const p of opts.peers) device.addPeer(p);
-    const directory = new MapDirectory(opts.names ?? []);
-    const pump = new Pump({
-      tun: net.tun,
-      device,
-      clock,
-      addresses: addrs,
-      resolverAddresses: [parseIp(SANDBOX_RESOLVER)!],
-      policy: opts.policy,
-      policySource: opts.policySource,
-      directory,
-      resolveUpstream: opts.resolveUpstream ?? systemResolver(),
-      audit: opts.audit,
-      auditReady: opts.auditReady,
-      sandboxId: id,
-      ...(egress && { hostEgress: { tun: egress.tun, vet: egress.guard.vet.bind(egress.guard) } }),
-    });
-    pump.start();
-    device.up({ tickMs: 100 });
-    const ticker = setInterval(() => pump.tick(), 1000);
-    ticker.unref();
-
-    const resolvConf = join(dir, 'resolv.conf');
-    await writeFileAtomic(resolvConf, `nameserver ${SANDBOX_RESOLVER}\noptions ndots:1 timeout:2 attempts:2\n`, 0o644);
-    opts.log.info({ id, netns: net.netnsName, addresses: cidrs, port: bind.port, natTraversal: Boolean(pathBind), hostEgress: Boolean(egress) }, 'sandbox network up');
-
-    let closed = false;
-    return {
-      mode: 'sandbox',
-      netnsName: net.netnsName,
-      netnsPath: net.netnsPath,
-      address: cidrs.join(','),
-      mounts: [{ destination: '/etc/resolv.conf', type: 'bind', source: resolvConf, options: ['rbind', 'ro'] }],
-      pump,
-      device,
-      directory,
-      listenPort: bind.port,
-      pathBind,
-      close: async () => {
-        if (closed) return;
-        closed = true;
+      // The device owns the bind from here: Device.close() closes it.
+      const device = t.adopt('device', new Device({ privateKey: opts.iface.privateKey, bind, clock, mtu }), (d) => d.close());
+      for (const p of opts.peers) device.addPeer(p);
+      const directory = new MapDirectory(opts.names ?? []);
+      const pump = new Pump({
+        tun: net.tun,
+        device,
+        clock,
+        addresses: addrs,
+        resolverAddresses: [parseIp(SANDBOX_RESOLVER)!],
+        policy: opts.policy,
+        policySource: opts.policySource,
+        directory,
+        resolveUpstream: opts.resolveUpstream ?? systemResolver(),
+        audit: opts.audit,
+        auditReady: opts.auditReady,
+        sandboxId: id,
+        ...(egress && { hostEgress: { tun: egress.tun, vet: egress.guard.vet.bind(egress.guard) } }),
+      });
+      pump.start();
+      device.up({ tickMs: 100 });
+      const ticker = setInterval(() => pump.tick(), 1000);
+      ticker.unref();
+      t.defer('pump', () => {
         clearInterval(ticker);
         pump.tick(Number.MAX_SAFE_INTEGER); // close every flow: flow.closed lines for all of them
-        await device.close();
-        await net.teardown();
-        await egress?.close();
-      },
-    };
+      });
+
+      const resolvConf = join(dir, 'resolv.conf');
+      await writeFileAtomic(resolvConf, `nameserver ${SANDBOX_RESOLVER}\noptions ndots:1 timeout:2 attempts:2\n`, 0o644);
+      opts.log.info({ id, netns: net.netnsName, addresses: cidrs, port: bind.port, natTraversal: Boolean(pathBind), hostEgress: Boolean(egress) }, 'sandbox network up');
+
+      const owned = t.move();
+      return {
+        mode: 'sandbox' as const,
+        netnsName: net.netnsName,
+        netnsPath: net.netnsPath,
+        address: cidrs.join(','),
+        mounts: [{ destination: '/etc/resolv.conf', type: 'bind', source: resolvConf, options: ['rbind', 'ro'] }],
+        pump,
+        device,
+        directory,
+        listenPort: bind.port,
+        pathBind,
+        close: () => owned.close(),
+      };
+    });
   };
 }
 
