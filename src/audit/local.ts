@@ -13,5 +13,13 @@ export function ndjsonAuditSink(file: string, base: Record<string, unknown> = {}
   const dest = pino.destination({ dest: file, sync: true, mkdir: true });
   const log = pino({ base, timestamp: pino.stdTimeFunctions.isoTime }, dest);
   const sink = (event: AuditEventDraft) => log.info(event);
-  return Object.assign(sink, { close: () => dest.flushSync() });
+  /** Flush what is buffered and close the file; resolves once the descriptor is closed. */
+  let closed: Promise<void> | undefined;
+  const close = () =>
+    (closed ??= new Promise<void>((resolve) => {
+      dest.once('close', () => resolve());
+      dest.flushSync();
+      dest.end();
+    }));
+  return Object.assign(sink, { close });
 }
