@@ -7,12 +7,14 @@ import { globalOpts } from './run.js';
 
 // Heavy modules load inside the actions: every command pays only for what it uses.
 const sandboxModules = async () => {
-  const [{ SandboxRegistry, isLauncherAlive }, { collectOrphans }, { Runsc }] = await Promise.all([
-    import('../sandbox/registry.js'),
-    import('../sandbox/gc.js'),
-    import('../runsc/client.js'),
-  ]);
-  return { SandboxRegistry, isLauncherAlive, collectOrphans, Runsc };
+  const [{ SandboxRegistry, isLauncherAlive }, { collectOrphans }] = await Promise.all([import('../sandbox/registry.js'), import('../sandbox/gc.js')]);
+  return { SandboxRegistry, isLauncherAlive, collectOrphans };
+};
+
+/** How gc removes a record of each engine; the Docker client loads only when a Docker record is met. */
+const cleaners: import('../sandbox/gc.js').EngineCleaners = {
+  runsc: async () => (await import('../sandbox/run.js')).removeRunscRecord,
+  docker: async () => (await import('../docker/engine.js')).dockerRecordCleaner(),
 };
 
 const collect = (v: string, prev: string[]) => [...prev, v];
@@ -101,6 +103,7 @@ export function registerSandbox(program: Command): void {
       const { prepareProcess } = await import('../sandbox/prepare.js');
       const proc = await prepareProcess(processFlags(cmd, o), stateDir);
       process.exitCode = await runSandbox({
+        cleaners,
         stateDir,
         network: networkFor,
         name: o.name as string | undefined,
@@ -175,6 +178,7 @@ export function registerSandbox(program: Command): void {
     console.error(`lattice: ${enrolled.reused ? 'reusing' : 'enrolled'} ${c.namespace}/${c.name} at ${c.address.ipv4} (${c.address.ipv6})`);
     try {
       process.exitCode = await runSandbox({
+        cleaners,
         stateDir,
         name: o.name as string,
         ...proc,
@@ -199,9 +203,9 @@ export function registerSandbox(program: Command): void {
     .description('list sandboxes lattice started (orphans of dead launchers are removed first)')
     .option('--json', 'print JSON')
     .action(async (o: { json?: boolean }, command: Command) => {
-      const { SandboxRegistry, isLauncherAlive, collectOrphans, Runsc } = await sandboxModules();
+      const { SandboxRegistry, isLauncherAlive, collectOrphans } = await sandboxModules();
       const registry = new SandboxRegistry(resolveStateDir(globalOpts(command).stateDir));
-      await collectOrphans(registry, (r) => new Runsc({ root: r.runscRoot }));
+      await collectOrphans(registry, cleaners);
       const rows = (await registry.list()).map((r) => ({
         id: r.id,
         name: r.name,
@@ -256,12 +260,12 @@ export function registerSandbox(program: Command): void {
     .argument('<sandbox...>', 'sandbox ids or names (see lattice sandbox ls)')
     .option('--json', 'print JSON')
     .action(async (which: string[], o: { json?: boolean }, command: Command) => {
-      const { SandboxRegistry, isLauncherAlive, Runsc } = await sandboxModules();
+      const { SandboxRegistry, isLauncherAlive } = await sandboxModules();
       const { pickForRemoval, removeSandboxResources } = await import('../sandbox/gc.js');
       const registry = new SandboxRegistry(resolveStateDir(globalOpts(command).stateDir));
       const picked = pickForRemoval(await registry.list(), which, isLauncherAlive);
       for (const r of picked) {
-        await removeSandboxResources(r, new Runsc({ root: r.runscRoot }));
+        await removeSandboxResources(r, cleaners);
         await registry.remove(r.id);
       }
       const removed = picked.map((r) => r.id);
@@ -272,11 +276,14 @@ export function registerSandbox(program: Command): void {
     .command('gc')
     .description('remove containers, networks and bundles whose launcher is gone (with --kept: also those kept with --keep)')
     .option('--kept', 'also remove finished sandboxes kept with --keep')
+    .option('--docker', 'also remove every lattice-labelled Docker container whose launcher is gone, whatever state dir made it')
     .option('--json', 'print JSON')
-    .action(async (o: { json?: boolean; kept?: boolean }, command: Command) => {
-      const { SandboxRegistry, collectOrphans, Runsc } = await sandboxModules();
+    .action(async (o: { json?: boolean; kept?: boolean; docker?: boolean }, command: Command) => {
+      const { SandboxRegistry, collectOrphans } = await sandboxModules();
       const registry = new SandboxRegistry(resolveStateDir(globalOpts(command).stateDir));
-      const { removed } = await collectOrphans(registry, (r) => new Runsc({ root: r.runscRoot }), { kept: o.kept });
+      const { removed } = await collectOrphans(registry, cleaners, { kept: o.kept });
+      // Containers of dead launchers that no record of this state dir names (another state dir, a lost record).
+      if (o.docker) removed.push(...(await import('../docker/engine.js').then((m) => m.reapDockerOrphans())));
       if (o.json) console.log(JSON.stringify({ removed }));
       else console.log(removed.length ? `removed ${removed.join(' ')}` : 'nothing to remove');
     });

@@ -18,12 +18,10 @@ import { LatticeError, PrerequisiteError, UsageError, errorMessage } from '../er
 import { writeFileAtomic } from '../fsutil.js';
 import type { OciMount } from '../oci/spec.js';
 import { COMPAT_WRAPPER } from '../runsc/compat.js';
-import { collectOrphans } from '../sandbox/gc.js';
-import { SandboxRegistry, ownedByThisLauncher, processStartTicks, type SandboxRecord } from '../sandbox/registry.js';
-import { newSandboxId, type SandboxNetwork } from '../sandbox/run.js';
-import { stopOnSignals, DEFAULT_STOP_GRACE_MS } from '../sandbox/signals.js';
-import { Runsc } from '../runsc/client.js';
-import { statePaths } from '../state.js';
+import type { RecordCleaner } from '../sandbox/gc.js';
+import { hostnameOf, runLifecycle, type LifecycleOptions, type RunningSandbox, type SandboxEngine, type SandboxNetwork } from '../sandbox/lifecycle.js';
+import { processStartTicks, type SandboxRecord } from '../sandbox/registry.js';
+import { removeRunscRecord } from '../sandbox/run.js';
 import { DOCKER_RUNTIME_ARGS, DOCKER_RUNTIME_NAME, installDockerRuntime, sameRuntime, type RuntimeEntry } from './runtime.js';
 
 /** Where the wrapper (runsc/lattice-runsc, join_lattice_netns) looks for a container's netns. */
@@ -45,9 +43,8 @@ export class DockerEngineError extends LatticeError {
   }
 }
 
-export interface RunInDockerOptions {
-  stateDir: string;
-  name?: string;
+/** The image and process of a Docker sandbox: shared by the run options and the container's create request. */
+export interface DockerProcess {
   /** An image in the local Docker engine (docker load / import / build it first). */
   image: string;
   /** Replaces the image's Cmd (the image's Entrypoint stays unless `entrypoint` is given). */
@@ -61,21 +58,21 @@ export interface RunInDockerOptions {
   user?: string | { uid: number; gid: number };
   /** Capabilities to grant (everything else is dropped): CAP_NET_RAW or NET_RAW. */
   capabilities?: string[];
-  keep?: boolean;
-  /** Builds the sandbox network once the id and directory are known; default: no network at all. */
-  network?: (id: string, dir: string) => Promise<SandboxNetwork>;
-  mounts?: OciMount[];
-  log: Logger;
-  /** Called once the container runs. */
-  onStarted?: (info: DockerSandboxInfo) => void;
-  /** Grace period between the forwarded signal and SIGKILL. */
-  stopGraceMs?: number;
-  /** Size of the writable /tmp (the root filesystem is read-only). */
+  /** Size of the writable /tmp (the root filesystem is read-only), Docker's size syntax (default 64m). */
   tmpfsSize?: string;
+}
+
+/** What DockerEngine takes besides the process: where stdio goes and which engine. */
+export interface DockerEngineOptions extends DockerProcess {
   /** Default: process streams; stdin is attached only when it is not a terminal. null: no stdin. */
   stdio?: { stdin?: Readable | null; stdout?: Writable; stderr?: Writable };
   /** Default: the local engine at /var/run/docker.sock. */
   docker?: Docker;
+}
+
+export interface RunInDockerOptions extends Omit<LifecycleOptions, 'onStarted'>, DockerEngineOptions {
+  /** Called once the container runs. */
+  onStarted?: (info: DockerSandboxInfo) => void;
 }
 
 export interface DockerSandboxInfo {
@@ -114,26 +111,15 @@ export function dockerCapability(cap: string): string {
   return c.startsWith('CAP_') ? c : `CAP_${c}`;
 }
 
-/** Docker accepts [a-zA-Z0-9][a-zA-Z0-9_.-] hostnames up to 63 characters, like runSandbox's. */
-export function hostnameOf(name: string): string {
-  return name.replace(/[^A-Za-z0-9-]/g, '-').slice(0, 63).replace(/^-+|-+$/g, '') || 'sandbox';
-}
-
-export interface CreateInput {
+/** The container's create request in lattice's terms: the process, plus what the lifecycle decided. */
+export interface CreateInput extends DockerProcess {
   id: string;
   name: string;
-  image: string;
-  cmd?: string[];
-  entrypoint?: string | string[];
-  env?: string[];
-  cwd?: string;
-  user?: string | { uid: number; gid: number };
-  capabilities?: string[];
   mounts?: OciMount[];
   /** Attach the caller's stdin (OpenStdin + StdinOnce). */
   stdin: boolean;
-  tmpfsSize?: string;
   launcher: { pid: number; startTicks: number };
+  /** Docker runtime name (default lattice-runsc). */
   runtime?: string;
 }
 
@@ -257,118 +243,141 @@ export async function reapDockerOrphans(
 }
 
 /**
- * Run the image's process (with the overrides) as a Docker container under lattice-runsc and return
- * its exit code. stdio passes through; SIGINT/SIGTERM stop the container; the container, its network
- * and its record are removed afterwards unless keep is set (then only the network goes).
+ * gc's cleaner for Docker records: the record's own container (by id, else by name) and its netns
+ * mapping file. Other containers, orphaned or not, are left alone: `lattice gc --docker` reaps those.
  */
-export async function runInDocker(opts: RunInDockerOptions): Promise<number> {
-  const { log } = opts;
-  const docker = opts.docker ?? new Docker();
-  await connect(docker);
-  await ensureDockerRuntime(docker);
-
-  const reaped = await reapDockerOrphans(undefined, { docker });
-  const registry = new SandboxRegistry(opts.stateDir);
-  const paths = statePaths(opts.stateDir);
-  const gc = await collectOrphans(registry, (r) => new Runsc({ root: r.runscRoot }));
-  if (reaped.length || gc.removed.length) log.info({ removed: [...new Set([...reaped, ...gc.removed])] }, 'removed orphaned sandboxes');
-
-  const id = newSandboxId();
-  const dir = registry.dirOf(id);
-  const name = opts.name ?? id;
-  // The shared registry keeps gc and `sandbox ls` aware of this sandbox (its netns and directory).
-  const record: SandboxRecord = {
-    id,
-    name,
-    engine: 'docker',
-    ...ownedByThisLauncher(),
-    runscRoot: paths.runscRoot,
-    bundleDir: dir,
-    rootfs: `docker-image:${opts.image}`,
-    args: opts.cmd ?? [],
-    image: opts.image,
+export function dockerRecordCleaner(opts: { docker?: Docker; mapDir?: string } = {}): RecordCleaner {
+  return async (r) => {
+    const docker = opts.docker ?? new Docker();
+    const ref = r.containerId ?? containerName(r.id);
+    const id = await docker
+      .getContainer(ref)
+      .inspect()
+      .then((c) => c.Id, (err: { statusCode?: number }) => {
+        if (err.statusCode === 404) return undefined;
+        throw err;
+      });
+    if (!id) return;
+    await docker.getContainer(id).remove({ force: true }).catch((err: { statusCode?: number }) => {
+      if (err.statusCode !== 404) throw err;
+    });
+    await rm(netnsMapFile(id, opts.mapDir), { force: true });
   };
-  await registry.save(record);
+}
 
-  const stdin = opts.stdio?.stdin === undefined ? (process.stdin.isTTY ? null : process.stdin) : opts.stdio.stdin;
-  const stdout = opts.stdio?.stdout ?? process.stdout;
-  const stderr = opts.stdio?.stderr ?? process.stderr;
+/**
+ * The Docker engine: the container is created (NetworkMode none, our netns swapped in by the
+ * lattice-runsc wrapper through the mapping file), attached, started and waited for; removed at
+ * teardown unless kept. Prerequisites: dockerd reachable, the lattice-runsc runtime registered.
+ */
+export class DockerEngine implements SandboxEngine {
+  readonly kind = 'docker' as const;
+  private readonly docker: Docker;
+  private readonly stdin: Readable | null;
+  private readonly stdout: Writable;
+  private readonly stderr: Writable;
+  private container: Docker.Container | undefined;
+  private mapFile: string | undefined;
 
-  let network: SandboxNetwork | undefined;
-  let container: Docker.Container | undefined;
-  let mapFile: string | undefined;
-  try {
-    network = opts.network ? await opts.network(id, dir) : undefined;
-    if (network) {
-      record.netns = network.netnsName;
-      record.address = network.address;
-      await registry.save(record);
-    }
+  constructor(
+    private readonly p: DockerEngineOptions,
+    private readonly log: Logger,
+  ) {
+    this.docker = p.docker ?? new Docker();
+    this.stdin = p.stdio?.stdin === undefined ? (process.stdin.isTTY ? null : process.stdin) : p.stdio.stdin;
+    this.stdout = p.stdio?.stdout ?? process.stdout;
+    this.stderr = p.stdio?.stderr ?? process.stderr;
+  }
+
+  async prepare(): Promise<void> {
+    await connect(this.docker);
+    await ensureDockerRuntime(this.docker);
+  }
+
+  describe(_id: string, dir: string) {
+    return { bundleDir: dir, rootfs: `docker-image:${this.p.image}`, args: this.p.cmd ?? [], image: this.p.image };
+  }
+
+  async create(record: SandboxRecord, network: SandboxNetwork | undefined, mounts: OciMount[]): Promise<void> {
+    const { stdio: _stdio, docker: _docker, ...proc } = this.p;
     const create = buildCreateOptions({
-      id,
-      name,
-      image: opts.image,
-      cmd: opts.cmd,
-      entrypoint: opts.entrypoint,
-      env: opts.env,
-      cwd: opts.cwd,
-      user: opts.user,
-      capabilities: opts.capabilities,
-      mounts: [...(network?.mounts ?? []), ...(opts.mounts ?? [])],
-      stdin: stdin !== null,
-      tmpfsSize: opts.tmpfsSize,
+      ...proc,
+      id: record.id,
+      name: record.name,
+      mounts,
+      stdin: this.stdin !== null,
       launcher: { pid: record.launcherPid, startTicks: record.launcherStartTicks },
     });
     try {
-      container = await docker.createContainer(create);
+      this.container = await this.docker.createContainer(create);
     } catch (err) {
-      throw createError(err, opts.image);
+      throw createError(err, this.p.image);
     }
-    record.containerId = container.id;
-    await registry.save(record);
+    record.containerId = this.container.id;
     if (network?.netnsPath) {
-      mapFile = netnsMapFile(container.id);
-      await writeFileAtomic(mapFile, network.netnsPath, 0o644);
+      this.mapFile = netnsMapFile(this.container.id);
+      await writeFileAtomic(this.mapFile, network.netnsPath, 0o644);
     }
+  }
 
+  async start(record: SandboxRecord): Promise<RunningSandbox> {
+    const container = this.container!;
+    const { stdin } = this;
     const stream = await container.attach({ stream: true, stdin: stdin !== null, stdout: true, stderr: true, hijack: true });
     const ended = new Promise<void>((resolve) => {
       stream.on('end', resolve);
       stream.on('close', resolve);
       stream.on('error', resolve);
     });
-    docker.modem.demuxStream(stream, stdout, stderr);
+    this.docker.modem.demuxStream(stream, this.stdout, this.stderr);
     if (stdin) stdin.pipe(stream);
-
     try {
       await container.start();
     } catch (err) {
-      throw new DockerEngineError(`container ${containerName(id)} did not start: ${dockerMessage(err)}`, { cause: err });
+      throw new DockerEngineError(`container ${containerName(record.id)} did not start: ${dockerMessage(err)}`, { cause: err });
     }
-    const live = container;
-    const stopper = stopOnSignals((sig) => live.kill({ signal: sig }), id, opts.stopGraceMs ?? DEFAULT_STOP_GRACE_MS, log);
-    opts.onStarted?.({ id, name, containerId: container.id, containerName: containerName(id), netns: network?.netnsName, address: network?.address });
-    let status: { StatusCode: number };
-    try {
-      status = (await container.wait()) as { StatusCode: number };
-    } finally {
-      stopper.dispose();
-      if (stdin) {
-        stdin.unpipe(stream);
-        if (stdin === process.stdin) process.stdin.pause();
-      }
-    }
-    // The attach stream may still carry the last output: drain it, but never hang on it.
-    await Promise.race([ended, new Promise((r) => setTimeout(r, 2000).unref())]);
-    // The container's own status wins, also after a stop signal (a process that traps SIGTERM and exits 7).
-    return status.StatusCode;
-  } finally {
-    if (container && !opts.keep) await container.remove({ force: true }).catch((err: unknown) => log.warn({ id, err: dockerMessage(err) }, 'container removal failed'));
-    if (mapFile) await rm(mapFile, { force: true });
-    await network?.close().catch((err: unknown) => log.warn({ err }, 'network teardown failed'));
-    if (opts.keep) await registry.save({ ...record, kept: true });
-    else await registry.remove(id);
+    return {
+      kill: (sig) => container.kill({ signal: sig }),
+      wait: async () => {
+        let status: { StatusCode: number };
+        try {
+          status = (await container.wait()) as { StatusCode: number };
+        } finally {
+          if (stdin) {
+            stdin.unpipe(stream);
+            if (stdin === process.stdin) process.stdin.pause();
+          }
+        }
+        // The attach stream may still carry the last output: drain it, but never hang on it.
+        await Promise.race([ended, new Promise((r) => setTimeout(r, 2000).unref())]);
+        // The container's own status wins, also after a stop signal (a process that traps SIGTERM and exits 7).
+        return { code: status.StatusCode };
+      },
+    };
   }
+
+  async teardown(record: SandboxRecord, opts: { keep: boolean }): Promise<void> {
+    if (this.container && !opts.keep) await this.container.remove({ force: true }).catch((err: unknown) => this.log.warn({ id: record.id, err: dockerMessage(err) }, 'container removal failed'));
+    if (this.mapFile) await rm(this.mapFile, { force: true });
+  }
+}
+
+/**
+ * Run the image's process (with the overrides) as a Docker container under lattice-runsc and return
+ * its exit code, through the one sandbox lifecycle. stdio passes through; SIGINT/SIGTERM stop the
+ * container; the container, its network and its record are removed afterwards unless keep is set
+ * (then only the network goes).
+ */
+export function runInDocker(opts: RunInDockerOptions): Promise<number> {
+  const { onStarted, ...rest } = opts;
+  const docker = opts.docker ?? new Docker();
+  return runLifecycle(new DockerEngine({ ...opts, docker }, opts.log), {
+    cleaners: { runsc: async () => removeRunscRecord, docker: async () => dockerRecordCleaner({ docker }) },
+    ...rest,
+    onStarted: onStarted
+      ? (r) => onStarted({ id: r.id, name: r.name, containerId: r.containerId!, containerName: containerName(r.id), netns: r.netns, address: r.address })
+      : undefined,
+  });
 }
 
 function dockerMessage(err: unknown): string {

@@ -17,7 +17,7 @@ import { Pump, type AuditSink, type PacketDevice, type UpstreamResolver } from '
 import { MapDirectory } from '../dataplane/dns.js';
 import { parseIp, type Policy } from '../policy/index.js';
 import { openHostEgress } from '../egress/host.js';
-import type { SandboxNetwork } from './run.js';
+import type { SandboxNetwork } from './lifecycle.js';
 import { SANDBOX_GATEWAY, SANDBOX_RESOLVER, systemResolver } from './network.js';
 import { loadPolicyFile, reloadPolicyOnSighup } from './static-network.js';
 import { ndjsonAuditSink } from '../audit/local.js';

@@ -21,7 +21,7 @@ import { writeFileAtomic } from '../fsutil.js';
 import { createPeerConnectivity, type PeerConnectivity } from '../nat/connectivity.js';
 import { buildStatus, STATUS_FILE, type NatFlags } from './nat-status.js';
 import { join } from 'node:path';
-import type { SandboxNetwork } from './run.js';
+import type { SandboxNetwork } from './lifecycle.js';
 import { explainDenial } from './explain.js';
 import { Teardown } from './teardown.js';
 

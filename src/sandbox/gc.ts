@@ -1,6 +1,5 @@
 import { stat } from 'node:fs/promises';
 import { execa } from 'execa';
-import type { Runsc } from '../runsc/client.js';
 import { UsageError } from '../errors.js';
 import { isLauncherAlive, type SandboxRegistry, type SandboxRecord } from './registry.js';
 
@@ -8,18 +7,32 @@ export interface GcResult {
   removed: string[];
 }
 
+/**
+ * Removes the engine resources of one record (runsc container, Docker container and its netns
+ * mapping file); tolerates "already gone" and never touches another record's resources.
+ */
+export type RecordCleaner = (record: SandboxRecord) => Promise<void>;
+
+/**
+ * The cleaner of each engine, loaded on first use (a Docker client is made only when a Docker record
+ * is met). The caller (the CLI, or an engine) chooses which engines it knows: `sandbox/` imports no engine.
+ */
+export type EngineCleaners = Partial<Record<SandboxRecord['engine'], () => Promise<RecordCleaner>>>;
+
 /** Stray directories younger than this may belong to a launcher that is still writing its record. */
 const STRAY_GRACE_MS = 60_000;
 
 /**
- * Remove what a crashed or killed launcher left behind: its runsc container, its network namespace,
- * its bundle and its host-egress nftables table. Live launchers' sandboxes are never touched.
+ * Remove what a crashed or killed launcher left behind, record by record: its container (through the
+ * record's engine in `cleaners`), its network namespace, its bundle and its host-egress nftables
+ * table. Live launchers' sandboxes are never touched; records of an engine without a cleaner stay.
+ * Returns the ids (and egress table names) removed.
  */
-export async function collectOrphans(registry: SandboxRegistry, runscFor: (r: SandboxRecord) => Runsc, opts: { kept?: boolean } = {}): Promise<GcResult> {
+export async function collectOrphans(registry: SandboxRegistry, cleaners: EngineCleaners, opts: { kept?: boolean } = {}): Promise<GcResult> {
   const removed: string[] = [];
   for (const r of await registry.list()) {
-    if ((r.kept && !opts.kept) || isLauncherAlive(r)) continue;
-    await removeSandboxResources(r, runscFor(r));
+    if ((r.kept && !opts.kept) || isLauncherAlive(r) || !cleaners[r.engine]) continue;
+    await removeSandboxResources(r, cleaners);
     await registry.remove(r.id);
     removed.push(r.id);
   }
@@ -57,13 +70,12 @@ export function pickForRemoval(records: readonly SandboxRecord[], which: readonl
   return picked;
 }
 
-/** Best effort: each step tolerates "already gone". */
-export async function removeSandboxResources(r: SandboxRecord, runsc: Runsc): Promise<void> {
-  if (r.engine === 'docker') {
-    // The container carries its launcher's pid and start time as labels: remove it if that launcher is gone.
-    await import('../docker/engine.js').then((m) => m.reapDockerOrphans()).catch(() => undefined);
-  } else {
-    await runsc.delete(r.id, { force: true }).catch(() => undefined);
-  }
+/**
+ * The resources of one record: its engine's (through `cleaners[r.engine]`, if given) and its netns.
+ * Best effort: each step tolerates "already gone"; nothing of another record is touched.
+ */
+export async function removeSandboxResources(r: SandboxRecord, cleaners: EngineCleaners): Promise<void> {
+  const cleaner = await cleaners[r.engine]?.();
+  await cleaner?.(r).catch(() => undefined);
   if (r.netns) await execa('ip', ['netns', 'delete', r.netns], { reject: false });
 }

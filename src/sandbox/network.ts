@@ -16,7 +16,7 @@ import { Pump, type AuditSink, type PolicySource, type UpstreamResolver } from '
 import { MapDirectory } from '../dataplane/dns.js';
 import { formatIp, parseIp, type IpAddr, type Policy } from '../policy/index.js';
 import { openHostEgress } from '../egress/host.js';
-import type { SandboxNetwork } from './run.js';
+import type { SandboxNetwork } from './lifecycle.js';
 import { Teardown } from './teardown.js';
 
 /**

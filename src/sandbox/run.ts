@@ -1,33 +1,24 @@
-import { randomBytes } from 'node:crypto';
+/**
+ * The runsc engine: the sandbox is a gVisor container that lattice runs with `runsc run` from an OCI
+ * bundle it writes itself (config.json from src/oci). Driven by the one lifecycle in lifecycle.ts.
+ */
 import { join } from 'node:path';
-import type { Logger } from 'pino';
-import { buildSpec, type OciMount } from '../oci/spec.js';
+import { buildSpec } from '../oci/spec.js';
 import { writeBundle } from '../oci/bundle.js';
+import type { OciMount } from '../oci/spec.js';
 import { formatBytes, type OciResources } from '../oci/resources.js';
 import { CgroupKill, cgroupKillFromLog, readKernelLog } from '../runsc/cgroup-kill.js';
-import { Runsc, type RunscNetwork } from '../runsc/client.js';
+import { Runsc } from '../runsc/client.js';
 import { RunscError, commandStartError, runscMessage } from '../runsc/errors.js';
 import { statePaths } from '../state.js';
-import { SandboxRegistry, ownedByThisLauncher, type SandboxRecord } from './registry.js';
-import { collectOrphans, removeSandboxResources } from './gc.js';
-import { stopOnSignals, signalNumber, DEFAULT_STOP_GRACE_MS } from './signals.js';
+import type { RecordCleaner } from './gc.js';
+import { hostnameOf, runLifecycle, type LifecycleOptions, type RunningSandbox, type SandboxEngine, type SandboxNetwork } from './lifecycle.js';
+import type { SandboxRecord } from './registry.js';
+import { signalNumber } from './signals.js';
 import { planStdio, copyInto, feedStdin, openMergedPipe, type StdioPlan } from './stdio.js';
 
-/** What the sandbox's network looks like, prepared before runsc starts and torn down after. */
-export interface SandboxNetwork {
-  /** runsc --network mode. */
-  mode: RunscNetwork;
-  netnsName?: string;
-  netnsPath?: string;
-  address?: string;
-  /** Extra bind mounts (e.g. resolv.conf pointing at the launcher's DNS). */
-  mounts?: OciMount[];
-  close(): Promise<void>;
-}
-
-export interface RunSandboxOptions {
-  stateDir: string;
-  name?: string;
+/** The process and limits of a runsc sandbox: what RunscEngine takes besides the lifecycle's options. */
+export interface RunscProcess {
   /** Absolute path of the root filesystem directory (mounted read-only). */
   rootfs: string;
   args: string[];
@@ -35,28 +26,19 @@ export interface RunSandboxOptions {
   cwd?: string;
   user?: { uid: number; gid: number };
   capabilities?: string[];
-  keep?: boolean;
+  /** runsc --debug --debug-log=<state>/debug/. */
   debug?: boolean;
-  /** Builds the sandbox network once the id and directory are known; default: no network at all. */
-  network?: (id: string, dir: string) => Promise<SandboxNetwork>;
+  /** runsc --host-uds=open: the sandbox may connect to bind-mounted host Unix sockets (the agent API). */
   hostUds?: boolean;
-  mounts?: OciMount[];
-  log: Logger;
-  /** Called once the container runs (status, tests). */
-  onStarted?: (record: SandboxRecord) => void;
-  /** Grace period between the stop signal and SIGKILL when lattice is asked to stop (ms; --stop-timeout). */
-  stopGraceMs?: number;
   /** How the caller's stdin/stdout reach the sandbox (default: planStdio() of fds 0 and 1). */
   stdio?: StdioPlan;
-  /** Stop the sandbox when this resolves (e.g. the control plane revoked the agent). */
-  stopWhen?: Promise<unknown>;
-  /** Called with the exit code (and why the host stopped it, if it did) before cleanup (audit). */
-  onExited?: (record: SandboxRecord, code: number, cause?: CgroupKill) => void;
   /** Memory, CPU and pids limits, applied by runsc to the host cgroup /lattice/<id>. */
   resources?: OciResources;
   /** Size of the sandbox's /tmp tmpfs in bytes. */
   tmpSizeBytes?: number;
 }
+
+export interface RunSandboxOptions extends LifecycleOptions, RunscProcess {}
 
 /** The host cgroup of a sandbox (runsc creates it under each controller and removes it at exit). */
 export const cgroupPathOf = (id: string) => `/lattice/${id}`;
@@ -70,69 +52,59 @@ export function limitMessage(name: string, cause: CgroupKill, r: OciResources, e
 
 const RUNSC_OWN_FAILURE = /^(running|creating|starting|reading|loading) (container|spec|sandbox)/;
 
-export function newSandboxId(): string {
-  return `lt-${randomBytes(4).toString('hex')}`;
-}
+/** gc's cleaner for runsc records: `runsc delete --force` of the record's container. */
+export const removeRunscRecord: RecordCleaner = (r) => new Runsc({ root: r.runscRoot }).delete(r.id, { force: true }).catch(() => undefined);
 
-/**
- * Run one command in a fresh gVisor sandbox and return its exit code. stdio passes through;
- * SIGINT/SIGTERM stop the sandbox; the container, its network and its bundle are removed afterwards
- * unless keep is set.
- */
-export async function runSandbox(opts: RunSandboxOptions): Promise<number> {
-  const { log } = opts;
-  const registry = new SandboxRegistry(opts.stateDir);
-  const paths = statePaths(opts.stateDir);
-  const debugLogDir = opts.debug ? join(paths.root, 'debug') : undefined;
+/** The runsc engine: bundle at create, `runsc run` at start, `runsc delete` at teardown unless runsc already did. */
+export class RunscEngine implements SandboxEngine {
+  readonly kind = 'runsc' as const;
+  private readonly runscRoot: string;
+  private readonly debugLogDir: string | undefined;
+  private runsc: Runsc | undefined;
+  private deletedByRunsc = false;
 
-  const gc = await collectOrphans(registry, (r) => new Runsc({ root: r.runscRoot }));
-  if (gc.removed.length) log.info({ removed: gc.removed }, 'removed orphaned sandboxes');
+  constructor(
+    private readonly p: RunscProcess,
+    stateDir: string,
+  ) {
+    const paths = statePaths(stateDir);
+    this.runscRoot = paths.runscRoot;
+    this.debugLogDir = p.debug ? join(paths.root, 'debug') : undefined;
+  }
 
-  const id = newSandboxId();
-  const dir = registry.dirOf(id);
-  const record: SandboxRecord = {
-    id,
-    name: opts.name ?? id,
-    engine: 'runsc',
-    ...ownedByThisLauncher(),
-    runscRoot: paths.runscRoot,
-    bundleDir: join(dir, 'bundle'),
-    rootfs: opts.rootfs,
-    args: opts.args,
-  };
-  // The record exists before any resource, so a crash at any later point leaves something gc can find.
-  await registry.save(record);
+  async prepare(): Promise<void> {}
 
-  let network: SandboxNetwork | undefined;
-  let runsc: Runsc | undefined;
-  let deletedByRunsc = false;
-  try {
-    network = opts.network ? await opts.network(id, dir) : undefined;
-    if (network) {
-      record.netns = network.netnsName;
-      record.address = network.address;
-      await registry.save(record);
-    }
+  describe(id: string, dir: string) {
+    return { bundleDir: join(dir, 'bundle'), rootfs: this.p.rootfs, args: this.p.args };
+  }
+
+  async create(record: SandboxRecord, network: SandboxNetwork | undefined, mounts: OciMount[]): Promise<void> {
+    const p = this.p;
     const spec = buildSpec({
-      args: opts.args,
-      env: opts.env,
-      cwd: opts.cwd,
-      user: opts.user,
-      hostname: record.name.replace(/[^A-Za-z0-9-]/g, '-').slice(0, 63).replace(/^-+|-+$/g, '') || 'sandbox',
-      rootfs: opts.rootfs,
-      capabilities: opts.capabilities,
+      args: p.args,
+      env: p.env,
+      cwd: p.cwd,
+      user: p.user,
+      hostname: hostnameOf(record.name),
+      rootfs: p.rootfs,
+      capabilities: p.capabilities,
       netnsPath: network?.netnsPath,
-      mounts: [...(network?.mounts ?? []), ...(opts.mounts ?? [])],
-      annotations: { 'dev.lattice.sandbox.id': id, 'dev.lattice.sandbox.name': record.name },
-      resources: opts.resources,
-      cgroupsPath: opts.resources ? cgroupPathOf(id) : undefined,
-      tmpSizeBytes: opts.tmpSizeBytes,
+      mounts,
+      annotations: { 'dev.lattice.sandbox.id': record.id, 'dev.lattice.sandbox.name': record.name },
+      resources: p.resources,
+      cgroupsPath: p.resources ? cgroupPathOf(record.id) : undefined,
+      tmpSizeBytes: p.tmpSizeBytes,
     });
     await writeBundle(record.bundleDir, spec);
-
     const netRaw = spec.process.capabilities.effective.includes('CAP_NET_RAW');
-    runsc = new Runsc({ root: paths.runscRoot, network: network?.mode ?? 'none', debugLogDir, hostUds: opts.hostUds, netRaw });
-    const stdio = opts.stdio ?? planStdio();
+    this.runsc = new Runsc({ root: this.runscRoot, network: network?.mode ?? 'none', debugLogDir: this.debugLogDir, hostUds: p.hostUds, netRaw });
+  }
+
+  async start(record: SandboxRecord): Promise<RunningSandbox> {
+    const runsc = this.runsc!;
+    const { id } = record;
+    const dir = join(record.bundleDir, '..');
+    const stdio = this.p.stdio ?? planStdio();
     const merged = stdio.stdout === 'pipe' && stdio.merged ? await openMergedPipe(dir) : undefined;
     let child: Awaited<ReturnType<Runsc['run']>>['child'];
     try {
@@ -160,36 +132,44 @@ export async function runSandbox(opts: RunSandboxOptions): Promise<number> {
       if (RUNSC_OWN_FAILURE.test(chunk.toString('latin1', 0, 64))) heldBack.push(chunk);
       else errOut.write(chunk);
     });
-
-    const live = runsc;
-    const stopper = stopOnSignals((sig) => live.kill(id, sig, { all: true }), id, opts.stopGraceMs ?? DEFAULT_STOP_GRACE_MS, log);
-    void opts.stopWhen?.then(() => stopper.stop('SIGTERM'));
-    opts.onStarted?.(record);
-    const result = await child;
-    await Promise.all([copied, errDone]);
-    // `runsc run` deletes its container when the container exits; a failure of runsc itself may not.
-    deletedByRunsc = result.exitCode !== null && result.exitCode !== 128;
-    stopper.dispose();
-
-    // The container's own exit status wins, also after a stop signal: a process that traps SIGTERM and
-    // exits 7 exits 7 (as with `docker stop`); one killed by the signal reports 128+N through runsc.
-    const code = result.exitCode ?? (result.signal ? 128 + signalNumber(result.signal) : 1);
-    const last = runscMessage(stderrTail);
-    if (code === 128 && RUNSC_OWN_FAILURE.test(last)) throw commandStartError(last) ?? new RunscError('run', last, debugLogDir);
-    for (const chunk of heldBack) errOut.write(chunk);
-    let exit = code;
-    const cause = opts.resources && exit !== 0 && !stopper.signal ? cgroupKillFromLog(readKernelLog(), cgroupPathOf(id)) : undefined;
-    if (cause) {
-      if (cause === CgroupKill.Oom) exit = 137; // 128 + SIGKILL, as docker reports an OOM kill
-      process.stderr.write(`${limitMessage(record.name, cause, opts.resources!, exit)}\n`);
-      log.debug({ id, cause, exit }, 'sandbox stopped by a resource limit');
-    }
-    opts.onExited?.(record, exit, cause);
-    return exit;
-  } finally {
-    if (runsc && !deletedByRunsc) await removeSandboxResources({ ...record, netns: undefined }, runsc);
-    await network?.close().catch((err: unknown) => log.warn({ err }, 'network teardown failed'));
-    if (opts.keep) await registry.save({ ...record, kept: true });
-    else await registry.remove(id);
+    let stopped = false;
+    return {
+      kill: (sig) => {
+        stopped = true;
+        return runsc.kill(id, sig, { all: true });
+      },
+      wait: async () => {
+        const result = await child;
+        await Promise.all([copied, errDone]);
+        // `runsc run` deletes its container when the container exits; a failure of runsc itself may not.
+        this.deletedByRunsc = result.exitCode !== null && result.exitCode !== 128;
+        // The container's own exit status wins, also after a stop signal: a process that traps SIGTERM and
+        // exits 7 exits 7 (as with `docker stop`); one killed by the signal reports 128+N through runsc.
+        const code = result.exitCode ?? (result.signal ? 128 + signalNumber(result.signal) : 1);
+        const last = runscMessage(stderrTail);
+        if (code === 128 && RUNSC_OWN_FAILURE.test(last)) throw commandStartError(last) ?? new RunscError('run', last, this.debugLogDir);
+        for (const chunk of heldBack) errOut.write(chunk);
+        const r = this.p.resources;
+        const cause = r && code !== 0 && !stopped ? cgroupKillFromLog(readKernelLog(), cgroupPathOf(id)) : undefined;
+        if (!cause) return { code };
+        const exit = cause === CgroupKill.Oom ? 137 : code; // 128 + SIGKILL, as docker reports an OOM kill
+        process.stderr.write(`${limitMessage(record.name, cause, r!, exit)}\n`);
+        return { code: exit, cause };
+      },
+    };
   }
+
+  async teardown(record: SandboxRecord): Promise<void> {
+    // The container goes also with --keep (runsc run deletes it on exit anyway); the bundle stays with the record.
+    if (this.runsc && !this.deletedByRunsc) await removeRunscRecord(record);
+  }
+}
+
+/**
+ * Run one command in a fresh gVisor sandbox and return its exit code. stdio passes through;
+ * SIGINT/SIGTERM stop the sandbox; the container, its network and its bundle are removed afterwards
+ * unless keep is set. gc on the way removes orphaned runsc records (and Docker ones if `cleaners` says how).
+ */
+export function runSandbox(opts: RunSandboxOptions): Promise<number> {
+  return runLifecycle(new RunscEngine(opts, opts.stateDir), { cleaners: { runsc: async () => removeRunscRecord }, ...opts });
 }
