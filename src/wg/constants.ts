@@ -66,5 +66,11 @@ export const UnderLoadHandshakesPerSecond = 64;
 export const UnderLoadAfterTime = 1_000;
 export const MaxPeers = 1 << 16;
 export const DefaultMTU = 1420;
-/** Largest datagram we accept: MTU-sized content plus transport overhead, generously rounded. */
+/**
+ * Largest WireGuard message (wireguard-go MaxMessageSize): the largest UDP payload. Device.receive drops
+ * a longer datagram (a virtual link could carry one) as invalidLength; Device.sendPacket drops an inner
+ * packet longer than MaxContentSize as badInnerPacket.
+ */
 export const MaxMessageSize = 65535;
+/** Largest inner packet that fits one transport message (wireguard-go MaxContentSize). */
+export const MaxContentSize = MaxMessageSize - MessageTransportSize;

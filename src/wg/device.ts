@@ -20,8 +20,14 @@ import type { Clock } from '../clock.js';
 import type { Tun } from '../tun/tun.js';
 import { AllowedIPs } from './allowedips.js';
 import {
+  ChaChaPolyTagSize,
   DefaultMTU,
+  MaxContentSize,
+  MaxMessageSize,
   MessageTransportHeaderSize,
+  MessageTransportOffsetContent,
+  MessageTransportOffsetCounter,
+  MessageTransportOffsetReceiver,
   MessageTransportSize,
   MessageType,
   PaddingMultiple,
@@ -328,6 +334,7 @@ export class Device {
   /** Encrypt one IP packet to the peer its destination routes to. False if it was dropped. */
   sendPacket(packet: Uint8Array): boolean {
     if (this.closed) return this.drop(DropReason.Closed);
+    if (packet.length > MaxContentSize) return this.drop(DropReason.BadInnerPacket);
     const v = packet.length > 0 ? packet[0] >> 4 : 0;
     let dst: Uint8Array;
     if (v === 4 && packet.length >= 20) dst = packet.subarray(16, 20);
@@ -395,13 +402,14 @@ export class Device {
     }
     const padded = this.paddedLength(packet.length);
     // One allocation per packet: the Bind may hold the buffer until the datagram is on the wire.
-    const out = new Uint8Array(MessageTransportHeaderSize + padded + 16);
+    const out = new Uint8Array(MessageTransportHeaderSize + padded + ChaChaPolyTagSize);
     const counter = kp.sendNonce++;
     writeTransportHeader(out, kp.remoteIndex, counter);
-    out.set(packet, MessageTransportHeaderSize);
+    out.set(packet, MessageTransportOffsetContent);
+    // The AEAD nonce is 32 zero bits then the 64-bit little-endian counter (whitepaper 5.4.6).
     const nonce = kp.sendNonceBuf;
-    for (let i = 0; i < 8; i++) nonce[4 + i] = out[8 + i];
-    this.crypto.sealInPlace(kp.send, nonce, out.subarray(MessageTransportHeaderSize), padded);
+    for (let i = 0; i < 8; i++) nonce[4 + i] = out[MessageTransportOffsetCounter + i];
+    this.crypto.sealInPlace(kp.send, nonce, out.subarray(MessageTransportOffsetContent), padded);
     if (packet.length > 0) timersDataSent(this.timerHost, peer);
     timersAnyAuthenticatedPacketTraversal(this.timerHost, peer);
     timersAnyAuthenticatedPacketSent(this.timerHost, peer);
@@ -475,6 +483,10 @@ export class Device {
   private receiveUnchecked(data: Uint8Array, from: Endpoint): void {
     if (data.length < 4) {
       this.drop(DropReason.InvalidHeader);
+      return;
+    }
+    if (data.length > MaxMessageSize) {
+      this.drop(DropReason.InvalidLength);
       return;
     }
     const type = messageType(data);
@@ -674,7 +686,7 @@ export class Device {
   }
 
   private receiveTransport(data: Uint8Array, from: Endpoint): void {
-    const entry = this.indexTable.lookup(readU32LE(data, 4));
+    const entry = this.indexTable.lookup(readU32LE(data, MessageTransportOffsetReceiver));
     const kp = entry?.keypair;
     if (!entry || !kp) {
       this.drop(DropReason.UnknownIndex);
@@ -692,8 +704,8 @@ export class Device {
       return;
     }
     const nonce = kp.recvNonceBuf;
-    for (let i = 0; i < 8; i++) nonce[4 + i] = data[8 + i];
-    const content = data.subarray(MessageTransportHeaderSize);
+    for (let i = 0; i < 8; i++) nonce[4 + i] = data[MessageTransportOffsetCounter + i];
+    const content = data.subarray(MessageTransportOffsetContent);
     if (!this.crypto.openInPlace(kp.receive, nonce, content)) {
       this.drop(DropReason.Decrypt);
       return;
@@ -721,7 +733,7 @@ export class Device {
     peer.rxBytes += data.length;
     if (data.length === MessageTransportSize) return; // keepalive
     timersDataReceived(this.timerHost, peer);
-    const plain = content.subarray(0, content.length - 16);
+    const plain = content.subarray(0, content.length - ChaChaPolyTagSize);
     const inner = innerAddresses(plain);
     if (!inner) {
       this.drop(DropReason.BadInnerPacket);

@@ -8,6 +8,8 @@ import {
   MessageInitiationSize,
   MessageResponseSize,
   MessageTransportHeaderSize,
+  MessageTransportOffsetCounter,
+  MessageTransportOffsetReceiver,
   MessageTransportSize,
   MessageType,
 } from './constants.js';
@@ -138,21 +140,21 @@ export function unmarshalCookieReply(b: Uint8Array): MessageCookieReply | null {
   return { receiver: u32(b, 4), nonce: b.subarray(8, 32), cookie: b.subarray(32, 64) };
 }
 
-/** Transport header: type 4, receiver index, 64-bit counter; content follows at offset 16. */
+/** Transport header: type 4, receiver index, 64-bit counter; content follows at MessageTransportOffsetContent. */
 export function writeTransportHeader(b: Uint8Array, receiver: number, counter: number): void {
   b[0] = MessageType.Transport;
   b[1] = 0;
   b[2] = 0;
   b[3] = 0;
-  putU32(b, 4, receiver);
-  putU32(b, 8, counter >>> 0);
-  putU32(b, 12, Math.floor(counter / 0x1_0000_0000) >>> 0);
+  putU32(b, MessageTransportOffsetReceiver, receiver);
+  putU32(b, MessageTransportOffsetCounter, counter >>> 0);
+  putU32(b, MessageTransportOffsetCounter + 4, Math.floor(counter / 0x1_0000_0000) >>> 0);
 }
 
 /** The counter of a transport message; values beyond 2^53 come back as Infinity (rejected by the caller). */
 export function readTransportCounter(b: Uint8Array): number {
-  const lo = u32(b, 8);
-  const hi = u32(b, 12);
+  const lo = u32(b, MessageTransportOffsetCounter);
+  const hi = u32(b, MessageTransportOffsetCounter + 4);
   if (hi >= 0x20_0000) return Infinity;
   return hi * 0x1_0000_0000 + lo;
 }

@@ -20,13 +20,14 @@ export const HandshakeState = {
 export type HandshakeState = (typeof HandshakeState)[keyof typeof HandshakeState];
 
 const enc = new TextEncoder();
-let initial: { chainKey: Uint8Array; hash: Uint8Array } | undefined;
+/**
+ * The initial chaining key and hash (whitepaper 5.4.2): Ci = HASH(Construction), Hi = HASH(Ci || Identifier).
+ * Computed with the caller's Crypto on every handshake (two BLAKE2s, small next to the four DH) rather
+ * than cached at module level, where the first Crypto to call would have won for every later one.
+ */
 function initialState(c: Crypto): { chainKey: Uint8Array; hash: Uint8Array } {
-  if (!initial) {
-    const chainKey = c.hash(enc.encode(NoiseConstruction));
-    initial = { chainKey, hash: c.hash(chainKey, enc.encode(WGIdentifier)) };
-  }
-  return initial;
+  const chainKey = c.hash(enc.encode(NoiseConstruction));
+  return { chainKey, hash: c.hash(chainKey, enc.encode(WGIdentifier)) };
 }
 
 export interface StaticIdentity {

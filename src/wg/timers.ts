@@ -31,13 +31,14 @@ export class PeerTimers {
   }
 }
 
-/** What the timers need from the device; Device implements it. */
+/** What the timers need from a peer; Peer (peer.ts) implements it. */
 export interface TimerPeer {
   timers: PeerTimers;
   persistentKeepaliveInterval: number; // seconds, 0 = off
   lastHandshakeWall: number;
 }
 
+/** What the timers need from the device: both clocks, jitter, and the actions they trigger. Device builds one. */
 export interface TimerHost<P extends TimerPeer> {
   monotonic(): number;
   wall(): number;

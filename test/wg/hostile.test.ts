@@ -6,6 +6,8 @@ import { seededRandom } from '../support/random.js';
 import { describe, expect, it } from 'vitest';
 import { makePair, AtoB, BtoA, crypto, ipPacket } from './helpers.js';
 import {
+  MaxContentSize,
+  MaxMessageSize,
   MessageCookieReplySize,
   MessageInitiationSize,
   MessageResponseSize,
@@ -282,5 +284,22 @@ describe('hostile input against a throwing I/O edge', () => {
     advance(p, 20_000);
     expect(p.a.dev.stats.cookieRepliesReceived).toBeGreaterThanOrEqual(1);
     expect(p.b.received.length).toBe(1);
+  });
+});
+
+describe('MaxMessageSize (wireguard-go MaxMessageSize / MaxContentSize)', () => {
+  it('drops a transport datagram longer than MaxMessageSize and an inner packet longer than MaxContentSize', () => {
+    const pair = established();
+    const { stillWorks } = pair;
+    // Built with a valid header so only its length is wrong (a virtual link could carry one this long).
+    const big = new Uint8Array(MaxMessageSize + 1);
+    big[0] = MessageType.Transport;
+    pair.b.dev.receive(big, attacker);
+    expect(pair.b.dev.stats.dropped.invalidLength).toBe(1);
+    const before = pair.a.dev.stats.txPackets;
+    expect(pair.a.dev.sendPacket(ipPacket('10.0.0.1', '10.0.0.2', new Uint8Array(MaxContentSize)))).toBe(false);
+    expect(pair.a.dev.stats.dropped.badInnerPacket).toBe(1);
+    expect(pair.a.dev.stats.txPackets).toBe(before);
+    stillWorks();
   });
 });

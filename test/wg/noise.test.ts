@@ -82,3 +82,20 @@ describe('Noise_IKpsk2 handshake', () => {
     expect('peer' in consumeInitiation(crypto, r, m2, lookup, 10_000)).toBe(true);
   });
 });
+
+describe('initial chaining key and hash', () => {
+  it('come from the Crypto passed in, not from whichever Crypto ran a handshake first', () => {
+    const { i, hsI } = identities();
+    createInitiation(crypto, i, hsI, 1, Date.now()); // another Crypto goes first
+    const hashed: string[] = [];
+    const spy: typeof crypto = Object.assign(Object.create(crypto) as typeof crypto, {
+      hash: (...parts: Uint8Array[]) => {
+        hashed.push(Buffer.concat(parts).toString('latin1'));
+        return crypto.hash(...parts);
+      },
+    });
+    const other = identities();
+    createInitiation(spy, other.i, other.hsI, 2, Date.now());
+    expect(hashed).toContain('Noise_IKpsk2_25519_ChaChaPoly_BLAKE2s');
+  });
+});
