@@ -21,7 +21,7 @@ const SANDBOX = ip('10.77.0.2');
 const PEER = ip('10.77.0.10');
 const clock = new ManualClock();
 let sent = 0;
-const device = { sendPacket: () => (sent++, true), onPacket: (_p: Uint8Array, _peer: unknown) => {} };
+const device = { sendPacket: () => (sent++, true), attach: (_onPacket: (p: Uint8Array, peer: unknown) => void) => {} };
 const tun = new MemoryTun('bench0');
 (tun as unknown as { write: (p: Uint8Array) => void }).write = () => {};
 const pump = new Pump({

@@ -18,6 +18,7 @@ import { Worker } from 'node:worker_threads';
 import { systemClock } from '../src/clock.js';
 import { UdpBind } from '../src/conn/udp.js';
 import { Device } from '../src/wg/device.js';
+import { IntervalTicker } from '../src/conn/ticker.js';
 import { SodiumCrypto } from '../src/wg/crypto.js';
 import { CookieGenerator } from '../src/wg/cookie.js';
 import { marshalInitiation } from '../src/wg/messages.js';
@@ -37,24 +38,24 @@ function ipv4Packet(src: number[], dst: number[], len = 200): Uint8Array {
   return p;
 }
 
-async function device(host: string) {
+async function device(host: string, tickMs: number) {
   const priv = c.generatePrivateKey();
   const bind = await UdpBind.open({ host4: host, host6: '::1' });
-  const dev = new Device({ privateKey: priv, bind, clock: systemClock, crypto: c });
+  const dev = new Device({ privateKey: priv, bind, clock: systemClock, crypto: c, ticker: new IntervalTicker(tickMs) });
   return { dev, pub: c.publicKey(priv), ep: { address: host, port: bind.port } };
 }
 
 async function main(): Promise<void> {
-  const b = await device('127.0.0.1'); // the launcher's device under attack
-  const a = await device('127.0.0.1'); // an established peer
+  const b = await device('127.0.0.1', 100); // the launcher's device under attack
+  const a = await device('127.0.0.1', 100); // an established peer
   let fromA = 0;
-  b.dev.onPacket = (pkt) => {
+  b.dev.attach((pkt) => {
     if (pkt[15] === 2) fromA++;
-  };
+  });
   a.dev.addPeer({ publicKey: b.pub, allowedIPs: ['10.0.0.1/32'], endpoint: b.ep });
   b.dev.addPeer({ publicKey: a.pub, allowedIPs: ['10.0.0.2/32'] });
-  a.dev.up({ tickMs: 100 });
-  b.dev.up({ tickMs: 100 });
+  a.dev.up();
+  b.dev.up();
   const toB = ipv4Packet([10, 0, 0, 2], [10, 0, 0, 1]);
   a.dev.sendPacket(toB);
   while (fromA === 0) await sleep(5);
@@ -62,10 +63,10 @@ async function main(): Promise<void> {
   let nextNewPeer = 3;
   const newHandshake = async (): Promise<number> => {
     const n = nextNewPeer++;
-    const fresh = await device('127.0.0.3');
+    const fresh = await device('127.0.0.3', 50);
     b.dev.addPeer({ publicKey: fresh.pub, allowedIPs: [`10.0.0.${n}/32`] });
     fresh.dev.addPeer({ publicKey: b.pub, allowedIPs: ['10.0.0.1/32'], endpoint: b.ep });
-    fresh.dev.up({ tickMs: 50 });
+    fresh.dev.up();
     const t0 = performance.now();
     fresh.dev.sendPacket(ipv4Packet([10, 0, 0, n], [10, 0, 0, 1]));
     while (fresh.dev.stats.handshakesCompleted === 0 && performance.now() - t0 < 20_000) await sleep(2);

@@ -83,9 +83,9 @@ async function micro(): Promise<void> {
     frames.push(last);
   }
   let delivered = 0;
-  b.onPacket = () => {
+  b.attach(() => {
     delivered++;
-  };
+  });
   const from: Endpoint = { address: '192.0.2.1', port: 1 };
   let i = 0;
   const t0 = process.hrtime.bigint();

@@ -74,8 +74,8 @@ import {
 export interface PacketDevice<Peer = unknown> {
   /** Encrypt and send to the peer whose allowed IPs hold the destination; false when none does. */
   sendPacket(packet: Uint8Array): boolean;
-  /** Set by the pump: decrypted packets that passed the peer's allowed-IPs source check. */
-  onPacket: (packet: Uint8Array, peer: Peer) => void;
+  /** Called once by the pump: decrypted packets that passed the peer's allowed-IPs source check go to `onPacket`. */
+  attach(onPacket: (packet: Uint8Array, peer: Peer) => void): void;
 }
 
 /**
@@ -213,7 +213,7 @@ export class Pump<Peer = unknown> {
 
   start(): void {
     this.opts.tun.start((pkt) => this.fromSandbox(pkt));
-    this.opts.device.onPacket = (pkt) => this.fromPeer(pkt);
+    this.opts.device.attach((pkt) => this.fromPeer(pkt));
     this.opts.hostEgress?.tun.start((pkt) => this.fromPeer(pkt));
     this.auditPolicyApplied();
   }

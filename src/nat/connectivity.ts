@@ -3,10 +3,10 @@
  * candidate exchange over NATS, the relay link, and a PeerPaths per peer ticking on a timer.
  *
  *   const bind = createPathBind(await UdpBind.open({ port }));
- *   const device = new Device({ privateKey, bind, clock: systemClock });
+ *   const device = new Device({ privateKey, bind, clock: systemClock, ticker: new IntervalTicker(100) });
  *   const conn = await createPeerConnectivity({ device, bind, nats, selfId, namespace, stunServers, relayUrl });
  *   device.addPeer({ publicKey, allowedIPs }); conn.addPeer(peerId, publicKey);
- *   device.up({ tickMs: 100 });
+ *   device.up();
  *   conn.status() -> per peer: kind (direct|ice|relay), RTT, time to establish
  *
  * Signalling: each side subscribes to lattice.nat.<namespace>.<selfId> and publishes its credentials and

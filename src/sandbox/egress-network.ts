@@ -23,7 +23,7 @@ import { loadPolicyFile, reloadPolicyOnSighup } from './static-network.js';
 import { ndjsonAuditSink } from '../audit/local.js';
 
 /** No WireGuard peers: every allowed packet goes to host egress. */
-const NO_PEERS: PacketDevice = { sendPacket: () => false, onPacket: () => undefined };
+const NO_PEERS: PacketDevice = { sendPacket: () => false, attach: () => undefined };
 
 /** The sandbox's MTU: no tunnel overhead on this path. */
 const HOST_EGRESS_MTU = 1500;

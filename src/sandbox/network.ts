@@ -9,6 +9,7 @@ import type { PathBind } from '../nat/path-bind.js';
 import { LatticeError } from '../errors.js';
 import { writeFileAtomic } from '../fsutil.js';
 import { Device } from '../wg/device.js';
+import { IntervalTicker } from '../conn/ticker.js';
 import type { Peer, PeerConfig } from '../wg/peer.js';
 import type { InterfaceConfig } from '../wg/config.js';
 import { setupSandboxNetwork } from '../netns/sandbox-net.js';
@@ -108,7 +109,7 @@ export function wgSandboxNetwork(opts: WgNetworkOptions): (id: string, dir: stri
       }
       if (opts.natTraversal) bind = pathBind = createPathBind(bind);
       // The device owns the bind from here: Device.close() closes it.
-      const device = t.adopt('device', new Device({ privateKey: opts.iface.privateKey, bind, clock, mtu }), (d) => d.close());
+      const device = t.adopt('device', new Device({ privateKey: opts.iface.privateKey, bind, clock, mtu, ticker: new IntervalTicker(100) }), (d) => d.close());
       for (const p of opts.peers) device.addPeer(p);
       const directory = new MapDirectory(opts.names ?? []);
       const pump = new Pump({
@@ -127,7 +128,7 @@ export function wgSandboxNetwork(opts: WgNetworkOptions): (id: string, dir: stri
         ...(egress && { hostEgress: { tun: egress.tun, vet: egress.guard.vet.bind(egress.guard) } }),
       });
       pump.start();
-      device.up({ tickMs: 100 });
+      device.up();
       const ticker = setInterval(() => pump.tick(), 1000);
       ticker.unref();
       t.defer('pump', () => {

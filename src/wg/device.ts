@@ -10,13 +10,17 @@
  *            -> transport: index -> keypair -> AEAD open in place -> replay window -> roaming
  *               -> allowed IPs source check -> onPacket(ip, peer)
  *
- * No sockets or OS timers here: I/O goes through the injected Bind (and optionally a Tun), time comes
- * from the injected Clock, and timers fire from tick(). Hostile input is dropped and counted in
- * stats.dropped, never thrown.
+ * No sockets or OS timers here: I/O goes through the injected Bind and packet sink (a Tun, or the
+ * pump's handler), time comes from the injected Clock, and timers fire from tick(), which an injected
+ * Ticker (src/conn/ticker.ts) or the test calls. Each collaborator is given once: in the constructor, or
+ * for the packet sink through attach(); a second sink throws DeviceWiringError. Hostile input is dropped
+ * and counted in stats.dropped, never thrown.
  */
 import type { Bind, Endpoint } from '../conn/bind.js';
 import { endpointKey } from '../conn/bind.js';
 import type { Clock } from '../clock.js';
+import type { Ticker } from '../conn/ticker.js';
+import { LatticeError } from '../errors.js';
 import type { Tun } from '../tun/tun.js';
 import { AllowedIPs } from './allowedips.js';
 import {
@@ -127,10 +131,28 @@ export interface DeviceStats {
   roams: number;
 }
 
+/** A packet sink was given twice (constructor and attach(), or attach() twice): the first would silently lose. */
+export class DeviceWiringError extends LatticeError {
+  override readonly name = 'DeviceWiringError';
+  constructor(msg: string) {
+    super('EWG_WIRING', msg);
+  }
+}
+
 export interface DeviceOptions {
+  /** Curve25519 private key, 32 bytes (clamped here; the caller's copy is not modified). */
   privateKey: Uint8Array;
+  /** The UDP (or path) seam; the device owns it from up() to close(). */
   bind: Bind;
   clock: Clock;
+  /** Fires tick(); without one the caller calls tick() (tests with a ManualClock). */
+  ticker?: Ticker;
+  /**
+   * Where decrypted packets go, at most one of the two: a Tun (packets it emits are sent through
+   * sendPacket from up() on, decrypted packets are written to it), or a handler. Neither: attach() once.
+   */
+  tun?: Tun;
+  onPacket?: PacketHandler;
   crypto?: Crypto;
   /** Inner MTU used for padding; default 1420. */
   mtu?: number;
@@ -147,8 +169,10 @@ export class Device {
   readonly mtu: number;
   readonly identity: StaticIdentity;
   readonly stats: DeviceStats;
-  /** Decrypted inbound IP packets that passed the allowed-IPs source check. */
-  onPacket: PacketHandler = () => undefined;
+  /** Decrypted inbound IP packets that passed the allowed-IPs source check (dropped until one is attached). */
+  private sink?: PacketHandler;
+  private readonly tun?: Tun;
+  private readonly ticker?: Ticker;
 
   private readonly peers = new Map<string, Peer>();
   private readonly allowedIPs = new AllowedIPs<Peer>();
@@ -162,13 +186,17 @@ export class Device {
   private lastGC = 0;
   private closed = false;
   private isUp = false;
-  private tickTimer?: ReturnType<typeof setInterval>;
   private readonly timerHost: TimerHost<Peer>;
 
   constructor(opts: DeviceOptions) {
     this.crypto = opts.crypto ?? defaultCrypto;
     this.clock = opts.clock;
     this.bind = opts.bind;
+    this.ticker = opts.ticker;
+    if (opts.tun && opts.onPacket) throw new DeviceWiringError('give the device a tun or an onPacket handler, not both');
+    this.tun = opts.tun;
+    const tun = opts.tun;
+    this.sink = tun ? (pkt) => tun.write(pkt) : opts.onPacket;
     this.mtu = opts.mtu ?? DefaultMTU;
     this.underLoadThreshold = opts.underLoadHandshakesPerSecond ?? UnderLoadHandshakesPerSecond;
     const privateKey = Uint8Array.from(opts.privateKey);
@@ -214,27 +242,31 @@ export class Device {
 
   // ---------------------------------------------------------------- lifecycle
 
-  /** Start receiving from the Bind; with `tickMs`, also fire timers on an interval (the runtime edge). */
-  up(opts: { tickMs?: number } = {}): void {
+  /**
+   * Start receiving from the Bind (and the Tun, if one was given), start the Ticker, and send a
+   * keepalive to each peer with persistent keepalive and an endpoint. Call once.
+   */
+  up(): void {
     this.bind.start((data, from) => this.receive(data, from));
+    this.tun?.start((pkt) => this.sendPacket(pkt));
     this.isUp = true;
-    if (opts.tickMs) {
-      this.tickTimer = setInterval(() => this.tick(), opts.tickMs);
-      this.tickTimer.unref?.();
-    }
+    this.ticker?.start(() => this.tick());
     for (const p of this.peers.values()) if (p.persistentKeepaliveInterval > 0 && p.endpoint) this.sendKeepalive(p);
   }
 
-  /** Convenience: packets the Tun emits go out through sendPacket; decrypted packets go to the Tun. */
-  attachTun(tun: Tun): void {
-    tun.start((pkt) => this.sendPacket(pkt));
-    this.onPacket = (pkt) => tun.write(pkt);
+  /**
+   * Give the device its packet sink when it could not be passed to the constructor (the pump is built
+   * from the device). Throws DeviceWiringError if the device already has one.
+   */
+  attach(onPacket: PacketHandler): void {
+    if (this.sink) throw new DeviceWiringError('this device already delivers its packets elsewhere; attach one packet handler, once');
+    this.sink = onPacket;
   }
 
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
-    if (this.tickTimer) clearInterval(this.tickTimer);
+    this.ticker?.stop();
     for (const p of this.peers.values()) this.zeroKeyMaterial(p);
     this.identity.privateKey.fill(0);
     await this.bind.close();
@@ -744,7 +776,7 @@ export class Device {
       return;
     }
     this.stats.rxPackets++;
-    this.onPacket(plain.subarray(0, inner.length), peer);
+    this.sink?.(plain.subarray(0, inner.length), peer);
   }
 
   /** Roaming: called only after a packet from `from` authenticated as `peer`. */

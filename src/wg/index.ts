@@ -3,10 +3,11 @@
  * are imported by path in tests.
  *
  * Data-plane seam: `device.sendPacket(ip)` encrypts to the peer that the destination routes to (allowed
- * IPs); `device.onPacket = (ip, peer) => ...` receives decrypted packets that passed the source check.
- * `device.attachTun(tun)` wires both to a Tun directly.
+ * IPs); decrypted packets that passed the source check go to the one sink given to the device: `tun` or
+ * `onPacket` in its options, or `device.attach((ip, peer) => ...)` once (a second sink throws
+ * DeviceWiringError). Timers fire from `device.tick()`, called by the `ticker` option or the test.
  */
-export { Device, DropReason, type DeviceOptions, type DeviceStats, type PacketHandler } from './device.js';
+export { Device, DeviceWiringError, DropReason, type DeviceOptions, type DeviceStats, type PacketHandler } from './device.js';
 export { Peer, type PeerConfig, type PeerStatus } from './peer.js';
 export { parseConfig, ConfigError, type WgConfig, type PeerConfigEntry, type InterfaceConfig } from './config.js';
 export { decodeKey, encodeKey, generatePrivateKey, publicKeyOf, KeyFormatError } from './keys.js';

@@ -13,6 +13,7 @@ import { LatticeError, UsageError } from '../errors.js';
 import { writeFileAtomic } from '../fsutil.js';
 import type { Logger } from '../log.js';
 import { UdpBind } from '../conn/udp.js';
+import { IntervalTicker } from '../conn/ticker.js';
 import { openLinuxTun } from '../tun/linux.js';
 import { addAddress, addRoute, IpError, setLinkUp } from '../netns/ip.js';
 import type { WgConfig } from './config.js';
@@ -72,7 +73,7 @@ export async function wgUp(cfg: WgConfig, opts: { ifname: string; stateDir: stri
     await bind.close();
     throw err;
   }
-  const device = new Device({ privateKey: cfg.interface.privateKey, bind, clock: systemClock, mtu });
+  const device = new Device({ privateKey: cfg.interface.privateKey, bind, clock: systemClock, mtu, tun, ticker: new IntervalTicker(100) });
   const cleanup = async () => {
     await device.close();
     await tun.close();
@@ -95,8 +96,7 @@ export async function wgUp(cfg: WgConfig, opts: { ifname: string; stateDir: stri
     await cleanup();
     throw err;
   }
-  device.attachTun(tun);
-  device.up({ tickMs: 100 });
+  device.up();
 
   const statusPath = join(statusDir(opts.stateDir), `${tun.name}.json`);
   const writeStatus = async () => {

@@ -19,7 +19,7 @@ describe('UdpBind (loopback)', () => {
         a.addPeer({ publicKey: crypto.publicKey(kb), allowedIPs: ['10.0.0.2/32'], endpoint: { address: host, port: bb.port } });
         b.addPeer({ publicKey: crypto.publicKey(ka), allowedIPs: ['10.0.0.1/32'] });
         const got = new Promise<Uint8Array>((resolve) => {
-          b.onPacket = (p) => resolve(Uint8Array.from(p));
+          b.attach((p) => resolve(Uint8Array.from(p)));
         });
         a.up();
         b.up();
@@ -28,7 +28,7 @@ describe('UdpBind (loopback)', () => {
         expect(Buffer.from(await got).equals(Buffer.from(pkt))).toBe(true);
         expect(b.peerStatus()[0].endpoint).toBe(host === '::1' ? `[::1]:${ba.port}` : `127.0.0.1:${ba.port}`);
         const back = new Promise<void>((resolve) => {
-          a.onPacket = () => resolve();
+          a.attach(() => resolve());
         });
         b.sendPacket(ipPacket('10.0.0.2', '10.0.0.1'));
         await back;

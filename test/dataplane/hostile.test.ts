@@ -57,7 +57,7 @@ function setup(policyText = policy(), resolveUpstream?: UpstreamResolver, extra:
   a.dev.up();
   b.dev.up();
   const peerSide: Uint8Array[] = [];
-  b.dev.onPacket = (p) => peerSide.push(Uint8Array.from(p));
+  b.dev.attach((p) => peerSide.push(Uint8Array.from(p)));
   const tun = new MemoryTun('sbx0');
   const events: AuditEventDraft[] = [];
   const pump = new Pump({

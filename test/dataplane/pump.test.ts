@@ -45,7 +45,7 @@ function setup(policy = policyText(), resolveUpstream?: UpstreamResolver) {
   a.dev.up();
   b.dev.up();
   const peerSide: Uint8Array[] = [];
-  b.dev.onPacket = (p) => peerSide.push(Uint8Array.from(p));
+  b.dev.attach((p) => peerSide.push(Uint8Array.from(p)));
   const sandboxTun = new MemoryTun('sbx0');
   const events: AuditEventDraft[] = [];
   const pump = new Pump({

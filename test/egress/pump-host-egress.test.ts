@@ -13,7 +13,7 @@ const SANDBOX = ip('100.77.1.2');
 const WEB = ip('203.0.113.10');
 const HOSTADDR = ip('192.0.2.2');
 
-const NO_PEERS: PacketDevice = { sendPacket: () => false, onPacket: () => undefined };
+const NO_PEERS: PacketDevice = { sendPacket: () => false, attach: () => undefined };
 
 function setup(policy: object) {
   const sandboxTun = new MemoryTun('sbx0');

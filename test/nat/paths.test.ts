@@ -41,9 +41,8 @@ function setup(opts: { relay?: boolean } = {}) {
     const priv = crypto.generatePrivateKey();
     const bind = new PathBind(new MuxBind(net.bind(address, 51820)));
     if (opts.relay) bind.addLink('relay', relay.link(id));
-    const dev = new Device({ privateKey: priv, bind, clock, crypto });
     const received: Uint8Array[] = [];
-    dev.onPacket = (p) => received.push(Uint8Array.from(p));
+    const dev = new Device({ privateKey: priv, bind, clock, crypto, onPacket: (p) => received.push(Uint8Array.from(p)) });
     return { id, bind, dev, pub: crypto.publicKey(priv), received, overlay, addr: { address, port: 51820 } as Endpoint };
   };
   const a = mk('alice', '192.0.2.1', '10.0.0.1');

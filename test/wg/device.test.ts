@@ -1,5 +1,8 @@
 import { describe, expect, it } from 'vitest';
-import { makePair, ipPacket, AtoB, BtoA } from './helpers.js';
+import { makePair, ipPacket, AtoB, BtoA, crypto } from './helpers.js';
+import { Device, DeviceWiringError } from '../../src/wg/device.js';
+import { MemoryTun } from '../../src/tun/tun.js';
+import { ManualClock } from '../../src/clock.js';
 import {
   KeepaliveTimeout,
   RejectAfterTime,
@@ -194,5 +197,36 @@ describe('persistent keepalive set at runtime', () => {
     expect(a.dev.stats.handshakesCompleted).toBe(1);
     expect(b.dev.stats.handshakesCompleted).toBe(1); // confirmed by A's keepalive
     expect(a.dev.peerStatus()[0].persistentKeepalive).toBe(25);
+  });
+});
+
+describe('collaborators given once', () => {
+  it('a second packet sink throws DeviceWiringError and the first keeps receiving', () => {
+    const { a, b, net } = makePair(); // makePair attaches each device's handler
+    expect(() => b.dev.attach(() => undefined)).toThrow(DeviceWiringError);
+    a.dev.sendPacket(AtoB());
+    net.flush();
+    expect(b.received.length).toBe(1);
+    const tun = new MemoryTun();
+    expect(() => new Device({ privateKey: crypto.generatePrivateKey(), bind: net.bind('192.0.2.9', 1), clock: new ManualClock(), tun, onPacket: () => undefined })).toThrow(DeviceWiringError);
+    const withTun = new Device({ privateKey: crypto.generatePrivateKey(), bind: net.bind('192.0.2.10', 1), clock: new ManualClock(), tun });
+    expect(() => withTun.attach(() => undefined)).toThrow(/already delivers/);
+  });
+
+  it('timers fire from the injected ticker, which up() starts and close() stops', async () => {
+    const ticks: (() => void)[] = [];
+    let stopped = 0;
+    const ticker = { start: (t: () => void) => void ticks.push(t), stop: () => void stopped++ };
+    const { a, b, net, clock } = makePair({ device: { ticker } });
+    expect(ticks.length).toBe(2); // one per device, from up()
+    await b.dev.close(); // B silent: A's handshake goes unanswered
+    a.dev.sendPacket(AtoB());
+    net.flush();
+    const sent = a.dev.stats.handshakeInitiationsSent;
+    clock.advance(6_000);
+    ticks[0](); // A's ticker fires: the retransmit timer (RekeyTimeout + jitter) has expired
+    expect(a.dev.stats.handshakeInitiationsSent).toBe(sent + 1);
+    await a.dev.close();
+    expect(stopped).toBe(2);
   });
 });

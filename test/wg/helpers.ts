@@ -56,7 +56,7 @@ export function makePair(opts: { psk?: boolean; bKnowsA?: boolean; device?: Part
     const bind = net.bind(address, 51820);
     const dev = new Device({ privateKey: priv, bind, clock, crypto, ...opts.device });
     const received: Side['received'] = [];
-    dev.onPacket = (packet, peer) => received.push({ packet: Uint8Array.from(packet), peer });
+    dev.attach((packet, peer) => received.push({ packet: Uint8Array.from(packet), peer }));
     dev.up();
     return { dev, priv, pub: crypto.publicKey(priv), received, addr: { address, port: 51820 } };
   };
