@@ -8,7 +8,7 @@ import { resolveStateDir } from '../state.js';
 import { ConfigError, parseConfig } from '../wg/config.js';
 import { defaultCrypto } from '../wg/crypto.js';
 import { generatePrivateKey, KeyFormatError, publicKeyOf } from '../wg/keys.js';
-import { formatStatus, readStatuses, wgUp } from '../wg/up.js';
+import { formatStatus, readStatuses, wgUp } from './wg-up.js';
 
 async function readStdin(): Promise<string> {
   const chunks: Buffer[] = [];

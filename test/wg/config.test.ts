@@ -84,7 +84,7 @@ Endpoint = 192.0.2.1:51820
 
 describe('wg show formatting', () => {
   it('prints wg(8)-like text without key material other than public keys', async () => {
-    const { formatStatus } = await import('../../src/wg/up.js');
+    const { formatStatus } = await import('../../src/cli/wg-up.js');
     const now = 1_700_000_100_000;
     const text = formatStatus(
       [{

@@ -1,6 +1,7 @@
 /**
- * `lattice wg up`: a standalone userspace peer. The I/O edge around the pure Device: the UDP Bind, a Linux
- * TUN with addresses, MTU and routes for AllowedIPs, a timer tick, and a status file that `wg show` reads.
+ * `lattice wg up`: a standalone userspace peer. Host I/O around the pure Device (hence in cli/, not wg/):
+ * DNS for endpoint names, the UDP Bind, a Linux TUN with addresses, MTU and routes for AllowedIPs
+ * (`ip`), an interval ticker, and a status file that `wg show` reads.
  *
  * Status: <stateDir>/wg/<ifname>.json, rewritten atomically every second while up and removed on exit.
  * It holds the public key, listen port, pid and per-peer status (never private or preshared keys).
@@ -16,11 +17,11 @@ import { UdpBind } from '../conn/udp.js';
 import { IntervalTicker } from '../conn/ticker.js';
 import { openLinuxTun } from '../tun/linux.js';
 import { addAddress, addRoute, IpError, setLinkUp } from '../netns/ip.js';
-import type { WgConfig } from './config.js';
-import { DefaultMTU } from './constants.js';
-import { Device, type DeviceStats } from './device.js';
-import { encodeKey } from './keys.js';
-import type { PeerStatus } from './peer.js';
+import type { WgConfig } from '../wg/config.js';
+import { DefaultMTU } from '../wg/constants.js';
+import { Device, type DeviceStats } from '../wg/device.js';
+import { encodeKey } from '../wg/keys.js';
+import type { PeerStatus } from '../wg/peer.js';
 import type { Endpoint } from '../conn/bind.js';
 
 export interface WgStatusFile {
