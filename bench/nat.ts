@@ -10,7 +10,7 @@
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { classify } from '../src/nat/mux-bind.js';
+import { classify } from '../src/nat/path-bind.js';
 import { encodeStun, StunClass } from '../src/nat/stun.js';
 
 function classifierBench(): void {

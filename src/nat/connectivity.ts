@@ -18,7 +18,6 @@ import { systemClock, type Clock } from '../clock.js';
 import { LatticeError } from '../errors.js';
 import type { Device } from '../wg/device.js';
 import { CandidateType, hostCandidates, parseServer, StunDiscovery, type Candidate } from './discovery.js';
-import { MuxBind } from './mux-bind.js';
 import { PathBind } from './path-bind.js';
 import { PeerPaths, type PathStatus, type PathTimingOptions } from './paths.js';
 import { IceLink, iceServerFromUrl, validIceSignal, type IceSignal } from './ice.js';
@@ -32,8 +31,9 @@ export class NatConfigError extends LatticeError {
   }
 }
 
+/** The one Bind for STUN demultiplexing and virtual paths over the WireGuard UDP socket `udp` (path-bind.ts). */
 export function createPathBind(udp: Bind): PathBind {
-  return new PathBind(new MuxBind(udp));
+  return new PathBind(udp);
 }
 
 export interface SignalMessage {
@@ -181,7 +181,7 @@ export async function createPeerConnectivity(o: PeerConnectivityOptions): Promis
   const ice = o.ice ? iceLink('ice', (o.stunServers ?? []).map((s) => (s.startsWith('stun:') ? s : `stun:${s}`)), 'all') : undefined;
   const turn = o.turnServers && o.turnServers.length > 0 ? iceLink('turn', o.turnServers, 'relay') : undefined;
 
-  bind.onStun = (data, from) => {
+  bind.attachStun((data, from) => {
     const msg = decodeStun(data);
     if (typeof msg === 'string') {
       stats.stunDropped++;
@@ -198,8 +198,7 @@ export async function createPeerConnectivity(o: PeerConnectivityOptions): Promis
     if (discovery.handle(msg, from)) return;
     for (const p of peers.values()) if (p.handleResponse(msg, from, now)) return;
     stats.stunDropped++;
-  };
-  bind.startStunOnly();
+  });
 
   const direct = o.direct !== false;
   const candidates = (): Candidate[] => (direct ? [...host, ...srflx] : []);

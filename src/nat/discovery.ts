@@ -1,6 +1,6 @@
 /**
  * Endpoint discovery: local (host) candidates from the interfaces, server-reflexive ones from STUN
- * Binding requests sent from the WireGuard socket itself (through the MuxBind), so the mapping found is
+ * Binding requests sent from the WireGuard socket itself (through the PathBind), so the mapping found is
  * the one WireGuard's packets get.
  */
 import { randomBytes } from 'node:crypto';
@@ -48,7 +48,7 @@ interface Pending {
 
 /**
  * The STUN client side of discovery. Feed it every STUN datagram (handle() says whether it was ours);
- * it sends through `send`, the MuxBind's socket.
+ * it sends through `send`, the PathBind's UDP socket.
  */
 export class StunDiscovery {
   private readonly pending = new Map<string, Pending>();

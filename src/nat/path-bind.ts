@@ -1,14 +1,56 @@
 /**
- * The Bind the device sees: the UDP MuxBind plus virtual links (the TCP relay, ICE data channels).
+ * The one Bind the device sees when NAT traversal is on: the UDP socket plus virtual links (the TCP relay,
+ * ICE data channels), each carrying two protocols told apart by their first bytes (the seed's
+ * FilteringUDPMux), so the server-reflexive address STUN discovers is the WireGuard socket's own mapping:
+ *
+ *   UDP datagram ----------------+
+ *   virtual link (peerId, data) -+-> classify() -> WireGuard: the device (held in one early queue until up)
+ *                                               -> STUN:      the STUN handler (discovery, connectivity checks)
+ *                                               -> other:     dropped and counted
+ *   device send(to) -> to.port != 0 or an IP address: UDP;  "<scheme>:<peerId>", port 0: that scheme's link
+ *
+ *   STUN:       top two bits 0, length % 4 == 0, magic cookie 0x2112A442 at offset 4 (RFC 8489 section 5)
+ *   WireGuard:  type 1..4 followed by three zero bytes (the reserved field)
+ *
+ * The two cannot collide on anything we accept: a STUN Binding message has a non-zero type low byte
+ * (0x01, 0x11, ...) at offset 1, where WireGuard has a reserved zero. WireGuard is tested first since it
+ * is the hot path.
+ *
  * A virtual path has an endpoint the device treats as opaque: { address: "<scheme>:<peerId>", port: 0 },
  * e.g. "relay:alice". The device's roaming (endpoint := source of the last authenticated packet) then
  * moves a peer between direct and virtual paths with no change to the device.
  *
- * Every path carries the same two protocols, told apart by classify(): WireGuard to the device, STUN
- * (connectivity checks) to onStun.
+ * Collaborators are given once: the UDP Bind in the constructor; the device's handler by start(), the STUN
+ * handler by attachStun() and each scheme's link by addLink(). Giving one twice throws PathWiringError.
  */
 import type { Bind, Endpoint } from '../conn/bind.js';
-import { classify, PacketKind, type MuxBind, type StunHandler } from './mux-bind.js';
+import { LatticeError } from '../errors.js';
+
+export const PacketKind = { WireGuard: 1, Stun: 2, Garbage: 0 } as const;
+export type PacketKind = (typeof PacketKind)[keyof typeof PacketKind];
+
+/** Classify one datagram by its first 8 bytes. No allocation, no parsing. */
+export function classify(b: Uint8Array): PacketKind {
+  const n = b.length;
+  if (n < 4) return PacketKind.Garbage;
+  const t = b[0];
+  if (t >= 1 && t <= 4 && (b[1] | b[2] | b[3]) === 0) return PacketKind.WireGuard;
+  if (
+    n >= 20 &&
+    (t & 0xc0) === 0 &&
+    (b[3] & 3) === 0 &&
+    b[4] === 0x21 &&
+    b[5] === 0x12 &&
+    b[6] === 0xa4 &&
+    b[7] === 0x42
+  ) {
+    return PacketKind.Stun;
+  }
+  return PacketKind.Garbage;
+}
+
+export type StunHandler = (data: Uint8Array, from: Endpoint) => void;
+export type DatagramHandler = (data: Uint8Array, from: Endpoint) => void;
 
 export const PathKind = { Direct: 'direct', Ice: 'ice', Relay: 'relay' } as const;
 export type PathKind = (typeof PathKind)[keyof typeof PathKind];
@@ -42,54 +84,93 @@ export function endpointPath(ep: Endpoint): { kind: PathKind; scheme?: LinkSchem
   return { kind: PathKind.Direct };
 }
 
+/** A collaborator of the PathBind was given twice; the first would silently have lost. */
+export class PathWiringError extends LatticeError {
+  override readonly name = 'PathWiringError';
+  constructor(msg: string) {
+    super('ENAT_WIRING', msg);
+  }
+}
+
+/** WireGuard datagrams held until the device is up: a lost first initiation costs a RekeyTimeout (5 s). */
+const EarlyQueueSize = 16;
+
+export interface PathBindStats {
+  /** UDP datagrams by kind. */
+  wireguard: number;
+  stun: number;
+  garbage: number;
+  /** WireGuard datagrams in and out over virtual links; garbage from them; sends to a scheme with no link. */
+  virtualIn: number;
+  virtualOut: number;
+  virtualGarbage: number;
+  noLink: number;
+  /** WireGuard datagrams dropped because the early queue was full before the device came up. */
+  earlyOverflow: number;
+}
+
 export class PathBind implements Bind {
-  readonly stats = { virtualIn: 0, virtualOut: 0, virtualGarbage: 0, noLink: 0 };
-  onStun: StunHandler = () => undefined;
+  readonly stats: PathBindStats = { wireguard: 0, stun: 0, garbage: 0, virtualIn: 0, virtualOut: 0, virtualGarbage: 0, noLink: 0, earlyOverflow: 0 };
   private readonly links = new Map<string, VirtualLink>();
-  private deviceHandler?: (data: Uint8Array, from: Endpoint) => void;
+  private receiving = false;
+  private deviceHandler?: DatagramHandler;
+  private stunHandler?: StunHandler;
   private early: { data: Uint8Array; from: Endpoint }[] = [];
 
-  constructor(readonly udp: MuxBind) {
-    udp.onStun = (d, f) => this.onStun(d, f);
-  }
+  /** @param udp the WireGuard UDP socket; the path bind owns it from now on (receives from it, closes it). */
+  constructor(readonly udp: Bind) {}
 
   get port(): number {
     return this.udp.port;
   }
 
-  /** Attach a virtual link under a scheme ("relay", "ice"). */
-  addLink(kind: LinkScheme, link: VirtualLink): void {
-    this.links.set(kind, link);
-    link.onData = (peerId, data) => this.receiveVirtual(kind, peerId, data);
+  /** Attach a virtual link under a scheme ("relay", "ice", "turn"). Throws PathWiringError if the scheme has one. */
+  addLink(scheme: LinkScheme, link: VirtualLink): void {
+    if (this.links.has(scheme)) throw new PathWiringError(`a "${scheme}" link is already attached; attach one link per scheme`);
+    this.links.set(scheme, link);
+    link.onData = (peerId, data) => this.dispatch(data, { address: `${scheme}:${peerId}`, port: 0 }, true);
   }
 
-  start(onDatagram: (data: Uint8Array, from: Endpoint) => void): void {
+  /** The device's handler (Bind.start): WireGuard datagrams, the early queue first. Once. */
+  start(onDatagram: DatagramHandler): void {
+    if (this.deviceHandler) throw new PathWiringError('the path bind already delivers to a device; start it once');
     this.deviceHandler = onDatagram;
-    this.udp.start(onDatagram);
     const early = this.early;
     this.early = [];
     for (const e of early) onDatagram(e.data, e.from);
+    this.receiveUdp();
   }
 
-  /** Receive STUN (and drop WireGuard) before the device is up. */
-  startStunOnly(): void {
-    this.udp.startStunOnly();
+  /** The STUN handler (discovery and connectivity checks); UDP is received from now on, device up or not. Once. */
+  attachStun(onStun: StunHandler): void {
+    if (this.stunHandler) throw new PathWiringError('the path bind already has a STUN handler; attach one, once');
+    this.stunHandler = onStun;
+    this.receiveUdp();
   }
 
-  private receiveVirtual(kind: string, peerId: string, data: Uint8Array): void {
-    const from = { address: `${kind}:${peerId}`, port: 0 };
+  private receiveUdp(): void {
+    if (this.receiving) return;
+    this.receiving = true;
+    this.udp.start((data, from) => this.dispatch(data, from, false));
+  }
+
+  /** @internal one datagram from UDP or (virtual = true) a link; exposed for tests that move the socket. */
+  dispatch(data: Uint8Array, from: Endpoint, virtual = false): void {
     switch (classify(data)) {
       case PacketKind.WireGuard:
-        this.stats.virtualIn++;
-        // Before the device is up, hold a few (see MuxBind.early).
+        if (virtual) this.stats.virtualIn++;
+        else this.stats.wireguard++;
         if (this.deviceHandler) this.deviceHandler(data, from);
-        else if (this.early.length < 16) this.early.push({ data: Uint8Array.from(data), from });
+        else if (this.early.length < EarlyQueueSize) this.early.push({ data: Uint8Array.from(data), from });
+        else this.stats.earlyOverflow++;
         return;
       case PacketKind.Stun:
-        this.onStun(data, from);
+        if (!virtual) this.stats.stun++;
+        this.stunHandler?.(data, from);
         return;
       default:
-        this.stats.virtualGarbage++;
+        if (virtual) this.stats.virtualGarbage++;
+        else this.stats.garbage++;
     }
   }
 

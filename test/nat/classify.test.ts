@@ -1,8 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { hostCandidates, parseServer } from '../../src/nat/discovery.js';
 import { iceServerFromUrl, validIceSignal } from '../../src/nat/ice.js';
-import { classify, PacketKind } from '../../src/nat/mux-bind.js';
-import { endpointPath } from '../../src/nat/path-bind.js';
+import { classify, endpointPath, PacketKind } from '../../src/nat/path-bind.js';
 import { encodeStun, StunClass } from '../../src/nat/stun.js';
 
 const bytes = (...b: number[]) => new Uint8Array(b);

@@ -3,8 +3,8 @@ import { describe, expect, it } from 'vitest';
 import { ManualClock } from '../../src/clock.js';
 import type { Endpoint } from '../../src/conn/bind.js';
 import { MemoryNetwork } from '../../src/conn/memory.js';
-import { MuxBind } from '../../src/nat/mux-bind.js';
-import { PathBind, type VirtualLink } from '../../src/nat/path-bind.js';
+import { PathBind, PathWiringError, type VirtualLink } from '../../src/nat/path-bind.js';
+import { MessageType } from '../../src/wg/constants.js';
 import { PeerPaths } from '../../src/nat/paths.js';
 import { decodeStun, encodeStun, StunClass } from '../../src/nat/stun.js';
 import { Device } from '../../src/wg/device.js';
@@ -39,7 +39,7 @@ function setup(opts: { relay?: boolean } = {}) {
   const relay = new MemoryRelay();
   const mk = (id: string, address: string, overlay: string) => {
     const priv = crypto.generatePrivateKey();
-    const bind = new PathBind(new MuxBind(net.bind(address, 51820)));
+    const bind = new PathBind(net.bind(address, 51820));
     if (opts.relay) bind.addLink('relay', relay.link(id));
     const received: Uint8Array[] = [];
     const dev = new Device({ privateKey: priv, bind, clock, crypto, onPacket: (p) => received.push(Uint8Array.from(p)) });
@@ -57,12 +57,12 @@ function setup(opts: { relay?: boolean } = {}) {
       getEndpoint: () => self.dev.getPeer(other.pub)?.endpoint,
       setEndpoint: (ep) => self.dev.updatePeer({ publicKey: other.pub, endpoint: ep }),
     });
-    self.bind.onStun = (data, from) => {
+    self.bind.attachStun((data, from) => {
       const m = decodeStun(data);
       if (typeof m === 'string') return;
       if (m.class === StunClass.Request) p.handleRequest(m, from, clock.monotonic());
       else p.handleResponse(m, from, clock.monotonic());
-    };
+    });
     self.dev.up();
     return p;
   };
@@ -141,8 +141,8 @@ describe('PeerPaths', () => {
     // Alice's NAT remaps her: her packets now arrive from 192.0.2.99:40000, and replies there reach her.
     const moved = { address: '192.0.2.99', port: 40000 };
     const aliceBind = s.net.bind(moved.address, moved.port);
-    aliceBind.start((d, from) => s.a.bind.udp.dispatch(d, from));
-    (s.a.bind.udp.inner as { send: (d: Uint8Array, to: Endpoint) => void }).send = (d, to) => aliceBind.send(d, to);
+    aliceBind.start((d, from) => s.a.bind.dispatch(d, from));
+    (s.a.bind.udp as { send: (d: Uint8Array, to: Endpoint) => void }).send = (d, to) => aliceBind.send(d, to);
     s.run(3_000);
     expect(s.pb.status(s.clock.monotonic()).endpoint).toBe('192.0.2.99:40000');
     s.b.dev.sendPacket(ipPacket('10.0.0.2', '10.0.0.1'));
@@ -166,13 +166,13 @@ describe('PeerPaths', () => {
   });
 });
 
-describe('MuxBind', () => {
+describe('PathBind demultiplexing', () => {
   it('sends WireGuard to the device, STUN to onStun, and drops garbage without touching the device', () => {
     const s = setup();
     s.run(300);
     s.a.dev.sendPacket(ipPacket('10.0.0.1', '10.0.0.2'));
     s.run(100);
-    const mux = s.b.bind.udp;
+    const mux = s.b.bind;
     const before = { ...mux.stats };
     const droppedBefore = s.b.dev.droppedTotal();
     const junk = [new Uint8Array([]), new Uint8Array([1]), new Uint8Array([5, 0, 0, 0, 9]), new Uint8Array([1, 0, 0, 1, 0, 0]), new TextEncoder().encode('GET / HTTP/1.1\r\n\r\n')];
@@ -188,5 +188,37 @@ describe('MuxBind', () => {
     expect(s.b.received.length).toBe(2);
     expect(mux.stats.wireguard).toBeGreaterThan(0);
     expect(mux.stats.stun).toBeGreaterThan(0);
+  });
+});
+
+describe('PathBind wiring', () => {
+  it('holds WireGuard from UDP and from links in one early queue until the device starts, and refuses a second handler', () => {
+    const net = new MemoryNetwork();
+    const udp = net.bind('192.0.2.1', 51820);
+    const bind = new PathBind(udp);
+    const relay = new MemoryRelay();
+    const aliceLink = relay.link('alice');
+    bind.addLink('relay', aliceLink);
+    expect(() => bind.addLink('relay', aliceLink)).toThrow(PathWiringError);
+    const stun: Endpoint[] = [];
+    bind.attachStun((_d, from) => stun.push(from));
+    expect(() => bind.attachStun(() => undefined)).toThrow(PathWiringError);
+    const wg = (n: number) => new Uint8Array([MessageType.Transport, 0, 0, 0, n]);
+    net.send(wg(1), { address: '198.51.100.2', port: 1 }, { address: '192.0.2.1', port: 51820 });
+    net.flush();
+    relay.link('bob').send('alice', wg(2));
+    relay.flush();
+    for (let i = 0; i < 20; i++) bind.dispatch(wg(3), { address: '198.51.100.2', port: 1 });
+    const got: [number, string][] = [];
+    bind.start((d, from) => got.push([d[4], from.address]));
+    expect(got.slice(0, 2)).toEqual([
+      [1, '198.51.100.2'],
+      [2, 'relay:bob'],
+    ]);
+    expect(got.length).toBe(16);
+    expect(bind.stats.earlyOverflow).toBe(6);
+    expect(() => bind.start(() => undefined)).toThrow(PathWiringError);
+    bind.dispatch(encodeStun({ class: StunClass.Request, transactionId: new Uint8Array(12) }), { address: '203.0.113.9', port: 7 });
+    expect(stun).toEqual([{ address: '203.0.113.9', port: 7 }]);
   });
 });
