@@ -3,13 +3,14 @@
  * flush() (deterministic, no reentrancy) or, with `auto`, on the next macrotask. Each delivery gets a
  * fresh copy, as a real socket would, since the receiver may decrypt in place.
  */
-import type { Bind, Endpoint } from './bind.js';
+import type { Bind, Endpoint, UdpEndpoint } from './bind.js';
 import { endpointKey } from './bind.js';
 
+/** A datagram on the memory network: UDP only (virtual paths belong to the PathBind's links). */
 interface Datagram {
   data: Uint8Array;
-  from: Endpoint;
-  to: Endpoint;
+  from: UdpEndpoint;
+  to: UdpEndpoint;
 }
 
 export class MemoryNetwork {
@@ -35,7 +36,8 @@ export class MemoryNetwork {
   }
 
   /** Queue a datagram, as if `from` sent it to `to` (tests use this to inject hostile input). */
-  send(data: Uint8Array, from: Endpoint, to: Endpoint): void {
+  send(data: Uint8Array, from: UdpEndpoint, to: Endpoint): void {
+    if (to.kind === 'virtual') return; // no such path on a UDP network
     const d = { data: Uint8Array.from(data), from: { ...from }, to: { ...to } };
     this.log.push(d);
     this.queue.push(d);
@@ -72,7 +74,7 @@ export class MemoryBind implements Bind {
 
   constructor(
     private readonly net: MemoryNetwork,
-    readonly local: Endpoint,
+    readonly local: UdpEndpoint,
   ) {}
 
   get port(): number {
@@ -83,6 +85,7 @@ export class MemoryBind implements Bind {
     this.handler = onDatagram;
   }
 
+  /** Virtual endpoints are not on this network: dropped. */
   send(data: Uint8Array, to: Endpoint): void {
     if (!this.closed) this.net.send(data, this.local, to);
   }

@@ -95,6 +95,11 @@ export class UdpBind implements Bind {
 
   send(data: Uint8Array, to: Endpoint): void {
     if (this.closed) return;
+    if (to.kind === 'virtual') {
+      // A virtual path is the PathBind's business; a bare UDP bind cannot reach it.
+      this.sendErrors++;
+      return;
+    }
     const s = to.address.includes(':') ? this.v6 : this.v4;
     if (!s) {
       this.sendErrors++;

@@ -286,7 +286,7 @@ export async function createPeerConnectivity(o: PeerConnectivityOptions): Promis
     // peer's relay pair has gone quiet after having answered, reconnect.
     if (relay?.isConnected && now - lastKick > 3_000) {
       const relayPairs = [...peers.values()].flatMap((p) => [...p.pairs.values()].filter((x) => x.via === 'tcp' && x.answered > 0));
-      if (relayPairs.length > 0 && relayPairs.every((x) => !peers.get(x.endpoint.address.slice(6))?.alive(x, now))) {
+      if (relayPairs.length > 0 && relayPairs.every((x) => x.endpoint.kind === 'virtual' && !peers.get(x.endpoint.peerId)?.alive(x, now))) {
         lastKick = now;
         relay.kick();
       }

@@ -5,7 +5,7 @@
  */
 import { randomBytes } from 'node:crypto';
 import { networkInterfaces } from 'node:os';
-import type { Endpoint } from '../conn/bind.js';
+import { sameEndpoint, type Endpoint } from '../conn/bind.js';
 import { decodeStun, encodeStun, mappedAddress, StunClass, transactionKey, type StunMessage } from './stun.js';
 
 export const CandidateType = { Host: 'host', ServerReflexive: 'srflx', PeerReflexive: 'prflx', Relay: 'relay' } as const;
@@ -102,7 +102,7 @@ export class StunDiscovery {
     const p = this.pending.get(transactionKey(msg.transactionId));
     if (!p) return false;
     // A response must come from the server we asked (anyone could guess nothing, but check anyway).
-    if (p.server.address !== from.address || p.server.port !== from.port) {
+    if (!sameEndpoint(p.server, from)) {
       this.dropped++;
       return true;
     }

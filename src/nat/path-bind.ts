@@ -7,7 +7,7 @@
  *   virtual link (peerId, data) -+-> classify() -> WireGuard: the device (held in one early queue until up)
  *                                               -> STUN:      the STUN handler (discovery, connectivity checks)
  *                                               -> other:     dropped and counted
- *   device send(to) -> to.port != 0 or an IP address: UDP;  "<scheme>:<peerId>", port 0: that scheme's link
+ *   device send(to) -> a UDP endpoint: the socket;  a virtual endpoint: its scheme's link (none: counted)
  *
  *   STUN:       top two bits 0, length % 4 == 0, magic cookie 0x2112A442 at offset 4 (RFC 8489 section 5)
  *   WireGuard:  type 1..4 followed by three zero bytes (the reserved field)
@@ -16,14 +16,14 @@
  * (0x01, 0x11, ...) at offset 1, where WireGuard has a reserved zero. WireGuard is tested first since it
  * is the hot path.
  *
- * A virtual path has an endpoint the device treats as opaque: { address: "<scheme>:<peerId>", port: 0 },
- * e.g. "relay:alice". The device's roaming (endpoint := source of the last authenticated packet) then
+ * A virtual path has an endpoint the device treats as opaque: { kind: "virtual", scheme, peerId }, e.g. the
+ * relay's { kind: "virtual", scheme: "relay", peerId: "alice" } ("relay:alice" in status). The device's roaming (endpoint := source of the last authenticated packet) then
  * moves a peer between direct and virtual paths with no change to the device.
  *
  * Collaborators are given once: the UDP Bind in the constructor; the device's handler by start(), the STUN
  * handler by attachStun() and each scheme's link by addLink(). Giving one twice throws PathWiringError.
  */
-import type { Bind, Endpoint } from '../conn/bind.js';
+import type { Bind, Endpoint, VirtualEndpoint } from '../conn/bind.js';
 import { LatticeError } from '../errors.js';
 
 export const PacketKind = { WireGuard: 1, Stun: 2, Garbage: 0 } as const;
@@ -69,19 +69,23 @@ export interface VirtualLink {
 export const LinkScheme = { Ice: 'ice', Turn: 'turn', Relay: 'relay' } as const;
 export type LinkScheme = (typeof LinkScheme)[keyof typeof LinkScheme];
 
-export function virtualEndpoint(scheme: LinkScheme, peerId: string): Endpoint {
-  return { address: `${scheme}:${peerId}`, port: 0 };
+export function virtualEndpoint(scheme: LinkScheme, peerId: string): VirtualEndpoint {
+  return { kind: 'virtual', scheme, peerId };
 }
 
 /** The kind of path an endpoint names, its scheme and the peer id for virtual ones. */
 export function endpointPath(ep: Endpoint): { kind: PathKind; scheme?: LinkScheme; peerId?: string } {
-  const a = ep.address;
-  if (ep.port === 0) {
-    if (a.startsWith('relay:')) return { kind: PathKind.Relay, scheme: LinkScheme.Relay, peerId: a.slice(6) };
-    if (a.startsWith('turn:')) return { kind: PathKind.Relay, scheme: LinkScheme.Turn, peerId: a.slice(5) };
-    if (a.startsWith('ice:')) return { kind: PathKind.Ice, scheme: LinkScheme.Ice, peerId: a.slice(4) };
+  if (ep.kind !== 'virtual') return { kind: PathKind.Direct };
+  switch (ep.scheme) {
+    case LinkScheme.Relay:
+      return { kind: PathKind.Relay, scheme: LinkScheme.Relay, peerId: ep.peerId };
+    case LinkScheme.Turn:
+      return { kind: PathKind.Relay, scheme: LinkScheme.Turn, peerId: ep.peerId };
+    case LinkScheme.Ice:
+      return { kind: PathKind.Ice, scheme: LinkScheme.Ice, peerId: ep.peerId };
+    default:
+      return { kind: PathKind.Direct };
   }
-  return { kind: PathKind.Direct };
 }
 
 /** A collaborator of the PathBind was given twice; the first would silently have lost. */
@@ -128,7 +132,7 @@ export class PathBind implements Bind {
   addLink(scheme: LinkScheme, link: VirtualLink): void {
     if (this.links.has(scheme)) throw new PathWiringError(`a "${scheme}" link is already attached; attach one link per scheme`);
     this.links.set(scheme, link);
-    link.onData = (peerId, data) => this.dispatch(data, { address: `${scheme}:${peerId}`, port: 0 }, true);
+    link.onData = (peerId, data) => this.dispatch(data, virtualEndpoint(scheme, peerId), true);
   }
 
   /** The device's handler (Bind.start): WireGuard datagrams, the early queue first. Once. */
@@ -175,18 +179,17 @@ export class PathBind implements Bind {
   }
 
   send(data: Uint8Array, to: Endpoint): void {
-    if (to.port !== 0 || !to.address.includes(':') || /^[0-9a-fA-F:.]+$/.test(to.address)) {
+    if (to.kind !== 'virtual') {
       this.udp.send(data, to);
       return;
     }
-    const i = to.address.indexOf(':');
-    const link = this.links.get(to.address.slice(0, i));
+    const link = this.links.get(to.scheme);
     if (!link) {
       this.stats.noLink++;
       return;
     }
     this.stats.virtualOut++;
-    link.send(to.address.slice(i + 1), data);
+    link.send(to.peerId, data);
   }
 
   async close(): Promise<void> {

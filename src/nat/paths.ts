@@ -14,7 +14,7 @@
  * Pure: time comes in as `now` (monotonic ms), bytes go out through `send`; the caller runs tick().
  */
 import { randomBytes } from 'node:crypto';
-import type { Endpoint } from '../conn/bind.js';
+import { endpointKey, sameEndpoint, type Endpoint } from '../conn/bind.js';
 import { CandidateType, type Candidate } from './discovery.js';
 import { endpointPath, LinkScheme, PathKind, virtualEndpoint } from './path-bind.js';
 import { encodeStun, StunClass, transactionKey, verifyIntegrity, type StunMessage } from './stun.js';
@@ -101,14 +101,6 @@ export interface PeerPathsOptions {
   onSelect?: (p: Pair) => void;
 }
 
-function epKey(ep: Endpoint): string {
-  return `${ep.address}|${ep.port}`;
-}
-
-function epText(ep: Endpoint): string {
-  if (ep.port === 0 && /^[a-z]+:/.test(ep.address) && !/^[0-9a-f:.]+$/i.test(ep.address)) return ep.address;
-  return ep.address.includes(':') ? `[${ep.address}]:${ep.port}` : `${ep.address}:${ep.port}`;
-}
 
 export class PeerPaths {
   readonly peerId: string;
@@ -151,11 +143,11 @@ export class PeerPaths {
   }
 
   private addPair(ep: Endpoint, type: string, now: number): Pair {
-    const k = epKey(ep);
+    const k = endpointKey(ep);
     let p = this.pairs.get(k);
     if (p) return p;
     p = {
-      endpoint: { address: ep.address, port: ep.port },
+      endpoint: ep.kind === 'virtual' ? ep : { address: ep.address, port: ep.port },
       via: viaOf(ep),
       candidateType: type,
       created: now,
@@ -247,7 +239,7 @@ export class PeerPaths {
     if (sel && this.alive(sel, now)) {
       // The device roams to wherever the last authenticated packet came from; steer it back to our choice.
       const ep = this.o.getEndpoint();
-      if (!ep || ep.address !== sel.endpoint.address || ep.port !== sel.endpoint.port) this.o.setEndpoint(sel.endpoint);
+      if (!ep || !sameEndpoint(ep, sel.endpoint)) this.o.setEndpoint(sel.endpoint);
     }
   }
 
@@ -262,20 +254,19 @@ export class PeerPaths {
       this.stats.badIntegrity++;
       return;
     }
-    const virtual = endpointPath(from).kind !== PathKind.Direct;
     this.stats.requestsAnswered++;
     this.o.send(
       encodeStun({
         class: StunClass.SuccessResponse,
         transactionId: msg.transactionId,
-        xorMappedAddress: virtual ? undefined : from,
+        xorMappedAddress: from.kind === 'virtual' ? undefined : from,
         integrityKey: this.local.pwd,
         fingerprint: true,
       }),
       from,
     );
     // Triggered check (RFC 8445 section 7.3.1.4): the source may be a mapping we have not seen (prflx).
-    const known = this.pairs.has(epKey(from));
+    const known = this.pairs.has(endpointKey(from));
     const p = this.addPair(from, known ? CandidateType.Host : CandidateType.PeerReflexive, now);
     if (!known || !this.alive(p, now)) {
       if (now - p.lastSent >= this.t.checkFastMs) this.check(p, now);
@@ -288,7 +279,7 @@ export class PeerPaths {
     for (const p of this.pairs.values()) {
       const sentAt = p.txids.get(key);
       if (sentAt === undefined) continue;
-      if (p.endpoint.address !== from.address || p.endpoint.port !== from.port) {
+      if (!sameEndpoint(p.endpoint, from)) {
         this.stats.unexpectedSource++;
         return true;
       }
@@ -316,13 +307,13 @@ export class PeerPaths {
       peerId: this.peerId,
       kind: s ? kindOf[s.via] : null,
       via: s ? s.via : null,
-      endpoint: s ? epText(s.endpoint) : null,
+      endpoint: s ? endpointKey(s.endpoint) : null,
       rttMs: s && live ? round(s.rttMs) : null,
       establishMs: s ? round(s.firstAnswer - this.started) : null,
       selectedAt: s ? round(this.selectedAt) : null,
       switches: this.switches,
       pairs: [...this.pairs.values()].map((p) => ({
-        endpoint: epText(p.endpoint),
+        endpoint: endpointKey(p.endpoint),
         kind: kindOf[p.via],
         via: p.via,
         type: p.candidateType,

@@ -17,7 +17,7 @@
  * and counted in stats.dropped, never thrown.
  */
 import type { Bind, Endpoint } from '../conn/bind.js';
-import { endpointKey } from '../conn/bind.js';
+import { endpointKey, sameEndpoint, sourceOf } from '../conn/bind.js';
 import type { Clock } from '../clock.js';
 import type { Ticker } from '../conn/ticker.js';
 import { LatticeError } from '../errors.js';
@@ -568,7 +568,7 @@ export class Device {
   private receiveHandshake(type: number, data: Uint8Array, from: Endpoint): void {
     const now = this.clock.monotonic();
     const underLoad = this.isUnderLoad(now);
-    if (underLoad && !this.rateLimiter.allow(from.address, now)) {
+    if (underLoad && !this.rateLimiter.allow(sourceOf(from), now)) {
       this.drop(DropReason.RateLimited);
       return;
     }
@@ -577,7 +577,7 @@ export class Device {
       return;
     }
     if (underLoad) {
-      const src = sourceBytes(from.address, from.port);
+      const src = from.kind === 'virtual' ? sourceBytes(sourceOf(from), 0) : sourceBytes(from.address, from.port);
       if (!this.cookieChecker.checkMAC2(data, src, now)) {
         this.stats.cookieRepliesSent++;
         this.bind.send(this.cookieChecker.createReply(data, src, now), from);
@@ -782,9 +782,9 @@ export class Device {
   /** Roaming: called only after a packet from `from` authenticated as `peer`. */
   private updateEndpoint(peer: Peer, from: Endpoint): void {
     const ep = peer.endpoint;
-    if (ep && ep.address === from.address && ep.port === from.port) return;
+    if (ep && sameEndpoint(ep, from)) return;
     if (ep) this.stats.roams++;
-    peer.endpoint = { address: from.address, port: from.port };
+    peer.endpoint = from.kind === 'virtual' ? from : { address: from.address, port: from.port };
   }
 
   private drop(reason: DropReason): false {

@@ -62,10 +62,12 @@ describe('configuration parsing', () => {
   });
 
   it('names virtual endpoints by scheme and leaves IPv6 addresses direct', () => {
-    expect(endpointPath({ address: 'relay:bob', port: 0 })).toEqual({ kind: 'relay', scheme: 'relay', peerId: 'bob' });
-    expect(endpointPath({ address: 'turn:bob', port: 0 })).toEqual({ kind: 'relay', scheme: 'turn', peerId: 'bob' });
-    expect(endpointPath({ address: 'ice:bob', port: 0 })).toEqual({ kind: 'ice', scheme: 'ice', peerId: 'bob' });
+    expect(endpointPath({ kind: 'virtual', scheme: 'relay', peerId: 'bob' })).toEqual({ kind: 'relay', scheme: 'relay', peerId: 'bob' });
+    expect(endpointPath({ kind: 'virtual', scheme: 'turn', peerId: 'bob' })).toEqual({ kind: 'relay', scheme: 'turn', peerId: 'bob' });
+    expect(endpointPath({ kind: 'virtual', scheme: 'ice', peerId: 'bob' })).toEqual({ kind: 'ice', scheme: 'ice', peerId: 'bob' });
     expect(endpointPath({ address: 'fd00::1', port: 51820 })).toEqual({ kind: 'direct' });
+    // An IPv6 address is never mistaken for a virtual path, whatever its text looks like.
+    expect(endpointPath({ address: 'fd00::ace:1', port: 0 })).toEqual({ kind: 'direct' });
   });
 
   it('takes host candidates from non-internal interfaces, without link-local IPv6', () => {

@@ -1,7 +1,7 @@
 import { seededRandom } from '../support/random.js';
 import { describe, expect, it } from 'vitest';
 import { ManualClock } from '../../src/clock.js';
-import type { Endpoint } from '../../src/conn/bind.js';
+import { endpointKey, type Endpoint, type UdpEndpoint } from '../../src/conn/bind.js';
 import { MemoryNetwork } from '../../src/conn/memory.js';
 import { PathBind, PathWiringError, type VirtualLink } from '../../src/nat/path-bind.js';
 import { MessageType } from '../../src/wg/constants.js';
@@ -43,7 +43,7 @@ function setup(opts: { relay?: boolean } = {}) {
     if (opts.relay) bind.addLink('relay', relay.link(id));
     const received: Uint8Array[] = [];
     const dev = new Device({ privateKey: priv, bind, clock, crypto, onPacket: (p) => received.push(Uint8Array.from(p)) });
-    return { id, bind, dev, pub: crypto.publicKey(priv), received, overlay, addr: { address, port: 51820 } as Endpoint };
+    return { id, bind, dev, pub: crypto.publicKey(priv), received, overlay, addr: { address, port: 51820 } as UdpEndpoint };
   };
   const a = mk('alice', '192.0.2.1', '10.0.0.1');
   const b = mk('bob', '198.51.100.2', '10.0.0.2');
@@ -106,7 +106,7 @@ describe('PeerPaths', () => {
     s.net.filter = () => !blocked;
     s.run(500);
     expect(s.pa.status(s.clock.monotonic()).kind).toBe('relay');
-    expect(s.a.dev.getPeer(s.b.pub)?.endpoint).toEqual({ address: 'relay:bob', port: 0 });
+    expect(s.a.dev.getPeer(s.b.pub)?.endpoint).toEqual({ kind: 'virtual', scheme: 'relay', peerId: 'bob' });
     s.a.dev.sendPacket(ipPacket('10.0.0.1', '10.0.0.2'));
     s.run(200);
     expect(s.b.received.length).toBe(1);
@@ -210,9 +210,9 @@ describe('PathBind wiring', () => {
     relay.flush();
     for (let i = 0; i < 20; i++) bind.dispatch(wg(3), { address: '198.51.100.2', port: 1 });
     const got: [number, string][] = [];
-    bind.start((d, from) => got.push([d[4], from.address]));
+    bind.start((d, from) => got.push([d[4], endpointKey(from)]));
     expect(got.slice(0, 2)).toEqual([
-      [1, '198.51.100.2'],
+      [1, '198.51.100.2:1'],
       [2, 'relay:bob'],
     ]);
     expect(got.length).toBe(16);
