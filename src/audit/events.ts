@@ -1,4 +1,5 @@
-import { randomFillSync } from 'node:crypto';
+import { v7 as uuidv7 } from 'uuid';
+import { PolicyMode } from '../policy/schema.js';
 
 /**
  * The audit event schema, version 1. One JSON object per event; `type` discriminates the union.
@@ -43,9 +44,6 @@ export type FlowDirection = (typeof FlowDirection)[keyof typeof FlowDirection];
 
 export const FlowProto = { Tcp: 'tcp', Udp: 'udp', Icmp: 'icmp', Icmpv6: 'icmpv6' } as const;
 export type FlowProto = (typeof FlowProto)[keyof typeof FlowProto];
-
-export const PolicyMode = { Enforce: 'enforce', Audit: 'audit' } as const;
-export type PolicyMode = (typeof PolicyMode)[keyof typeof PolicyMode];
 
 /** The envelope every event carries. */
 export interface AuditEnvelope {
@@ -131,27 +129,13 @@ export type AuditEventDraft = DistributiveOmit<AuditEvent, 'v' | 'id' | 'seq' | 
 // ---------------------------------------------------------------------------------------------
 // Identifiers
 
-// Random hex drawn from a pool refilled 8 KiB at a time (one getrandom per ~400 ids).
-let poolHex = '';
-let poolOff = 0;
-function randomHex(n: number): string {
-  if (poolOff + n > poolHex.length) {
-    poolHex = randomFillSync(Buffer.alloc(8192)).toString('hex');
-    poolOff = 0;
-  }
-  const h = poolHex.slice(poolOff, poolOff + n);
-  poolOff += n;
-  return h;
-}
-
-const VARIANT = '89ab';
-
-/** A UUIDv7 (RFC 9562): 48-bit unix ms, version 7, 74 random bits. Sorts by creation time. */
-export function newEventId(nowMs: number = Date.now()): string {
-  const t = nowMs.toString(16).padStart(12, '0');
-  const r = randomHex(19);
-  const variant = VARIANT[parseInt(r[3], 16) & 3];
-  return `${t.slice(0, 8)}-${t.slice(8, 12)}-7${r.slice(0, 3)}-${variant}${r.slice(4, 7)}-${r.slice(7, 19)}`;
+/**
+ * A UUIDv7 (RFC 9562 section 5.7): 48-bit unix milliseconds `nowMs`, version 7, variant 10, random rest,
+ * from the `uuid` package. Sorts by creation time (to the millisecond). Default `nowMs`: the wall clock,
+ * with `uuid`'s per-process counter keeping ids in creation order within one millisecond.
+ */
+export function newEventId(nowMs?: number): string {
+  return nowMs === undefined ? uuidv7() : uuidv7({ msecs: nowMs });
 }
 
 /** Tokens that appear in NATS subjects (namespace, agentId, launcherId): no dots, wildcards or spaces. */

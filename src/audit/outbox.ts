@@ -601,25 +601,30 @@ export class Outbox {
 // ---------------------------------------------------------------------------------------------
 // One process per outbox directory.
 
-const openInProcess = new Set<string>();
-
+/**
+ * The lock file holds "<pid> <process start>": the owner's pid and its `performance.timeOrigin` (the
+ * wall-clock ms at which that process started). One owner per directory:
+ *   - our pid and our start: an outbox still open in this process (close deletes the file): locked;
+ *   - our pid, another start: a process that died with our pid (a restarted container's pid 1): take over;
+ *   - another pid that is alive: locked; a dead one (kill -9): take over.
+ * Nothing is kept in the module: the file is the only record.
+ */
 async function takeLock(dir: string): Promise<void> {
   const path = join(dir, 'lock');
-  if (openInProcess.has(dir)) throw new OutboxLockedError(dir, process.pid);
+  const owner = `${process.pid} ${performance.timeOrigin}`;
   try {
-    await writeFile(path, String(process.pid), { flag: 'wx', mode: 0o600 });
+    await writeFile(path, owner, { flag: 'wx', mode: 0o600 });
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
-    const pid = Number((await readFile(path, 'utf8').catch(() => '')).trim());
-    if (pid > 0 && pid !== process.pid && isAlive(pid)) throw new OutboxLockedError(dir, pid);
+    const held = (await readFile(path, 'utf8').catch(() => '')).trim();
+    const pid = Number(held.split(' ')[0]);
+    if (pid === process.pid ? held === owner : pid > 0 && isAlive(pid)) throw new OutboxLockedError(dir, pid);
     // The owner died (e.g. kill -9): take over.
-    await writeFileAtomic(path, String(process.pid));
+    await writeFileAtomic(path, owner);
   }
-  openInProcess.add(dir);
 }
 
 async function releaseLock(dir: string): Promise<void> {
-  openInProcess.delete(dir);
   await unlink(join(dir, 'lock')).catch(() => undefined);
 }
 

@@ -371,7 +371,7 @@ export class Pump<Peer = unknown> {
 
   private auditPolicyApplied(): void {
     const p = this.compiled.policy;
-    if (p.mode === 'disabled') return;
+    // Mode "disabled" is recorded too: the audit trail must show when enforcement was turned off.
     this.opts.audit({
       type: 'policy.applied',
       ...(this.opts.sandboxId && { sandboxId: this.opts.sandboxId }),

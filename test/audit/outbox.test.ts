@@ -184,5 +184,9 @@ describe('outbox', () => {
     await writeFile(join(dir, 'lock'), '999999999'); // a dead owner (kill -9) is taken over
     const again = await Outbox.open({ dir, logger: quiet });
     await again.close();
+    await writeFile(join(dir, 'lock'), `${process.pid} 1`); // a process that died with our pid (a container's pid 1)
+    const third = await Outbox.open({ dir, logger: quiet });
+    await expect(Outbox.open({ dir, logger: quiet })).rejects.toBeInstanceOf(OutboxLockedError);
+    await third.close();
   });
 });

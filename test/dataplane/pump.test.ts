@@ -176,6 +176,15 @@ describe('Pump: live policy update', () => {
   });
 });
 
+describe('Pump: policy.applied', () => {
+  it('records every mode, "disabled" included (turning enforcement off is in the audit trail)', () => {
+    const s = setup(policyText('disabled'));
+    expect(s.events).toContainEqual(expect.objectContaining({ type: 'policy.applied', mode: 'disabled', rules: 2 }));
+    s.pump.setPolicy(parsePolicy(policyText('enforce')));
+    expect(s.events.filter((e) => e.type === 'policy.applied').map((e) => (e as { mode: string }).mode)).toEqual(['disabled', 'enforce']);
+  });
+});
+
 describe('Pump: DNS', () => {
   const query = (name: string) =>
     buildUdp({ src: SANDBOX, dst: RESOLVER, srcPort: 5353, dstPort: 53, payload: dnsQuery(7, name, 'A') });
