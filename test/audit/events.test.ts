@@ -1,4 +1,7 @@
 import { describe, it, expect } from 'vitest';
+import { readFileSync } from 'node:fs';
+import { seededRandom } from '../support/random.js';
+import { auditSchemaProblems, assertPublishable } from '../support/audit-schema.js';
 import { validateAuditEvent, parseAuditEvent, newEventId, auditSubject, type AuditEvent } from '../../src/audit/events.js';
 
 function without(o: Record<string, unknown>, k: string): Record<string, unknown> {
@@ -21,6 +24,9 @@ const valid: Record<string, unknown>[] = [
   { ...env, agentId: 'a1', namespace: 'ns', type: 'tool.span', traceId: 't1', spanId: 's1', parentSpanId: 's0', tool: 'list_peers', status: 'ok', decision: 'allow', durationMs: 3 },
   { ...env, type: 'enrollment.enrolled', enrollmentId: 'e1', overlayIp: '10.77.0.2', parentAgentId: 'a0' },
   { ...env, type: 'enrollment.revoked', enrollmentId: 'e1', reason: 'parent revoked' },
+  { ...env, type: 'approval.proposed', approvalId: 'ap1', kind: 'policy', by: 'alice', summary: 'open 443' },
+  { ...env, type: 'approval.decided', approvalId: 'ap1', kind: 'policy', by: 'bob', decision: 'stale' },
+  { ...env, type: 'policy.applied', policyId: 'p1', policyVersion: 1, mode: 'disabled', rules: 0 },
 ];
 
 describe('audit event schema v1', () => {
@@ -72,5 +78,51 @@ describe('audit event schema v1', () => {
   it('publishes on lattice.audit.<namespace>.<agent>.<type>', () => {
     expect(auditSubject(span as unknown as AuditEvent)).toBe('lattice.audit.ns.a1.tool.span');
     expect(auditSubject(valid[0] as unknown as AuditEvent)).toBe('lattice.audit._._.sandbox.created');
+  });
+});
+
+describe('schema/audit-event.schema.json: the stream\'s contract', () => {
+  it.each(valid.map((e) => [e.type as string, e]))('accepts a valid %s', (_t, e) => {
+    expect(auditSchemaProblems(e)).toEqual([]);
+  });
+
+  it('covers every event type, and nothing else', async () => {
+    const { AuditEventType } = await import('../../src/audit/events.js');
+    const schema = JSON.parse(readFileSync(new URL('../../schema/audit-event.schema.json', import.meta.url), 'utf8')) as { oneOf: Array<{ title: string }> };
+    expect(schema.oneOf.map((b) => b.title).sort()).toEqual(Object.values(AuditEventType).sort());
+  });
+
+  it('a producer\'s nonconforming draft fails its test', () => {
+    expect(() => assertPublishable({ type: 'flow.opened' } as never)).toThrow(/violates schema/);
+  });
+
+  // Values that sit on either side of each field kind's rules (ASCII only: the schema's maxLength
+  // counts code points, the runtime check UTF-16 units).
+  const pool: unknown[] = [
+    '', 'x', 'a.b', '>', 'a b', 'ab_-9', 'x'.repeat(64), 'x'.repeat(65), 'x'.repeat(128), 'x'.repeat(129), 'x'.repeat(512), 'x'.repeat(513),
+    '10.77.0.2', '010.0.0.1', '256.1.1.1', '1.2.3', '2001:db8::1', '::ffff:1.2.3.4', 'fd77::2%eth0', 'g::1',
+    '2024-07-30T10:00:00Z', '2024-07-30T10:00:00.123+02:00', '2024-07-30 10:00:00Z', 'yesterday',
+    'tcp', 'icmpv6', 'egress', 'allowed', 'would-deny', 'ok', 'allow', 'enforce', 'disabled', 'approved', 'sandbox.created',
+    0, 1, -1, 1.5, 65535, 65536, 2 ** 53 - 1, 2 ** 53, -(2 ** 53), true, null, [], ['a'], [1], Array(65).fill('a'), {},
+  ];
+
+  it('agrees with the runtime validator on seeded mutations of valid events', () => {
+    const rnd = seededRandom();
+    let rejected = 0;
+    for (let i = 0; i < 5000; i++) {
+      const e: Record<string, unknown> = { ...valid[rnd.int(valid.length)] };
+      for (let m = 1 + rnd.int(2); m > 0; m--) {
+        const keys = Object.keys(e);
+        const op = rnd.int(10);
+        if (op === 0) delete e[keys[rnd.int(keys.length)]];
+        else if (op === 1) e[`extra${rnd.int(3)}`] = 1;
+        else e[keys[rnd.int(keys.length)]] = pool[rnd.int(pool.length)];
+      }
+      const runtime = validateAuditEvent(e).ok;
+      const schema = auditSchemaProblems(e).length === 0;
+      if (!runtime) rejected++;
+      expect({ event: e, schema }).toEqual({ event: e, schema: runtime });
+    }
+    expect(rejected).toBeGreaterThan(1000); // the mutations reach both sides
   });
 });

@@ -4,6 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pino } from 'pino';
 import { Outbox, OutboxFullError, OutboxLockedError, decodeLine, encodeLine } from '../../src/audit/outbox.js';
+import { auditSchemaProblems } from '../support/audit-schema.js';
 import type { AuditEventDraft } from '../../src/audit/events.js';
 
 const quiet = pino({ level: 'silent' });
@@ -53,6 +54,8 @@ describe('outbox', () => {
     expect(JSON.parse(lines[2].split(' ').slice(4).join(' '))).toEqual(evs[2]);
     const entries = await ob.readFrom(2, 10);
     expect(entries.map((e) => [e.seq, e.id, e.subject])).toEqual([[2, evs[1].id, 'lattice.audit.ns.a1.sandbox.started'], [3, evs[2].id, 'lattice.audit.ns.a1.sandbox.started']]);
+    // What the publisher sends is the stream's contract (schema/audit-event.schema.json).
+    for (const e of entries) expect(auditSchemaProblems(JSON.parse(Buffer.from(e.payload).toString('utf8')))).toEqual([]);
     await ob.close();
   });
 

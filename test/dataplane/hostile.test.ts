@@ -16,6 +16,7 @@ import { buildUdp, buildTcp, buildIcmp, buildIcmpEcho, parsePacket, internetChec
 import { parsePolicy, parseIp, formatIp, ipToBytes, type IpAddr } from '../../src/policy/index.js';
 import type { AuditEventDraft } from '../../src/audit/events.js';
 import { seededRandom } from '../support/random.js';
+import { assertPublishable } from '../support/audit-schema.js';
 
 const crypto = new SodiumCrypto();
 const ip = (s: string) => parseIp(s)!;
@@ -68,7 +69,7 @@ function setup(policyText = policy(), resolveUpstream?: UpstreamResolver, extra:
     resolverAddresses: [RESOLVER],
     policy: parsePolicy(policyText),
     directory: new MapDirectory([['web.team.lattice', [PEER]]]),
-    audit: (e) => events.push(e),
+    audit: (e) => (assertPublishable(e), events.push(e)),
     sandboxId: 'sbx',
     resolveUpstream,
     ...extra,

@@ -11,6 +11,7 @@ import { decodeDns, dnsQuery } from '../support/dns-oracle.js';
 import { buildUdp, buildTcp, parsePacket, TcpFlag, IpProto } from '../../src/dataplane/packet.js';
 import { parsePolicy, parseIp, type IpAddr } from '../../src/policy/index.js';
 import type { AuditEventDraft } from '../../src/audit/events.js';
+import { assertPublishable } from '../support/audit-schema.js';
 
 const crypto = new SodiumCrypto();
 const ip = (s: string) => parseIp(s)!;
@@ -56,7 +57,7 @@ function setup(policy = policyText(), resolveUpstream?: UpstreamResolver) {
     resolverAddresses: [RESOLVER],
     policy: parsePolicy(policy),
     directory: new MapDirectory([['web.team.lattice', [PEER]]]),
-    audit: (e) => events.push(e),
+    audit: (e) => (assertPublishable(e), events.push(e)),
     sandboxId: 'sbx',
     resolveUpstream,
   });
