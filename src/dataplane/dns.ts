@@ -6,7 +6,7 @@
  *   a name a domain rule allows  -> { kind: 'upstream' }: the I/O layer resolves it (node:dns),
  *                                   records the addresses in DnsAllowances with the TTL, and
  *                                   answers with buildAddressResponse()
- *   anything else                -> NXDOMAIN ("refused" outcome, for the audit line)
+ *   anything else                -> NXDOMAIN (outcome `notAllowedNxDomain`; audited as dns.refused)
  *
  * Rcodes (RFC 1035 4.1.1, RFC 2308): NOTIMP for opcodes other than QUERY; REFUSED for classes
  * other than IN/ANY; FORMERR for a query whose header reads but whose question does not; NXDOMAIN
@@ -24,6 +24,7 @@
 import { type IpAddr, ipFromBytes, writeIp } from '../net/addr.js';
 import { normalizeName } from '../policy/domains.js';
 import { type ParsedPacket, buildUdp } from './packet.js';
+import { ParseStats } from './stats.js';
 
 export const DnsType = { A: 1, NS: 2, CNAME: 5, SOA: 6, PTR: 12, MX: 15, TXT: 16, AAAA: 28, OPT: 41, HTTPS: 65, ANY: 255 } as const;
 export const DnsClass = { IN: 1, ANY: 255 } as const;
@@ -48,19 +49,8 @@ export const DnsDropReason = {
 } as const;
 export type DnsDropReason = (typeof DnsDropReason)[keyof typeof DnsDropReason];
 
-export class DnsStats {
-  queries = 0;
-  dropped = 0;
-  readonly reasons = new Map<DnsDropReason, number>();
-  drop(reason: DnsDropReason): null {
-    this.dropped++;
-    this.reasons.set(reason, (this.reasons.get(reason) ?? 0) + 1);
-    return null;
-  }
-  count(reason: DnsDropReason): number {
-    return this.reasons.get(reason) ?? 0;
-  }
-}
+/** Counters of parseQuery/parseResponse: messages parsed, dropped, and why (DnsDropReason). */
+export type DnsStats = ParseStats<DnsDropReason>;
 
 export interface DnsQuestion {
   /** Lowercase, no trailing dot (the root is ""). */
@@ -143,7 +133,7 @@ export function parseQuery(b: Uint8Array, stats?: DnsStats): DnsQuery | null {
     if (off + 11 > b.length || b[off] !== 0 || u16(b, off + 1) !== DnsType.OPT) return drop(DnsDropReason.badOpt);
     if (off + 11 + u16(b, off + 9) > b.length) return drop(DnsDropReason.truncated);
   }
-  if (stats) stats.queries++;
+  if (stats) stats.parsed++;
   return {
     id: u16(b, 0),
     opcode: (b[2] >> 3) & 0x0f,
@@ -316,15 +306,21 @@ export class MapDirectory implements DnsDirectory {
   }
 }
 
-export const DnsOutcomeKind = { answer: 'answer', upstream: 'upstream', refused: 'refused', formErr: 'formErr', drop: 'drop' } as const;
+/**
+ * What the responder does with a message, named by what goes back (rcodes: RFC 1035 4.1.1).
+ * `notAllowedNxDomain` answers NXDOMAIN (rcode 3), not REFUSED (rcode 5): the agent must fail fast
+ * as for a missing name instead of trying another resolver. REFUSED is only answered (inside
+ * `answer`) for classes other than IN/ANY.
+ */
+export const DnsOutcomeKind = { answer: 'answer', upstream: 'upstream', notAllowedNxDomain: 'notAllowedNxDomain', formErr: 'formErr', drop: 'drop' } as const;
 
 export type DnsOutcome =
   /** Answered here (overlay name, NXDOMAIN inside our zone, NODATA, NOTIMP): send `response`. */
   | { readonly kind: 'answer'; readonly query: DnsQuery; readonly rcode: Rcode; readonly response: Uint8Array; readonly addresses: readonly IpAddr[] }
   /** A domain rule allows the name: resolve upstream, record allowances, answer with buildAddressResponse. */
   | { readonly kind: 'upstream'; readonly query: DnsQuery }
-  /** No rule allows the name: `response` is NXDOMAIN. Worth an audit line ("DNS refused"). */
-  | { readonly kind: 'refused'; readonly query: DnsQuery; readonly response: Uint8Array }
+  /** No rule allows the name: `response` is NXDOMAIN. Worth an audit line (`dns.refused`). */
+  | { readonly kind: 'notAllowedNxDomain'; readonly query: DnsQuery; readonly response: Uint8Array }
   /** A query whose header reads but whose question does not: `response` is FORMERR with the id echoed. */
   | { readonly kind: 'formErr'; readonly response: Uint8Array }
   /** Malformed beyond answering (short, or a response): send nothing. */
@@ -347,7 +343,7 @@ export class DnsResponder {
   private readonly localTtlSec: number;
 
   constructor(private readonly opts: DnsResponderOptions) {
-    this.stats = opts.stats ?? new DnsStats();
+    this.stats = opts.stats ?? new ParseStats<DnsDropReason>();
     this.zone = normalizeName(opts.zone ?? 'lattice');
     this.localTtlSec = opts.localTtlSec ?? 30;
   }
@@ -387,7 +383,7 @@ export class DnsResponder {
       if (!wantsAddress || type === DnsType.ANY) return answer(Rcode.noError);
       return { kind: DnsOutcomeKind.upstream, query: q };
     }
-    return { kind: DnsOutcomeKind.refused, query: q, response: buildResponse(q, Rcode.nxDomain) };
+    return { kind: DnsOutcomeKind.notAllowedNxDomain, query: q, response: buildResponse(q, Rcode.nxDomain) };
   }
 }
 

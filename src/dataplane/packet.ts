@@ -6,6 +6,7 @@
  * denied flows (TCP RST, ICMP administratively prohibited) and for tests.
  */
 import { type IpAddr, ipFromBytes, writeIp } from '../net/addr.js';
+import type { ParseStats } from './stats.js';
 
 export const IpProto = { hopByHop: 0, icmp: 1, tcp: 6, udp: 17, routing: 43, fragment: 44, esp: 50, ah: 51, icmpv6: 58, noNext: 59, destOpts: 60, mobility: 135, hip: 139, shim6: 140 } as const;
 
@@ -31,19 +32,8 @@ export const DropReason = {
 export type DropReason = (typeof DropReason)[keyof typeof DropReason];
 
 /** Counters for dropped input. One instance per data path; never module-level. */
-export class PacketStats {
-  parsed = 0;
-  dropped = 0;
-  readonly reasons = new Map<DropReason, number>();
-  drop(reason: DropReason): null {
-    this.dropped++;
-    this.reasons.set(reason, (this.reasons.get(reason) ?? 0) + 1);
-    return null;
-  }
-  count(reason: DropReason): number {
-    return this.reasons.get(reason) ?? 0;
-  }
-}
+/** Counters of parsePacket: packets parsed, dropped, and why (DropReason). */
+export type PacketStats = ParseStats<DropReason>;
 
 /** The transport header inside an ICMP error: which flow the error is about. */
 export interface InnerHeader {
@@ -351,7 +341,8 @@ export function transportPayload(p: ParsedPacket, packet: Uint8Array): Uint8Arra
 
 /**
  * Traffic that only makes sense on the local link (multicast, broadcast, link-local, IPv6
- * neighbour discovery and MLD): the pump drops it before the policy, without an audit line.
+ * neighbour discovery and MLD). The pump drops it before the policy, without an audit line (Pump.admit,
+ * step 1: PumpDrop.localOnly); rejectFor/buildAdminProhibited never answer it.
  */
 export function isLocalOnly(p: ParsedPacket): boolean {
   const d = p.dst;

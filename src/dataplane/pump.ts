@@ -52,7 +52,8 @@ import {
   type Policy,
 } from '../policy/index.js';
 import type { AuditEventDraft, FiveTuple, FlowProto } from '../audit/events.js';
-import { parsePacket, rejectFor, isLocalOnly, PacketStats, IpProto, Fragment, type ParsedPacket } from './packet.js';
+import { ParseStats } from './stats.js';
+import { parsePacket, rejectFor, isLocalOnly, IpProto, type DropReason, type PacketStats, Fragment, type ParsedPacket } from './packet.js';
 import { FlowTable, CloseReason, ObserveKind, type Flow, type FlowTableOptions } from './flows.js';
 import { FragmentTracker, FragmentVerdict, type FragmentOptions } from './fragments.js';
 import {
@@ -68,6 +69,7 @@ import {
   type DnsDirectory,
   type DnsLimits,
   type DnsQuery,
+  type DnsStats,
 } from './dns.js';
 
 /** The WireGuard side as the pump sees it (src/wg/device.ts implements it). */
@@ -135,8 +137,15 @@ export interface PumpOptions<Peer = unknown> {
   overlayCidrs?: readonly Cidr[];
 }
 
+/** Why the pump dropped a packet (or a DNS query): one counter each in `PumpStats.dropped`. */
 export const PumpDrop = {
+  /** A packet whose IP or transport header does not parse (packet.ts says why: Pump.packetStats). */
   malformed: 'malformed',
+  /**
+   * A DNS query to the resolver that does not parse (dns.ts says why: Pump.dnsStats): dropped unanswered
+   * when even its header is unusable or it is a response, answered FORMERR otherwise.
+   */
+  dnsMalformed: 'dnsMalformed',
   spoofed: 'spoofed',
   untracked: 'untracked',
   denied: 'denied',
@@ -172,7 +181,8 @@ const PROTO_NAME: Record<number, FlowProto> = { [IpProto.tcp]: 'tcp', [IpProto.u
 
 export class Pump<Peer = unknown> {
   readonly stats: PumpStats;
-  readonly packetStats = new PacketStats();
+  /** Why packets counted as PumpDrop.malformed did not parse. */
+  readonly packetStats: PacketStats = new ParseStats<DropReason>();
   readonly flows: FlowTable;
   readonly allowances = new DnsAllowances();
   readonly fragments: FragmentTracker<Flow>;
@@ -205,6 +215,11 @@ export class Pump<Peer = unknown> {
       directory: opts.directory,
       upstreamAllowed: (name) => opts.resolveUpstream !== undefined && domainAllowed(this.compiled, name, opts.clock.now()),
     });
+  }
+
+  /** Why DNS queries counted as PumpDrop.dnsMalformed did not parse. */
+  get dnsStats(): DnsStats {
+    return this.dns.stats;
   }
 
   get policy(): Policy {
@@ -437,9 +452,9 @@ export class Pump<Peer = unknown> {
     const sandboxId = this.opts.sandboxId ? { sandboxId: this.opts.sandboxId } : {};
     switch (out.kind) {
       case 'drop':
-        return this.drop(PumpDrop.malformed);
+        return this.drop(PumpDrop.dnsMalformed);
       case 'formErr':
-        this.drop(PumpDrop.malformed);
+        this.drop(PumpDrop.dnsMalformed);
         return this.opts.tun.write(buildDnsReplyPacket(p, out.response));
       case 'answer': {
         const family = out.query.question.type === DnsType.A ? 4 : out.query.question.type === DnsType.AAAA ? 6 : 0;
@@ -447,7 +462,7 @@ export class Pump<Peer = unknown> {
         this.opts.audit({ type: 'dns.answered', ...sandboxId, name: out.query.question.name, qtype: qtypeName(out.query), answers: answered.map(formatIp) });
         return this.opts.tun.write(buildDnsReplyPacket(p, out.response));
       }
-      case 'refused':
+      case 'notAllowedNxDomain':
         this.opts.audit({ type: 'dns.refused', ...sandboxId, name: out.query.question.name, qtype: qtypeName(out.query), reason: 'no rule allows this name' });
         return this.opts.tun.write(buildDnsReplyPacket(p, out.response));
       case 'upstream':

@@ -11,7 +11,7 @@ import { MemoryTun } from '../../src/tun/tun.js';
 import { Device } from '../../src/wg/device.js';
 import { SodiumCrypto } from '../../src/wg/crypto.js';
 import { Pump, type PumpOptions, type UpstreamResolver } from '../../src/dataplane/pump.js';
-import { MapDirectory, buildQuery, parseResponse, DnsType, Rcode } from '../../src/dataplane/dns.js';
+import { MapDirectory, buildQuery, parseResponse, DnsType, DnsDropReason, Rcode } from '../../src/dataplane/dns.js';
 import { buildUdp, buildTcp, buildIcmp, buildIcmpEcho, parsePacket, internetChecksum, TcpFlag, IpProto } from '../../src/dataplane/packet.js';
 import { parsePolicy, parseIp, formatIp, ipToBytes, type IpAddr } from '../../src/policy/index.js';
 import type { AuditEventDraft } from '../../src/audit/events.js';
@@ -343,6 +343,9 @@ describe('6. DNS answers and rcodes', () => {
     q[5] = 2; // qdcount 2
     s.fromSandbox(buildUdp({ src: SANDBOX, dst: RESOLVER, srcPort: 5353, dstPort: 53, payload: q }));
     expect(dnsAnswers(s.tun)[0]).toMatchObject({ id: 0x4242, rcode: Rcode.formErr });
+    // Counted as a DNS drop, with its reason; not as a malformed packet (the packet itself parsed).
+    expect(s.pump.stats.dropped).toMatchObject({ dnsMalformed: 1, malformed: 0 });
+    expect(s.pump.dnsStats.count(DnsDropReason.badCounts)).toBe(1);
   });
 });
 

@@ -2,7 +2,6 @@ import { describe, expect, it } from 'vitest';
 import {
   DropReason,
   Fragment,
-  PacketStats,
   TcpFlag,
   buildAdminProhibited,
   buildIcmpEcho,
@@ -16,6 +15,7 @@ import {
   transportPayload,
 } from '../../src/dataplane/packet.js';
 import { formatIp, parseIp } from '../../src/net/addr.js';
+import { ParseStats } from '../../src/dataplane/stats.js';
 
 const ip = (s: string) => parseIp(s)!;
 const hex = (s: string) => Uint8Array.from(s.replace(/\s+/g, '').match(/../g)!.map((h) => parseInt(h, 16)));
@@ -186,14 +186,14 @@ describe('hostile input is dropped and counted, never thrown', () => {
     ['IPv6 ext chain too long', v6WithExt(Array.from({ length: 12 }, () => [60, opts8()] as [number, Uint8Array]), 17, udpHdr), DropReason.tooManyExtensionHeaders],
     ['IPv6 truncated fragment header', v6WithExt([], 44, new Uint8Array(4)), DropReason.badExtensionHeader],
   ])('%s', (_n, pkt, reason) => {
-    const stats = new PacketStats();
+    const stats = new ParseStats<DropReason>();
     expect(parsePacket(pkt, stats)).toBeNull();
     expect(stats.dropped).toBe(1);
     expect(stats.count(reason)).toBe(1);
   });
 
   it('random bytes never throw', () => {
-    const stats = new PacketStats();
+    const stats = new ParseStats<DropReason>();
     let seed = 99;
     for (let i = 0; i < 20_000; i++) {
       const len = (seed = (Math.imul(seed, 1103515245) + 12345) >>> 0) % 120;
