@@ -427,7 +427,7 @@ export const DefaultDnsLimits: Readonly<DnsLimits> = Object.freeze({ maxInFlight
 
 /**
  * Bounds a sandbox's upstream DNS lookups: a token bucket for the rate and a count of lookups in
- * flight. Pure: `now` (ms) in. tryStart() before a lookup; finish() when it settles.
+ * flight. Pure: `now` (monotonic ms, Clock.monotonic) in. tryStart() before a lookup; finish() when it settles.
  */
 export class DnsLimiter {
   readonly limits: DnsLimits;

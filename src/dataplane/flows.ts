@@ -1,7 +1,8 @@
 /**
  * The flow table: which connections exist between the sandbox and the overlay, who opened them,
  * what the policy decided, and how many bytes went each way. Pure: packets and `now` in, flows
- * and closed-flow records out; the pump owns the clock and calls expire() periodically.
+ * and closed-flow records out; the pump owns the clock and calls expire() periodically. Every `now`
+ * here is monotonic ms (Clock.monotonic): idle expiry and durationMs survive wall-clock steps.
  *
  * A flow is keyed by (protocol, local addr/port, remote addr/port), "local" being the sandbox side.
  *

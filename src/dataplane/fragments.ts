@@ -9,7 +9,7 @@
  * fragment of it is dropped).
  *
  * Bounded in memory and time: at most maxEntries datagrams (the oldest is forgotten first) and
- * each for timeoutMs after its first fragment. Pure: parsed packets and `now` in.
+ * each for timeoutMs after its first fragment. Pure: parsed packets and `now` (monotonic ms) in.
  */
 import type { ParsedPacket } from './packet.js';
 

@@ -24,7 +24,13 @@
  * Malformed, spoofed and denied packets are dropped and counted, never thrown. A new flow the
  * policy allows in enforce mode is refused while the audit sink cannot record it (auditReady()
  * false): fail closed, the agent's retry succeeds once the outbox drains. The pump holds no timers
- * of its own: the runtime calls tick(now) (flow, fragment and rule expiry) about once a second.
+ * of its own: the runtime calls tick() (flow, fragment and rule expiry) about once a second.
+ *
+ * Time, from the injected Clock, in two bases that are never mixed:
+ *   - monotonic ms (clock.monotonic(), as in src/wg/device.ts): the flow table (idle expiry, durationMs),
+ *     fragment timeouts, the DNS lookup rate; a wall-clock step cannot expire flows or make durations negative;
+ *   - wall ms (clock.now()): the policy, whose rules expire at an absolute `expiresAt`, and the DNS
+ *     allowances the policy evaluator checks against the same `now`.
  */
 import type { Clock } from '../clock.js';
 import type { Tun } from '../tun/tun.js';
@@ -193,7 +199,8 @@ export class Pump<Peer = unknown> {
   private readonly rebindingRanges: ReadonlyArray<{ cidr: Cidr; label: string }>;
   private readonly flowIds = new WeakMap<Flow, string>();
   private nextFlowId = 1;
-  private lastTick: number;
+  /** Wall ms of the last tick: rule expiries after it are due at the next. */
+  private lastWallTick: number;
 
   constructor(private readonly opts: PumpOptions<Peer>) {
     const dropped = {} as Record<PumpDrop, number>;
@@ -201,7 +208,7 @@ export class Pump<Peer = unknown> {
     this.stats = { egressPackets: 0, ingressPackets: 0, dnsQueries: 0, dropped };
     this.flows = new FlowTable({ ...opts.flows, localAddresses: opts.addresses });
     this.fragments = new FragmentTracker(opts.fragments);
-    this.dnsLimiter = new DnsLimiter(opts.dnsLimits, opts.clock.now());
+    this.dnsLimiter = new DnsLimiter(opts.dnsLimits, opts.clock.monotonic());
     const host = (a: IpAddr): Cidr => ({ addr: a, bits: a.family === 4 ? 32 : 128 });
     this.rebindingRanges = [
       ...(opts.overlayCidrs ?? []).map((cidr) => ({ cidr, label: 'overlay' })),
@@ -210,7 +217,7 @@ export class Pump<Peer = unknown> {
     ];
     this.compiled = compile(opts.policy);
     this.source = opts.policySource ?? { id: 'local', version: 1 };
-    this.lastTick = opts.clock.now();
+    this.lastWallTick = opts.clock.now();
     this.dns = new DnsResponder({
       directory: opts.directory,
       upstreamAllowed: (name) => opts.resolveUpstream !== undefined && domainAllowed(this.compiled, name, opts.clock.now()),
@@ -279,27 +286,27 @@ export class Pump<Peer = unknown> {
     if (p.family === 6 && (isIpv4Mapped(p.src) || isIpv4Mapped(p.dst))) return this.drop(PumpDrop.nonCanonical);
     const enforcing = this.compiled.mode !== PolicyMode.disabled;
     if (p.sourceRouted && enforcing) return this.drop(PumpDrop.sourceRouted);
-    const now = this.opts.clock.now();
-    if (p.fragment === Fragment.later) return this.followFragment(p, direction, now);
-    const seen = this.flows.observe(p, direction, now);
+    const monoMs = this.opts.clock.monotonic();
+    if (p.fragment === Fragment.later) return this.followFragment(p, direction, monoMs);
+    const seen = this.flows.observe(p, direction, monoMs);
     if (seen.flow === undefined) {
       return this.drop(seen.kind === ObserveKind.spoofed ? PumpDrop.spoofed : seen.kind === ObserveKind.full ? PumpDrop.flowTableFull : PumpDrop.untracked);
     }
     let decision = seen.flow.decision;
     if (seen.kind === ObserveKind.new || decision === undefined) {
-      decision = this.decideNew(seen.flow, now);
+      decision = this.decideNew(seen.flow, this.opts.clock.now());
       if (decision === undefined) return undefined;
     }
-    if (p.fragment === Fragment.first) this.fragments.first(p, seen.flow, now);
+    if (p.fragment === Fragment.first) this.fragments.first(p, seen.flow, monoMs);
     return decision;
   }
 
   /** A later fragment: its first fragment's flow decides (disabled mode: everything to our address passes). */
-  private followFragment(p: ParsedPacket, direction: 'egress' | 'ingress', now: number): Decision | undefined {
+  private followFragment(p: ParsedPacket, direction: 'egress' | 'ingress', monoMs: number): Decision | undefined {
     const out = direction === 'egress';
     if (!out && !this.isOwnAddress(p.dst)) return this.drop(PumpDrop.spoofed);
     if (this.compiled.mode === PolicyMode.disabled) return DISABLED;
-    const r = this.fragments.later(p, now);
+    const r = this.fragments.later(p, monoMs);
     if (r.verdict === FragmentVerdict.overlap) return this.drop(PumpDrop.fragmentOverlap);
     const flow = r.verdict === FragmentVerdict.follow && this.flows.get(r.value.key) === r.value ? r.value : undefined;
     if (flow === undefined || flow.decision === undefined) {
@@ -307,12 +314,13 @@ export class Pump<Peer = unknown> {
       // Audit mode blocks nothing: an orphan passes there, counted.
       return this.compiled.mode === PolicyMode.audit ? reservedDeny(this.compiled, ReservedRuleIds.defaultDeny) : undefined;
     }
-    this.flows.account(flow, out, now, p.length);
+    this.flows.account(flow, out, monoMs, p.length);
     return flow.decision;
   }
 
   // ------------------------------------------------------------------ policy
 
+  /** A new flow's decision at wall time `now` (ms since the epoch: rule expiry is absolute). */
   private decideNew(flow: Flow, now: number): Decision | undefined {
     let decision = flow.forced !== undefined ? reservedDeny(this.compiled, flow.forced) : evaluate(this.compiled, flow, now, this.allowances);
     if (this.opts.hostEgress && flow.direction === 'egress' && flow.forced === undefined) decision = this.opts.hostEgress.vet(flow, decision, this.compiled.policy, now);
@@ -407,14 +415,19 @@ export class Pump<Peer = unknown> {
 
   // ------------------------------------------------------------------ time
 
-  /** Expire idle flows (flow.closed events) and re-decide flows when a rule's expiresAt passes. */
-  tick(now = this.opts.clock.now()): void {
-    const expiry = nextExpiry(this.compiled, this.lastTick);
-    if (expiry !== undefined && expiry <= now) this.recheckFlows(now);
-    this.lastTick = now;
-    this.allowances.prune(now);
-    this.fragments.expire(now);
-    for (const closed of this.flows.expire(now)) {
+  /**
+   * Expire idle flows (flow.closed events) and fragments at monotonic time `monoMs` (ms, the Clock's
+   * monotonic base; Number.MAX_SAFE_INTEGER closes every flow, at shutdown), and re-decide flows when a
+   * rule's expiresAt has passed on the wall clock.
+   */
+  tick(monoMs = this.opts.clock.monotonic()): void {
+    const wallMs = this.opts.clock.now();
+    const expiry = nextExpiry(this.compiled, this.lastWallTick);
+    if (expiry !== undefined && expiry <= wallMs) this.recheckFlows(wallMs);
+    this.lastWallTick = wallMs;
+    this.allowances.prune(wallMs);
+    this.fragments.expire(monoMs);
+    for (const closed of this.flows.expire(monoMs)) {
       const f = closed.flow;
       if (!f.decision?.record) continue;
       this.opts.audit({
@@ -467,7 +480,7 @@ export class Pump<Peer = unknown> {
         return this.opts.tun.write(buildDnsReplyPacket(p, out.response));
       case 'upstream':
         // Bounded: lookups in flight and a per-sandbox rate; the excess is refused with SERVFAIL (RFC 1035: "unable to process").
-        if (!this.dnsLimiter.tryStart(this.opts.clock.now())) {
+        if (!this.dnsLimiter.tryStart(this.opts.clock.monotonic())) {
           this.drop(PumpDrop.dnsThrottled);
           return this.opts.tun.write(buildDnsReplyPacket(p, buildResponse(out.query, Rcode.servFail)));
         }

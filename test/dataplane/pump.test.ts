@@ -31,8 +31,19 @@ const policyText = (mode = 'enforce', extra = '') => `{
 }`;
 
 /** The sandbox (pump + device A) and a peer (device B whose TUN is a MemoryTun the test reads). */
+/** ManualClock whose wall clock can also step on its own (NTP), as a real one does. */
+class SteppingClock extends ManualClock {
+  private step = 0;
+  override now(): number {
+    return super.now() + this.step;
+  }
+  stepWall(ms: number): void {
+    this.step += ms;
+  }
+}
+
 function setup(policy = policyText(), resolveUpstream?: UpstreamResolver) {
-  const clock = new ManualClock();
+  const clock = new SteppingClock();
   const net = new MemoryNetwork();
   const mk = (address: string) => {
     const priv = crypto.generatePrivateKey();
@@ -174,6 +185,22 @@ describe('Pump: live policy update', () => {
     expect(s.events.filter((e) => e.type === 'policy.applied')).toHaveLength(2);
     s.pump.tick();
     expect(s.events).toContainEqual(expect.objectContaining({ type: 'flow.closed', dstPort: 80, packetsOut: 2 }));
+  });
+});
+
+describe('Pump: time', () => {
+  it('flows live on monotonic time: a wall-clock step back neither expires them nor makes durations negative', () => {
+    const s = setup();
+    s.fromSandbox(syn(SANDBOX, PEER, 80));
+    s.clock.stepWall(-3_600_000); // NTP steps the wall clock back an hour
+    s.clock.advance(1000);
+    s.fromSandbox(ackData(SANDBOX, PEER, 40000, 80));
+    s.clock.stepWall(7_200_000); // and forward two: no idle timeout passed on the monotonic clock
+    s.pump.tick();
+    expect(s.events.filter((e) => e.type === 'flow.closed')).toHaveLength(0);
+    s.pump.tick(Number.MAX_SAFE_INTEGER);
+    // Schema-valid (durationMs is a uint; the audit sink checks), and the time that really passed.
+    expect(s.events).toContainEqual(expect.objectContaining({ type: 'flow.closed', dstPort: 80, durationMs: 1000, packetsOut: 2 }));
   });
 });
 
