@@ -46,7 +46,7 @@ async function resolveEndpoint(hostPort: string): Promise<Endpoint> {
     const r = await lookup(host);
     return { address: r.address, port };
   } catch (err) {
-    throw new LatticeError('EWGENDPOINT', `cannot resolve Endpoint host "${host}"; use an IP address or fix DNS`, { cause: err });
+    throw new LatticeError('EWG_ENDPOINT', `cannot resolve Endpoint host "${host}"; use an IP address or fix DNS`, { cause: err });
   }
 }
 
@@ -65,7 +65,7 @@ export async function wgUp(cfg: WgConfig, opts: { ifname: string; stateDir: stri
     cfg.peers.map(async (p) => ({ ...p, endpoint: p.endpoint ?? (p.endpointHost ? await resolveEndpoint(p.endpointHost) : undefined) })),
   );
   const bind = await UdpBind.open({ port: cfg.interface.listenPort ?? 0 }).catch((err: unknown) => {
-    throw new LatticeError('EWGBIND', `cannot bind UDP port ${cfg.interface.listenPort ?? 0}: ${(err as Error).message}; pick another ListenPort`, { cause: err });
+    throw new LatticeError('EWG_BIND', `cannot bind UDP port ${cfg.interface.listenPort ?? 0}: ${(err as Error).message}; pick another ListenPort`, { cause: err });
   });
   let tun;
   try {

@@ -104,7 +104,7 @@ export interface ApprovalsOptions {
 export class ApprovalConflictError extends LatticeError {
   override readonly name = 'ApprovalConflictError';
   constructor(
-    code: 'ENOT_PENDING' | 'ESTALE' | 'EAPPLY_FAILED',
+    code: 'EAPPROVAL_NOT_PENDING' | 'EAPPROVAL_STALE' | 'EAPPROVAL_APPLY_FAILED',
     message: string,
     readonly approval: ApprovalRecord,
   ) {
@@ -231,7 +231,7 @@ export class Approvals {
 
   /**
    * Approve and apply. Returns the final record and, for create-token, the token secret (shown once).
-   * ApprovalConflictError ENOT_PENDING when already decided, ESTALE when the base moved (recorded as stale).
+   * ApprovalConflictError EAPPROVAL_NOT_PENDING when already decided, EAPPROVAL_STALE when the base moved (recorded as stale).
    */
   async approve(id: string, body: unknown): Promise<{ approval: ApprovalRecord; token?: string }> {
     const { by, note } = parseDecision(body);
@@ -252,8 +252,8 @@ export class Approvals {
     await this.o.bucket.update(key(id), encodeJson(final), claimed.revision);
     const decision = outcome.status === ApprovalStatus.Approved ? 'approved' : outcome.status === ApprovalStatus.Stale ? 'stale' : 'failed';
     await this.o.audit({ type: 'approval.decided', namespace: rec.namespace, approvalId: id, kind: rec.kind, by, decision, ...(outcome.note ? { reason: outcome.note } : {}) });
-    if (outcome.status === ApprovalStatus.Stale) throw new ApprovalConflictError('ESTALE', `approval ${id} not applied: ${outcome.note}`, final);
-    if (outcome.status === ApprovalStatus.Failed) throw new ApprovalConflictError('EAPPLY_FAILED', `approval ${id} not applied: ${outcome.note}`, final);
+    if (outcome.status === ApprovalStatus.Stale) throw new ApprovalConflictError('EAPPROVAL_STALE', `approval ${id} not applied: ${outcome.note}`, final);
+    if (outcome.status === ApprovalStatus.Failed) throw new ApprovalConflictError('EAPPROVAL_APPLY_FAILED', `approval ${id} not applied: ${outcome.note}`, final);
     return { approval: final, ...(outcome.token ? { token: outcome.token } : {}) };
   }
 
@@ -271,7 +271,7 @@ export class Approvals {
       const cur = await getJson<ApprovalRecord>(this.o.bucket, key(id));
       if (!cur) throw new ControlPlaneError(CpErrorCode.NotFound, `no approval ${id}`);
       if (cur.value.status !== ApprovalStatus.Pending) {
-        throw new ApprovalConflictError('ENOT_PENDING', `approval ${id} is ${cur.value.status}, not pending`, cur.value);
+        throw new ApprovalConflictError('EAPPROVAL_NOT_PENDING', `approval ${id} is ${cur.value.status}, not pending`, cur.value);
       }
       const value = next(cur.value);
       try {

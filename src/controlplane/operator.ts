@@ -16,7 +16,7 @@ import { BUCKETS, CpErrorCode, ControlPlaneError, badRequest, isLabel, type Agen
  *   GET  .../approvals[?status=pending]      list pending changes (oldest first)
  *   POST .../approvals                       propose {kind, namespace, name?, policy?, token?, proposer, reason?} -> 201
  *   GET  .../approvals/:id                   one change with its diff and base
- *   POST .../approvals/:id/approve           {by?, note?} -> applied (409 ESTALE when its base moved)
+ *   POST .../approvals/:id/approve           {by?, note?} -> applied (409 EAPPROVAL_STALE when its base moved)
  *   POST .../approvals/:id/reject            {by?, note?}
  *   GET  .../enrollment-tokens[?namespace=]  token records without secrets (only their hashes are stored anyway)
  *   GET  .../agents/:name/policy?namespace=  the agent's effective policy and where it comes from

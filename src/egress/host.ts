@@ -38,7 +38,7 @@ const IP_FORWARD = '/proc/sys/net/ipv4/ip_forward';
 export class HostEgressError extends LatticeError {
   override readonly name = 'HostEgressError';
   constructor(message: string, options?: { cause?: unknown }) {
-    super('EHOSTEGRESS', message, options);
+    super('EEGRESS_HOST', message, options);
   }
 }
 

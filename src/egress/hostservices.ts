@@ -56,7 +56,7 @@ export const HOST_SERVICES_DENY: Decision = Object.freeze({
 export class HostServicesError extends LatticeError {
   override readonly name = 'HostServicesError';
   constructor(message: string) {
-    super('EHOSTSERVICES', message);
+    super('EEGRESS_HOST_SERVICES', message);
   }
 }
 

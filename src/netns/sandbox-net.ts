@@ -42,11 +42,11 @@ export interface SandboxNetwork {
   teardown(): Promise<void>;
 }
 
-/** The sandbox network could not be set up (its netns exists already). Code ESANDBOXNET. */
+/** The sandbox network could not be set up (its netns exists already). Code ESANDBOX_NET. */
 export class SandboxNetworkError extends LatticeError {
   override readonly name = 'SandboxNetworkError';
   constructor(message: string, options?: { cause?: unknown }) {
-    super('ESANDBOXNET', message, options);
+    super('ESANDBOX_NET', message, options);
   }
 }
 

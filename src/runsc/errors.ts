@@ -27,7 +27,7 @@ export class RunscNotFoundError extends LatticeError {
 export class ContainerNotFoundError extends LatticeError {
   override readonly name = 'ContainerNotFoundError';
   constructor(id: string) {
-    super('ENOCONTAINER', `no sandbox container "${id}"; list them with: lattice sandbox ls`);
+    super('ERUNSC_NO_CONTAINER', `no sandbox container "${id}"; list them with: lattice sandbox ls`);
   }
 }
 
@@ -52,7 +52,7 @@ export class CommandStartError extends LatticeError {
     detail: string,
   ) {
     super(
-      reason === 'not-found' ? 'ENOCOMMAND' : 'ENOEXEC',
+      reason === 'not-found' ? 'ESANDBOX_COMMAND_NOT_FOUND' : 'ESANDBOX_COMMAND_NOT_EXECUTABLE',
       reason === 'not-found'
         ? `${command}: command not found in the sandbox (${detail}); check the name, or give its absolute path inside the root filesystem`
         : `${command}: cannot execute in the sandbox (${detail}); it must be an executable file for this architecture`,

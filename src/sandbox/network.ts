@@ -72,11 +72,11 @@ export function sandboxAddresses(iface: InterfaceConfig): { cidrs: string[]; add
   for (const a of iface.addresses) {
     const host = a.split('/')[0]!;
     const parsed = parseIp(host);
-    if (!parsed) throw new LatticeError('EWGCONFIG', `Address ${a} is not an IP address with a prefix length`);
+    if (!parsed) throw new LatticeError('EWG_CONFIG', `Address ${a} is not an IP address with a prefix length`);
     addrs.push(parsed);
     cidrs.push(`${host}/${parsed.family === 4 ? 32 : 128}`);
   }
-  if (addrs.length === 0) throw new LatticeError('EWGCONFIG', 'the WireGuard config has no Address; add one under [Interface], e.g. Address = 10.77.0.2/32');
+  if (addrs.length === 0) throw new LatticeError('EWG_CONFIG', 'the WireGuard config has no Address; add one under [Interface], e.g. Address = 10.77.0.2/32');
   return { cidrs, addrs };
 }
 
@@ -90,7 +90,7 @@ export function wgSandboxNetwork(opts: WgNetworkOptions): (id: string, dir: stri
     const { cidrs, addrs } = sandboxAddresses(opts.iface);
     const mtu = opts.iface.mtu ?? 1420;
     const v4 = addrs.find((a) => a.family === 4);
-    if (opts.hostEgress && !v4) throw new LatticeError('EWGCONFIG', 'host egress needs an IPv4 Address in the WireGuard config (host egress is IPv4 only)');
+    if (opts.hostEgress && !v4) throw new LatticeError('EWG_CONFIG', 'host egress needs an IPv4 Address in the WireGuard config (host egress is IPv4 only)');
     // Each piece is registered as it is opened: a failure at any later step closes what is open.
     const t = new Teardown(opts.log);
     return t.guard(async () => {
@@ -105,7 +105,7 @@ export function wgSandboxNetwork(opts: WgNetworkOptions): (id: string, dir: stri
       try {
         bind = await UdpBind.open({ port: opts.iface.listenPort ?? 0 });
       } catch (err) {
-        throw new LatticeError('EWGBIND', `cannot bind WireGuard UDP port ${opts.iface.listenPort ?? 0}: ${(err as Error).message}; pick another ListenPort`, { cause: err });
+        throw new LatticeError('EWG_BIND', `cannot bind WireGuard UDP port ${opts.iface.listenPort ?? 0}: ${(err as Error).message}; pick another ListenPort`, { cause: err });
       }
       if (opts.natTraversal) bind = pathBind = createPathBind(bind);
       // The device owns the bind from here: Device.close() closes it.

@@ -8,7 +8,7 @@ import { formatCidr, formatPrefix, parseCidr, parseEndpointAddress, parsePrefix 
 import type { Endpoint } from '../conn/bind.js';
 
 export class ConfigError extends Error {
-  readonly code = 'EWGCONFIG';
+  readonly code = 'EWG_CONFIG';
   override readonly name = 'ConfigError';
   constructor(
     readonly line: number,

@@ -3,7 +3,7 @@ import type { Crypto } from './crypto.js';
 import { clampPrivateKey } from './crypto.js';
 
 export class KeyFormatError extends Error {
-  readonly code = 'EWGKEY';
+  readonly code = 'EWG_KEY';
   override readonly name = 'KeyFormatError';
 }
 

@@ -47,7 +47,7 @@ describe('Approvals', () => {
       ['approval.decided', 'alice', 'approved'],
     ]);
     // Decided once: a second approve or a reject is refused.
-    await expect(approvals.approve(p.id, {})).rejects.toMatchObject({ code: 'ENOT_PENDING' });
+    await expect(approvals.approve(p.id, {})).rejects.toMatchObject({ code: 'EAPPROVAL_NOT_PENDING' });
     await expect(approvals.reject(p.id, {})).rejects.toBeInstanceOf(ApprovalConflictError);
   });
 
@@ -56,7 +56,7 @@ describe('Approvals', () => {
     const p = await approvals.propose({ kind: 'set-policy', namespace: 'team', policy: allowWeb, proposer: 'mcp' });
     expect(p.base.revision).toBe(0);
     await svc.setPolicy('team', { version: 1, mode: 'audit' }); // someone else changed it meanwhile
-    await expect(approvals.approve(p.id, { by: 'alice' })).rejects.toMatchObject({ code: 'ESTALE' });
+    await expect(approvals.approve(p.id, { by: 'alice' })).rejects.toMatchObject({ code: 'EAPPROVAL_STALE' });
     expect((await svc.getPolicy('team'))?.policy).toEqual({ version: 1, mode: 'audit' });
     expect((await approvals.get(p.id)).status).toBe('stale');
     expect(audit.at(-1)).toMatchObject({ type: 'approval.decided', decision: 'stale' });
@@ -85,7 +85,7 @@ describe('Approvals', () => {
     const q = await approvals.propose({ kind: 'revoke-agent', namespace: 'team', name: 'beta', proposer: 'mcp' });
     await svc.revokeAgentTree('team', 'beta');
     await svc.enroll({ token, publicKey: key(), name: 'beta' });
-    await expect(approvals.approve(q.id, {})).rejects.toMatchObject({ code: 'ESTALE' });
+    await expect(approvals.approve(q.id, {})).rejects.toMatchObject({ code: 'EAPPROVAL_STALE' });
     expect((await svc.listAgents('team')).map((a) => a.name)).toEqual(['beta']);
   });
 
