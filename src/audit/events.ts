@@ -147,6 +147,7 @@ const MAX_ANSWERS = 64;
 
 /** Subject an event is published on: lattice.audit.<namespace|_>.<agentId|_>.<type>. */
 export const AUDIT_SUBJECT_PREFIX = 'lattice.audit';
+/** The subject `ev` is published on (see AUDIT_SUBJECT_PREFIX); absent namespace or agent is `_`. */
 export function auditSubject(ev: Pick<AuditEvent, 'namespace' | 'agentId' | 'type'>): string {
   return `${AUDIT_SUBJECT_PREFIX}.${ev.namespace ?? '_'}.${ev.agentId ?? '_'}.${ev.type}`;
 }

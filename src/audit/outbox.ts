@@ -42,6 +42,7 @@ export class OutboxFullError extends LatticeError {
     super('EOUTBOX_FULL', `audit outbox is full (${maxBytes} bytes of events not yet acknowledged by the control plane); check the NATS connection, or raise the outbox size`);
   }
 }
+/** Another process (or another Outbox in this one) owns the directory: `pid` is the owner's. */
 export class OutboxLockedError extends LatticeError {
   override readonly name = 'OutboxLockedError';
   constructor(
@@ -51,18 +52,21 @@ export class OutboxLockedError extends LatticeError {
     super('EOUTBOX_LOCKED', `audit outbox ${dir} is in use by process ${pid}; stop it first`);
   }
 }
+/** append() after close(). */
 export class OutboxClosedError extends LatticeError {
   override readonly name = 'OutboxClosedError';
   constructor() {
     super('EOUTBOX_CLOSED', 'audit outbox is closed');
   }
 }
+/** A write or fdatasync of a segment failed; `cause` is the OS error. The appends of that batch reject. */
 export class OutboxWriteError extends LatticeError {
   override readonly name = 'OutboxWriteError';
   constructor(cause: unknown) {
     super('EOUTBOX_WRITE', `cannot write the audit outbox: ${(cause as Error)?.message ?? String(cause)}`, { cause });
   }
 }
+/** append() of a draft that, once enveloped, fails validateAuditEvent (the schema); no seq is consumed. */
 export class InvalidAuditEventError extends LatticeError {
   override readonly name = 'InvalidAuditEventError';
   constructor(reason: string) {
@@ -173,6 +177,10 @@ export function decodeLine(line: Buffer): { seq: number; id: string; subject: st
   };
 }
 
+/**
+ * The durable outbox (see the drawing above). Open with Outbox.open(); producers append(), one
+ * OutboxPublisher reads and acknowledges; close() flushes and releases the directory.
+ */
 export class Outbox {
   readonly dir: string;
   readonly launcherId: string;
@@ -334,6 +342,7 @@ export class Outbox {
     return this.full || this.pendingBytes >= this.maxBytes;
   }
 
+  /** Counters and watermarks (seq numbers; bytes of entries not yet acknowledged). */
   stats(): OutboxStats {
     return {
       launcherId: this.launcherId,

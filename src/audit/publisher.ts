@@ -55,6 +55,7 @@ interface InFlight {
   acked: boolean;
 }
 
+/** Moves recorded outbox entries to JetStream (see the drawing above); start() runs it until stop(). */
 export class OutboxPublisher {
   private readonly outbox: Outbox;
   private readonly log: Logger;
@@ -101,6 +102,7 @@ export class OutboxPublisher {
     });
   }
 
+  /** Counters since construction: publishes, acks, duplicates the server dropped, failures, retries. */
   stats(): PublisherStats {
     return { ...this.s, inflight: this.bySeq.size, connected: !!this.nc && !this.nc.isClosed() };
   }

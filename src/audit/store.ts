@@ -83,6 +83,7 @@ const FAMILIES = new Set(Object.values(AuditEventType).map((t) => t.split('.')[0
 const TYPES = new Set<string>(Object.values(AuditEventType));
 const TRACE_ID_RE = /^[A-Za-z0-9_.:-]{1,128}$/;
 
+/** Queries over the audit stream (see the comment above); every answer is bounded by `maxScan`. */
 export class AuditStore {
   private readonly js: JetStreamClient;
   private readonly jsm: JetStreamManager;
@@ -108,6 +109,10 @@ export class AuditStore {
     return this.dropped;
   }
 
+  /**
+   * Events matching `q` in stream order: the newest q.limit (default 1000, at most 10,000); `truncated` when
+   * older matches were left out or maxScan stopped the scan.
+   */
   async events(q: EventsQuery): Promise<ScanInfo & { events: StoredEvent[] }> {
     const limit = clampLimit(q.limit, 1000, 10_000);
     const filter = subjectFilter(q.namespace, q.agentId, q.type);
@@ -127,6 +132,7 @@ export class AuditStore {
     return { ...info, truncated: info.truncated || truncated, events: out };
   }
 
+  /** tool.span events matching `q` grouped by traceId, each trace's spans ordered by start time. */
   async traces(q: TracesQuery): Promise<ScanInfo & { traces: TraceView[] }> {
     const limit = clampLimit(q.limit, 100, 1000);
     const byTrace = new Map<string, SpanEvent[]>();
@@ -273,6 +279,10 @@ function intParam(sp: URLSearchParams, name: string): number | undefined {
   return v === undefined ? undefined : Number(v);
 }
 
+/**
+ * An events query from URL parameters (namespace, agentId, type, since like "10m" or ISO, after, limit),
+ * relative times counted back from `now` (ms since the epoch). Throws UsageError on a bad value.
+ */
 export function parseEventsQuery(sp: URLSearchParams, now = Date.now()): EventsQuery {
   const type = param(sp, 'type');
   if (type !== undefined && !TYPES.has(type) && !FAMILIES.has(type)) {
@@ -289,6 +299,7 @@ export function parseEventsQuery(sp: URLSearchParams, now = Date.now()): EventsQ
   };
 }
 
+/** A traces query from URL parameters (agentId, traceId, since, after, limit). Throws UsageError on a bad value. */
 export function parseTracesQuery(sp: URLSearchParams, now = Date.now()): TracesQuery {
   const since = param(sp, 'since');
   return {
@@ -310,6 +321,7 @@ export const AUDIT_API_PATHS = {
   events: '/api/v1/agent-isolation/audit/events',
 } as const;
 
+/** The HTTP handlers of the audit routes, before mounting (mountAuditRoutes). */
 export function auditHandlers(store: AuditStore) {
   return {
     traces: (ctx: { url: URL }) => store.traces(parseTracesQuery(ctx.url.searchParams)),

@@ -23,6 +23,7 @@ export const AUDIT_STREAM_DEFAULTS = {
   maxBytes: -1,
 } as const;
 
+/** The JetStream stream holding every audit subject (lattice.audit.>), file storage, with a duplicate window for the event id. */
 export function auditStreamConfig(opts: AuditStreamOptions = {}): Partial<StreamConfig> & { name: string } {
   return {
     name: opts.name ?? AUDIT_STREAM,

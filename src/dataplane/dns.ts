@@ -295,12 +295,15 @@ export class MapDirectory implements DnsDirectory {
   constructor(entries: Iterable<readonly [string, readonly IpAddr[]]> = []) {
     for (const [name, addrs] of entries) this.set(name, addrs);
   }
+  /** Replace `name`'s addresses (both families). */
   set(name: string, addrs: readonly IpAddr[]): void {
     this.map.set(normalizeName(name), { v4: addrs.filter((a) => a.family === 4), v6: addrs.filter((a) => a.family === 6) });
   }
+  /** Forget `name` (it then answers NXDOMAIN). */
   delete(name: string): void {
     this.map.delete(normalizeName(name));
   }
+  /** The addresses of a normalised name, by family; undefined when unknown. */
   lookup(name: string) {
     return this.map.get(name);
   }
@@ -337,6 +340,7 @@ export interface DnsResponderOptions {
   readonly stats?: DnsStats;
 }
 
+/** The sandbox resolver's decision for one query (see the comment at the top of this file). */
 export class DnsResponder {
   readonly stats: DnsStats;
   private readonly zone: string;
@@ -348,6 +352,7 @@ export class DnsResponder {
     this.localTtlSec = opts.localTtlSec ?? 30;
   }
 
+  /** Decide one UDP DNS message (hostile input: never throws). */
   handle(message: Uint8Array): DnsOutcome {
     const q = parseQuery(message, this.stats);
     if (q === null) {
@@ -446,6 +451,7 @@ export class DnsLimiter {
     return this.inFlightCount;
   }
 
+  /** Take a slot for one upstream lookup at `now` (monotonic ms); false (counted) when over either bound. */
   tryStart(now: number): boolean {
     this.tokens = Math.min(this.limits.burst, this.tokens + (Math.max(0, now - this.last) * this.limits.perSecond) / 1000);
     this.last = Math.max(this.last, now);
@@ -463,6 +469,7 @@ export class DnsLimiter {
     return true;
   }
 
+  /** A lookup started by tryStart() settled. */
   finish(): void {
     if (this.inFlightCount > 0) this.inFlightCount--;
   }

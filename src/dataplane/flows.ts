@@ -146,6 +146,7 @@ function sameAddr(a: IpAddr, b: IpAddr): boolean {
   return a.family === b.family && a.w0 === b.w0 && a.w1 === b.w1 && a.w2 === b.w2 && a.w3 === b.w3;
 }
 
+/** The flow table's key of a 5-tuple, "local" being the sandbox side. */
 export function flowKey(protocol: number, local: IpAddr, localPort: number, remote: IpAddr, remotePort: number): string {
   return `${protocol}|${addrKey(local)}|${localPort}|${addrKey(remote)}|${remotePort}`;
 }
@@ -155,6 +156,7 @@ function isProtected(f: Flow): boolean {
   return f.decision !== undefined && f.decision.effective === 'allow' && f.forced === undefined && (f.state === FlowState.established || f.state === FlowState.closing);
 }
 
+/** The flows of one sandbox (see the comment at the top of this file). Bounded by maxFlows. */
 export class FlowTable {
   private readonly flows = new Map<string, Flow>();
   /** Flows that may be evicted (not isProtected), oldest first. */
@@ -176,10 +178,12 @@ export class FlowTable {
     return this.flows.size;
   }
 
+  /** Every flow in the table, in insertion order. */
   values(): IterableIterator<Flow> {
     return this.flows.values();
   }
 
+  /** The flow under `key` (flowKey), if any. */
   get(key: string): Flow | undefined {
     return this.flows.get(key);
   }

@@ -103,12 +103,14 @@ export function isIcmpError(protocol: number, type: number): boolean {
   return false;
 }
 
+/** ICMP echo request or reply (type 8/0; ICMPv6 128/129). */
 export function isEcho(protocol: number, type: number): boolean {
   if (protocol === IpProto.icmp) return type === 8 || type === 0;
   if (protocol === IpProto.icmpv6) return type === 128 || type === 129;
   return false;
 }
 
+/** ICMP echo request (type 8; ICMPv6 128). */
 export function isEchoRequest(protocol: number, type: number): boolean {
   return (protocol === IpProto.icmp && type === 8) || (protocol === IpProto.icmpv6 && type === 128);
 }
@@ -431,6 +433,7 @@ export interface UdpFields extends IpHeaderFields {
   payload: Uint8Array;
 }
 
+/** An IPv4 or IPv6 packet (by `src`'s family) carrying one UDP datagram, checksums included (RFC 768). */
 export function buildUdp(f: UdpFields): Uint8Array {
   const l4 = new Uint8Array(8 + f.payload.length);
   l4[0] = f.srcPort >> 8;
@@ -454,6 +457,7 @@ export interface TcpFields extends IpHeaderFields {
   payload?: Uint8Array;
 }
 
+/** An IPv4 or IPv6 packet carrying one TCP segment, checksums included (RFC 9293 header, no options). */
 export function buildTcp(f: TcpFields): Uint8Array {
   const payload = f.payload ?? new Uint8Array(0);
   const l4 = new Uint8Array(20 + payload.length);
@@ -489,6 +493,7 @@ export function buildIcmp(f: IcmpFields): Uint8Array {
   return wrap(f, v6 ? IpProto.icmpv6 : IpProto.icmp, l4, 2, v6);
 }
 
+/** An ICMP (or ICMPv6) echo request, or reply with `reply`, with its checksum. */
 export function buildIcmpEcho(f: IpHeaderFields & { id: number; seq: number; reply?: boolean; payload?: Uint8Array }): Uint8Array {
   const v6 = f.src.family === 6;
   const type = f.reply ? (v6 ? 129 : 0) : v6 ? 128 : 8;

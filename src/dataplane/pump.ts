@@ -185,6 +185,7 @@ export interface PumpStats {
 
 const PROTO_NAME: Record<number, FlowProto> = { [IpProto.tcp]: 'tcp', [IpProto.udp]: 'udp', [IpProto.icmp]: 'icmp', [IpProto.icmpv6]: 'icmpv6' };
 
+/** The packet pump of one sandbox (see the drawing above). start() wires it; stats count every drop. */
 export class Pump<Peer = unknown> {
   readonly stats: PumpStats;
   /** Why packets counted as PumpDrop.malformed did not parse. */
@@ -233,6 +234,7 @@ export class Pump<Peer = unknown> {
     return this.compiled.policy;
   }
 
+  /** Start reading the sandbox TUN (and the host-egress TUN), take the device's packets, audit the policy. */
   start(): void {
     this.opts.tun.start((pkt) => this.fromSandbox(pkt));
     this.opts.device.attach((pkt) => this.fromPeer(pkt));
@@ -242,6 +244,7 @@ export class Pump<Peer = unknown> {
 
   // ------------------------------------------------------------------ egress
 
+  /** One IP packet from the sandbox (hostile input: dropped and counted, never thrown). */
   fromSandbox(packet: Uint8Array): void {
     this.stats.egressPackets++;
     const p = parsePacket(packet, this.packetStats);
@@ -267,6 +270,7 @@ export class Pump<Peer = unknown> {
 
   // ------------------------------------------------------------------ ingress
 
+  /** One IP packet from a WireGuard peer or the host-egress TUN (hostile input: dropped and counted). */
   fromPeer(packet: Uint8Array): void {
     this.stats.ingressPackets++;
     const p = parsePacket(packet, this.packetStats);
