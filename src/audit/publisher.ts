@@ -1,4 +1,5 @@
 import { connect, createInbox, headers, type NatsConnection, type ConnectionOptions, type Msg, type Subscription } from 'nats';
+import { Backoff, type Timers } from '../backoff.js';
 import { createLogger, type Logger } from '../log.js';
 import type { Outbox } from './outbox.js';
 import { ensureAuditStream, type AuditStreamOptions } from './stream.js';
@@ -34,7 +35,10 @@ export interface PublisherOptions {
   /** Publishes in flight (default 2048). */
   window?: number;
   publishTimeoutMs?: number;
+  /** Retry delay bounds in ms (default 100 and 5000), jittered (see src/backoff.ts). */
   backoff?: { initialMs: number; maxMs: number };
+  /** Where retry waits are scheduled (default Node's timers); tests inject a manual twin. */
+  timers?: Timers;
   logger?: Logger;
 }
 
@@ -61,7 +65,7 @@ export class OutboxPublisher {
   private readonly log: Logger;
   private readonly window: number;
   private readonly timeoutMs: number;
-  private readonly backoff: { initialMs: number; maxMs: number };
+  private readonly backoff: Backoff;
   private nc: NatsConnection | null;
   private readonly ownsConnection: boolean;
   private sub: Subscription | null = null;
@@ -87,7 +91,7 @@ export class OutboxPublisher {
     this.log = opts.logger ?? createLogger({ name: 'audit-publisher' });
     this.window = opts.window ?? 4096;
     this.timeoutMs = opts.publishTimeoutMs ?? 5000;
-    this.backoff = opts.backoff ?? { initialMs: 100, maxMs: 5000 };
+    this.backoff = new Backoff({ ...(opts.backoff ?? { initialMs: 100, maxMs: 5000 }), timers: opts.timers });
     this.nc = opts.nc ?? null;
     this.ownsConnection = !opts.nc;
     if (!opts.nc && !opts.servers) throw new Error('OutboxPublisher needs nc or servers');
@@ -138,14 +142,15 @@ export class OutboxPublisher {
     if (this.ownsConnection && this.nc && !this.nc.isClosed()) await this.nc.close().catch(() => undefined);
   }
 
-  private sleep(ms: number): Promise<void> {
+  /** Wait the backoff's next delay; `stop()` ends the wait early through `wake`. */
+  private retryWait(): Promise<void> {
     return new Promise((resolve) => {
-      const t = setTimeout(() => {
+      const cancel = this.backoff.schedule(() => {
         this.wake = null;
         resolve();
-      }, ms);
+      });
       this.wake = () => {
-        clearTimeout(t);
+        cancel();
         this.wake = null;
         resolve();
       };
@@ -174,7 +179,6 @@ export class OutboxPublisher {
 
   private async loop(): Promise<void> {
     let cursor = this.outbox.ackedThrough + 1;
-    let delay = this.backoff.initialMs;
     let needSetup = true;
     while (!this.stopping) {
       if (this.failed || needSetup) {
@@ -186,11 +190,10 @@ export class OutboxPublisher {
           this.bySeq.clear();
           this.failed = false;
           this.s.retries++;
-          if (this.okSinceFailure) delay = this.backoff.initialMs;
+          if (this.okSinceFailure) this.backoff.reset();
           this.okSinceFailure = false;
-          this.log.warn({ err: this.lastError, retryInMs: delay, acked: this.outbox.ackedThrough }, 'audit publish failed; retrying from the last acknowledged event');
-          await this.sleep(delay);
-          delay = Math.min(delay * 2, this.backoff.maxMs);
+          this.log.warn({ err: this.lastError, retry: this.backoff.attempts + 1, acked: this.outbox.ackedThrough }, 'audit publish failed; retrying from the last acknowledged event');
+          await this.retryWait();
           if (this.stopping) break;
         }
         cursor = this.outbox.ackedThrough + 1;

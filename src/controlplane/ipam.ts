@@ -1,3 +1,4 @@
+import { Backoff } from '../backoff.js';
 import { LatticeError, UsageError } from '../errors.js';
 import { type Cidr, type IpAddr, addrBits, formatCidr, formatIp, ipFromBigInt, ipToBigInt, parseCidr } from '../net/addr.js';
 import { KvConflictError, KvOp, decodeJson, encodeJson, getJson, type KvBucket, type KvWatch } from './kv.js';
@@ -251,6 +252,7 @@ export class Ipam {
     let reserved = this.reserved.get(namespace);
     if (!reserved) this.reserved.set(namespace, (reserved = new Set()));
     let collided = false;
+    const settle = new Backoff({ initialMs: 5, maxMs: 50 });
     for (let round = 0; round < 50; round++) {
       // The watch-fed cache is good enough for the first rounds; after that, list the bucket itself.
       const cached = round < 4 && this.used ? (this.used.get(namespace) ?? new Set<number>()) : undefined;
@@ -266,7 +268,7 @@ export class Ipam {
       const order = candidateOrder(used, this.plan.firstOffset, this.plan.lastOffset, collided ? this.rand : () => 0);
       if (order.length === 0) {
         // Every free slot is being tried by another allocation here: wait for them to settle.
-        await new Promise((r) => setTimeout(r, 5));
+        await settle.wait();
         continue;
       }
       for (const offset of order.slice(0, 4)) {

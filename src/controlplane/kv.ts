@@ -1,3 +1,4 @@
+import { Backoff } from '../backoff.js';
 import { LatticeError } from '../errors.js';
 
 /**
@@ -77,13 +78,16 @@ export async function getJson<T>(b: KvBucket, key: string): Promise<JsonEntry<T>
 
 /**
  * Read-modify-write with compare-and-set, retried on conflict. `fn` gets the current value (or null)
- * and returns the next one, `undefined` to leave the key alone, or throws to abort.
+ * and returns the next one, `undefined` to leave the key alone, or throws to abort. The first few
+ * retries are immediate; later ones wait a jittered 1..50 ms (`backoff`, see src/backoff.ts).
+ * @throws LatticeError EKV_CONTENTION after `maxAttempts` lost races; whatever `fn` or the bucket throws.
  */
 export async function casUpdate<T>(
   b: KvBucket,
   key: string,
   fn: (cur: T | null) => T | undefined,
   maxAttempts = 1000,
+  backoff: Backoff = new Backoff({ initialMs: 1, maxMs: 50 }),
 ): Promise<{ value: T | null; revision: number; changed: boolean }> {
   for (let attempt = 0; attempt < maxAttempts; attempt++) {
     const cur = await getJson<T>(b, key);
@@ -94,7 +98,7 @@ export async function casUpdate<T>(
       return { value: next, revision, changed: true };
     } catch (err) {
       if (!(err instanceof KvConflictError)) throw err;
-      if (attempt > 3) await new Promise((r) => setTimeout(r, Math.random() * Math.min(50, attempt * 2)));
+      if (attempt > 3) await backoff.wait();
     }
   }
   throw new LatticeError('EKV_CONTENTION', `gave up updating ${key} after ${maxAttempts} conflicting attempts`);

@@ -1,4 +1,5 @@
 import { randomBytes, randomUUID } from 'node:crypto';
+import { Backoff } from '../backoff.js';
 import type { Clock } from '../clock.js';
 import { IpamExhaustedError, Ipam, addressOf, namespaceSubnets, planIpam, DEFAULT_IPAM, type IpamConfig } from './ipam.js';
 import { JwtError, signAgentJwt, verifyAgentJwt, type AgentClaims } from './jwt.js';
@@ -235,6 +236,7 @@ export class ControlPlaneService {
 
     // 1. Claim the name (a pending record), or find our own earlier enrollment.
     let claimed: { value: AgentRecord; revision: number } | undefined;
+    const pendingWait = new Backoff({ initialMs: 25, maxMs: 100 });
     for (let attempt = 0; !claimed; attempt++) {
       const cur = await getJson<AgentRecord>(this.b.agents, key);
       if (cur) {
@@ -254,7 +256,7 @@ export class ControlPlaneService {
         }
         // Pending with our key: a concurrent identical request is in flight (wait for it) or one was abandoned (take over).
         if (now - cur.value.updatedAt < (this.opts.pendingStaleMs ?? 30_000) && attempt < 100) {
-          await sleep(50);
+          await pendingWait.wait();
           continue;
         }
         const t = tok.value;
@@ -739,4 +741,3 @@ function delegatedFrom(t: TokenRecord): Pick<AgentRecord, 'parent' | 'notAfter'>
   return { ...(t.parent ? { parent: t.parent } : {}), ...(t.notAfter !== undefined ? { notAfter: t.notAfter } : {}) };
 }
 
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));

@@ -10,6 +10,7 @@
  */
 import type { DataChannel, IceServer, PeerConnection } from 'node-datachannel';
 import { createRequire } from 'node:module';
+import { Backoff, systemTimers, type Timers } from '../backoff.js';
 import type { VirtualLink } from './path-bind.js';
 
 export type IceSignal =
@@ -36,8 +37,12 @@ export interface IceLinkOptions {
   signal: (peerId: string, msg: IceSignal) => void;
   onOpen?: (peerId: string) => void;
   onClose?: (peerId: string) => void;
-  /** Rebuild delay after failure (ms). */
+  /** First rebuild delay after a failure, in ms (default 2000); later ones grow, jittered, up to maxRetryMs. */
   retryMs?: number;
+  /** Ceiling of the rebuild delay, in ms (default 8 x retryMs). */
+  maxRetryMs?: number;
+  /** Where rebuilds are scheduled (default Node's timers, unref'd); tests inject a manual twin. */
+  timers?: Timers;
 }
 
 interface IcePeer {
@@ -45,7 +50,9 @@ interface IcePeer {
   dc?: DataChannel;
   open: boolean;
   gen: number;
-  retry?: ReturnType<typeof setTimeout>;
+  /** Cancels the pending rebuild, when one is scheduled. */
+  retry?: () => void;
+  readonly backoff: Backoff;
   openedAt?: number;
 }
 
@@ -72,7 +79,9 @@ export class IceLink implements VirtualLink {
   /** Start connecting to a peer. */
   connect(peerId: string): void {
     if (this.peers.has(peerId) || this.closed) return;
-    const p: IcePeer = { open: false, gen: 0 };
+    const initialMs = this.o.retryMs ?? 2_000;
+    const backoff = new Backoff({ initialMs, maxMs: Math.max(initialMs, this.o.maxRetryMs ?? initialMs * 8), timers: this.o.timers ?? systemTimers({ unref: true }) });
+    const p: IcePeer = { open: false, gen: 0, backoff };
     this.peers.set(peerId, p);
     if (this.offerer(peerId)) this.build(peerId, p, Date.now());
     else this.o.signal(peerId, { t: 'request-offer' });
@@ -135,6 +144,7 @@ export class IceLink implements VirtualLink {
       dc.onOpen(() => {
         if (p.pc !== pc) return;
         p.open = true;
+        p.backoff.reset();
         p.openedAt = Date.now();
         this.o.onOpen?.(peerId);
       });
@@ -159,14 +169,13 @@ export class IceLink implements VirtualLink {
     this.teardown(p);
     if (wasOpen) this.o.onClose?.(peerId);
     if (this.closed || p.retry) return;
-    p.retry = setTimeout(() => {
+    p.retry = p.backoff.schedule(() => {
       p.retry = undefined;
       if (this.closed || p.pc) return;
       this.stats.rebuilds++;
       if (this.offerer(peerId)) this.build(peerId, p, Date.now());
       else this.o.signal(peerId, { t: 'request-offer' });
-    }, this.o.retryMs ?? 2_000);
-    p.retry.unref?.();
+    });
   }
 
   handleSignal(peerId: string, m: IceSignal): void {
@@ -220,7 +229,7 @@ export class IceLink implements VirtualLink {
   remove(peerId: string): void {
     const p = this.peers.get(peerId);
     if (!p) return;
-    clearTimeout(p.retry);
+    p.retry?.();
     this.teardown(p);
     this.peers.delete(peerId);
   }

@@ -3,15 +3,18 @@
  * rebinding kills it: the relay answers the new mapping's segments with a reset).
  */
 import net from 'node:net';
+import { Backoff, type Timers } from '../backoff.js';
 import { encodeFrame, FrameDecoder, FrameType } from './relay-frame.js';
 
 export interface RelayClientOptions {
   url: string; // tcp://host:port
   selfId: string;
   token?: string;
-  /** Backoff bounds in ms. */
+  /** Reconnect delay bounds in ms (default 100 and 2000; jittered, see src/backoff.ts). */
   minBackoffMs?: number;
   maxBackoffMs?: number;
+  /** Where reconnects are scheduled (default Node's timers); tests inject a manual twin. */
+  timers?: Timers;
 }
 
 export function parseRelayUrl(url: string): { host: string; port: number } {
@@ -26,14 +29,15 @@ export class RelayClient {
   private sock?: net.Socket;
   private connected = false;
   private closed = false;
-  private backoff: number;
-  private timer?: ReturnType<typeof setTimeout>;
+  private readonly backoff: Backoff;
+  private cancelReconnect?: () => void;
   private readonly target: { host: string; port: number };
   private readonly waiters: (() => void)[] = [];
 
   constructor(private readonly opts: RelayClientOptions) {
     this.target = parseRelayUrl(opts.url);
-    this.backoff = opts.minBackoffMs ?? 100;
+    const initialMs = opts.minBackoffMs ?? 100;
+    this.backoff = new Backoff({ initialMs, maxMs: Math.max(initialMs, opts.maxBackoffMs ?? 2000), timers: opts.timers });
   }
 
   get isConnected(): boolean {
@@ -60,7 +64,7 @@ export class RelayClient {
       s.write(encodeFrame(FrameType.Hello, this.opts.selfId, new TextEncoder().encode(this.opts.token ?? '')));
       this.connected = true;
       this.stats.connects++;
-      this.backoff = this.opts.minBackoffMs ?? 100;
+      this.backoff.reset();
       for (const w of this.waiters.splice(0)) w();
     });
     s.on('data', (chunk: Buffer) => {
@@ -77,8 +81,7 @@ export class RelayClient {
       this.connected = false;
       this.sock = undefined;
       if (this.closed) return;
-      this.timer = setTimeout(() => this.connect(), this.backoff);
-      this.backoff = Math.min(this.backoff * 2, this.opts.maxBackoffMs ?? 2000);
+      this.cancelReconnect = this.backoff.schedule(() => this.connect());
     });
   }
 
@@ -98,7 +101,7 @@ export class RelayClient {
 
   async close(): Promise<void> {
     this.closed = true;
-    clearTimeout(this.timer);
+    this.cancelReconnect?.();
     this.sock?.destroy();
     this.connected = false;
   }
