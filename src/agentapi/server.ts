@@ -2,6 +2,7 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import { chmod, mkdir, unlink } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import { LatticeError } from '../errors.js';
+import { readJsonBody } from '../httpbody.js';
 import type { Logger } from '../log.js';
 import { ToolName, type ToolRequest, type ToolResponse } from './execute.js';
 
@@ -41,32 +42,6 @@ export interface AgentApiServer {
   close(): Promise<void>;
 }
 
-type Body = { ok: true; value: unknown } | { ok: false; status: number; message: string };
-
-/** Read a bounded JSON body. Oversized or broken bodies come back as a failure, never thrown. */
-async function readBody(req: IncomingMessage, max: number): Promise<Body> {
-  const declared = Number(req.headers['content-length'] ?? 0);
-  if (declared > max) return { ok: false, status: 413, message: `body larger than ${max} bytes` };
-  const chunks: Buffer[] = [];
-  let size = 0;
-  try {
-    for await (const c of req as AsyncIterable<Buffer>) {
-      size += c.length;
-      if (size > max) return { ok: false, status: 413, message: `body larger than ${max} bytes` };
-      chunks.push(c);
-    }
-  } catch {
-    return { ok: false, status: 400, message: 'body could not be read' };
-  }
-  const text = Buffer.concat(chunks).toString('utf8');
-  if (!text.trim()) return { ok: true, value: undefined };
-  try {
-    return { ok: true, value: JSON.parse(text) };
-  } catch (err) {
-    return { ok: false, status: 400, message: `body is not valid JSON: ${(err as Error).message.split('\n')[0]}` };
-  }
-}
-
 function send(res: ServerResponse, status: number, body: unknown, headers: Record<string, string> = {}): void {
   if (res.headersSent) return;
   const data = JSON.stringify(body);
@@ -99,7 +74,7 @@ export async function serveAgentApi(opts: AgentApiServerOptions): Promise<AgentA
     if (tool === undefined) return send(res, 404, { error: { code: 'ENOTFOUND', message: `no route ${path}; see GET /v1/identity, POST /v1/tools/{tool}, POST /v1/delegate` } });
     if (req.method !== 'POST') return send(res, 405, { error: { code: 'EMETHOD', message: `use POST ${path}` } });
 
-    const body = await readBody(req, max);
+    const body = await readJsonBody(req, max);
     const r = await opts.execute({
       tool,
       args: body.ok ? body.value : undefined,

@@ -3,6 +3,7 @@ import { createHash, timingSafeEqual } from 'node:crypto';
 import type { AddressInfo } from 'node:net';
 import type { Logger } from '../log.js';
 import { LatticeError } from '../errors.js';
+import { readJsonBody } from '../httpbody.js';
 import { CpErrorCode, ControlPlaneError } from './types.js';
 
 /**
@@ -184,21 +185,9 @@ function send(res: ServerResponse, status: number, body: unknown): void {
   res.end(data);
 }
 
+/** The body as JSON (undefined when empty). @throws HttpError 413 above MAX_BODY_BYTES, 400 when not JSON. */
 async function readJson(req: IncomingMessage): Promise<unknown> {
-  const declared = Number(req.headers['content-length'] ?? 0);
-  if (declared > MAX_BODY_BYTES) throw new HttpError(413, CpErrorCode.BadRequest, `body larger than ${MAX_BODY_BYTES} bytes`);
-  const chunks: Buffer[] = [];
-  let size = 0;
-  for await (const c of req as AsyncIterable<Buffer>) {
-    size += c.length;
-    if (size > MAX_BODY_BYTES) throw new HttpError(413, CpErrorCode.BadRequest, `body larger than ${MAX_BODY_BYTES} bytes`);
-    chunks.push(c);
-  }
-  const text = Buffer.concat(chunks).toString('utf8');
-  if (!text.trim()) return undefined;
-  try {
-    return JSON.parse(text);
-  } catch (err) {
-    throw new HttpError(400, CpErrorCode.BadRequest, `body is not valid JSON: ${(err as Error).message.split('\n')[0]}`);
-  }
+  const body = await readJsonBody(req, MAX_BODY_BYTES);
+  if (!body.ok) throw new HttpError(body.status, CpErrorCode.BadRequest, body.message);
+  return body.value;
 }

@@ -1,7 +1,7 @@
 import { Backoff } from '../backoff.js';
 import { LatticeError, UsageError } from '../errors.js';
 import { type Cidr, type IpAddr, addrBits, formatCidr, formatIp, ipFromBigInt, ipToBigInt, parseCidr } from '../net/addr.js';
-import { KvConflictError, KvOp, decodeJson, encodeJson, getJson, type KvBucket, type KvWatch } from './kv.js';
+import { KvConflictError, KvOp, decodeJson, encodeJson, getJson, watchCurrent, type KvBucket, type KvWatch } from './kv.js';
 
 /**
  * IPAM: global pool -> one subnet per namespace -> one address per peer.
@@ -173,9 +173,8 @@ export class Ipam {
   /** Follow allocations with a KV watch so allocating needs no listing of the bucket. */
   async startCache(): Promise<void> {
     const used = new Map<string, Set<number>>();
-    let ready!: () => void;
-    const isReady = new Promise<void>((r) => (ready = r));
-    this.watch = await this.bucket.watch(
+    this.watch = await watchCurrent(
+      this.bucket,
       'addr.*.*',
       (c) => {
         const [, ns, off] = c.key.split('.');
@@ -184,9 +183,7 @@ export class Ipam {
         if (c.op === KvOp.Put) set.add(Number(off));
         else set.delete(Number(off));
       },
-      ready,
     );
-    await isReady;
     this.used = used;
   }
 

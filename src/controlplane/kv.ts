@@ -104,6 +104,18 @@ export async function casUpdate<T>(
   throw new LatticeError('EKV_CONTENTION', `gave up updating ${key} after ${maxAttempts} conflicting attempts`);
 }
 
+/**
+ * Start a watch on `filter` and resolve once it has delivered the current values (its `onReady`);
+ * `onChange` keeps receiving changes until the returned watch is stopped.
+ */
+export async function watchCurrent(b: KvBucket, filter: string, onChange: (c: KvChange) => void): Promise<KvWatch> {
+  let ready!: () => void;
+  const isReady = new Promise<void>((r) => (ready = r));
+  const w = await b.watch(filter, onChange, ready);
+  await isReady;
+  return w;
+}
+
 /** NATS subject matching for KV key filters ('*' one token, '>' the rest). */
 export function keyMatches(filter: string, key: string): boolean {
   const f = filter.split('.');

@@ -2,8 +2,9 @@ import { randomBytes, randomUUID } from 'node:crypto';
 import { Backoff } from '../backoff.js';
 import type { Clock } from '../clock.js';
 import { IpamExhaustedError, Ipam, addressOf, namespaceSubnets, planIpam, DEFAULT_IPAM, type IpamConfig } from './ipam.js';
+import { AgentCache, peerOf } from './agentcache.js';
 import { JwtError, signAgentJwt, verifyAgentJwt, type AgentClaims } from './jwt.js';
-import { KeyedMutex, KvConflictError, KvOp, casUpdate, decodeJson, encodeJson, getJson, type KvBucket, type KvStore, type KvWatch } from './kv.js';
+import { KeyedMutex, KvConflictError, casUpdate, encodeJson, getJson, type KvBucket, type KvStore } from './kv.js';
 import { buildAgentTree, clampJwtTtl, planDelegation, type AgentTreeNode } from './delegation.js';
 import { encodeJoinToken } from './join.js';
 import { checkChallenge, checkProof, makeChallenge, newX25519PrivateKey, x25519PublicKey, type PossessionSubject } from './possession.js';
@@ -114,19 +115,10 @@ export interface AgentView {
   parentAgentId?: string;
 }
 
-export function peerOf(a: AgentRecord): Peer {
-  return {
-    name: a.name,
-    namespace: a.namespace,
-    publicKey: a.publicKey,
-    allowedIPs: a.address ? [`${a.address.ipv4}/32`, `${a.address.ipv6}/128`] : [],
-    ...(a.endpoint ? { endpoint: a.endpoint } : {}),
-  };
-}
+export { peerOf };
 
 export class ControlPlaneService {
-  private readonly agentCache = new Map<string, AgentRecord>();
-  private cacheWatch?: KvWatch;
+  private agentCache!: AgentCache;
   private readonly tokenMutex = new KeyedMutex();
   readonly stats = { enrollments: 0, enrollFailures: 0, revocations: 0, tokensCreated: 0 };
 
@@ -165,28 +157,12 @@ export class ControlPlaneService {
   }
 
   close(): void {
-    this.cacheWatch?.stop();
+    this.agentCache?.stop();
     this.ipam.stopCache();
   }
 
   private async startCache(): Promise<void> {
-    let ready!: () => void;
-    const isReady = new Promise<void>((r) => (ready = r));
-    this.cacheWatch = await this.b.agents.watch(
-      'a.*.*',
-      (c) => {
-        if (c.op === KvOp.Delete) this.agentCache.delete(c.key);
-        else {
-          try {
-            this.agentCache.set(c.key, decodeJson<AgentRecord>(c.value));
-          } catch {
-            this.agentCache.delete(c.key);
-          }
-        }
-      },
-      ready,
-    );
-    await isReady;
+    this.agentCache = await AgentCache.start(this.b.agents, ['a.*.*']);
   }
 
   // ---- tokens ----
@@ -469,14 +445,7 @@ export class ControlPlaneService {
 
   /** Active agents of the agent's own and allowed namespaces, except itself (from the watch-fed cache). */
   peersFor(a: Pick<AgentRecord, 'namespace' | 'name' | 'allowedNamespaces'>): Peer[] {
-    const spaces = new Set([a.namespace, ...a.allowedNamespaces]);
-    const out: Peer[] = [];
-    for (const p of this.agentCache.values()) {
-      if (p.status !== AgentStatus.Active || !spaces.has(p.namespace)) continue;
-      if (p.namespace === a.namespace && p.name === a.name) continue;
-      out.push(peerOf(p));
-    }
-    return out.sort((x, y) => (x.namespace + '.' + x.name).localeCompare(y.namespace + '.' + y.name));
+    return this.agentCache.peers(a, new Set([a.namespace, ...a.allowedNamespaces]));
   }
 
   private async effectivePolicy(namespace: string, ref?: PolicyRef): Promise<unknown> {

@@ -1,9 +1,10 @@
 import { EventEmitter } from 'node:events';
 import type { NatsConnection } from 'nats';
-import { KvOp, decodeJson, type KvChange, type KvStore, type KvWatch } from '../controlplane/kv.js';
+import { AgentCache } from '../controlplane/agentcache.js';
+import { KvOp, decodeJson, watchCurrent, type KvChange, type KvStore, type KvWatch } from '../controlplane/kv.js';
 import { NatsKvStore } from '../controlplane/natskv.js';
-import { peerOf, pubkeyKey } from '../controlplane/service.js';
-import { AgentStatus, BUCKETS, type AgentRecord, type NamespacePolicyRecord, type Peer, type RevocationRecord } from '../controlplane/types.js';
+import { pubkeyKey } from '../controlplane/service.js';
+import { BUCKETS, type NamespacePolicyRecord, type Peer, type RevocationRecord } from '../controlplane/types.js';
 
 /**
  * Follows the control plane's directory for one agent through KV watches (no polling): the peers of
@@ -30,8 +31,9 @@ export interface DirectoryEvents {
 }
 
 export class DirectoryWatcher extends EventEmitter<DirectoryEvents> {
-  private readonly agents = new Map<string, AgentRecord>();
+  private agents?: AgentCache;
   private readonly watches: KvWatch[] = [];
+  private readonly spaces: ReadonlySet<string>;
   private ready = false;
   private policyValue: unknown = null;
   private revocation?: RevocationRecord;
@@ -39,6 +41,7 @@ export class DirectoryWatcher extends EventEmitter<DirectoryEvents> {
 
   constructor(private readonly opts: DirectoryWatcherOptions) {
     super();
+    this.spaces = new Set([opts.namespace, ...(opts.allowedNamespaces ?? [])]);
   }
 
   /** A watcher over the control plane's buckets on `nc` (binds to existing buckets only). */
@@ -46,14 +49,9 @@ export class DirectoryWatcher extends EventEmitter<DirectoryEvents> {
     return new DirectoryWatcher({ ...o, store: new NatsKvStore(nc, { bindOnly: true }) });
   }
 
+  /** Active agents of the watched namespaces except this one, sorted by `namespace.name` (empty before start()). */
   get peers(): Peer[] {
-    const out: Peer[] = [];
-    for (const a of this.agents.values()) {
-      if (a.status !== AgentStatus.Active) continue;
-      if (a.namespace === this.opts.namespace && a.name === this.opts.name) continue;
-      out.push(peerOf(a));
-    }
-    return out.sort((x, y) => `${x.namespace}.${x.name}`.localeCompare(`${y.namespace}.${y.name}`));
+    return this.agents?.peers(this.opts, this.spaces) ?? [];
   }
 
   get policy(): unknown {
@@ -71,18 +69,14 @@ export class DirectoryWatcher extends EventEmitter<DirectoryEvents> {
       store.bucket(BUCKETS.policies),
       store.bucket(BUCKETS.revocations),
     ]);
-    const spaces = [...new Set([namespace, ...(this.opts.allowedNamespaces ?? [])])];
-    const watchReady = async (w: (ready: () => void) => Promise<KvWatch>) => {
-      let done!: () => void;
-      const p = new Promise<void>((r) => (done = r));
-      this.watches.push(await w(done));
-      await p;
+    const watch = async (w: Promise<KvWatch>): Promise<void> => {
+      this.watches.push(await w);
     };
     try {
       await Promise.all([
-        ...spaces.map((ns) => watchReady((r) => agents.watch(`a.${ns}.*`, (c) => this.onAgent(c), r))),
-        watchReady((r) => policies.watch(namespace, (c) => this.onPolicy(c), r)),
-        watchReady((r) => revocations.watch(pubkeyKey(publicKey), (c) => this.onRevocation(c), r)),
+        AgentCache.start(agents, [...this.spaces].map((ns) => `a.${ns}.*`), () => this.onAgent()).then((c) => (this.agents = c)),
+        watch(watchCurrent(policies, namespace, (c) => this.onPolicy(c))),
+        watch(watchCurrent(revocations, pubkeyKey(publicKey), (c) => this.onRevocation(c))),
       ]);
     } catch (err) {
       this.stop();
@@ -93,19 +87,13 @@ export class DirectoryWatcher extends EventEmitter<DirectoryEvents> {
     return this;
   }
 
+  /** Stop every watch (idempotent); no event follows. */
   stop(): void {
+    this.agents?.stop();
     for (const w of this.watches.splice(0)) w.stop();
   }
 
-  private onAgent(c: KvChange): void {
-    if (c.op === KvOp.Delete) this.agents.delete(c.key);
-    else {
-      try {
-        this.agents.set(c.key, decodeJson<AgentRecord>(c.value));
-      } catch {
-        this.agents.delete(c.key);
-      }
-    }
+  private onAgent(): void {
     if (!this.ready) return;
     // Only tell the launcher when what it configures (keys, addresses, endpoints) actually changed.
     const now = JSON.stringify(this.peers);
