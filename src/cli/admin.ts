@@ -1,25 +1,14 @@
 import { readFile } from 'node:fs/promises';
 import { Option, type Command } from 'commander';
 import { UsageError } from '../errors.js';
-import { API_BASE, DEFAULT_HTTP } from '../controlplane/index.js';
-import { callApi } from './api.js';
+import { API_BASE } from '../controlplane/index.js';
+import { callApi, withApiOptions, type ApiOpts } from './api.js';
 
 /**
  * Admin commands that talk to the control plane's HTTP API:
  *   lattice token create | agent ls | agent revoke | policy set
  * The admin token comes from --admin-token, $LATTICE_ADMIN_TOKEN, or <stateDir>/control-plane/admin-token.
  */
-
-interface ApiOpts {
-  api: string;
-  adminToken?: string;
-}
-
-function withApiOptions(c: Command): Command {
-  return c
-    .option('--api <url>', 'control-plane admin API', process.env.LATTICE_API ?? `http://${DEFAULT_HTTP.host}:${DEFAULT_HTTP.port}`)
-    .option('--admin-token <token>', 'admin bearer token (default: $LATTICE_ADMIN_TOKEN or the state dir file)');
-}
 
 /** Find a command group another module may already have registered, or create it. */
 function group(program: Command, name: string, description: string): Command {

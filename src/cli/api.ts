@@ -1,8 +1,21 @@
 import type { Command } from 'commander';
 import { LatticeError } from '../errors.js';
 import { resolveStateDir, statePaths } from '../state.js';
-import { readAdminToken } from '../controlplane/index.js';
+import { DEFAULT_HTTP, readAdminToken } from '../controlplane/index.js';
 import { globalOpts } from './run.js';
+
+/** What every admin-API command takes: `--api <url>` and `--admin-token <token>`. */
+export interface ApiOpts {
+  api: string;
+  adminToken?: string;
+}
+
+/** Add `--api` (default $LATTICE_API or the control plane's default HTTP address) and `--admin-token` to `c`. */
+export function withApiOptions(c: Command): Command {
+  return c
+    .option('--api <url>', 'control-plane admin API', process.env.LATTICE_API ?? `http://${DEFAULT_HTTP.host}:${DEFAULT_HTTP.port}`)
+    .option('--admin-token <token>', 'admin bearer token (default: $LATTICE_ADMIN_TOKEN or the state dir file)');
+}
 
 /**
  * One call to the control plane's admin HTTP API, with the admin bearer token (--admin-token,
@@ -10,7 +23,7 @@ import { globalOpts } from './run.js';
  */
 export async function callApi<T>(
   cmd: Command,
-  o: { api: string; adminToken?: string },
+  o: ApiOpts,
   method: string,
   path: string,
   opts: { body?: unknown; query?: Record<string, string | undefined>; timeoutMs?: number } = {},

@@ -1,22 +1,11 @@
 import type { Command } from 'commander';
-import { API_BASE, DEFAULT_HTTP, type ApprovalRecord } from '../controlplane/index.js';
-import { callApi } from './api.js';
+import { API_BASE, type ApprovalRecord } from '../controlplane/index.js';
+import { callApi, withApiOptions, type ApiOpts } from './api.js';
 
 /**
  * `lattice approvals ls|show|approve|reject`: the queue of changes proposed (e.g. by `lattice mcp`)
  * that wait for a human. Talks to the admin HTTP API like `lattice agent`/`policy`.
  */
-interface ApiOpts {
-  api: string;
-  adminToken?: string;
-}
-
-function withApiOptions(c: Command): Command {
-  return c
-    .option('--api <url>', 'control-plane admin API', process.env.LATTICE_API ?? `http://${DEFAULT_HTTP.host}:${DEFAULT_HTTP.port}`)
-    .option('--admin-token <token>', 'admin bearer token (default: $LATTICE_ADMIN_TOKEN or the state dir file)');
-}
-
 const iso = (ms?: number) => (ms === undefined ? '-' : new Date(ms).toISOString());
 
 function printOne(a: ApprovalRecord): void {

@@ -1,8 +1,8 @@
 import type { Command } from 'commander';
 import { UsageError } from '../errors.js';
-import { API_BASE, DEFAULT_HTTP } from '../controlplane/index.js';
+import { API_BASE } from '../controlplane/index.js';
 import { AUDIT_API_PATHS, parseSince, type SpanNode, type StoredEvent, type TraceView } from '../audit/store.js';
-import { callApi } from './api.js';
+import { callApi, withApiOptions, type ApiOpts } from './api.js';
 
 /**
  * lattice audit traces | events: query the control plane's audit API.
@@ -10,9 +10,7 @@ import { callApi } from './api.js';
  * event seen), so it needs nothing but the HTTP API and the admin token.
  */
 
-interface AuditOpts {
-  api: string;
-  adminToken?: string;
+interface AuditOpts extends ApiOpts {
   agent?: string;
   trace?: string;
   type?: string;
@@ -32,9 +30,7 @@ function get<T>(cmd: Command, o: AuditOpts, path: string, params: Record<string,
 }
 
 function commonOptions(c: Command): Command {
-  return c
-    .option('--api <url>', 'control-plane API', process.env.LATTICE_API ?? `http://${DEFAULT_HTTP.host}:${DEFAULT_HTTP.port}`)
-    .option('--admin-token <token>', 'admin bearer token (default: $LATTICE_ADMIN_TOKEN or the state dir file)')
+  return withApiOptions(c)
     .option('--agent <name|ns/name|id>', 'only this agent: its name (ns/name when two namespaces share it) or agent id')
     .option('--since <when>', 'arrived within a duration (10m, 2h, 7d) or since an ISO time')
     .option('--limit <n>', 'newest N results')
