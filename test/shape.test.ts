@@ -1,4 +1,4 @@
-import { readdirSync, readFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { join, relative } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { describeCycle, folderCycles, folderGraph, moduleState } from './support/shape.js';
@@ -47,6 +47,27 @@ describe('the shape of src/', () => {
     const found = [...files].flatMap(([f, s]) => moduleState(f, s)).filter((x) => !LAZY_LOADERS.has(x.replace(/:\d+ /, ' ')));
     expect(found, found.join('\n')).toEqual([]);
   }, 60_000);
+});
+
+describe("the README's folder table", () => {
+  const readme = readFileSync(join(ROOT, 'README.md'), 'utf8');
+  const start = readme.indexOf('| folder | one job |');
+  const table = readme.slice(start, readme.indexOf('\n\n', start));
+  const named = [...table.matchAll(/`([a-z0-9*._-]+(?:\/[a-z0-9*._-]+)*\/?)`/g)].map((m) => m[1]).filter((n) => n.endsWith('/'));
+
+  it('names every folder of src/ and of the repository', () => {
+    const dirs = (d: string, prefix: string) =>
+      readdirSync(join(ROOT, d), { withFileTypes: true })
+        .filter((e) => e.isDirectory() && !e.name.startsWith('.') && e.name !== 'node_modules' && e.name !== 'dist')
+        .map((e) => `${prefix}${e.name}/`);
+    const missing = [...dirs('src', 'src/'), ...dirs('.', '')].filter((d) => d !== 'src/' && !named.includes(d));
+    expect(missing, `add these to the README's folder table: ${missing.join(', ')}`).toEqual([]);
+  });
+
+  it('names no folder that does not exist', () => {
+    const gone = named.filter((n) => !existsSync(join(ROOT, n)));
+    expect(gone, `the README's folder table names folders that are gone: ${gone.join(', ')}`).toEqual([]);
+  });
 });
 
 describe('the shape checks catch planted examples', () => {
