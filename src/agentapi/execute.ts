@@ -95,12 +95,14 @@ export function parseTraceparent(h: string | undefined): { traceId: string; pare
   return { traceId, parentId };
 }
 
+/** The W3C Trace Context `traceparent` header (version 00) of `t`. */
 export function formatTraceparent(t: TraceContext): string {
   return `00-${t.traceId}-${t.spanId}-01`;
 }
 
 const randomHex = (bytes: number) => randomBytes(bytes).toString('hex');
 
+/** The trace of a call: the caller's trace id from a valid `traceparent` (else a new one), and a new span id. */
 export function traceFor(traceparent: string | undefined, rand: (bytes: number) => string = randomHex): TraceContext {
   const p = parseTraceparent(traceparent);
   const spanId = rand(8);
@@ -184,6 +186,7 @@ function describeFailure(err: unknown): { status: number; code: string; message:
   return { status: 500, code: 'EINTERNAL', message: 'the tool failed; see the launcher log' };
 }
 
+/** Run one tool call through the checks (body, revocation, allowed tools, audit outbox) and the tool; the reply is status, JSON body and traceparent. */
 export async function executeTool(deps: ExecuteDeps, req: ToolRequest): Promise<ToolResponse> {
   const { identity } = deps;
   const started = deps.now();

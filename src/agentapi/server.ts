@@ -51,6 +51,10 @@ function send(res: ServerResponse, status: number, body: unknown, headers: Recor
 
 const TOOL_PATH = /^\/v1\/tools\/([^/]+)$/;
 
+/**
+ * Serve the agent API on `opts.socketPath` (mode 0666; a stale socket is replaced). Bodies above maxBodyBytes
+ * (default 64 KiB) are answered 413 by `execute`. @throws AgentApiListenError when the socket cannot be bound.
+ */
 export async function serveAgentApi(opts: AgentApiServerOptions): Promise<AgentApiServer> {
   const max = opts.maxBodyBytes ?? MAX_AGENT_BODY_BYTES;
 

@@ -47,6 +47,7 @@ async function readPolicyFile(path: string): Promise<unknown> {
   return doc;
 }
 
+/** Register `token create`, `agent ls|revoke` and `policy set` on `program`. */
 export function registerAdmin(program: Command): void {
   const token = group(program, 'token', 'enrollment tokens');
   withApiOptions(

@@ -22,6 +22,7 @@ function printOne(a: ApprovalRecord): void {
   for (const l of (a.diff || '(no change)').split('\n')) console.log(`    ${l}`);
 }
 
+/** Register `approvals ls|show|approve|reject` on `program`. */
 export function registerApprovals(program: Command): void {
   const g = program.command('approvals').description('changes proposed by tools (lattice mcp) that wait for a human');
   withApiOptions(

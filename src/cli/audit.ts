@@ -85,6 +85,7 @@ function checkSince(since?: string): void {
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
+/** Register `audit traces|events` on `program`. */
 export function registerAudit(program: Command): void {
   const audit = program.command('audit').description('query the audit trail (tool-call traces, flows, lifecycle)');
 

@@ -1,5 +1,6 @@
 import type { Command } from 'commander';
 
+/** Register `doctor` (checks of the host's prerequisites) on `program`. */
 export function registerDoctor(program: Command): void {
   program
     .command('doctor')

@@ -1,6 +1,7 @@
 import type { Command } from 'commander';
 import { UsageError } from '../errors.js';
 
+/** Register the `runsc` helper commands on `program`. */
 export function registerRunsc(program: Command): void {
   const runsc = program.command('runsc').description('runsc integration');
   runsc

@@ -28,6 +28,7 @@ export class JoinTokenError extends LatticeError {
   }
 }
 
+/** `JOIN_PREFIX` + base64url(JSON of `j`): one string a launcher is given (token, NATS user, CA pin). */
 export function encodeJoinToken(j: JoinToken): string {
   return JOIN_PREFIX + Buffer.from(JSON.stringify(j)).toString('base64url');
 }

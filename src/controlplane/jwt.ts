@@ -32,6 +32,7 @@ export class JwtError extends LatticeError {
   }
 }
 
+/** An HS256 agent JWT (RFC 7519) for claims `c`, issued at `opts.now` (ms) for `opts.ttlMs`; expiresAt in ms. */
 export async function signAgentJwt(
   secret: Uint8Array,
   c: { agentId: string; namespace: string; name: string; tools: string[]; allowedNamespaces: string[]; publicKey: string; jti: string },

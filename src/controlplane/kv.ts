@@ -71,6 +71,7 @@ export interface JsonEntry<T> {
   readonly revision: number;
 }
 
+/** The live entry at `key` decoded as JSON, with its revision; null when absent. @throws SyntaxError on a value that is not JSON. */
 export async function getJson<T>(b: KvBucket, key: string): Promise<JsonEntry<T> | null> {
   const e = await b.get(key);
   return e ? { value: decodeJson<T>(e.value), revision: e.revision } : null;
@@ -129,6 +130,7 @@ export function keyMatches(filter: string, key: string): boolean {
 }
 
 const KEY_RE = /^[-_=/a-zA-Z0-9]+(\.[-_=/a-zA-Z0-9]+)*$/;
+/** True for a key of NATS subject tokens ([-_=/a-zA-Z0-9]+ separated by '.'), no wildcards. */
 export function isValidKey(key: string): boolean {
   return KEY_RE.test(key);
 }

@@ -49,6 +49,7 @@ export function x25519(privateKey: Uint8Array, publicKey: Uint8Array): Buffer | 
   }
 }
 
+/** The X25519 public key (32 bytes, RFC 7748) of a 32-byte private key. */
 export function x25519PublicKey(privateKey: Uint8Array): Buffer {
   const pub = createPublicKey(createPrivateKey({ key: Buffer.concat([PKCS8_X25519, privateKey]), format: 'der', type: 'pkcs8' }));
   return pub.export({ format: 'der', type: 'spki' }).subarray(SPKI_X25519.length);
@@ -58,11 +59,13 @@ export const newX25519PrivateKey = (): Buffer => randomBytes(32);
 
 const subjectBytes = (s: PossessionSubject) => [s.namespace, s.name, s.publicKey].join(sep);
 
+/** A stateless challenge for `s`: `<nowMs>.<HMAC-SHA256(secret, subject, nowMs), base64url>`. */
 export function makeChallenge(secret: Uint8Array, s: PossessionSubject, nowMs: number): string {
   const mac = createHmac('sha256', secret).update(`chal${sep}${subjectBytes(s)}${sep}${nowMs}`).digest('base64url');
   return `${nowMs}.${mac}`;
 }
 
+/** True when `challenge` came from makeChallenge for `s` with this secret and is not stale at `nowMs`; never throws. */
 export function checkChallenge(secret: Uint8Array, s: PossessionSubject, challenge: unknown, nowMs: number): boolean {
   if (typeof challenge !== 'string' || challenge.length > 100) return false;
   const m = /^(\d{1,16})\.([A-Za-z0-9_-]{43})$/.exec(challenge);

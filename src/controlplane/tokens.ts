@@ -23,14 +23,17 @@ export const TOKEN_BYTES = 32;
 export const MAX_TOKEN_LIMIT = 100_000;
 export const MAX_TOKEN_TTL_MS = 10 * 365 * 24 * 3600_000;
 
+/** A fresh enrollment token secret: 32 random bytes, base64url (43 characters). Only its hash is stored. */
 export function generateTokenSecret(): string {
   return randomBytes(TOKEN_BYTES).toString('base64url');
 }
 
+/** True for a string shaped like `generateTokenSecret()`'s output (43 base64url characters). */
 export function isWellFormedToken(s: unknown): s is string {
   return typeof s === 'string' && /^[A-Za-z0-9_-]{43}$/.test(s);
 }
 
+/** The KV key of a token: SHA-256 of the secret (UTF-8), lowercase hex. */
 export function hashToken(secret: string): string {
   return createHash('sha256').update(secret, 'utf8').digest('hex');
 }
@@ -110,6 +113,7 @@ export function buildTokenRecord(body: unknown, now: number, id: string, validat
   return { id, namespace, allowedTools, allowedNamespaces, limit, uses: 0, expiresAt, createdAt: now, policy, modes: parseModes(b.modes) };
 }
 
+/** `{sandbox, enforcement}` from a request body (defaults when undefined). @throws ControlPlaneError EBADREQUEST on anything else. */
 export function parseModes(v: unknown): Modes {
   if (v === undefined) return { ...DEFAULT_MODES };
   if (typeof v !== 'object' || v === null) throw badRequest('modes must be an object {sandbox, enforcement}');

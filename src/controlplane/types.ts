@@ -198,11 +198,13 @@ export const BUCKETS = {
 
 /** DNS-label names, so they are safe as KV key tokens, hostnames and file names. */
 const LABEL_RE = /^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/;
+/** True for a DNS label (RFC 1035: lowercase letters, digits, inner '-', 1 to 63 characters). */
 export function isLabel(s: unknown): s is string {
   return typeof s === 'string' && LABEL_RE.test(s);
 }
 
 const TOOL_RE = /^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$/;
+/** True for a tool name: a letter or digit, then up to 127 of [A-Za-z0-9_.:-]. */
 export function isToolName(s: unknown): s is string {
   return typeof s === 'string' && TOOL_RE.test(s);
 }

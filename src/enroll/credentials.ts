@@ -41,11 +41,13 @@ export class CredentialsError extends LatticeError {
   }
 }
 
+/** `<stateDir>/credentials/<name>.json`. @throws CredentialsError when `name` is not a DNS label. */
 export function credentialsPath(stateDir: string, name: string): string {
   if (!isLabel(name)) throw new CredentialsError(`bad sandbox name ${JSON.stringify(name)}: use a DNS label`);
   return join(statePaths(stateDir).credentials, `${name}.json`);
 }
 
+/** Write `c` atomically with mode 0600; returns the path. @throws CredentialsError when the directory is not private. */
 export async function saveCredentials(stateDir: string, c: Credentials): Promise<string> {
   const path = credentialsPath(stateDir, c.name);
   await writeFileAtomic(path, `${JSON.stringify(c, null, 2)}\n`, 0o600);
@@ -77,6 +79,7 @@ export async function loadCredentials(stateDir: string, name: string): Promise<C
   return c as Credentials;
 }
 
+/** Remove a sandbox's stored credentials; false when there were none. */
 export async function deleteCredentials(stateDir: string, name: string): Promise<boolean> {
   try {
     await unlink(credentialsPath(stateDir, name));

@@ -40,6 +40,10 @@ export interface ObtainedIdentity {
 
 const pendingKeyPath = (stateDir: string, name: string) => join(statePaths(stateDir).credentials, `${name}.key-pending.json`);
 
+/**
+ * The sandbox's identity: its stored credentials when still valid (verified with the control plane unless
+ * `verify` is false), else a new enrollment with the token. @throws CredentialsError, EnrollError, ControlPlaneUnreachableError.
+ */
 export async function obtainIdentity(o: ObtainIdentityOptions): Promise<ObtainedIdentity> {
   credentialsPath(o.stateDir, o.name); // validates the name
   const stored = await loadCredentials(o.stateDir, o.name);
