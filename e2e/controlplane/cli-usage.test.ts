@@ -5,26 +5,21 @@
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { freePort, type StartedNatsServer } from '../../src/natsserver/server.js';
+import { startControlPlane, type ControlPlaneFixture } from '../support/control-plane.js';
 import { enroll } from '../../src/enroll/index.js';
-import { cleanup, cliRun, startCpProcess, tempDir, wgKey, withNats } from './helpers.js';
+import { cliRun, wgKey } from './helpers.js';
 
 let dir: string;
-let nats: StartedNatsServer;
-let cp: Awaited<ReturnType<typeof startCpProcess>>;
+let cp: ControlPlaneFixture['cp'];
 let api: string;
 
+let closeCp: (() => Promise<void>) | undefined;
+
 beforeAll(async () => {
-  dir = await tempDir('cli-usage');
-  nats = await withNats(dir);
-  const port = await freePort();
-  cp = await startCpProcess(['--nats', nats.url, '--http', `127.0.0.1:${port}`, '--state-dir', dir]);
-  api = cp.info.http!;
+  ({ dir, cp, api, close: closeCp } = await startControlPlane('cli-usage'));
 });
 afterAll(async () => {
-  await cp?.stop();
-  await nats?.stop();
-  await cleanup(dir);
+  await closeCp?.();
 });
 
 const lattice = (...args: string[]) => cliRun(['--state-dir', dir, ...args, '--api', api]);

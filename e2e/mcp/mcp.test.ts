@@ -9,17 +9,17 @@ import { API_BASE } from '../../src/controlplane/index.js';
 import { AUDIT_EVENT_VERSION, auditSubject, newEventId } from '../../src/audit/events.js';
 import { enroll } from '../../src/enroll/index.js';
 import { DirectoryWatcher } from '../../src/enroll/directory.js';
-import { freePort, type StartedNatsServer } from '../../src/natsserver/server.js';
-import { REPO, requireBinary } from '../support/env.js';
-import { cleanup, cliRun, startCpProcess, tempDir, wgKey, withNats } from '../controlplane/helpers.js';
+import { REPO } from '../support/env.js';
+import { startControlPlane, type ControlPlaneFixture } from '../support/control-plane.js';
+import { cliRun, wgKey } from '../controlplane/helpers.js';
 
 /**
  * `lattice-mcp` (the built bin) driven by the MCP SDK's own stdio client, against a real control plane
  * (`lattice control-plane start` on a real nats-server). Writes go through `lattice approvals`.
  */
 let dir: string;
-let nats: StartedNatsServer;
-let cp: Awaited<ReturnType<typeof startCpProcess>>;
+let cp: ControlPlaneFixture['cp'];
+let closeCp: (() => Promise<void>) | undefined;
 let api: string;
 let adminToken: string;
 let nc: NatsConnection;
@@ -72,11 +72,7 @@ async function mcpClient(env: Record<string, string>): Promise<Client> {
 }
 
 beforeAll(async () => {
-  await requireBinary('nats-server');
-  dir = await tempDir('mcp');
-  nats = await withNats(dir);
-  cp = await startCpProcess(['--nats', nats.url, '--http', `127.0.0.1:${await freePort()}`, '--state-dir', dir]);
-  api = cp.info.http!;
+  ({ dir, cp, api, close: closeCp } = await startControlPlane('mcp'));
   adminToken = (await readFile(join(dir, 'control-plane', 'admin-token'), 'utf8')).trim();
   const tok = await http<{ token: string }>('POST', `${API_BASE}/enrollment-tokens`, { namespace: 'shop', limit: 2, ttl: '1h' });
   expect(tok.status).toBe(201);
@@ -114,9 +110,7 @@ beforeAll(async () => {
 afterAll(async () => {
   await client?.close();
   await nc?.close();
-  await cp?.stop();
-  await nats?.stop();
-  if (dir) await cleanup(dir);
+  await closeCp?.();
 });
 
 describe('lattice-mcp over stdio (SDK client) against a real control plane', () => {
