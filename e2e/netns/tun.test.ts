@@ -8,7 +8,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { addAddress, createNetns, deleteNetns, listLinks, setLinkUp, IpError } from '../../src/netns/ip.js';
-import { createTunInNetns, openLinuxTun, TunError, type LinuxTun } from '../../src/tun/linux.js';
+import { openLinuxTun, TunError, type LinuxTun } from '../../src/tun/linux.js';
+import { createTunInNetns } from '../../src/netns/sandbox-net.js';
 import { icmpEcho, parseIp } from '../support/packets.js';
 import { requirePath, requireRoot, waitFor } from '../support/env.js';
 

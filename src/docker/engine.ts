@@ -20,7 +20,8 @@ import type { OciMount } from '../oci/spec.js';
 import { COMPAT_WRAPPER } from '../runsc/compat.js';
 import type { RecordCleaner } from '../sandbox/gc.js';
 import { hostnameOf, runLifecycle, type LifecycleOptions, type RunningSandbox, type SandboxEngine, type SandboxNetwork } from '../sandbox/lifecycle.js';
-import { processStartTicks, type SandboxRecord } from '../sandbox/registry.js';
+import { type SandboxRecord } from '../sandbox/registry.js';
+import { processStartTicks } from '../proc.js';
 import { removeRunscRecord } from '../sandbox/run.js';
 import { DOCKER_RUNTIME_ARGS, DOCKER_RUNTIME_NAME, installDockerRuntime, sameRuntime, type RuntimeEntry } from './runtime.js';
 

@@ -26,7 +26,7 @@ import { ip, IpError, listAddresses, listRoutes } from '../netns/ip.js';
 import { formatIp, ipv4, parseCidr } from '../policy/index.js';
 import { HostServicesGuard, networkOf } from './hostservices.js';
 import { EGRESS_TABLE_PREFIX, egressRuleset, egressTableName, tableOwner } from './nftables.js';
-import { processStartTicks } from '../sandbox/registry.js';
+import { processStartTicks } from '../proc.js';
 
 /** Where sandboxes' host-egress addresses come from (shared address space, RFC 6598). */
 export const EGRESS_POOL = '100.77.0.0/16';

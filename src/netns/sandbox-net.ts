@@ -11,8 +11,8 @@
 import { createHash } from 'node:crypto';
 import { LatticeError, UsageError } from '../errors.js';
 import { formatCidr, formatIp, parseCidr, parseIp } from '../net/addr.js';
-import { createTunInNetns, type LinuxTun } from '../tun/linux.js';
-import { addAddress, addRoute, createNetns, deleteNetns, ip, listNetns, netnsPath, setLinkUp, validNetnsName } from './ip.js';
+import { openLinuxTun, type LinuxTun, type OpenTunOptions } from '../tun/linux.js';
+import { addAddress, addRoute, createNetns, deleteNetns, ip, listNetns, moveLink, netnsPath, setLinkUp, validNetnsName } from './ip.js';
 
 export const SANDBOX_NETNS_PREFIX = 'lattice-';
 /** WireGuard over IPv6 on a 1500-byte path: 1500 - 40 (IPv6) - 8 (UDP) - 32 (WG header + tag). */
@@ -145,4 +145,19 @@ export async function reapSandboxNetworks(
     removed.push(netnsName);
   }
   return removed;
+}
+
+/**
+ * Create the TUN in the launcher's netns, then move it into `netns` (an `ip netns` name). The link
+ * arrives down and without addresses; the caller configures it inside the netns.
+ */
+export async function createTunInNetns(name: string, netns: string, opts: OpenTunOptions = {}): Promise<LinuxTun> {
+  const tun = await openLinuxTun(name, opts);
+  try {
+    await moveLink(tun.name, netns);
+  } catch (err) {
+    await tun.close();
+    throw err;
+  }
+  return tun;
 }

@@ -1,8 +1,8 @@
 import { readFile, readdir, rm } from 'node:fs/promises';
-import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { writeFileAtomic } from '../fsutil.js';
 import { statePaths } from '../state.js';
+import { processStartTicks } from '../proc.js';
 
 /** What lattice remembers about a sandbox it started, in <state>/sandboxes/<id>/meta.json. */
 export interface SandboxRecord {
@@ -27,16 +27,6 @@ export interface SandboxRecord {
   kept?: boolean;
 }
 
-export function processStartTicks(pid: number): number | undefined {
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    // The command name (field 2) may hold spaces and parentheses: split after the last ')'.
-    const rest = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-    return Number(rest[19]);
-  } catch {
-    return undefined;
-  }
-}
 
 export function isLauncherAlive(r: Pick<SandboxRecord, 'launcherPid' | 'launcherStartTicks'>): boolean {
   return processStartTicks(r.launcherPid) === r.launcherStartTicks;

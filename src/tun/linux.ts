@@ -14,7 +14,6 @@
 import { openSync, closeSync, readSync, writeSync, constants as fsConstants } from 'node:fs';
 import { Socket } from 'node:net';
 import { createRequire } from 'node:module';
-import { moveLink } from '../netns/ip.js';
 import { LatticeError, PrerequisiteError, errorMessage } from '../errors.js';
 import type { Tun } from './tun.js';
 
@@ -281,19 +280,4 @@ export async function openLinuxTun(name: string, opts: OpenTunOptions = {}): Pro
   const mtu = opts.mtu ?? DEFAULT_MTU;
   const { fd, name: actual } = openTunFd(name, { mtu });
   return new LinuxTunDevice(fd, actual, mtu);
-}
-
-/**
- * Create the TUN in the launcher's netns, then move it into `netns` (an `ip netns` name). The link
- * arrives down and without addresses; the caller configures it inside the netns.
- */
-export async function createTunInNetns(name: string, netns: string, opts: OpenTunOptions = {}): Promise<LinuxTun> {
-  const tun = await openLinuxTun(name, opts);
-  try {
-    await moveLink(tun.name, netns);
-  } catch (err) {
-    await tun.close();
-    throw err;
-  }
-  return tun;
 }

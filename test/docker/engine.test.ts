@@ -13,7 +13,7 @@ import {
   type CreateInput,
 } from '../../src/docker/engine.js';
 import { DOCKER_RUNTIME_ARGS, mergeRuntime, sameRuntime } from '../../src/docker/runtime.js';
-import { processStartTicks } from '../../src/sandbox/registry.js';
+import { processStartTicks } from '../../src/proc.js';
 import { hostnameOf } from '../../src/sandbox/lifecycle.js';
 
 const base: CreateInput = { id: 'lt-0a1b2c3d', name: 'my agent', image: 'agent:1', stdin: false, launcher: { pid: 42, startTicks: 777 } };
