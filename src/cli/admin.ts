@@ -3,10 +3,11 @@ import { Option, type Command } from 'commander';
 import { UsageError } from '../errors.js';
 import { API_BASE } from '../controlplane/index.js';
 import { callApi, withApiOptions, type ApiOpts } from './api.js';
+import { parseLabelArgs } from '../policy/labels.js';
 
 /**
  * Admin commands that talk to the control plane's HTTP API:
- *   lattice token create | agent ls | agent revoke | policy set
+ *   lattice token create | agent ls | agent label | agent revoke | policy set
  * The admin token comes from --admin-token, $LATTICE_ADMIN_TOKEN, or <stateDir>/control-plane/admin-token.
  */
 
@@ -17,6 +18,18 @@ function group(program: Command, name: string, description: string): Command {
 
 function apiCall<T>(cmd: Command, o: ApiOpts, method: string, path: string, body?: unknown): Promise<T> {
   return callApi<T>(cmd, o, method, path, { body });
+}
+
+/** `--labels role=db,tier=1` -> {role: "db", tier: "1"}; every problem on its own line. */
+function labelsOption(s: string): Record<string, string> {
+  const args = s.split(',').map((x) => x.trim()).filter(Boolean);
+  const problems: string[] = [];
+  for (const a of args) if (!a.includes('=')) problems.push(`--labels: "${a}" is not key=value`);
+  // Parsed by the same module that validates labels at the control plane and in selectors.
+  const parsed = parseLabelArgs(args.filter((a) => a.includes('=')));
+  if (!parsed.ok) problems.push(...parsed.problems.map((p) => `--labels: ${p}`));
+  if (problems.length) throw new UsageError(problems.join('\n'));
+  return parsed.ok ? { ...parsed.edit.set } : {};
 }
 
 const list = (s?: string) => (s ? s.split(',').map((x) => x.trim()).filter(Boolean) : undefined);
@@ -60,13 +73,14 @@ export function registerAdmin(program: Command): void {
       .option('--limit <n>', 'how many enrollments the token allows', '1')
       .option('--ttl <duration>', 'token lifetime (e.g. 15m, 1h, 7d)', '1h')
       .option('--policy <file>', 'network policy (JSON file, checked here) the agents get; default: the namespace\'s (policy set), else deny all')
+      .option('--labels <list>', 'labels the enrolled agents carry, k=v comma-separated (policy "peers" rules select by them)')
       .option('--tool-enforcement <mode>', 'agent-API tool calls: enforce (refuse what is not allowed) | audit (allow, record) | disabled; network flows follow the policy\'s own "mode"', 'enforce')
       .addOption(new Option('--enforcement <mode>').hideHelp())
       .addOption(new Option('--preset <name>').hideHelp())
       .option('--json', 'print the token and its settings as JSON'),
   ).action(
     async (
-      o: ApiOpts & { namespace: string; tools?: string; allowedNamespaces?: string; limit: string; ttl: string; policy?: string; preset?: string; toolEnforcement: string; enforcement?: string; json?: boolean },
+      o: ApiOpts & { namespace: string; tools?: string; allowedNamespaces?: string; limit: string; ttl: string; policy?: string; labels?: string; preset?: string; toolEnforcement: string; enforcement?: string; json?: boolean },
       cmd: Command,
     ) => {
       if (o.enforcement !== undefined) {
@@ -78,6 +92,7 @@ export function registerAdmin(program: Command): void {
       const limit = Number(o.limit);
       if (!/^\d+$/.test(o.limit) || !Number.isSafeInteger(limit) || limit < 1) throw new UsageError(`--limit ${o.limit} must be a positive integer`);
       const policy = o.policy ? await readPolicyFile(o.policy) : undefined;
+      const labels = o.labels !== undefined ? labelsOption(o.labels) : undefined;
       const res = await apiCall<{ token: string }>(cmd, o, 'POST', `${API_BASE}/enrollment-tokens`, {
         namespace: o.namespace,
         allowedTools: list(o.tools),
@@ -85,6 +100,7 @@ export function registerAdmin(program: Command): void {
         limit,
         ttl: o.ttl,
         ...(policy !== undefined ? { policy } : {}),
+        ...(labels !== undefined ? { labels } : {}),
         modes: { sandbox: 'gvisor', enforcement: o.toolEnforcement },
       });
       console.log(o.json ? JSON.stringify(res) : res.token);
@@ -95,7 +111,7 @@ export function registerAdmin(program: Command): void {
   withApiOptions(agent.command('ls').description('list enrolled agents').option('--namespace <ns>', 'only this namespace').option('--json', 'print JSON')).action(
     async (o: ApiOpts & { namespace?: string; json?: boolean }, cmd: Command) => {
       const q = o.namespace ? `?namespace=${encodeURIComponent(o.namespace)}` : '';
-      const res = await apiCall<{ agents: { namespace: string; name: string; status: string; ipv4?: string; ipv6?: string; endpoint?: string; createdAt: string }[] }>(
+      const res = await apiCall<{ agents: { namespace: string; name: string; status: string; ipv4?: string; ipv6?: string; endpoint?: string; labels?: Record<string, string>; createdAt: string }[] }>(
         cmd,
         o,
         'GET',
@@ -105,12 +121,33 @@ export function registerAdmin(program: Command): void {
         console.log(JSON.stringify(res.agents));
         return;
       }
-      const rows = [['NAMESPACE', 'NAME', 'STATUS', 'IPV4', 'IPV6', 'ENDPOINT', 'ENROLLED']];
-      for (const a of res.agents) rows.push([a.namespace, a.name, a.status, a.ipv4 ?? '-', a.ipv6 ?? '-', a.endpoint ?? '-', a.createdAt]);
+      const rows = [['NAMESPACE', 'NAME', 'STATUS', 'IPV4', 'IPV6', 'ENDPOINT', 'LABELS', 'ENROLLED']];
+      const labelText = (l?: Record<string, string>) => Object.entries(l ?? {}).map(([k, v]) => `${k}=${v}`).join(',') || '-';
+      for (const a of res.agents) rows.push([a.namespace, a.name, a.status, a.ipv4 ?? '-', a.ipv6 ?? '-', a.endpoint ?? '-', labelText(a.labels), a.createdAt]);
       const widths = rows[0].map((_, i) => Math.max(...rows.map((r) => r[i].length)));
       for (const r of rows) console.log(r.map((c, i) => c.padEnd(widths[i])).join('  ').trimEnd());
     },
   );
+  withApiOptions(
+    agent
+      .command('label')
+      .description('set (key=value) or remove (key-) labels of an agent; policy "peers" rules follow at once')
+      .argument('<name>')
+      .argument('<changes...>', 'key=value to set, key- to remove')
+      .requiredOption('--namespace <ns>', 'the agent\'s namespace'),
+  ).action(async (name: string, changes: string[], o: ApiOpts & { namespace: string }, cmd: Command) => {
+    const parsed = parseLabelArgs(changes);
+    if (!parsed.ok) throw new UsageError(parsed.problems.join('\n'));
+    const res = await apiCall<{ labels: Record<string, string> }>(
+      cmd,
+      o,
+      'PATCH',
+      `${API_BASE}/agents/${encodeURIComponent(name)}/labels?namespace=${encodeURIComponent(o.namespace)}`,
+      { set: parsed.edit.set, remove: parsed.edit.remove },
+    );
+    const text = Object.entries(res.labels).map(([k, v]) => `${k}=${v}`).join(',');
+    console.log(`${o.namespace}/${name} labels: ${text || '(none)'}`);
+  });
   withApiOptions(
     agent.command('revoke').description('revoke an agent: its key is barred, its address freed, its launcher tears down').argument('<name>').requiredOption('--namespace <ns>', 'the agent\'s namespace'),
   ).action(async (name: string, o: ApiOpts & { namespace: string }, cmd: Command) => {

@@ -75,7 +75,7 @@ export class AgentCache {
   }
 }
 
-/** The peer entry (keys, overlay addresses as /32 and /128, endpoint) a launcher configures for `a`. */
+/** The peer entry (keys, overlay addresses as /32 and /128, endpoint, labels) a launcher configures for `a`. */
 export function peerOf(a: AgentRecord): Peer {
   return {
     name: a.name,
@@ -83,5 +83,6 @@ export function peerOf(a: AgentRecord): Peer {
     publicKey: a.publicKey,
     allowedIPs: a.address ? [`${a.address.ipv4}/32`, `${a.address.ipv6}/128`] : [],
     ...(a.endpoint ? { endpoint: a.endpoint } : {}),
+    ...(a.labels && Object.keys(a.labels).length > 0 ? { labels: a.labels } : {}),
   };
 }

@@ -23,6 +23,7 @@ export function mountAdminRoutes(api: HttpApi, svc: ControlPlaneService): void {
         expiresAt: new Date(record.expiresAt).toISOString(),
         policy: record.policy ?? null,
         modes: record.modes,
+        labels: record.labels ?? {},
       },
     };
   });
@@ -40,6 +41,14 @@ export function mountAdminRoutes(api: HttpApi, svc: ControlPlaneService): void {
     const { revoked: rec, children } = await svc.revokeAgentTree(ns, ctx.params.name);
     const iso = (r: typeof rec) => ({ ...r, revokedAt: new Date(r.revokedAt).toISOString() });
     return { revoked: iso(rec), children: children.map(iso) };
+  });
+
+  // Labels: {"set": {"role": "db"}, "remove": ["tier"]} -> the agent's labels after the edit.
+  api.route('PATCH', `${API_BASE}/agents/:name/labels`, async (ctx) => {
+    const ns = ctx.url.searchParams.get('namespace');
+    if (!ns) throw badRequest('namespace query parameter is required: PATCH .../agents/NAME/labels?namespace=NS');
+    const labels = await svc.setLabels(ns, ctx.params.name, await ctx.json());
+    return { namespace: ns, name: ctx.params.name, labels };
   });
 
   api.route('PUT', `${API_BASE}/policies/:namespace`, async (ctx) => {

@@ -7,7 +7,7 @@ import { ApprovalConflictError, Approvals, APPROVALS_BUCKET, type ApprovalAuditD
 import { explainFlow, parseExplainQuery } from './explain.js';
 import { HttpError, type HttpApi } from './http.js';
 import { decodeJson, getJson, type KvStore } from './kv.js';
-import { agentKey, resolvePolicyRef } from './service.js';
+import { agentKey, directorySnapshot, peerOf, resolvePolicyRef } from './service.js';
 import { BUCKETS, CpErrorCode, ControlPlaneError, badRequest, isLabel, type AgentRecord, type NamespacePolicyRecord, type TokenRecord } from './types.js';
 
 /**
@@ -119,14 +119,15 @@ export async function mountOperatorRoutes(api: HttpApi, deps: OperatorDeps): Pro
     const a = await getJson<AgentRecord>(agents, agentKey(namespace, name));
     if (!a) throw new ControlPlaneError(CpErrorCode.NotFound, `no agent ${name} in namespace ${namespace}`);
     const ns = await getJson<NamespacePolicyRecord>(policies, namespace);
-    if (ns) return { source: 'namespace', policy: ns.value.policy, revision: ns.revision };
-    return { source: a.value.policy ? 'token' : 'none', policy: resolvePolicyRef(a.value.policy) ?? null };
+    if (ns) return { source: 'namespace', policy: ns.value.policy, revision: ns.revision, agent: a.value };
+    return { source: a.value.policy ? 'token' : 'none', policy: resolvePolicyRef(a.value.policy) ?? null, agent: a.value };
   };
 
   api.route('GET', `${API_BASE}/agents/:name/policy`, async (ctx) => {
     const ns = ctx.url.searchParams.get('namespace');
     if (!ns) throw badRequest('namespace query parameter is required');
-    return effectivePolicy(ns, ctx.params.name);
+    const { agent: _agent, ...eff } = await effectivePolicy(ns, ctx.params.name);
+    return eff;
   });
 
   api.route('POST', `${API_BASE}/explain`, async (ctx) => {
@@ -134,7 +135,13 @@ export async function mountOperatorRoutes(api: HttpApi, deps: OperatorDeps): Pro
     if (typeof body !== 'object' || body === null) throw badRequest('body must be {namespace, agent, address?|host?, port, proto}');
     const q = parseExplainQuery(body);
     const eff = await effectivePolicy(body.namespace as string, body.agent as string);
-    return { agent: `${String(body.namespace)}/${String(body.agent)}`, policySource: eff.source, ...explainFlow(eff.policy, q, deps.clock.now()) };
+    // "peers" rules are answered against the directory the agent sees now (its namespaces' active agents).
+    const self = eff.agent;
+    const spaces = [...new Set([self.namespace, ...self.allowedNamespaces])];
+    const keys = (await Promise.all(spaces.map((s) => agents.keys(`a.${s}.*`)))).flat();
+    const recs = await Promise.all(keys.map((k) => getJson<AgentRecord>(agents, k)));
+    const peers = recs.flatMap((r) => (r && r.value.status === 'active' && r.value.agentId !== self.agentId ? [peerOf(r.value)] : []));
+    return { agent: `${String(body.namespace)}/${String(body.agent)}`, policySource: eff.source, ...explainFlow(eff.policy, q, deps.clock.now(), directorySnapshot(self.namespace, peers)) };
   });
   return approvals;
 }

@@ -9,6 +9,8 @@ import { buildAgentTree, clampJwtTtl, planDelegation, type AgentTreeNode } from 
 import { encodeJoinToken } from './join.js';
 import { checkChallenge, checkProof, makeChallenge, newX25519PrivateKey, x25519PublicKey, type PossessionSubject } from './possession.js';
 import { isUserPublicKey, type LauncherScope } from '../natsserver/auth.js';
+import { applyLabelEdit, labelKeyProblem, labelsProblems, type DirectorySnapshot, type LabelEdit } from '../policy/labels.js';
+import { parseCidr } from '../net/addr.js';
 import { buildTokenRecord, checkUsable, consumeToken, generateTokenSecret, hashToken, isWellFormedToken, refundToken } from './tokens.js';
 import {
   AgentStatus,
@@ -109,6 +111,7 @@ export interface AgentView {
   allowedTools: string[];
   allowedNamespaces: string[];
   modes: AgentRecord['modes'];
+  labels: Record<string, string>;
   createdAt: string;
   jwtExpiresAt?: string;
   /** Delegation: the agent that created this one's token. */
@@ -116,6 +119,25 @@ export interface AgentView {
 }
 
 export { peerOf };
+
+/**
+ * The directory as policy "peers" rules see it: each peer's name, namespace, labels and its own
+ * addresses (the host prefixes of its allowed IPs; a route it carries is not the peer).
+ */
+export function directorySnapshot(namespace: string, peers: readonly Peer[]): DirectorySnapshot {
+  return {
+    namespace,
+    peers: peers.map((p) => ({
+      name: p.name,
+      namespace: p.namespace,
+      ...(p.labels ? { labels: p.labels } : {}),
+      addresses: p.allowedIPs.flatMap((c) => {
+        const r = parseCidr(c);
+        return r.ok && r.cidr.bits === (r.cidr.addr.family === 4 ? 32 : 128) ? [r.cidr.addr] : [];
+      }),
+    })),
+  };
+}
 
 export class ControlPlaneService {
   private agentCache!: AgentCache;
@@ -242,6 +264,7 @@ export class ControlPlaneService {
           allowedNamespaces: t.allowedNamespaces,
           modes: t.modes,
           policy: t.policy,
+          ...(t.labels ? { labels: t.labels } : {}),
           tokenId: t.id,
           updatedAt: now,
           ...delegatedFrom(t),
@@ -270,6 +293,7 @@ export class ControlPlaneService {
         allowedNamespaces: tok.value.allowedNamespaces,
         modes: tok.value.modes,
         ...(tok.value.policy ? { policy: tok.value.policy } : {}),
+        ...(tok.value.labels ? { labels: tok.value.labels } : {}),
         tokenId: tok.value.id,
         createdAt: now,
         updatedAt: now,
@@ -517,6 +541,7 @@ export class ControlPlaneService {
         allowedTools: a.allowedTools,
         allowedNamespaces: a.allowedNamespaces,
         modes: a.modes,
+        labels: a.labels ?? {},
         createdAt: new Date(a.createdAt).toISOString(),
         jwtExpiresAt: a.jwtExpiresAt ? new Date(a.jwtExpiresAt).toISOString() : undefined,
         ...(a.parent ? { parentAgentId: a.parent.agentId } : {}),
@@ -624,6 +649,28 @@ export class ControlPlaneService {
     }
   }
 
+  /**
+   * An operator edits an agent's labels (compare-and-set on its record): `set` adds or replaces,
+   * `remove` deletes. Launchers see the change through their directory watch and re-bind their
+   * policies' "peers" rules. Returns the labels after the edit. Errors: EBADREQ (one problem per
+   * line), ENOTFOUND.
+   */
+  async setLabels(namespace: string, name: string, body: unknown): Promise<Record<string, string>> {
+    if (!isLabel(namespace) || !isLabel(name)) throw badRequest('namespace and name must be DNS labels');
+    const edit = parseLabelBody(body);
+    let out: Record<string, string> = {};
+    await casUpdate<AgentRecord>(this.b.agents, agentKey(namespace, name), (a) => {
+      if (!a) throw new ControlPlaneError(CpErrorCode.NotFound, `no agent ${name} in namespace ${namespace}`);
+      const res = applyLabelEdit(a.labels, edit);
+      if (!res.ok) throw badRequest(res.problem);
+      out = { ...res.labels };
+      if (JSON.stringify(out) === JSON.stringify(a.labels ?? {})) return undefined;
+      const { labels: _old, ...rest } = a;
+      return { ...rest, ...(Object.keys(out).length ? { labels: out } : {}), updatedAt: this.opts.clock.now() };
+    });
+    return out;
+  }
+
   async setPolicy(namespace: string, policy: unknown): Promise<NamespacePolicyRecord> {
     if (!isLabel(namespace)) throw badRequest('namespace must be a DNS label');
     if (typeof policy !== 'object' || policy === null || Array.isArray(policy)) throw badRequest('policy must be a JSON object');
@@ -660,6 +707,24 @@ export class ControlPlaneService {
   addressOf(subnetIndex: number, offset: number) {
     return addressOf(this.ipam.plan, subnetIndex, offset);
   }
+}
+
+/** The body of a label edit: {"set": {k: v}, "remove": [k]}; every problem, one per line. */
+function parseLabelBody(body: unknown): LabelEdit {
+  if (typeof body !== 'object' || body === null || Array.isArray(body)) throw badRequest('body must be {"set": {"key": "value"}, "remove": ["key"]}');
+  const b = body as Record<string, unknown>;
+  for (const k of Object.keys(b)) if (k !== 'set' && k !== 'remove') throw badRequest(`unknown field ${JSON.stringify(k)}; use "set" and "remove"`);
+  const set = b.set ?? {};
+  const remove = b.remove ?? [];
+  const problems = labelsProblems(set);
+  if (!Array.isArray(remove) || !remove.every((k) => typeof k === 'string')) problems.push('remove must be a list of label keys');
+  else for (const k of remove as string[]) {
+    const p = labelKeyProblem(k);
+    if (p) problems.push(p);
+    else if (Object.hasOwn(set as object, k)) problems.push(`label ${k} is both set and removed`);
+  }
+  if (problems.length) throw badRequest(problems.join('\n'));
+  return { set: set as Record<string, string>, remove: remove as string[] };
 }
 
 export function resolvePolicyRef(ref: PolicyRef | undefined, resolvePreset?: (name: string) => unknown): unknown {

@@ -12,6 +12,7 @@ import {
   type PolicyRef,
   type TokenRecord,
 } from './types.js';
+import { labelsProblems } from '../policy/labels.js';
 
 /**
  * Enrollment-token rules, pure: what a valid token request is, when a token may be used, and what a
@@ -63,6 +64,8 @@ export interface TokenRequest {
   /** A preset name or an inline policy document. */
   policy?: string | Record<string, unknown>;
   modes?: Partial<Modes>;
+  /** Labels every agent enrolled with this token starts with (policy rules select peers by them). */
+  labels?: Record<string, string>;
 }
 
 const DEFAULT_TTL_MS = 3600_000;
@@ -77,7 +80,7 @@ function stringList(v: unknown, what: string, check: (s: unknown) => boolean): s
 export function buildTokenRecord(body: unknown, now: number, id: string, validatePolicy?: (p: unknown) => void): TokenRecord {
   if (typeof body !== 'object' || body === null || Array.isArray(body)) throw badRequest('body must be a JSON object');
   const b = body as Record<string, unknown>;
-  const known = new Set(['namespace', 'allowedTools', 'allowedNamespaces', 'limit', 'ttl', 'expiresAt', 'policy', 'modes']);
+  const known = new Set(['namespace', 'allowedTools', 'allowedNamespaces', 'limit', 'ttl', 'expiresAt', 'policy', 'modes', 'labels']);
   for (const k of Object.keys(b)) if (!known.has(k)) throw badRequest(`unknown field ${JSON.stringify(k)}`);
   if (!isLabel(b.namespace)) throw badRequest('namespace must be a DNS label (a-z, 0-9, -; at most 63)');
   const namespace = b.namespace;
@@ -110,7 +113,12 @@ export function buildTokenRecord(body: unknown, now: number, id: string, validat
   } else if (b.policy !== undefined) {
     throw badRequest('policy must be a preset name or a policy object');
   }
-  return { id, namespace, allowedTools, allowedNamespaces, limit, uses: 0, expiresAt, createdAt: now, policy, modes: parseModes(b.modes) };
+  if (b.labels !== undefined) {
+    const problems = labelsProblems(b.labels);
+    if (problems.length) throw badRequest(problems.join('\n'));
+  }
+  const labels = b.labels !== undefined && Object.keys(b.labels as object).length > 0 ? (b.labels as Record<string, string>) : undefined;
+  return { id, namespace, allowedTools, allowedNamespaces, limit, uses: 0, expiresAt, createdAt: now, policy, modes: parseModes(b.modes), ...(labels ? { labels } : {}) };
 }
 
 /** `{sandbox, enforcement}` from a request body (defaults when undefined). @throws ControlPlaneError EBADREQUEST on anything else. */

@@ -67,6 +67,8 @@ export interface TokenRecord {
   createdAt: number;
   policy?: PolicyRef;
   modes: Modes;
+  /** Labels the enrolled agents start with (validated with policy/labels.ts). */
+  labels?: Record<string, string>;
   /** Delegation: the agent that created this token; its children record it and die with it. */
   parent?: ParentRef;
   /** Delegation: no JWT issued from this token outlives this time (epoch ms; the parent's JWT expiry). */
@@ -99,6 +101,8 @@ export interface AgentRecord {
   allowedNamespaces: string[];
   modes: Modes;
   policy?: PolicyRef;
+  /** Labels: from the token at enrollment, then as an operator sets them (setLabels). */
+  labels?: Record<string, string>;
   tokenId: string;
   jti?: string;
   jwtExpiresAt?: number;
@@ -134,6 +138,8 @@ export interface Peer {
   publicKey: string;
   allowedIPs: string[];
   endpoint?: string;
+  /** The peer's labels (absent when it has none); policy "peers" rules select by them. */
+  labels?: Record<string, string>;
 }
 
 export interface EnrollRequest {

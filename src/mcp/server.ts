@@ -183,7 +183,8 @@ export function createMcpServer(o: McpServerOptions): McpServer {
     {
       title: 'Explain a flow',
       description:
-        'Would a flow from an agent to address or host, port and protocol be allowed now, and by which rule? If denied by default, ' +
+        'Would a flow from an agent to address or host, port and protocol be allowed now, and by which rule (for a rule selecting ' +
+          'peers by labels or names: the selector and the peers it selects now)? If denied by default, ' +
         'the minimal allow rule that would let exactly this flow through (propose it with propose_set_policy).',
       inputSchema: {
         namespace: label,

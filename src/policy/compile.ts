@@ -9,6 +9,7 @@
  */
 import { type IpAddr, ipToBigInt } from '../net/addr.js';
 import { DomainMatcher } from './domains.js';
+import type { DirectorySnapshot } from './labels.js';
 import {
   Direction,
   type Policy,
@@ -17,6 +18,7 @@ import {
   type PolicyRule,
   ReservedRuleIds,
   RuleAction,
+  bindPeers,
   RuleProtocol,
   validatePolicy,
 } from './schema.js';
@@ -208,8 +210,13 @@ function compileDirection(rules: readonly PolicyRule[], mode: PolicyMode): Compi
   };
 }
 
-/** Compile a validated policy (from validatePolicy / parsePolicy). */
-export function compile(policy: Policy): CompiledPolicy {
+/**
+ * Compile a validated policy (from validatePolicy / parsePolicy). With `directory`, its "peers"
+ * rules are bound to that snapshot first (bindPeers); without one, a rule not bound before matches
+ * nothing.
+ */
+export function compile(unbound: Policy, directory?: DirectorySnapshot): CompiledPolicy {
+  const policy = directory ? bindPeers(unbound, directory) : unbound;
   const expiries = new Set<number>();
   for (const r of [...policy.egress, ...policy.ingress]) if (r.expiresAtMs !== undefined) expiries.add(r.expiresAtMs);
   return {

@@ -36,7 +36,25 @@ export {
   parsePolicy,
   formatProblem,
   normalizeDomainPattern,
+  bindPeers,
+  peerBindingKey,
 } from './schema.js';
+export {
+  type Labels,
+  type LabelEdit,
+  type PeerSelector,
+  type DirectoryPeer,
+  type DirectorySnapshot,
+  LabelLimits,
+  labelKeyProblem,
+  labelValueProblem,
+  labelsProblems,
+  parseLabelArgs,
+  applyLabelEdit,
+  parsePeerSelectors,
+  selectPeers,
+  formatSelector,
+} from './labels.js';
 export {
   Verdict,
   type Decision,

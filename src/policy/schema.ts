@@ -5,13 +5,16 @@
  * Validation collects every problem (path + what is wrong + how to fix it) instead of stopping
  * at the first, so a user fixes a file in one pass. Meaning of absent vs empty:
  *   - rule.ports absent = every port; []  = error (a rule that can never match is a mistake)
- *   - rule.cidrs / rule.domains: exactly one must be present and non-empty
+ *   - rule.cidrs / rule.domains / rule.peers: exactly one must be present and non-empty
+ *   - rule.peers selects peers of the directory (labels or names, see labels.ts); it covers both
+ *     address families of each selected peer, and follows the directory when bound (bindPeers)
  *   - rule.protocol absent = "any"
  *   - policy.egress / policy.ingress absent or [] = no rules (so everything is denied)
  *   - policy.mode absent = "enforce"
  */
 import { LatticeError } from '../errors.js';
-import { type Cidr, ipv4Reach, parseCidr } from '../net/addr.js';
+import { type Cidr, formatIp, ipv4Reach, parseCidr } from '../net/addr.js';
+import { type DirectorySnapshot, type PeerSelector, parsePeerSelectors, selectPeers } from './labels.js';
 
 export const PolicyMode = { enforce: 'enforce', audit: 'audit', disabled: 'disabled' } as const;
 export type PolicyMode = (typeof PolicyMode)[keyof typeof PolicyMode];
@@ -31,6 +34,8 @@ export interface PolicyRuleInput {
   action: RuleAction;
   cidrs?: string[];
   domains?: string[];
+  /** Peers by labels ({"role": "db"}) or by name ({"name": "alice"}); a list means any of them. */
+  peers?: Record<string, unknown> | Array<Record<string, unknown>>;
   ports?: Array<number | string>;
   protocol?: RuleProtocol;
   expiresAt?: string;
@@ -62,6 +67,13 @@ export interface PolicyRule {
   readonly cidrs?: readonly Cidr[];
   /** Lowercase, no trailing dot; "*.example.com" keeps its "*." prefix. */
   readonly domains?: readonly string[];
+  /**
+   * Peer selectors (any of them). Until bound to a directory (bindPeers) the rule matches nothing;
+   * bound, `cidrs` holds the selected peers' own addresses (/32 and /128) and `selected` their names.
+   */
+  readonly peers?: readonly PeerSelector[];
+  /** Bound peer rules: "name.namespace" of each selected peer, in directory order. */
+  readonly selected?: readonly string[];
   /** Inclusive [low, high] ranges; undefined = every port. */
   readonly ports?: ReadonlyArray<readonly [number, number]>;
   readonly protocol: RuleProtocol;
@@ -134,6 +146,7 @@ const RULE_FIELDS = [
   'action',
   'cidrs',
   'domains',
+  'peers',
   'ports',
   'protocol',
   'expiresAt',
@@ -346,10 +359,18 @@ function validateRule(
 
   let cidrs: Cidr[] | undefined;
   let domains: string[] | undefined;
-  if (r.cidrs !== undefined && r.domains !== undefined) {
-    bad('', 'has both "cidrs" and "domains"', 'split it into two rules, one with cidrs and one with domains');
-  } else if (r.cidrs === undefined && r.domains === undefined) {
-    bad('', 'has neither "cidrs" nor "domains"', 'add "cidrs": ["10.0.0.0/24"] or "domains": ["api.example.com"]');
+  let peers: PeerSelector[] | undefined;
+  const targets = (['cidrs', 'domains', 'peers'] as const).filter((k) => r[k] !== undefined);
+  if (targets.length > 1) {
+    bad('', `has ${targets.map((k) => `"${k}"`).join(' and ')}`, `split it into ${targets.length} rules, one with each`);
+  } else if (targets.length === 0) {
+    bad('', 'has neither "cidrs", "domains" nor "peers"', 'add "cidrs": ["10.0.0.0/24"], "domains": ["api.example.com"] or "peers": {"role": "db"}');
+  }
+  if (r.peers !== undefined) {
+    if (r.allowAnyAddress !== undefined) bad('.allowAnyAddress', 'a "peers" rule covers only the selected peers\' addresses', 'remove "allowAnyAddress"');
+    const parsed = parsePeerSelectors(r.peers);
+    if (parsed.ok) peers = parsed.selectors;
+    else for (const [sub, message, fix] of parsed.problems) bad(`.peers${sub}`, message, fix);
   }
   if (r.cidrs !== undefined) {
     if (!Array.isArray(r.cidrs) || r.cidrs.length === 0) {
@@ -436,6 +457,7 @@ function validateRule(
     action: action as RuleAction,
     ...(cidrs && { cidrs }),
     ...(domains && { domains }),
+    ...(peers && { peers }),
     ...(ports && { ports }),
     protocol,
     ...(expiresAtMs !== undefined && { expiresAtMs }),
@@ -454,4 +476,26 @@ export function parsePolicy(text: string): Policy {
   const res = validatePolicy(value);
   if (!res.ok) throw new PolicyError(res.problems);
   return res.policy;
+}
+
+/**
+ * Bind the "peers" rules of a validated policy to a directory snapshot: each such rule gets the
+ * selected peers' own addresses as its `cidrs` (both families; a peer's routes are not the peer) and
+ * their names in `selected`. Other rules are returned as they are. Pure: call it again with the next
+ * snapshot when the directory changes (a peer gains or loses a label, joins or leaves).
+ */
+export function bindPeers(policy: Policy, dir: DirectorySnapshot): Policy {
+  if (![...policy.egress, ...policy.ingress].some((r) => r.peers)) return policy;
+  const bind = (r: PolicyRule): PolicyRule => {
+    if (!r.peers) return r;
+    const chosen = selectPeers(r.peers, dir);
+    const cidrs: Cidr[] = chosen.flatMap((p) => p.addresses.map((addr) => ({ addr, bits: addr.family === 4 ? 32 : 128 })));
+    return { ...r, cidrs, selected: chosen.map((p) => `${p.name}.${p.namespace}`) };
+  };
+  return { ...policy, egress: policy.egress.map(bind), ingress: policy.ingress.map(bind) };
+}
+
+/** A key that changes exactly when bindPeers' result for `policy` would differ (cheap change test). */
+export function peerBindingKey(policy: Policy): string {
+  return JSON.stringify([...policy.egress, ...policy.ingress].filter((r) => r.peers).map((r) => [r.id, (r.cidrs ?? []).map((c) => formatIp(c.addr))]));
 }

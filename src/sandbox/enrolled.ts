@@ -6,7 +6,8 @@ import { decodeKey, encodeKey, generatePrivateKey, publicKeyOf } from '../wg/key
 import { defaultCrypto } from '../wg/crypto.js';
 import { parseEndpoint } from '../wg/config.js';
 import type { PeerConfig } from '../wg/peer.js';
-import { validatePolicy, denyAllPolicy, parseIp, type IpAddr, type Policy } from '../policy/index.js';
+import { validatePolicy, denyAllPolicy, parseIp, bindPeers, peerBindingKey, type IpAddr, type Policy } from '../policy/index.js';
+import { directorySnapshot } from '../controlplane/service.js';
 import { obtainIdentity, updateEndpoint, natsUserOptions, DirectoryWatcher, type Credentials, type Peer } from '../enroll/index.js';
 import { credentialsPath } from '../enroll/credentials.js';
 import { Outbox, OutboxLockedError } from '../audit/outbox.js';
@@ -189,7 +190,18 @@ export async function enrollAndPrepare(o: EnrolledOptions): Promise<Enrolled> {
     await step('revocation');
 
     let net: WgSandboxNetwork | undefined;
-      let currentPolicy: Policy | undefined;
+    /** The policy as the control plane sent it, and bound to the current directory (what the pump holds). */
+    let basePolicy: Policy | undefined;
+    let currentPolicy: Policy | undefined;
+    /** Re-bind "peers" rules to the directory; the pump gets the policy only when a selection changed. */
+    const rebind = (peers: readonly Peer[], why: string, force = false) => {
+      if (!net || !basePolicy) return;
+      const next = bindPeers(basePolicy, directorySnapshot(credentials.namespace, peers));
+      if (!force && currentPolicy && peerBindingKey(next) === peerBindingKey(currentPolicy)) return;
+      currentPolicy = next;
+      const { cut } = net.pump.setPolicy(next);
+      log.warn({ cut }, why);
+    };
     let conn: PeerConnectivity | undefined;
     /** Peers the NAT layer manages: same namespace (signalling subjects are per namespace), by name. */
     let natPeers = new Map<string, string>();
@@ -214,7 +226,7 @@ export async function enrollAndPrepare(o: EnrolledOptions): Promise<Enrolled> {
               listenPort: o.listenPort,
             },
             peers: peerConfigs(peers),
-            policy: (currentPolicy = effectivePolicy(watcher.policy ?? credentials.policy, log)),
+            policy: (currentPolicy = bindPeers((basePolicy = effectivePolicy(watcher.policy ?? credentials.policy, log)), directorySnapshot(credentials.namespace, peers))),
             policySource: { id: `ns:${credentials.namespace}`, version: 1 },
             names: overlayNames(peers),
             audit: record,
@@ -358,12 +370,13 @@ export async function enrollAndPrepare(o: EnrolledOptions): Promise<Enrolled> {
       knownNames = current;
       known = next;
       log.info({ peers: peers.length }, 'peers updated');
+      // A peer that gained or lost a label (or joined, or left) changes what "peers" rules select.
+      rebind(peers, 'policy re-bound to the directory (peer labels changed)');
     });
     watcher.on('policy-changed', (policy) => {
       if (!net) return;
-      currentPolicy = effectivePolicy(policy, log);
-      const { cut } = net.pump.setPolicy(currentPolicy);
-      log.warn({ cut }, 'policy updated by the control plane');
+      basePolicy = effectivePolicy(policy, log);
+      rebind(currentPeers(), 'policy updated by the control plane', true);
     });
     watcher.on('revoked', () => {
       log.error({ agent: `${credentials.namespace}/${credentials.name}` }, 'agent revoked by the control plane: tearing the sandbox down');
