@@ -362,7 +362,7 @@ function validateRule(
   let peers: PeerSelector[] | undefined;
   const targets = (['cidrs', 'domains', 'peers'] as const).filter((k) => r[k] !== undefined);
   if (targets.length > 1) {
-    bad('', `has ${targets.map((k) => `"${k}"`).join(' and ')}`, `split it into ${targets.length} rules, one with each`);
+    bad('', `has ${targets.length === 2 ? 'both ' : ''}${targets.map((k) => `"${k}"`).join(' and ')}`, `split it into ${targets.length} rules, one with each`);
   } else if (targets.length === 0) {
     bad('', 'has neither "cidrs", "domains" nor "peers"', 'add "cidrs": ["10.0.0.0/24"], "domains": ["api.example.com"] or "peers": {"role": "db"}');
   }
