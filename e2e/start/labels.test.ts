@@ -10,11 +10,11 @@ import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { requireBinary, tempDir, busyboxRootfs, lattice, CLI } from '../support/env.js';
 import { waitFor } from '../support/wgpeer.js';
-import { startCliControlPlane, type CliControlPlane } from '../support/controlplane.js';
+import { startControlPlane, type ControlPlaneFixture } from '../support/control-plane.js';
 
 let work: Awaited<ReturnType<typeof tempDir>>;
 let rootfs: string;
-let cp: CliControlPlane | undefined;
+let cp: ControlPlaneFixture | undefined;
 let natsUrl: string;
 let api: string;
 let cpState: string;
@@ -40,16 +40,16 @@ beforeAll(async () => {
   for (const bin of ['runsc', 'nats-server']) await requireBinary(bin);
   work = await tempDir('lt-e2e-labels');
   rootfs = await busyboxRootfs(work.path);
-  cpState = join(work.path, 'cp');
-  cp = await startCliControlPlane(cpState);
-  natsUrl = cp.natsUrl;
+  cp = await startControlPlane('lt-e2e-labels-cp');
+  cpState = cp.dir;
+  natsUrl = cp.nats.url;
   api = cp.api;
 });
 
 afterAll(async () => {
   for (const c of running) c.kill('SIGTERM');
   await Promise.allSettled(running);
-  await cp?.stop();
+  await cp?.close();
   await work?.remove();
 });
 
