@@ -93,16 +93,20 @@ describe('lattice sandbox start (real control plane, real runsc)', () => {
 
   it('a restart reuses the stored identity (same key, same address) without a token', async () => {
     const t = await token('e2e-restart', 1);
-    const first = await lattice(join(work.path, 'state-again'), ['sandbox', 'start', '--name', 'again', '--control-plane', natsUrl, '--token', t, '--rootfs', rootfs, '--', 'true']);
+    // LATTICE_LOG_LEVEL=info: the "sandbox network up" line names the overlay the pump was given.
+    const info = { env: { LATTICE_LOG_LEVEL: 'info', LATTICE_LOG_FORMAT: 'json' } };
+    const first = await lattice(join(work.path, 'state-again'), ['sandbox', 'start', '--name', 'again', '--control-plane', natsUrl, '--token', t, '--rootfs', rootfs, '--', 'true'], info);
     expect(first.exitCode, String(first.stderr)).toBe(0);
     const before = await credentials('again');
-    const second = await lattice(join(work.path, 'state-again'), ['sandbox', 'start', '--name', 'again', '--rootfs', rootfs, '--', 'sh', '-c', 'ip -o addr']);
+    const second = await lattice(join(work.path, 'state-again'), ['sandbox', 'start', '--name', 'again', '--rootfs', rootfs, '--', 'sh', '-c', 'ip -o addr'], info);
     expect(second.exitCode, String(second.stderr)).toBe(0);
     expect(second.stderr).toMatch(/reusing e2e-restart\/again/);
     const after = await credentials('again');
     expect(after.publicKey).toBe(before.publicKey);
     expect(after.address.ipv4).toBe(before.address.ipv4);
     expect(second.stdout).toContain(before.address.ipv4);
+    // The enrollment's overlay pools reach the pump, on the first start and from the stored identity (#13).
+    for (const r of [first, second]) expect(String(r.stderr)).toMatch(/"overlay":\["10\.77\.0\.0\/16","fd77::\/48"\]/);
     const { statSync } = await import('node:fs');
     expect(statSync(join(work.path, 'state-again', 'credentials', 'again.json')).mode & 0o777).toBe(0o600);
   });

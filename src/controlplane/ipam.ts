@@ -126,6 +126,11 @@ export function namespaceSubnets(plan: IpamPlan, index: number): { v4: string; v
   };
 }
 
+/** The whole overlay (both pools) as canonical CIDR text: what a launcher treats as "another agent" (DNS rebinding). */
+export function overlayPools(plan: IpamPlan): { v4: string; v6: string } {
+  return { v4: formatCidr(plan.v4), v6: formatCidr(plan.v6) };
+}
+
 /**
  * Candidate order for a free slot: the free slots in [first, last], rotated to start at a random one.
  * Concurrent allocators that saw the same snapshot then spread out instead of all racing for the

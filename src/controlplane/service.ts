@@ -1,7 +1,7 @@
 import { randomBytes, randomUUID } from 'node:crypto';
 import { Backoff } from '../backoff.js';
 import type { Clock } from '../clock.js';
-import { IpamExhaustedError, Ipam, addressOf, namespaceSubnets, planIpam, DEFAULT_IPAM, type IpamConfig } from './ipam.js';
+import { IpamExhaustedError, Ipam, addressOf, namespaceSubnets, overlayPools, planIpam, DEFAULT_IPAM, type IpamConfig } from './ipam.js';
 import { AgentCache, peerOf } from './agentcache.js';
 import { JwtError, signAgentJwt, verifyAgentJwt, type AgentClaims } from './jwt.js';
 import { KeyedMutex, KvConflictError, casUpdate, encodeJson, getJson, type KvBucket, type KvStore } from './kv.js';
@@ -455,6 +455,7 @@ export class ControlPlaneService {
       address: { ipv4: address.ipv4, ipv6: address.ipv6 },
       allowedIPs: [`${address.ipv4}/32`, `${address.ipv6}/128`],
       subnets: namespaceSubnets(this.ipam.plan, index),
+      overlay: overlayPools(this.ipam.plan),
       peers: this.peersFor(a),
       policy: await this.effectivePolicy(a.namespace, a.policy),
       jwt,

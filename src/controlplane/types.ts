@@ -162,6 +162,8 @@ export interface EnrollResponse {
   /** The agent's own allowed IPs as its peers see it (v4 /32, v6 /128). */
   allowedIPs: string[];
   subnets: { v4: string; v6: string };
+  /** The overlay's two pools (every agent's address is inside them); absent from control planes before it was sent. */
+  overlay?: { v4: string; v6: string };
   peers: Peer[];
   policy: unknown;
   jwt: string;

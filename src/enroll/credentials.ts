@@ -21,6 +21,8 @@ export interface Credentials {
   publicKey: string;
   address: { ipv4: string; ipv6: string };
   subnets?: { v4: string; v6: string };
+  /** The overlay's pools from the enrollment (EnrollResponse.overlay). */
+  overlay?: { v4: string; v6: string };
   jwt: string;
   jwtExpiresAt: number;
   allowedTools: string[];

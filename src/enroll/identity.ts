@@ -101,6 +101,7 @@ export async function obtainIdentity(o: ObtainIdentityOptions): Promise<Obtained
     publicKey: keys.publicKey,
     address: r.address,
     subnets: r.subnets,
+    ...(r.overlay ? { overlay: r.overlay } : {}),
     jwt: r.jwt,
     jwtExpiresAt: r.jwtExpiresAt,
     allowedTools: r.allowedTools,

@@ -8,6 +8,7 @@ import { parseEndpoint } from '../wg/config.js';
 import type { PeerConfig } from '../wg/peer.js';
 import { validatePolicy, denyAllPolicy, parseIp, bindPeers, peerBindingKey, type IpAddr, type Policy } from '../policy/index.js';
 import { directorySnapshot } from '../controlplane/service.js';
+import { parseCidr, type Cidr } from '../net/addr.js';
 import { obtainIdentity, updateEndpoint, natsUserOptions, DirectoryWatcher, type Credentials, type Peer } from '../enroll/index.js';
 import { credentialsPath } from '../enroll/credentials.js';
 import { Outbox, OutboxLockedError } from '../audit/outbox.js';
@@ -74,6 +75,23 @@ export function peerConfigs(peers: readonly Peer[]): PeerConfig[] {
 /** Overlay names: `<name>.<namespace>.lattice` -> the peer's addresses. */
 export function overlayNames(peers: readonly Peer[]): Array<readonly [string, IpAddr[]]> {
   return peers.map((p) => [`${p.name}.${p.namespace}.lattice`, p.allowedIPs.map((c) => parseIp(c.split('/')[0]!)).filter((a): a is IpAddr => a !== undefined)] as const);
+}
+
+/**
+ * The overlay as the enrollment describes it: the control plane's two pools (EnrollResponse.overlay),
+ * or, from a control plane that does not send them, the agent's namespace subnets. The pump treats an
+ * upstream DNS answer inside them as another agent's address (DNS rebinding: no allowance unless a
+ * CIDR rule allows it). Malformed entries are left out (the control plane is trusted, not its typos).
+ */
+export function overlayCidrs(c: Pick<Credentials, 'overlay' | 'subnets'>): Cidr[] {
+  const plan = c.overlay ?? c.subnets;
+  if (!plan) return [];
+  const out: Cidr[] = [];
+  for (const s of [plan.v4, plan.v6]) {
+    const p = parseCidr(s, { hostBits: 'mask' });
+    if (p.ok) out.push(p.cidr);
+  }
+  return out;
 }
 
 /** The control plane hands policies over as JSON; anything that does not validate means deny-all. */
@@ -229,6 +247,7 @@ export async function enrollAndPrepare(o: EnrolledOptions): Promise<Enrolled> {
             policy: (currentPolicy = bindPeers((basePolicy = effectivePolicy(watcher.policy ?? credentials.policy, log)), directorySnapshot(credentials.namespace, peers))),
             policySource: { id: `ns:${credentials.namespace}`, version: 1 },
             names: overlayNames(peers),
+            overlayCidrs: overlayCidrs(credentials),
             audit: record,
             auditReady: () => !outbox.isFull(),
             log,

@@ -15,7 +15,8 @@ import type { InterfaceConfig } from '../wg/config.js';
 import { setupSandboxNetwork } from '../netns/sandbox-net.js';
 import { Pump, type AuditSink, type PolicySource, type UpstreamResolver } from '../dataplane/pump.js';
 import { MapDirectory } from '../dataplane/dns.js';
-import { formatIp, parseIp, type IpAddr, type Policy } from '../policy/index.js';
+import { formatCidr } from '../net/addr.js';
+import { formatIp, parseIp, type Cidr, type IpAddr, type Policy } from '../policy/index.js';
 import { openHostEgress } from '../egress/host.js';
 import type { SandboxNetwork } from './lifecycle.js';
 import { Teardown } from './teardown.js';
@@ -36,6 +37,8 @@ export interface WgNetworkOptions {
   policySource?: PolicySource;
   /** Overlay names the sandbox can resolve (`<name>.<namespace>.lattice`). */
   names?: Iterable<readonly [string, readonly IpAddr[]]>;
+  /** The overlay's prefixes (see PumpOptions.overlayCidrs): DNS answers inside them create no allowance. */
+  overlayCidrs?: readonly Cidr[];
   audit: AuditSink;
   /** Whether `audit` can record now; while false, enforce mode opens no new allowed flow (see Pump). */
   auditReady?: () => boolean;
@@ -121,6 +124,7 @@ export function wgSandboxNetwork(opts: WgNetworkOptions): (id: string, dir: stri
         policy: opts.policy,
         policySource: opts.policySource,
         directory,
+        overlayCidrs: opts.overlayCidrs,
         resolveUpstream: opts.resolveUpstream ?? systemResolver(),
         audit: opts.audit,
         auditReady: opts.auditReady,
@@ -138,7 +142,7 @@ export function wgSandboxNetwork(opts: WgNetworkOptions): (id: string, dir: stri
 
       const resolvConf = join(dir, 'resolv.conf');
       await writeFileAtomic(resolvConf, `nameserver ${SANDBOX_RESOLVER}\noptions ndots:1 timeout:2 attempts:2\n`, 0o644);
-      opts.log.info({ id, netns: net.netnsName, addresses: cidrs, port: bind.port, natTraversal: Boolean(pathBind), hostEgress: Boolean(egress) }, 'sandbox network up');
+      opts.log.info({ id, netns: net.netnsName, addresses: cidrs, overlay: (opts.overlayCidrs ?? []).map(formatCidr), port: bind.port, natTraversal: Boolean(pathBind), hostEgress: Boolean(egress) }, 'sandbox network up');
 
       const owned = t.move();
       return {
