@@ -98,7 +98,15 @@ describe('lattice sandbox start (real control plane, real runsc)', () => {
     const first = await lattice(join(work.path, 'state-again'), ['sandbox', 'start', '--name', 'again', '--control-plane', natsUrl, '--token', t, '--rootfs', rootfs, '--', 'true'], info);
     expect(first.exitCode, String(first.stderr)).toBe(0);
     const before = await credentials('again');
-    const second = await lattice(join(work.path, 'state-again'), ['sandbox', 'start', '--name', 'again', '--rootfs', rootfs, '--', 'sh', '-c', 'ip -o addr'], info);
+    // A bad DNS limit is refused before anything starts: exit 2, one line, the identity untouched.
+    const bad = await lattice(join(work.path, 'state-again'), ['sandbox', 'start', '--name', 'again', '--dns-rate', '0', '--rootfs', rootfs, '--', 'true']);
+    expect(bad.exitCode).toBe(2);
+    expect(String(bad.stderr).trim().split('\n')).toEqual([expect.stringMatching(/--dns-rate 0 is out of range; give a number of upstream lookups per second from 0\.1 to 10000/)]);
+    const second = await lattice(
+      join(work.path, 'state-again'),
+      ['sandbox', 'start', '--name', 'again', '--dns-max-in-flight', '8', '--dns-rate', '2.5', '--dns-burst', '20', '--rootfs', rootfs, '--', 'sh', '-c', 'ip -o addr'],
+      info,
+    );
     expect(second.exitCode, String(second.stderr)).toBe(0);
     expect(second.stderr).toMatch(/reusing e2e-restart\/again/);
     const after = await credentials('again');
@@ -107,6 +115,9 @@ describe('lattice sandbox start (real control plane, real runsc)', () => {
     expect(second.stdout).toContain(before.address.ipv4);
     // The enrollment's overlay pools reach the pump, on the first start and from the stored identity (#13).
     for (const r of [first, second]) expect(String(r.stderr)).toMatch(/"overlay":\["10\.77\.0\.0\/16","fd77::\/48"\]/);
+    // --dns-* flags reach the pump's DNS limiter; without them it keeps its defaults.
+    expect(String(first.stderr)).toContain('"dnsLimits":{"maxInFlight":64,"perSecond":50,"burst":100}');
+    expect(String(second.stderr)).toContain('"dnsLimits":{"maxInFlight":8,"perSecond":2.5,"burst":20}');
     const { statSync } = await import('node:fs');
     expect(statSync(join(work.path, 'state-again', 'credentials', 'again.json')).mode & 0o777).toBe(0o600);
   });

@@ -1,7 +1,7 @@
 import type { Command } from 'commander';
 import { resolveStateDir, statePaths } from '../state.js';
 import { UsageError } from '../errors.js';
-import { parseEnv, requireRoot } from '../sandbox/inputs.js';
+import { parseDnsLimits, parseEnv, requireRoot } from '../sandbox/inputs.js';
 import { parseCapability } from '../oci/capabilities.js';
 import { globalOpts } from './run.js';
 
@@ -130,10 +130,14 @@ export function registerSandbox(program: Command): void {
     .option('--ice', 'NAT traversal: also try ICE data channels (node-datachannel) with the --stun servers')
     .option('--relay <url>', 'NAT traversal: lattice TCP relay tcp://IP:PORT as the last resort')
     .option('--relay-token <token>', 'token for --relay (also $LATTICE_RELAY_TOKEN)')
-    .option('--egress <mode>', 'host: destinations that are not overlay addresses leave through this host\'s network when the policy allows them (default: refused)');
+    .option('--egress <mode>', 'host: destinations that are not overlay addresses leave through this host\'s network when the policy allows them (default: refused)')
+    .option('--dns-max-in-flight <n>', 'upstream DNS lookups (for domain rules) in flight at once; the excess is answered SERVFAIL (default 64)')
+    .option('--dns-rate <per-second>', 'upstream DNS lookups per second, sustained (default 50)')
+    .option('--dns-burst <n>', 'upstream DNS lookups allowed in a burst above --dns-rate (default 100)');
   addProcessOptions(start).action(async (cmd: string[], o: Record<string, unknown>, command: Command) => {
     const g = globalOpts(command);
     const checked = checkProcessFlags(o);
+    const dnsLimits = parseDnsLimits({ maxInFlight: o.dnsMaxInFlight as string | undefined, perSecond: o.dnsRate as string | undefined, burst: o.dnsBurst as string | undefined });
     requireRoot();
     const stateDir = resolveStateDir(g.stateDir);
     if (o.egress !== undefined && o.egress !== 'host') throw new UsageError(`--egress ${String(o.egress)} is unknown; use --egress host`);
@@ -172,6 +176,7 @@ export function registerSandbox(program: Command): void {
       auditLog: o.auditLog as string | undefined,
       nat,
       hostEgress: o.egress === 'host',
+      dnsLimits,
       log,
     });
     const c = enrolled.credentials;

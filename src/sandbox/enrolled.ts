@@ -17,6 +17,7 @@ import { OutboxPublisher } from '../audit/publisher.js';
 import type { AuditEventDraft } from '../audit/events.js';
 import { ndjsonAuditSink } from '../audit/local.js';
 import { wgSandboxNetwork, type WgSandboxNetwork } from './network.js';
+import type { DnsLimits } from '../dataplane/dns.js';
 import { startAgentApi, agentApiMounts, type StartedAgentApi } from '../agentapi/index.js';
 import { mkdir, rm } from 'node:fs/promises';
 import { writeFileAtomic } from '../fsutil.js';
@@ -43,6 +44,8 @@ export interface EnrolledOptions {
   nat?: NatFlags;
   /** Host egress (`--egress host`): non-overlay destinations the policy allows leave through this host. */
   hostEgress?: boolean;
+  /** Bounds on the sandbox's upstream DNS lookups (`--dns-max-in-flight`, `--dns-rate`, `--dns-burst`); unset keep the pump's defaults. */
+  dnsLimits?: Partial<DnsLimits>;
   /** How often status.json is rewritten (ms). */
   statusIntervalMs?: number;
   log: Logger;
@@ -253,6 +256,7 @@ export async function enrollAndPrepare(o: EnrolledOptions): Promise<Enrolled> {
             log,
             natTraversal: o.nat !== undefined,
             hostEgress: o.hostEgress,
+            dnsLimits: o.dnsLimits,
           })(id, dir),
           (n) => n.close(),
         );

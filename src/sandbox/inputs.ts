@@ -2,6 +2,7 @@ import { formatProblem, type PolicyProblem } from '../policy/index.js';
 import { stat } from 'node:fs/promises';
 import { resolve } from 'node:path';
 import { UsageError } from '../errors.js';
+import { DefaultDnsLimits, type DnsLimits } from '../dataplane/dns.js';
 
 /** Validation of what the user typed; each failure is one line saying what to do. */
 
@@ -37,4 +38,32 @@ export function requireRoot(): void {
 export function policyProblemsMessage(what: string, problems: readonly PolicyProblem[]): string {
   if (problems.length === 1) return `${what}: ${formatProblem(problems[0]!)}`;
   return `${what} has ${problems.length} problems:\n${problems.map((p) => `  ${formatProblem(p)}`).join('\n')}`;
+}
+
+/** The flags of each DNS limit, their bounds and what they mean (for the one-line errors). */
+const DNS_LIMIT_FLAGS = {
+  maxInFlight: { flag: '--dns-max-in-flight', min: 1, max: 4096, integer: true, what: 'upstream lookups in flight at once' },
+  perSecond: { flag: '--dns-rate', min: 0.1, max: 10_000, integer: false, what: 'upstream lookups per second' },
+  burst: { flag: '--dns-burst', min: 1, max: 100_000, integer: true, what: 'upstream lookups in a burst above the rate' },
+} as const satisfies Record<keyof DnsLimits, unknown>;
+
+/**
+ * `sandbox start --dns-max-in-flight N --dns-rate R --dns-burst B`: the pump's bounds on the upstream DNS
+ * lookups of one sandbox (DnsLimiter in src/dataplane/dns.ts; the excess is answered SERVFAIL and counted).
+ * Flags not given keep their defaults (64 in flight, 50/s, bursts of 100). Throws UsageError (exit 2)
+ * naming the flag, the value and the accepted range.
+ */
+export function parseDnsLimits(values: { [K in keyof DnsLimits]?: string }): Partial<DnsLimits> {
+  const out: Partial<DnsLimits> = {};
+  for (const key of Object.keys(DNS_LIMIT_FLAGS) as Array<keyof DnsLimits>) {
+    const raw = values[key];
+    if (raw === undefined) continue;
+    const { flag, min, max, integer, what } = DNS_LIMIT_FLAGS[key];
+    const n = Number(raw);
+    if (raw.trim() === '' || !Number.isFinite(n) || n < min || n > max || (integer && !Number.isInteger(n))) {
+      throw new UsageError(`${flag} ${raw} is out of range; give ${integer ? 'a whole number' : 'a number'} of ${what} from ${min} to ${max} (default ${DefaultDnsLimits[key]})`);
+    }
+    out[key] = n;
+  }
+  return out;
 }

@@ -14,7 +14,7 @@ import type { Peer, PeerConfig } from '../wg/peer.js';
 import type { InterfaceConfig } from '../wg/config.js';
 import { setupSandboxNetwork } from '../netns/sandbox-net.js';
 import { Pump, type AuditSink, type PolicySource, type UpstreamResolver } from '../dataplane/pump.js';
-import { MapDirectory } from '../dataplane/dns.js';
+import { MapDirectory, type DnsLimits } from '../dataplane/dns.js';
 import { formatCidr } from '../net/addr.js';
 import { formatIp, parseIp, type Cidr, type IpAddr, type Policy } from '../policy/index.js';
 import { openHostEgress } from '../egress/host.js';
@@ -39,6 +39,8 @@ export interface WgNetworkOptions {
   names?: Iterable<readonly [string, readonly IpAddr[]]>;
   /** The overlay's prefixes (see PumpOptions.overlayCidrs): DNS answers inside them create no allowance. */
   overlayCidrs?: readonly Cidr[];
+  /** Bounds on upstream DNS lookups (see PumpOptions.dnsLimits); unset keep the defaults. */
+  dnsLimits?: Partial<DnsLimits>;
   audit: AuditSink;
   /** Whether `audit` can record now; while false, enforce mode opens no new allowed flow (see Pump). */
   auditReady?: () => boolean;
@@ -125,6 +127,7 @@ export function wgSandboxNetwork(opts: WgNetworkOptions): (id: string, dir: stri
         policySource: opts.policySource,
         directory,
         overlayCidrs: opts.overlayCidrs,
+        dnsLimits: opts.dnsLimits,
         resolveUpstream: opts.resolveUpstream ?? systemResolver(),
         audit: opts.audit,
         auditReady: opts.auditReady,
@@ -142,7 +145,7 @@ export function wgSandboxNetwork(opts: WgNetworkOptions): (id: string, dir: stri
 
       const resolvConf = join(dir, 'resolv.conf');
       await writeFileAtomic(resolvConf, `nameserver ${SANDBOX_RESOLVER}\noptions ndots:1 timeout:2 attempts:2\n`, 0o644);
-      opts.log.info({ id, netns: net.netnsName, addresses: cidrs, overlay: (opts.overlayCidrs ?? []).map(formatCidr), port: bind.port, natTraversal: Boolean(pathBind), hostEgress: Boolean(egress) }, 'sandbox network up');
+      opts.log.info({ id, netns: net.netnsName, addresses: cidrs, overlay: (opts.overlayCidrs ?? []).map(formatCidr), dnsLimits: pump.dnsLimiter.limits, port: bind.port, natTraversal: Boolean(pathBind), hostEgress: Boolean(egress) }, 'sandbox network up');
 
       const owned = t.move();
       return {
