@@ -133,3 +133,19 @@ describe('kept sandboxes can be removed', () => {
     expect(await readdir(join(st, 'sandboxes'))).toEqual([]);
   });
 });
+
+describe('image progress (issue 22 item 8)', () => {
+  it('a tarball rootfs, unpacked then cached, prints no progress lines when stderr is piped or a terminal shows a cache hit', async () => {
+    await execa('tar', ['-cf', join(work.path, 'rootfs.tar'), '-C', rootfs, '.']);
+    for (const round of ['unpacked', 'cached']) {
+      const r = await sh(`lattice sandbox run --rootfs rootfs.tar -- echo ${round} 2>err.txt`);
+      expect(r.exitCode, String(r.stderr)).toBe(0);
+      expect(String(r.stdout)).toBe(round);
+      expect(await readFile(join(work.path, 'err.txt'), 'utf8')).toBe('');
+    }
+    // On a pseudo-terminal (script(1)), the cache hit draws nothing either: no "cached: done 0.0 MB".
+    const tty = await execa('script', ['-qec', `"${process.execPath}" "${CLI}" --state-dir "${stateDir}" sandbox run --rootfs rootfs.tar -- echo on-a-tty`, '/dev/null'], { cwd: work.path, reject: false });
+    expect(tty.exitCode, String(tty.stderr)).toBe(0);
+    expect(String(tty.stdout).replace(/\r/g, '').trim()).toBe('on-a-tty');
+  });
+});

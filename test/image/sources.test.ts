@@ -172,21 +172,69 @@ describe('image config', () => {
   });
 });
 
-describe('progress reporter', () => {
-  it('prints plain lines off a terminal and a bar on one', () => {
+describe('progress reporter (issue #22 item 8)', () => {
+  const extract = (layer: number, bytes: number, done = false): ImageProgress => ({ phase: 'extract', layer, layers: 2, name: 'sha256:' + 'a'.repeat(64), bytes, total: 2e6, done });
+
+  it('prints nothing off a terminal (piped or redirected), whatever the work', () => {
     const lines: string[] = [];
-    const plain = createProgressReporter({ isTTY: false, write: (s) => lines.push(s) });
-    plain({ phase: 'extract', layer: 0, layers: 2, name: 'sha256:' + 'a'.repeat(64), bytes: 0, total: 2e6, done: false });
-    plain({ phase: 'extract', layer: 0, layers: 2, bytes: 1e6, total: 2e6, done: false });
-    plain({ phase: 'extract', layer: 0, layers: 2, bytes: 2e6, total: 2e6, done: true });
-    expect(lines).toEqual(['layer 1/2 sha256:aaaaaaaaaaaa: started (2.0 MB)\n', 'layer 1/2: done 2.0 MB\n']);
+    let t = 0;
+    const plain = createProgressReporter({ isTTY: false, write: (s) => lines.push(s) }, () => t);
+    plain({ phase: 'hash', bytes: 0, total: 5e6, name: '/x.tar', done: false });
+    t = 5000;
+    plain({ phase: 'hash', bytes: 5e6, total: 5e6, name: '/x.tar', done: true });
+    plain(extract(0, 0));
+    t = 9000;
+    plain(extract(0, 1e6));
+    plain(extract(1, 2e6, true));
+    plain({ phase: 'cached', bytes: 0, name: 'sha256:b', done: true });
+    expect(lines).toEqual([]);
+  });
+
+  it('a cache hit prints nothing on a terminal either (no "cached: done 0.0 MB")', () => {
+    const tty: string[] = [];
+    const bar = createProgressReporter({ isTTY: true, write: (s) => tty.push(s) }, () => 0);
+    bar({ phase: 'cached', bytes: 0, name: 'sha256:b', done: true });
+    expect(tty).toEqual([]);
+  });
+
+  it('on a terminal: one unpack line redrawn in place across layers, ended with a newline after the last layer', () => {
     let t = 0;
     const tty: string[] = [];
     const bar = createProgressReporter({ isTTY: true, write: (s) => tty.push(s) }, () => t);
-    bar({ phase: 'extract', layer: 1, layers: 2, bytes: 1e6, total: 2e6, done: false });
-    t = 500;
-    bar({ phase: 'extract', layer: 1, layers: 2, bytes: 2e6, total: 2e6, done: true });
-    expect(tty[0]).toContain('[' + '#'.repeat(15) + '.'.repeat(15) + ']');
-    expect(tty.at(-1)).toBe('\n');
+    bar(extract(0, 0));
+    t = 100;
+    bar(extract(0, 1e6)); // still within the delay: nothing drawn yet
+    expect(tty).toEqual([]);
+    t = 400;
+    bar(extract(0, 1e6));
+    t = 450;
+    bar(extract(0, 1.5e6)); // within the redraw interval: skipped
+    bar(extract(0, 2e6, true));
+    t = 600;
+    bar(extract(1, 1e6));
+    t = 700;
+    bar(extract(1, 2e6, true));
+    expect(tty).toEqual([
+      `\r\x1b[2Kunpacking image layer 1/2 [${'#'.repeat(15)}${'.'.repeat(15)}] 1.0 MB/2.0 MB`,
+      `\r\x1b[2Kunpacking image layer 2/2 [${'#'.repeat(15)}${'.'.repeat(15)}] 1.0 MB/2.0 MB`,
+      `\r\x1b[2Kunpacking image layer 2/2 [${'#'.repeat(30)}] 2.0 MB/2.0 MB done`,
+      '\n',
+    ]);
+    expect(tty.join('').split('\n')).toHaveLength(2); // one line on the terminal
+  });
+
+  it('work done within the delay draws nothing, and the next phase starts its own clock', () => {
+    let t = 0;
+    const tty: string[] = [];
+    const bar = createProgressReporter({ isTTY: true, write: (s) => tty.push(s) }, () => t);
+    bar({ phase: 'hash', bytes: 0, total: 1e6, name: '/x.tar', done: false });
+    t = 200;
+    bar({ phase: 'hash', bytes: 1e6, total: 1e6, name: '/x.tar', done: true });
+    expect(tty).toEqual([]);
+    t = 10_000;
+    bar({ ...extract(0, 0), layers: 1 });
+    t = 10_300;
+    bar({ ...extract(0, 1e6), layers: 1 });
+    expect(tty).toEqual([`\r\x1b[2Kunpacking image [${'#'.repeat(15)}${'.'.repeat(15)}] 1.0 MB/2.0 MB`]);
   });
 });
