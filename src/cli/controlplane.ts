@@ -5,6 +5,7 @@ import { resolveStateDir, statePaths } from '../state.js';
 import { DEFAULT_HTTP, DEFAULT_NATS_PORT, adminTokenPath, parseDuration, startControlPlane } from '../controlplane/index.js';
 import { AuditStore, mountAuditRoutes } from '../audit/store.js';
 import { ensureAuditStream } from '../audit/stream.js';
+import { parseReplicas } from '../natsserver/replicas.js';
 import { globalOpts } from './run.js';
 
 /** `lattice control-plane start`: embedded NATS (or --nats), enrollment over NATS, admin HTTP API. */
@@ -16,8 +17,9 @@ export function registerControlPlane(program: Command): void {
     .option('--nats-port <port>', 'port of the embedded nats-server', String(DEFAULT_NATS_PORT))
     .option('--http <host:port>', 'where the admin HTTP API listens ("off" for none)', `${DEFAULT_HTTP.host}:${DEFAULT_HTTP.port}`)
     .option('--jwt-ttl <duration>', 'lifetime of agent JWTs', '365d')
+    .option('--replicas <n>', 'replicas of every KV bucket and the audit stream (default: 1 on a single server, 3 in a cluster)')
     .option('--json', 'print the endpoints as JSON')
-    .action(async (o: { nats?: string; natsPort: string; http: string; jwtTtl: string; json?: boolean }, cmd: Command) => {
+    .action(async (o: { nats?: string; natsPort: string; http: string; jwtTtl: string; replicas?: string; json?: boolean }, cmd: Command) => {
       const g = globalOpts(cmd);
       const stateDir = resolveStateDir(g.stateDir);
       const natsPort = Number(o.natsPort);
@@ -29,6 +31,7 @@ export function registerControlPlane(program: Command): void {
       } catch {
         throw new UsageError(`--jwt-ttl ${o.jwtTtl} is not a duration (e.g. 30d, 12h)`);
       }
+      const replicas = o.replicas === undefined ? undefined : parseReplicas(o.replicas);
       const log = createLogger({ name: 'control-plane', level: g.debug ? 'debug' : undefined });
       const cpl = await startControlPlane({
         stateDir,
@@ -36,12 +39,13 @@ export function registerControlPlane(program: Command): void {
         natsPort,
         http,
         jwtTtlMs,
+        replicas,
         log,
         // Enrollments, re-enrollments (with proof of key possession) and revocations in the control plane's log.
         onEvent: (e) => log.info({ event: e.type, agentId: e.agentId, namespace: e.namespace, name: e.name }, e.type),
         // The audit trail's query API lives on the same server (GET .../audit/traces, .../audit/events).
-        mount: async (api, { nc }) => {
-          await ensureAuditStream(await nc.jetstreamManager());
+        mount: async (api, { nc, replicas: r }) => {
+          await ensureAuditStream(await nc.jetstreamManager(), { replicas: r, log });
           mountAuditRoutes(api, await AuditStore.create({ nc }));
         },
       });
@@ -49,6 +53,7 @@ export function registerControlPlane(program: Command): void {
         nats: cpl.natsUrl,
         http: cpl.httpUrl ?? null,
         clusterId: cpl.service.info.clusterId,
+        replicas: cpl.replicas,
         adminTokenFile: adminTokenPath(statePaths(stateDir).controlPlane),
       };
       if (o.json) console.log(JSON.stringify(info));

@@ -17,6 +17,7 @@ import type { IpamConfig } from './ipam.js';
 import { serveNatsApi, type NatsApiStats } from './natsapi.js';
 import { mountOperatorRoutes } from './operator.js';
 import { NatsKvStore } from './natskv.js';
+import { defaultReplicas } from '../natsserver/replicas.js';
 import { assertPrivate, loadOrCreateAdminToken } from './secrets.js';
 import { ControlPlaneService, type NatsUserIssuer, type ServiceOptions } from './service.js';
 import { badRequest } from './types.js';
@@ -56,8 +57,13 @@ export interface ControlPlaneOptions {
   log?: Logger;
   /** Enrollment and revocation events, e.g. for the audit publisher. */
   onEvent?: ServiceOptions['onEvent'];
+  /**
+   * Replicas of every KV bucket (and, through `mount`, the audit stream): default 1 on a single server, 3 when
+   * the server is clustered. Existing buckets with fewer are raised (logged). natsserver/replicas.ts.
+   */
+  replicas?: number;
   /** Mount more HTTP routes (e.g. the audit API) before the server starts listening. */
-  mount?: (api: HttpApi, ctx: { nc: NatsConnection; service: ControlPlaneService }) => Promise<void> | void;
+  mount?: (api: HttpApi, ctx: { nc: NatsConnection; service: ControlPlaneService; replicas: number }) => Promise<void> | void;
 }
 
 export interface StartedControlPlane extends AsyncDisposable {
@@ -68,6 +74,8 @@ export interface StartedControlPlane extends AsyncDisposable {
   /** Mount further routes here (e.g. the audit API). */
   readonly api: HttpApi;
   readonly natsStats: NatsApiStats;
+  /** Replicas of the control plane's buckets (chosen or detected). */
+  readonly replicas: number;
   /** The control plane's own NATS connection. */
   readonly nc: NatsConnection;
   /** Operator-mode keys of the embedded server (absent with --nats): tests mint users with it. */
@@ -141,7 +149,9 @@ export async function startControlPlane(opts: ControlPlaneOptions): Promise<Star
     }
     const nc = await connectNats(natsUrl, 'lattice-control-plane', cpCreds);
     cleanups.push(() => nc.drain());
-    const kvStore = new NatsKvStore(nc);
+    const replicas = opts.replicas ?? defaultReplicas(nc.info);
+    opts.log?.info({ replicas, cluster: nc.info?.cluster ?? null }, `control plane state: ${replicas} replica(s) per bucket`);
+    const kvStore = new NatsKvStore(nc, { replicas, log: opts.log });
     const service = await ControlPlaneService.open({
       store: kvStore,
       clock: opts.clock ?? systemClock,
@@ -161,7 +171,7 @@ export async function startControlPlane(opts: ControlPlaneOptions): Promise<Star
     mountAgentOpsRoutes(api, service, egress);
     // Approvals, explain, token list (operator.ts): for people and `lattice mcp`.
     await mountOperatorRoutes(api, { store: kvStore, nc, targets: service, validatePolicy: checkPolicyDocument, clock: opts.clock ?? systemClock, log: opts.log });
-    await opts.mount?.(api, { nc, service });
+    await opts.mount?.(api, { nc, service, replicas });
     let httpUrl: string | undefined;
     const http = opts.http === undefined ? DEFAULT_HTTP : opts.http;
     if (http) {
@@ -172,7 +182,7 @@ export async function startControlPlane(opts: ControlPlaneOptions): Promise<Star
       }
       cleanups.push(() => api.close());
     }
-    return { natsUrl, httpUrl, adminToken, service, api, natsStats: nats.stats, nc, natsAuthority: authority, stop, [Symbol.asyncDispose]: stop };
+    return { natsUrl, httpUrl, adminToken, service, api, natsStats: nats.stats, replicas, nc, natsAuthority: authority, stop, [Symbol.asyncDispose]: stop };
   } catch (err) {
     await stop();
     throw err;

@@ -1,4 +1,6 @@
 import type { KV, KvEntry as NatsKvEntry, NatsConnection } from 'nats';
+import type { Logger } from '../log.js';
+import { ensureReplicas, ReplicasError } from '../natsserver/replicas.js';
 import { KvConflictError, KvOp, type KvBucket, type KvChange, type KvEntry, type KvStore, type KvWatch } from './kv.js';
 
 /** JetStream's "wrong last sequence": the compare-and-set lost. */
@@ -22,26 +24,40 @@ function live(e: NatsKvEntry | null): e is NatsKvEntry {
   return !!e && e.operation === 'PUT';
 }
 
-/** The KvStore over JetStream KV buckets (created on first use, history 1, file storage). */
+/**
+ * The KvStore over JetStream KV buckets (created on first use, history 1, file storage, `replicas`
+ * replicas; an existing bucket with fewer is raised to `replicas`, logged: natsserver/replicas.ts).
+ */
 export class NatsKvStore implements KvStore {
   private readonly opened = new Map<string, Promise<KvBucket>>();
   constructor(
     private readonly nc: NatsConnection,
     /** bindOnly: open existing buckets only (clients must not create control-plane state). */
-    private readonly opts: { replicas?: number; bindOnly?: boolean } = {},
+    private readonly opts: { replicas?: number; bindOnly?: boolean; log?: Logger } = {},
   ) {}
 
   bucket(name: string): Promise<KvBucket> {
     let b = this.opened.get(name);
     if (!b) {
-      b = this.nc
-        .jetstream()
-        .views.kv(name, { history: 1, replicas: this.opts.replicas ?? 1, bindOnly: this.opts.bindOnly ?? false })
-        .then((kv) => new NatsKvBucket(name, kv));
+      b = this.open(name);
       b.catch(() => this.opened.delete(name));
       this.opened.set(name, b);
     }
     return b;
+  }
+
+  private async open(name: string): Promise<KvBucket> {
+    const replicas = this.opts.replicas ?? 1;
+    const bindOnly = this.opts.bindOnly ?? false;
+    let kv: KV;
+    try {
+      kv = await this.nc.jetstream().views.kv(name, { history: 1, replicas, bindOnly });
+    } catch (err) {
+      if (/insufficient resources|non-clustered mode/i.test(String((err as Error)?.message))) throw new ReplicasError(`KV_${name}`, replicas, err);
+      throw err;
+    }
+    if (!bindOnly && replicas > 1) await ensureReplicas(await this.nc.jetstreamManager(), `KV_${name}`, replicas, this.opts.log);
+    return new NatsKvBucket(name, kv);
   }
 }
 
