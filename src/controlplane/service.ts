@@ -5,6 +5,7 @@ import { IpamExhaustedError, Ipam, addressOf, namespaceSubnets, overlayPools, pl
 import { AgentCache, peerOf } from './agentcache.js';
 import { JwtError, signAgentJwt, verifyAgentJwt, type AgentClaims } from './jwt.js';
 import { KeyedMutex, KvConflictError, casUpdate, encodeJson, getJson, type KvBucket, type KvStore } from './kv.js';
+import { ChildIndex } from './children.js';
 import { buildAgentTree, clampJwtTtl, planDelegation, type AgentTreeNode } from './delegation.js';
 import { encodeJoinToken } from './join.js';
 import { checkChallenge, checkProof, makeChallenge, newX25519PrivateKey, x25519PublicKey, type PossessionSubject } from './possession.js';
@@ -158,11 +159,17 @@ export class ControlPlaneService {
     );
     const b = Object.fromEntries(entries) as Record<keyof typeof BUCKETS, KvBucket>;
     const cluster = await ensureCluster(b.config, opts.clock.now());
+    await new ChildIndex(b.agents).backfill();
     const plan = planIpam(opts.ipam ?? DEFAULT_IPAM);
     const ipam = new Ipam(b.ipam, plan);
     const svc = new ControlPlaneService(opts, b, ipam, cluster as Required<ClusterConfig>, Buffer.from(cluster.jwtSecret, 'base64url'));
     await Promise.all([svc.startCache(), ipam.startCache()]);
     return svc;
+  }
+
+  /** Delegated children by parent (stateless view over the agents bucket). */
+  private get children(): ChildIndex {
+    return new ChildIndex(this.b.agents);
   }
 
   get info(): ControlPlaneInfo {
@@ -313,6 +320,12 @@ export class ControlPlaneService {
     };
     undo.push(() => this.b.agents.delete(key, pending.revision));
     try {
+      // Indexed under its parent before the check below (children.ts: why this order).
+      const parent = pending.value.parent;
+      if (parent) {
+        await this.children.add(parent.agentId, namespace, name);
+        undo.push(() => this.children.remove(parent.agentId, namespace, name));
+      }
       // Delegation: checked after the name is claimed, so a parent revoked from here on finds this
       // pending child in its cascade, and a parent revoked before is seen here.
       if (pending.value.parent && (await this.b.revocations.get(pubkeyKey(pending.value.parent.publicKey)))) {
@@ -598,7 +611,7 @@ export class ControlPlaneService {
     return buildAgentTree(all, root.agentId)!;
   }
 
-  /** Revoke an agent and then every agent it delegated to, depth first (children found by scanning KV). */
+  /** Revoke an agent and then every agent it delegated to, breadth first (children from the index, children.ts). */
   async revokeAgentTree(namespace: string, name: string, reason = 'revoked by admin'): Promise<{ revoked: RevocationRecord; children: RevocationRecord[] }> {
     const revoked = await this.revokeOne(namespace, name, reason);
     const children: RevocationRecord[] = [];
@@ -606,10 +619,13 @@ export class ControlPlaneService {
     const seen = new Set(queue);
     while (queue.length) {
       const parentId = queue.shift()!;
-      const keys = await this.b.agents.keys('a.*.*');
-      for (const k of keys) {
-        const a = await getJson<AgentRecord>(this.b.agents, k);
-        if (!a || a.value.parent?.agentId !== parentId || seen.has(a.value.agentId)) continue;
+      for (const c of await this.children.children(parentId)) {
+        const a = await getJson<AgentRecord>(this.b.agents, agentKey(c.namespace, c.name));
+        if (!a || a.value.parent?.agentId !== parentId) {
+          await this.children.remove(parentId, c.namespace, c.name); // stale: that child is gone
+          continue;
+        }
+        if (seen.has(a.value.agentId)) continue;
         seen.add(a.value.agentId);
         try {
           children.push(await this.revokeOne(a.value.namespace, a.value.name, `parent agent ${parentId} revoked`));
@@ -639,6 +655,7 @@ export class ControlPlaneService {
         throw err;
       }
       await casUpdate(this.b.revocations, key, () => rec);
+      if (a.parent) await this.children.remove(a.parent.agentId, namespace, name);
       if (a.address) await this.ipam.free(namespace, a.address.offset, key);
       const pk = await this.b.agents.get(pubkeyKey(a.publicKey));
       if (pk) await this.b.agents.delete(pk.key, pk.revision).catch(() => undefined);
