@@ -40,6 +40,8 @@ export interface PublisherOptions {
   /** Where retry waits are scheduled (default Node's timers); tests inject a manual twin. */
   timers?: Timers;
   logger?: Logger;
+  /** Called with the milliseconds from each publish to its acknowledgement (metrics: publish lag). */
+  onAck?: (lagMs: number) => void;
 }
 
 export interface PublisherStats {
@@ -253,6 +255,7 @@ export class OutboxPublisher {
     }
     if (ack.duplicate) this.s.duplicates++;
     this.s.acked++;
+    this.opts.onAck?.(Date.now() - rec.sentAt);
     this.okSinceFailure = true;
     rec.acked = true;
     this.advance();

@@ -133,7 +133,8 @@ export function registerSandbox(program: Command): void {
     .option('--egress <mode>', 'host: destinations that are not overlay addresses leave through this host\'s network when the policy allows them (default: refused)')
     .option('--dns-max-in-flight <n>', 'upstream DNS lookups (for domain rules) in flight at once; the excess is answered SERVFAIL (default 64)')
     .option('--dns-rate <per-second>', 'upstream DNS lookups per second, sustained (default 50)')
-    .option('--dns-burst <n>', 'upstream DNS lookups allowed in a burst above --dns-rate (default 100)');
+    .option('--dns-burst <n>', 'upstream DNS lookups allowed in a burst above --dns-rate (default 100)')
+    .option('--metrics <host:port>', 'serve Prometheus metrics at http://HOST:PORT/metrics (peers, drops, policy decisions, audit outbox)');
   addProcessOptions(start).action(async (cmd: string[], o: Record<string, unknown>, command: Command) => {
     const g = globalOpts(command);
     const checked = checkProcessFlags(o);
@@ -177,6 +178,7 @@ export function registerSandbox(program: Command): void {
       nat,
       hostEgress: o.egress === 'host',
       dnsLimits,
+      metrics: o.metrics === undefined ? undefined : (await import('../metrics/index.js')).parseMetricsListen(o.metrics as string),
       log,
     });
     const c = enrolled.credentials;

@@ -43,6 +43,14 @@ export class HttpError extends LatticeError {
   }
 }
 
+/** A handler's result sent as is (not JSON), e.g. Prometheus text on GET /metrics. */
+export class RawBody {
+  constructor(
+    readonly text: string,
+    readonly contentType: string,
+  ) {}
+}
+
 /** Sockets the admin API holds at once; more are closed on accept. */
 export const DEFAULT_MAX_CONNECTIONS = 256;
 
@@ -180,8 +188,9 @@ function describe(err: unknown): { status: number; code: string; message: string
 
 function send(res: ServerResponse, status: number, body: unknown): void {
   if (res.headersSent) return;
-  const data = body === undefined ? '' : JSON.stringify(body);
-  res.writeHead(status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(data), 'cache-control': 'no-store' });
+  const raw = body instanceof RawBody;
+  const data = raw ? body.text : body === undefined ? '' : JSON.stringify(body);
+  res.writeHead(status, { 'content-type': raw ? body.contentType : 'application/json', 'content-length': Buffer.byteLength(data), 'cache-control': 'no-store' });
   res.end(data);
 }
 

@@ -12,7 +12,8 @@ import { statePaths } from '../state.js';
 import { mountAdminRoutes } from './api.js';
 import { agentOpsHandlers, mountAgentOpsRoutes } from './agentops.js';
 import { EgressRequests } from './egress.js';
-import { HttpApi } from './http.js';
+import { HttpApi, RawBody } from './http.js';
+import { controlPlaneMetrics, METRICS_CONTENT_TYPE, newRegistry } from '../metrics/index.js';
 import type { IpamConfig } from './ipam.js';
 import { serveNatsApi, type NatsApiStats } from './natsapi.js';
 import { mountOperatorRoutes } from './operator.js';
@@ -167,6 +168,10 @@ export async function startControlPlane(opts: ControlPlaneOptions): Promise<Star
     const nats = serveNatsApi(nc, service, opts.log, agentOpsHandlers(service, egress));
     cleanups.push(() => nats.stop());
     const api = new HttpApi({ adminToken, log: opts.log });
+    // Prometheus text, unauthenticated (counts only, no names or keys): README "Metrics".
+    const metrics = newRegistry();
+    controlPlaneMetrics(metrics, { service: service.stats, nats: nats.stats, replicas });
+    api.route('GET', '/metrics', async () => new RawBody(await metrics.metrics(), METRICS_CONTENT_TYPE), { auth: 'none' });
     mountAdminRoutes(api, service);
     mountAgentOpsRoutes(api, service, egress);
     // Approvals, explain, token list (operator.ts): for people and `lattice mcp`.

@@ -181,6 +181,8 @@ export interface PumpStats {
   ingressPackets: number;
   dnsQueries: number;
   dropped: Record<PumpDrop, number>;
+  /** Policy decisions on new flows: allow, deny, and would_deny (denied by the policy, let through in audit mode). */
+  decisions: { allow: number; deny: number; would_deny: number };
 }
 
 const PROTO_NAME: Record<number, FlowProto> = { [IpProto.tcp]: 'tcp', [IpProto.udp]: 'udp', [IpProto.icmp]: 'icmp', [IpProto.icmpv6]: 'icmpv6' };
@@ -206,7 +208,7 @@ export class Pump<Peer = unknown> {
   constructor(private readonly opts: PumpOptions<Peer>) {
     const dropped = {} as Record<PumpDrop, number>;
     for (const r of Object.values(PumpDrop)) dropped[r] = 0;
-    this.stats = { egressPackets: 0, ingressPackets: 0, dnsQueries: 0, dropped };
+    this.stats = { egressPackets: 0, ingressPackets: 0, dnsQueries: 0, dropped, decisions: { allow: 0, deny: 0, would_deny: 0 } };
     this.flows = new FlowTable({ ...opts.flows, localAddresses: opts.addresses });
     this.fragments = new FragmentTracker(opts.fragments);
     this.dnsLimiter = new DnsLimiter(opts.dnsLimits, opts.clock.monotonic());
@@ -334,6 +336,7 @@ export class Pump<Peer = unknown> {
       return this.drop(PumpDrop.auditUnavailable);
     }
     this.flows.decide(flow, decision);
+    this.stats.decisions[decision.wouldDeny ? 'would_deny' : decision.effective === 'allow' ? 'allow' : 'deny']++;
     if (decision.record) {
       this.opts.audit({
         type: 'flow.opened',

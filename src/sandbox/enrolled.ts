@@ -14,6 +14,7 @@ import { credentialsPath } from '../enroll/credentials.js';
 import { Outbox, OutboxLockedError } from '../audit/outbox.js';
 import { assertStateDirs } from '../controlplane/secrets.js';
 import { OutboxPublisher } from '../audit/publisher.js';
+import { startLauncherMetrics } from '../metrics/launcher.js';
 import type { AuditEventDraft } from '../audit/events.js';
 import { ndjsonAuditSink } from '../audit/local.js';
 import { wgSandboxNetwork, type WgSandboxNetwork } from './network.js';
@@ -48,6 +49,8 @@ export interface EnrolledOptions {
   dnsLimits?: Partial<DnsLimits>;
   /** How often status.json is rewritten (ms). */
   statusIntervalMs?: number;
+  /** Serve Prometheus GET /metrics here (src/metrics/launcher.ts); undefined = no metrics server. */
+  metrics?: { host: string; port: number };
   log: Logger;
   /**
    * Called after each step has opened its resource (ENROLL_STEPS, then NETWORK_STEPS in the network
@@ -150,6 +153,9 @@ export async function enrollAndPrepare(o: EnrolledOptions): Promise<Enrolled> {
     if (outbox.isFull()) {
       throw new LatticeError('EOUTBOX_FULL', 'the audit outbox is full, so no new sandbox starts (events would be lost); restore the NATS connection to the control plane and retry');
     }
+    // Prometheus /metrics: bound before anything is spent, so a taken port changes nothing.
+    const metrics = o.metrics ? teardown.adopt('metrics', await startLauncherMetrics(o.metrics), (m) => m.close()) : undefined;
+    metrics?.attach({ outbox });
     await step('outbox');
     const identity = await obtainIdentity({
       stateDir: o.stateDir,
@@ -176,8 +182,9 @@ export async function enrollAndPrepare(o: EnrolledOptions): Promise<Enrolled> {
     // Audit: fsynced locally before it counts, then shipped to JetStream. With its own NATS user the
     // launcher may publish only its own audit subjects and read only its inbox; the control plane creates
     // the audit stream. Stopped before the connection closes (teardown is last-opened-first).
-    const publisher = new OutboxPublisher({ outbox, nc, logger: log, ...(credentials.nats ? { inboxPrefix: credentials.nats.inboxPrefix, ensureStream: false } : {}) });
+    const publisher = new OutboxPublisher({ outbox, nc, logger: log, onAck: (ms) => metrics?.observePublishLag(ms), ...(credentials.nats ? { inboxPrefix: credentials.nats.inboxPrefix, ensureStream: false } : {}) });
     publisher.start();
+    metrics?.attach({ publisher });
     teardown.defer('publisher', () => publisher.stop());
     await step('publisher');
     const local = o.auditLog ? teardown.adopt('audit-log', ndjsonAuditSink(o.auditLog), (sink) => sink.close()) : undefined;
@@ -264,6 +271,7 @@ export async function enrollAndPrepare(o: EnrolledOptions): Promise<Enrolled> {
           net = undefined;
         });
         net = live;
+        metrics?.attach({ network: live });
         await step('wireguard');
         if (o.nat) {
           conn = netTeardown.adopt(
