@@ -21,7 +21,8 @@ import { NatsKvStore } from './natskv.js';
 import { defaultReplicas } from '../natsserver/replicas.js';
 import { assertPrivate, loadOrCreateAdminToken } from './secrets.js';
 import { ControlPlaneService, type NatsUserIssuer, type ServiceOptions } from './service.js';
-import { badRequest } from './types.js';
+import { badRequest, BUCKETS } from './types.js';
+import { ensureClusterAdminToken } from './admin-token.js';
 
 export * from './types.js';
 export { ControlPlaneService, DEFAULT_JWT_TTL_MS, peerOf, agentKey, pubkeyKey, type AgentView } from './service.js';
@@ -114,7 +115,7 @@ export async function startControlPlane(opts: ControlPlaneOptions): Promise<Star
   const dir = statePaths(opts.stateDir).controlPlane;
   await mkdir(dir, { recursive: true, mode: 0o700 });
   await assertPrivate(dir);
-  const { token: adminToken } = await loadOrCreateAdminToken(dir);
+  const { token: localAdminToken } = await loadOrCreateAdminToken(dir);
 
   const cleanups: (() => Promise<unknown> | unknown)[] = [];
   const stop = async () => {
@@ -163,6 +164,8 @@ export async function startControlPlane(opts: ControlPlaneOptions): Promise<Star
       natsUsers,
     });
     cleanups.push(() => service.close());
+    // One admin token for every instance of the cluster (admin-token.ts).
+    const adminToken = await ensureClusterAdminToken(await kvStore.bucket(BUCKETS.config), dir, localAdminToken, opts.log);
     // Agent operations (delegation, egress requests): agentops.ts.
     const egress = await EgressRequests.open(kvStore, opts.clock ?? systemClock);
     const nats = serveNatsApi(nc, service, opts.log, agentOpsHandlers(service, egress));
