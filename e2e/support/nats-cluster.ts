@@ -1,7 +1,7 @@
 import { execa, type ResultPromise } from 'execa';
 import { mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { connect } from 'nats';
+import { connect, StorageType } from 'nats';
 import { freePort } from '../../src/natsserver/server.js';
 
 /**
@@ -79,6 +79,10 @@ export async function startNatsCluster(dir: string, size = 3, binary = 'nats-ser
         try {
           const jsm = await nc.jetstreamManager({ timeout: 2000 });
           await jsm.getAccountInfo();
+          // Every node has joined the meta group once a stream with one replica per node can be placed.
+          const probe = `CLUSTER_PROBE_${process.pid}`;
+          await jsm.streams.add({ name: probe, subjects: [`cluster.probe.${process.pid}`], num_replicas: size, storage: StorageType.Memory });
+          await jsm.streams.delete(probe);
           return;
         } catch (err) {
           if (Date.now() > deadline) throw new Error('JetStream of the cluster did not answer in time', { cause: err });

@@ -1,6 +1,7 @@
 import type { KV, KvEntry as NatsKvEntry, NatsConnection } from 'nats';
+import { LatticeError } from '../errors.js';
 import type { Logger } from '../log.js';
-import { ensureReplicas, ReplicasError } from '../natsserver/replicas.js';
+import { ensureReplicas, isPlacementError, ReplicasError } from '../natsserver/replicas.js';
 import { KvConflictError, KvOp, type KvBucket, type KvChange, type KvEntry, type KvStore, type KvWatch } from './kv.js';
 
 /** JetStream's "wrong last sequence": the compare-and-set lost. */
@@ -53,11 +54,11 @@ export class NatsKvStore implements KvStore {
     try {
       kv = await this.nc.jetstream().views.kv(name, { history: 1, replicas, bindOnly });
     } catch (err) {
-      if (/insufficient resources|non-clustered mode/i.test(String((err as Error)?.message))) throw new ReplicasError(`KV_${name}`, replicas, err);
+      if (isPlacementError(err)) throw new ReplicasError(`KV_${name}`, replicas, err);
       throw err;
     }
     if (!bindOnly && replicas > 1) await ensureReplicas(await this.nc.jetstreamManager(), `KV_${name}`, replicas, this.opts.log);
-    return new NatsKvBucket(name, kv);
+    return new NatsKvBucket(name, kv, () => this.nc.isClosed());
   }
 }
 
@@ -65,6 +66,8 @@ class NatsKvBucket implements KvBucket {
   constructor(
     readonly name: string,
     private readonly kv: KV,
+    /** True once the NATS connection is closed for good (no watch is re-created then). */
+    private readonly closed: () => boolean,
   ) {}
 
   async get(key: string): Promise<KvEntry | null> {
@@ -80,30 +83,93 @@ class NatsKvBucket implements KvBucket {
   delete(key: string, revision?: number): Promise<void> {
     return cas(key, this.kv.delete(key, revision === undefined ? undefined : { previousSeq: revision }));
   }
-  async keys(filter?: string): Promise<string[]> {
-    const out: string[] = [];
-    for await (const k of await this.kv.keys(filter)) out.push(k);
-    return out;
+  /** Listing creates a short-lived consumer: retried on timeout (see retryOnTimeout). */
+  keys(filter?: string): Promise<string[]> {
+    return retryOnTimeout(this.name, 'keys', async () => {
+      const out: string[] = [];
+      for await (const k of await this.kv.keys(filter)) out.push(k);
+      return out;
+    });
   }
+
+  /**
+   * A watch that outlives its consumer: when the server side ends it (a node died, the consumer was lost),
+   * it is created again from the revision after the last one seen (`resumeFromRevision`), so every change
+   * in the gap, deletes included, still arrives in order. Creation is retried on timeout; re-creation stops
+   * when the connection is closed or the watch is stopped.
+   */
   async watch(filter: string, onChange: (c: KvChange) => void, onReady?: () => void): Promise<KvWatch> {
-    let ready = false;
+    let stopped = false;
+    let current: { stop(): void } | undefined;
+    let lastRevision = 0;
+    let readySignalled = false;
     const signalReady = () => {
-      if (!ready) {
-        ready = true;
-        onReady?.();
-      }
+      if (readySignalled) return;
+      readySignalled = true;
+      onReady?.();
     };
-    const it = await this.kv.watch({ key: filter, initializedFn: signalReady });
-    void (async () => {
-      for await (const e of it) {
-        onChange({
-          key: e.key,
-          op: e.operation === 'PUT' ? KvOp.Put : KvOp.Delete,
-          value: e.operation === 'PUT' ? e.value : new Uint8Array(),
-          revision: e.revision,
+    const open = async (): Promise<void> => {
+      const it = await retryOnTimeout(this.name, 'watch', () =>
+        this.kv.watch(lastRevision > 0 ? { key: filter, resumeFromRevision: lastRevision + 1 } : { key: filter, initializedFn: signalReady }),
+      );
+      current = it;
+      void (async () => {
+        for await (const e of it) {
+          lastRevision = Math.max(lastRevision, e.revision);
+          const put = e.operation === 'PUT';
+          onChange({ key: e.key, op: put ? KvOp.Put : KvOp.Delete, value: put ? e.value : new Uint8Array(), revision: e.revision });
+        }
+      })()
+        .catch(() => undefined)
+        .then(async () => {
+          // Ended by the server side, not by stop(): watch again until it works, we are stopped, or the connection is gone.
+          while (!stopped && !this.closed()) {
+            try {
+              await open();
+              return;
+            } catch {
+              await new Promise((r) => setTimeout(r, 1000).unref());
+            }
+          }
         });
-      }
-    })().catch(() => undefined);
-    return { stop: () => it.stop() };
+    };
+    await open();
+    return {
+      stop: () => {
+        stopped = true;
+        current?.stop();
+      },
+    };
+  }
+}
+
+/** A JetStream request that got no answer in time (the client's TIMEOUT), after every retry. */
+export class KvTimeoutError extends LatticeError {
+  override readonly name = 'KvTimeoutError';
+  constructor(bucket: string, op: string, attempts: number, cause: unknown) {
+    super('EKV_TIMEOUT', `JetStream did not answer ${op} on ${bucket} (${attempts} attempts): a NATS node may be down or the cluster has no leader for it; retry, and check the NATS cluster`, { cause });
+  }
+}
+
+const TIMEOUT_ATTEMPTS = 3;
+
+function isTimeout(err: unknown): boolean {
+  const e = err as { code?: string; message?: string };
+  return e?.code === 'TIMEOUT' || /^TIMEOUT$|timed? ?out/i.test(String(e?.message ?? ''));
+}
+
+/**
+ * nats-server 2.9 may place a short-lived consumer (KV keys, watch) on a node that is down; the request
+ * then times out (5 s) while a new attempt usually lands on a live node. Idempotent operations are retried
+ * up to 3 times; after that a KvTimeoutError says what happened.
+ */
+async function retryOnTimeout<T>(bucket: string, op: string, fn: () => Promise<T>): Promise<T> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await fn();
+    } catch (err) {
+      if (!isTimeout(err)) throw err;
+      if (attempt >= TIMEOUT_ATTEMPTS) throw new KvTimeoutError(bucket, op, attempt, err);
+    }
   }
 }

@@ -71,8 +71,8 @@ export async function ensureReplicas(jsm: JetStreamManager, stream: string, want
   return { stream, from: have, to: want };
 }
 
-/** JetStream 10005 "insufficient resources" / 10074 "replicas > 1 not supported in non-clustered mode". */
-function isPlacementError(err: unknown): boolean {
+/** JetStream 10005 "insufficient resources" / "no suitable peers", 10074 "replicas > 1 not supported in non-clustered mode". */
+export function isPlacementError(err: unknown): boolean {
   const e = err as { api_error?: { err_code?: number }; message?: string };
   const code = e?.api_error?.err_code;
   return code === 10005 || code === 10074 || /insufficient resources|not supported in non-clustered mode|no suitable peers/i.test(String(e?.message ?? ''));

@@ -1,0 +1,156 @@
+/**
+ * Failover of the control plane on a 3-node nats-server cluster (loopback ports), issue #20: each node is
+ * SIGKILLed once while enrollments and audit publishes run; while it stays down, the operations that list
+ * or watch KV are probed (a control plane starting, `agent ls`, `agent revoke`, a directory watcher), then
+ * the node comes back. Afterwards every acknowledged enrollment and audit event must be present exactly once.
+ * Prints figures (nats-server version, per kill: enrollment gap, probe successes); always exits 0.
+ *
+ *   npx tsx bench/failover.ts [downSeconds=20]
+ */
+import { randomBytes, randomUUID } from 'node:crypto';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { connect, headers, type NatsConnection } from 'nats';
+import { AUDIT_STREAM, ensureAuditStream } from '../src/audit/stream.js';
+import { startControlPlane, type StartedControlPlane } from '../src/controlplane/index.js';
+import { DirectoryWatcher } from '../src/enroll/directory.js';
+import { enroll } from '../src/enroll/index.js';
+import { startNatsCluster } from '../e2e/support/nats-cluster.js';
+
+const key = () => randomBytes(32).toString('base64');
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+interface Probe {
+  ok: number;
+  failed: number;
+  errors: Map<string, number>;
+}
+const probe = (): Probe => ({ ok: 0, failed: 0, errors: new Map() });
+async function attempt(p: Probe, fn: () => Promise<unknown>): Promise<void> {
+  try {
+    await fn();
+    p.ok++;
+  } catch (err) {
+    p.failed++;
+    const m = String((err as Error).message).slice(0, 80);
+    p.errors.set(m, (p.errors.get(m) ?? 0) + 1);
+  }
+}
+const fmt = (p: Probe) => `${p.ok}/${p.ok + p.failed} ok${p.failed ? ` (${[...p.errors].map(([m, n]) => `${n}x ${m}`).join('; ')})` : ''}`;
+
+async function main(): Promise<void> {
+  const downMs = Number(process.argv[2] ?? 20) * 1000;
+  const dir = await mkdtemp(join(tmpdir(), 'ltcp-failover-'));
+  const cluster = await startNatsCluster(dir);
+  let cp: StartedControlPlane | undefined;
+  let nc: NatsConnection | undefined;
+  try {
+    await cluster.waitJetStream();
+    cp = await startControlPlane({ stateDir: join(dir, 'cp'), natsUrl: cluster.urls[0], http: false });
+    nc = await connect({ servers: cluster.urls, maxReconnectAttempts: -1, reconnectTimeWait: 200 });
+    console.log(`nats-server ${nc.info?.version}; control plane replicas ${cp.replicas}`);
+    await ensureAuditStream(await nc.jetstreamManager(), { replicas: cp.replicas });
+    const { token } = await cp.service.createToken({ namespace: 'fo', limit: 100_000, ttl: '2h' });
+    const { token: token2 } = await cp.service.createToken({ namespace: 'fo2', limit: 100_000, ttl: '2h' });
+
+    // Load 1: enrollments, 2 at a time, each as a launcher does it (request/reply, 10 s timeout).
+    const enrolled: string[] = [];
+    const byNs: Record<'fo' | 'fo2', string[]> = { fo: [], fo2: [] };
+    let lastEnrollAt = Date.now();
+    let enrollFailures = 0;
+    let stop = false;
+    let seq = 0;
+    const enroller = async () => {
+      while (!stop) {
+        const n = seq++;
+        const name = `a${n}`;
+        const ns = n % 2 ? 'fo' : 'fo2';
+        try {
+          await enroll({ nc: nc!, token: ns === 'fo' ? token : token2, name, publicKey: key(), timeoutMs: 10_000 });
+          enrolled.push(name);
+          byNs[ns].push(name);
+          lastEnrollAt = Date.now();
+        } catch {
+          enrollFailures++;
+        }
+      }
+    };
+    // Load 2: audit events with a message id, retried until acknowledged (what the outbox does).
+    const acked = new Set<string>();
+    const js = nc.jetstream();
+    const publisher = async () => {
+      while (!stop) {
+        const id = randomUUID();
+        for (;;) {
+          const h = headers();
+          h.set('Nats-Msg-Id', id);
+          try {
+            await js.publish(`lattice.audit.fo.x.test`, new TextEncoder().encode(`{"id":"${id}"}`), { headers: h, timeout: 5000 });
+            acked.add(id);
+            break;
+          } catch {
+            if (stop) return;
+            await sleep(100);
+          }
+        }
+      }
+    };
+    const loads = [enroller(), enroller(), publisher(), publisher(), publisher(), publisher()];
+    await sleep(3000);
+
+    for (let i = 0; i < cluster.size; i++) {
+      const before = enrolled.length;
+      const killedAt = Date.now();
+      await cluster.kill(i);
+      // First enrollment completed after the kill.
+      while (enrolled.length === before || lastEnrollAt < killedAt) {
+        if (Date.now() - killedAt > 60_000) throw new Error(`kill n${i}: no enrollment within 60 s`);
+        await sleep(20);
+      }
+      const resumeMs = lastEnrollAt - killedAt;
+      const startCp = probe();
+      const list = probe();
+      const revoke = probe();
+      const watch = probe();
+      while (Date.now() - killedAt < downMs) {
+        await attempt(list, () => cp!.service.listAgents('fo'));
+        await attempt(revoke, () => cp!.service.revokeAgent('fo', byNs.fo.shift() ?? 'none'));
+        await attempt(watch, async () => {
+          const w = DirectoryWatcher.forConnection(nc!, { namespace: 'fo', name: 'probe', publicKey: key(), allowedNamespaces: [] });
+          await w.start();
+          w.stop();
+        });
+        await attempt(startCp, async () => {
+          const other = await startControlPlane({ stateDir: join(dir, `cp-probe`), natsUrl: cluster.urls[(i + 1) % cluster.size], http: false });
+          await other.stop();
+        });
+      }
+      console.log(`kill n${i}: enrollment resumed after ${resumeMs} ms; while down ${downMs / 1000} s: control plane start ${fmt(startCp)}, agent ls ${fmt(list)}, agent revoke ${fmt(revoke)}, directory watcher ${fmt(watch)}`);
+      process.stderr.write(`n${i} back up...\n`);
+      await cluster.start(i);
+      await cluster.waitJetStream();
+      await sleep(5000);
+      process.stderr.write(`n${i} caught up\n`);
+    }
+    stop = true;
+    await Promise.allSettled(loads);
+    // Exactly once: every acknowledged audit event in the stream, no extra; every acknowledged enrollment listed.
+    const si = await (await nc.jetstreamManager()).streams.info(AUDIT_STREAM);
+    const revoked = (await cp.service.listAgents('fo')).length;
+    const agents = new Set([...(await cp.service.listAgents('fo')), ...(await cp.service.listAgents('fo2'))].map((a) => a.name));
+    const missing = byNs.fo2.filter((n) => !agents.has(n));
+    console.log(`audit: ${acked.size} acknowledged, ${si.state.messages} in the stream (${si.state.messages === acked.size ? 'exactly once' : 'MISMATCH'})`);
+    console.log(`enrollments: ${enrolled.length} acknowledged, ${enrollFailures} failed or timed out; fo2 agents missing: ${missing.length}; fo agents left after revocations: ${revoked}`);
+  } finally {
+    await nc?.close().catch(() => undefined);
+    await cp?.stop().catch(() => undefined);
+    await cluster.stop();
+    await rm(dir, { recursive: true, force: true });
+  }
+}
+
+main().catch((err: unknown) => {
+  console.error(err);
+  process.exitCode = 1;
+});
