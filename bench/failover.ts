@@ -130,7 +130,17 @@ async function main(): Promise<void> {
       process.stderr.write(`n${i} back up...\n`);
       await cluster.start(i);
       await cluster.waitJetStream();
-      await sleep(5000);
+      // Next kill only once every stream has all its replicas current again (else the next kill takes a quorum).
+      const caughtUpAt = Date.now();
+      for (;;) {
+        const jsm = await nc.jetstreamManager();
+        const streams = await jsm.streams.list().next();
+        const behind = streams.filter((si) => (si.cluster?.replicas ?? []).length < cp!.replicas - 1 || (si.cluster?.replicas ?? []).some((r) => !r.current || r.offline));
+        if (behind.length === 0) break;
+        if (Date.now() - caughtUpAt > 120_000) throw new Error(`n${i}: streams not caught up after 120 s: ${behind.map((si) => si.config.name).join(', ')}`);
+        await sleep(500);
+      }
+      process.stderr.write(`n${i} replicas current after ${Date.now() - caughtUpAt} ms\n`);
       process.stderr.write(`n${i} caught up\n`);
     }
     stop = true;
@@ -143,8 +153,10 @@ async function main(): Promise<void> {
     console.log(`audit: ${acked.size} acknowledged, ${si.state.messages} in the stream (${si.state.messages === acked.size ? 'exactly once' : 'MISMATCH'})`);
     console.log(`enrollments: ${enrolled.length} acknowledged, ${enrollFailures} failed or timed out; fo2 agents missing: ${missing.length}; fo agents left after revocations: ${revoked}`);
   } finally {
-    await nc?.close().catch(() => undefined);
-    await cp?.stop().catch(() => undefined);
+    // A node that never came back can keep a drain waiting: bounded.
+    const bounded = (p: Promise<unknown> | undefined) => Promise.race([p?.catch(() => undefined), sleep(10_000)]);
+    await bounded(nc?.close());
+    await bounded(cp?.stop());
     await cluster.stop();
     await rm(dir, { recursive: true, force: true });
   }
