@@ -103,6 +103,7 @@ async function main(): Promise<void> {
       const before = enrolled.length;
       const killedAt = Date.now();
       await cluster.kill(i);
+      process.stderr.write(`n${i} killed\n`);
       // First enrollment completed after the kill.
       while (enrolled.length === before || lastEnrollAt < killedAt) {
         if (Date.now() - killedAt > 60_000) throw new Error(`kill n${i}: no enrollment within 60 s`);

@@ -1,4 +1,4 @@
-import type { KV, KvEntry as NatsKvEntry, NatsConnection } from 'nats';
+import type { JetStreamManager, KV, KvEntry as NatsKvEntry, NatsConnection } from 'nats';
 import { LatticeError } from '../errors.js';
 import type { Logger } from '../log.js';
 import { ensureReplicas, isPlacementError, ReplicasError } from '../natsserver/replicas.js';
@@ -58,7 +58,7 @@ export class NatsKvStore implements KvStore {
       throw err;
     }
     if (!bindOnly && replicas > 1) await ensureReplicas(await this.nc.jetstreamManager(), `KV_${name}`, replicas, this.opts.log);
-    return new NatsKvBucket(name, kv, () => this.nc.isClosed());
+    return new NatsKvBucket(name, kv, () => this.nc.isClosed(), bindOnly ? undefined : await this.nc.jetstreamManager());
   }
 }
 
@@ -68,6 +68,8 @@ class NatsKvBucket implements KvBucket {
     private readonly kv: KV,
     /** True once the NATS connection is closed for good (no watch is re-created then). */
     private readonly closed: () => boolean,
+    /** For listing keys without a consumer (absent for bind-only clients, which may not read stream info). */
+    private readonly jsm?: JetStreamManager,
   ) {}
 
   async get(key: string): Promise<KvEntry | null> {
@@ -83,13 +85,33 @@ class NatsKvBucket implements KvBucket {
   delete(key: string, revision?: number): Promise<void> {
     return cas(key, this.kv.delete(key, revision === undefined ? undefined : { previousSeq: revision }));
   }
-  /** Listing creates a short-lived consumer: retried on timeout (see retryOnTimeout). */
-  keys(filter?: string): Promise<string[]> {
-    return retryOnTimeout(this.name, 'keys', async () => {
+  /**
+   * Listing creates a short-lived consumer. When that times out (nats-server 2.9 may place it on a node that
+   * is down), the keys are listed without a consumer instead: the stream leader's per-subject state
+   * (STREAM.INFO with subjects_filter) names every key with a message, and a get (direct get where the
+   * bucket allows it) of each keeps the live ones. Slower for big buckets, but it works while a node is down.
+   */
+  async keys(filter?: string): Promise<string[]> {
+    try {
       const out: string[] = [];
       for await (const k of await this.kv.keys(filter)) out.push(k);
       return out;
-    });
+    } catch (err) {
+      if (!isTimeout(err) || !this.jsm) throw err;
+      return retryOnTimeout(this.name, 'keys', () => this.keysWithoutConsumer(filter ?? '>'));
+    }
+  }
+
+  private async keysWithoutConsumer(filter: string): Promise<string[]> {
+    const prefix = `$KV.${this.name}.`;
+    const si = await this.jsm!.streams.info(`KV_${this.name}`, { subjects_filter: `${prefix}${filter}` });
+    const subjects = Object.keys(si.state.subjects ?? {});
+    const out: string[] = [];
+    for (const subject of subjects) {
+      const key = subject.slice(prefix.length);
+      if (await this.get(key)) out.push(key);
+    }
+    return out;
   }
 
   /**
@@ -122,13 +144,16 @@ class NatsKvBucket implements KvBucket {
       })()
         .catch(() => undefined)
         .then(async () => {
-          // Ended by the server side, not by stop(): watch again until it works, we are stopped, or the connection is gone.
+          // Ended by the server side, not by stop(): watch again (at most once a second) until it works, we are
+          // stopped, or the connection is gone.
           while (!stopped && !this.closed()) {
+            await new Promise((r) => setTimeout(r, 1000).unref());
+            if (stopped || this.closed()) return;
             try {
               await open();
               return;
             } catch {
-              await new Promise((r) => setTimeout(r, 1000).unref());
+              // next round
             }
           }
         });
