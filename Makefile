@@ -18,7 +18,7 @@ demo: demo-rootfs
 	@bash scripts/demo.sh
 
 typecheck:
-	@npx tsc --noEmit -p .
+	@npm run --silent typecheck
 
 lint:
 	@npx eslint src test e2e bench

@@ -13,7 +13,7 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 
 PACKAGES=(iproute2 nftables busybox-static iperf3 nats-server wireguard-go wireguard-tools
-          util-linux procps ca-certificates docker.io coturn gcc libc6-dev tcpdump zstd tar)
+          util-linux procps ca-certificates docker.io coturn gcc libc6-dev tcpdump zstd tar chromium)
 BACKPORTS_PACKAGES=(runsc)
 
 debian_uris() {

@@ -7,6 +7,8 @@ import { AuditStore, mountAuditRoutes } from '../audit/store.js';
 import { ensureAuditStream } from '../audit/stream.js';
 import { parseReplicas } from '../natsserver/replicas.js';
 import { globalOpts } from './run.js';
+import { CONSOLE_PATH, mountConsole } from '../console/server.js';
+import { systemClock } from '../clock.js';
 
 /** `lattice control-plane start`: embedded NATS (or --nats), enrollment over NATS, admin HTTP API. */
 export function registerControlPlane(program: Command): void {
@@ -44,14 +46,17 @@ export function registerControlPlane(program: Command): void {
         // Enrollments, re-enrollments (with proof of key possession) and revocations in the control plane's log.
         onEvent: (e) => log.info({ event: e.type, agentId: e.agentId, namespace: e.namespace, name: e.name }, e.type),
         // The audit trail's query API lives on the same server (GET .../audit/traces, .../audit/events).
-        mount: async (api, { nc, replicas: r }) => {
+        mount: async (api, { nc, service, replicas: r }) => {
           await ensureAuditStream(await nc.jetstreamManager(), { replicas: r, log });
           mountAuditRoutes(api, await AuditStore.create({ nc }));
+          // The web console (src/console/) on the same server: sign-in, live audit, policy editor, approvals.
+          mountConsole(api, { nc, getPolicy: async (ns) => (await service.getPolicy(ns)) ?? undefined, clock: systemClock, log });
         },
       });
       const info = {
         nats: cpl.natsUrl,
         http: cpl.httpUrl ?? null,
+        console: cpl.httpUrl ? `${cpl.httpUrl}${CONSOLE_PATH}` : null,
         clusterId: cpl.service.info.clusterId,
         replicas: cpl.replicas,
         adminTokenFile: adminTokenPath(statePaths(stateDir).controlPlane),
@@ -61,6 +66,7 @@ export function registerControlPlane(program: Command): void {
         console.log(`control plane ready (cluster ${info.clusterId})`);
         console.log(`  nats:        ${info.nats}    (enroll with: lattice sandbox start --control-plane ${info.nats} --token T ...)`);
         if (info.http) console.log(`  admin api:   ${info.http}`);
+        if (info.console) console.log(`  console:     ${info.console}    (sign in with the admin token)`);
         console.log(`  admin token: ${info.adminTokenFile}`);
       }
       await new Promise<void>((resolve) => {

@@ -15,6 +15,8 @@ export const MAX_BODY_BYTES = 1024 * 1024;
 
 export interface RouteContext {
   readonly req: IncomingMessage;
+  /** For handlers that answer themselves (a stream, a static file): once headers are sent, the result is ignored. */
+  readonly res: ServerResponse;
   readonly url: URL;
   /** `:name` segments of the pattern, URL-decoded. */
   readonly params: Readonly<Record<string, string>>;
@@ -27,7 +29,7 @@ export type RouteResult = { status: number; body?: unknown } | unknown;
 export type RouteHandler = (ctx: RouteContext) => Promise<RouteResult> | RouteResult;
 
 export interface RouteOptions {
-  /** 'admin' (default) requires the admin bearer token; 'none' is public. */
+  /** 'admin' (default) requires the admin bearer token (or an accepted {@link AdminAuth}); 'none' is public. */
   auth?: 'admin' | 'none';
 }
 
@@ -70,6 +72,12 @@ const STATUS_OF: Record<string, number> = {
   [CpErrorCode.Challenge]: 401,
 };
 
+/**
+ * A second way to prove admin rights (the console's session cookie): true accepts the request, false
+ * leaves it to the bearer token; it may throw an HttpError (403) for a request it must refuse outright.
+ */
+export type AdminAuth = (req: IncomingMessage) => boolean;
+
 interface Route {
   method: string;
   segments: string[];
@@ -81,6 +89,7 @@ const digest = (s: string) => createHash('sha256').update(s).digest();
 
 export class HttpApi {
   private readonly routes: Route[] = [];
+  private readonly auths: AdminAuth[] = [];
   private server?: Server;
 
   constructor(
@@ -91,6 +100,17 @@ export class HttpApi {
     if (!pattern.startsWith('/')) throw new Error(`route pattern must start with /: ${pattern}`);
     this.routes.push({ method: method.toUpperCase(), segments: pattern.split('/').slice(1), handler, auth: options.auth ?? 'admin' });
     return this;
+  }
+
+  /** Accept `auth` as well as the bearer token on 'admin' routes; mounted like a route, before listen(). */
+  acceptAuth(auth: AdminAuth): this {
+    this.auths.push(auth);
+    return this;
+  }
+
+  /** True when `token` is the admin token (constant time). */
+  isAdminToken(token: string): boolean {
+    return timingSafeEqual(digest(token), digest(this.opts.adminToken));
   }
 
   async listen(host: string, port: number): Promise<{ url: string; port: number }> {
@@ -123,7 +143,8 @@ export class HttpApi {
     const h = req.headers.authorization ?? '';
     const m = /^Bearer\s+(\S+)$/i.exec(h);
     // Compare digests: equal lengths for timingSafeEqual, and no early exit on a prefix.
-    return timingSafeEqual(digest(m ? m[1] : ''), digest(this.opts.adminToken)) && !!m;
+    if (this.isAdminToken(m ? m[1] : '') && !!m) return true;
+    return this.auths.some((a) => a(req));
   }
 
   private match(method: string, path: string): { route?: Route; params: Record<string, string>; pathMatched: boolean } {
@@ -162,7 +183,7 @@ export class HttpApi {
         res.setHeader('www-authenticate', 'Bearer');
         throw new HttpError(401, CpErrorCode.Unauthorized, 'missing or wrong admin token (Authorization: Bearer <token>)');
       }
-      const result = await route.handler({ req, url, params, json: () => readJson(req) });
+      const result = await route.handler({ req, res, url, params, json: () => readJson(req) });
       if (isStatusResult(result)) send(res, result.status, result.body);
       else send(res, 200, result);
     } catch (err) {
