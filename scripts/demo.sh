@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # make demo: the main job on the embedded default. An embedded control plane (nats-server + JetStream),
 # one enrollment token, two enrolled sandboxes under gVisor on the WireGuard overlay: "web" serves HTTP,
-# "agent" makes an allowed request (works) and a denied one (refused). Then a clean shutdown.
+# "agent" makes an allowed request (works) and a denied one (refused). Then the sandboxes stop cleanly and the
+# control plane stays up for its web console (the last lines say where, and how to stop it).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 state=${LATTICE_STATE_DIR:-$PWD/.state}/demo
@@ -16,11 +17,17 @@ cleanup() {
   for pid in "${pids[@]}"; do while kill -0 "$pid" 2>/dev/null; do sleep 0.1; done; done
 }
 trap cleanup EXIT
+# The control plane a previous demo left running for its console.
+if [ -f "$state/control-plane.pid" ]; then
+  old=$(cat "$state/control-plane.pid")
+  if kill -TERM "$old" 2>/dev/null; then while kill -0 "$old" 2>/dev/null; do sleep 0.1; done; fi
+fi
 rm -rf "$state" && mkdir -p "$state"
 
 echo "== 1. embedded control plane"
 node dist/cli/main.js --state-dir "$state/cp" control-plane start --nats-port "$nats_port" --http "$api" > "$state/control-plane.log" 2>&1 &
-pids+=($!)
+cp_pid=$!
+pids+=("$cp_pid")
 for _ in $(seq 100); do grep -q 'control plane ready' "$state/control-plane.log" && break; sleep 0.1; done
 grep -q 'control plane ready' "$state/control-plane.log" || { cat "$state/control-plane.log"; exit 1; }
 sed 's/^/   /' "$state/control-plane.log"
@@ -47,7 +54,17 @@ sleep 2
 lattice --state-dir "$state/cp" audit events --namespace demo --type flow.opened --api "http://$api" | sed 's/^/   /'
 lattice --state-dir "$state/cp" agent ls --api "http://$api" | sed 's/^/   /'
 
-echo "== 6. clean shutdown"
+echo "== 6. clean shutdown of the sandboxes"
+keep=()
+for pid in "${pids[@]}"; do [ "$pid" = "$cp_pid" ] || keep+=("$pid"); done
+pids=("${keep[@]}")
 cleanup
 pids=()
-echo "   stopped web and the control plane; containers left: $(runsc --root "$state/web/runsc" list -quiet 2>/dev/null | wc -l)"
+echo "   stopped web; containers left: $(runsc --root "$state/web/runsc" list -quiet 2>/dev/null | wc -l)"
+
+echo "== 7. the web console (the control plane keeps running for it: agents, the denied flow, policy, approvals)"
+echo "$cp_pid" > "$state/control-plane.pid"
+console=$(grep -o 'console: *http[^ ]*' "$state/control-plane.log" | awk '{print $2}')
+echo "   console:  $console   (sign in with the admin token: cat $state/cp/control-plane/admin-token)"
+echo "   open it:  xdg-open $console   (from another machine: ssh -L ${api##*:}:$api THIS_HOST, then open the same address)"
+echo "   stop it:  kill \$(cat $state/control-plane.pid)   (the next make demo does it too)"

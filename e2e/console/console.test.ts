@@ -210,6 +210,28 @@ describe('web console in chromium against a real control plane', () => {
     await shot('live');
   });
 
+  it('serves the live stream to API clients too (bearer token), resuming after Last-Event-ID', async () => {
+    const { body } = await admin<{ events: { type: string; streamSeq: number }[] }>('GET', `${API_BASE}/audit/events?type=flow&since=1h`);
+    const denied = body.events.find((e) => e.type === 'flow.opened')!;
+    const ctl = new AbortController();
+    const safety = setTimeout(() => ctl.abort(), 60_000); // against a hang only
+    const res = await fetch(`${api}${API_BASE}/audit/live?type=flow`, { headers: { authorization: `Bearer ${adminToken}`, 'last-event-id': String(denied.streamSeq - 1) }, signal: ctl.signal });
+    expect(res.status).toBe(200);
+    expect(res.headers.get('content-type')).toMatch(/^text\/event-stream/);
+    let text = '';
+    const reader = res.body!.getReader();
+    while (!/\n\n/.test(text.slice(text.indexOf('event: audit')))) {
+      const { value, done } = await reader.read();
+      if (done) break;
+      text += new TextDecoder().decode(value);
+    }
+    clearTimeout(safety);
+    ctl.abort();
+    const block = text.slice(text.indexOf('id: '));
+    expect(block.split('\n')[0]).toBe(`id: ${denied.streamSeq}`);
+    expect(JSON.parse(/^data: (.*)$/m.exec(block)![1])).toMatchObject({ type: 'flow.opened', verdict: 'denied', streamSeq: denied.streamSeq });
+  });
+
   it('finds the denied flow in audit search', async () => {
     await nav('Audit');
     await page.waitForSelector('#audit-form');

@@ -9,10 +9,11 @@ import type { HttpApi, RouteContext } from '../controlplane/http.js';
 import { CpErrorCode, ControlPlaneError } from '../controlplane/types.js';
 
 /*
- * GET .../audit/live[?namespace=NS&agentId=ID&type=flow]   (admin: bearer token or console session)
+ * GET .../audit/live[?namespace=NS&agentId=ID&type=flow&since=15m]   (admin: bearer token or console session)
  *
  * The audit stream as server-sent events (WHATWG HTML, "Server-sent events"): one `audit` event per stream
- * message from the moment of the request on, `id:` = the JetStream stream sequence, so a reconnecting
+ * message from the moment of the request on (or from `since`, a duration or ISO time, to start with recent
+ * history), `id:` = the JetStream stream sequence, so a reconnecting
  * EventSource (Last-Event-ID) resumes after the last event it saw instead of losing or repeating any.
  *
  *   client --GET--> consumer added (ephemeral, no acks, filtered by subject, deliver new | from seq+1)
@@ -66,7 +67,8 @@ export function mountAuditLive(api: HttpApi, o: AuditLiveOptions): void {
         mem_storage: true,
         num_replicas: 1,
       };
-      if (after !== undefined && after > 0) Object.assign(cfg, { deliver_policy: DeliverPolicy.StartSequence, opt_start_seq: after + 1 });
+      if (after !== undefined) Object.assign(cfg, { deliver_policy: DeliverPolicy.StartSequence, opt_start_seq: after + 1 });
+      else if (q.since) Object.assign(cfg, { deliver_policy: DeliverPolicy.StartTime, opt_start_time: q.since.toISOString() });
       const ci = await jsm.consumers.add(stream, cfg);
       const msgs = await (await js.consumers.get(stream, ci.name)).consume({ max_messages: 256 });
       const end = () => {

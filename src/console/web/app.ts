@@ -330,7 +330,8 @@ function buildLive(): HTMLElement {
 
 function startLive(): void {
   live?.close();
-  const es = new EventSource(`${API}/audit/live`);
+  // The last 15 minutes first, then live; a reconnect resumes after the last event seen (Last-Event-ID).
+  const es = new EventSource(`${API}/audit/live?since=15m`);
   live = es;
   const status = liveSection.querySelector<HTMLElement>('#live-status')!;
   const list = liveSection.querySelector<HTMLUListElement>('#live-list')!;
