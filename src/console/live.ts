@@ -46,8 +46,8 @@ export function mountAuditLive(api: HttpApi, o: AuditLiveOptions): void {
   const maxClients = o.maxClients ?? 16;
   const heartbeatMs = o.heartbeatMs ?? 15_000;
   let clients = 0;
-  const jsmP = o.nc.jetstreamManager();
-  const js = o.nc.jetstream();
+  // Made at the first request, so mounting needs no round trip to NATS.
+  let jsmP: ReturnType<NatsConnection['jetstreamManager']> | undefined;
 
   api.route('GET', AUDIT_LIVE_PATH, async (ctx: RouteContext) => {
     const q = parseEventsQuery(ctx.url.searchParams);
@@ -58,7 +58,12 @@ export function mountAuditLive(api: HttpApi, o: AuditLiveOptions): void {
     let closed = false;
     const res: ServerResponse = ctx.res;
     try {
+      jsmP ??= o.nc.jetstreamManager().catch((err: unknown) => {
+        jsmP = undefined;
+        throw err;
+      });
       const jsm = await jsmP;
+      const js = o.nc.jetstream();
       const cfg: Partial<ConsumerConfig> = {
         ack_policy: AckPolicy.None,
         filter_subject: subjectFilter(q.namespace, q.agentId, q.type),

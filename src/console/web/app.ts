@@ -106,6 +106,7 @@ const qs = (q: Record<string, string | undefined>) => {
 // ---------------------------------------------------------------------------------------------
 // Shapes of the API answers this page reads (see README, "The web console" and the admin API).
 
+/** Mirrors AgentView (src/controlplane/service.ts): this script is a separate program and cannot import it. */
 interface Agent {
   agentId: string;
   name: string;
@@ -440,6 +441,7 @@ function policyView(): HTMLElement {
     propose.disabled = apply.disabled = !r.ok || !r.diff;
   };
   const checkSoon = () => {
+    propose.disabled = apply.disabled = true;
     clearTimeout(timer);
     timer = window.setTimeout(() => void check().catch((err: Error) => (status.textContent = err.message)), 250);
   };
@@ -458,24 +460,16 @@ function policyView(): HTMLElement {
       })
       .catch((err: Error) => (status.textContent = err.message));
   });
+  // The buttons are enabled only after a check said the text is a valid policy.
+  const edited = (): unknown => JSON.parse(text.value);
   propose.addEventListener('click', () => {
-    let policy: unknown;
-    try {
-      policy = JSON.parse(text.value);
-    } catch {
-      return;
-    }
+    const policy = edited();
     call<Approval>('POST', `${API}/approvals`, { kind: 'set-policy', namespace: ns.value.trim(), policy, proposer: 'console' })
       .then((a) => (result.textContent = `Proposed: ${a.summary} (approval ${a.id}); see Approvals.`))
       .catch((err: Error) => (result.textContent = err.message));
   });
   apply.addEventListener('click', () => {
-    let policy: unknown;
-    try {
-      policy = JSON.parse(text.value);
-    } catch {
-      return;
-    }
+    const policy = edited();
     call<{ updatedAt: string }>('PUT', `${API}/policies/${encodeURIComponent(ns.value.trim())}`, policy)
       .then((r) => {
         result.textContent = `Applied at ${time(r.updatedAt)}.`;
