@@ -20,7 +20,10 @@ trap cleanup EXIT
 # The control plane a previous demo left running for its console.
 if [ -f "$state/control-plane.pid" ]; then
   old=$(cat "$state/control-plane.pid")
-  if kill -TERM "$old" 2>/dev/null; then while kill -0 "$old" 2>/dev/null; do sleep 0.1; done; fi
+  # Only if that pid is still our control plane (not a pid reused since, e.g. after a reboot).
+  if tr '\0' ' ' < "/proc/$old/cmdline" 2>/dev/null | grep -q "control-plane start" && kill -TERM "$old" 2>/dev/null; then
+    while kill -0 "$old" 2>/dev/null; do sleep 0.1; done
+  fi
 fi
 rm -rf "$state" && mkdir -p "$state"
 
