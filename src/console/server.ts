@@ -54,7 +54,7 @@ export function mountConsole(api: HttpApi, o: ConsoleOptions): SessionStore {
   api.acceptAuth((req) => {
     const r = sessions.check(req, originOf(req, tlsOf(req)));
     if (r === undefined) return false;
-    if (!r.ok) throw new HttpError(r.status, r.status === 401 ? CpErrorCode.Unauthorized : 'ECSRF', r.reason);
+    if (!r.ok) throw new HttpError(r.status, r.status === 401 ? CpErrorCode.Unauthorized : 'ECONSOLE_CSRF', r.reason);
     return true;
   });
 
@@ -79,8 +79,8 @@ export function mountConsole(api: HttpApi, o: ConsoleOptions): SessionStore {
   api.route('POST', '/console/session', async (ctx) => {
     const origin = originOf(ctx.req, tlsOf(ctx.req));
     const cross = origin === undefined ? 'the request has no usable Host header' : crossSiteReason(ctx.req, origin);
-    if (cross) throw new HttpError(403, 'ECSRF', cross);
-    if (!sessions.signInAllowed()) throw new HttpError(429, 'ESIGNIN_LIMIT', `more than ${SessionLimits.maxFailures} failed sign-ins in the last minute; wait a minute`);
+    if (cross) throw new HttpError(403, 'ECONSOLE_CSRF', cross);
+    if (!sessions.signInAllowed()) throw new HttpError(429, 'ECONSOLE_SIGNIN_LIMIT', `more than ${SessionLimits.maxFailures} failed sign-ins in the last minute; wait a minute`);
     const body = (await ctx.json()) as { token?: unknown } | undefined;
     const token = typeof body?.token === 'string' ? body.token.trim() : '';
     if (!token || !api.isAdminToken(token)) {
@@ -101,7 +101,7 @@ export function mountConsole(api: HttpApi, o: ConsoleOptions): SessionStore {
   api.route('DELETE', '/console/session', (ctx) => {
     const r = sessions.check(ctx.req, originOf(ctx.req, tlsOf(ctx.req)));
     if (!r) return { status: 204 };
-    if (!r.ok && r.status === 403) throw new HttpError(403, 'ECSRF', r.reason);
+    if (!r.ok && r.status === 403) throw new HttpError(403, 'ECONSOLE_CSRF', r.reason);
     const id = readCookie(ctx.req.headers.cookie, SESSION_COOKIE);
     if (id) sessions.delete(id);
     ctx.res.setHeader('set-cookie', sessionCookie('', 0, tlsOf(ctx.req)));
