@@ -78,6 +78,10 @@ export const ErrorCode = {
   ApprovalStale: 'EAPPROVAL_STALE',
   ApprovalApplyFailed: 'EAPPROVAL_APPLY_FAILED',
   Revoked: 'EREVOKED',
+  // web console (src/console/)
+  ConsoleCsrf: 'ECONSOLE_CSRF',
+  ConsoleSignInLimit: 'ECONSOLE_SIGNIN_LIMIT',
+  ConsoleAssets: 'ECONSOLE_ASSETS',
   // wire (see above)
   WireBadRequest: 'EBADREQ',
   WireTokenUnknown: 'ETOKEN_UNKNOWN',

@@ -32,6 +32,12 @@ const LAZY_LOADERS = new Set([
   'src/tun/linux.ts libc', // koffi + libc for TUNSETIFF
   'src/image/xattr.ts fns', // koffi + libc lsetxattr/lgetxattr
   'src/oci/validate.ts validator', // the compiled OCI schema validator (import of a generated module)
+  // The console's browser script (its own tsconfig, never imported by Node code): one page, one program;
+  // its state is the page's sign-in and what it shows.
+  'src/console/web/app.ts csrf',
+  'src/console/web/app.ts agents',
+  'src/console/web/app.ts live',
+  'src/console/web/app.ts lastAgentsRefresh',
 ]);
 
 describe('the shape of src/', () => {
