@@ -1,4 +1,5 @@
 import type { Command } from 'commander';
+import { join } from 'node:path';
 import { UsageError } from '../errors.js';
 import { createLogger } from '../log.js';
 import { resolveStateDir, statePaths } from '../state.js';
@@ -16,17 +17,20 @@ export function registerControlPlane(program: Command): void {
   cp.command('start')
     .description('start the control plane in the foreground (embedded nats-server unless --nats)')
     .option('--nats <url>', 'use an existing NATS server or cluster instead of starting one')
-    .option('--nats-port <port>', 'port of the embedded nats-server', String(DEFAULT_NATS_PORT))
-    .option('--http <host:port>', 'where the admin HTTP API listens ("off" for none)', `${DEFAULT_HTTP.host}:${DEFAULT_HTTP.port}`)
+    .option('--listen <addr:port>', 'where the embedded nats-server listens; beyond loopback (e.g. 0.0.0.0:4222) it speaks TLS only', `127.0.0.1:${DEFAULT_NATS_PORT}`)
+    .option('--nats-port <port>', 'port of the embedded nats-server on loopback (short for --listen 127.0.0.1:PORT)')
+    .option('--http <host:port>', 'where the admin HTTP API listens ("off" for none); beyond loopback it is HTTPS', `${DEFAULT_HTTP.host}:${DEFAULT_HTTP.port}`)
+    .option('--tls', 'TLS on NATS and the HTTP API on loopback too')
     .option('--jwt-ttl <duration>', 'lifetime of agent JWTs', '365d')
     .option('--replicas <n>', 'replicas of every KV bucket and the audit stream (default: 1 on a single server, 3 in a cluster)')
     .option('--json', 'print the endpoints as JSON')
-    .action(async (o: { nats?: string; natsPort: string; http: string; jwtTtl: string; replicas?: string; json?: boolean }, cmd: Command) => {
+    .action(async (o: { nats?: string; listen: string; natsPort?: string; http: string; tls?: boolean; jwtTtl: string; replicas?: string; json?: boolean }, cmd: Command) => {
       const g = globalOpts(cmd);
       const stateDir = resolveStateDir(g.stateDir);
-      const natsPort = Number(o.natsPort);
-      if (!Number.isInteger(natsPort) || natsPort < 0 || natsPort > 65535) throw new UsageError(`--nats-port ${o.natsPort} is not a port`);
-      const http = parseHostPort(o.http);
+      const listen = o.natsPort !== undefined ? { host: '127.0.0.1', port: Number(o.natsPort) } : parseHostPort(o.listen, '--listen');
+      if (!listen || !Number.isInteger(listen.port) || listen.port < 0 || listen.port > 65535) throw new UsageError(`--nats-port ${String(o.natsPort)} is not a port`);
+      if (o.nats && cmd.getOptionValueSource('listen') === 'cli') throw new UsageError('--listen is for the embedded nats-server; with --nats the server listens where its operator configured it');
+      const http = parseHostPort(o.http, '--http');
       let jwtTtlMs: number;
       try {
         jwtTtlMs = parseDuration(o.jwtTtl);
@@ -38,7 +42,9 @@ export function registerControlPlane(program: Command): void {
       const cpl = await startControlPlane({
         stateDir,
         natsUrl: o.nats,
-        natsPort,
+        natsHost: listen.host,
+        natsPort: listen.port,
+        tls: o.tls,
         http,
         jwtTtlMs,
         replicas,
@@ -55,8 +61,11 @@ export function registerControlPlane(program: Command): void {
       });
       const info = {
         nats: cpl.natsUrl,
+        natsUrls: cpl.natsUrls,
         http: cpl.httpUrl ?? null,
         console: cpl.httpUrl ? `${cpl.httpUrl}${CONSOLE_PATH}` : null,
+        caHash: cpl.tls?.caHash ?? null,
+        caFile: cpl.tls ? join(statePaths(stateDir).controlPlane, 'tls', 'ca.pem') : null,
         clusterId: cpl.service.info.clusterId,
         replicas: cpl.replicas,
         adminTokenFile: adminTokenPath(statePaths(stateDir).controlPlane),
@@ -64,8 +73,9 @@ export function registerControlPlane(program: Command): void {
       if (o.json) console.log(JSON.stringify(info));
       else {
         console.log(`control plane ready (cluster ${info.clusterId})`);
-        console.log(`  nats:        ${info.nats}    (enroll with: lattice sandbox start --control-plane ${info.nats} --token T ...)`);
-        if (info.http) console.log(`  admin api:   ${info.http}`);
+        console.log(`  nats:        ${info.natsUrls.join(',')}    (enroll with: lattice sandbox start --token T ...; the join token carries the URLs)`);
+        if (info.caHash) console.log(`  tls:         CA ${info.caHash} (${info.caFile}); join tokens pin it`);
+        if (info.http) console.log(`  admin api:   ${info.http}${info.http.startsWith('https:') ? `    (admin commands: NODE_EXTRA_CA_CERTS=${info.caFile})` : ''}`);
         if (info.console) console.log(`  console:     ${info.console}    (sign in with the admin token)`);
         console.log(`  admin token: ${info.adminTokenFile}`);
       }
@@ -78,10 +88,10 @@ export function registerControlPlane(program: Command): void {
     });
 }
 
-function parseHostPort(s: string): { host: string; port: number } | false {
-  if (s === 'off' || s === 'none') return false;
+function parseHostPort(s: string, flag: string): { host: string; port: number } | false {
+  if (flag === '--http' && (s === 'off' || s === 'none')) return false;
   const m = /^(?:\[([0-9a-fA-F:]+)\]|([^:]+)):(\d{1,5})$/.exec(s);
   const port = m ? Number(m[3]) : NaN;
-  if (!m || port > 65535) throw new UsageError(`--http ${s} is not host:port (e.g. 127.0.0.1:8470)`);
+  if (!m || port > 65535) throw new UsageError(`${flag} ${s} is not host:port (e.g. ${flag === '--http' ? '127.0.0.1:8470' : '0.0.0.0:4222'})`);
   return { host: m[1] ?? m[2], port };
 }

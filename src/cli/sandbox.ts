@@ -120,7 +120,7 @@ export function registerSandbox(program: Command): void {
     .command('start')
     .description('enroll with the control plane (or reuse the stored identity) and run the agent on the overlay')
     .requiredOption('--name <name>', 'agent name (its identity is stored under this name and reused on restart)')
-    .option('--control-plane <url>', 'the control plane\'s NATS URL (needed for the first start)')
+    .option('--control-plane <urls>', 'the control plane\'s NATS URL, or several joined by commas (first start: unless the join token carries them)')
     .option('--token <token>', 'one-time enrollment token (first start only; also $LATTICE_TOKEN)')
     .option('--advertise <host>', 'address peers reach our WireGuard port at', '127.0.0.1')
     .option('--listen-port <port>', 'WireGuard UDP port (default: any free port)')
@@ -319,10 +319,14 @@ function addProcessOptions(cmd: Command): Command {
 }
 
 /**
- * --control-plane takes the NATS URL (nats://HOST:PORT, tls://HOST:PORT or HOST:PORT). The admin API's
+ * --control-plane takes the NATS URL (nats://HOST:PORT, tls://HOST:PORT or HOST:PORT), or several joined by commas. The admin API's
  * http:// URL is the usual mix-up: say so at once instead of timing out on a protocol that never answers.
  */
-export function checkControlPlaneUrl(url: string): void {
+export function checkControlPlaneUrl(urls: string): void {
+  for (const url of urls.split(',').map((u) => u.trim())) checkOneControlPlaneUrl(url);
+}
+
+function checkOneControlPlaneUrl(url: string): void {
   if (/^https?:\/\//i.test(url)) {
     throw new UsageError(`--control-plane ${url} is the admin API's URL; give the control plane's NATS URL instead, e.g. nats://${url.replace(/^https?:\/\//i, '').replace(/:\d+\/?.*$/, '')}:4222 (\`control-plane start\` prints it as "nats:")`);
   }

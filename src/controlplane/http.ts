@@ -1,4 +1,5 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import { createServer as createHttpsServer, type Server as HttpsServer } from 'node:https';
 import { createHash, timingSafeEqual } from 'node:crypto';
 import type { AddressInfo } from 'node:net';
 import type { Logger } from '../log.js';
@@ -90,7 +91,7 @@ const digest = (s: string) => createHash('sha256').update(s).digest();
 export class HttpApi {
   private readonly routes: Route[] = [];
   private readonly auths: AdminAuth[] = [];
-  private server?: Server;
+  private server?: Server | HttpsServer;
 
   constructor(
     private readonly opts: { adminToken: string; log?: Logger; maxConnections?: number },
@@ -113,10 +114,13 @@ export class HttpApi {
     return timingSafeEqual(digest(token), digest(this.opts.adminToken));
   }
 
-  async listen(host: string, port: number): Promise<{ url: string; port: number }> {
+  /** Listen on host:port; with `tls` (PEM certificate chain and key) the API is served over HTTPS. */
+  async listen(host: string, port: number, tls?: { cert: string; key: string }): Promise<{ url: string; port: number }> {
     // Slow or idle clients cannot hold the server: headers within 5 s (checked every second, not every
     // 30 s as by default), a whole request within 30 s, at most maxConnections sockets at once.
-    const server = createServer({ headersTimeout: 5_000, requestTimeout: 30_000, connectionsCheckingInterval: 1_000 }, (req, res) => void this.handle(req, res));
+    const limits = { headersTimeout: 5_000, requestTimeout: 30_000, connectionsCheckingInterval: 1_000 };
+    const handler = (req: IncomingMessage, res: ServerResponse) => void this.handle(req, res);
+    const server = tls ? createHttpsServer({ ...limits, cert: tls.cert, key: tls.key }, handler) : createServer(limits, handler);
     server.maxConnections = this.opts.maxConnections ?? DEFAULT_MAX_CONNECTIONS;
     await new Promise<void>((resolve, reject) => {
       server.once('error', reject);
@@ -128,7 +132,7 @@ export class HttpApi {
     this.server = server;
     const addr = server.address() as AddressInfo;
     const h = addr.family === 'IPv6' ? `[${addr.address}]` : addr.address;
-    return { url: `http://${h}:${addr.port}`, port: addr.port };
+    return { url: `${tls ? 'https' : 'http'}://${h}:${addr.port}`, port: addr.port };
   }
 
   async close(): Promise<void> {

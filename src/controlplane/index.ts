@@ -7,6 +7,7 @@ import { systemClock, type Clock } from '../clock.js';
 import { LatticeError } from '../errors.js';
 import type { Logger } from '../log.js';
 import { startNatsServer, type StartedNatsServer } from '../natsserver/server.js';
+import { isLoopbackHost, prepareServerTls, reachableAddresses, serverNamesFor, type ControlPlaneTls } from '../natsserver/tls.js';
 import { formatProblem, validatePolicy } from '../policy/index.js';
 import { statePaths } from '../state.js';
 import { mountAdminRoutes } from './api.js';
@@ -49,9 +50,14 @@ export interface ControlPlaneOptions {
   natsUrl?: string;
   /** Port of the embedded nats-server (default 4222; 0 picks a free one). */
   natsPort?: number;
-  /** Address the embedded nats-server listens on (default 127.0.0.1). */
+  /**
+   * Address the embedded nats-server listens on (default 127.0.0.1; 0.0.0.0 or :: for every interface).
+   * Beyond loopback it speaks TLS only, with a certificate from the control plane's own CA.
+   */
   natsHost?: string;
-  /** Where the HTTP API listens; false for none. */
+  /** TLS on NATS and on the HTTP API even on loopback (beyond loopback it is always on). */
+  tls?: boolean;
+  /** Where the HTTP API listens; false for none. Beyond loopback (or with `tls`) it is HTTPS. */
   http?: { host: string; port: number } | false;
   jwtTtlMs?: number;
   ipam?: IpamConfig;
@@ -82,8 +88,14 @@ export interface StartedControlPlane extends AsyncDisposable {
   readonly nc: NatsConnection;
   /** Operator-mode keys of the embedded server (absent with --nats): tests mint users with it. */
   readonly natsAuthority?: NatsAuthority;
+  /** The URLs launchers on other hosts use (written into join tokens); [natsUrl] on loopback. */
+  readonly natsUrls: string[];
+  /** The CA (PEM) and its pin when NATS or the HTTP API speak TLS. */
+  readonly tls?: { caPem: string; caHash: string };
   stop(): Promise<void>;
 }
+
+const splitNatsUrls = (s: string) => s.split(',').map((u) => u.trim()).filter((u) => u.length > 0);
 
 /** Policy documents are checked with the policy engine's schema; one line per failure. */
 export function checkPolicyDocument(p: unknown): void {
@@ -94,11 +106,12 @@ export function checkPolicyDocument(p: unknown): void {
   }
 }
 
-/** Connect to NATS, as the user `creds` when given (operator mode). */
-export async function connectNats(url: string, name: string, creds?: NatsUserCreds): Promise<NatsConnection> {
+/** Connect to NATS, as the user `creds` when given (operator mode), verifying the server against `caPem` when given. */
+export async function connectNats(url: string, name: string, creds?: NatsUserCreds, caPem?: string): Promise<NatsConnection> {
   try {
     return await connect({
-      servers: url,
+      servers: splitNatsUrls(url),
+      ...(caPem ? { tls: { ca: caPem } } : {}),
       name,
       maxReconnectAttempts: -1,
       reconnectTimeWait: 500,
@@ -123,9 +136,25 @@ export async function startControlPlane(opts: ControlPlaneOptions): Promise<Star
   };
   try {
     let natsUrl = opts.natsUrl;
+    let natsUrls = opts.natsUrl ? splitNatsUrls(opts.natsUrl) : [];
     let cpCreds: NatsUserCreds | undefined;
     let natsUsers: NatsUserIssuer | undefined;
     let authority: NatsAuthority | undefined;
+    const clock = opts.clock ?? systemClock;
+    const natsHost = opts.natsHost ?? '127.0.0.1';
+    const http = opts.http === undefined ? DEFAULT_HTTP : opts.http;
+    // TLS whenever a listener faces more than loopback (natsserver/tls.ts): one CA, one certificate per start.
+    const natsTls = !opts.natsUrl && (opts.tls === true || !isLoopbackHost(natsHost));
+    const httpTls = http !== false && (opts.tls === true || !isLoopbackHost(http.host));
+    let tls: ControlPlaneTls | undefined;
+    if (natsTls || httpTls) {
+      const tlsDir = join(dir, 'tls');
+      await mkdir(tlsDir, { recursive: true, mode: 0o700 });
+      await assertPrivate(tlsDir);
+      const hosts = [...(natsTls ? [natsHost] : []), ...(httpTls && http ? [http.host] : [])];
+      const names = hosts.map((h) => serverNamesFor(h));
+      tls = await prepareServerTls(tlsDir, { ips: [...new Set(names.flatMap((n) => n.ips))], dns: [...new Set(names.flatMap((n) => n.dns))] }, clock.now());
+    }
     if (!natsUrl) {
       // Embedded server: operator mode, every connection authenticated (natsserver/auth.ts).
       const authDir = join(dir, 'nats-auth');
@@ -134,29 +163,31 @@ export async function startControlPlane(opts: ControlPlaneOptions): Promise<Star
       authority = await NatsAuthority.open(authDir);
       const storeDir = join(dir, 'nats');
       const auth = authority;
+      const serverTls = natsTls && tls ? { cert: tls.certFile, key: tls.keyFile } : undefined;
       const srv: StartedNatsServer = await startNatsServer({
         storeDir,
         port: opts.natsPort ?? DEFAULT_NATS_PORT,
-        host: opts.natsHost,
-        writeConfig: (listen) => auth.writeServerConfig({ listen, storeDir }),
+        host: natsHost,
+        writeConfig: (listen) => auth.writeServerConfig({ listen, storeDir, tls: serverTls }),
       });
       cleanups.push(() => srv.stop());
       natsUrl = srv.url;
+      natsUrls = isLoopbackHost(natsHost) ? [srv.url] : reachableAddresses(natsHost).map((a) => `nats://${a.includes(':') ? `[${a}]` : a}:${srv.port}`);
       cpCreds = await authority.controlPlaneUser();
-      const sys = await connectNats(natsUrl, 'lattice-control-plane-system', await authority.systemUser());
+      const sys = await connectNats(natsUrl, 'lattice-control-plane-system', await authority.systemUser(), serverTls ? tls!.caPem : undefined);
       cleanups.push(() => sys.close());
       // The server may hold an older account JWT from an earlier run: hand it the current one.
       await pushAccount(sys, await authority.accountJwt());
-      natsUsers = natsUserIssuer(authority, sys);
+      natsUsers = natsUserIssuer(authority, sys, { ...(serverTls ? { caHash: tls!.caHash } : {}), urls: natsUrls });
     }
-    const nc = await connectNats(natsUrl, 'lattice-control-plane', cpCreds);
+    const nc = await connectNats(natsUrl, 'lattice-control-plane', cpCreds, natsTls ? tls?.caPem : undefined);
     cleanups.push(() => nc.drain());
     const replicas = opts.replicas ?? defaultReplicas(nc.info);
     opts.log?.info({ replicas, cluster: nc.info?.cluster ?? null }, `control plane state: ${replicas} replica(s) per bucket`);
     const kvStore = new NatsKvStore(nc, { replicas, log: opts.log });
     const service = await ControlPlaneService.open({
       store: kvStore,
-      clock: opts.clock ?? systemClock,
+      clock,
       ipam: opts.ipam,
       jwtTtlMs: opts.jwtTtlMs,
       validatePolicy: checkPolicyDocument,
@@ -181,16 +212,29 @@ export async function startControlPlane(opts: ControlPlaneOptions): Promise<Star
     await mountOperatorRoutes(api, { store: kvStore, nc, targets: service, validatePolicy: checkPolicyDocument, clock: opts.clock ?? systemClock, log: opts.log });
     await opts.mount?.(api, { nc, service, replicas });
     let httpUrl: string | undefined;
-    const http = opts.http === undefined ? DEFAULT_HTTP : opts.http;
     if (http) {
       try {
-        httpUrl = (await api.listen(http.host, http.port)).url;
+        httpUrl = (await api.listen(http.host, http.port, httpTls && tls ? { cert: tls.certPem, key: tls.keyPem } : undefined)).url;
       } catch (err) {
         throw new LatticeError('EHTTP_LISTEN', `cannot listen on ${http.host}:${http.port}: ${(err as Error).message}`, { cause: err });
       }
       cleanups.push(() => api.close());
     }
-    return { natsUrl, httpUrl, adminToken, service, api, natsStats: nats.stats, replicas, nc, natsAuthority: authority, stop, [Symbol.asyncDispose]: stop };
+    return {
+      natsUrl,
+      natsUrls,
+      httpUrl,
+      adminToken,
+      service,
+      api,
+      natsStats: nats.stats,
+      replicas,
+      nc,
+      natsAuthority: authority,
+      ...(tls ? { tls: { caPem: tls.caPem, caHash: tls.caHash } } : {}),
+      stop,
+      [Symbol.asyncDispose]: stop,
+    };
   } catch (err) {
     await stop();
     throw err;

@@ -4,11 +4,13 @@ import { LatticeError } from '../errors.js';
  * The join token: everything a launcher on another host needs to enroll, in one string (as `kubeadm
  * join` carries a token and a CA hash):
  *
- *   lt1.<base64url(JSON {t, nats?: {jwt, seed, inboxPrefix}, ca?})>
+ *   lt1.<base64url(JSON {token, nats?: {jwt, seed, inboxPrefix}, ca?, urls?})>
  *
- *   t     the one-time enrollment token (43 base64url chars; only its SHA-256 is stored)
+ *   token the one-time enrollment token (43 base64url chars; only its SHA-256 is stored)
  *   nats  the token's bootstrap NATS user (it may only request enrollment and read its own replies)
  *   ca    sha256:<hex> of the control plane's CA certificate (DER), pinned by the launcher for TLS
+ *         (natsserver/pki.ts, enroll/pin.ts)
+ *   urls  the control plane's NATS URLs (nats://HOST:PORT, at most 16), so `--control-plane` may be left out
  *
  * A plain token (no `lt1.`) is still accepted: a control plane on an external NATS without auth.
  * The join token is a secret: whoever holds it can enroll (within the token's limit and lifetime).
@@ -19,6 +21,7 @@ export interface JoinToken {
   token: string;
   nats?: { jwt: string; seed: string; inboxPrefix: string };
   ca?: string;
+  urls?: string[];
 }
 
 export class JoinTokenError extends LatticeError {
@@ -51,5 +54,9 @@ export function parseJoinToken(s: string): JoinToken {
   if (j.ca !== undefined && (typeof j.ca !== 'string' || !/^sha256:[0-9a-f]{64}$/.test(j.ca))) {
     throw new JoinTokenError('the join token\'s CA pin is not sha256:<64 hex>; copy it again from `lattice token create`');
   }
-  return { token: j.token, ...(n ? { nats: n } : {}), ...(j.ca ? { ca: j.ca } : {}) };
+  const u = j.urls;
+  if (u !== undefined && (!Array.isArray(u) || u.length > 16 || !u.every((x) => typeof x === 'string' && /^(nats|tls):\/\/[^\s,/]+$/.test(x)))) {
+    throw new JoinTokenError('the join token\'s control-plane URLs are damaged; copy it again from `lattice token create`');
+  }
+  return { token: j.token, ...(n ? { nats: n } : {}), ...(j.ca ? { ca: j.ca } : {}), ...(u && u.length > 0 ? { urls: u } : {}) };
 }

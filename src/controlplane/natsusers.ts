@@ -11,11 +11,12 @@ export const CLAIMS_UPDATE_SUBJECT = '$SYS.REQ.CLAIMS.UPDATE';
  * NatsUserIssuer over the authority (keys, JWTs) and a system-account connection (to push revocations).
  * Revocations are serialized: each push carries the whole list, so the last one written wins in order.
  */
-export function natsUserIssuer(authority: NatsAuthority, sys: NatsConnection, caHash?: string): NatsUserIssuer {
+export function natsUserIssuer(authority: NatsAuthority, sys: NatsConnection, reach: { caHash?: string; urls?: string[] } = {}): NatsUserIssuer {
   let chain: Promise<unknown> = Promise.resolve();
   const buckets = { agents: BUCKETS.agents, policies: BUCKETS.policies, revocations: BUCKETS.revocations };
   return {
-    caHash,
+    caHash: reach.caHash,
+    urls: reach.urls,
     bootstrap: (tokenId, expiresAtMs) => authority.bootstrapUser(tokenId, expiresAtMs, SUBJECTS.enroll),
     launcher: (pk, scope, expiresAtMs) => authority.launcherUser(pk, scope, buckets, expiresAtMs),
     revoke(keys) {

@@ -83,6 +83,8 @@ export interface NatsUserIssuer {
   revoke(natsPublicKeys: string[]): Promise<void>;
   /** sha256:<hex> of the CA certificate that launchers pin, when NATS is served over TLS. */
   readonly caHash?: string;
+  /** The NATS URLs launchers on other hosts use (written into join tokens). */
+  readonly urls?: string[];
 }
 
 interface ClusterConfig {
@@ -208,7 +210,7 @@ export class ControlPlaneService {
     this.stats.tokensCreated++;
     const nu = this.opts.natsUsers;
     if (!nu) return token;
-    return encodeJoinToken({ token, nats: await nu.bootstrap(record.id, record.expiresAt), ...(nu.caHash ? { ca: nu.caHash } : {}) });
+    return encodeJoinToken({ token, nats: await nu.bootstrap(record.id, record.expiresAt), ...(nu.caHash ? { ca: nu.caHash } : {}), ...(nu.urls?.length ? { urls: nu.urls } : {}) });
   }
 
   // ---- enrollment ----

@@ -42,7 +42,62 @@ export function natsUserOptions(user?: NatsUser): Partial<ConnectionOptions> {
   return { authenticator: jwtAuthenticator(user.jwt, new TextEncoder().encode(user.seed)), inboxPrefix: user.inboxPrefix };
 }
 
-export type Target = { nc: NatsConnection } | { controlPlaneUrl: string; user?: NatsUser };
+/**
+ * How a launcher reaches the control plane: every NATS URL it knows (tried in turn, reconnects go to any
+ * of them and to the servers the cluster announces), its NATS user, and the CA it trusts when the
+ * control plane speaks TLS (PEM; from enroll/pin.ts at enrollment, then from the stored credentials).
+ */
+export interface ControlPlaneEndpoint {
+  urls: string[];
+  user?: NatsUser;
+  caPem?: string;
+}
+
+/** nats.js options for `ep`: servers as a list (a comma-joined string is not one), user, TLS verified against the CA. */
+export function endpointOptions(ep: ControlPlaneEndpoint): Partial<ConnectionOptions> {
+  return { servers: ep.urls, ...natsUserOptions(ep.user), ...(ep.caPem ? { tls: { ca: ep.caPem } } : {}) };
+}
+
+/** "nats://a:4222,nats://b:4222" or a list -> the URLs, trimmed, empty ones dropped, each once. */
+export function splitUrls(u: string | readonly string[]): string[] {
+  return [...new Set((typeof u === 'string' ? u.split(',') : u.flatMap((x) => x.split(','))).map((x) => x.trim()).filter((x) => x.length > 0))];
+}
+
+/**
+ * The server URLs a live connection has learned from the servers' INFO (connect_urls: the client
+ * addresses of every node of a cluster), as nats:// URLs, beside the ones it was given.
+ */
+export function learnedUrls(nc: NatsConnection, known: readonly string[]): string[] {
+  const announced = (nc.info?.connect_urls ?? []).map((hp) => (/^[a-z]+:\/\//i.test(hp) ? hp : `nats://${hp}`));
+  return splitUrls([...known, ...announced]);
+}
+
+/** The server refused our own NATS user: revoked, or its JWT expired. */
+function isAuthRefusal(err: unknown): boolean {
+  return /authorization violation|authentication|user authentication revoked/i.test(String((err as Error)?.message));
+}
+
+/**
+ * Connect a launcher to the control plane at `ep` (a long-lived connection: it reconnects forever, to
+ * any known server). Errors: CaPinError-free by then (the CA was pinned at enrollment); EnrollError
+ * EREVOKED when the server refuses the launcher's user; ControlPlaneUnreachableError otherwise.
+ */
+export async function connectControlPlane(ep: ControlPlaneEndpoint, o: { name: string; maxReconnectAttempts?: number; timeoutMs?: number }): Promise<NatsConnection> {
+  try {
+    return await connect({ name: o.name, timeout: o.timeoutMs ?? 5000, maxReconnectAttempts: o.maxReconnectAttempts ?? -1, reconnectTimeWait: 500, ...endpointOptions(ep) });
+  } catch (err) {
+    const where = ep.urls.join(',');
+    if (ep.user && isAuthRefusal(err)) {
+      throw new EnrollError(CpErrorCode.Revoked, `the control plane at ${where} refused this launcher's NATS credentials: the agent has been revoked or its credentials expired; enroll a new name with a new token`);
+    }
+    if (/CERT|certificate|self.signed|TLS/i.test(String((err as { code?: string })?.code) + String((err as Error)?.message))) {
+      throw new ControlPlaneUnreachableError(`the control plane at ${where} failed TLS verification against the CA this launcher pinned (${(err as Error).message}): it is not the control plane this launcher enrolled with`, { cause: err });
+    }
+    throw new ControlPlaneUnreachableError(`cannot reach the control plane at ${where}: ${(err as Error).message}; is it running (lattice control-plane start)?`, { cause: err });
+  }
+}
+
+export type Target = { nc: NatsConnection } | { controlPlaneUrl: string | string[]; user?: NatsUser; caPem?: string };
 
 export interface EnrollOptions {
   token: string;
@@ -63,18 +118,10 @@ const dec = new TextDecoder();
 
 async function withConnection<T>(t: Target, fn: (nc: NatsConnection, url: string) => Promise<T>): Promise<T> {
   if ('nc' in t) return fn(t.nc, t.nc.getServer());
-  let nc: NatsConnection;
+  const urls = splitUrls(t.controlPlaneUrl);
+  const nc = await connectControlPlane({ urls, user: t.user, caPem: t.caPem }, { name: 'lattice-launcher', maxReconnectAttempts: 3 });
   try {
-    nc = await connect({ servers: t.controlPlaneUrl, name: 'lattice-launcher', timeout: 5000, maxReconnectAttempts: 3, ...natsUserOptions(t.user) });
-  } catch (err) {
-    // With a NATS user of our own, the server refusing it means the agent was revoked (or the JWT expired).
-    if (t.user && /authorization violation|authentication/i.test(String((err as Error).message))) {
-      throw new EnrollError(CpErrorCode.Revoked, `the control plane at ${t.controlPlaneUrl} refused this launcher's NATS credentials: the agent has been revoked or its credentials expired; enroll a new name with a new token`);
-    }
-    throw new ControlPlaneUnreachableError(`cannot reach the control plane at ${t.controlPlaneUrl}: ${(err as Error).message}`, { cause: err });
-  }
-  try {
-    return await fn(nc, t.controlPlaneUrl);
+    return await fn(nc, urls.join(','));
   } finally {
     await nc.close().catch(() => undefined);
   }

@@ -5,6 +5,7 @@ import { writeFileAtomic } from '../fsutil.js';
 import { statePaths } from '../state.js';
 import { assertPrivate } from '../controlplane/secrets.js';
 import { isLabel, isWgKey, type Modes, type Peer } from '../controlplane/types.js';
+import { splitUrls, type ControlPlaneEndpoint } from './client.js';
 
 /**
  * The enrolled identity of one sandbox, kept so that a restart reuses it (same key, same address) and
@@ -30,7 +31,12 @@ export interface Credentials {
   modes: Modes;
   policy?: unknown;
   peers?: Peer[];
-  controlPlane: { url: string; clusterId: string; issuer: string };
+  /**
+   * How to reach the control plane: `url` is the first of `urls` (older files hold only `url`); `urls`
+   * every NATS URL learned (join token, --control-plane, the servers' INFO); `caPem` the CA pinned at
+   * enrollment when the control plane speaks TLS (every later connection is verified against it).
+   */
+  controlPlane: { url: string; urls?: string[]; caPem?: string; clusterId: string; issuer: string };
   /** This launcher's NATS user (operator mode); absent for a control plane without NATS auth. Seed never logged. */
   nats?: { jwt: string; seed: string; inboxPrefix: string };
   enrolledAt: number;
@@ -41,6 +47,12 @@ export class CredentialsError extends LatticeError {
   constructor(message: string, options?: { cause?: unknown }) {
     super('ECREDENTIALS', message, options);
   }
+}
+
+/** The stored way to the control plane; URLs given now (--control-plane) come first, the stored ones after. */
+export function controlPlaneEndpoint(c: Credentials, given?: string | string[]): ControlPlaneEndpoint {
+  const stored = c.controlPlane.urls ?? [c.controlPlane.url];
+  return { urls: splitUrls([...(given === undefined ? [] : typeof given === 'string' ? [given] : given), ...stored]), user: c.nats, caPem: c.controlPlane.caPem };
 }
 
 /** `<stateDir>/credentials/<name>.json`. @throws CredentialsError when `name` is not a DNS label. */

@@ -6,8 +6,9 @@ import { statePaths } from '../state.js';
 import { createUser, fromSeed } from '@nats-io/jwt';
 import { CpErrorCode } from '../controlplane/types.js';
 import { parseJoinToken } from '../controlplane/join.js';
-import { EnrollError, enroll, fetchDirectory, type Target } from './client.js';
-import { credentialsPath, loadCredentials, saveCredentials, type Credentials } from './credentials.js';
+import { EnrollError, enroll, fetchDirectory, splitUrls, type Target } from './client.js';
+import { controlPlaneEndpoint, credentialsPath, loadCredentials, saveCredentials, type Credentials } from './credentials.js';
+import { CaPinError, fetchPinnedCa } from './pin.js';
 
 /**
  * What `sandbox start` needs: the stored identity of sandbox `name` if there is one (no token used),
@@ -20,8 +21,11 @@ import { credentialsPath, loadCredentials, saveCredentials, type Credentials } f
 export interface ObtainIdentityOptions {
   stateDir: string;
   name: string;
-  /** The control plane's NATS URL (required for a first enrollment; default for reuse: the stored one). */
-  controlPlaneUrl?: string;
+  /**
+   * The control plane's NATS URL(s), a list or comma-separated (a first enrollment needs them unless the
+   * join token carries them; on reuse they are tried before the stored ones).
+   */
+  controlPlaneUrl?: string | string[];
   token?: string;
   /** host:port of the WireGuard socket, if known at enrollment. */
   endpoint?: string;
@@ -49,7 +53,8 @@ export async function obtainIdentity(o: ObtainIdentityOptions): Promise<Obtained
   const stored = await loadCredentials(o.stateDir, o.name);
   if (stored) {
     if (o.verify !== false) {
-      const target: Target = { controlPlaneUrl: o.controlPlaneUrl ?? stored.controlPlane.url, user: stored.nats };
+      const ep = controlPlaneEndpoint(stored, o.controlPlaneUrl);
+      const target: Target = { controlPlaneUrl: ep.urls, user: ep.user, caPem: ep.caPem };
       // EREVOKED / EUNAUTHORIZED propagate: a revoked identity must not come up.
       const d = await fetchDirectory({ ...target, jwt: stored.jwt, timeoutMs: o.timeoutMs });
       const refreshed: Credentials = { ...stored, peers: d.peers, policy: d.policy };
@@ -59,10 +64,13 @@ export async function obtainIdentity(o: ObtainIdentityOptions): Promise<Obtained
     return { credentials: stored, reused: true };
   }
   if (!o.token) throw new UsageError(`no stored identity for sandbox ${o.name}; pass --token to enroll it`);
-  if (!o.controlPlaneUrl) throw new UsageError('pass --control-plane URL (the control plane\'s NATS URL) to enroll');
-
-  // A join token (lt1.…) carries the token's bootstrap NATS user; a plain token connects anonymously.
+  // A join token (lt1.…) carries the token's bootstrap NATS user, the control plane's URLs and its CA pin;
+  // a plain token connects anonymously to --control-plane.
   const join = parseJoinToken(o.token);
+  const urls = splitUrls([...(o.controlPlaneUrl === undefined ? [] : typeof o.controlPlaneUrl === 'string' ? [o.controlPlaneUrl] : o.controlPlaneUrl), ...(join.urls ?? [])]);
+  if (urls.length === 0) throw new UsageError('pass --control-plane URL (the control plane\'s NATS URL) to enroll');
+  // TLS: take the CA from the server only if it matches the token's pin (enroll/pin.ts), then verify against it.
+  const caPem = join.ca ? await pinnedCa(urls, join.ca, o.timeoutMs) : undefined;
   const keyFile = pendingKeyPath(o.stateDir, o.name);
   let keys: { privateKey: string; publicKey: string; natsSeed?: string };
   try {
@@ -77,8 +85,9 @@ export async function obtainIdentity(o: ObtainIdentityOptions): Promise<Obtained
   let r;
   try {
     r = await enroll({
-      controlPlaneUrl: o.controlPlaneUrl,
+      controlPlaneUrl: urls,
       user: join.nats,
+      caPem,
       token: join.token,
       name: o.name,
       publicKey: keys.publicKey,
@@ -109,11 +118,28 @@ export async function obtainIdentity(o: ObtainIdentityOptions): Promise<Obtained
     modes: r.modes,
     policy: r.policy,
     peers: r.peers,
-    controlPlane: { url: o.controlPlaneUrl, clusterId: r.controlPlane.clusterId, issuer: r.controlPlane.issuer },
+    controlPlane: { url: urls[0]!, urls, ...(caPem ? { caPem } : {}), clusterId: r.controlPlane.clusterId, issuer: r.controlPlane.issuer },
     ...(r.nats ? { nats: { jwt: r.nats.jwt, seed: natsSeed, inboxPrefix: r.nats.inboxPrefix } } : {}),
     enrolledAt: Date.now(),
   };
   await saveCredentials(o.stateDir, credentials);
   await unlink(keyFile).catch(() => undefined);
   return { credentials, reused: false };
+}
+
+/**
+ * The pinned CA from the first of `urls` that answers. A server that answers with another CA ends the
+ * search at once (CaPinError): that is the one error a launcher must never walk past.
+ */
+async function pinnedCa(urls: string[], pin: string, timeoutMs?: number): Promise<string> {
+  let last: unknown;
+  for (const url of urls) {
+    try {
+      return await fetchPinnedCa(url, pin, timeoutMs);
+    } catch (err) {
+      if (err instanceof CaPinError) throw err;
+      last = err;
+    }
+  }
+  throw last;
 }

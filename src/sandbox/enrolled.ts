@@ -1,4 +1,3 @@
-import { connect } from 'nats';
 import type { Logger } from 'pino';
 import { LatticeError } from '../errors.js';
 import { statePaths } from '../state.js';
@@ -9,7 +8,7 @@ import type { PeerConfig } from '../wg/peer.js';
 import { validatePolicy, denyAllPolicy, parseIp, bindPeers, peerBindingKey, type IpAddr, type Policy } from '../policy/index.js';
 import { directorySnapshot } from '../controlplane/service.js';
 import { parseCidr, type Cidr } from '../net/addr.js';
-import { obtainIdentity, updateEndpoint, natsUserOptions, DirectoryWatcher, type Credentials, type Peer } from '../enroll/index.js';
+import { obtainIdentity, updateEndpoint, connectControlPlane, controlPlaneEndpoint, rememberServers, DirectoryWatcher, type Credentials, type Peer } from '../enroll/index.js';
 import { credentialsPath } from '../enroll/credentials.js';
 import { Outbox, OutboxLockedError } from '../audit/outbox.js';
 import { assertStateDirs } from '../controlplane/secrets.js';
@@ -35,7 +34,8 @@ const PERSISTENT_KEEPALIVE_SEC = 25;
 export interface EnrolledOptions {
   stateDir: string;
   name: string;
-  controlPlaneUrl?: string;
+  /** NATS URL(s) of the control plane, a list or comma-separated (first start; later tried before the stored ones). */
+  controlPlaneUrl?: string | string[];
   token?: string;
   /** host to advertise to peers with our WireGuard port (default 127.0.0.1: peers on this host). */
   advertiseHost?: string;
@@ -168,16 +168,13 @@ export async function enrollAndPrepare(o: EnrolledOptions): Promise<Enrolled> {
       },
     });
     await step('identity');
-    const url = o.controlPlaneUrl ?? identity.credentials.controlPlane.url;
-    const nc = teardown.adopt(
-      'connection',
-      await connect({ servers: url, name: `lattice-launcher-${o.name}`, maxReconnectAttempts: -1, ...natsUserOptions(identity.credentials.nats) }).catch((err: unknown) => {
-        throw new LatticeError('ECP_UNREACHABLE', `cannot reach the control plane at ${url}: ${(err as Error).message}; is it running (lattice control-plane start)?`, { cause: err });
-      }),
-      (c) => c.close(),
-    );
+    // Every known server (token, --control-plane, stored), TLS verified against the CA pinned at enrollment.
+    const ep = controlPlaneEndpoint(identity.credentials, o.controlPlaneUrl);
+    const nc = teardown.adopt('connection', await connectControlPlane(ep, { name: `lattice-launcher-${o.name}` }), (c) => c.close());
     await step('connection');
-    const { credentials, reused } = identity;
+    // The servers a cluster announces are kept with the credentials, for a next start whose node is dead.
+    const credentials = await rememberServers(o.stateDir, identity.credentials, nc, ep.urls);
+    const { reused } = identity;
 
     // Audit: fsynced locally before it counts, then shipped to JetStream. With its own NATS user the
     // launcher may publish only its own audit subjects and read only its inbox; the control plane creates

@@ -37,12 +37,13 @@ describe('option checks', () => {
     expect(() => parseCapability('CAP_FOO')).toThrow(UsageError);
     expect(() => parseCapability('NET_RAWW')).toThrow(/did you mean CAP_NET_RAW\?.*choices: CHOWN/);
   });
-  it.each(['nats://127.0.0.1:4222', 'tls://cp.example.org:4222', '127.0.0.1:4222', 'nats://[::1]:4222', 'cp.internal'])('--control-plane %s is accepted', (url) => {
+  it.each(['nats://127.0.0.1:4222', 'tls://cp.example.org:4222', '127.0.0.1:4222', 'nats://[::1]:4222', 'cp.internal', 'nats://10.0.0.1:4222,nats://10.0.0.2:4222'])('--control-plane %s is accepted', (url) => {
     expect(() => checkControlPlaneUrl(url)).not.toThrow();
   });
   it('the admin API URL is refused with the NATS URL to use', () => {
     expect(() => checkControlPlaneUrl('http://127.0.0.1:8470')).toThrow(/admin API's URL; .*nats:\/\/127\.0\.0\.1:4222/);
     expect(() => checkControlPlaneUrl('nats://a b')).toThrow(UsageError);
+    expect(() => checkControlPlaneUrl('nats://a:4222,http://b:8470')).toThrow(/admin API's URL/);
   });
 });
 
