@@ -53,9 +53,9 @@ export interface ControlPlaneEndpoint {
   caPem?: string;
 }
 
-/** nats.js options for `ep`: servers as a list (a comma-joined string is not one), user, TLS verified against the CA. */
+/** nats.js options for `ep`: servers as a list (a comma-joined string is not one) tried in the given order, user, TLS verified against the CA. */
 export function endpointOptions(ep: ControlPlaneEndpoint): Partial<ConnectionOptions> {
-  return { servers: ep.urls, ...natsUserOptions(ep.user), ...(ep.caPem ? { tls: { ca: ep.caPem } } : {}) };
+  return { servers: ep.urls, noRandomize: true, ...natsUserOptions(ep.user), ...(ep.caPem ? { tls: { ca: ep.caPem } } : {}) };
 }
 
 /** "nats://a:4222,nats://b:4222" or a list -> the URLs, trimmed, empty ones dropped, each once. */
