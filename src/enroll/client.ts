@@ -84,7 +84,12 @@ function isAuthRefusal(err: unknown): boolean {
  */
 export async function connectControlPlane(ep: ControlPlaneEndpoint, o: { name: string; maxReconnectAttempts?: number; timeoutMs?: number }): Promise<NatsConnection> {
   try {
-    return await connect({ name: o.name, timeout: o.timeoutMs ?? 5000, maxReconnectAttempts: o.maxReconnectAttempts ?? -1, reconnectTimeWait: 500, ...endpointOptions(ep) });
+    // nats.js 2.29 at first connect: a server that fails is dropped from the pool, and when its attempt
+    // count reaches a finite maxReconnectAttempts "the current server" is dropped once more, which by
+    // then is the next one. At 2 or more (or -1) every URL gets its try.
+    const given = o.maxReconnectAttempts ?? -1;
+    const attempts = given === -1 ? -1 : Math.max(2, given);
+    return await connect({ name: o.name, timeout: o.timeoutMs ?? 5000, maxReconnectAttempts: attempts, reconnectTimeWait: 500, ...endpointOptions(ep) });
   } catch (err) {
     const where = ep.urls.join(',');
     if (ep.user && isAuthRefusal(err)) {

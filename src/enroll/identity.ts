@@ -6,7 +6,8 @@ import { statePaths } from '../state.js';
 import { createUser, fromSeed } from '@nats-io/jwt';
 import { CpErrorCode } from '../controlplane/types.js';
 import { parseJoinToken } from '../controlplane/join.js';
-import { EnrollError, enroll, fetchDirectory, splitUrls, type Target } from './client.js';
+import type { NatsConnection } from 'nats';
+import { EnrollError, enroll, fetchDirectory, learnedUrls, splitUrls, type Target } from './client.js';
 import { controlPlaneEndpoint, credentialsPath, loadCredentials, saveCredentials, type Credentials } from './credentials.js';
 import { CaPinError, fetchPinnedCa } from './pin.js';
 
@@ -142,4 +143,18 @@ async function pinnedCa(urls: string[], pin: string, timeoutMs?: number): Promis
     }
   }
   throw last;
+}
+
+/**
+ * Keep every server a live connection knows (the ones it was given and the cluster's connect_urls from
+ * INFO) in the stored credentials, so a restart whose first node is dead comes up through another.
+ * Returns the credentials as stored (unchanged, and not rewritten, when nothing new was learned).
+ */
+export async function rememberServers(stateDir: string, c: Credentials, nc: NatsConnection, given: readonly string[]): Promise<Credentials> {
+  const stored = c.controlPlane.urls ?? [c.controlPlane.url];
+  const urls = learnedUrls(nc, [...given, ...stored]);
+  if (urls.join(',') === stored.join(',')) return c;
+  const next: Credentials = { ...c, controlPlane: { ...c.controlPlane, url: urls[0]!, urls } };
+  await saveCredentials(stateDir, next);
+  return next;
 }

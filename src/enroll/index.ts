@@ -18,4 +18,4 @@ export { fetchPinnedCa, CaPinError } from './pin.js';
 export { DirectoryWatcher, type DirectoryWatcherOptions, type DirectoryEvents } from './directory.js';
 export { controlPlaneEndpoint, saveCredentials, loadCredentials, deleteCredentials, credentialsPath, CredentialsError, type Credentials } from './credentials.js';
 export type { EnrollResponse, Peer, RevocationRecord } from '../controlplane/types.js';
-export { obtainIdentity, type ObtainIdentityOptions, type ObtainedIdentity } from './identity.js';
+export { obtainIdentity, rememberServers, type ObtainIdentityOptions, type ObtainedIdentity } from './identity.js';
