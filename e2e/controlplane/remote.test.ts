@@ -68,7 +68,13 @@ describe('a launcher on another host (its own network namespace, a veth to the c
 
     child = execa('ip', ['netns', 'exec', ns, process.execPath, '--import', 'tsx', join(REPO, 'e2e/controlplane/fixtures/remote-launcher.ts'), remoteDir, token], { cwd: REPO, reject: false });
     const lines = createInterface({ input: child.stdout! });
+    // Every line is kept from the start (a line may arrive before the test asks for it).
     const events: Array<Record<string, unknown>> = [];
+    let wake = () => {};
+    lines.on('line', (l: string) => {
+      events.push(JSON.parse(l) as Record<string, unknown>);
+      wake();
+    });
     const next = (ev: string, safetyMs = 30_000) =>
       new Promise<Record<string, unknown>>((resolve, reject) => {
         const t = setTimeout(() => reject(new Error(`no ${ev} from the remote launcher within ${safetyMs} ms: ${JSON.stringify(events)}`)), safetyMs);
@@ -76,15 +82,10 @@ describe('a launcher on another host (its own network namespace, a veth to the c
           const e = events.find((x) => x.ev === ev || x.ev === 'error');
           if (!e) return;
           clearTimeout(t);
-          lines.off('line', onLine);
           if (e.ev === 'error') reject(new Error(`remote launcher: ${String(e.message)}`));
           else resolve(e);
         };
-        const onLine = (l: string) => {
-          events.push(JSON.parse(l) as Record<string, unknown>);
-          check();
-        };
-        lines.on('line', onLine);
+        wake = check;
         check();
       });
 
