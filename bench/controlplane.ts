@@ -12,36 +12,62 @@ import { join } from 'node:path';
 import { connect } from 'nats';
 import { startControlPlane } from '../src/controlplane/index.js';
 import { startNatsServer } from '../src/natsserver/server.js';
-import { enroll } from '../src/enroll/index.js';
+import { connectControlPlane, enroll } from '../src/enroll/index.js';
 import { createUser } from '@nats-io/jwt';
 import { parseJoinToken, type ControlPlaneService } from '../src/controlplane/index.js';
 
 /**
  * Enrollment as a launcher does it (a fresh connection per enrollment) without NATS auth (the control
- * plane above, on a plain nats-server) and with it (an embedded control plane in operator mode: a
- * bootstrap user from the join token, a user JWT minted per launcher), in the same run. TLS is not
- * implemented yet, so there is no TLS figure.
+ * plane above, on a plain nats-server), with it (an embedded control plane in operator mode: a bootstrap
+ * user from the join token, a user JWT minted per launcher), and with auth and TLS (the same, with the
+ * launcher verifying the server against the pinned CA), in the same run. Then revocation: how long after
+ * `agent revoke` a connected launcher's NATS connection is closed by the server (the issue's contract: 1 s).
  */
 async function authBench(dir: string, plainUrl: string, plain: ControlPlaneService): Promise<void> {
   const authed = await startControlPlane({ stateDir: join(dir, 'auth'), natsPort: 0, http: false });
+  const tls = await startControlPlane({ stateDir: join(dir, 'tls'), natsPort: 0, http: false, tls: true });
   try {
     const n = 100;
-    const run = async (url: string, svc: ControlPlaneService, ns: string) => {
+    const run = async (url: string, svc: ControlPlaneService, ns: string, caPem?: string) => {
       const j = parseJoinToken((await svc.createToken({ namespace: ns, limit: n, ttl: '1h' })).token);
       const xs: number[] = [];
       for (let i = 0; i < n; i++) {
         const natsPublicKey = j.nats ? createUser().getPublicKey() : undefined;
         const t = performance.now();
-        await enroll({ controlPlaneUrl: url, user: j.nats, token: j.token, name: `a${i}`, publicKey: key(), natsPublicKey });
+        await enroll({ controlPlaneUrl: url, user: j.nats, caPem, token: j.token, name: `a${i}`, publicKey: key(), natsPublicKey });
         xs.push(performance.now() - t);
       }
       return xs;
     };
     const off = await run(plainUrl, plain, 'auth-off');
     const on = await run(authed.natsUrl, authed.service, 'auth-on');
-    console.log(`enroll with connect, no auth      p50 ${fmt(pct(off, 50))} p99 ${fmt(pct(off, 99))}`);
-    console.log(`enroll with connect, operator-mode p50 ${fmt(pct(on, 50))} p99 ${fmt(pct(on, 99))} (${(pct(on, 50) / pct(off, 50)).toFixed(2)}x p50, ${(pct(on, 99) / pct(off, 99)).toFixed(2)}x p99 of no auth)`);
+    const onTls = await run(tls.natsUrl, tls.service, 'auth-tls', tls.tls!.caPem);
+    const vs = (xs: number[]) => `(${(pct(xs, 50) / pct(off, 50)).toFixed(2)}x p50, ${(pct(xs, 99) / pct(off, 99)).toFixed(2)}x p99 of no auth)`;
+    console.log(`enroll with connect, no auth            p50 ${fmt(pct(off, 50))} p99 ${fmt(pct(off, 99))}`);
+    console.log(`enroll with connect, operator-mode      p50 ${fmt(pct(on, 50))} p99 ${fmt(pct(on, 99))} ${vs(on)}`);
+    console.log(`enroll with connect, operator-mode+TLS  p50 ${fmt(pct(onTls, 50))} p99 ${fmt(pct(onTls, 99))} ${vs(onTls)}`);
+
+    // Revocation -> the server closes the launcher's connection (TLS control plane, one launcher at a time).
+    const closes: number[] = [];
+    const j = parseJoinToken((await tls.service.createToken({ namespace: 'rev', limit: 20, ttl: '1h' })).token);
+    for (let i = 0; i < 20; i++) {
+      const kp = createUser();
+      const r = await enroll({ controlPlaneUrl: tls.natsUrl, user: j.nats, caPem: tls.tls!.caPem, token: j.token, name: `r${i}`, publicKey: key(), natsPublicKey: kp.getPublicKey() });
+      const nc = await connectControlPlane({ urls: [tls.natsUrl], caPem: tls.tls!.caPem, user: { jwt: r.nats!.jwt, seed: new TextDecoder().decode(kp.getSeed()), inboxPrefix: r.nats!.inboxPrefix } }, { name: `r${i}` });
+      const gone = new Promise<number>((resolve) => {
+        void nc.closed().then(() => resolve(performance.now()));
+        void (async () => {
+          for await (const st of nc.status()) if (st.type === 'disconnect') return resolve(performance.now());
+        })();
+      });
+      const t = performance.now();
+      await tls.service.revokeAgent('rev', `r${i}`);
+      closes.push((await gone) - t);
+      await nc.close().catch(() => undefined);
+    }
+    console.log(`revoke -> connection closed (20 launchers, TLS) p50 ${fmt(pct(closes, 50))} max ${fmt(Math.max(...closes))} (${(Math.max(...closes) / 1000).toFixed(2)}x the 1 s contract at worst)`);
   } finally {
+    await tls.stop();
     await authed.stop();
   }
 }
