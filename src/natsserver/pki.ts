@@ -1,5 +1,5 @@
 import { createHash, createPrivateKey, createPublicKey, generateKeyPairSync, randomBytes, sign, X509Certificate, type KeyObject } from 'node:crypto';
-import { parseIp, ipToBytes } from '../policy/addr.js';
+import { parseIpBytes } from '../net/addr.js';
 
 /**
  * The control plane's own small PKI, built on node:crypto alone (no openssl binary, no ASN.1 library):
@@ -103,9 +103,9 @@ function keyId(spkiDer: Buffer): Buffer {
 
 /** The 4 or 16 bytes of an iPAddress SAN (RFC 5280 4.2.1.6), parsed by the project's one address module. */
 function ipBytes(ip: string): Buffer {
-  const a = parseIp(ip);
-  if (!a) throw new TypeError(`${JSON.stringify(ip)} is not an IP address`);
-  return Buffer.from(ipToBytes(a));
+  const b = parseIpBytes(ip);
+  if (!b) throw new TypeError(`${JSON.stringify(ip)} is not an IP address`);
+  return Buffer.from(b);
 }
 
 interface TbsInput {

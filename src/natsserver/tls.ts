@@ -3,7 +3,7 @@ import { hostname, networkInterfaces } from 'node:os';
 import { join } from 'node:path';
 import { LatticeError } from '../errors.js';
 import { writeFileAtomic } from '../fsutil.js';
-import { formatIp, parseIp } from '../policy/addr.js';
+import { formatIp, parseIp } from '../net/addr.js';
 import { caFingerprint, caKeyMatches, createCa, issueServerCert, type CertKey, type ServerNames } from './pki.js';
 
 /**
