@@ -17,6 +17,7 @@ import { HttpApi, RawBody } from './http.js';
 import { controlPlaneMetrics, METRICS_CONTENT_TYPE, newRegistry } from '../metrics/index.js';
 import type { IpamConfig } from './ipam.js';
 import { serveNatsApi, type NatsApiStats } from './natsapi.js';
+import { publishEnrollmentEvents } from './enrollaudit.js';
 import { mountOperatorRoutes } from './operator.js';
 import { NatsKvStore } from './natskv.js';
 import { defaultReplicas } from '../natsserver/replicas.js';
@@ -184,6 +185,7 @@ export async function startControlPlane(opts: ControlPlaneOptions): Promise<Star
     cleanups.push(() => nc.drain());
     const replicas = opts.replicas ?? defaultReplicas(nc.info);
     opts.log?.info({ replicas, cluster: nc.info?.cluster ?? null }, `control plane state: ${replicas} replica(s) per bucket`);
+    const auditEnrollment = publishEnrollmentEvents(nc, clock, opts.log);
     const kvStore = new NatsKvStore(nc, { replicas, log: opts.log });
     const service = await ControlPlaneService.open({
       store: kvStore,
@@ -191,7 +193,11 @@ export async function startControlPlane(opts: ControlPlaneOptions): Promise<Star
       ipam: opts.ipam,
       jwtTtlMs: opts.jwtTtlMs,
       validatePolicy: checkPolicyDocument,
-      onEvent: opts.onEvent,
+      // Every enrollment and revocation: to the caller (the log) and to the audit stream.
+      onEvent: (e) => {
+        opts.onEvent?.(e);
+        auditEnrollment(e);
+      },
       natsUsers,
     });
     cleanups.push(() => service.close());
