@@ -14,7 +14,8 @@ import { EnforcementMode } from '../controlplane/types.js';
  *
  * Expired and revoked identities are refused in every mode: there is no one left to audit as.
  * A namespace or tool outside the identity's grants is refused in enforce mode and recorded as
- * would-deny (then run) in audit and disabled modes.
+ * would-deny (then run) in audit and disabled modes, except a tool that grants authority
+ * (AUTHORITY_TOOLS: delegate), which is refused in every mode.
  */
 
 export const ToolName = {
@@ -26,6 +27,9 @@ export const ToolName = {
   Delegate: 'delegate',
 } as const;
 export type ToolName = (typeof ToolName)[keyof typeof ToolName];
+
+/** Tools that grant authority: refused without the grant in every enforcement mode (decideToolCall). */
+export const AUTHORITY_TOOLS: ReadonlySet<string> = new Set<string>([ToolName.Delegate]);
 
 export const DenyReason = {
   Expired: 'identity expired',
@@ -69,7 +73,9 @@ export function decideToolCall(
   if (call.namespace !== id.namespace && !id.allowedNamespaces.includes(call.namespace)) violation = DenyReason.Namespace;
   else if (!id.allowedTools.includes(call.tool)) violation = DenyReason.Tool;
   if (!violation) return { decision: ToolDecision.Allow, proceed: true };
-  if (id.enforcement === EnforcementMode.Enforce) return { decision: ToolDecision.Deny, proceed: false, reason: violation };
+  // A tool that hands out authority (delegate mints enrollment tokens) is never run without its grant:
+  // audit and disabled modes observe, they do not widen what an agent may give away.
+  if (id.enforcement === EnforcementMode.Enforce || AUTHORITY_TOOLS.has(call.tool)) return { decision: ToolDecision.Deny, proceed: false, reason: violation };
   return { decision: ToolDecision.WouldDeny, proceed: true, reason: violation };
 }
 

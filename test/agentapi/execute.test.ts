@@ -37,6 +37,11 @@ describe('decideToolCall', () => {
     { name: 'expired, audit', now: NOW + 3600_001, id: { enforcement: 'audit' }, want: { decision: 'deny', proceed: false, reason: DenyReason.Expired } },
     { name: 'revoked, enforce', revoked: true, want: { decision: 'deny', proceed: false, reason: DenyReason.Revoked } },
     { name: 'revoked, audit', revoked: true, id: { enforcement: 'audit' }, want: { decision: 'deny', proceed: false, reason: DenyReason.Revoked } },
+    // delegate hands out authority: without the grant it is refused in every mode (issue 12).
+    { name: 'delegate not allowed, audit', tool: 'delegate', id: { enforcement: 'audit' }, want: { decision: 'deny', proceed: false, reason: DenyReason.Tool } },
+    { name: 'delegate not allowed, disabled', tool: 'delegate', id: { enforcement: 'disabled' }, want: { decision: 'deny', proceed: false, reason: DenyReason.Tool } },
+    { name: 'delegate to a namespace not allowed, audit', tool: 'delegate', ns: 'other', id: { enforcement: 'audit', allowedTools: ['delegate'] }, want: { decision: 'deny', proceed: false, reason: DenyReason.Namespace } },
+    { name: 'delegate allowed, audit', tool: 'delegate', id: { enforcement: 'audit', allowedTools: ['delegate'] }, want: { decision: 'allow', proceed: true } },
   ];
   for (const c of cases) {
     it(c.name, () => {
