@@ -66,6 +66,8 @@ export const ErrorCode = {
   NatsClaims: 'ENATS_CLAIMS',
   NatsConnect: 'ENATS_CONNECT',
   NatsStart: 'ENATS_START',
+  TlsPin: 'ETLS_PIN',
+  TlsSetup: 'ETLS_SETUP',
   KvConflict: 'EKV_CONFLICT',
   KvContention: 'EKV_CONTENTION',
   KvKey: 'EKV_KEY',
