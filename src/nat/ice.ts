@@ -11,7 +11,7 @@
 import type { DataChannel, IceServer, PeerConnection } from 'node-datachannel';
 import { createRequire } from 'node:module';
 import { Backoff, systemTimers, type Timers } from '../backoff.js';
-import type { VirtualLink } from './path-bind.js';
+import { PathWiringError, type LinkDataHandler, type VirtualLink } from './path-bind.js';
 
 export type IceSignal =
   | { t: 'sdp'; type: 'offer' | 'answer'; sdp: string; gen: number }
@@ -65,12 +65,18 @@ function lib(): NodeDataChannel {
 }
 
 export class IceLink implements VirtualLink {
-  onData: (peerId: string, data: Uint8Array) => void = () => undefined;
   readonly stats = { sent: 0, received: 0, droppedNotOpen: 0, rebuilds: 0, badSignals: 0 };
   private readonly peers = new Map<string, IcePeer>();
   private closed = false;
+  private onData?: LinkDataHandler;
 
   constructor(private readonly o: IceLinkOptions) {}
+
+  /** Where received datagrams go (peerId, data). Once: a second attach throws PathWiringError (ENAT_WIRING). */
+  attach(onData: LinkDataHandler): void {
+    if (this.onData) throw new PathWiringError('the ICE link already delivers its datagrams; attach one handler, once');
+    this.onData = onData;
+  }
 
   private offerer(peerId: string): boolean {
     return this.o.selfId < peerId;
@@ -156,7 +162,7 @@ export class IceLink implements VirtualLink {
         if (typeof msg === 'string') return;
         this.stats.received++;
         const u = msg instanceof ArrayBuffer ? new Uint8Array(msg) : new Uint8Array(msg.buffer, msg.byteOffset, msg.byteLength);
-        this.onData(peerId, Uint8Array.from(u));
+        this.onData?.(peerId, Uint8Array.from(u));
       });
     };
     if (this.offerer(peerId)) attach(pc.createDataChannel('wireguard', { unordered: true, maxRetransmits: 0 }));

@@ -55,11 +55,14 @@ export type DatagramHandler = (data: Uint8Array, from: Endpoint) => void;
 export const PathKind = { Direct: 'direct', Ice: 'ice', Relay: 'relay' } as const;
 export type PathKind = (typeof PathKind)[keyof typeof PathKind];
 
+/** Datagrams a virtual link received: the sending peer's id and the payload (one WireGuard or STUN message). */
+export type LinkDataHandler = (peerId: string, data: Uint8Array) => void;
+
 /** A virtual datagram link to peers by id (relay client, ICE data channels). */
 export interface VirtualLink {
   send(peerId: string, data: Uint8Array): void;
-  /** The path bind installs itself here. */
-  onData: (peerId: string, data: Uint8Array) => void;
+  /** Where received datagrams go (the path bind, in addLink). Once: a second attach throws PathWiringError. */
+  attach(onData: LinkDataHandler): void;
 }
 
 /**
@@ -128,11 +131,14 @@ export class PathBind implements Bind {
     return this.udp.port;
   }
 
-  /** Attach a virtual link under a scheme ("relay", "ice", "turn"). Throws PathWiringError if the scheme has one. */
+  /**
+   * Attach a virtual link under a scheme ("relay", "ice", "turn"). Throws PathWiringError if the scheme has one or
+   * the link already delivers to another handler.
+   */
   addLink(scheme: LinkScheme, link: VirtualLink): void {
     if (this.links.has(scheme)) throw new PathWiringError(`a "${scheme}" link is already attached; attach one link per scheme`);
+    link.attach((peerId, data) => this.dispatch(data, virtualEndpoint(scheme, peerId), true));
     this.links.set(scheme, link);
-    link.onData = (peerId, data) => this.dispatch(data, virtualEndpoint(scheme, peerId), true);
   }
 
   /** The device's handler (Bind.start): WireGuard datagrams, the early queue first. Once. */

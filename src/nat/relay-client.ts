@@ -4,6 +4,7 @@
  */
 import net from 'node:net';
 import { Backoff, type Timers } from '../backoff.js';
+import { PathWiringError, type LinkDataHandler, type VirtualLink } from './path-bind.js';
 import { encodeFrame, FrameDecoder, FrameType } from './relay-frame.js';
 
 export interface RelayClientOptions {
@@ -23,8 +24,8 @@ export function parseRelayUrl(url: string): { host: string; port: number } {
   return { host: m[1].replace(/^\[|\]$/g, ''), port: Number(m[2]) };
 }
 
-export class RelayClient {
-  onData: (fromId: string, payload: Uint8Array) => void = () => undefined;
+/** A VirtualLink over the relay: datagrams to and from peers by id; received ones are dropped until attach(). */
+export class RelayClient implements VirtualLink {
   stats = { connects: 0, sent: 0, received: 0, droppedWhileDown: 0 };
   private sock?: net.Socket;
   private connected = false;
@@ -33,11 +34,18 @@ export class RelayClient {
   private cancelReconnect?: () => void;
   private readonly target: { host: string; port: number };
   private readonly waiters: (() => void)[] = [];
+  private onData?: LinkDataHandler;
 
   constructor(private readonly opts: RelayClientOptions) {
     this.target = parseRelayUrl(opts.url);
     const initialMs = opts.minBackoffMs ?? 100;
     this.backoff = new Backoff({ initialMs, maxMs: Math.max(initialMs, opts.maxBackoffMs ?? 2000), timers: opts.timers });
+  }
+
+  /** Where received datagrams go (fromId, payload). Once: a second attach throws PathWiringError (ENAT_WIRING). */
+  attach(onData: LinkDataHandler): void {
+    if (this.onData) throw new PathWiringError('the relay client already delivers its datagrams; attach one handler, once');
+    this.onData = onData;
   }
 
   get isConnected(): boolean {
@@ -71,7 +79,7 @@ export class RelayClient {
       for (const f of decoder.push(chunk)) {
         if (f.type !== FrameType.Data) continue;
         this.stats.received++;
-        this.onData(f.id, f.payload);
+        this.onData?.(f.id, f.payload);
       }
       if (decoder.error) s.destroy();
     });

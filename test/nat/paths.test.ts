@@ -3,32 +3,33 @@ import { describe, expect, it } from 'vitest';
 import { ManualClock } from '../../src/clock.js';
 import { endpointKey, type Endpoint, type UdpEndpoint } from '../../src/conn/bind.js';
 import { MemoryNetwork } from '../../src/conn/memory.js';
-import { PathBind, PathWiringError, type VirtualLink } from '../../src/nat/path-bind.js';
+import { PathBind, PathWiringError, type LinkDataHandler, type VirtualLink } from '../../src/nat/path-bind.js';
 import { MessageType } from '../../src/wg/constants.js';
 import { PeerPaths } from '../../src/nat/paths.js';
+import { IceLink } from '../../src/nat/ice.js';
+import { RelayClient } from '../../src/nat/relay-client.js';
 import { decodeStun, encodeStun, StunClass } from '../../src/nat/stun.js';
 import { Device } from '../../src/wg/device.js';
 import { crypto, ipPacket } from '../wg/helpers.js';
 
 /** An in-memory relay: links by peer id, delivery queued until flush(). */
 class MemoryRelay {
-  private readonly links = new Map<string, VirtualLink>();
+  private readonly links = new Map<string, LinkDataHandler>();
   private q: { to: string; from: string; data: Uint8Array }[] = [];
   up = true;
   link(selfId: string): VirtualLink {
     const l: VirtualLink = {
-      onData: () => undefined,
+      attach: (onData) => void this.links.set(selfId, onData),
       send: (peerId, data) => {
         if (this.up) this.q.push({ to: peerId, from: selfId, data: Uint8Array.from(data) });
       },
     };
-    this.links.set(selfId, l);
     return l;
   }
   flush(): number {
     const q = this.q;
     this.q = [];
-    for (const m of q) this.links.get(m.to)?.onData(m.from, m.data);
+    for (const m of q) this.links.get(m.to)?.(m.from, m.data);
     return q.length;
   }
 }
@@ -220,5 +221,18 @@ describe('PathBind wiring', () => {
     expect(() => bind.start(() => undefined)).toThrow(PathWiringError);
     bind.dispatch(encodeStun({ class: StunClass.Request, transactionId: new Uint8Array(12) }), { address: '203.0.113.9', port: 7 });
     expect(stun).toEqual([{ address: '203.0.113.9', port: 7 }]);
+  });
+
+  it('the relay client and the ICE link take their datagram handler once: a second attach throws ENAT_WIRING', () => {
+    const links: VirtualLink[] = [
+      new RelayClient({ url: 'tcp://127.0.0.1:9', selfId: 'alice' }),
+      new IceLink({ selfId: 'alice', iceServers: [], signal: () => undefined }),
+    ];
+    for (const link of links) {
+      link.attach(() => undefined);
+      expect(() => link.attach(() => undefined)).toThrow(expect.objectContaining({ code: 'ENAT_WIRING' }));
+      // Through the bind too: the link already delivers elsewhere, so the bind refuses it.
+      expect(() => new PathBind(new MemoryNetwork().bind('192.0.2.1', 51820)).addLink('relay', link)).toThrow(PathWiringError);
+    }
   });
 });

@@ -44,7 +44,7 @@ describe('relay server and client (loopback)', () => {
     const bad = new RelayClient({ url: srv.url, selfId: 'mallory', token: 'nope', minBackoffMs: 5000 });
     closers.push(() => a.close(), () => b.close(), () => bad.close());
     const got: [string, number[]][] = [];
-    b.onData = (from, p) => got.push([from, [...p]]);
+    b.attach((from, p) => got.push([from, [...p]]));
     a.start();
     b.start();
     bad.start();
