@@ -3,42 +3,32 @@
  * written into a TUN are accepted by the kernel or gVisor's netstack. Not production code: the data
  * plane has its own parser.
  */
-import { isIPv4 } from 'node:net';
+import { formatIpBytes, parseIpBytes } from '../../src/net/addr.js';
 
+/** The 4 or 16 bytes of an address (src/net/addr.ts's parser). Throws RangeError if `addr` is none. */
+function ipBytes(addr: string, len?: 4 | 16): Uint8Array {
+  const b = parseIpBytes(addr);
+  if (!b || (len !== undefined && b.length !== len)) throw new RangeError(`not an IPv${len === 16 ? 6 : 4} address: "${addr}"`);
+  return b;
+}
+
+/** The 4 bytes of an IPv4 address. Throws RangeError otherwise. */
 export function ipv4Bytes(addr: string): Uint8Array {
-  return Uint8Array.from(addr.split('.').map(Number));
+  return ipBytes(addr, 4);
 }
 
+/** The 16 bytes of an IPv6 address. Throws RangeError otherwise. */
 export function ipv6Bytes(addr: string): Uint8Array {
-  const [head, tail] = addr.includes('::') ? addr.split('::') : [addr, undefined];
-  const h = head ? head.split(':') : [];
-  const t = tail ? tail.split(':') : [];
-  const groups = tail === undefined ? h : [...h, ...Array(8 - h.length - t.length).fill('0'), ...t];
-  const out = new Uint8Array(16);
-  groups.forEach((g, i) => {
-    const v = parseInt(g, 16);
-    out[i * 2] = v >> 8;
-    out[i * 2 + 1] = v & 0xff;
-  });
-  return out;
+  return ipBytes(addr, 16);
 }
 
+/** 4 or 16 bytes as RFC 5952 text (src/net/addr.ts's formatter). */
 export function formatIp(b: Uint8Array): string {
-  if (b.length === 4) return Array.from(b).join('.');
-  const groups: string[] = [];
-  for (let i = 0; i < 16; i += 2) groups.push(((b[i] << 8) | b[i + 1]).toString(16));
-  // Compress the longest run of zero groups (RFC 5952), enough for comparisons in tests.
-  let best = -1;
-  let bestLen = 0;
-  for (let i = 0; i < 8; ) {
-    if (groups[i] !== '0') { i++; continue; }
-    let j = i;
-    while (j < 8 && groups[j] === '0') j++;
-    if (j - i > bestLen && j - i > 1) { best = i; bestLen = j - i; }
-    i = j;
-  }
-  if (best < 0) return groups.join(':');
-  return `${groups.slice(0, best).join(':')}::${groups.slice(best + bestLen).join(':')}`;
+  return formatIpBytes(b);
+}
+
+function isIPv4(addr: string): boolean {
+  return ipBytes(addr).length === 4;
 }
 
 /** RFC 1071 one's-complement sum over several chunks (odd chunk lengths handled as one stream). */
