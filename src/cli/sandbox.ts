@@ -1,6 +1,7 @@
 import type { Command } from 'commander';
 import { resolveStateDir, statePaths } from '../state.js';
 import { UsageError } from '../errors.js';
+import type { Logger } from '../log.js';
 import { parseDnsLimits, parseEnv, requireRoot } from '../sandbox/inputs.js';
 import { parseCapability } from '../oci/capabilities.js';
 import { globalOpts } from './run.js';
@@ -103,16 +104,10 @@ export function registerSandbox(program: Command): void {
       const { prepareProcess } = await import('../sandbox/prepare.js');
       const proc = await prepareProcess(processFlags(cmd, o), stateDir);
       process.exitCode = await runSandbox({
-        cleaners,
-        stateDir,
+        ...runBase(stateDir, checked, o, g.debug, log),
         network: networkFor,
         name: o.name as string | undefined,
         ...proc,
-        capabilities: checked.capabilities,
-        keep: Boolean(o.keep),
-        stopGraceMs: checked.stopGraceMs,
-        debug: g.debug,
-        log,
       });
     });
 
@@ -185,15 +180,9 @@ export function registerSandbox(program: Command): void {
     console.error(`lattice: ${enrolled.reused ? 'reusing' : 'enrolled'} ${c.namespace}/${c.name} at ${c.address.ipv4} (${c.address.ipv6})`);
     try {
       process.exitCode = await runSandbox({
-        cleaners,
-        stateDir,
+        ...runBase(stateDir, checked, o, g.debug, log),
         name: o.name as string,
         ...proc,
-        capabilities: checked.capabilities,
-        keep: Boolean(o.keep),
-        stopGraceMs: checked.stopGraceMs,
-        debug: g.debug,
-        log,
         network: enrolled.network,
         hostUds: true,
         stopWhen: enrolled.revoked,
@@ -341,6 +330,11 @@ function checkProcessFlags(o: Record<string, unknown>): { stopGraceMs: number; c
   const s = Number(raw);
   if (raw.trim() === '' || !Number.isFinite(s) || s < 0 || s > 3600) throw new UsageError(`--stop-timeout ${raw} is not a number of seconds; use 0-3600 (e.g. 10, or 2.5)`);
   return { stopGraceMs: Math.round(s * 1000), capabilities: (o.capAdd as string[]).map(parseCapability) };
+}
+
+/** The runSandbox options `sandbox run` and `sandbox start` share: engine cleaners, state dir, checked flags, logging. */
+function runBase(stateDir: string, checked: ReturnType<typeof checkProcessFlags>, o: Record<string, unknown>, debug: boolean | undefined, log: Logger) {
+  return { cleaners, stateDir, capabilities: checked.capabilities, keep: Boolean(o.keep), stopGraceMs: checked.stopGraceMs, debug, log };
 }
 
 function processFlags(cmd: string[], o: Record<string, unknown>) {
