@@ -22,6 +22,7 @@ export const MAX_AGENT_BODY_BYTES = 64 * 1024;
 /** Concurrent connections one sandbox may hold open. */
 export const MAX_AGENT_CONNECTIONS = 64;
 
+/** The agent API could not listen on its socket or address (code EAGENTAPI_LISTEN). */
 export class AgentApiListenError extends LatticeError {
   override readonly name = 'AgentApiListenError';
   constructor(message: string, options?: { cause?: unknown }) {

@@ -20,6 +20,7 @@ const cleaners: import('../sandbox/gc.js').EngineCleaners = {
 
 const collect = (v: string, prev: string[]) => [...prev, v];
 
+/** Register `lattice sandbox` (run, start, and the inspection subcommands) on the CLI program. */
 export function registerSandbox(program: Command): void {
   const sandbox = program.command('sandbox').description('run and inspect gVisor sandboxes');
 
@@ -356,6 +357,7 @@ function processFlags(cmd: string[], o: Record<string, unknown>) {
   };
 }
 
+/** Print rows as a plain table to stdout: upper-cased column names, columns padded to their widest cell. */
 export function printTable<T extends Record<string, unknown>>(rows: T[], cols: (keyof T & string)[]): void {
   const widths = cols.map((c) => Math.max(c.length, ...rows.map((r) => String(r[c]).length)));
   const line = (vals: string[]) => vals.map((v, i) => v.padEnd(widths[i]!)).join('  ').trimEnd();

@@ -34,6 +34,7 @@ export interface WgStatusFile {
   stats: DeviceStats;
 }
 
+/** Where `wg up` keeps its status files: <stateDir>/wg. */
 export function statusDir(stateDir: string): string {
   return join(stateDir, 'wg');
 }

@@ -16,6 +16,7 @@ async function readStdin(): Promise<string> {
   return Buffer.concat(chunks).toString('utf8');
 }
 
+/** Register `lattice wg` (genkey, pubkey, up, ...: a userspace WireGuard peer) on the CLI program. */
 export function registerWg(program: Command): void {
   const wg = program.command('wg').description('userspace WireGuard peer (interoperates with wg(8) and wireguard-go)');
 

@@ -31,6 +31,7 @@ export interface DelegationReply {
   modes: TokenRecord['modes'];
 }
 
+/** The reply to a successful delegation: the child token, its record id, parent, namespace, allowed tools and namespaces, limit, and expiry times (ISO 8601). */
 export function delegationReply(token: string, r: TokenRecord): DelegationReply {
   return {
     token,

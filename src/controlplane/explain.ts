@@ -62,6 +62,7 @@ export interface ExplainAnswer {
 
 const PROTO_NUMBER = { tcp: 6, udp: 17, icmp: 1 } as const;
 
+/** Check an explain request body (a JSON object; proto tcp, udp or icmp, default tcp). Throws a bad-request ControlPlaneError. */
 export function parseExplainQuery(b: unknown): ExplainQuery {
   if (typeof b !== 'object' || b === null || Array.isArray(b)) throw badRequest('explain query must be a JSON object');
   const q = b as Record<string, unknown>;

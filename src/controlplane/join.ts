@@ -24,6 +24,7 @@ export interface JoinToken {
   urls?: string[];
 }
 
+/** A join token is damaged: not base64url JSON, or a field missing or malformed (code EJOIN_TOKEN). */
 export class JoinTokenError extends LatticeError {
   override readonly name = 'JoinTokenError';
   constructor(message: string) {

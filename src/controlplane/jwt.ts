@@ -25,6 +25,7 @@ export interface AgentClaims {
   exp: number;
 }
 
+/** A JWT is malformed, lacks the lattice claims, has expired or uses another algorithm than HS256 (code EJWT). */
 export class JwtError extends LatticeError {
   override readonly name = 'JwtError';
   constructor(message: string, options?: { cause?: unknown }) {

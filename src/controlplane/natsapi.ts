@@ -102,6 +102,7 @@ export function serveNatsApi(
   };
 }
 
+/** The error reply of the NATS API: {error: {code, message, challenge?}}; challenge only for a proof-of-key retry. */
 export function errorReply(code: CpErrorCode, message: string, challenge?: { nonce: string; key: string; namespace: string }): ErrorReply {
   return { error: { code, message, ...(challenge ? { challenge } : {}) } };
 }

@@ -51,6 +51,7 @@ export async function assertStateDirs(stateDir: string): Promise<void> {
   }
 }
 
+/** Where the admin token lives: <controlPlaneDir>/admin-token. */
 export function adminTokenPath(controlPlaneDir: string): string {
   return join(controlPlaneDir, 'admin-token');
 }

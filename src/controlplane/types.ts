@@ -39,6 +39,7 @@ export const CpErrorCode = {
 } as const;
 export type CpErrorCode = (typeof CpErrorCode)[keyof typeof CpErrorCode];
 
+/** A control-plane request failed with a stable code (CpErrorCode), returned to the caller in the error reply. */
 export class ControlPlaneError extends LatticeError {
   override readonly name = 'ControlPlaneError';
   constructor(

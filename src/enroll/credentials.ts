@@ -42,6 +42,7 @@ export interface Credentials {
   enrolledAt: number;
 }
 
+/** A sandbox name is not a DNS label, or a stored credentials file is not valid JSON or is incomplete (code ECREDENTIALS). */
 export class CredentialsError extends LatticeError {
   override readonly name = 'CredentialsError';
   constructor(message: string, options?: { cause?: unknown }) {

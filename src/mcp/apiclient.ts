@@ -26,6 +26,7 @@ export interface AdminApiOptions {
   fetch?: typeof fetch;
 }
 
+/** HTTP client of the control plane's admin API (base URL from the options, trailing slashes dropped). */
 export class AdminApiClient {
   private readonly base: string;
   constructor(private readonly o: AdminApiOptions) {

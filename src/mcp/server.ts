@@ -44,6 +44,7 @@ interface AgentView {
   agentId: string;
 }
 
+/** The MCP server: registers the admin-API tools (read-only ones hinted readOnlyHint) over the given API client. */
 export function createMcpServer(o: McpServerOptions): McpServer {
   const server = new McpServer({ name: MCP_SERVER_NAME, version: o.version }, { capabilities: { tools: {} } });
   const api = o.api;
