@@ -158,7 +158,8 @@ describe('lattice-mcp over stdio (SDK client) against a real control plane', () 
       proto: 'tcp',
     });
     expect(pg.value).toMatchObject({ allowed: false, ruleId: 'default-deny' });
-    expect(pg.value.suggestedRule).toMatchObject({ action: 'allow', cidrs: [`${agents.postgres.ipv4}/32`], ports: [5432], protocol: 'tcp' });
+    // A peer's address is answered with a rule naming the peer (it covers both of its addresses).
+    expect(pg.value.suggestedRule).toMatchObject({ action: 'allow', peers: { name: 'postgres' }, ports: [5432], protocol: 'tcp' });
     const bad = await tool('explain_flow', { namespace: 'shop', agent: 'nobody', address: '10.0.0.1', port: 1 });
     expect(bad.isError).toBe(true);
     expect(bad.text).toMatch(/no agent nobody/);
