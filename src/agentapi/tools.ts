@@ -54,6 +54,11 @@ function port(v: unknown): number {
   return v as number;
 }
 
+/**
+ * The agent API's tools by name, bound to their collaborators (`d`: NATS, the egress check, the policy,
+ * a timeout in ms, default 10 000). Each tool gets the caller's identity and checked args and returns a
+ * JSON value or throws an `AgentApiError` with a wire code.
+ */
 export function buildTools(d: ToolDeps): Record<string, ToolImpl> {
   const timeoutMs = d.timeoutMs ?? 10_000;
   return {

@@ -59,6 +59,12 @@ export interface WgUpHandle {
   stop(): Promise<void>;
 }
 
+/**
+ * Bring up a standalone peer from a wg-quick style config: TUN `ifname` with its Address, MTU and routes
+ * for AllowedIPs, the UDP bind, the Device; status under `stateDir`. Resolves once it is up; `stop`
+ * removes what it added. Throws `UsageError` (bad interface name), `LatticeError` `EWG_ENDPOINT`/`EWG_BIND`
+ * (unresolvable endpoint, taken port) or `TunError`, each a one-line message.
+ */
 export async function wgUp(cfg: WgConfig, opts: { ifname: string; stateDir: string; log: Logger }): Promise<WgUpHandle> {
   if (opts.ifname.length > 15) throw new UsageError(`interface name "${opts.ifname}" is longer than 15 characters; pass --tun NAME`);
   const mtu = cfg.interface.mtu ?? DefaultMTU;

@@ -129,6 +129,11 @@ function parseNote(v: unknown): string | undefined {
   return v;
 }
 
+/**
+ * Pending changes that wait for a human (KV `lattice_approvals`): propose stores a validated change with
+ * its diff and the revision it was based on; approve claims it by compare-and-set and applies it only if
+ * that base has not moved (else `EAPPROVAL_STALE`, HTTP 409); reject ends it. Every step is audited.
+ */
 export class Approvals {
   constructor(private readonly o: ApprovalsOptions) {}
 

@@ -19,10 +19,15 @@ import type { AgentRecord } from './types.js';
  */
 export const CHILD_INDEX_DONE = 'cidx.v1';
 
+/** The index key `c.<parentAgentId>.<namespace>.<name>` recording a delegated child under its parent. */
 export function childKey(parentAgentId: string, namespace: string, name: string): string {
   return `c.${parentAgentId}.${namespace}.${name}`;
 }
 
+/**
+ * Delegated children by parent, in the agents bucket: revocation lists `c.<parentId>.>` instead of
+ * reading every agent, so its cost follows the size of the revoked subtree, not of the namespace.
+ */
 export class ChildIndex {
   constructor(private readonly agents: KvBucket) {}
 

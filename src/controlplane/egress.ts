@@ -46,6 +46,7 @@ export function parseEgressRequest(body: unknown): Pick<EgressRequestRecord, 'ho
   return { host: b.host, port: b.port as number, proto, ...(b.reason !== undefined ? { reason: b.reason as string } : {}) };
 }
 
+/** The store of agents' egress requests (`lattice_egress_requests`): `open`, then record and list per namespace. */
 export class EgressRequests {
   private constructor(
     private readonly bucket: KvBucket,

@@ -88,6 +88,12 @@ interface Route {
 
 const digest = (s: string) => createHash('sha256').update(s).digest();
 
+/**
+ * The control plane's HTTP/1.1 server: JSON routes mounted before `listen`, admin routes behind the
+ * bearer token (compared in constant time) or a mounted `AdminAuth` (the console's session), bodies read
+ * through the one bounded reader, explicit limits on headers time, request time and connections.
+ * Errors reply as `{code, message}` with the HTTP status of their class.
+ */
 export class HttpApi {
   private readonly routes: Route[] = [];
   private readonly auths: AdminAuth[] = [];

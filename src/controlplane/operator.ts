@@ -50,6 +50,11 @@ export function natsApprovalAudit(nc: NatsConnection, clock: Clock, log?: Logger
   };
 }
 
+/**
+ * Mount the operator routes (approvals, explain, egress requests) on `api`; returns the `Approvals`
+ * store the routes use. Proposals and decisions are published to the audit stream (best effort: a
+ * missing stream is logged, not fatal).
+ */
 export async function mountOperatorRoutes(api: HttpApi, deps: OperatorDeps): Promise<Approvals> {
   const [bucket, policies, agents, tokens] = await Promise.all([
     deps.store.bucket(APPROVALS_BUCKET),

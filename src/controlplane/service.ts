@@ -142,6 +142,11 @@ export function directorySnapshot(namespace: string, peers: readonly Peer[]): Di
   };
 }
 
+/**
+ * The control plane's state machine over JetStream KV: tokens (TTL, use limit), enrollment (IPAM,
+ * possession proof on re-enrollment, JWT and NATS user), the directory, policies, labels, delegation and
+ * revocation. Transport-free: the NATS and HTTP APIs call it; errors are `ControlPlaneError` with a code.
+ */
 export class ControlPlaneService {
   private agentCache!: AgentCache;
   private readonly tokenMutex = new KeyedMutex();
@@ -747,6 +752,7 @@ function parseLabelBody(body: unknown): LabelEdit {
   return { set: set as Record<string, string>, remove: remove as string[] };
 }
 
+/** The policy a token names: its inline policy, a preset resolved by `resolvePreset`, or null when none. */
 export function resolvePolicyRef(ref: PolicyRef | undefined, resolvePreset?: (name: string) => unknown): unknown {
   if (!ref) return null;
   if ('inline' in ref) return ref.inline;

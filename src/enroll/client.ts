@@ -22,6 +22,7 @@ export class EnrollError extends LatticeError {
   }
 }
 
+/** No control-plane server answered (every URL tried, or the request timed out); code `ECP_UNREACHABLE`. */
 export class ControlPlaneUnreachableError extends LatticeError {
   override readonly name = 'ControlPlaneUnreachableError';
   constructor(message: string, options?: { cause?: unknown }) {

@@ -30,6 +30,11 @@ export interface DirectoryEvents {
   revoked: [rec: RevocationRecord];
 }
 
+/**
+ * The launcher's live view of its namespace through KV watches: peers (the watch-fed agent cache), the
+ * namespace policy and revocations. Emits `peers-changed`, `policy-changed` and `revoked`; `start`
+ * resolves once the current values are in, `stop` ends every watch.
+ */
 export class DirectoryWatcher extends EventEmitter<DirectoryEvents> {
   private agents?: AgentCache;
   private readonly watches: KvWatch[] = [];
