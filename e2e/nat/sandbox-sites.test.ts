@@ -65,7 +65,9 @@ beforeAll(async () => {
   children.push(nats);
   cpState = join(work.path, 'cp');
   await waitFor(async () => (await execa('nsenter', [`--net=/var/run/netns/${topo!.pubNs}`, 'bash', '-c', `exec 3<>/dev/tcp/${pub}/${NATS_PORT}`], { reject: false })).exitCode === 0, 60_000, 'nats-server');
-  const cp = inNs(topo.pubNs, cpState, ['control-plane', 'start', '--nats', `nats://${pub}:${NATS_PORT}`, '--http', `${pub}:${HTTP_PORT}`]);
+  // The admin API stays on the public segment's loopback (beyond loopback it would be HTTPS): the
+  // token is created from inside that netns.
+  const cp = inNs(topo.pubNs, cpState, ['control-plane', 'start', '--nats', `nats://${pub}:${NATS_PORT}`, '--http', `127.0.0.1:${HTTP_PORT}`]);
   children.push(cp);
   let out = '';
   cp.stdout?.on('data', (d: Buffer) => (out += d.toString()));
@@ -81,7 +83,7 @@ beforeAll(async () => {
 
   const policy = join(work.path, 'policy.json');
   await writeFile(policy, JSON.stringify(POLICY));
-  const tk = await inNs(topo.pubNs, cpState, ['token', 'create', '--namespace', 'ltnw', '--limit', '4', '--policy', policy, '--api', `http://${pub}:${HTTP_PORT}`]);
+  const tk = await inNs(topo.pubNs, cpState, ['token', 'create', '--namespace', 'ltnw', '--limit', '4', '--policy', policy, '--api', `http://127.0.0.1:${HTTP_PORT}`]);
   expect(tk.exitCode, String(tk.stderr)).toBe(0);
   token = String(tk.stdout).trim();
 }, 120_000);
