@@ -28,3 +28,21 @@ export class ManualClock implements Clock {
     this.mono += ms;
   }
 }
+
+/**
+ * Wait for `p`, but at most `ms` milliseconds: resolves to `p`'s value, or `undefined` when time ran out
+ * first (`p` keeps running; its rejection after that is ignored). The timer is cleared as soon as `p`
+ * settles, so a bounded wait never leaves a timer behind the caller (a closed component holds none).
+ */
+export async function settleWithin<T>(p: Promise<T>, ms: number): Promise<T | undefined> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const timeout = new Promise<undefined>((resolve) => {
+    timer = setTimeout(() => resolve(undefined), ms);
+  });
+  p.catch(() => undefined);
+  try {
+    return await Promise.race([p, timeout]);
+  } finally {
+    clearTimeout(timer);
+  }
+}

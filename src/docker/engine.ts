@@ -22,6 +22,7 @@ import type { RecordCleaner } from '../sandbox/gc.js';
 import { hostnameOf, runLifecycle, type LifecycleOptions, type RunningSandbox, type SandboxEngine, type SandboxNetwork } from '../sandbox/lifecycle.js';
 import { type SandboxRecord } from '../sandbox/registry.js';
 import { processStartTicks } from '../proc.js';
+import { settleWithin } from '../clock.js';
 import { removeRunscRecord } from '../sandbox/run.js';
 import { DOCKER_RUNTIME_ARGS, DOCKER_RUNTIME_NAME, installDockerRuntime, sameRuntime, type RuntimeEntry } from './runtime.js';
 
@@ -350,7 +351,7 @@ export class DockerEngine implements SandboxEngine {
           }
         }
         // The attach stream may still carry the last output: drain it, but never hang on it.
-        await Promise.race([ended, new Promise((r) => setTimeout(r, 2000).unref())]);
+        await settleWithin(ended, 2000);
         // The container's own status wins, also after a stop signal (a process that traps SIGTERM and exits 7).
         return { code: status.StatusCode };
       },

@@ -14,7 +14,7 @@
  */
 import type { NatsConnection, Subscription } from 'nats';
 import type { Bind, Endpoint } from '../conn/bind.js';
-import { systemClock, type Clock } from '../clock.js';
+import { settleWithin, systemClock, type Clock } from '../clock.js';
 import { LatticeError } from '../errors.js';
 import type { Device } from '../wg/device.js';
 import { CandidateType, hostCandidates, parseServer, StunDiscovery, type Candidate } from './discovery.js';
@@ -269,7 +269,7 @@ export async function createPeerConnectivity(o: PeerConnectivityOptions): Promis
   });
 
   // Discovery first (bounded): a first signal with the srflx candidate saves a round of re-signalling.
-  await Promise.race([rediscover(), new Promise((r) => setTimeout(r, 300))]);
+  await settleWithin(rediscover(), 300);
 
   let lastDiscovery = clock.monotonic();
   let lastResignal = clock.monotonic();
