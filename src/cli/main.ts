@@ -20,8 +20,9 @@ const GROUPS: Record<string, () => Promise<Register>> = {
   runsc: () => import('./runsc.js').then((m) => m.registerRunsc),
   approvals: () => import('./approvals.js').then((m) => m.registerApprovals),
   mcp: () => import('./mcp.js').then((m) => m.registerMcp),
+  up: () => import('./up.js').then((m) => m.registerUp),
 };
-const MODULE_OF: Record<string, keyof typeof GROUPS> = { gc: 'sandbox', token: 'admin', agent: 'admin', policy: 'admin' };
+const MODULE_OF: Record<string, keyof typeof GROUPS> = { gc: 'sandbox', token: 'admin', agent: 'admin', policy: 'admin', down: 'up', status: 'up' };
 
 /** The first word of argv that is not a global option or its value. */
 function commandWord(argv: string[]): string | undefined {

@@ -16,7 +16,7 @@ import { OutboxPublisher } from '../audit/publisher.js';
 import { startLauncherMetrics } from '../metrics/launcher.js';
 import type { AuditEventDraft } from '../audit/events.js';
 import { ndjsonAuditSink } from '../audit/local.js';
-import { wgSandboxNetwork, type WgSandboxNetwork } from './network.js';
+import { wgSandboxNetwork, type TunPlacement, type WgSandboxNetwork } from './network.js';
 import type { DnsLimits } from '../dataplane/dns.js';
 import { startAgentApi, agentApiMounts, type StartedAgentApi } from '../agentapi/index.js';
 import { mkdir, rm } from 'node:fs/promises';
@@ -47,6 +47,10 @@ export interface EnrolledOptions {
   hostEgress?: boolean;
   /** Bounds on the sandbox's upstream DNS lookups (`--dns-max-in-flight`, `--dns-rate`, `--dns-burst`); unset keep the pump's defaults. */
   dnsLimits?: Partial<DnsLimits>;
+  /** Where the TUN lives (see WgNetworkOptions.placeTun); default: the sandbox's own netns. */
+  placeTun?: TunPlacement;
+  /** Serve the agent API socket to the sandbox (default true; `lattice up` has no sandbox to serve). */
+  agentApi?: boolean;
   /** How often status.json is rewritten (ms). */
   statusIntervalMs?: number;
   /** Serve Prometheus GET /metrics here (src/metrics/launcher.ts); undefined = no metrics server. */
@@ -261,6 +265,7 @@ export async function enrollAndPrepare(o: EnrolledOptions): Promise<Enrolled> {
             natTraversal: o.nat !== undefined,
             hostEgress: o.hostEgress,
             dnsLimits: o.dnsLimits,
+            placeTun: o.placeTun,
           })(id, dir),
           (n) => n.close(),
         );
@@ -300,9 +305,6 @@ export async function enrollAndPrepare(o: EnrolledOptions): Promise<Enrolled> {
         );
         await step('endpoint');
 
-        // The agent API: a Unix socket only this sandbox can reach; the channel itself is the identity.
-        const apiDir = join(dir, 'agentapi');
-        await mkdir(apiDir, { recursive: true, mode: 0o755 });
         explain = (event) =>
           explainDenial(
             event,
@@ -310,7 +312,10 @@ export async function enrollAndPrepare(o: EnrolledOptions): Promise<Enrolled> {
             (remote, protocol, port) => live.pump.checkEgress(remote, protocol, port),
           );
         netTeardown.defer('explain', () => (explain = undefined));
-        netTeardown.adopt(
+        // The agent API: a Unix socket only this sandbox can reach; the channel itself is the identity.
+        const apiDir = join(dir, 'agentapi');
+        if (o.agentApi !== false) await mkdir(apiDir, { recursive: true, mode: 0o755 });
+        if (o.agentApi !== false) netTeardown.adopt(
           'agent-api',
           await startAgentApi({
             socketPath: join(apiDir, 'agent.sock'),
@@ -373,7 +378,7 @@ export async function enrollAndPrepare(o: EnrolledOptions): Promise<Enrolled> {
         const owned = netTeardown.move();
         return {
           ...live,
-          mounts: [...(live.mounts ?? []), ...agentApiMounts(join(apiDir, 'agent.sock'))],
+          mounts: [...(live.mounts ?? []), ...(o.agentApi !== false ? agentApiMounts(join(apiDir, 'agent.sock')) : [])],
           close: () => owned.close(),
         };
       });

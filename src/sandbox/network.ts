@@ -11,6 +11,7 @@ import { writeFileAtomic } from '../fsutil.js';
 import { Device } from '../wg/device.js';
 import { IntervalTicker } from '../conn/ticker.js';
 import type { Peer, PeerConfig } from '../wg/peer.js';
+import type { Tun } from '../tun/tun.js';
 import type { InterfaceConfig } from '../wg/config.js';
 import { setupSandboxNetwork } from '../netns/sandbox-net.js';
 import { Pump, type AuditSink, type PolicySource, type UpstreamResolver } from '../dataplane/pump.js';
@@ -58,7 +59,29 @@ export interface WgNetworkOptions {
    * they are refused (TCP reset / ICMP unreachable).
    */
   hostEgress?: boolean;
+  /**
+   * Where the TUN lives. Default: a netns of its own for runsc (src/netns/sandbox-net.ts), with a
+   * resolv.conf mount naming the pump's resolver. `lattice up` passes the host's namespace instead
+   * (src/host/link.ts); then no resolv.conf is written.
+   */
+  placeTun?: TunPlacement;
 }
+
+/** A TUN carrying `cidrs` (the node's own host prefixes), placed and configured; close() removes it. */
+export type TunPlacement = (o: { id: string; cidrs: readonly string[]; mtu: number }) => Promise<PlacedTun>;
+
+export interface PlacedTun {
+  tun: Tun;
+  netnsName?: string;
+  netnsPath?: string;
+  close(): Promise<void>;
+}
+
+/** The default placement: the sandbox's own netns (lo + TUN + default routes via the link-local gateways). */
+export const sandboxNetnsPlacement: TunPlacement = async ({ id, cidrs, mtu }) => {
+  const net = await setupSandboxNetwork({ id, overlayAddrs: cidrs, gateway: SANDBOX_GATEWAY, gateway6: SANDBOX_GATEWAY6, mtu });
+  return { tun: net.tun, netnsName: net.netnsName, netnsPath: net.netnsPath, close: () => net.teardown() };
+};
 
 /** A running sandbox network: what runSandbox needs, plus the live pieces for updates and status. */
 export interface WgSandboxNetwork extends SandboxNetwork {
@@ -100,11 +123,7 @@ export function wgSandboxNetwork(opts: WgNetworkOptions): (id: string, dir: stri
     const t = new Teardown(opts.log);
     return t.guard(async () => {
       const egress = opts.hostEgress ? t.adopt('host-egress', await openHostEgress({ id, log: opts.log, address: formatIp(v4!) }), (e) => e.close()) : undefined;
-      const net = t.adopt(
-        'netns',
-        await setupSandboxNetwork({ id, overlayAddrs: cidrs, gateway: SANDBOX_GATEWAY, gateway6: SANDBOX_GATEWAY6, mtu }),
-        (n) => n.teardown(),
-      );
+      const net = t.adopt('netns', await (opts.placeTun ?? sandboxNetnsPlacement)({ id, cidrs, mtu }), (n) => n.close());
       let bind: Bind;
       let pathBind: PathBind | undefined;
       try {
@@ -143,8 +162,12 @@ export function wgSandboxNetwork(opts: WgNetworkOptions): (id: string, dir: stri
         pump.tick(Number.MAX_SAFE_INTEGER); // close every flow: flow.closed lines for all of them
       });
 
-      const resolvConf = join(dir, 'resolv.conf');
-      await writeFileAtomic(resolvConf, `nameserver ${SANDBOX_RESOLVER}\noptions ndots:1 timeout:2 attempts:2\n`, 0o644);
+      let mounts: SandboxNetwork['mounts'] = [];
+      if (!opts.placeTun) {
+        const resolvConf = join(dir, 'resolv.conf');
+        await writeFileAtomic(resolvConf, `nameserver ${SANDBOX_RESOLVER}\noptions ndots:1 timeout:2 attempts:2\n`, 0o644);
+        mounts = [{ destination: '/etc/resolv.conf', type: 'bind', source: resolvConf, options: ['rbind', 'ro'] }];
+      }
       opts.log.info({ id, netns: net.netnsName, addresses: cidrs, overlay: (opts.overlayCidrs ?? []).map(formatCidr), dnsLimits: pump.dnsLimiter.limits, port: bind.port, natTraversal: Boolean(pathBind), hostEgress: Boolean(egress) }, 'sandbox network up');
 
       const owned = t.move();
@@ -153,7 +176,7 @@ export function wgSandboxNetwork(opts: WgNetworkOptions): (id: string, dir: stri
         netnsName: net.netnsName,
         netnsPath: net.netnsPath,
         address: cidrs.join(','),
-        mounts: [{ destination: '/etc/resolv.conf', type: 'bind', source: resolvConf, options: ['rbind', 'ro'] }],
+        mounts,
         pump,
         device,
         directory,
