@@ -8,9 +8,12 @@
  *   ns <p>-a:   eth0 198.18.0.21  `lattice up --name hosta` (TUN lattice0), busybox httpd :8081
  *   ns <p>-b:   eth0 198.18.0.22  `lattice sandbox start --name sbx` (httpd :8080 inside the sandbox)
  *
+ *   ns <p>-c:   eth0 198.18.0.23  wireguard-go, configured by hand, a static peer in the directory
+ *
  * Proven: both directions by overlay name under the namespace policy (8080/8081 only: another port is
  * refused), `lattice status` shows the peer's handshake and path, `lattice down` from another process
- * stops `up` and leaves no link, no route, no nftables table and no runtime files behind.
+ * stops `up` and leaves no link, no route, no nftables table and no runtime files behind; a restarted
+ * `up` reuses its identity, and a plain wireguard-go host added with `peer add-static` reaches it (and back).
  */
 import { describe, it, expect, beforeAll, afterAll } from 'vitest';
 import { execa, type ResultPromise } from 'execa';
@@ -25,6 +28,8 @@ const P = `lth${randomBytes(2).toString('hex')}`;
 const PUB = `${P}-pub`;
 const A = `${P}-a`;
 const B = `${P}-b`;
+const C = `${P}-c`;
+const WG_IF = `${P}wg`;
 const NATS = 'nats://198.18.0.1:4222';
 const HTTP_PORT = 8471;
 const NS = 'lth';
@@ -38,6 +43,7 @@ const POLICY = {
 let work: Awaited<ReturnType<typeof tempDir>>;
 let rootfs: string;
 let token: string;
+let cpState: string;
 const children: ResultPromise[] = [];
 const made: string[] = [];
 
@@ -50,10 +56,10 @@ const stateA = () => join(work.path, 'state-a');
 
 beforeAll(async () => {
   requireRoot();
-  for (const bin of ['runsc', 'nats-server', 'nft', 'nsenter', 'busybox', 'curl']) await requireBinary(bin);
+  for (const bin of ['runsc', 'nats-server', 'nft', 'nsenter', 'busybox', 'curl', 'wireguard-go', 'wg']) await requireBinary(bin);
   work = await tempDir(`lt-e2e-${P}`);
   rootfs = await busyboxRootfs(work.path);
-  for (const n of [PUB, A, B]) {
+  for (const n of [PUB, A, B, C]) {
     await createNetns(n);
     made.push(n);
     await ip(['link', 'set', 'lo', 'up'], n);
@@ -61,7 +67,7 @@ beforeAll(async () => {
   await ip(['link', 'add', 'br0', 'type', 'bridge'], PUB);
   await ip(['addr', 'add', '198.18.0.1/24', 'dev', 'br0'], PUB);
   await ip(['link', 'set', 'br0', 'up'], PUB);
-  for (const [n, addr, side] of [[A, '198.18.0.21', 'ha'], [B, '198.18.0.22', 'hb']] as const) {
+  for (const [n, addr, side] of [[A, '198.18.0.21', 'ha'], [B, '198.18.0.22', 'hb'], [C, '198.18.0.23', 'hc']] as const) {
     await ip(['link', 'add', 'eth0', 'type', 'veth', 'peer', 'name', side, 'netns', PUB], n);
     await ip(['link', 'set', side, 'master', 'br0', 'up'], PUB);
     await ip(['addr', 'add', `${addr}/24`, 'dev', 'eth0'], n);
@@ -71,7 +77,7 @@ beforeAll(async () => {
   await mkdir(jsDir);
   children.push(execa('nsenter', [`--net=/var/run/netns/${PUB}`, 'nats-server', '-a', '198.18.0.1', '-p', '4222', '-js', '-sd', jsDir], { reject: false, stdin: 'ignore' }));
   await waitFor(async () => (await execa('nsenter', [`--net=/var/run/netns/${PUB}`, 'bash', '-c', 'exec 3<>/dev/tcp/198.18.0.1/4222'], { reject: false })).exitCode === 0, 60_000, 'nats-server');
-  const cpState = join(work.path, 'cp');
+  cpState = join(work.path, 'cp');
   const cp = inNs(PUB, cpState, ['control-plane', 'start', '--nats', NATS, '--http', `127.0.0.1:${HTTP_PORT}`]);
   children.push(cp);
   let out = '';
@@ -166,4 +172,53 @@ describe('lattice up', () => {
     sbx.kill('SIGTERM');
     await sbx;
   }, 240_000);
+  it('a plain wireguard-go host added with `peer add-static` and a restarted `up` (same identity) reach each other', async () => {
+    const cred = JSON.parse(await readFile(join(stateA(), 'credentials', 'hosta.json'), 'utf8')) as { publicKey: string; address: { ipv4: string } };
+    // No --token: the stored identity.
+    const up = inNs(A, stateA(), ['up', '--name', 'hosta', '--advertise', '198.18.0.21']);
+    children.push(up);
+    let upErr = '';
+    up.stderr?.on('data', (d: Buffer) => (upErr += d.toString()));
+    await waitFor(() => upErr.includes('is up on lattice0'), 60_000, 'lattice up (restart)');
+    expect(upErr).toContain(`at ${cred.address.ipv4} `);
+    const st = JSON.parse(String((await inNs(A, stateA(), ['status', '--name', 'hosta', '--json'])).stdout)) as HostStatus;
+
+    const priv = String((await execa('wg', ['genkey'])).stdout).trim();
+    const pub = String((await execa('wg', ['pubkey'], { input: priv })).stdout).trim();
+    const add = await inNs(PUB, cpState, ['peer', 'add-static', 'wgc', '--namespace', NS, '--public-key', pub, '--endpoint', '198.18.0.23:51820', '--api', `http://127.0.0.1:${HTTP_PORT}`, '--json']);
+    expect(add.exitCode, String(add.stderr)).toBe(0);
+    const peer = JSON.parse(String(add.stdout)) as { ipv4: string };
+
+    const wgGo = execa('ip', ['netns', 'exec', C, 'wireguard-go', '-f', WG_IF], { env: { WG_PROCESS_FOREGROUND: '1' }, reject: false, stdin: 'ignore' });
+    children.push(wgGo);
+    await waitFor(async () => (await execa('ip', ['-n', C, 'link', 'show', WG_IF], { reject: false })).exitCode === 0, 30_000, 'wireguard-go interface');
+    const keyFile = join(work.path, 'wgc.key');
+    await writeFile(keyFile, priv + '\n', { mode: 0o600 });
+    await execa('ip', ['netns', 'exec', C, 'wg', 'set', WG_IF, 'private-key', keyFile, 'listen-port', '51820', 'peer', cred.publicKey, 'allowed-ips', '10.77.0.0/16', 'endpoint', `198.18.0.21:${st.listenPort}`]);
+    await ip(['addr', 'add', `${peer.ipv4}/32`, 'dev', WG_IF], C);
+    await ip(['link', 'set', WG_IF, 'up'], C);
+    await ip(['route', 'add', '10.77.0.0/16', 'dev', WG_IF], C);
+    await mkdir(join(work.path, 'wwwc'));
+    await writeFile(join(work.path, 'wwwc', 'index.html'), 'hello-from-wireguard-go\n');
+    children.push(execa('ip', ['netns', 'exec', C, 'busybox', 'httpd', '-f', '-p', '8080', '-h', join(work.path, 'wwwc')], { reject: false, stdin: 'ignore' }));
+
+    // wireguard-go host -> lattice host, and back by the static peer's overlay name
+    let page = '';
+    await waitFor(async () => {
+      page = String((await sh(C, `curl -s -m 3 http://${cred.address.ipv4}:8081/`)).stdout);
+      return page.includes('hello-from-host');
+    }, 60_000, `the static peer reaching hosta (up: ${upErr.slice(-500)})`);
+    let addr = '';
+    await waitFor(async () => {
+      addr = /Address:\s*(10\.77\.\d+\.\d+)/.exec(String((await sh(A, `busybox nslookup wgc.${NS}.lattice 169.254.77.1`)).stdout))?.[1] ?? '';
+      return addr !== '';
+    }, 30_000, 'the static peer\'s overlay name on the host');
+    expect(addr).toBe(peer.ipv4);
+    await waitFor(async () => String((await sh(A, `curl -s -m 3 http://${addr}:8080/`)).stdout).includes('hello-from-wireguard-go'), 30_000, 'hosta reaching the static peer');
+
+    const down = await inNs(A, stateA(), ['down', '--name', 'hosta']);
+    expect(down.exitCode, String(down.stderr)).toBe(0);
+    expect((await up).exitCode).toBe(0);
+    expect(String(await ip(['-j', 'link', 'show'], A))).not.toContain('lattice0');
+  }, 180_000);
 });

@@ -21,6 +21,7 @@ const GROUPS: Record<string, () => Promise<Register>> = {
   approvals: () => import('./approvals.js').then((m) => m.registerApprovals),
   mcp: () => import('./mcp.js').then((m) => m.registerMcp),
   up: () => import('./up.js').then((m) => m.registerUp),
+  peer: () => import('./peer.js').then((m) => m.registerPeer),
 };
 const MODULE_OF: Record<string, keyof typeof GROUPS> = { gc: 'sandbox', token: 'admin', agent: 'admin', policy: 'admin', down: 'up', status: 'up' };
 

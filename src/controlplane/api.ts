@@ -51,6 +51,12 @@ export function mountAdminRoutes(api: HttpApi, svc: ControlPlaneService): void {
     return { namespace: ns, name: ctx.params.name, labels };
   });
 
+  // Static peers (#17 item 6): {namespace, name, publicKey, endpoint?} -> the peer with its overlay addresses.
+  api.route('POST', `${API_BASE}/static-peers`, async (ctx) => {
+    const a = await svc.addStaticPeer(await ctx.json());
+    return { status: 201, body: { name: a.name, namespace: a.namespace, publicKey: a.publicKey, ipv4: a.address!.ipv4, ipv6: a.address!.ipv6, endpoint: a.endpoint ?? null } };
+  });
+
   api.route('PUT', `${API_BASE}/policies/:namespace`, async (ctx) => {
     const body = await ctx.json();
     if (body === undefined) throw badRequest('body must be a policy JSON object');

@@ -16,6 +16,7 @@ import { buildTokenRecord, checkUsable, consumeToken, generateTokenSecret, hashT
 import {
   AgentStatus,
   BUCKETS,
+  DEFAULT_MODES,
   CpErrorCode,
   ControlPlaneError,
   SUBJECTS,
@@ -694,6 +695,67 @@ export class ControlPlaneService {
       return { ...rest, ...(Object.keys(out).length ? { labels: out } : {}), updatedAt: this.opts.clock.now() };
     });
     return out;
+  }
+
+  /**
+   * A static peer (#17 item 6): a plain WireGuard host (wireguard-go, wg-quick) the operator configures by
+   * hand joins the directory without a token or a launcher. Body: {namespace, name, publicKey (base64),
+   * endpoint? ("host:port", where its UDP socket listens)}. It gets an address from the namespace's pool
+   * like any agent, is Active at once, carries no JWT and no NATS user (it never talks to the control
+   * plane), and leaves with `agent revoke`. Every launcher of the namespace configures it as a peer; its
+   * traffic is decided by the receiving launchers' pumps like anyone's. Errors: EBADREQ, ENAME_TAKEN,
+   * EKEY_IN_USE, EIPAM_EXHAUSTED.
+   */
+  async addStaticPeer(body: unknown): Promise<AgentRecord> {
+    const r = (typeof body === 'object' && body !== null ? body : {}) as Record<string, unknown>;
+    const { namespace, name, publicKey, endpoint } = r;
+    if (!isLabel(namespace) || !isLabel(name)) throw badRequest('namespace and name must be DNS labels');
+    if (!isWgKey(publicKey)) throw badRequest('publicKey must be a base64 WireGuard public key (32 bytes), as `wg pubkey` prints it');
+    if (endpoint !== undefined && !isEndpoint(endpoint)) throw badRequest('endpoint must be host:port where the peer\'s WireGuard UDP socket listens');
+    if (await this.b.revocations.get(pubkeyKey(publicKey))) throw new ControlPlaneError(CpErrorCode.Revoked, 'this public key has been revoked; generate a new key with `wg genkey`');
+    const key = agentKey(namespace, name);
+    const now = this.opts.clock.now();
+    const rec: AgentRecord = {
+      agentId: randomUUID(),
+      name,
+      namespace,
+      publicKey,
+      status: AgentStatus.Pending,
+      ...(endpoint ? { endpoint } : {}),
+      allowedTools: [],
+      allowedNamespaces: [],
+      modes: DEFAULT_MODES,
+      tokenId: 'static',
+      createdAt: now,
+      updatedAt: now,
+    };
+    let rev: number;
+    try {
+      rev = await this.b.agents.create(key, encodeJson(rec));
+    } catch (err) {
+      if (err instanceof KvConflictError) throw new ControlPlaneError(CpErrorCode.NameTaken, `agent ${name} already exists in namespace ${namespace}; pick another name`);
+      throw err;
+    }
+    const undo: (() => Promise<unknown>)[] = [() => this.b.agents.delete(key, rev)];
+    try {
+      const pkKey = pubkeyKey(publicKey);
+      try {
+        const pkRev = await this.b.agents.create(pkKey, encodeJson({ namespace, name }));
+        undo.push(() => this.b.agents.delete(pkKey, pkRev));
+      } catch (err) {
+        if (err instanceof KvConflictError) throw new ControlPlaneError(CpErrorCode.KeyInUse, 'this public key is already in the directory as another peer; generate a new key');
+        throw err;
+      }
+      const addr = await this.ipam.allocate(namespace, key, publicKey);
+      undo.push(() => this.ipam.free(namespace, addr.offset, key));
+      const active: AgentRecord = { ...rec, status: AgentStatus.Active, address: { ipv4: addr.ipv4, ipv6: addr.ipv6, offset: addr.offset }, updatedAt: this.opts.clock.now() };
+      await this.b.agents.update(key, encodeJson(active), rev);
+      this.emitEvent({ type: 'enrollment.enrolled', agentId: active.agentId, namespace, name, ipv4: addr.ipv4, ipv6: addr.ipv6, tokenId: 'static', expiresAt: 0 });
+      return active;
+    } catch (err) {
+      for (const u of undo.reverse()) await u().catch(() => undefined);
+      throw err;
+    }
   }
 
   async setPolicy(namespace: string, policy: unknown): Promise<NamespacePolicyRecord> {
