@@ -172,8 +172,17 @@ describe('lattice up', () => {
     sbx.kill('SIGTERM');
     await sbx;
   }, 240_000);
-  it('a plain wireguard-go host added with `peer add-static` and a restarted `up` (same identity) reach each other', async () => {
+  it('after a crashed `up`, a restarted one (same identity) and a plain wireguard-go host added with `peer add-static` reach each other', async () => {
     const cred = JSON.parse(await readFile(join(stateA(), 'credentials', 'hosta.json'), 'utf8')) as { publicKey: string; address: { ipv4: string } };
+    // A crashed `up` (SIGKILL): its TUN goes with its fd, its record stays and the next `up` clears it.
+    const crashed = inNs(A, stateA(), ['up', '--name', 'hosta', '--advertise', '198.18.0.21']);
+    let crashedErr = '';
+    crashed.stderr?.on('data', (d: Buffer) => (crashedErr += d.toString()));
+    await waitFor(() => crashedErr.includes('is up on lattice0'), 60_000, 'lattice up (before the crash)');
+    crashed.kill('SIGKILL');
+    await crashed;
+    expect(String(await ip(['-j', 'link', 'show'], A))).not.toContain('lattice0');
+    expect((await inNs(A, stateA(), ['status', '--name', 'hosta'])).exitCode).not.toBe(0);
     // No --token: the stored identity.
     const up = inNs(A, stateA(), ['up', '--name', 'hosta', '--advertise', '198.18.0.21']);
     children.push(up);
