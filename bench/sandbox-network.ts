@@ -166,6 +166,9 @@ function summariseProfile(name: string, p: CpuProfile): void {
   for (const [k, v] of [...modHits.entries()].sort((a, b) => b[1] - a[1]).slice(0, 8)) console.log(`  ${pct(v)}  ${k}`);
 }
 
+/** Thrown to end the measured part early (PROFILE=0). */
+class Done extends Error {}
+
 const work = await mkdtemp(join(tmpdir(), 'lt-bench-net-'));
 let peer: WgPeer | undefined;
 const runsc = new Runsc({ root: join(work, 'runsc'), network: 'sandbox' });
@@ -244,7 +247,7 @@ try {
     'import fs from "node:fs"; process.on("exit", () => { if (process.env.LT_CPU_OUT) fs.writeFileSync(process.env.LT_CPU_OUT, JSON.stringify(process.cpuUsage())); });');
 
   /** One lattice run: iperf3 in the sandbox. Returns throughput, launcher CPU (s) and the whole tree's CPU (s). */
-  async function latticeRun(tag: string, profileDir?: string): Promise<Iperf & { wall: number; nodeCpu: number; treeCpu: number }> {
+  async function latticeRun(tag: string, profileDir?: string, udpOffload = 'auto'): Promise<Iperf & { wall: number; nodeCpu: number; treeCpu: number }> {
     const cpuOut = join(work, `cpu-${tag}.json`);
     const timeOut = join(work, `time-${tag}.txt`);
     const nodeArgs = ['--import', cpuHook, ...(profileDir ? ['--cpu-prof', '--cpu-prof-dir', profileDir] : []), CLI, '--state-dir', state];
@@ -252,7 +255,7 @@ try {
     // /usr/bin/time reports the rusage of node and everything it waited for: runsc, its sandbox and gofer.
     const r = await execa('/usr/bin/time', ['-f', '%U %S', '-o', timeOut, process.execPath, ...nodeArgs,
       'sandbox', 'run', '--rootfs', rootfs, '--wg-config', wgConf, '--policy', policyFile, '--audit-log', join(work, 'audit.ndjson'),
-      '--', ...iperfArgs(PEER_IP)], { reject: false, timeout: (SECS + 60) * 1000, env: { LT_CPU_OUT: cpuOut } });
+      '--', ...iperfArgs(PEER_IP)], { reject: false, timeout: (SECS + 60) * 1000, env: { LT_CPU_OUT: cpuOut, LATTICE_UDP_OFFLOAD: udpOffload } });
     const wall = (performance.now() - t) / 1000;
     const res = parseIperf(String(r.stdout), `lattice ${tag} (exit ${r.exitCode}, ${String(r.stderr).slice(-300)})`);
     const cpu = JSON.parse(await readFile(cpuOut, 'utf8')) as { user: number; system: number };
@@ -288,26 +291,32 @@ try {
   }
 
   const lat: Array<Awaited<ReturnType<typeof latticeRun>>> = [];
+  const latPlain: Array<Awaited<ReturnType<typeof latticeRun>>> = [];
   const veth: Iperf[] = [];
   const wg: Array<Awaited<ReturnType<typeof wgRun>>> = [];
   for (let i = 0; i < ROUNDS; i++) {
     lat.push(await latticeRun(`r${i}`));
+    latPlain.push(await latticeRun(`p${i}`, undefined, 'off'));
     veth.push(await vethRun());
     wg.push(await wgRun());
-    const [l, v, w] = [lat.at(-1)!, veth.at(-1)!, wg.at(-1)!];
-    console.log(`round ${i + 1}: lattice ${l.mbps.toFixed(0)} Mbit/s (retr ${l.retransmits})  veth ${v.mbps.toFixed(0)} (retr ${v.retransmits})  wg-wg ${w.mbps.toFixed(0)} (retr ${w.retransmits})`);
+    const [l, p, v, w] = [lat.at(-1)!, latPlain.at(-1)!, veth.at(-1)!, wg.at(-1)!];
+    console.log(`round ${i + 1}: lattice ${l.mbps.toFixed(0)} Mbit/s (retr ${l.retransmits})  lattice-dgram ${p.mbps.toFixed(0)} (retr ${p.retransmits})  ` +
+      `veth ${v.mbps.toFixed(0)} (retr ${v.retransmits})  wg-wg ${w.mbps.toFixed(0)} (retr ${w.retransmits})`);
   }
   const med = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
   const mL = med(lat.map((x) => x.mbps));
+  const mP = med(latPlain.map((x) => x.mbps));
   const mV = med(veth.map((x) => x.mbps));
   const mW = med(wg.map((x) => x.mbps));
   console.log('');
   console.log(`TCP throughput, sandbox -> peer, medians of ${ROUNDS} x ${SECS} s (iperf3 receiver side, inner MTU ${MTU}):`);
   console.log(`  lattice  (runsc -> TUN -> pump -> TS WireGuard -> wireguard-go)  ${mL.toFixed(0).padStart(6)} Mbit/s`);
+  console.log(`  lattice-dgram (the same, UDP batching off: LATTICE_UDP_OFFLOAD=off)   ${mP.toFixed(0).padStart(6)} Mbit/s`);
   console.log(`  veth     (runsc on a plain veth: ceiling)                        ${mV.toFixed(0).padStart(6)} Mbit/s`);
   console.log(`  wg-wg    (wireguard-go <-> wireguard-go)                         ${mW.toFixed(0).padStart(6)} Mbit/s`);
   console.log(`  ratio lattice / veth   ${(mL / mV).toFixed(3)}`);
   console.log(`  ratio lattice / wg-wg  ${(mL / mW).toFixed(3)}`);
+  console.log(`  ratio lattice-dgram / wg-wg  ${(mP / mW).toFixed(3)}   (lattice / lattice-dgram ${(mL / mP).toFixed(3)})`);
 
   // Where the time goes, from the measured runs: CPU of the launcher (node: pump + WireGuard + UDP + TUN I/O)
   // against the whole tree (node + runsc sandbox/gofer, i.e. gVisor's netstack and the iperf3 client).
@@ -318,12 +327,17 @@ try {
     console.log(`  lattice run ${i + 1}: launcher (node) ${l.nodeCpu.toFixed(2)} s, node+runsc tree ${l.treeCpu.toFixed(2)} s; ` +
       `launcher ${(l.nodeCpu / gb).toFixed(1)} CPU-s per GB moved`);
   }
+  for (const [i, l] of latPlain.entries()) {
+    const gb = (l.mbps * SECS) / 8000;
+    console.log(`  lattice-dgram run ${i + 1}: launcher (node) ${l.nodeCpu.toFixed(2)} s; launcher ${(l.nodeCpu / gb).toFixed(1)} CPU-s per GB moved`);
+  }
   for (const [i, w] of wg.entries()) {
     const gb = (w.mbps * SECS) / 8000;
     console.log(`  wg-wg run ${i + 1}: both wireguard-go ${w.wgCpu.toFixed(2)} s, ${(w.wgCpu / gb).toFixed(1)} CPU-s per GB moved`);
   }
 
-  // One more lattice run under the V8 profiler: top self-time functions of the launcher.
+  // One more lattice run under the V8 profiler: top self-time functions of the launcher (PROFILE=0 skips it).
+  if (process.env.PROFILE === '0') throw new Done();
   const profDir = join(work, 'prof');
   await mkdir(profDir);
   const prof = await latticeRun('prof', profDir);
@@ -334,7 +348,7 @@ try {
   console.log('');
   console.log('note: shared, noisy 2-core machine (other jobs run); compare ratios from the same run, not absolute figures.');
 } catch (err) {
-  console.log(`sandbox-network bench failed: ${(err as Error).stack ?? String(err)}`);
+  if (!(err instanceof Done)) console.log(`sandbox-network bench failed: ${(err as Error).stack ?? String(err)}`);
 } finally {
   for (const id of liveContainers) await runsc.delete(id, { force: true }).catch(() => undefined);
   for (const c of children) c.kill('SIGTERM');

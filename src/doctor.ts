@@ -2,6 +2,7 @@ import { access, constants, readFile } from 'node:fs/promises';
 import { execa } from 'execa';
 import { Runsc } from './runsc/client.js';
 import { kernelMajor, needsNetnsWorkaround } from './runsc/compat.js';
+import { UdpBind } from './conn/udp.js';
 
 export interface Check {
   name: string;
@@ -71,8 +72,29 @@ export async function runChecks(): Promise<Check[]> {
     detail: !dockerd ? 'not installed (only needed for --image and --engine docker)' : dockerUp ? 'running' : 'installed, not running',
     fix: dockerd ? 'start it: dockerd & (or systemctl start docker)' : SETUP,
   });
+  checks.push(await udpOffloadCheck());
   checks.push(...(await hostEgressChecks()));
   return checks;
+}
+
+/**
+ * How the WireGuard UDP socket will move datagrams here (src/conn/udp.ts): "gso" (sendmmsg + UDP GSO),
+ * "mmsg" (sendmmsg/recvmmsg) or "dgram" (one syscall per datagram, with the reason). Probed on a loopback
+ * socket opened and closed for the purpose. Optional: the fallback works, only slower.
+ */
+async function udpOffloadCheck(): Promise<Check> {
+  try {
+    const bind = await UdpBind.open({ host4: '127.0.0.1', host6: '::1' });
+    await bind.close();
+    const { mode, reason } = bind.offload;
+    return {
+      name: 'UDP offload', ok: mode === 'gso', optional: true,
+      detail: mode === 'gso' ? 'gso: sendmmsg/recvmmsg batches + UDP GSO' : `${mode}${reason ? `: ${reason}` : ''} (WireGuard works, with more syscalls per packet)`,
+      fix: mode === 'dgram' ? 'unset LATTICE_UDP_OFFLOAD=off; check that koffi loads (npm ci)' : 'a kernel >= 4.18 for UDP GSO',
+    };
+  } catch (err) {
+    return { name: 'UDP offload', ok: false, optional: true, detail: `cannot open a loopback UDP socket: ${(err as Error).message}` };
+  }
 }
 
 /**

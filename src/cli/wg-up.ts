@@ -55,6 +55,8 @@ export interface WgUpHandle {
   device: Device;
   ifname: string;
   port: number;
+  /** How the UDP socket moves datagrams: "gso", "mmsg" or "dgram" (src/conn/udp.ts). */
+  udpOffload: string;
   /** Resolves when the peer has shut down (after stop()). */
   stop(): Promise<void>;
 }
@@ -136,6 +138,7 @@ export async function wgUp(cfg: WgConfig, opts: { ifname: string; stateDir: stri
     device,
     ifname: tun.name,
     port: bind.port,
+    udpOffload: bind.offload.mode,
     stop: () =>
       (stopped ??= (async () => {
         clearInterval(timer);
