@@ -6,6 +6,9 @@
  *    the same run. Seed target < 15 us/op, goal < 3 us/op.
  * 2. The receive side: Device.receive of the same packets (index lookup, open in place, replay window,
  *    allowed-IPs source check).
+ * 2b. The UDP send path alone: bursts of 64 datagrams of 1452 bytes (a full WireGuard transport message) to a
+ *    loopback socket through UdpBind with offload off (one send each), mmsg (one sendmmsg per burst) and auto
+ *    (sendmmsg + UDP GSO), launcher CPU per datagram, as ratios against "off" measured in the same run.
  * 3. (root, wireguard-go and iperf3 present) TCP throughput TS peer <-> wireguard-go against
  *    wireguard-go <-> wireguard-go, same netns + veth layout, same run, printed as a ratio.
  */
@@ -18,6 +21,7 @@ import { randomBytes } from 'node:crypto';
 import { ManualClock } from '../src/clock.js';
 import type { Bind, Endpoint } from '../src/conn/bind.js';
 import { MemoryNetwork } from '../src/conn/memory.js';
+import { UdpBind } from '../src/conn/udp.js';
 import { Device } from '../src/wg/device.js';
 import { SodiumCrypto } from '../src/wg/crypto.js';
 import { createNetns, deleteNetns, ip } from '../src/netns/ip.js';
@@ -217,5 +221,39 @@ async function throughput(): Promise<void> {
   }
 }
 
+/** CPU (user+system) microseconds per datagram sent through UdpBind with `offload`, bursts of 64. */
+async function udpSend(offload: 'auto' | 'mmsg' | 'off', bursts: number): Promise<{ us: number; mode: string }> {
+  const rx = await UdpBind.open({ host4: '127.0.0.1', offload: 'off', bufferSize: 1 << 20 });
+  const tx = await UdpBind.open({ host4: '127.0.0.1', offload });
+  rx.start(() => undefined);
+  tx.start(() => undefined);
+  const to = { address: '127.0.0.1', port: rx.port };
+  const pkt = new Uint8Array(1452).fill(7);
+  const c0 = process.cpuUsage();
+  for (let b = 0; b < bursts; b++) {
+    for (let i = 0; i < 64; i++) tx.send(pkt, to);
+    await new Promise<void>((r) => setImmediate(r)); // the burst's flush runs, the receiver drains
+  }
+  const c1 = process.cpuUsage(c0);
+  await tx.close();
+  await rx.close();
+  return { us: (c1.user + c1.system) / (bursts * 64), mode: tx.offload.mode };
+}
+
+async function udpSendBench(): Promise<void> {
+  console.log('\nUDP send path (bursts of 64 x 1452 B to loopback; CPU us per datagram incl. the receiver in this process):');
+  const res: Record<string, { us: number; mode: string }> = {};
+  for (const round of [0, 1]) {
+    for (const o of ['off', 'mmsg', 'auto'] as const) {
+      const r = await udpSend(o, 2000);
+      if (round === 1) res[o] = r;
+    }
+  }
+  for (const o of ['off', 'mmsg', 'auto'] as const) {
+    console.log(`  offload ${o.padEnd(4)} (${res[o]!.mode.padEnd(5)}) ${res[o]!.us.toFixed(2).padStart(6)} us/datagram  ratio vs off ${(res[o]!.us / res.off!.us).toFixed(3)}`);
+  }
+}
+
 if (!process.argv.includes("--no-micro")) await micro();
+if (!process.argv.includes('--no-udp')) await udpSendBench();
 if (!process.argv.includes('--no-net')) await throughput();
