@@ -27,8 +27,8 @@ export function newRegistry(): Registry {
 export interface ControlPlaneSources {
   /** ControlPlaneService.stats: cumulative counts. */
   service: { readonly enrollments: number; readonly enrollFailures: number; readonly revocations: number; readonly tokensCreated: number };
-  /** NatsApiStats: requests served, malformed, failed, refused as busy. */
-  nats: { readonly requests: number; readonly malformed: number; readonly errors: number; readonly busy: number };
+  /** NatsApiStats: requests served, malformed, failed (store unavailable among them), refused as busy. */
+  nats: { readonly requests: number; readonly malformed: number; readonly errors: number; readonly unavailable: number; readonly busy: number };
   /** Replicas of the control plane's buckets. */
   replicas: number;
 }
@@ -49,7 +49,7 @@ export function controlPlaneMetrics(reg: Registry, src: ControlPlaneSources): vo
   counter(reg, 'lattice_cp_tokens_created_total', 'Enrollment tokens created by this instance (admin and delegated).', () => src.service.tokensCreated);
   new Counter({
     name: 'lattice_cp_nats_requests_total',
-    help: 'NATS requests to lattice.cp.* handled by this instance, by outcome (served, malformed, error, busy).',
+    help: 'NATS requests to lattice.cp.* handled by this instance, by outcome (served, malformed, error, unavailable: the store did not answer, busy).',
     labelNames: ['outcome'],
     registers: [reg],
     collect() {
@@ -57,7 +57,8 @@ export function controlPlaneMetrics(reg: Registry, src: ControlPlaneSources): vo
       const n = src.nats;
       this.inc({ outcome: 'served' }, Math.max(0, n.requests - n.malformed - n.errors - n.busy));
       this.inc({ outcome: 'malformed' }, n.malformed);
-      this.inc({ outcome: 'error' }, n.errors);
+      this.inc({ outcome: 'error' }, n.errors - n.unavailable);
+      this.inc({ outcome: 'unavailable' }, n.unavailable);
       this.inc({ outcome: 'busy' }, n.busy);
     },
   });
