@@ -41,7 +41,7 @@ export async function startControlPlane(tag: string): Promise<ControlPlaneFixtur
 /**
  * `lattice control-plane start` of the built CLI (dist/) as a child, for sandbox-level e2e tests: by default
  * with its embedded nats-server on a free loopback port and the admin HTTP API on another; resolves once it
- * printed "control plane ready". `nats` points it at an existing server instead; `netns` runs it inside that
+ * printed "control plane ready". `args` are more `control-plane start` options; `nats` points it at an existing server instead; `netns` runs it inside that
  * network namespace (nsenter, host mounts kept so the rest of the CLI behaves as on the host).
  */
 export interface EmbeddedControlPlane {
@@ -58,12 +58,12 @@ export interface EmbeddedControlPlane {
 
 export async function startEmbeddedControlPlane(
   stateDir: string,
-  opts: { nats?: string; httpPort?: number; netns?: string; readyTimeoutMs?: number } = {},
+  opts: { nats?: string; httpPort?: number; netns?: string; readyTimeoutMs?: number; args?: string[] } = {},
 ): Promise<EmbeddedControlPlane> {
   const natsPort = opts.nats ? undefined : await freePort();
   const natsUrl = opts.nats ?? `nats://127.0.0.1:${natsPort}`;
   const api = `http://127.0.0.1:${opts.httpPort ?? (await freePort())}`;
-  const args = [CLI, '--state-dir', stateDir, 'control-plane', 'start', ...(opts.nats ? ['--nats', opts.nats] : ['--nats-port', String(natsPort)]), '--http', api.slice('http://'.length)];
+  const args = [CLI, '--state-dir', stateDir, 'control-plane', 'start', ...(opts.nats ? ['--nats', opts.nats] : ['--nats-port', String(natsPort)]), '--http', api.slice('http://'.length), ...(opts.args ?? [])];
   const child = opts.netns
     ? execa('nsenter', [`--net=/var/run/netns/${opts.netns}`, process.execPath, ...args], { reject: false, stdin: 'ignore' })
     : execa(process.execPath, args, { reject: false, stdin: 'ignore' });
