@@ -4,16 +4,15 @@
  * the launcher's network, without it the address is refused.
  */
 import { describe, it, expect, beforeAll, afterAll } from 'vitest';
-import { execa, type ResultPromise } from 'execa';
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { requireBinary, tempDir, busyboxRootfs, lattice, waitFor, CLI } from '../support/env.js';
-import { freePort } from '../../src/natsserver/server.js';
+import { requireBinary, tempDir, busyboxRootfs, lattice } from '../support/env.js';
+import { startEmbeddedControlPlane, type EmbeddedControlPlane } from '../support/control-plane.js';
 import { startInternet, WEB, type Internet } from './internet.js';
 
 let work: Awaited<ReturnType<typeof tempDir>>;
 let rootfs: string;
-let cp: ResultPromise;
+let cp: EmbeddedControlPlane | undefined;
 let natsUrl: string;
 let api: string;
 let cpState: string;
@@ -34,20 +33,13 @@ beforeAll(async () => {
   work = await tempDir('lt-e2e-enrolled-egress');
   rootfs = await busyboxRootfs(work.path);
   cpState = join(work.path, 'cp');
-  const natsPort = await freePort();
-  const httpPort = await freePort();
-  natsUrl = `nats://127.0.0.1:${natsPort}`;
-  api = `http://127.0.0.1:${httpPort}`;
-  cp = execa(process.execPath, [CLI, '--state-dir', cpState, 'control-plane', 'start', '--nats-port', String(natsPort), '--http', `127.0.0.1:${httpPort}`], { reject: false });
-  let out = '';
-  cp.stdout?.on('data', (d: Buffer) => (out += d.toString()));
-  await waitFor(() => out.includes('control plane ready'), 60_000, 'control plane ready');
+  cp = await startEmbeddedControlPlane(cpState);
+  ({ natsUrl, api } = cp);
   net = await startInternet();
 });
 
 afterAll(async () => {
-  cp?.kill('SIGTERM');
-  await cp;
+  await cp?.stop();
   await net?.stop();
   await work?.remove();
 });

@@ -3,21 +3,24 @@
  * the text parses as the exposition format, and the figures move when enrollments happen and traffic flows.
  */
 import { describe, it, expect, beforeAll, afterAll } from 'vitest';
-import { execa, type ResultPromise } from 'execa';
+import { type ResultPromise } from 'execa';
 import { readFile, writeFile } from 'node:fs/promises';
+import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
-import { requireBinary, tempDir, busyboxRootfs, lattice, CLI } from '../support/env.js';
+import { requireBinary, tempDir, busyboxRootfs, lattice } from '../support/env.js';
+import { startEmbeddedControlPlane, type EmbeddedControlPlane } from '../support/control-plane.js';
 import { waitFor } from '../support/wgpeer.js';
 import { freePort } from '../../src/natsserver/server.js';
 import { scrape, valueOf, type Sample } from './prometheus.js';
 
 let work: Awaited<ReturnType<typeof tempDir>>;
 let rootfs: string;
-let cp: ResultPromise;
+let cp: EmbeddedControlPlane | undefined;
 let natsUrl: string;
 let api: string;
 let cpState: string;
 const running: ResultPromise[] = [];
+const SCRAPE_TOKEN = randomBytes(24).toString('hex');
 
 const POLICY = {
   version: 1,
@@ -31,35 +34,35 @@ beforeAll(async () => {
   work = await tempDir('lt-e2e-metrics');
   rootfs = await busyboxRootfs(work.path);
   cpState = join(work.path, 'cp');
-  const natsPort = await freePort();
-  const httpPort = await freePort();
-  natsUrl = `nats://127.0.0.1:${natsPort}`;
-  api = `http://127.0.0.1:${httpPort}`;
-  cp = execa(process.execPath, [CLI, '--state-dir', cpState, 'control-plane', 'start', '--nats-port', String(natsPort), '--http', `127.0.0.1:${httpPort}`], { reject: false });
-  let out = '';
-  cp.stdout?.on('data', (d: Buffer) => (out += d.toString()));
-  await waitFor(async () => out.includes('control plane ready'), 60_000, 'control plane ready');
+  await writeFile(join(work.path, 'scrape-token'), `${SCRAPE_TOKEN}\n`, { mode: 0o600 });
+  cp = await startEmbeddedControlPlane(cpState, { args: ['--metrics-token-file', join(work.path, 'scrape-token')] });
+  ({ natsUrl, api } = cp);
 });
 
 afterAll(async () => {
   for (const c of running) c.kill('SIGTERM');
   await Promise.allSettled(running);
-  cp?.kill('SIGTERM');
-  await cp;
+  await cp?.stop();
   await work?.remove();
 });
 
 /** Scrape until `cond` holds on the samples (the event itself); returns those samples. */
 async function scrapeUntil(url: string, cond: (s: Sample[]) => boolean, what: string): Promise<Sample[]> {
   let last: Sample[] = [];
-  await waitFor(async () => cond((last = await scrape(url))), 90_000, what);
+  await waitFor(async () => cond((last = await scrape(url, url === `${api}/metrics` ? SCRAPE_TOKEN : undefined))), 90_000, what);
   return last;
 }
 
 describe('GET /metrics', () => {
   it('control plane and launchers: Prometheus text whose figures move with enrollments and traffic', async () => {
     const cpMetrics = `${api}/metrics`;
-    const before = await scrape(cpMetrics);
+    // Never public: no token or a wrong one is 401; the scrape token (--metrics-token-file) reads it.
+    for (const headers of [{}, { authorization: 'Bearer not-the-scrape-token' }, { authorization: `Basic ${SCRAPE_TOKEN}` }] as Record<string, string>[]) {
+      const res = await fetch(cpMetrics, { headers });
+      expect(res.status).toBe(401);
+      expect(await res.text()).not.toContain('lattice_cp_');
+    }
+    const before = await scrape(cpMetrics, SCRAPE_TOKEN);
     const enrolledBefore = valueOf(before, 'lattice_cp_enrollments_total', { result: 'ok' });
     expect(enrolledBefore).toBe(0);
     expect(valueOf(before, 'lattice_cp_replicas')).toBe(1);
@@ -116,7 +119,7 @@ describe('GET /metrics', () => {
     await scrapeUntil(webMetrics, (s) => (valueOf(s, 'lattice_audit_publish_lag_seconds_count') ?? 0) > 0 && valueOf(s, 'lattice_audit_published_total', { outcome: 'acked' })! > 0, 'audit acknowledgements');
     expect(valueOf(later, 'lattice_audit_publisher_connected')).toBe(1);
 
-    const after = await scrape(cpMetrics);
+    const after = await scrape(cpMetrics, SCRAPE_TOKEN);
     expect(valueOf(after, 'lattice_cp_enrollments_total', { result: 'ok' })).toBe(2);
     expect(valueOf(after, 'lattice_cp_tokens_created_total')).toBe(1);
   });

@@ -55,9 +55,9 @@ export function valueOf(samples: Sample[], name: string, labels: Record<string, 
   return samples.find((s) => s.name === name && Object.entries(labels).every(([k, v]) => s.labels[k] === v))?.value;
 }
 
-/** GET url, assert a Prometheus content type, parse the body. */
-export async function scrape(url: string): Promise<Sample[]> {
-  const res = await fetch(url);
+/** GET url (with `Authorization: Bearer <token>` when given), assert a Prometheus content type, parse the body. */
+export async function scrape(url: string, token?: string): Promise<Sample[]> {
+  const res = await fetch(url, token ? { headers: { authorization: `Bearer ${token}` } } : {});
   if (res.status !== 200) throw new Error(`GET ${url}: ${res.status}`);
   const ct = res.headers.get('content-type') ?? '';
   if (!ct.startsWith('text/plain') || !ct.includes('version=0.0.4')) throw new Error(`GET ${url}: content-type ${ct}`);

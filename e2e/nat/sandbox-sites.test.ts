@@ -10,6 +10,7 @@ import { execa, type ResultPromise } from 'execa';
 import { readFile, writeFile, mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { requireBinary, tempDir, busyboxRootfs, CLI, REPO } from '../support/env.js';
+import { startEmbeddedControlPlane, type EmbeddedControlPlane } from '../support/control-plane.js';
 import { waitFor } from '../support/wgpeer.js';
 import { applyNat, buildTopology, reapNetns, type Topology } from './topology.js';
 import type { SandboxStatus } from '../../src/sandbox/nat-status.js';
@@ -20,6 +21,7 @@ let rootfs: string;
 let topo: Topology | undefined;
 const children: ResultPromise[] = [];
 let cpState: string;
+let cp: EmbeddedControlPlane | undefined;
 const NATS_PORT = 4222;
 const HTTP_PORT = 8470;
 const STUN_PORT = 3478;
@@ -67,13 +69,7 @@ beforeAll(async () => {
   await waitFor(async () => (await execa('nsenter', [`--net=/var/run/netns/${topo!.pubNs}`, 'bash', '-c', `exec 3<>/dev/tcp/${pub}/${NATS_PORT}`], { reject: false })).exitCode === 0, 60_000, 'nats-server');
   // The admin API stays on the public segment's loopback (beyond loopback it would be HTTPS): the
   // token is created from inside that netns.
-  const cp = inNs(topo.pubNs, cpState, ['control-plane', 'start', '--nats', `nats://${pub}:${NATS_PORT}`, '--http', `127.0.0.1:${HTTP_PORT}`]);
-  children.push(cp);
-  let out = '';
-  cp.stdout?.on('data', (d: Buffer) => (out += d.toString()));
-  let err = '';
-  cp.stderr?.on('data', (d: Buffer) => (err += d.toString()));
-  await waitFor(async () => out.includes('control plane ready'), 60_000, `control plane ready (${err.slice(-400)})`);
+  cp = await startEmbeddedControlPlane(cpState, { nats: `nats://${pub}:${NATS_PORT}`, httpPort: HTTP_PORT, netns: topo.pubNs });
 
   const relay = execa('nsenter', [`--net=/var/run/netns/${topo.pubNs}`, process.execPath, '--import', 'tsx', 'e2e/nat/fixtures/relay.ts', pub, String(RELAY_PORT), RELAY_TOKEN], { cwd: REPO, reject: false, stdin: 'ignore' });
   children.push(relay);
@@ -89,6 +85,7 @@ beforeAll(async () => {
 }, 120_000);
 
 afterAll(async () => {
+  await cp?.stop();
   for (const c of children.reverse()) {
     c.kill('SIGTERM');
     const t = setTimeout(() => c.kill('SIGKILL'), 5000);

@@ -8,14 +8,15 @@ import { describe, it, expect, beforeAll, afterAll } from 'vitest';
 import { execa, type ResultPromise } from 'execa';
 import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { requireBinary, tempDir, busyboxRootfs, lattice, CLI } from '../support/env.js';
+import { requireBinary, tempDir, busyboxRootfs, lattice } from '../support/env.js';
+import { startEmbeddedControlPlane, type EmbeddedControlPlane } from '../support/control-plane.js';
 import { waitFor } from '../support/wgpeer.js';
 import { freePort } from '../../src/natsserver/server.js';
 import type { SandboxStatus } from '../../src/sandbox/nat-status.js';
 
 let work: Awaited<ReturnType<typeof tempDir>>;
 let rootfs: string;
-let cp: ResultPromise | undefined;
+let cp: EmbeddedControlPlane | undefined;
 let turn: ResultPromise | undefined;
 let natsUrl: string;
 let api: string;
@@ -52,11 +53,7 @@ beforeAll(async () => {
   work = await tempDir('ltnw-e2e');
   rootfs = await busyboxRootfs(work.path);
   cpState = join(work.path, 'cp');
-  const natsPort = await freePort();
-  const httpPort = await freePort();
   stunPort = await freePort();
-  natsUrl = `nats://127.0.0.1:${natsPort}`;
-  api = `http://127.0.0.1:${httpPort}`;
 
   const conf = join(work.path, 'turnserver.conf');
   await writeFile(
@@ -77,18 +74,15 @@ beforeAll(async () => {
   );
   turn = execa('turnserver', ['-c', conf], { reject: false, stdin: 'ignore' });
 
-  cp = execa(process.execPath, [CLI, '--state-dir', cpState, 'control-plane', 'start', '--nats-port', String(natsPort), '--http', `127.0.0.1:${httpPort}`], { reject: false });
-  let out = '';
-  cp.stdout?.on('data', (d: Buffer) => (out += d.toString()));
-  await waitFor(async () => out.includes('control plane ready'), 60_000, 'control plane ready');
+  cp = await startEmbeddedControlPlane(cpState);
+  ({ natsUrl, api } = cp);
 }, 120_000);
 
 afterAll(async () => {
   for (const c of running) c.kill('SIGTERM');
   await Promise.allSettled(running);
-  cp?.kill('SIGTERM');
   turn?.kill('SIGTERM');
-  await Promise.allSettled([cp, turn].filter(Boolean));
+  await Promise.allSettled([cp?.stop(), turn]);
   await work?.remove();
 });
 

@@ -7,12 +7,13 @@ import { execa, type ResultPromise } from 'execa';
 import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { requireBinary, tempDir, busyboxRootfs, lattice, CLI, REPO } from '../support/env.js';
+import { startEmbeddedControlPlane, type EmbeddedControlPlane } from '../support/control-plane.js';
 import { waitFor } from '../support/wgpeer.js';
 import { freePort } from '../../src/natsserver/server.js';
 
 let work: Awaited<ReturnType<typeof tempDir>>;
 let rootfs: string;
-let cp: ResultPromise;
+let cp: EmbeddedControlPlane | undefined;
 let natsUrl: string;
 let api: string;
 let cpState: string;
@@ -48,21 +49,14 @@ beforeAll(async () => {
   work = await tempDir('lt-e2e-start');
   rootfs = await busyboxRootfs(work.path);
   cpState = join(work.path, 'cp');
-  const natsPort = await freePort();
-  const httpPort = await freePort();
-  natsUrl = `nats://127.0.0.1:${natsPort}`;
-  api = `http://127.0.0.1:${httpPort}`;
-  cp = execa(process.execPath, [CLI, '--state-dir', cpState, 'control-plane', 'start', '--nats-port', String(natsPort), '--http', `127.0.0.1:${httpPort}`], { reject: false });
-  let out = '';
-  cp.stdout?.on('data', (d: Buffer) => (out += d.toString()));
-  await waitFor(async () => out.includes('control plane ready'), 60_000, 'control plane ready');
+  cp = await startEmbeddedControlPlane(cpState);
+  ({ natsUrl, api } = cp);
 });
 
 afterAll(async () => {
   for (const c of running) c.kill('SIGTERM');
   await Promise.allSettled(running);
-  cp?.kill('SIGTERM');
-  await cp;
+  await cp?.stop();
   await work?.remove();
 });
 

@@ -8,9 +8,9 @@ import { execa, type ResultPromise } from 'execa';
 import { readdir, writeFile } from 'node:fs/promises';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
-import { requireBinary, tempDir, busyboxRootfs, lattice, CLI } from '../support/env.js';
+import { requireBinary, tempDir, busyboxRootfs, lattice } from '../support/env.js';
+import { startEmbeddedControlPlane, type EmbeddedControlPlane } from '../support/control-plane.js';
 import { waitFor } from '../support/wgpeer.js';
-import { freePort } from '../../src/natsserver/server.js';
 
 const NS = `many${Math.random().toString(16).slice(2, 8)}`;
 const NAMES = ['web', 'third', 'fourth'] as const;
@@ -22,7 +22,7 @@ const POLICY = {
 
 let work: Awaited<ReturnType<typeof tempDir>>;
 let rootfs: string;
-let cp: ResultPromise;
+let cp: EmbeddedControlPlane | undefined;
 let natsUrl: string;
 let api: string;
 let cpState: string;
@@ -53,14 +53,8 @@ beforeAll(async () => {
   rootfs = await busyboxRootfs(work.path);
   cpState = join(work.path, 'cp');
   shared = join(work.path, 'shared-state');
-  const natsPort = await freePort();
-  const httpPort = await freePort();
-  natsUrl = `nats://127.0.0.1:${natsPort}`;
-  api = `http://127.0.0.1:${httpPort}`;
-  cp = execa(process.execPath, [CLI, '--state-dir', cpState, 'control-plane', 'start', '--nats-port', String(natsPort), '--http', `127.0.0.1:${httpPort}`], { reject: false });
-  let out = '';
-  cp.stdout?.on('data', (d: Buffer) => (out += d.toString()));
-  await waitFor(async () => out.includes('control plane ready'), 30_000, 'control plane ready');
+  cp = await startEmbeddedControlPlane(cpState);
+  ({ natsUrl, api } = cp);
 });
 
 afterAll(async () => {
@@ -68,8 +62,7 @@ afterAll(async () => {
   for (const c of running) c.kill('SIGTERM');
   await Promise.race([Promise.allSettled(running), new Promise((r) => setTimeout(r, 15_000))]);
   if (shared) await lattice(shared, ['gc']);
-  cp?.kill('SIGTERM');
-  await cp;
+  await cp?.stop();
   await work?.remove();
 });
 

@@ -1,4 +1,5 @@
 import type { Command } from 'commander';
+import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { UsageError } from '../errors.js';
 import { createLogger } from '../log.js';
@@ -7,6 +8,7 @@ import { DEFAULT_HTTP, DEFAULT_NATS_PORT, adminTokenPath, parseDuration, startCo
 import { AuditStore, mountAuditRoutes } from '../audit/store.js';
 import { ensureAuditStream } from '../audit/stream.js';
 import { parseReplicas } from '../natsserver/replicas.js';
+import { parseScrapeToken } from '../metrics/index.js';
 import { globalOpts } from './run.js';
 import { CONSOLE_PATH, mountConsole } from '../console/server.js';
 import { systemClock } from '../clock.js';
@@ -23,8 +25,9 @@ export function registerControlPlane(program: Command): void {
     .option('--tls', 'TLS on NATS and the HTTP API on loopback too')
     .option('--jwt-ttl <duration>', 'lifetime of agent JWTs', '365d')
     .option('--replicas <n>', 'replicas of every KV bucket and the audit stream (default: 1 on a single server, 3 in a cluster)')
+    .option('--metrics-token-file <path>', 'a token (first line, 16+ characters) that may read GET /metrics; without it only the admin token may')
     .option('--json', 'print the endpoints as JSON')
-    .action(async (o: { nats?: string; listen: string; natsPort?: string; http: string; tls?: boolean; jwtTtl: string; replicas?: string; json?: boolean }, cmd: Command) => {
+    .action(async (o: { nats?: string; listen: string; natsPort?: string; http: string; tls?: boolean; jwtTtl: string; replicas?: string; metricsTokenFile?: string; json?: boolean }, cmd: Command) => {
       const g = globalOpts(cmd);
       const stateDir = resolveStateDir(g.stateDir);
       const listen = o.natsPort !== undefined ? { host: '127.0.0.1', port: Number(o.natsPort) } : parseHostPort(o.listen, '--listen');
@@ -38,6 +41,16 @@ export function registerControlPlane(program: Command): void {
         throw new UsageError(`--jwt-ttl ${o.jwtTtl} is not a duration (e.g. 30d, 12h)`);
       }
       const replicas = o.replicas === undefined ? undefined : parseReplicas(o.replicas);
+      let metricsToken: string | undefined;
+      if (o.metricsTokenFile !== undefined) {
+        let text: string;
+        try {
+          text = await readFile(o.metricsTokenFile, 'utf8');
+        } catch (err) {
+          throw new UsageError(`--metrics-token-file ${o.metricsTokenFile}: ${(err as Error).message}`);
+        }
+        metricsToken = parseScrapeToken(text, o.metricsTokenFile);
+      }
       const log = createLogger({ name: 'control-plane', level: g.debug ? 'debug' : undefined });
       const cpl = await startControlPlane({
         stateDir,
@@ -48,6 +61,7 @@ export function registerControlPlane(program: Command): void {
         http,
         jwtTtlMs,
         replicas,
+        metricsToken,
         log,
         // Enrollments, re-enrollments (with proof of key possession) and revocations in the control plane's log.
         onEvent: (e) => log.info({ event: e.type, agentId: e.agentId, namespace: e.namespace, name: e.name }, e.type),

@@ -13,8 +13,8 @@ import { statePaths } from '../state.js';
 import { mountAdminRoutes } from './api.js';
 import { agentOpsHandlers, mountAgentOpsRoutes } from './agentops.js';
 import { EgressRequests } from './egress.js';
-import { HttpApi, RawBody } from './http.js';
-import { controlPlaneMetrics, METRICS_CONTENT_TYPE, newRegistry } from '../metrics/index.js';
+import { HttpApi, HttpError, RawBody } from './http.js';
+import { controlPlaneMetrics, METRICS_CONTENT_TYPE, newRegistry, scrapeAuthorized } from '../metrics/index.js';
 import type { IpamConfig } from './ipam.js';
 import { serveNatsApi, type NatsApiStats } from './natsapi.js';
 import { publishEnrollmentEvents } from './enrollaudit.js';
@@ -23,7 +23,7 @@ import { NatsKvStore } from './natskv.js';
 import { defaultReplicas } from '../natsserver/replicas.js';
 import { assertPrivate, loadOrCreateAdminToken } from './secrets.js';
 import { ControlPlaneService, type NatsUserIssuer, type ServiceOptions } from './service.js';
-import { badRequest, BUCKETS } from './types.js';
+import { badRequest, BUCKETS, CpErrorCode } from './types.js';
 import { ensureClusterAdminToken } from './admin-token.js';
 
 export * from './types.js';
@@ -71,6 +71,11 @@ export interface ControlPlaneOptions {
    * the server is clustered. Existing buckets with fewer are raised (logged). natsserver/replicas.ts.
    */
   replicas?: number;
+  /**
+   * A token that may read GET /metrics and nothing else (Prometheus' bearer credentials). Without it only the
+   * admin token may: /metrics is never public.
+   */
+  metricsToken?: string;
   /** Mount more HTTP routes (e.g. the audit API) before the server starts listening. */
   mount?: (api: HttpApi, ctx: { nc: NatsConnection; service: ControlPlaneService; replicas: number }) => Promise<void> | void;
 }
@@ -208,10 +213,23 @@ export async function startControlPlane(opts: ControlPlaneOptions): Promise<Star
     const nats = serveNatsApi(nc, service, opts.log, agentOpsHandlers(service, egress));
     cleanups.push(() => nats.stop());
     const api = new HttpApi({ adminToken, log: opts.log });
-    // Prometheus text, unauthenticated (counts only, no names or keys): README "Metrics".
+    // Prometheus text for the scrape token (--metrics-token-file) or the admin token, never public: a
+    // scraper gets a credential that reads counts and can change nothing. README "Metrics".
     const metrics = newRegistry();
     controlPlaneMetrics(metrics, { service: service.stats, nats: nats.stats, replicas });
-    api.route('GET', '/metrics', async () => new RawBody(await metrics.metrics(), METRICS_CONTENT_TYPE), { auth: 'none' });
+    const scrapeTokens = [adminToken, ...(opts.metricsToken ? [opts.metricsToken] : [])];
+    api.route(
+      'GET',
+      '/metrics',
+      async ({ req, res }) => {
+        if (!scrapeAuthorized(req, scrapeTokens)) {
+          res.setHeader('www-authenticate', 'Bearer');
+          throw new HttpError(401, CpErrorCode.Unauthorized, 'GET /metrics needs Authorization: Bearer <the token of --metrics-token-file, or the admin token>');
+        }
+        return new RawBody(await metrics.metrics(), METRICS_CONTENT_TYPE);
+      },
+      { auth: 'none' },
+    );
     mountAdminRoutes(api, service);
     mountAgentOpsRoutes(api, service, egress);
     // Approvals, explain, token list (operator.ts): for people and `lattice mcp`.

@@ -1,6 +1,7 @@
 import type { Msg, NatsConnection, Subscription } from 'nats';
 import type { Logger } from '../log.js';
 import type { ControlPlaneService } from './service.js';
+import { isStoreUnavailable } from './natskv.js';
 import { CpErrorCode, ControlPlaneError, SUBJECTS, type ErrorReply } from './types.js';
 
 /** Largest request body accepted over NATS; anything bigger is answered with EBADREQ and counted. */
@@ -18,7 +19,10 @@ const dec = new TextDecoder();
 export interface NatsApiStats {
   requests: number;
   malformed: number;
+  /** Failed requests (unavailable included). */
   errors: number;
+  /** Of `errors`: the store (JetStream) did not answer, answered EBUSY "retry shortly". */
+  unavailable: number;
   busy: number;
 }
 
@@ -30,7 +34,7 @@ export function serveNatsApi(
   /** More subjects served by the same loop (agentops.ts: delegation, egress requests). */
   extra: Record<string, (req: unknown) => Promise<unknown>> = {},
 ): { stats: NatsApiStats; stop(): void } {
-  const stats: NatsApiStats = { requests: 0, malformed: 0, errors: 0, busy: 0 };
+  const stats: NatsApiStats = { requests: 0, malformed: 0, errors: 0, unavailable: 0, busy: 0 };
   let inFlight = 0;
   const handlers: Record<string, (req: unknown) => Promise<unknown>> = {
     [SUBJECTS.enroll]: (r) => svc.enroll(r),
@@ -75,7 +79,12 @@ export function serveNatsApi(
         } catch (err) {
           stats.errors++;
           if (err instanceof ControlPlaneError) reply = errorReply(err.code, err.message, err.challenge);
-          else {
+          else if (isStoreUnavailable(err)) {
+            // A NATS node died or a stream elects its leader (seconds): the caller retries (enroll does).
+            stats.unavailable++;
+            log?.warn({ err: (err as Error).message, subject: msg.subject }, 'control-plane store did not answer');
+            reply = errorReply(CpErrorCode.Busy, 'the control plane\'s store (JetStream) did not answer: a NATS node may be down or electing a leader; retry shortly');
+          } else {
             log?.error({ err: (err as Error).message, subject: msg.subject }, 'control-plane request failed');
             reply = errorReply(CpErrorCode.Internal, 'internal error in the control plane; see its log');
           }

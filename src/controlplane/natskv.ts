@@ -168,6 +168,18 @@ class NatsKvBucket implements KvBucket {
   }
 }
 
+/**
+ * True for the errors JetStream gives while a node is down or a stream's leader is being elected: the
+ * client's TIMEOUT, '503' (no responders: the JetStream API has no server behind it for a moment) and
+ * KvTimeoutError. They pass within seconds on a healthy cluster: callers answer "busy, retry" rather than
+ * "internal error".
+ */
+export function isStoreUnavailable(err: unknown): boolean {
+  if (err instanceof KvTimeoutError) return true;
+  const code = (err as { code?: string })?.code;
+  return code === '503' || isTimeout(err);
+}
+
 /** A JetStream request that got no answer in time (the client's TIMEOUT), after every retry. */
 export class KvTimeoutError extends LatticeError {
   override readonly name = 'KvTimeoutError';

@@ -1,4 +1,5 @@
 import { connect, jwtAuthenticator, type ConnectionOptions, type NatsConnection } from 'nats';
+import { Backoff } from '../backoff.js';
 import { LatticeError } from '../errors.js';
 import { answerChallenge, type Challenge } from '../controlplane/possession.js';
 import { CpErrorCode, SUBJECTS, type EnrollResponse, type ErrorReply, type Peer } from '../controlplane/types.js';
@@ -133,31 +134,50 @@ async function withConnection<T>(t: Target, fn: (nc: NatsConnection, url: string
   }
 }
 
+/**
+ * One request/reply call, repeated while the control plane answers EBUSY (too many requests in flight, or
+ * its store did not answer because a NATS node died or a leader is being elected: seconds), with a jittered
+ * 100 ms..2 s backoff, until `timeoutMs` has passed since the first attempt; then the last EBUSY is thrown.
+ * Every call here is safe to repeat: enroll of an identity that exists answers ECHALLENGE (proof of possession).
+ */
 async function request<T>(t: Target, subject: string, body: unknown, timeoutMs = 10_000): Promise<T> {
   return withConnection(t, async (nc, url) => {
-    let reply;
-    try {
-      reply = await nc.request(subject, enc.encode(JSON.stringify(body)), { timeout: timeoutMs });
-    } catch (err) {
-      const code = (err as { code?: string }).code;
-      if (code === '503') throw new ControlPlaneUnreachableError(`no control plane is serving ${subject} on ${url}; start one with: lattice control-plane start`, { cause: err });
-      if (code === 'TIMEOUT') throw new ControlPlaneUnreachableError(`the control plane at ${url} did not answer ${subject} within ${timeoutMs} ms`, { cause: err });
-      throw new ControlPlaneUnreachableError(`request to the control plane at ${url} failed: ${(err as Error).message}`, { cause: err });
+    const deadline = Date.now() + timeoutMs;
+    const backoff = new Backoff({ initialMs: 100, maxMs: 2000 });
+    for (;;) {
+      try {
+        return await requestOnce<T>(nc, url, subject, body, Math.max(1000, deadline - Date.now()));
+      } catch (err) {
+        if (!(err instanceof EnrollError && err.code === CpErrorCode.Busy) || Date.now() >= deadline) throw err;
+        await backoff.wait();
+      }
     }
-    let parsed: unknown;
-    try {
-      parsed = JSON.parse(dec.decode(reply.data));
-    } catch (err) {
-      throw new LatticeError('ECP_REPLY', `the control plane at ${url} sent a reply that is not JSON`, { cause: err });
-    }
-    const e = (parsed as Partial<ErrorReply>)?.error;
-    if (e && typeof e.code === 'string') {
-      const c = e.challenge;
-      const ok = c && typeof c.nonce === 'string' && typeof c.key === 'string' && typeof c.namespace === 'string';
-      throw new EnrollError(e.code, String(e.message), ok ? { nonce: c.nonce, key: c.key, namespace: c.namespace } : undefined);
-    }
-    return parsed as T;
   });
+}
+
+async function requestOnce<T>(nc: NatsConnection, url: string, subject: string, body: unknown, timeoutMs: number): Promise<T> {
+  let reply;
+  try {
+    reply = await nc.request(subject, enc.encode(JSON.stringify(body)), { timeout: timeoutMs });
+  } catch (err) {
+    const code = (err as { code?: string }).code;
+    if (code === '503') throw new ControlPlaneUnreachableError(`no control plane is serving ${subject} on ${url}; start one with: lattice control-plane start`, { cause: err });
+    if (code === 'TIMEOUT') throw new ControlPlaneUnreachableError(`the control plane at ${url} did not answer ${subject} within ${timeoutMs} ms`, { cause: err });
+    throw new ControlPlaneUnreachableError(`request to the control plane at ${url} failed: ${(err as Error).message}`, { cause: err });
+  }
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(dec.decode(reply.data));
+  } catch (err) {
+    throw new LatticeError('ECP_REPLY', `the control plane at ${url} sent a reply that is not JSON`, { cause: err });
+  }
+  const e = (parsed as Partial<ErrorReply>)?.error;
+  if (e && typeof e.code === 'string') {
+    const c = e.challenge;
+    const ok = c && typeof c.nonce === 'string' && typeof c.key === 'string' && typeof c.namespace === 'string';
+    throw new EnrollError(e.code, String(e.message), ok ? { nonce: c.nonce, key: c.key, namespace: c.namespace } : undefined);
+  }
+  return parsed as T;
 }
 
 /**

@@ -1,4 +1,5 @@
-import { createServer, type Server } from 'node:http';
+import { createHash, timingSafeEqual } from 'node:crypto';
+import { createServer, type IncomingMessage, type Server } from 'node:http';
 import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client';
 import { LatticeError, UsageError } from '../errors.js';
 
@@ -14,6 +15,30 @@ import { LatticeError, UsageError } from '../errors.js';
  */
 export const METRICS_CONTENT_TYPE = 'text/plain; version=0.0.4; charset=utf-8';
 
+/**
+ * Who may scrape the control plane's GET /metrics: a request whose `Authorization: Bearer <t>` names one of
+ * `tokens` (the scrape token of `--metrics-token-file`, the admin token). Compared as SHA-256 digests with
+ * timingSafeEqual (equal lengths, no early exit on a prefix). No header, another scheme or an empty token: false.
+ */
+export function scrapeAuthorized(req: Pick<IncomingMessage, 'headers'>, tokens: readonly string[]): boolean {
+  const m = /^Bearer\s+(\S+)$/i.exec(req.headers.authorization ?? '');
+  if (!m) return false;
+  const given = createHash('sha256').update(m[1]).digest();
+  let ok = false;
+  for (const t of tokens) if (t.length > 0 && timingSafeEqual(given, createHash('sha256').update(t).digest())) ok = true;
+  return ok;
+}
+
+/**
+ * The scrape token from a file (Prometheus' `authorization: { credentials_file: ... }` reads the same file):
+ * its first line, trimmed. @throws UsageError when it is shorter than 16 characters.
+ */
+export function parseScrapeToken(text: string, path: string): string {
+  const t = (text.split('\n')[0] ?? '').trim();
+  if (t.length < 16) throw new UsageError(`--metrics-token-file ${path}: the token is shorter than 16 characters; write a random one (e.g. openssl rand -hex 32 > ${path})`);
+  return t;
+}
+
 /** A registry with the process metrics (CPU, memory, event loop lag) prefixed `lattice_`. */
 export function newRegistry(): Registry {
   const reg = new Registry();
@@ -27,8 +52,8 @@ export function newRegistry(): Registry {
 export interface ControlPlaneSources {
   /** ControlPlaneService.stats: cumulative counts. */
   service: { readonly enrollments: number; readonly enrollFailures: number; readonly revocations: number; readonly tokensCreated: number };
-  /** NatsApiStats: requests served, malformed, failed, refused as busy. */
-  nats: { readonly requests: number; readonly malformed: number; readonly errors: number; readonly busy: number };
+  /** NatsApiStats: requests served, malformed, failed (store unavailable among them), refused as busy. */
+  nats: { readonly requests: number; readonly malformed: number; readonly errors: number; readonly unavailable: number; readonly busy: number };
   /** Replicas of the control plane's buckets. */
   replicas: number;
 }
@@ -49,7 +74,7 @@ export function controlPlaneMetrics(reg: Registry, src: ControlPlaneSources): vo
   counter(reg, 'lattice_cp_tokens_created_total', 'Enrollment tokens created by this instance (admin and delegated).', () => src.service.tokensCreated);
   new Counter({
     name: 'lattice_cp_nats_requests_total',
-    help: 'NATS requests to lattice.cp.* handled by this instance, by outcome (served, malformed, error, busy).',
+    help: 'NATS requests to lattice.cp.* handled by this instance, by outcome (served, malformed, error, unavailable: the store did not answer, busy).',
     labelNames: ['outcome'],
     registers: [reg],
     collect() {
@@ -57,7 +82,8 @@ export function controlPlaneMetrics(reg: Registry, src: ControlPlaneSources): vo
       const n = src.nats;
       this.inc({ outcome: 'served' }, Math.max(0, n.requests - n.malformed - n.errors - n.busy));
       this.inc({ outcome: 'malformed' }, n.malformed);
-      this.inc({ outcome: 'error' }, n.errors);
+      this.inc({ outcome: 'error' }, n.errors - n.unavailable);
+      this.inc({ outcome: 'unavailable' }, n.unavailable);
       this.inc({ outcome: 'busy' }, n.busy);
     },
   });
