@@ -62,7 +62,8 @@ function exchange(url: string, init: { method: string; headers: Record<string, s
   });
 }
 
-const TLS_TRUST = new Set(['SELF_SIGNED_CERT_IN_CHAIN', 'DEPTH_ZERO_SELF_SIGNED_CERT', 'UNABLE_TO_VERIFY_LEAF_SIGNATURE', 'UNABLE_TO_GET_ISSUER_CERT_LOCALLY', 'CERT_SIGNATURE_FAILURE', 'ERR_TLS_CERT_ALTNAME_INVALID']);
+/** Node's TLS verification failures (OpenSSL's names, and Node's for a certificate naming another host). */
+const TLS_TRUST = /^(SELF_SIGNED_CERT_IN_CHAIN|DEPTH_ZERO_SELF_SIGNED_CERT|UNABLE_TO_VERIFY_LEAF_SIGNATURE|UNABLE_TO_GET_ISSUER_CERT_LOCALLY|CERT_SIGNATURE_FAILURE|ERR_TLS_CERT_ALTNAME_INVALID)$/;
 
 /**
  * One call to the control plane's admin HTTP API, with the admin bearer token (--admin-token,
@@ -91,7 +92,7 @@ export async function callApi<T>(
     });
   } catch (err) {
     const cause = (err as { code?: string }).code ?? (err as Error).message;
-    if (TLS_TRUST.has(cause)) {
+    if (TLS_TRUST.test(cause)) {
       throw new LatticeError('EAPI_TLS', `the control-plane API at ${o.api} presented a certificate this host does not trust (${cause}); pass --ca <its control-plane/tls/ca.pem> or set LATTICE_CA`, { cause: err });
     }
     throw new LatticeError('EAPI_UNREACHABLE', `cannot reach the control-plane API at ${o.api} (${cause}); is \`lattice control-plane start\` running?`, { cause: err });
