@@ -56,6 +56,7 @@ export const ErrorCode = {
   Api: 'EAPI',
   ApiReply: 'EAPI_REPLY',
   ApiUnreachable: 'EAPI_UNREACHABLE',
+  ApiTls: 'EAPI_TLS',
   CpReply: 'ECP_REPLY',
   CpUnreachable: 'ECP_UNREACHABLE',
   AdminToken: 'EADMIN_TOKEN',

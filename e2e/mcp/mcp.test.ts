@@ -24,7 +24,7 @@ let api: string;
 let adminToken: string;
 let nc: NatsConnection;
 let client: Client;
-const agents: Record<string, { agentId: string; ipv4: string; publicKey: string }> = {};
+const agents: Record<string, { agentId: string; ipv4: string; publicKey: string; jwt: string }> = {};
 
 const basePolicy = {
   version: 1,
@@ -79,7 +79,7 @@ beforeAll(async () => {
   for (const name of ['payment-service', 'postgres']) {
     const publicKey = wgKey();
     const e = await enroll({ controlPlaneUrl: cp.info.nats, token: tok.body.token, name, publicKey });
-    agents[name] = { agentId: e.agentId, ipv4: e.address.ipv4, publicKey };
+    agents[name] = { agentId: e.agentId, ipv4: e.address.ipv4, publicKey, jwt: e.jwt };
   }
   expect((await http('PUT', `${API_BASE}/policies/shop`, basePolicy)).status).toBe(200);
   // A launcher's denied flow, published on the audit stream the way the launcher's publisher does.
@@ -117,7 +117,7 @@ describe('lattice-mcp over stdio (SDK client) against a real control plane', () 
   it('lists its tools with input schemas', async () => {
     const { tools } = await client.listTools();
     const byName = Object.fromEntries(tools.map((t) => [t.name, t]));
-    for (const n of ['list_agents', 'list_policies', 'get_agent_policy', 'list_tokens', 'list_audit_events', 'list_traces', 'list_egress_requests', 'list_approvals', 'explain_flow', 'propose_set_policy', 'propose_revoke_agent', 'propose_create_token']) {
+    for (const n of ['list_agents', 'list_policies', 'get_agent_policy', 'list_tokens', 'list_audit_events', 'list_traces', 'list_egress_requests', 'list_approvals', 'explain_flow', 'propose_set_policy', 'propose_revoke_agent', 'propose_create_token', 'approve_egress_request']) {
       expect(byName[n], n).toBeDefined();
       expect(byName[n].inputSchema.type).toBe('object');
     }
@@ -238,6 +238,38 @@ describe('lattice-mcp over stdio (SDK client) against a real control plane', () 
     expect((tokens.value as { tokens: unknown[] }).tokens).toHaveLength(2);
     const pending = await tool<{ approvals: unknown[] }>('list_approvals');
     expect(pending.value.approvals).toEqual([]);
+  });
+
+  it("approve_egress_request proposes one allow rule for an agent's egress request; applied only by `lattice approvals approve`", async () => {
+    // The agent asks, over its own channel (NATS request with its JWT), as the agent API's request_egress does.
+    const asked = await nc.request('lattice.cp.egress-request', JSON.stringify({ jwt: agents['payment-service'].jwt, host: 'api.stripe.example', port: 443, proto: 'tcp', reason: 'payments' }), { timeout: 10_000 });
+    const reqId = (JSON.parse(new TextDecoder().decode(asked.data)) as { id: string }).id;
+    expect(reqId).toMatch(/^[0-9a-f-]{36}$/);
+    const before = (await http<{ policy: unknown }>('GET', `${API_BASE}/policies/shop`)).body.policy;
+
+    const prop = await tool<{ pendingId: string; diff: string; status: string; summary: string }>('approve_egress_request', { namespace: 'shop', requestId: reqId, reason: 'ok by me' });
+    expect(prop.isError, prop.text).toBe(false);
+    expect(prop.value.status).toBe('pending');
+    expect(prop.value.summary).toContain('api.stripe.example:443');
+    expect(prop.value.diff).toContain('+        "api.stripe.example"');
+    expect((await http<{ policy: unknown }>('GET', `${API_BASE}/policies/shop`)).body.policy).toEqual(before);
+    const pendingReq = await tool<{ requests: { id: string; status: string }[] }>('list_egress_requests', { namespace: 'shop' });
+    expect(pendingReq.value.requests.find((r) => r.id === reqId)?.status).toBe('pending');
+    // A request that does not exist is a tool error, not a proposal.
+    const none = await tool('approve_egress_request', { namespace: 'shop', requestId: '00000000-0000-4000-8000-000000000000' });
+    expect(none.isError).toBe(true);
+    expect(none.text).toMatch(/no egress request/);
+
+    const ok = await lattice('approvals', 'approve', prop.value.pendingId, '--by', 'alice');
+    expect(ok.code, ok.stderr).toBe(0);
+    const after = (await http<{ policy: { egress: { action: string; domains?: string[]; ports?: number[]; protocol?: string }[] } }>('GET', `${API_BASE}/policies/shop`)).body.policy;
+    expect(after.egress.at(-1)).toMatchObject({ action: 'allow', domains: ['api.stripe.example'], ports: [443], protocol: 'tcp' });
+    const approved = await tool<{ requests: { id: string; status: string; approval?: { id: string } }[] }>('list_egress_requests', { namespace: 'shop' });
+    expect(approved.value.requests.find((r) => r.id === reqId)).toMatchObject({ status: 'approved', approval: { id: prop.value.pendingId } });
+    // Approving it twice is refused at proposal time.
+    const again = await tool('approve_egress_request', { namespace: 'shop', requestId: reqId });
+    expect(again.isError).toBe(true);
+    expect(again.text).toMatch(/approved, not pending/);
   });
 
   it('a wrong admin token gives tool errors, not data', async () => {

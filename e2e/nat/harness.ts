@@ -7,6 +7,7 @@ import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
+import { decodeRelaySecret, newRelaySecret, relayCredential } from '../../src/nat/relay-credential.js';
 import { SodiumCrypto } from '../../src/wg/crypto.js';
 import { buildTopology, type SiteNat, type Topology } from './topology.js';
 import { requireBinaries, requireRoot } from '../support/env.js';
@@ -16,7 +17,8 @@ const crypto = new SodiumCrypto();
 
 export const TURN_USER = 'lattice';
 export const TURN_PASS = 'test-pass';
-const RELAY_TOKEN = 'ltnat-relay-token';
+/** The relay's secret; each site gets only the credential for its own id. */
+const RELAY_SECRET = newRelaySecret();
 
 /** The NAT lab's components: root for namespaces, coturn, nats-server, nftables, iproute2. */
 export async function requireLabComponents(): Promise<void> {
@@ -145,7 +147,7 @@ export async function startLab(opts: LabOptions): Promise<Lab> {
     children.push(turn);
     const nats = execa('ip', ['netns', 'exec', topo.pubNs, 'nats-server', '-a', pub, '-p', '4222'], { reject: false, stdin: 'ignore' });
     children.push(nats);
-    const relay = execa('ip', ['netns', 'exec', topo.pubNs, process.execPath, '--import', 'tsx', 'e2e/nat/fixtures/relay.ts', pub, '4443', RELAY_TOKEN], {
+    const relay = execa('ip', ['netns', 'exec', topo.pubNs, process.execPath, '--import', 'tsx', 'e2e/nat/fixtures/relay.ts', pub, '4443', RELAY_SECRET], {
       cwd: REPO,
       reject: false,
       stdin: 'ignore',
@@ -171,7 +173,7 @@ export async function startLab(opts: LabOptions): Promise<Lab> {
         natsUrl: `nats://${pub}:4222`,
         stunServers: [`stun:${pub}:3478`],
         relayUrl: opts.relay === false ? undefined : `tcp://${pub}:4443`,
-        relayToken: RELAY_TOKEN,
+        relayToken: relayCredential(decodeRelaySecret(RELAY_SECRET)!, `site-${name}`),
         ice: opts.ice ?? false,
         direct: opts.direct ?? true,
         turnServers: opts.turn ? [`turn:${TURN_USER}:${TURN_PASS}@${pub}:3478`] : undefined,

@@ -9,7 +9,7 @@ import { describe, it, expect, beforeAll, afterAll } from 'vitest';
 import { execa, type ResultPromise } from 'execa';
 import { readFile, writeFile, mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
-import { requireBinary, tempDir, busyboxRootfs, CLI, REPO } from '../support/env.js';
+import { requireBinary, tempDir, busyboxRootfs, CLI } from '../support/env.js';
 import { startEmbeddedControlPlane, type EmbeddedControlPlane } from '../support/control-plane.js';
 import { waitFor } from '../support/wgpeer.js';
 import { applyNat, buildTopology, reapNetns, type Topology } from './topology.js';
@@ -26,7 +26,8 @@ const NATS_PORT = 4222;
 const HTTP_PORT = 8470;
 const STUN_PORT = 3478;
 const RELAY_PORT = 4443;
-const RELAY_TOKEN = 'ltnw-relay-token';
+/** The relay's secret file (made with `lattice relay secret`); each sandbox gets its own name's credential. */
+let relaySecretFile: string;
 let token: string;
 
 const POLICY = {
@@ -71,11 +72,15 @@ beforeAll(async () => {
   // token is created from inside that netns.
   cp = await startEmbeddedControlPlane(cpState, { nats: `nats://${pub}:${NATS_PORT}`, httpPort: HTTP_PORT, netns: topo.pubNs });
 
-  const relay = execa('nsenter', [`--net=/var/run/netns/${topo.pubNs}`, process.execPath, '--import', 'tsx', 'e2e/nat/fixtures/relay.ts', pub, String(RELAY_PORT), RELAY_TOKEN], { cwd: REPO, reject: false, stdin: 'ignore' });
+  relaySecretFile = join(work.path, 'relay-secret');
+  const sec = await inNs(topo.pubNs, cpState, ['relay', 'secret']);
+  expect(sec.exitCode, String(sec.stderr)).toBe(0);
+  await writeFile(relaySecretFile, String(sec.stdout), { mode: 0o600 });
+  const relay = inNs(topo.pubNs, cpState, ['relay', 'serve', '--listen', `${pub}:${RELAY_PORT}`, '--secret-file', relaySecretFile]);
   children.push(relay);
   let rout = '';
   relay.stdout?.on('data', (d: Buffer) => (rout += d.toString()));
-  await waitFor(async () => rout.includes('ready'), 60_000, 'relay server');
+  await waitFor(async () => rout.includes('relay listening'), 60_000, 'relay server');
 
   const policy = join(work.path, 'policy.json');
   await writeFile(policy, JSON.stringify(POLICY));
@@ -97,18 +102,18 @@ afterAll(async () => {
 }, 60_000);
 
 /** A web sandbox in site a and a client in site b fetching from it over the overlay until stopped. */
-async function pair(webName: string, clientName: string, extra: string[]) {
+async function pair(webName: string, clientName: string, extra: (name: string) => Promise<string[]> = async () => []) {
   const { a, b } = topo!.sites;
   const pub = topo!.pubAddress;
-  const common = ['--control-plane', `nats://${pub}:${NATS_PORT}`, '--token', token, '--stun', `stun:${pub}:${STUN_PORT}`, ...extra, '--rootfs', rootfs];
-  const web = inNs(a.hostNs, stateOf(webName), ['sandbox', 'start', '--name', webName, '--advertise', a.lanAddress, ...common, '--', 'sh', '-c', 'mkdir -p /tmp/w && echo hello-sites > /tmp/w/index.html && httpd -f -p 8080 -h /tmp/w']);
+  const common = async (name: string) => ['--control-plane', `nats://${pub}:${NATS_PORT}`, '--token', token, '--stun', `stun:${pub}:${STUN_PORT}`, ...(await extra(name)), '--rootfs', rootfs];
+  const web = inNs(a.hostNs, stateOf(webName), ['sandbox', 'start', '--name', webName, '--advertise', a.lanAddress, ...(await common(webName)), '--', 'sh', '-c', 'mkdir -p /tmp/w && echo hello-sites > /tmp/w/index.html && httpd -f -p 8080 -h /tmp/w']);
   children.push(web);
   let webErr = '';
   web.stderr?.on('data', (d: Buffer) => (webErr += d.toString()));
   await waitFor(async () => webErr.includes('enrolled'), 60_000, 'site a enrolled');
   const webAddr = (JSON.parse(await readFile(join(stateOf(webName), 'credentials', `${webName}.json`), 'utf8')) as { address: { ipv4: string } }).address.ipv4;
 
-  const client = inNs(b.hostNs, stateOf(clientName), ['sandbox', 'start', '--name', clientName, '--advertise', b.lanAddress, ...common, '--', 'sh', '-c',
+  const client = inNs(b.hostNs, stateOf(clientName), ['sandbox', 'start', '--name', clientName, '--advertise', b.lanAddress, ...(await common(clientName)), '--', 'sh', '-c',
     `while true; do if printf 'GET / HTTP/1.0\r\n\r\n' | nc -w 1 ${webAddr} 8080 | grep -q hello-sites; then echo ok; else echo fail; fi; sleep 0.2; done`]);
   children.push(client);
   let out = '';
@@ -137,7 +142,7 @@ async function pathTo(ns: string, self: string, peerName: string, kind: string):
 describe('sandbox start behind NATs', () => {
   it('two cone NATs: a direct path through both; traffic flows; sandbox status shows it', async () => {
     const { a, b } = topo!.sites;
-    const p = await pair('ltnw-a', 'ltnw-b', []);
+    const p = await pair('ltnw-a', 'ltnw-b');
     const s = await pathTo(b.hostNs, 'ltnw-b', 'ltnw-a', 'direct');
     const peer = s.peers.find((x) => x.name === 'ltnw-a')!;
     // Site a's LAN address is unreachable from site b: the path goes through a's NAT (its WAN address).
@@ -154,7 +159,13 @@ describe('sandbox start behind NATs', () => {
       site.nat = 'symmetric';
       await applyNat(site, true);
     }
-    const p = await pair('ltnw-c', 'ltnw-d', ['--relay', `tcp://${topo!.pubAddress}:${RELAY_PORT}`, '--relay-token', RELAY_TOKEN]);
+    // Each sandbox holds only the relay credential for its own name (`lattice relay credential NAME`).
+    const relayFlags = async (name: string) => {
+      const c = await inNs(topo!.pubNs, cpState, ['relay', 'credential', name, '--secret-file', relaySecretFile]);
+      expect(c.exitCode, String(c.stderr)).toBe(0);
+      return ['--relay', `tcp://${topo!.pubAddress}:${RELAY_PORT}`, '--relay-token', String(c.stdout).trim()];
+    };
+    const p = await pair('ltnw-c', 'ltnw-d', relayFlags);
     const s = await pathTo(b.hostNs, 'ltnw-d', 'ltnw-c', 'relay');
     const peer = s.peers.find((x) => x.name === 'ltnw-c')!;
     expect(peer.path!.via).toBe('tcp');

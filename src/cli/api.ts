@@ -1,21 +1,69 @@
 import type { Command } from 'commander';
-import { LatticeError } from '../errors.js';
+import { readFile } from 'node:fs/promises';
+import { request as httpRequest } from 'node:http';
+import { request as httpsRequest } from 'node:https';
+import { join } from 'node:path';
+import { LatticeError, UsageError } from '../errors.js';
 import { resolveStateDir, statePaths } from '../state.js';
 import { DEFAULT_HTTP, readAdminToken } from '../controlplane/index.js';
 import { globalOpts } from './run.js';
 
-/** What every admin-API command takes: `--api <url>` and `--admin-token <token>`. */
+/** What every admin-API command takes: `--api <url>`, `--admin-token <token>` and `--ca <file>`. */
 export interface ApiOpts {
   api: string;
   adminToken?: string;
+  ca?: string;
 }
 
-/** Add `--api` (default $LATTICE_API or the control plane's default HTTP address) and `--admin-token` to `c`. */
+/**
+ * Add `--api` (default $LATTICE_API or the control plane's default HTTP address), `--admin-token` and
+ * `--ca` (the CA that signed an HTTPS API's certificate) to `c`.
+ */
 export function withApiOptions(c: Command): Command {
   return c
     .option('--api <url>', 'control-plane admin API', process.env.LATTICE_API ?? `http://${DEFAULT_HTTP.host}:${DEFAULT_HTTP.port}`)
-    .option('--admin-token <token>', 'admin bearer token (default: $LATTICE_ADMIN_TOKEN or the state dir file)');
+    .option('--admin-token <token>', 'admin bearer token (default: $LATTICE_ADMIN_TOKEN or the state dir file)')
+    .option('--ca <file>', "CA (PEM) of an https:// API (default: $LATTICE_CA, else the state dir's control-plane/tls/ca.pem when it exists)");
 }
+
+/**
+ * The CA to trust for an https:// admin API, in this order: `--ca FILE`, $LATTICE_CA, the state dir's
+ * `control-plane/tls/ca.pem` (a control plane on this host with this state dir). Undefined for http:// or
+ * when none is there (Node's own trust store then decides). A named file that cannot be read is a UsageError.
+ */
+export async function apiCa(url: string, o: { ca?: string }, stateDir: string, env: NodeJS.ProcessEnv = process.env): Promise<string | undefined> {
+  if (!url.startsWith('https:')) return undefined;
+  const named = o.ca ?? (env.LATTICE_CA || undefined);
+  if (named !== undefined) {
+    try {
+      return await readFile(named, 'utf8');
+    } catch (err) {
+      throw new UsageError(`cannot read the CA file ${named} (${o.ca !== undefined ? '--ca' : '$LATTICE_CA'}): ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`, { cause: err });
+    }
+  }
+  return readFile(join(statePaths(stateDir).controlPlane, 'tls', 'ca.pem'), 'utf8').catch(() => undefined);
+}
+
+/** One HTTP(S) exchange: status and body text. `ca` (PEM) replaces the trust store for https. */
+function exchange(url: string, init: { method: string; headers: Record<string, string>; body?: string; ca?: string; timeoutMs: number }): Promise<{ status: number; text: string }> {
+  return new Promise((resolve, reject) => {
+    const req = (url.startsWith('https:') ? httpsRequest : httpRequest)(
+      url,
+      { method: init.method, headers: init.headers, ...(init.ca !== undefined ? { ca: init.ca } : {}), signal: AbortSignal.timeout(init.timeoutMs) },
+      (res) => {
+        const chunks: Buffer[] = [];
+        res.on('data', (c: Buffer) => chunks.push(c));
+        res.once('end', () => resolve({ status: res.statusCode ?? 0, text: Buffer.concat(chunks).toString('utf8') }));
+        res.once('error', reject);
+      },
+    );
+    req.once('error', reject);
+    req.end(init.body);
+  });
+}
+
+/** Node's TLS verification failures (OpenSSL's names, and Node's for a certificate naming another host). */
+const TLS_TRUST = /^(SELF_SIGNED_CERT_IN_CHAIN|DEPTH_ZERO_SELF_SIGNED_CERT|UNABLE_TO_VERIFY_LEAF_SIGNATURE|UNABLE_TO_GET_ISSUER_CERT_LOCALLY|CERT_SIGNATURE_FAILURE|ERR_TLS_CERT_ALTNAME_INVALID)$/;
 
 /**
  * One call to the control plane's admin HTTP API, with the admin bearer token (--admin-token,
@@ -28,29 +76,35 @@ export async function callApi<T>(
   path: string,
   opts: { body?: unknown; query?: Record<string, string | undefined>; timeoutMs?: number } = {},
 ): Promise<T> {
-  const token = await readAdminToken(statePaths(resolveStateDir(globalOpts(cmd).stateDir)).controlPlane, o.adminToken);
+  const stateDir = resolveStateDir(globalOpts(cmd).stateDir);
+  const token = await readAdminToken(statePaths(stateDir).controlPlane, o.adminToken);
+  const ca = await apiCa(o.api, o, stateDir);
   const qs = opts.query ? new URLSearchParams(Object.entries(opts.query).filter((e): e is [string, string] => e[1] !== undefined && e[1] !== '')) : undefined;
   const url = `${o.api.replace(/\/+$/, '')}${path}${qs ? `?${qs}` : ''}`;
-  let res: Response;
+  let res: { status: number; text: string };
   try {
-    res = await fetch(url, {
+    res = await exchange(url, {
       method,
       headers: { authorization: `Bearer ${token}`, ...(opts.body !== undefined ? { 'content-type': 'application/json' } : {}) },
       body: opts.body === undefined ? undefined : JSON.stringify(opts.body),
-      signal: AbortSignal.timeout(opts.timeoutMs ?? 15_000),
+      ca,
+      timeoutMs: opts.timeoutMs ?? 15_000,
     });
   } catch (err) {
-    const cause = (err as { cause?: { code?: string } }).cause?.code ?? (err as Error).message;
+    const cause = (err as { code?: string }).code ?? (err as Error).message;
+    if (TLS_TRUST.test(cause)) {
+      throw new LatticeError('EAPI_TLS', `the control-plane API at ${o.api} presented a certificate this host does not trust (${cause}); pass --ca <its control-plane/tls/ca.pem> or set LATTICE_CA`, { cause: err });
+    }
     throw new LatticeError('EAPI_UNREACHABLE', `cannot reach the control-plane API at ${o.api} (${cause}); is \`lattice control-plane start\` running?`, { cause: err });
   }
-  const text = await res.text();
+  const text = res.text;
   let parsed: unknown;
   try {
     parsed = text ? JSON.parse(text) : undefined;
   } catch {
     throw new LatticeError('EAPI_REPLY', `the control-plane API at ${o.api} answered ${res.status} with something that is not JSON`);
   }
-  if (!res.ok) {
+  if (res.status < 200 || res.status >= 300) {
     const e = (parsed as { error?: { code?: string; message?: string } } | undefined)?.error;
     const hint = res.status === 401 ? ' (check --admin-token or the admin-token file of the control plane)' : '';
     throw new LatticeError(e?.code ?? 'EAPI', `control plane refused: ${e?.message ?? `HTTP ${res.status}`}${hint}`);

@@ -89,7 +89,7 @@ export function registerControlPlane(program: Command): void {
         console.log(`control plane ready (cluster ${info.clusterId})`);
         console.log(`  nats:        ${info.natsUrls.join(',')}    (enroll with: lattice sandbox start --token T ...; the join token carries the URLs)`);
         if (info.caHash) console.log(`  tls:         CA ${info.caHash} (${info.caFile}); join tokens pin it`);
-        if (info.http) console.log(`  admin api:   ${info.http}${info.http.startsWith('https:') ? `    (admin commands: NODE_EXTRA_CA_CERTS=${info.caFile})` : ''}`);
+        if (info.http) console.log(`  admin api:   ${info.http}${info.http.startsWith('https:') ? `    (admin commands on other hosts: --ca ${info.caFile})` : ''}`);
         if (info.console) console.log(`  console:     ${info.console}    (sign in with the admin token)`);
         console.log(`  admin token: ${info.adminTokenFile}`);
       }

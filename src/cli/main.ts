@@ -22,6 +22,7 @@ const GROUPS: Record<string, () => Promise<Register>> = {
   mcp: () => import('./mcp.js').then((m) => m.registerMcp),
   up: () => import('./up.js').then((m) => m.registerUp),
   peer: () => import('./peer.js').then((m) => m.registerPeer),
+  relay: () => import('./relay.js').then((m) => m.registerRelay),
 };
 const MODULE_OF: Record<string, keyof typeof GROUPS> = { gc: 'sandbox', token: 'admin', agent: 'admin', policy: 'admin', down: 'up', status: 'up' };
 

@@ -125,7 +125,7 @@ export function registerSandbox(program: Command): void {
     .option('--turn <url>', 'NAT traversal: TURN relay turn:USER:PASS@IP:PORT via ICE (repeatable)', collect, [])
     .option('--ice', 'NAT traversal: also try ICE data channels (node-datachannel) with the --stun servers')
     .option('--relay <url>', 'NAT traversal: lattice TCP relay tcp://IP:PORT as the last resort')
-    .option('--relay-token <token>', 'token for --relay (also $LATTICE_RELAY_TOKEN)')
+    .option('--relay-token <token>', "this sandbox's relay credential: `lattice relay credential NAME` (also $LATTICE_RELAY_TOKEN)")
     .option('--egress <mode>', 'host: destinations that are not overlay addresses leave through this host\'s network when the policy allows them (default: refused)')
     .option('--dns-max-in-flight <n>', 'upstream DNS lookups (for domain rules) in flight at once; the excess is answered SERVFAIL (default 64)')
     .option('--dns-rate <per-second>', 'upstream DNS lookups per second, sustained (default 50)')

@@ -3,6 +3,9 @@ import type { Clock } from '../clock.js';
 import { LatticeError } from '../errors.js';
 import { KvConflictError, decodeJson, encodeJson, getJson, type KvBucket } from './kv.js';
 import { lineDiff, prettyJson } from './textdiff.js';
+import { EgressRequestStatus, egressRequestKey, type EgressRequestRecord } from './egress.js';
+import { minimalAllowRule } from './explain.js';
+import { parseIp } from '../net/addr.js';
 import { buildTokenRecord } from './tokens.js';
 import { agentKey } from './service.js';
 import { CpErrorCode, ControlPlaneError, badRequest, isLabel, type AgentRecord, type NamespacePolicyRecord, type TokenRecord } from './types.js';
@@ -37,7 +40,12 @@ export const APPROVALS_BUCKET = 'lattice_approvals';
 /** Pending changes held at once; more proposals are refused until some are decided. */
 export const MAX_PENDING = 1000;
 
-export const ChangeKind = { SetPolicy: 'set-policy', RevokeAgent: 'revoke-agent', CreateToken: 'create-token' } as const;
+/**
+ * approve-egress: an agent's egress request (egress.ts) approved by adding one allow rule for exactly its
+ * destination, port and protocol (explain.ts minimalAllowRule) to the namespace policy; applied like
+ * set-policy (refused as stale if the policy moved), then the request is marked approved.
+ */
+export const ChangeKind = { SetPolicy: 'set-policy', RevokeAgent: 'revoke-agent', CreateToken: 'create-token', ApproveEgress: 'approve-egress' } as const;
 export type ChangeKind = (typeof ChangeKind)[keyof typeof ChangeKind];
 
 export const ApprovalStatus = {
@@ -61,7 +69,10 @@ export interface ApprovalRecord {
   name?: string;
   proposer: string;
   reason?: string;
-  /** The new policy document (set-policy), the token request (create-token), null (revoke-agent). */
+  /**
+   * The new policy document (set-policy), the token request (create-token), null (revoke-agent),
+   * {requestId, ruleId, policy} (approve-egress: the whole new policy document).
+   */
   change: unknown;
   /** The KV key the change applies to and its revision when proposed (0 = absent). */
   base: { bucket: string; key: string; revision: number };
@@ -93,6 +104,8 @@ export interface ApprovalsOptions {
   bucket: KvBucket;
   policies: KvBucket;
   agents: KvBucket;
+  /** Agents' egress requests (egress.ts EGRESS_BUCKET), for approve-egress. */
+  egress: KvBucket;
   targets: ApprovalTargets;
   /** Throws with a one-line message when a policy document is invalid. */
   validatePolicy: (p: unknown) => void;
@@ -174,6 +187,23 @@ export class Approvals {
       rec = this.record(id, kind, t.namespace, undefined, proposer, reason, req, { bucket: '', key: '', revision: 0 }, now);
       rec.summary = `create an enrollment token for namespace ${t.namespace} (limit ${t.limit})`;
       rec.diff = lineDiff('', prettyJson(req));
+    } else if (kind === ChangeKind.ApproveEgress) {
+      const ns = b.namespace;
+      const requestId = b.requestId;
+      if (!isLabel(ns)) throw badRequest('namespace must be a DNS label');
+      if (typeof requestId !== 'string' || !ID_RE.test(requestId)) throw badRequest('requestId must be the UUID of an egress request');
+      const req = await getJson<EgressRequestRecord>(this.o.egress, egressRequestKey(ns, requestId));
+      if (!req) throw new ControlPlaneError(CpErrorCode.NotFound, `no egress request ${requestId} in namespace ${ns}`);
+      if (req.value.status !== EgressRequestStatus.Pending) throw badRequest(`egress request ${requestId} is ${req.value.status}, not pending`);
+      const r = req.value;
+      const rule = minimalAllowRule(parseIp(r.host) ? { address: r.host, port: r.port, proto: r.proto } : { host: r.host, port: r.port, proto: r.proto });
+      const cur = await getJson<NamespacePolicyRecord>(this.o.policies, ns);
+      const before = (cur?.value.policy ?? { version: 1 }) as { egress?: unknown[] };
+      const policy = { ...before, egress: [...(Array.isArray(before.egress) ? before.egress : []), rule] };
+      this.o.validatePolicy(policy);
+      rec = this.record(id, kind, ns, r.name, proposer, reason, { requestId, ruleId: rule.id, policy }, { bucket: this.o.policies.name, key: ns, revision: cur?.revision ?? 0 }, now);
+      rec.summary = `allow ${r.proto} ${r.host}:${r.port} in namespace ${ns} (egress request of ${r.name}: rule ${rule.id})`;
+      rec.diff = lineDiff(prettyJson(cur?.value.policy), prettyJson(policy));
     } else {
       throw badRequest(`kind must be one of ${Object.values(ChangeKind).join(', ')}`);
     }
@@ -290,10 +320,13 @@ export class Approvals {
   private async apply(rec: ApprovalRecord): Promise<{ status: ApprovalStatus; note?: string; result?: unknown; token?: string }> {
     const stale = (what: string) => ({ status: ApprovalStatus.Stale, note: `${what} changed since the proposal (base revision ${rec.base.revision}); propose it again against the current state` });
     switch (rec.kind) {
-      case ChangeKind.SetPolicy: {
-        this.o.validatePolicy(rec.change);
+      case ChangeKind.SetPolicy:
+      case ChangeKind.ApproveEgress: {
+        const egress = rec.kind === ChangeKind.ApproveEgress ? (rec.change as { requestId: string; ruleId: string; policy: unknown }) : undefined;
+        const policy = egress ? egress.policy : rec.change;
+        this.o.validatePolicy(policy);
         const now = this.o.clock.now();
-        const doc: NamespacePolicyRecord = { namespace: rec.namespace, policy: rec.change, updatedAt: now };
+        const doc: NamespacePolicyRecord = { namespace: rec.namespace, policy, updatedAt: now };
         try {
           if (rec.base.revision === 0) await this.o.policies.create(rec.namespace, encodeJson(doc));
           else await this.o.policies.update(rec.namespace, encodeJson(doc), rec.base.revision);
@@ -301,7 +334,8 @@ export class Approvals {
           if (err instanceof KvConflictError) return stale(`the policy of namespace ${rec.namespace}`);
           throw err;
         }
-        return { status: ApprovalStatus.Approved, result: { updatedAt: new Date(now).toISOString() } };
+        if (egress) await this.markEgressApproved(rec, egress.requestId, egress.ruleId);
+        return { status: ApprovalStatus.Approved, result: { updatedAt: new Date(now).toISOString(), ...(egress ? { ruleId: egress.ruleId } : {}) } };
       }
       case ChangeKind.RevokeAgent: {
         const cur = await this.o.agents.get(rec.base.key);
@@ -312,6 +346,21 @@ export class Approvals {
       case ChangeKind.CreateToken: {
         const { token, record } = await this.o.targets.createToken(rec.change);
         return { status: ApprovalStatus.Approved, result: { tokenId: record.id }, token };
+      }
+    }
+  }
+
+  /** The policy is applied already: record on the request that it was approved (compare-and-set; a lost race is retried). */
+  private async markEgressApproved(rec: ApprovalRecord, requestId: string, ruleId: string): Promise<void> {
+    const k = egressRequestKey(rec.namespace, requestId);
+    for (;;) {
+      const cur = await getJson<EgressRequestRecord>(this.o.egress, k);
+      if (!cur) return; // cleared meanwhile: the rule stands, there is nothing to mark
+      try {
+        await this.o.egress.update(k, encodeJson({ ...cur.value, status: EgressRequestStatus.Approved, approval: { id: rec.id, ruleId } }), cur.revision);
+        return;
+      } catch (err) {
+        if (!(err instanceof KvConflictError)) throw err;
       }
     }
   }

@@ -13,7 +13,8 @@ import { badRequest, isLabel } from './types.js';
  */
 export const EGRESS_BUCKET = 'lattice_egress_requests';
 
-export const EgressRequestStatus = { Pending: 'pending' } as const;
+/** pending: asked; approved: an approve-egress change (approvals.ts) added an allow rule for it. */
+export const EgressRequestStatus = { Pending: 'pending', Approved: 'approved' } as const;
 export type EgressRequestStatus = (typeof EgressRequestStatus)[keyof typeof EgressRequestStatus];
 
 export interface EgressRequestRecord {
@@ -28,7 +29,12 @@ export interface EgressRequestRecord {
   reason?: string;
   status: EgressRequestStatus;
   createdAt: number;
+  /** When approved: the approval that added the rule, and the rule's id. */
+  approval?: { id: string; ruleId: string };
 }
+
+/** KV key of one egress request. */
+export const egressRequestKey = (namespace: string, id: string) => `r.${namespace}.${id}`;
 
 const HOST_RE = /^(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9.:-]*[A-Za-z0-9])?$/;
 /** Requests a namespace may hold at once (agents cannot flood the operator's queue or the bucket). */
@@ -70,7 +76,7 @@ export class EgressRequests {
       status: EgressRequestStatus.Pending,
       createdAt: this.clock.now(),
     };
-    await this.bucket.create(`r.${rec.namespace}.${rec.id}`, encodeJson(rec));
+    await this.bucket.create(egressRequestKey(rec.namespace, rec.id), encodeJson(rec));
     return rec;
   }
 

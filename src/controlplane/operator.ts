@@ -4,6 +4,7 @@ import type { Logger } from '../log.js';
 import { AUDIT_EVENT_VERSION, auditSubject, newEventId } from '../audit/events.js';
 import { API_BASE } from './api.js';
 import { ApprovalConflictError, Approvals, APPROVALS_BUCKET, type ApprovalAuditDraft, type ApprovalTargets } from './approvals.js';
+import { EGRESS_BUCKET } from './egress.js';
 import { explainFlow, parseExplainQuery } from './explain.js';
 import { HttpError, type HttpApi } from './http.js';
 import { decodeJson, getJson, type KvStore } from './kv.js';
@@ -14,7 +15,7 @@ import { BUCKETS, CpErrorCode, ControlPlaneError, badRequest, isLabel, type Agen
  * Operator routes (for people and for `lattice mcp`), mounted beside the admin routes:
  *
  *   GET  .../approvals[?status=pending]      list pending changes (oldest first)
- *   POST .../approvals                       propose {kind, namespace, name?, policy?, token?, proposer, reason?} -> 201
+ *   POST .../approvals                       propose {kind, namespace, name?, policy?, token?, requestId?, proposer, reason?} -> 201
  *   GET  .../approvals/:id                   one change with its diff and base
  *   POST .../approvals/:id/approve           {by?, note?} -> applied (409 EAPPROVAL_STALE when its base moved)
  *   POST .../approvals/:id/reject            {by?, note?}
@@ -56,16 +57,18 @@ export function natsApprovalAudit(nc: NatsConnection, clock: Clock, log?: Logger
  * missing stream is logged, not fatal).
  */
 export async function mountOperatorRoutes(api: HttpApi, deps: OperatorDeps): Promise<Approvals> {
-  const [bucket, policies, agents, tokens] = await Promise.all([
+  const [bucket, policies, agents, tokens, egress] = await Promise.all([
     deps.store.bucket(APPROVALS_BUCKET),
     deps.store.bucket(BUCKETS.policies),
     deps.store.bucket(BUCKETS.agents),
     deps.store.bucket(BUCKETS.tokens),
+    deps.store.bucket(EGRESS_BUCKET),
   ]);
   const approvals = new Approvals({
     bucket,
     policies,
     agents,
+    egress,
     targets: deps.targets,
     validatePolicy: deps.validatePolicy,
     clock: deps.clock,

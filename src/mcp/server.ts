@@ -260,6 +260,19 @@ export function createMcpServer(o: McpServerOptions): McpServer {
     ({ reason, ...token }) => propose({ kind: 'create-token', namespace: token.namespace, token: stripUndefined(token), reason }),
   );
 
+  server.registerTool(
+    'approve_egress_request',
+    {
+      title: "Propose approving an agent's egress request",
+      description:
+        'Propose approving a pending egress request (list them with list_egress_requests): adds one allow rule for exactly its ' +
+        'destination, port and protocol to the namespace policy. Applied only when a human approves, and refused then if the policy changed meanwhile.',
+      inputSchema: { namespace: label, requestId: z.string().uuid().describe('the id of the egress request'), reason: z.string().max(1000).optional() },
+      annotations: proposes,
+    },
+    ({ namespace, requestId, reason }) => propose({ kind: 'approve-egress', namespace, requestId, reason }),
+  );
+
   return server;
 }
 

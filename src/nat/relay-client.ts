@@ -10,6 +10,7 @@ import { encodeFrame, FrameDecoder, FrameType } from './relay-frame.js';
 export interface RelayClientOptions {
   url: string; // tcp://host:port
   selfId: string;
+  /** This peer's relay credential: relayCredential(relay secret, selfId), issued by the relay's operator. */
   token?: string;
   /** Reconnect delay bounds in ms (default 100 and 2000; jittered, see src/backoff.ts). */
   minBackoffMs?: number;

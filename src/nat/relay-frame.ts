@@ -3,7 +3,7 @@
  *
  *   | length u32 BE (of what follows) | type u8 | idLen u8 | id (UTF-8) | payload |
  *
- *   Hello  client -> server: id = the client's peer id, payload = the relay token (may be empty)
+ *   Hello  client -> server: id = the client's peer id, payload = that id's relay credential (relay-credential.ts)
  *   Data   client -> server: id = destination peer; server -> client: id = source peer; payload = one
  *          datagram (a WireGuard packet or a STUN connectivity check)
  *

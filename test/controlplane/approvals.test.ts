@@ -6,6 +6,8 @@ import { Approvals, ApprovalConflictError, ApprovalStatus, type ApprovalAuditDra
 import { MemoryKvStore, getJson } from '../../src/controlplane/kv.js';
 import { ControlPlaneService } from '../../src/controlplane/service.js';
 import { BUCKETS, type NamespacePolicyRecord } from '../../src/controlplane/types.js';
+import { EGRESS_BUCKET, EgressRequests } from '../../src/controlplane/egress.js';
+import type { AgentClaims } from '../../src/controlplane/jwt.js';
 
 const key = () => randomBytes(32).toString('base64');
 const allowWeb = { version: 1, egress: [{ id: 'web', action: 'allow', cidrs: ['203.0.113.0/24'], ports: [443], protocol: 'tcp' }] };
@@ -19,13 +21,15 @@ async function setup() {
     bucket: await store.bucket('lattice_approvals'),
     policies: await store.bucket(BUCKETS.policies),
     agents: await store.bucket(BUCKETS.agents),
+    egress: await store.bucket(EGRESS_BUCKET),
     targets: svc,
     validatePolicy: checkPolicyDocument,
     clock,
     audit: (e) => void audit.push(e),
   });
   const policies = await store.bucket(BUCKETS.policies);
-  return { clock, svc, approvals, audit, policies };
+  const egress = await EgressRequests.open(store, clock);
+  return { clock, svc, approvals, audit, policies, egress };
 }
 
 describe('Approvals', () => {
@@ -116,5 +120,40 @@ describe('Approvals', () => {
     expect(await approvals.list()).toEqual([]);
     expect(await getJson<NamespacePolicyRecord>(policies, 'team')).toBeNull();
     await expect(approvals.approve('not-a-uuid', {})).rejects.toThrow(/UUID/);
+  });
+});
+
+describe('approve-egress', () => {
+  const claims = { sub: 'agent-1', ns: 'team', name: 'web' } as AgentClaims;
+
+  it('proposes one allow rule for exactly the request; applied on approval, which marks the request approved', async () => {
+    const { svc, approvals, egress } = await setup();
+    await svc.setPolicy('team', allowWeb);
+    const req = await egress.create(claims, { host: '198.51.100.7', port: 5432, proto: 'tcp' });
+    const p = await approvals.propose({ kind: 'approve-egress', namespace: 'team', requestId: req.id, proposer: 'mcp' });
+    expect(p).toMatchObject({ kind: 'approve-egress', status: 'pending', name: 'web' });
+    expect(p.diff).toContain('"198.51.100.7/32"');
+    expect((await svc.getPolicy('team'))?.policy).toEqual(allowWeb);
+    await approvals.approve(p.id, { by: 'alice' });
+    const live = (await svc.getPolicy('team'))?.policy as { egress: unknown[] };
+    expect(live.egress).toEqual([...allowWeb.egress, { id: 'allow-198-51-100-7-tcp-5432', action: 'allow', cidrs: ['198.51.100.7/32'], ports: [5432], protocol: 'tcp' }]);
+    expect((await egress.list('team'))[0]).toMatchObject({ status: 'approved', approval: { id: p.id, ruleId: 'allow-198-51-100-7-tcp-5432' } });
+    await expect(approvals.propose({ kind: 'approve-egress', namespace: 'team', requestId: req.id, proposer: 'mcp' })).rejects.toThrow(/approved, not pending/);
+  });
+
+  it('is refused as stale when the policy moved, and the request stays pending', async () => {
+    const { svc, approvals, egress } = await setup();
+    const req = await egress.create(claims, { host: 'api.example.com', port: 443 });
+    const p = await approvals.propose({ kind: 'approve-egress', namespace: 'team', requestId: req.id, proposer: 'mcp' });
+    await svc.setPolicy('team', allowWeb);
+    await expect(approvals.approve(p.id, {})).rejects.toMatchObject({ code: 'EAPPROVAL_STALE' });
+    expect((await svc.getPolicy('team'))?.policy).toEqual(allowWeb);
+    expect((await egress.list('team'))[0].status).toBe('pending');
+  });
+
+  it('refuses an unknown request and a malformed id', async () => {
+    const { approvals } = await setup();
+    await expect(approvals.propose({ kind: 'approve-egress', namespace: 'team', requestId: '00000000-0000-4000-8000-000000000000', proposer: 'mcp' })).rejects.toThrow(/no egress request/);
+    await expect(approvals.propose({ kind: 'approve-egress', namespace: 'team', requestId: 'x', proposer: 'mcp' })).rejects.toThrow(/UUID/);
   });
 });
