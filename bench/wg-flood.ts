@@ -5,7 +5,9 @@
  *     happens; a brand-new peer's first handshake is timed;
  *   - flood: the same while a worker thread sends handshake initiations with a valid MAC1 (built
  *     from the device's public key, as anyone with the directory can) as fast as it can, from
- *     another source address.
+ *     another source address;
+ *   - flood x1024: the same from 1024 source addresses (what a spoofed many-source flood looks
+ *     like to the device: the per-source limit admits each source's burst, cookies do the rest).
  * Prints session delivery % and time to a new handshake for both, and the ratios.
  * Run: npx tsx bench/wg-flood.ts
  *
@@ -13,6 +15,8 @@
  *   before issue 13 (commit 2a45c89): no flood 100.0% / 31 ms; flood (~23 000 init/s) 21.7% / none in 20 s
  *   after:                            no flood 100.0% / 20 ms; flood (~14 000 init/s) 100.0% / 281 ms
  *   (other runs after: 93-98% delivery, 120-759 ms to a new handshake)
+ *   with flood x1024 (one run, bounded per-source table): no flood 100.0% / 66 ms; flood (~8 200/s)
+ *   90.0% / 702 ms; flood x1024 (~9 900/s) 24.9% / 1067 ms: many sources are not throttled.
  */
 import { Worker } from 'node:worker_threads';
 import { systemClock } from '../src/clock.js';
@@ -111,34 +115,42 @@ async function main(): Promise<void> {
     gen.addMacs(m, 0);
     return m;
   });
-  const counter = new SharedArrayBuffer(4);
-  const worker = new Worker(
-    `const dgram = require('node:dgram');
-     const { workerData, parentPort } = require('node:worker_threads');
-     const s = dgram.createSocket('udp4');
-     const sent = new Int32Array(workerData.counter);
-     s.bind(0, '127.0.0.2', () => {
+  /** One flood thread sending `msgs` round robin from sockets bound to `sources` (loopback addresses). */
+  const floodFrom = async (label: string, sources: string[]) => {
+    const counter = new SharedArrayBuffer(4);
+    const worker = new Worker(
+      `const dgram = require('node:dgram');
+       const { workerData } = require('node:worker_threads');
+       const sent = new Int32Array(workerData.counter);
+       const socks = workerData.sources.map((a) => { const s = dgram.createSocket('udp4'); s.bind(0, a); return s; });
        let i = 0, inflight = 0;
        const pump = () => {
          while (inflight < 256) {
            inflight++;
            Atomics.add(sent, 0, 1);
-           s.send(workerData.msgs[i++ % workerData.msgs.length], workerData.port, '127.0.0.1', () => { inflight--; setImmediate(pump); });
+           socks[i % socks.length].send(workerData.msgs[i++ % workerData.msgs.length], workerData.port, '127.0.0.1', () => { inflight--; setImmediate(pump); });
          }
        };
-       pump();
-     });`,
-    { eval: true, workerData: { msgs, port: b.ep.port, counter } },
-  );
-  await sleep(500);
-  const t0 = performance.now();
-  const flood = await measure('flood');
-  await worker.terminate();
-  const floodSent = Atomics.load(new Int32Array(counter), 0);
-  const secs = (performance.now() - t0 + 500) / 1000;
-  const d = b.dev.stats.dropped;
-  console.log(`flood: ${floodSent} initiations (~${Math.round(floodSent / secs)}/s); device: ${b.dev.stats.cookieRepliesSent} cookie replies, ${d.rateLimited} rate-limited before any hash`);
-  console.log(`ratios flood/no-flood: session delivery ${(flood.delivery / base.delivery).toFixed(2)}, new-handshake time ${(flood.hsMs / base.hsMs).toFixed(1)}x`);
+       setTimeout(pump, 100);`,
+      { eval: true, workerData: { msgs, port: b.ep.port, counter, sources } },
+    );
+    const before = { ...b.dev.stats.dropped, cookies: b.dev.stats.cookieRepliesSent };
+    await sleep(500);
+    const t0 = performance.now();
+    const flood = await measure(label);
+    await worker.terminate();
+    const floodSent = Atomics.load(new Int32Array(counter), 0);
+    const secs = (performance.now() - t0 + 500) / 1000;
+    const d = b.dev.stats.dropped;
+    console.log(
+      `  ${sources.length} source(s): ${floodSent} initiations (~${Math.round(floodSent / secs)}/s); device: ${b.dev.stats.cookieRepliesSent - before.cookies} cookie replies, ` +
+        `${d.rateLimited - before.rateLimited} rate-limited before any hash`,
+    );
+    console.log(`  ratios ${label}/no-flood: session delivery ${(flood.delivery / base.delivery).toFixed(2)}, new-handshake time ${(flood.hsMs / base.hsMs).toFixed(1)}x`);
+  };
+  await floodFrom('flood', ['127.0.0.2']);
+  // Many sources (as a spoofed flood would look): 1024 loopback addresses, each under its own bucket.
+  await floodFrom('flood x1024', Array.from({ length: 1024 }, (_, i) => `127.8.${(i >> 8) + 1}.${i & 255}`));
   await a.dev.close();
   await b.dev.close();
 }

@@ -7,7 +7,8 @@
  *   5. a domain rule's name that an upstream resolver points at another agent's overlay address,
  *      loopback or the metadata service opens nothing, unless a CIDR rule allows the address;
  *   9. a flood of DNS queries for allowed wildcard names starts a bounded number of upstream
- *      lookups; the excess is answered SERVFAIL at once.
+ *      lookups; the excess is answered SERVFAIL at once; a peer's flood of denied ingress flows
+ *      past `--max-flows` evicts none of the sandbox's established allowed connections.
  * For 5 and 9 the launcher runs in a private mount namespace whose /etc/resolv.conf names a small DNS
  * server on a loopback address of its own, so the host's resolver configuration is untouched.
  */
@@ -39,7 +40,7 @@ interface AuditLine {
   proto?: string;
 }
 
-async function sandbox(policy: object, script: string, extra: string[] = [], resolvConf?: string) {
+async function sandbox(policy: object, script: string, extra: string[] = [], resolvConf?: string, env?: Record<string, string>) {
   const tag = `${Date.now()}-${randomBytes(3).toString('hex')}`;
   const policyFile = join(work.path, `policy-${tag}.json`);
   await writeFile(policyFile, JSON.stringify(policy));
@@ -50,7 +51,7 @@ async function sandbox(policy: object, script: string, extra: string[] = [], res
         reject: false,
         timeout: 90_000,
       })
-    : await lattice(stateDir, args, { timeout: 90_000 });
+    : await lattice(stateDir, args, { timeout: 120_000, ...(env && { env }) });
   const text = await readFile(auditLog, 'utf8').catch(() => '');
   return { ...r, audit: text.split('\n').filter(Boolean).map((l) => JSON.parse(l) as AuditLine) };
 }
@@ -74,7 +75,7 @@ beforeAll(async () => {
   for (const bin of ['runsc', 'wireguard-go', 'wg', 'gcc', 'python3', 'unshare']) await requireBinary(bin);
   work = await tempDir('lt-e2e-hostile');
   rootfs = await busyboxRootfs(work.path);
-  for (const tool of ['icmperr', 'bigudp', 'dnsflood']) {
+  for (const tool of ['icmperr', 'bigudp', 'dnsflood', 'holdconns']) {
     await execa('gcc', ['-static', '-O2', '-o', join(rootfs, 'bin', tool), join(REPO, `e2e/network/fixtures/${tool}.c`)]);
   }
   stateDir = join(work.path, 'state');
@@ -203,6 +204,79 @@ describe('issue 13 under gVisor: the pump decides what a packet really does', ()
       expect(servfail).toBeGreaterThanOrEqual(answered - upstream);
     } finally {
       await dns.stop();
+    }
+  });
+
+  it('9. --max-flows out of range is refused with one line, before anything starts', async () => {
+    const bad = await lattice(stateDir, ['sandbox', 'run', '--rootfs', rootfs, '--wg-config', wgConf, '--max-flows', '8', '--', 'true']);
+    expect(bad.exitCode).toBe(2);
+    expect(String(bad.stderr).trim().split('\n')).toEqual([expect.stringMatching(/--max-flows 8 is out of range; give a whole number of tracked flows from 16 to 1048576 \(default 16384\)/)]);
+  });
+
+  it('9. a peer floods denied ingress flows past --max-flows: every established allowed connection survives, evictions counted', async () => {
+    const conns = 40;
+    const flood = 2500;
+    // The peer accepts `conns` connections (one round trip each), then floods the sandbox with new
+    // flows ingress denies (UDP from fresh ports, TCP connects), then says "go" on every connection.
+    const server = await listen(
+      [
+        'import socket, threading',
+        `N, FLOOD, SANDBOX = ${conns}, ${flood}, '${SANDBOX_IP}'`,
+        'srv = socket.socket()',
+        'srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)',
+        `srv.bind(('${PEER_IP}', 9100))`,
+        'srv.listen(128)',
+        'conns, lock, all_in = [], threading.Lock(), threading.Event()',
+        'def serve(c):',
+        "    f = c.makefile('rb')",
+        '    c.sendall(f.readline())',
+        '    with lock:',
+        '        conns.append(c)',
+        '        if len(conns) == N: all_in.set()',
+        '    line = f.readline()',
+        '    if line: c.sendall(line)',
+        'def accept():',
+        '    while True:',
+        '        c, _ = srv.accept()',
+        '        threading.Thread(target=serve, args=(c,), daemon=True).start()',
+        'threading.Thread(target=accept, daemon=True).start()',
+        "print('ready', flush=True)",
+        'all_in.wait()',
+        "print('established', len(conns), flush=True)",
+        'half_open = []',
+        'for i in range(FLOOD):',
+        '    u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)',
+        "    u.sendto(b'x', (SANDBOX, 7000 + i % 500))",
+        '    u.close()',
+        '    if i % 5 == 0:',
+        '        t = socket.socket()',
+        '        t.setblocking(False)',
+        '        t.connect_ex((SANDBOX, 8000 + i % 700))',
+        '        half_open.append(t)',
+        "print('flooded', flush=True)",
+        'for c in conns:',
+        "    c.sendall(b'go\\n')",
+        'threading.Event().wait(120)',
+      ].join('\n'),
+    );
+    try {
+      const policy = { version: 1, egress: [{ id: 'held', action: 'allow', cidrs: [`${PEER_IP}/32`], ports: [9100], protocol: 'tcp' }] };
+      const r = await sandbox(policy, `holdconns ${PEER_IP} 9100 ${conns}`, ['--max-flows', '64'], undefined, { LATTICE_LOG_LEVEL: 'info', LATTICE_LOG_FORMAT: 'json' });
+      expect(server.output()).toContain('flooded');
+      expect(r.stdout, String(r.stderr)).toContain(`opened=${conns}`);
+      expect(r.stdout).toContain(`survived=${conns}`);
+      const logs = String(r.stderr)
+        .split('\n')
+        .filter((l) => l.startsWith('{'))
+        .map((l) => JSON.parse(l) as { msg?: string; maxFlows?: number; flows?: { evicted: number; full: number } });
+      expect(logs.find((l) => l.msg === 'sandbox network up')?.maxFlows).toBe(64);
+      const down = logs.find((l) => l.msg === 'sandbox network down');
+      // The flood's flows (up to 3000, against 64 - 40 free slots) went through the table by eviction.
+      expect(down?.flows?.evicted).toBeGreaterThan(0);
+      expect(down?.flows?.full).toBe(0);
+      expect(r.audit).toContainEqual(expect.objectContaining({ type: 'flow.opened', direction: 'ingress', verdict: 'denied' }));
+    } finally {
+      await server.stop();
     }
   });
 

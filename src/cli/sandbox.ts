@@ -2,7 +2,7 @@ import type { Command } from 'commander';
 import { resolveStateDir, statePaths } from '../state.js';
 import { UsageError } from '../errors.js';
 import type { Logger } from '../log.js';
-import { parseDnsLimits, parseEnv, requireRoot } from '../sandbox/inputs.js';
+import { parseDnsLimits, parseEnv, parseMaxFlows, requireRoot } from '../sandbox/inputs.js';
 import { parseCapability } from '../oci/capabilities.js';
 import { globalOpts } from './run.js';
 
@@ -20,6 +20,8 @@ const cleaners: import('../sandbox/gc.js').EngineCleaners = {
 
 const collect = (v: string, prev: string[]) => [...prev, v];
 
+const MAX_FLOWS_HELP = 'flows the sandbox\'s flow table tracks at once, 16-1048576 (default 16384); when full, closed, denied and half-open flows are evicted first, established allowed ones never';
+
 /** Register `lattice sandbox` (run, start, and the inspection subcommands) on the CLI program. */
 export function registerSandbox(program: Command): void {
   const sandbox = program.command('sandbox').description('run and inspect gVisor sandboxes');
@@ -35,10 +37,12 @@ export function registerSandbox(program: Command): void {
     .option('--dns-name <name=addr>', 'an overlay name the sandbox can resolve, e.g. web.team.lattice=10.77.0.10 (repeatable)', collect, [])
     .option('--audit-log <file>', 'where audit events are appended as JSON lines (default: <state>/audit/audit.ndjson)')
     .option('--egress <mode>', 'host: flows the policy allows leave through this host\'s network, source-NATed (the default with --policy and no --wg-config)')
-    .option('--dns-upstream <addr>', 'resolver for domain rules, ADDR or ADDR:PORT (repeatable; default: the host\'s /etc/resolv.conf)', collect, []);
+    .option('--dns-upstream <addr>', 'resolver for domain rules, ADDR or ADDR:PORT (repeatable; default: the host\'s /etc/resolv.conf)', collect, [])
+    .option('--max-flows <n>', MAX_FLOWS_HELP);
   addProcessOptions(run).action(async (cmd: string[], o: Record<string, unknown>, command: Command) => {
       const g = globalOpts(command);
       const checked = checkProcessFlags(o);
+      const maxFlows = parseMaxFlows(o.maxFlows as string | undefined);
       const wgConfig = o.wgConfig as string | undefined;
       const egress = o.egress as string | undefined;
       if (egress !== undefined && egress !== 'host') throw new UsageError(`--egress ${egress} is unknown; use --egress host`);
@@ -48,7 +52,7 @@ export function registerSandbox(program: Command): void {
       const dnsUpstream = o.dnsUpstream as string[];
       if (dnsUpstream.length > 0 && network !== 'host') throw new UsageError('--dns-upstream applies to host egress; give --policy FILE without --wg-config');
       if (network === 'wg' && !wgConfig) throw new UsageError('--network wg needs --wg-config FILE (a wg-quick style file)');
-      const wgOnly = (['policy', 'dnsName', 'auditLog'] as const).filter((k) => (Array.isArray(o[k]) ? (o[k] as unknown[]).length > 0 : o[k] !== undefined));
+      const wgOnly = (['policy', 'dnsName', 'auditLog', 'maxFlows'] as const).filter((k) => (Array.isArray(o[k]) ? (o[k] as unknown[]).length > 0 : o[k] !== undefined));
       const flag = (k: string) => `--${k.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)}`;
       if (network === 'none' && o.network === undefined && wgOnly.length > 0) {
         throw new UsageError(`${wgOnly.map(flag).join(', ')} ${wgOnly.length > 1 ? 'apply' : 'applies'} to the WireGuard network: add --wg-config FILE (without it the sandbox has no network at all)`);
@@ -71,13 +75,14 @@ export function registerSandbox(program: Command): void {
                 auditLog: o.auditLog as string | undefined,
                 stateDir,
                 hostEgress: egress === 'host',
+                maxFlows,
               }),
             )
           : undefined;
       const hostNet =
         network === 'host'
           ? await import('../sandbox/egress-network.js').then((m) =>
-              m.loadHostEgressNetwork({ policy: o.policy as string | undefined, dnsUpstream, auditLog: o.auditLog as string | undefined, stateDir }),
+              m.loadHostEgressNetwork({ policy: o.policy as string | undefined, dnsUpstream, auditLog: o.auditLog as string | undefined, stateDir, maxFlows }),
             )
           : undefined;
       const [{ createLogger }, { runSandbox }] = await Promise.all([import('../log.js'), import('../sandbox/run.js')]);
@@ -130,11 +135,13 @@ export function registerSandbox(program: Command): void {
     .option('--dns-max-in-flight <n>', 'upstream DNS lookups (for domain rules) in flight at once; the excess is answered SERVFAIL (default 64)')
     .option('--dns-rate <per-second>', 'upstream DNS lookups per second, sustained (default 50)')
     .option('--dns-burst <n>', 'upstream DNS lookups allowed in a burst above --dns-rate (default 100)')
+    .option('--max-flows <n>', MAX_FLOWS_HELP)
     .option('--metrics <host:port>', 'serve Prometheus metrics at http://HOST:PORT/metrics (peers, drops, policy decisions, audit outbox)');
   addProcessOptions(start).action(async (cmd: string[], o: Record<string, unknown>, command: Command) => {
     const g = globalOpts(command);
     const checked = checkProcessFlags(o);
     const dnsLimits = parseDnsLimits({ maxInFlight: o.dnsMaxInFlight as string | undefined, perSecond: o.dnsRate as string | undefined, burst: o.dnsBurst as string | undefined });
+    const maxFlows = parseMaxFlows(o.maxFlows as string | undefined);
     requireRoot();
     const stateDir = resolveStateDir(g.stateDir);
     if (o.egress !== undefined && o.egress !== 'host') throw new UsageError(`--egress ${String(o.egress)} is unknown; use --egress host`);
@@ -174,6 +181,7 @@ export function registerSandbox(program: Command): void {
       nat,
       hostEgress: o.egress === 'host',
       dnsLimits,
+      maxFlows,
       metrics: o.metrics === undefined ? undefined : (await import('../metrics/index.js')).parseMetricsListen(o.metrics as string),
       log,
     });

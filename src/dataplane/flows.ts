@@ -126,7 +126,7 @@ export const DefaultFlowTimeouts: Readonly<FlowTimeouts> = Object.freeze({
 });
 
 export interface FlowTableOptions {
-  /** Upper bound on tracked flows (default 16384). */
+  /** Upper bound on tracked flows (default DefaultMaxFlows, 16384; `sandbox run|start --max-flows`). */
   maxFlows?: number;
   timeouts?: Partial<FlowTimeouts>;
   /**
@@ -135,6 +135,9 @@ export interface FlowTableOptions {
    */
   localAddresses?: readonly IpAddr[];
 }
+
+/** The flow table's bound when none is given. */
+export const DefaultMaxFlows = 16_384;
 
 const EVICTION_SAMPLE = 32;
 
@@ -169,7 +172,7 @@ export class FlowTable {
   readonly counters = { opened: 0, evicted: 0, spoofed: 0, untracked: 0, full: 0 };
 
   constructor(opts: FlowTableOptions = {}) {
-    this.maxFlows = opts.maxFlows ?? 16_384;
+    this.maxFlows = opts.maxFlows ?? DefaultMaxFlows;
     this.timeouts = { ...DefaultFlowTimeouts, ...opts.timeouts };
     this.localAddresses = opts.localAddresses;
   }

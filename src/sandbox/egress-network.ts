@@ -38,6 +38,8 @@ export interface HostEgressNetworkOptions {
   /** Upstream DNS servers for domain rules ("ADDR" or "ADDR:PORT"); default: the host's resolv.conf. */
   dnsUpstream?: string[];
   resolveUpstream?: UpstreamResolver;
+  /** Bound of the pump's flow table (`--max-flows`); unset keeps the default. */
+  maxFlows?: number;
 }
 
 export interface HostEgressSandboxNetwork extends SandboxNetwork {
@@ -76,6 +78,7 @@ export function hostEgressNetwork(opts: HostEgressNetworkOptions): (id: string, 
       policySource: { id: opts.policyFile ?? 'local', version: 1 },
       directory: new MapDirectory([]),
       resolveUpstream: opts.resolveUpstream ?? systemResolver(opts.dnsUpstream),
+      ...(opts.maxFlows !== undefined && { flows: { maxFlows: opts.maxFlows } }),
       audit: opts.audit,
       sandboxId: id,
       hostEgress: { tun: egress.tun, vet: (flow, decision, policy, now) => egress.guard.vet(flow, decision, policy, now) },
@@ -111,13 +114,13 @@ export function hostEgressNetwork(opts: HostEgressNetworkOptions): (id: string, 
 }
 
 /** Check the flags and read the policy; nothing is created until `network(log)` is called by the run. */
-export async function loadHostEgressNetwork(opts: { policy?: string; dnsUpstream: string[]; auditLog?: string; stateDir: string }) {
+export async function loadHostEgressNetwork(opts: { policy?: string; dnsUpstream: string[]; auditLog?: string; stateDir: string; maxFlows?: number }) {
   const policy = await loadPolicyFile(opts.policy);
   const dnsUpstream = opts.dnsUpstream.map(checkDnsUpstream);
   const auditFile = opts.auditLog ?? join(opts.stateDir, 'audit', 'audit.ndjson');
   return {
     policy,
     auditFile,
-    network: (log: Logger) => hostEgressNetwork({ policy, policyFile: opts.policy, audit: ndjsonAuditSink(auditFile), log, dnsUpstream }),
+    network: (log: Logger) => hostEgressNetwork({ policy, policyFile: opts.policy, audit: ndjsonAuditSink(auditFile), log, dnsUpstream, maxFlows: opts.maxFlows }),
   };
 }

@@ -51,6 +51,8 @@ export interface EnrolledOptions {
   placeTun?: TunPlacement;
   /** Serve the agent API socket to the sandbox (default true; `lattice up` has no sandbox to serve). */
   agentApi?: boolean;
+  /** Bound of the pump's flow table (`--max-flows`); unset keeps the default. */
+  maxFlows?: number;
   /** How often status.json is rewritten (ms). */
   statusIntervalMs?: number;
   /** Serve Prometheus GET /metrics here (src/metrics/launcher.ts); undefined = no metrics server. */
@@ -266,6 +268,7 @@ export async function enrollAndPrepare(o: EnrolledOptions): Promise<Enrolled> {
             hostEgress: o.hostEgress,
             dnsLimits: o.dnsLimits,
             placeTun: o.placeTun,
+            maxFlows: o.maxFlows,
           })(id, dir),
           (n) => n.close(),
         );

@@ -3,6 +3,7 @@ import { stat } from 'node:fs/promises';
 import { resolve } from 'node:path';
 import { UsageError } from '../errors.js';
 import { DefaultDnsLimits, type DnsLimits } from '../dataplane/dns.js';
+import { DefaultMaxFlows } from '../dataplane/flows.js';
 
 /** Validation of what the user typed; each failure is one line saying what to do. */
 
@@ -66,4 +67,22 @@ export function parseDnsLimits(values: { [K in keyof DnsLimits]?: string }): Par
     out[key] = n;
   }
   return out;
+}
+
+/** The bounds of `--max-flows`: below 16 a sandbox cannot hold a browser's connections; above 2^20 the table alone is ~1 GiB. */
+export const MAX_FLOWS_RANGE = { min: 16, max: 1_048_576 } as const;
+
+/**
+ * `sandbox run|start --max-flows N`: the bound of the pump's flow table (FlowTable.maxFlows in
+ * src/dataplane/flows.ts). Undefined when not given (the default, 16384, applies). Throws UsageError
+ * (exit 2) naming the flag, the value and the accepted range.
+ */
+export function parseMaxFlows(raw: string | undefined): number | undefined {
+  if (raw === undefined) return undefined;
+  const n = Number(raw);
+  const { min, max } = MAX_FLOWS_RANGE;
+  if (!/^[0-9]+$/.test(raw) || n < min || n > max) {
+    throw new UsageError(`--max-flows ${raw} is out of range; give a whole number of tracked flows from ${min} to ${max} (default ${DefaultMaxFlows})`);
+  }
+  return n;
 }

@@ -42,6 +42,8 @@ export interface WgNetworkOptions {
   overlayCidrs?: readonly Cidr[];
   /** Bounds on upstream DNS lookups (see PumpOptions.dnsLimits); unset keep the defaults. */
   dnsLimits?: Partial<DnsLimits>;
+  /** Bound of the pump's flow table (`--max-flows`; see FlowTableOptions.maxFlows); unset keeps the default. */
+  maxFlows?: number;
   audit: AuditSink;
   /** Whether `audit` can record now; while false, enforce mode opens no new allowed flow (see Pump). */
   auditReady?: () => boolean;
@@ -147,6 +149,7 @@ export function wgSandboxNetwork(opts: WgNetworkOptions): (id: string, dir: stri
         directory,
         overlayCidrs: opts.overlayCidrs,
         dnsLimits: opts.dnsLimits,
+        ...(opts.maxFlows !== undefined && { flows: { maxFlows: opts.maxFlows } }),
         resolveUpstream: opts.resolveUpstream ?? systemResolver(),
         audit: opts.audit,
         auditReady: opts.auditReady,
@@ -160,6 +163,7 @@ export function wgSandboxNetwork(opts: WgNetworkOptions): (id: string, dir: stri
       t.defer('pump', () => {
         clearInterval(ticker);
         pump.tick(Number.MAX_SAFE_INTEGER); // close every flow: flow.closed lines for all of them
+        opts.log.info({ id, dropped: pump.stats.dropped, flows: pump.flows.counters }, 'sandbox network down');
       });
 
       let mounts: SandboxNetwork['mounts'] = [];
@@ -168,7 +172,7 @@ export function wgSandboxNetwork(opts: WgNetworkOptions): (id: string, dir: stri
         await writeFileAtomic(resolvConf, `nameserver ${SANDBOX_RESOLVER}\noptions ndots:1 timeout:2 attempts:2\n`, 0o644);
         mounts = [{ destination: '/etc/resolv.conf', type: 'bind', source: resolvConf, options: ['rbind', 'ro'] }];
       }
-      opts.log.info({ id, netns: net.netnsName, addresses: cidrs, overlay: (opts.overlayCidrs ?? []).map(formatCidr), dnsLimits: pump.dnsLimiter.limits, port: bind.port, natTraversal: Boolean(pathBind), hostEgress: Boolean(egress) }, 'sandbox network up');
+      opts.log.info({ id, netns: net.netnsName, addresses: cidrs, overlay: (opts.overlayCidrs ?? []).map(formatCidr), dnsLimits: pump.dnsLimiter.limits, maxFlows: pump.flows.maxFlows, port: bind.port, natTraversal: Boolean(pathBind), hostEgress: Boolean(egress) }, 'sandbox network up');
 
       const owned = t.move();
       return {

@@ -44,7 +44,7 @@ export async function loadPolicyFile(file: string | undefined): Promise<Policy> 
   }
 }
 
-export async function loadStaticNetwork(opts: { wgConfig: string; policy?: string; dnsNames: string[]; auditLog?: string; stateDir: string; hostEgress?: boolean }) {
+export async function loadStaticNetwork(opts: { wgConfig: string; policy?: string; dnsNames: string[]; auditLog?: string; stateDir: string; hostEgress?: boolean; maxFlows?: number }) {
   const wgText = await readFile(opts.wgConfig, 'utf8').catch(() => {
     throw new UsageError(`--wg-config ${opts.wgConfig} cannot be read; give a wg-quick style file ([Interface] + [Peer])`);
   });
@@ -75,7 +75,7 @@ export async function loadStaticNetwork(opts: { wgConfig: string; policy?: strin
     auditFile,
     network: (log: Logger) => {
       const audit = ndjsonAuditSink(auditFile);
-      const build = wgSandboxNetwork({ iface: wg.interface, peers, policy, names, audit, log, hostEgress: opts.hostEgress });
+      const build = wgSandboxNetwork({ iface: wg.interface, peers, policy, names, audit, log, hostEgress: opts.hostEgress, maxFlows: opts.maxFlows });
       return async (id: string, dir: string) => {
         const net = await build(id, dir);
         if (!policyFile) return net;
