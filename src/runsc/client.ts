@@ -168,6 +168,75 @@ export class Runsc {
     return rows.map((r) => ({ pid: r.PID, cmd: r.Cmd }));
   }
 
+  /**
+   * `runsc exec` of `args` in running container `id`, attached: stdio passed as given (default: inherit).
+   * The returned child resolves with the process's exit status (128+N when a signal ended it). runsc gives
+   * the process a pseudo-terminal when (and only when) its stdin is one. runsc does NOT forward signals it
+   * receives to the process: use signalProcess() with the pid runsc writes to `internalPidFile`.
+   */
+  async execAttached(
+    id: string,
+    args: string[],
+    o: { env?: string[]; cwd?: string; user?: { uid: number; gid: number }; internalPidFile?: string } = {},
+    stdio: StdioOptions = {},
+  ): Promise<{ child: ResultPromise }> {
+    await this.version();
+    const flags: string[] = [];
+    for (const e of o.env ?? []) flags.push('--env', e);
+    if (o.cwd) flags.push('--cwd', o.cwd);
+    if (o.user) flags.push('--user', `${o.user.uid}:${o.user.gid}`);
+    if (o.internalPidFile) flags.push('--internal-pid-file', o.internalPidFile);
+    const c = await this.command(['exec', ...flags, id, ...args]);
+    const child = execa(c.file, c.args, {
+      env: c.env,
+      reject: false,
+      stdin: stdio.stdin ?? 'inherit',
+      stdout: stdio.stdout ?? 'inherit',
+      stderr: stdio.stderr ?? 'inherit',
+    });
+    return { child };
+  }
+
+  /** Send `signal` to one process of container `id`, by its pid inside the sandbox (`runsc kill --pid`). */
+  async signalProcess(id: string, pid: number, signal: NodeJS.Signals): Promise<void> {
+    await this.invoke('kill', ['kill', '--pid', String(pid), id, signal.replace(/^SIG/, '')]);
+  }
+
+  /** Freeze every process of container `id` (`runsc pause`); its state becomes "paused". */
+  async pause(id: string): Promise<void> {
+    await this.invoke('pause', ['pause', id]);
+  }
+
+  /** Thaw a paused container (`runsc resume`). */
+  async resume(id: string): Promise<void> {
+    await this.invoke('resume', ['resume', id]);
+  }
+
+  /**
+   * Save container `id`'s state (memory, processes, the in-sandbox file changes) into `imagePath`
+   * (`runsc checkpoint`). Without leaveRunning the container exits once the image is written.
+   */
+  async checkpoint(id: string, imagePath: string, o: { leaveRunning?: boolean } = {}): Promise<void> {
+    await this.invoke('checkpoint', ['checkpoint', '--image-path', imagePath, ...(o.leaveRunning ? ['--leave-running'] : []), id]);
+  }
+
+  /**
+   * `runsc restore` of the image in `imagePath` as container `id` from `bundle`, in the foreground like run():
+   * the child resolves with the restored init's exit status.
+   */
+  async restore(id: string, bundle: string, imagePath: string, stdio: StdioOptions = {}): Promise<{ child: ResultPromise }> {
+    await this.version();
+    const c = await this.command(['restore', '--bundle', bundle, '--image-path', imagePath, id]);
+    const child = execa(c.file, c.args, {
+      env: c.env,
+      reject: false,
+      stdin: stdio.stdin ?? 'inherit',
+      stdout: stdio.stdout ?? 'inherit',
+      stderr: stdio.stderr ?? 'inherit',
+    });
+    return { child };
+  }
+
   /** Runs a process in a running container and returns its exit code and output. */
   async exec(id: string, args: string[], opts: { env?: string[]; cwd?: string } = {}): Promise<{ exitCode: number; stdout: string; stderr: string }> {
     await this.version();
