@@ -21,8 +21,6 @@ export const ErrorCode = {
   SandboxCommandNotFound: 'ESANDBOX_COMMAND_NOT_FOUND',
   SandboxCommandNotExecutable: 'ESANDBOX_COMMAND_NOT_EXECUTABLE',
   SandboxNotRunning: 'ESANDBOX_NOT_RUNNING',
-  SandboxCopyUnsafe: 'ESANDBOX_COPY_UNSAFE',
-  SandboxCheckpoint: 'ESANDBOX_CHECKPOINT',
   Runsc: 'ERUNSC',
   RunscMissing: 'ERUNSC_MISSING',
   RunscNoContainer: 'ERUNSC_NO_CONTAINER',
