@@ -21,6 +21,7 @@ export const ErrorCode = {
   SandboxCommandNotFound: 'ESANDBOX_COMMAND_NOT_FOUND',
   SandboxCommandNotExecutable: 'ESANDBOX_COMMAND_NOT_EXECUTABLE',
   SandboxNotRunning: 'ESANDBOX_NOT_RUNNING',
+  SandboxCopy: 'ESANDBOX_COPY',
   Runsc: 'ERUNSC',
   RunscMissing: 'ERUNSC_MISSING',
   RunscNoContainer: 'ERUNSC_NO_CONTAINER',

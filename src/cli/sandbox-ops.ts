@@ -47,4 +47,18 @@ export function registerSandboxOps(sandbox: Command): void {
         { interactive: Boolean(o.interactive), tty: Boolean(o.tty), stopGraceMs: grace * 1000, log: createLogger({ level: globalOpts(command).debug ? 'debug' : undefined }) },
       );
     });
+
+  sandbox
+    .command('cp')
+    .description('copy a file or directory between the host and a running sandbox (NAME:/path on one side); through the sandbox, never via its rootfs on the host')
+    .argument('<src>', 'host path, or NAME:/absolute/path in a sandbox')
+    .argument('<dst>', 'host path, or NAME:/absolute/path in a sandbox')
+    .action(async (src: string, dst: string, _o: unknown, command: Command) => {
+      const { parseCopyArgs, copyIn, copyOut } = await import('../sandbox/ops/cp.js');
+      const a = parseCopyArgs(src, dst);
+      requireRoot();
+      const record = await running(command, a.sandbox);
+      const where = a.direction === 'out' ? await copyOut(record, a.sandboxPath, a.hostPath) : `${a.sandbox}:${await copyIn(record, a.hostPath, a.sandboxPath)}`;
+      console.error(`lattice: copied to ${where}`);
+    });
 }

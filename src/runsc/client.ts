@@ -32,6 +32,8 @@ export interface StdioOptions {
   stdin?: Options['stdin'];
   stdout?: Options['stdout'];
   stderr?: Options['stderr'];
+  /** Keep piped output in memory for the result (execa's `buffer`; execAttached: default false). */
+  buffer?: boolean;
 }
 
 /** A thin client over the runsc CLI. Each method is one runsc command; failures become RunscError. */
@@ -190,6 +192,7 @@ export class Runsc {
     const child = execa(c.file, c.args, {
       env: c.env,
       reject: false,
+      buffer: stdio.buffer ?? false,
       stdin: stdio.stdin ?? 'inherit',
       stdout: stdio.stdout ?? 'inherit',
       stderr: stdio.stderr ?? 'inherit',

@@ -55,6 +55,9 @@ export async function startExec(record: SandboxRecord, req: ExecRequest, o: { st
   const runsc = o.runsc ?? new Runsc({ root: record.runscRoot });
   const pidFile = join(o.scratch, 'pid');
   const { child } = await runsc.execAttached(record.id, req.args, { ...req, internalPidFile: pidFile }, o.stdio);
+  // runsc's own failure line is the last of its stderr: keep a bounded tail (output is not buffered).
+  let stderrTail = '';
+  child.stderr?.on('data', (chunk: Buffer) => (stderrTail = (stderrTail + chunk.toString('latin1')).slice(-4096)));
   let done = false;
   const pid = async () => {
     try {
@@ -76,7 +79,7 @@ export async function startExec(record: SandboxRecord, req: ExecRequest, o: { st
       done = true;
       await rm(o.scratch, { recursive: true, force: true });
       const code = r.exitCode ?? (r.signal ? 128 + signalNumber(r.signal) : 1);
-      const last = typeof r.stderr === 'string' ? runscMessage(r.stderr) : '';
+      const last = runscMessage(stderrTail);
       if (code === 128 && RUNSC_EXEC_FAILURE.test(last)) throw commandStartError(last) ?? new RunscError('exec', last, undefined);
       return code;
     },
