@@ -61,4 +61,21 @@ export function registerSandboxOps(sandbox: Command): void {
       const where = a.direction === 'out' ? await copyOut(record, a.sandboxPath, a.hostPath) : `${a.sandbox}:${await copyIn(record, a.hostPath, a.sandboxPath)}`;
       console.error(`lattice: copied to ${where}`);
     });
+
+  for (const [verb, what] of [
+    ['pause', 'freeze every process of a running sandbox (runsc pause); its memory and network stay'],
+    ['resume', 'thaw a paused sandbox (runsc resume)'],
+  ] as const) {
+    sandbox
+      .command(verb)
+      .description(what)
+      .argument('<sandbox>', 'sandbox id or name (see lattice sandbox ls)')
+      .action(async (which: string, _o: unknown, command: Command) => {
+        requireRoot();
+        const record = await running(command, which);
+        const { pauseSandbox, resumeSandbox } = await import('../sandbox/ops/pause.js');
+        await (verb === 'pause' ? pauseSandbox : resumeSandbox)(record);
+        console.error(`lattice: ${verb === 'pause' ? 'paused' : 'resumed'} ${record.name} (${record.id})`);
+      });
+  }
 }
