@@ -124,11 +124,17 @@ export class Runsc {
    */
   async run(id: string, bundle: string, stdio: StdioOptions = {}): Promise<{ child: ResultPromise }> {
     await this.version();
-    const c = await this.command(['run', '--bundle', bundle, id]);
     // Wrapped: a ResultPromise is thenable, so returning it bare would make `await run()` wait for the exit.
+    return this.spawnAttached(['run', '--bundle', bundle, id], stdio);
+  }
+
+  /** runsc `args` as a child with stdio as given (default: inherit); never rejects (exit status in the result). */
+  private async spawnAttached(args: string[], stdio: StdioOptions, buffer = true): Promise<{ child: ResultPromise }> {
+    const c = await this.command(args);
     const child = execa(c.file, c.args, {
       env: c.env,
       reject: false,
+      buffer: stdio.buffer ?? buffer,
       stdin: stdio.stdin ?? 'inherit',
       stdout: stdio.stdout ?? 'inherit',
       stderr: stdio.stderr ?? 'inherit',
@@ -188,16 +194,7 @@ export class Runsc {
     if (o.cwd) flags.push('--cwd', o.cwd);
     if (o.user) flags.push('--user', `${o.user.uid}:${o.user.gid}`);
     if (o.internalPidFile) flags.push('--internal-pid-file', o.internalPidFile);
-    const c = await this.command(['exec', ...flags, id, ...args]);
-    const child = execa(c.file, c.args, {
-      env: c.env,
-      reject: false,
-      buffer: stdio.buffer ?? false,
-      stdin: stdio.stdin ?? 'inherit',
-      stdout: stdio.stdout ?? 'inherit',
-      stderr: stdio.stderr ?? 'inherit',
-    });
-    return { child };
+    return this.spawnAttached(['exec', ...flags, id, ...args], stdio, false);
   }
 
   /** Send `signal` to one process of container `id`, by its pid inside the sandbox (`runsc kill --pid`). */
@@ -213,31 +210,6 @@ export class Runsc {
   /** Thaw a paused container (`runsc resume`). */
   async resume(id: string): Promise<void> {
     await this.invoke('resume', ['resume', id]);
-  }
-
-  /**
-   * Save container `id`'s state (memory, processes, the in-sandbox file changes) into `imagePath`
-   * (`runsc checkpoint`). Without leaveRunning the container exits once the image is written.
-   */
-  async checkpoint(id: string, imagePath: string, o: { leaveRunning?: boolean } = {}): Promise<void> {
-    await this.invoke('checkpoint', ['checkpoint', '--image-path', imagePath, ...(o.leaveRunning ? ['--leave-running'] : []), id]);
-  }
-
-  /**
-   * `runsc restore` of the image in `imagePath` as container `id` from `bundle`, in the foreground like run():
-   * the child resolves with the restored init's exit status.
-   */
-  async restore(id: string, bundle: string, imagePath: string, stdio: StdioOptions = {}): Promise<{ child: ResultPromise }> {
-    await this.version();
-    const c = await this.command(['restore', '--bundle', bundle, '--image-path', imagePath, id]);
-    const child = execa(c.file, c.args, {
-      env: c.env,
-      reject: false,
-      stdin: stdio.stdin ?? 'inherit',
-      stdout: stdio.stdout ?? 'inherit',
-      stderr: stdio.stderr ?? 'inherit',
-    });
-    return { child };
   }
 
   /** Runs a process in a running container and returns its exit code and output. */

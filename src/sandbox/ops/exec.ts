@@ -37,11 +37,14 @@ export interface ExecRequest {
 /** A process started in a sandbox. */
 export interface StartedExec {
   child: ResultPromise;
-  /** Send a signal to the process inside the sandbox (no-op once it is gone, or before runsc reported its pid). */
+  /** Send a signal to the process inside the sandbox (waits for runsc to report its pid; no-op once it is gone). */
   signal(sig: NodeJS.Signals): Promise<void>;
   /** The exit status (128+N after signal N). Errors: CommandStartError (127/126), RunscError. */
   wait(): Promise<number>;
 }
+
+/** How long a signal waits for runsc's pid file of a process that has just started (ms). */
+const PID_FILE_WAIT_MS = 10_000;
 
 /** runsc's own failure line of an exec (as opposed to the process's stderr). */
 const RUNSC_EXEC_FAILURE = /^executing processes for container/;
@@ -70,7 +73,13 @@ export async function startExec(record: SandboxRecord, req: ExecRequest, o: { st
   return {
     child,
     signal: async (sig) => {
-      const p = await pid();
+      // runsc writes the pid file after the process started: a signal that arrives in between (the process
+      // may already have printed) waits for it, up to PID_FILE_WAIT_MS, or until the process is gone.
+      let p = await pid();
+      for (let waited = 0; p === undefined && !done && waited < PID_FILE_WAIT_MS; waited += 10) {
+        await new Promise((r) => setTimeout(r, 10));
+        p = await pid();
+      }
       if (p === undefined || done) return;
       await runsc.signalProcess(record.id, p, sig).catch(() => undefined); // already gone: nothing to stop
     },
