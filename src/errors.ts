@@ -20,6 +20,8 @@ export const ErrorCode = {
   SandboxNet: 'ESANDBOX_NET',
   SandboxCommandNotFound: 'ESANDBOX_COMMAND_NOT_FOUND',
   SandboxCommandNotExecutable: 'ESANDBOX_COMMAND_NOT_EXECUTABLE',
+  SandboxNotRunning: 'ESANDBOX_NOT_RUNNING',
+  SandboxCopy: 'ESANDBOX_COPY',
   Runsc: 'ERUNSC',
   RunscMissing: 'ERUNSC_MISSING',
   RunscNoContainer: 'ERUNSC_NO_CONTAINER',

@@ -5,6 +5,7 @@ import type { Logger } from '../log.js';
 import { parseDnsLimits, parseEnv, parseMaxFlows, requireRoot } from '../sandbox/inputs.js';
 import { parseCapability } from '../oci/capabilities.js';
 import { globalOpts } from './run.js';
+import { registerSandboxOps } from './sandbox-ops.js';
 
 // Heavy modules load inside the actions: every command pays only for what it uses.
 const sandboxModules = async () => {
@@ -202,6 +203,8 @@ export function registerSandbox(program: Command): void {
       await enrolled.close();
     }
   });
+
+  registerSandboxOps(sandbox);
 
   sandbox
     .command('ls')

@@ -32,6 +32,8 @@ export interface StdioOptions {
   stdin?: Options['stdin'];
   stdout?: Options['stdout'];
   stderr?: Options['stderr'];
+  /** Keep piped output in memory for the result (execa's `buffer`; execAttached: default false). */
+  buffer?: boolean;
 }
 
 /** A thin client over the runsc CLI. Each method is one runsc command; failures become RunscError. */
@@ -122,11 +124,17 @@ export class Runsc {
    */
   async run(id: string, bundle: string, stdio: StdioOptions = {}): Promise<{ child: ResultPromise }> {
     await this.version();
-    const c = await this.command(['run', '--bundle', bundle, id]);
     // Wrapped: a ResultPromise is thenable, so returning it bare would make `await run()` wait for the exit.
+    return this.spawnAttached(['run', '--bundle', bundle, id], stdio);
+  }
+
+  /** runsc `args` as a child with stdio as given (default: inherit); never rejects (exit status in the result). */
+  private async spawnAttached(args: string[], stdio: StdioOptions, buffer = true): Promise<{ child: ResultPromise }> {
+    const c = await this.command(args);
     const child = execa(c.file, c.args, {
       env: c.env,
       reject: false,
+      buffer: stdio.buffer ?? buffer,
       stdin: stdio.stdin ?? 'inherit',
       stdout: stdio.stdout ?? 'inherit',
       stderr: stdio.stderr ?? 'inherit',
@@ -166,6 +174,42 @@ export class Runsc {
     const out = await this.invoke('ps', ['ps', '--format=json', id]);
     const rows = (JSON.parse(out || '[]') ?? []) as Array<{ PID: number; Cmd: string }>;
     return rows.map((r) => ({ pid: r.PID, cmd: r.Cmd }));
+  }
+
+  /**
+   * `runsc exec` of `args` in running container `id`, attached: stdio passed as given (default: inherit).
+   * The returned child resolves with the process's exit status (128+N when a signal ended it). runsc gives
+   * the process a pseudo-terminal when (and only when) its stdin is one. runsc does NOT forward signals it
+   * receives to the process: use signalProcess() with the pid runsc writes to `internalPidFile`.
+   */
+  async execAttached(
+    id: string,
+    args: string[],
+    o: { env?: string[]; cwd?: string; user?: { uid: number; gid: number }; internalPidFile?: string } = {},
+    stdio: StdioOptions = {},
+  ): Promise<{ child: ResultPromise }> {
+    await this.version();
+    const flags: string[] = [];
+    for (const e of o.env ?? []) flags.push('--env', e);
+    if (o.cwd) flags.push('--cwd', o.cwd);
+    if (o.user) flags.push('--user', `${o.user.uid}:${o.user.gid}`);
+    if (o.internalPidFile) flags.push('--internal-pid-file', o.internalPidFile);
+    return this.spawnAttached(['exec', ...flags, id, ...args], stdio, false);
+  }
+
+  /** Send `signal` to one process of container `id`, by its pid inside the sandbox (`runsc kill --pid`). */
+  async signalProcess(id: string, pid: number, signal: NodeJS.Signals): Promise<void> {
+    await this.invoke('kill', ['kill', '--pid', String(pid), id, signal.replace(/^SIG/, '')]);
+  }
+
+  /** Freeze every process of container `id` (`runsc pause`); its state becomes "paused". */
+  async pause(id: string): Promise<void> {
+    await this.invoke('pause', ['pause', id]);
+  }
+
+  /** Thaw a paused container (`runsc resume`). */
+  async resume(id: string): Promise<void> {
+    await this.invoke('resume', ['resume', id]);
   }
 
   /** Runs a process in a running container and returns its exit code and output. */
