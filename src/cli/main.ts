@@ -22,6 +22,7 @@ const GROUPS: Record<string, () => Promise<Register>> = {
   mcp: () => import('./mcp.js').then((m) => m.registerMcp),
   up: () => import('./up.js').then((m) => m.registerUp),
   peer: () => import('./peer.js').then((m) => m.registerPeer),
+  route: () => import('./route.js').then((m) => m.registerRoute),
 };
 const MODULE_OF: Record<string, keyof typeof GROUPS> = { gc: 'sandbox', token: 'admin', agent: 'admin', policy: 'admin', down: 'up', status: 'up' };
 

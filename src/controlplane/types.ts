@@ -271,4 +271,6 @@ export function isEndpoint(s: unknown): s is string {
 export type ControlPlaneEvent =
   | { type: 'enrollment.enrolled'; agentId: string; namespace: string; name: string; ipv4: string; ipv6: string; tokenId: string; expiresAt: number; parentAgentId?: string }
   | { type: 'enrollment.revoked'; agentId: string; namespace: string; name: string; reason: string }
-  | { type: 'enrollment.reenrolled'; agentId: string; namespace: string; name: string; tokenId: string; endpoint?: string };
+  | { type: 'enrollment.reenrolled'; agentId: string; namespace: string; name: string; tokenId: string; endpoint?: string }
+  /** A route was advertised or withdrawn by its agent (`by` "agent:<name>"), or approved, rejected or withdrawn by an operator. */
+  | { type: 'route.changed'; agentId: string; namespace: string; name: string; cidr: string; change: 'advertised' | 'approved' | 'rejected' | 'withdrawn'; by: string };
