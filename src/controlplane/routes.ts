@@ -306,8 +306,8 @@ export class Routes {
   }
 }
 
-/** `cidr` of a decision: one canonical CIDR, or "exit" for both default routes. */
-function routeArg(v: unknown): string[] {
+/** `cidr` of a decision: one canonical CIDR, or "exit" for both default routes. Errors: EBADREQ. */
+export function routeArg(v: unknown): string[] {
   if (v === 'exit') return [...DEFAULT_ROUTES];
   if (typeof v !== 'string' || v.length > 64) throw badRequest('cidr must be a CIDR such as 10.200.0.0/24, or "exit" for an exit node\'s default routes');
   const p = parseCidr(v, { bare: 'refuse' });

@@ -141,3 +141,33 @@ describe('routes in ControlPlaneService (in-memory KV)', () => {
     await expect(svc.updateRoutes({ jwt: 'x.y.z', advertiseRoutes: [] })).rejects.toMatchObject({ code: 'EUNAUTHORIZED' });
   });
 });
+
+describe('approve-route through approvals (the MCP write tool proposes it)', () => {
+  it('a proposed route approval changes nothing until a human approves; a second proposal of the same route goes stale', async () => {
+    const { Approvals } = await import('../../src/controlplane/approvals.js');
+    const { BUCKETS } = await import('../../src/controlplane/types.js');
+    const clock = new ManualClock(Date.parse('2026-01-01T00:00:00Z'));
+    const store = new MemoryKvStore();
+    const svc = await ControlPlaneService.open({ store, clock });
+    const approvals = new Approvals({
+      bucket: await store.bucket('lattice_approvals'),
+      policies: await store.bucket(BUCKETS.policies),
+      agents: await store.bucket(BUCKETS.agents),
+      targets: svc,
+      validatePolicy: () => undefined,
+      clock,
+      audit: () => undefined,
+    });
+    const { token } = await svc.createToken({ namespace: 'team', limit: 2 });
+    await svc.enroll({ token, publicKey: key(), name: 'router', advertiseRoutes: ['10.200.0.0/24'] });
+    await expect(approvals.propose({ kind: 'approve-route', namespace: 'team', name: 'router', cidr: '10.9.0.0/16', proposer: 'mcp' })).rejects.toMatchObject({ code: 'ENOTFOUND' });
+    const p = await approvals.propose({ kind: 'approve-route', namespace: 'team', name: 'router', cidr: '10.200.0.0/24', proposer: 'mcp' });
+    const q = await approvals.propose({ kind: 'approve-route', namespace: 'team', name: 'router', cidr: '10.200.0.0/24', proposer: 'mcp' });
+    expect(p.diff).toContain('-10.200.0.0/24: pending');
+    expect(p.diff).toContain('+10.200.0.0/24: approved');
+    expect((await svc.routes.list())[0]!.state).toBe('pending');
+    await approvals.approve(p.id, { by: 'alice' });
+    expect((await svc.routes.list())[0]).toMatchObject({ state: 'approved', decidedBy: 'alice' });
+    await expect(approvals.approve(q.id, { by: 'bob' })).rejects.toMatchObject({ code: 'EAPPROVAL_STALE' });
+  });
+});
