@@ -1,5 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
+import { routePeer } from '../support/route-peer.js';
 import { ManualClock } from '../../src/clock.js';
 import { MemoryKvStore } from '../../src/controlplane/kv.js';
 import { MAX_ROUTES, mergeAdvertised, parseAdvertised, peerAllowedIPs } from '../../src/controlplane/routes.js';
@@ -46,13 +47,7 @@ describe('parseAdvertised: what a peer may advertise', () => {
 });
 
 describe('peerAllowedIPs: directory -> WireGuard AllowedIPs (tie rule)', () => {
-  const peer = (name: string, publicKey: string, routes: { cidr: string; approvedAt: number }[] = []): Peer => ({
-    name,
-    namespace: 'ns',
-    publicKey,
-    allowedIPs: [`10.77.0.${name.length}/32`],
-    ...(routes.length ? { routes } : {}),
-  });
+  const peer = routePeer;
 
   it('different prefix lengths are both kept (longest prefix decides per packet); the same prefix goes to the older approval, then the lower key', () => {
     const a = peer('a', 'BBBB', [{ cidr: '10.0.0.0/8', approvedAt: 5 }, { cidr: '10.200.0.0/24', approvedAt: 7 }]);

@@ -1,17 +1,11 @@
 import { describe, expect, it } from 'vitest';
+import { routePeer } from '../support/route-peer.js';
 import { formatCidr } from '../../src/net/addr.js';
 import { changedRoutes, peerConfigs } from '../../src/sandbox/enrolled.js';
-import type { Peer } from '../../src/controlplane/types.js';
 
 const K1 = 'A'.repeat(42) + 'A=';
 const K2 = 'B'.repeat(42) + 'A=';
-const peer = (name: string, publicKey: string, routes: { cidr: string; approvedAt: number }[] = []): Peer => ({
-  name,
-  namespace: 'ns',
-  publicKey,
-  allowedIPs: [`10.77.0.${name.length}/32`],
-  ...(routes.length ? { routes } : {}),
-});
+const peer = routePeer;
 
 describe('launcher side of routes: peer configs and which routes changed', () => {
   it('approved routes land in the winning peer\'s AllowedIPs; exit routes only for the chosen exit node', () => {
