@@ -27,6 +27,7 @@ export const AuditEventType = {
   EnrollmentRevoked: 'enrollment.revoked',
   ApprovalProposed: 'approval.proposed',
   ApprovalDecided: 'approval.decided',
+  RouteChanged: 'route.changed',
 } as const;
 export type AuditEventType = (typeof AuditEventType)[keyof typeof AuditEventType];
 
@@ -115,10 +116,13 @@ export interface ApprovalProposed { type: 'approval.proposed'; approvalId: strin
 /** A pending change was decided: approved (and applied), rejected, or refused because its base moved (stale). */
 export interface ApprovalDecided { type: 'approval.decided'; approvalId: string; kind: string; by: string; decision: 'approved' | 'rejected' | 'stale' | 'failed'; reason?: string }
 
+/** A route was advertised, approved, rejected or withdrawn (src/controlplane/routes.ts). */
+export interface RouteChanged { type: 'route.changed'; cidr: string; change: 'advertised' | 'approved' | 'rejected' | 'withdrawn'; by: string }
+
 export type AuditEventBody =
   | SandboxCreated | SandboxStarted | SandboxExited | SandboxStopped
   | FlowOpened | FlowClosed | DnsAnswered | DnsRefused | PolicyApplied
-  | ToolSpan | EnrollmentEnrolled | EnrollmentRevoked | ApprovalProposed | ApprovalDecided;
+  | ToolSpan | EnrollmentEnrolled | EnrollmentRevoked | ApprovalProposed | ApprovalDecided | RouteChanged;
 
 export type AuditEvent = AuditEnvelope & AuditEventBody;
 
@@ -208,6 +212,7 @@ const BODIES: Record<AuditEventType, Record<string, FieldSpec>> = {
   'approval.decided': {
     approvalId: req('id'), kind: req('id'), by: req('str'), decision: req(['approved', 'rejected', 'stale', 'failed']), reason: opt('str'),
   },
+  'route.changed': { cidr: req('str'), change: req(['advertised', 'approved', 'rejected', 'withdrawn']), by: req('str') },
 };
 
 export type ValidationResult = { ok: true; event: AuditEvent } | { ok: false; reason: string };

@@ -188,6 +188,8 @@ export function formatEvent(e: StoredEvent, agent?: string): string {
       return `${head}  ${e.approvalId} ${e.kind} by ${JSON.stringify(e.by)}${e.summary ? `: ${e.summary}` : ''}`;
     case 'approval.decided':
       return `${head}  ${e.approvalId} ${e.kind} ${e.decision} by ${JSON.stringify(e.by)}${e.reason ? ` (${e.reason})` : ''}`;
+    case 'route.changed':
+      return `${head}  ${e.cidr} ${e.change} by ${JSON.stringify(e.by)}`;
   }
 }
 

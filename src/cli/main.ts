@@ -23,6 +23,7 @@ const GROUPS: Record<string, () => Promise<Register>> = {
   up: () => import('./up.js').then((m) => m.registerUp),
   peer: () => import('./peer.js').then((m) => m.registerPeer),
   relay: () => import('./relay.js').then((m) => m.registerRelay),
+  route: () => import('./route.js').then((m) => m.registerRoute),
 };
 const MODULE_OF: Record<string, keyof typeof GROUPS> = { gc: 'sandbox', token: 'admin', agent: 'admin', policy: 'admin', down: 'up', status: 'up' };
 

@@ -133,6 +133,7 @@ export function registerSandbox(program: Command): void {
     .option('--relay <url>', 'NAT traversal: lattice TCP relay tcp://IP:PORT as the last resort')
     .option('--relay-token <token>', "this sandbox's relay credential: `lattice relay credential NAME` (also $LATTICE_RELAY_TOKEN)")
     .option('--egress <mode>', 'host: destinations that are not overlay addresses leave through this host\'s network when the policy allows them (default: refused)')
+    .option('--exit-node <name>', 'send destinations that are not overlay addresses (when the policy allows them) to this peer over WireGuard: NAME or NAMESPACE.NAME, an exit node whose routes an operator approved')
     .option('--dns-max-in-flight <n>', 'upstream DNS lookups (for domain rules) in flight at once; the excess is answered SERVFAIL (default 64)')
     .option('--dns-rate <per-second>', 'upstream DNS lookups per second, sustained (default 50)')
     .option('--dns-burst <n>', 'upstream DNS lookups allowed in a burst above --dns-rate (default 100)')
@@ -146,6 +147,11 @@ export function registerSandbox(program: Command): void {
     requireRoot();
     const stateDir = resolveStateDir(g.stateDir);
     if (o.egress !== undefined && o.egress !== 'host') throw new UsageError(`--egress ${String(o.egress)} is unknown; use --egress host`);
+    if (o.exitNode !== undefined) {
+      const { isPeerRef } = await import('../controlplane/routes.js');
+      if (!isPeerRef(o.exitNode)) throw new UsageError(`--exit-node ${JSON.stringify(o.exitNode)} is not a peer name; use NAME or NAMESPACE.NAME (DNS labels)`);
+      if (o.egress !== undefined) throw new UsageError('--exit-node and --egress host both choose where non-overlay traffic leaves; give one');
+    }
     const cpUrl = o.controlPlane as string | undefined;
     if (cpUrl !== undefined) checkControlPlaneUrl(cpUrl);
     const listenPort = o.listenPort === undefined ? undefined : Number(o.listenPort);
@@ -181,6 +187,7 @@ export function registerSandbox(program: Command): void {
       auditLog: o.auditLog as string | undefined,
       nat,
       hostEgress: o.egress === 'host',
+      ...(o.exitNode !== undefined ? { exitNode: o.exitNode as string } : {}),
       dnsLimits,
       maxFlows,
       metrics: o.metrics === undefined ? undefined : (await import('../metrics/index.js')).parseMetricsListen(o.metrics as string),

@@ -1,4 +1,5 @@
 import { KvOp, decodeJson, watchCurrent, type KvBucket, type KvChange, type KvWatch } from './kv.js';
+import { peerRoutes } from './routes.js';
 import { AgentStatus, type AgentRecord, type Peer } from './types.js';
 
 /**
@@ -75,8 +76,9 @@ export class AgentCache {
   }
 }
 
-/** The peer entry (keys, overlay addresses as /32 and /128, endpoint, labels) a launcher configures for `a`. */
+/** The peer entry (keys, overlay addresses as /32 and /128, endpoint, labels, approved routes) a launcher configures for `a`. */
 export function peerOf(a: AgentRecord): Peer {
+  const routes = peerRoutes(a);
   return {
     name: a.name,
     namespace: a.namespace,
@@ -84,5 +86,6 @@ export function peerOf(a: AgentRecord): Peer {
     allowedIPs: a.address ? [`${a.address.ipv4}/32`, `${a.address.ipv6}/128`] : [],
     ...(a.endpoint ? { endpoint: a.endpoint } : {}),
     ...(a.labels && Object.keys(a.labels).length > 0 ? { labels: a.labels } : {}),
+    ...(routes ? { routes } : {}),
   };
 }

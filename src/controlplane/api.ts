@@ -57,6 +57,18 @@ export function mountAdminRoutes(api: HttpApi, svc: ControlPlaneService): void {
     return { status: 201, body: { name: a.name, namespace: a.namespace, publicKey: a.publicKey, ipv4: a.address!.ipv4, ipv6: a.address!.ipv6, endpoint: a.endpoint ?? null } };
   });
 
+  // Routes (routes.ts): list, and approve | reject | withdraw one ({"cidr": "10.200.0.0/24" | "exit", "by"?}).
+  api.route('GET', `${API_BASE}/routes`, async (ctx) => {
+    const q = ctx.url.searchParams;
+    return { routes: await svc.routes.list({ namespace: q.get('namespace') || undefined, state: q.get('state') || undefined }) };
+  });
+
+  api.route('POST', `${API_BASE}/agents/:name/routes/:op`, async (ctx) => {
+    const ns = ctx.url.searchParams.get('namespace');
+    if (!ns) throw badRequest('namespace query parameter is required: POST .../agents/NAME/routes/approve?namespace=NS');
+    return { namespace: ns, name: ctx.params.name, routes: await svc.routes.decide(ctx.params.op, ns, ctx.params.name, await ctx.json()) };
+  });
+
   api.route('PUT', `${API_BASE}/policies/:namespace`, async (ctx) => {
     const body = await ctx.json();
     if (body === undefined) throw badRequest('body must be a policy JSON object');

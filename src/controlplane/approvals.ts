@@ -8,6 +8,7 @@ import { minimalAllowRule } from './explain.js';
 import { parseIp } from '../net/addr.js';
 import { buildTokenRecord } from './tokens.js';
 import { agentKey } from './service.js';
+import { routeArg } from './routes.js';
 import { CpErrorCode, ControlPlaneError, badRequest, isLabel, type AgentRecord, type NamespacePolicyRecord, type TokenRecord } from './types.js';
 
 /**
@@ -30,6 +31,9 @@ import { CpErrorCode, ControlPlaneError, badRequest, isLabel, type AgentRecord, 
  *                            agents it delegated to). The check and the revoke are two steps.
  *              create-token  no base (a new token changes nothing that exists); the secret is returned to
  *                            the approver only and never stored in the approval record.
+ *              approve-route base: the advertising agent's record; refused (stale) unless the same agent (same
+ *                            public key) still advertises the route, not approved yet; then approved as the
+ *                            approver (routes.ts). Other changes to the record (an endpoint) do not matter.
  *   reject   pending -> rejected; audit.
  *
  * Who: the admin API has one shared admin token, so `proposer` and `by` are names the caller gives
@@ -44,8 +48,9 @@ export const MAX_PENDING = 1000;
  * approve-egress: an agent's egress request (egress.ts) approved by adding one allow rule for exactly its
  * destination, port and protocol (explain.ts minimalAllowRule) to the namespace policy; applied like
  * set-policy (refused as stale if the policy moved), then the request is marked approved.
+ * approve-route: a route an agent advertises (routes.ts) approved, if the same key still advertises it.
  */
-export const ChangeKind = { SetPolicy: 'set-policy', RevokeAgent: 'revoke-agent', CreateToken: 'create-token', ApproveEgress: 'approve-egress' } as const;
+export const ChangeKind = { SetPolicy: 'set-policy', RevokeAgent: 'revoke-agent', CreateToken: 'create-token', ApproveEgress: 'approve-egress', ApproveRoute: 'approve-route' } as const;
 export type ChangeKind = (typeof ChangeKind)[keyof typeof ChangeKind];
 
 export const ApprovalStatus = {
@@ -98,6 +103,7 @@ export type ApprovalAuditDraft =
 export interface ApprovalTargets {
   createToken(body: unknown): Promise<{ token: string; record: TokenRecord }>;
   revokeAgentTree(namespace: string, name: string, reason?: string): Promise<{ revoked: { name: string; namespace: string }; children: { name: string; namespace: string }[] }>;
+  readonly routes: { decide(op: 'approve', namespace: string, name: string, body: { cidr: string; by: string }): Promise<unknown> };
 }
 
 export interface ApprovalsOptions {
@@ -204,6 +210,21 @@ export class Approvals {
       rec = this.record(id, kind, ns, r.name, proposer, reason, { requestId, ruleId: rule.id, policy }, { bucket: this.o.policies.name, key: ns, revision: cur?.revision ?? 0 }, now);
       rec.summary = `allow ${r.proto} ${r.host}:${r.port} in namespace ${ns} (egress request of ${r.name}: rule ${rule.id})`;
       rec.diff = lineDiff(prettyJson(cur?.value.policy), prettyJson(policy));
+    } else if (kind === ChangeKind.ApproveRoute) {
+      const ns = b.namespace;
+      const name = b.name;
+      if (!isLabel(ns) || !isLabel(name)) throw badRequest('namespace and name must be DNS labels');
+      const cidrs = routeArg(b.cidr);
+      const cur = await getJson<AgentRecord>(this.o.agents, agentKey(ns, name));
+      if (!cur) throw new ControlPlaneError(CpErrorCode.NotFound, `no agent ${name} in namespace ${ns}`);
+      const routes = cur.value.routes ?? [];
+      const missing = cidrs.filter((c) => !routes.some((r) => r.cidr === c));
+      if (missing.length) throw new ControlPlaneError(CpErrorCode.NotFound, `agent ${ns}/${name} does not advertise ${missing.join(', ')}; see list_routes`);
+      const change = { cidr: b.cidr === 'exit' ? 'exit' : cidrs[0], publicKey: cur.value.publicKey };
+      rec = this.record(id, kind, ns, name, proposer, reason, change, { bucket: this.o.agents.name, key: agentKey(ns, name), revision: cur.revision }, now);
+      rec.summary = `approve route ${cidrs.join(', ')} of ${ns}/${name}${b.cidr === 'exit' ? ' (exit node)' : ''}`;
+      const before = routes.filter((r) => cidrs.includes(r.cidr)).map((r) => `${r.cidr}: ${r.state}`).join('\n');
+      rec.diff = lineDiff(before, cidrs.map((c) => `${c}: approved`).join('\n'));
     } else {
       throw badRequest(`kind must be one of ${Object.values(ChangeKind).join(', ')}`);
     }
@@ -346,6 +367,17 @@ export class Approvals {
       case ChangeKind.CreateToken: {
         const { token, record } = await this.o.targets.createToken(rec.change);
         return { status: ApprovalStatus.Approved, result: { tokenId: record.id }, token };
+      }
+      case ChangeKind.ApproveRoute: {
+        const change = rec.change as { cidr: string; publicKey: string };
+        const cidrs = routeArg(change.cidr);
+        const cur = await getJson<AgentRecord>(this.o.agents, rec.base.key);
+        const routes = cur?.value.routes ?? [];
+        if (!cur || cur.value.publicKey !== change.publicKey || !cidrs.every((c) => routes.some((r) => r.cidr === c && r.state !== 'approved'))) {
+          return stale(`route ${cidrs.join(', ')} of agent ${rec.namespace}/${rec.name}`);
+        }
+        await this.o.targets.routes.decide('approve', rec.namespace, rec.name!, { cidr: change.cidr, by: rec.decidedBy ?? 'admin' });
+        return { status: ApprovalStatus.Approved, result: { approved: cidrs } };
       }
     }
   }

@@ -29,6 +29,8 @@ export function enrollmentAuditEvent(e: ControlPlaneEvent, now: number, seq: num
       return { ...envelope, type: 'enrollment.enrolled', enrollmentId: e.agentId };
     case 'enrollment.revoked':
       return { ...envelope, type: 'enrollment.revoked', enrollmentId: e.agentId, reason: e.reason };
+    case 'route.changed':
+      return { ...envelope, type: 'route.changed', cidr: e.cidr, change: e.change, by: e.by };
   }
 }
 

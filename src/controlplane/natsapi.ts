@@ -40,6 +40,7 @@ export function serveNatsApi(
     [SUBJECTS.enroll]: (r) => svc.enroll(r),
     [SUBJECTS.endpoint]: (r) => svc.updateEndpoint(r),
     [SUBJECTS.directory]: (r) => svc.directory(r),
+    [SUBJECTS.routes]: (r) => svc.updateRoutes(r),
     ...extra,
   };
   const subs: Subscription[] = [];

@@ -12,6 +12,7 @@ import { checkChallenge, checkProof, makeChallenge, newX25519PrivateKey, x25519P
 import { isUserPublicKey, type LauncherScope } from '../natsserver/auth.js';
 import { applyLabelEdit, labelKeyProblem, labelsProblems, type DirectorySnapshot, type LabelEdit } from '../policy/labels.js';
 import { parseCidr } from '../net/addr.js';
+import { Routes, mergeAdvertised, parseAdvertised } from './routes.js';
 import { buildTokenRecord, checkUsable, consumeToken, generateTokenSecret, hashToken, isWellFormedToken, refundToken } from './tokens.js';
 import {
   AgentStatus,
@@ -152,6 +153,8 @@ export class ControlPlaneService {
   private agentCache!: AgentCache;
   private readonly tokenMutex = new KeyedMutex();
   readonly stats = { enrollments: 0, enrollFailures: 0, revocations: 0, tokensCreated: 0 };
+  /** Advertised routes and their approval (routes.ts). */
+  readonly routes: Routes;
 
   private constructor(
     private readonly opts: ServiceOptions,
@@ -159,7 +162,9 @@ export class ControlPlaneService {
     private readonly ipam: Ipam,
     private readonly cluster: Required<ClusterConfig>,
     private readonly secret: Uint8Array,
-  ) {}
+  ) {
+    this.routes = new Routes({ agents: b.agents, clock: opts.clock, audit: (e) => this.emitEvent(e) });
+  }
 
   static async open(opts: ServiceOptions): Promise<ControlPlaneService> {
     const entries = await Promise.all(
@@ -234,7 +239,9 @@ export class ControlPlaneService {
   }
 
   private async enrollInner(req: unknown): Promise<EnrollResponse> {
-    const { token, publicKey, name, endpoint, natsPublicKey, challenge, proof } = parseEnrollRequest(req);
+    const { token, publicKey, name, endpoint, natsPublicKey, challenge, proof, advertiseRoutes, exitNode } = parseEnrollRequest(req);
+    // Routes are validated before anything is claimed; undefined: the request says nothing about routes.
+    const advertised = advertiseRoutes !== undefined || exitNode !== undefined ? parseAdvertised(advertiseRoutes, exitNode, this.overlayPools()) : undefined;
     if (this.opts.natsUsers && !natsPublicKey) throw badRequest('natsPublicKey is required by this control plane (NATS auth is on); upgrade the launcher');
     const hash = hashToken(token);
     const tok = await getJson<TokenRecord>(this.b.tokens, hash);
@@ -265,6 +272,7 @@ export class ControlPlaneService {
           // The public key is no secret (every peer sees it): the launcher must prove it holds the private key.
           this.checkPossession({ namespace, name, publicKey }, challenge, proof, now);
           this.emitEvent({ type: 'enrollment.reenrolled', agentId: cur.value.agentId, namespace, name, tokenId: tok.value.id, ...(endpoint ? { endpoint } : {}) });
+          if (advertised) await this.routes.advertise(namespace, name, publicKey, advertised);
           return this.respond(await this.refreshEndpoint(key, cur, endpoint), undefined, natsPublicKey);
         }
         // Pending with our key: a concurrent identical request is in flight (wait for it) or one was abandoned (take over).
@@ -280,6 +288,7 @@ export class ControlPlaneService {
           modes: t.modes,
           policy: t.policy,
           ...(t.labels ? { labels: t.labels } : {}),
+          ...(advertised ? { routes: mergeAdvertised(cur.value.routes, advertised, now) } : {}),
           tokenId: t.id,
           updatedAt: now,
           ...delegatedFrom(t),
@@ -309,6 +318,7 @@ export class ControlPlaneService {
         modes: tok.value.modes,
         ...(tok.value.policy ? { policy: tok.value.policy } : {}),
         ...(tok.value.labels ? { labels: tok.value.labels } : {}),
+        ...(advertised?.length ? { routes: mergeAdvertised(undefined, advertised, now) } : {}),
         tokenId: tok.value.id,
         createdAt: now,
         updatedAt: now,
@@ -397,6 +407,7 @@ export class ControlPlaneService {
         expiresAt: expiresAt,
         ...(active.parent ? { parentAgentId: active.parent.agentId } : {}),
       });
+      this.routes.auditAdvertised(namespace, active.agentId, name, [], active.routes ?? []);
       return this.respond({ value: active, revision: rev }, jwt, undefined, nats);
     } catch (err) {
       await rollback();
@@ -533,6 +544,22 @@ export class ControlPlaneService {
       return a.endpoint === endpoint ? undefined : { ...a, endpoint, updatedAt: this.opts.clock.now() };
     });
     return { endpoint };
+  }
+
+  /**
+   * The agent replaces the routes it advertises: {jwt, advertiseRoutes?: string[], exitNode?: boolean}.
+   * New routes wait for approval, kept ones keep their state, the rest are withdrawn. Errors: EBADREQ, EREVOKED.
+   */
+  async updateRoutes(req: unknown): Promise<{ routes: { cidr: string; state: string }[] }> {
+    const { claims, body } = await this.authAgent(req);
+    const cidrs = parseAdvertised(body.advertiseRoutes, body.exitNode, this.overlayPools());
+    const routes = await this.routes.advertise(claims.ns, claims.name, claims.wgpk, cidrs);
+    return { routes: routes.map((r) => ({ cidr: r.cidr, state: r.state })) };
+  }
+
+  private overlayPools(): string[] {
+    const o = overlayPools(this.ipam.plan);
+    return [o.v4, o.v6];
   }
 
   /** Snapshot of what a launcher needs on restart: own record, peers, policy. */
@@ -821,7 +848,17 @@ export function resolvePolicyRef(ref: PolicyRef | undefined, resolvePreset?: (na
   return resolvePreset?.(ref.preset) ?? { preset: ref.preset };
 }
 
-function parseEnrollRequest(req: unknown): { token: string; publicKey: string; name: string; endpoint?: string; natsPublicKey?: string; challenge?: string; proof?: string } {
+function parseEnrollRequest(req: unknown): {
+  token: string;
+  publicKey: string;
+  name: string;
+  endpoint?: string;
+  natsPublicKey?: string;
+  challenge?: string;
+  proof?: string;
+  advertiseRoutes?: unknown;
+  exitNode?: unknown;
+} {
   if (typeof req !== 'object' || req === null || Array.isArray(req)) throw badRequest('enrollment request must be a JSON object');
   const r = req as Record<string, unknown>;
   if (!isWellFormedToken(r.token)) throw badRequest('malformed enrollment token');
@@ -830,7 +867,17 @@ function parseEnrollRequest(req: unknown): { token: string; publicKey: string; n
   if (r.endpoint !== undefined && !isEndpoint(r.endpoint)) throw badRequest('endpoint must be host:port or [v6]:port');
   if (r.natsPublicKey !== undefined && !isUserPublicKey(r.natsPublicKey)) throw badRequest('natsPublicKey must be an nkey user public key (U...)');
   const opt = (k: string) => (typeof r[k] === 'string' && (r[k] as string).length <= 200 ? (r[k] as string) : undefined);
-  return { token: r.token, publicKey: r.publicKey, name: r.name, endpoint: r.endpoint as string | undefined, natsPublicKey: r.natsPublicKey, challenge: opt('challenge'), proof: opt('proof') };
+  return {
+    token: r.token,
+    publicKey: r.publicKey,
+    name: r.name,
+    endpoint: r.endpoint as string | undefined,
+    natsPublicKey: r.natsPublicKey,
+    challenge: opt('challenge'),
+    proof: opt('proof'),
+    advertiseRoutes: r.advertiseRoutes,
+    exitNode: r.exitNode,
+  };
 }
 
 async function ensureCluster(config: KvBucket, now: number): Promise<Required<ClusterConfig>> {

@@ -114,6 +114,8 @@ export interface AgentRecord {
   notAfter?: number;
   /** nkey public key of the launcher's NATS user (revoked with the agent). */
   natsUser?: string;
+  /** Routes this agent advertises (subnet router, exit node) and their approval state (routes.ts). */
+  routes?: RouteRecord[];
   /** Delegation: enrollments this agent's delegated tokens allow in total (its quota counter). */
   delegated?: number;
 }
@@ -141,6 +143,35 @@ export interface Peer {
   endpoint?: string;
   /** The peer's labels (absent when it has none); policy "peers" rules select by them. */
   labels?: Record<string, string>;
+  /**
+   * Approved routes the peer carries beyond its own addresses (subnet router; `0.0.0.0/0` and `::/0`
+   * for an exit node), with the approval time (epoch ms) that breaks ties (routes.ts peerAllowedIPs).
+   * Absent when none.
+   */
+  routes?: PeerRoute[];
+}
+
+/** An approved route as launchers see it in the directory. */
+export interface PeerRoute {
+  /** Canonical CIDR (net/addr.ts formatCidr). */
+  cidr: string;
+  /** Epoch ms of the approval. */
+  approvedAt: number;
+}
+
+export const RouteState = { Pending: 'pending', Approved: 'approved', Rejected: 'rejected' } as const;
+export type RouteState = (typeof RouteState)[keyof typeof RouteState];
+
+/** One advertised route on an agent record. Only `approved` routes reach the directory. */
+export interface RouteRecord {
+  /** Canonical CIDR. */
+  cidr: string;
+  state: RouteState;
+  /** Epoch ms the agent advertised it. */
+  advertisedAt: number;
+  /** Epoch ms and who (a caller-given name) of the last approve/reject. */
+  decidedAt?: number;
+  decidedBy?: string;
 }
 
 export interface EnrollRequest {
@@ -153,6 +184,10 @@ export interface EnrollRequest {
   proof?: string;
   /** nkey user public key (U...) the launcher generated; required when the control plane runs NATS auth. */
   natsPublicKey?: string;
+  /** Subnets this peer routes (canonical CIDRs); each waits for an operator's approval (routes.ts). */
+  advertiseRoutes?: string[];
+  /** This peer offers itself as an exit node: advertises 0.0.0.0/0 and ::/0 (approved like any route). */
+  exitNode?: boolean;
 }
 
 export interface EnrollResponse {
@@ -193,6 +228,8 @@ export const SUBJECTS = {
   enroll: 'lattice.cp.enroll',
   endpoint: 'lattice.cp.endpoint',
   directory: 'lattice.cp.directory',
+  /** An agent replaces the set of routes it advertises: {jwt, advertiseRoutes, exitNode}. */
+  routes: 'lattice.cp.routes',
 } as const;
 
 /** JetStream KV buckets holding all control-plane state. */
@@ -234,4 +271,6 @@ export function isEndpoint(s: unknown): s is string {
 export type ControlPlaneEvent =
   | { type: 'enrollment.enrolled'; agentId: string; namespace: string; name: string; ipv4: string; ipv6: string; tokenId: string; expiresAt: number; parentAgentId?: string }
   | { type: 'enrollment.revoked'; agentId: string; namespace: string; name: string; reason: string }
-  | { type: 'enrollment.reenrolled'; agentId: string; namespace: string; name: string; tokenId: string; endpoint?: string };
+  | { type: 'enrollment.reenrolled'; agentId: string; namespace: string; name: string; tokenId: string; endpoint?: string }
+  /** A route was advertised or withdrawn by its agent (`by` "agent:<name>"), or approved, rejected or withdrawn by an operator. */
+  | { type: 'route.changed'; agentId: string; namespace: string; name: string; cidr: string; change: 'advertised' | 'approved' | 'rejected' | 'withdrawn'; by: string };

@@ -385,6 +385,18 @@ export class Pump<Peer = unknown> {
     return { cut, changed: vetted };
   }
 
+  /**
+   * Routing changed under open flows (a route withdrawn, rejected or moved to another peer): cut every
+   * flow whose remote address `gone(remote)` says lost its next hop. As with a policy cut, the flow is
+   * forgotten, so the agent's next segment is judged anew (no route: refused with a RST/unreachable).
+   * Returns how many flows were cut.
+   */
+  cutRoutes(gone: (remote: IpAddr) => boolean): number {
+    const cut = [...this.flows.values()].filter((f) => gone(f.remote));
+    for (const f of cut) this.cutFlow(f);
+    return cut.length;
+  }
+
   /** Flows the policy decides (pseudo-flows the table denies itself are never re-decided). */
   private *policyFlows(): Generator<Flow> {
     for (const f of this.flows.values()) if (f.forced === undefined) yield f;

@@ -117,6 +117,10 @@ export interface EnrollOptions {
   natsPublicKey?: string;
   /** The WireGuard private key (base64): answers a re-enrollment challenge; never sent. */
   privateKey?: string;
+  /** Subnets to advertise (CIDRs); they take effect once an operator approves them. */
+  advertiseRoutes?: string[];
+  /** Offer this peer as an exit node (advertises the default routes; needs approval too). */
+  exitNode?: boolean;
   timeoutMs?: number;
 }
 
@@ -186,8 +190,16 @@ async function requestOnce<T>(nc: NatsConnection, url: string, subject: string, 
  * challenge is answered once (proof of possession) and the request repeated.
  */
 export async function enroll(opts: EnrollOptions & Target): Promise<EnrollResponse> {
-  const { token, name, publicKey, endpoint, natsPublicKey } = opts;
-  const body = { token, name, publicKey, ...(endpoint ? { endpoint } : {}), ...(natsPublicKey ? { natsPublicKey } : {}) };
+  const { token, name, publicKey, endpoint, natsPublicKey, advertiseRoutes, exitNode } = opts;
+  const body = {
+    token,
+    name,
+    publicKey,
+    ...(endpoint ? { endpoint } : {}),
+    ...(natsPublicKey ? { natsPublicKey } : {}),
+    ...(advertiseRoutes?.length ? { advertiseRoutes } : {}),
+    ...(exitNode ? { exitNode } : {}),
+  };
   try {
     return await request<EnrollResponse>(opts, SUBJECTS.enroll, body, opts.timeoutMs);
   } catch (err) {

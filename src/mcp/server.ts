@@ -169,6 +169,17 @@ export function createMcpServer(o: McpServerOptions): McpServer {
   );
 
   server.registerTool(
+    'list_routes',
+    {
+      title: 'List routes',
+      description: 'Routes peers advertise (subnet routers; 0.0.0.0/0 and ::/0 for exit nodes) and whether an operator approved them. Only approved routes are routed.',
+      inputSchema: { namespace: label.optional(), state: z.enum(['pending', 'approved', 'rejected']).optional() },
+      annotations: readOnly,
+    },
+    ({ namespace, state }) => run(() => api.get(`${API_BASE}/routes`, { namespace, state })),
+  );
+
+  server.registerTool(
     'list_approvals',
     {
       title: 'Pending changes',
@@ -239,6 +250,19 @@ export function createMcpServer(o: McpServerOptions): McpServer {
       annotations: proposes,
     },
     ({ namespace, name, reason }) => propose({ kind: 'revoke-agent', namespace, name, reason }),
+  );
+
+  server.registerTool(
+    'propose_approve_route',
+    {
+      title: 'Propose approving a route',
+      description:
+        'Propose approving a route a peer advertises (a subnet such as 10.200.0.0/24, or "exit" for an exit node\'s default routes). ' +
+        'Applied only when a human approves; then every launcher routes it to that peer.',
+      inputSchema: { namespace: label, name: label, cidr: z.string().max(64).describe('a CIDR the peer advertises, or "exit"'), reason: z.string().max(1000).optional() },
+      annotations: proposes,
+    },
+    ({ namespace, name, cidr, reason }) => propose({ kind: 'approve-route', namespace, name, cidr, reason }),
   );
 
   server.registerTool(

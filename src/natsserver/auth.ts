@@ -61,7 +61,7 @@ export const bootstrapInbox = (tokenId: string) => `${LAUNCHER_INBOX_PREFIX}B${t
 
 /**
  * A launcher's permissions, enforced by nats-server. Pure. Allowed and nothing else:
- *   publish  lattice.cp.{endpoint,directory,delegate,egress-request}   requests (each carries the agent JWT)
+ *   publish  lattice.cp.{endpoint,directory,delegate,egress-request,routes}   requests (each carries the agent JWT)
  *            lattice.audit.<ns>.<agentId>.>                            its own audit events only
  *            lattice.nat.<ns>.*                                        NAT signalling to peers of its namespace
  *            $JS.API.INFO, $JS.API.STREAM.INFO.KV_<agents|policies|revocations>
@@ -80,6 +80,7 @@ export function launcherPermissions(s: LauncherScope, buckets: { agents: string;
         'lattice.cp.directory',
         'lattice.cp.delegate',
         'lattice.cp.egress-request',
+        'lattice.cp.routes',
         `lattice.audit.${s.namespace}.${s.agentId}.>`,
         `lattice.nat.${s.namespace}.*`,
         '$JS.API.INFO',

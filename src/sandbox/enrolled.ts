@@ -7,7 +7,8 @@ import { parseEndpoint } from '../wg/config.js';
 import type { PeerConfig } from '../wg/peer.js';
 import { validatePolicy, denyAllPolicy, parseIp, bindPeers, peerBindingKey, type IpAddr, type Policy } from '../policy/index.js';
 import { directorySnapshot } from '../controlplane/service.js';
-import { parseCidr, type Cidr } from '../net/addr.js';
+import { cidrHas, parseCidr, type Cidr } from '../net/addr.js';
+import { peerAllowedIPs } from '../controlplane/routes.js';
 import { obtainIdentity, updateEndpoint, connectControlPlane, controlPlaneEndpoint, rememberServers, DirectoryWatcher, type Credentials, type Peer } from '../enroll/index.js';
 import { credentialsPath } from '../enroll/credentials.js';
 import { Outbox, OutboxLockedError } from '../audit/outbox.js';
@@ -45,6 +46,11 @@ export interface EnrolledOptions {
   nat?: NatFlags;
   /** Host egress (`--egress host`): non-overlay destinations the policy allows leave through this host. */
   hostEgress?: boolean;
+  /**
+   * `--exit-node NAME` ("name" or "namespace.name"): non-overlay destinations the policy allows go to
+   * this peer over WireGuard, once its exit routes are approved (controlplane/routes.ts).
+   */
+  exitNode?: string;
   /** Bounds on the sandbox's upstream DNS lookups (`--dns-max-in-flight`, `--dns-rate`, `--dns-burst`); unset keep the pump's defaults. */
   dnsLimits?: Partial<DnsLimits>;
   /** Where the TUN lives (see WgNetworkOptions.placeTun); default: the sandbox's own netns. */
@@ -77,11 +83,36 @@ export interface Enrolled {
   close(): Promise<void>;
 }
 
-export function peerConfigs(peers: readonly Peer[]): PeerConfig[] {
+/**
+ * WireGuard peer configs for the directory's peers: own addresses plus the approved routes each one
+ * wins (longest prefix across peers, ties and exit nodes as controlplane/routes.ts peerAllowedIPs says).
+ */
+export function peerConfigs(peers: readonly Peer[], exitNode?: string): PeerConfig[] {
+  const allowed = peerAllowedIPs(peers, exitNode);
   return peers.map((p) => {
     const ep = p.endpoint ? parseEndpoint(p.endpoint)?.endpoint : undefined;
-    return { publicKey: decodeKey(p.publicKey), allowedIPs: p.allowedIPs, endpoint: ep, persistentKeepalive: PERSISTENT_KEEPALIVE_SEC };
+    return { publicKey: decodeKey(p.publicKey), allowedIPs: allowed.get(p.publicKey) ?? p.allowedIPs, endpoint: ep, persistentKeepalive: PERSISTENT_KEEPALIVE_SEC };
   });
+}
+
+/**
+ * Routes (beyond peers' own addresses) whose next hop differs between two directory views: withdrawn,
+ * rejected, or moved to another peer. Open flows to addresses in them are cut.
+ */
+export function changedRoutes(before: readonly PeerConfig[], after: readonly PeerConfig[]): Cidr[] {
+  const owners = (cfgs: readonly PeerConfig[]) => {
+    const m = new Map<string, string>();
+    for (const c of cfgs) for (const a of c.allowedIPs ?? []) if (!/\/(32|128)$/.test(a)) m.set(a, encodeKey(c.publicKey));
+    return m;
+  };
+  const next = owners(after);
+  const out: Cidr[] = [];
+  for (const [cidr, key] of owners(before)) {
+    if (next.get(cidr) === key) continue;
+    const p = parseCidr(cidr);
+    if (p.ok) out.push(p.cidr);
+  }
+  return out;
 }
 
 /** Overlay names: `<name>.<namespace>.lattice` -> the peer's addresses. */
@@ -233,6 +264,8 @@ export async function enrollAndPrepare(o: EnrolledOptions): Promise<Enrolled> {
       const { cut } = net.pump.setPolicy(next);
       log.warn({ cut }, why);
     };
+    /** The peer configs the device holds now (routes included), to see which routes changed. */
+    let configured: PeerConfig[] = [];
     let conn: PeerConnectivity | undefined;
     /** Peers the NAT layer manages: same namespace (signalling subjects are per namespace), by name. */
     let natPeers = new Map<string, string>();
@@ -256,7 +289,7 @@ export async function enrollAndPrepare(o: EnrolledOptions): Promise<Enrolled> {
               addresses: [`${credentials.address.ipv4}/32`, `${credentials.address.ipv6}/128`],
               listenPort: o.listenPort,
             },
-            peers: peerConfigs(peers),
+            peers: (configured = peerConfigs(peers, o.exitNode)),
             policy: (currentPolicy = bindPeers((basePolicy = effectivePolicy(watcher.policy ?? credentials.policy, log)), directorySnapshot(credentials.namespace, peers))),
             policySource: { id: `ns:${credentials.namespace}`, version: 1 },
             names: overlayNames(peers),
@@ -396,7 +429,15 @@ export async function enrollAndPrepare(o: EnrolledOptions): Promise<Enrolled> {
       for (const key of known) if (!next.has(key)) net.device.removePeer(decodeKey(key));
       // With NAT traversal the path layer owns the endpoints of known peers: a directory update must not
       // move a peer back from the path it is on to its advertised (possibly private) address.
-      for (const p of peerConfigs(peers)) net.device.addPeer(conn && known.has(encodeKey(p.publicKey)) ? { ...p, endpoint: undefined } : p);
+      const cfgs = peerConfigs(peers, o.exitNode);
+      for (const p of cfgs) net.device.addPeer(conn && known.has(encodeKey(p.publicKey)) ? { ...p, endpoint: undefined } : p);
+      // A route withdrawn, rejected or moved: open flows through it lose their next hop and are cut.
+      const gone = changedRoutes(configured, cfgs);
+      configured = cfgs;
+      if (gone.length) {
+        const cut = net.pump.cutRoutes((remote) => gone.some((c) => cidrHas(c, remote)));
+        log.warn({ routes: gone.length, cut }, 'routes changed: flows through them cut');
+      }
       syncNatPeers(peers);
       // A peer that left the directory stops resolving too.
       const names = overlayNames(peers);
