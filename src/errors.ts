@@ -17,6 +17,12 @@ export const ErrorCode = {
   JoinToken: 'EJOIN_TOKEN',
   // sandbox, runsc, OCI, images, Docker
   SandboxRunning: 'ESANDBOX_RUNNING',
+  SandboxNotFound: 'ESANDBOX_NOT_FOUND',
+  // the resident daemon (src/daemon/) and its client (src/client/)
+  Daemon: 'EDAEMON',
+  DaemonSocket: 'EDAEMON_SOCKET',
+  DaemonRoute: 'EDAEMON_ROUTE',
+  DaemonUnreachable: 'EDAEMON_UNREACHABLE',
   SandboxNet: 'ESANDBOX_NET',
   SandboxCommandNotFound: 'ESANDBOX_COMMAND_NOT_FOUND',
   SandboxCommandNotExecutable: 'ESANDBOX_COMMAND_NOT_EXECUTABLE',

@@ -24,6 +24,7 @@ const GROUPS: Record<string, () => Promise<Register>> = {
   peer: () => import('./peer.js').then((m) => m.registerPeer),
   relay: () => import('./relay.js').then((m) => m.registerRelay),
   route: () => import('./route.js').then((m) => m.registerRoute),
+  daemon: () => import('./daemon.js').then((m) => m.registerDaemon),
 };
 const MODULE_OF: Record<string, keyof typeof GROUPS> = { gc: 'sandbox', token: 'admin', agent: 'admin', policy: 'admin', down: 'up', status: 'up' };
 
@@ -41,6 +42,7 @@ const program = new Command('lattice')
   .description('Run AI agents inside gVisor with a zero-trust WireGuard network identity')
   .option('--state-dir <dir>', 'state directory (default: $LATTICE_STATE_DIR or /var/lib/lattice)')
   .option('--debug', 'print stack traces and debug logs')
+  .option('--verbose', 'say on stderr whether a command used the daemon or worked alone')
   .version(packageVersion(), '-V, --version', 'print the version of lattice');
 
 function packageVersion(): string {

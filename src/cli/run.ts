@@ -68,6 +68,6 @@ export function exitCodeOf(err: unknown, path: string): number {
 }
 
 /** Global options every command can read (state dir, debug). */
-export function globalOpts(cmd: Command): { stateDir?: string; debug?: boolean } {
-  return cmd.optsWithGlobals() as { stateDir?: string; debug?: boolean };
+export function globalOpts(cmd: Command): { stateDir?: string; debug?: boolean; verbose?: boolean } {
+  return cmd.optsWithGlobals() as { stateDir?: string; debug?: boolean; verbose?: boolean };
 }

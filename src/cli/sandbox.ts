@@ -1,4 +1,5 @@
 import type { Command } from 'commander';
+import { resolve as resolvePath } from 'node:path';
 import { resolveStateDir, statePaths } from '../state.js';
 import { UsageError } from '../errors.js';
 import type { Logger } from '../log.js';
@@ -39,7 +40,8 @@ export function registerSandbox(program: Command): void {
     .option('--audit-log <file>', 'where audit events are appended as JSON lines (default: <state>/audit/audit.ndjson)')
     .option('--egress <mode>', 'host: flows the policy allows leave through this host\'s network, source-NATed (the default with --policy and no --wg-config)')
     .option('--dns-upstream <addr>', 'resolver for domain rules, ADDR or ADDR:PORT (repeatable; default: the host\'s /etc/resolv.conf)', collect, [])
-    .option('--max-flows <n>', MAX_FLOWS_HELP);
+    .option('--max-flows <n>', MAX_FLOWS_HELP)
+    .option('-d, --detach', 'run it in the daemon (lattice daemon): print its name once it runs and return; see sandbox logs/stop/rm');
   addProcessOptions(run).action(async (cmd: string[], o: Record<string, unknown>, command: Command) => {
       const g = globalOpts(command);
       const checked = checkProcessFlags(o);
@@ -63,6 +65,13 @@ export function registerSandbox(program: Command): void {
       if (engine !== 'runsc' && engine !== 'docker') throw new UsageError(`--engine ${engine} is unknown; use runsc or docker`);
       if (engine === 'docker' && (!o.image || o.rootfs || o.imageArchive || o.ociLayout)) {
         throw new UsageError('--engine docker runs an image from the local Docker engine: give --image REF (and no --rootfs/--image-archive/--oci-layout)');
+      }
+      if (o.detach) {
+        if (engine === 'docker' || network === 'wg') throw new UsageError('-d runs a runsc sandbox with no network or host egress (--policy); --engine docker and --wg-config run in the foreground only');
+        const client = await requireDaemon(command);
+        const net = network === 'host' ? { mode: 'host' as const, policy: absolute(o.policy as string | undefined), dnsUpstream } : { mode: 'none' as const };
+        console.log((await client.create(createRequest(cmd, o, checked, net))).name);
+        return;
       }
       requireRoot();
       const stateDir = resolveStateDir(g.stateDir);
@@ -138,7 +147,8 @@ export function registerSandbox(program: Command): void {
     .option('--dns-rate <per-second>', 'upstream DNS lookups per second, sustained (default 50)')
     .option('--dns-burst <n>', 'upstream DNS lookups allowed in a burst above --dns-rate (default 100)')
     .option('--max-flows <n>', MAX_FLOWS_HELP)
-    .option('--metrics <host:port>', 'serve Prometheus metrics at http://HOST:PORT/metrics (peers, drops, policy decisions, audit outbox)');
+    .option('--metrics <host:port>', 'serve Prometheus metrics at http://HOST:PORT/metrics (peers, drops, policy decisions, audit outbox)')
+    .option('-d, --detach', 'run it in the daemon (lattice daemon): print its name once it runs and return; see sandbox logs/stop/rm');
   addProcessOptions(start).action(async (cmd: string[], o: Record<string, unknown>, command: Command) => {
     const g = globalOpts(command);
     const checked = checkProcessFlags(o);
@@ -157,6 +167,23 @@ export function registerSandbox(program: Command): void {
     const listenPort = o.listenPort === undefined ? undefined : Number(o.listenPort);
     if (listenPort !== undefined && !(Number.isInteger(listenPort) && listenPort > 0 && listenPort < 65536)) {
       throw new UsageError(`--listen-port ${String(o.listenPort)} is not a UDP port; use 1-65535`);
+    }
+    if (o.detach) {
+      const foregroundOnly = (['stun', 'turn', 'ice', 'relay', 'metrics', 'auditLog', 'dnsMaxInFlight', 'dnsRate', 'dnsBurst'] as const).filter((k) =>
+        Array.isArray(o[k]) ? (o[k] as unknown[]).length > 0 : o[k] !== undefined,
+      );
+      if (foregroundOnly.length) throw new UsageError(`-d does not take ${foregroundOnly.map((k) => `--${k.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)}`).join(', ')} yet; run those in the foreground`);
+      const client = await requireDaemon(command);
+      const net = {
+        mode: 'enrolled' as const,
+        controlPlane: cpUrl,
+        token: (o.token as string | undefined) ?? process.env.LATTICE_TOKEN,
+        advertise: o.advertise as string,
+        listenPort,
+        ...(o.egress === 'host' ? { egress: 'host' as const } : {}),
+      };
+      console.log((await client.create({ ...createRequest(cmd, o, checked, net), name: o.name as string })).name);
+      return;
     }
     const { parseNatFlags } = await import('../sandbox/nat-status.js');
     const nat = parseNatFlags({
@@ -215,25 +242,84 @@ export function registerSandbox(program: Command): void {
 
   sandbox
     .command('ls')
-    .description('list sandboxes lattice started (orphans of dead launchers are removed first)')
+    .description('list sandboxes of this state dir: the daemon\'s and foreground ones (orphans of dead launchers are removed first)')
     .option('--json', 'print JSON')
     .action(async (o: { json?: boolean }, command: Command) => {
-      const { SandboxRegistry, isLauncherAlive, collectOrphans } = await sandboxModules();
-      const registry = new SandboxRegistry(resolveStateDir(globalOpts(command).stateDir));
-      await collectOrphans(registry, cleaners);
-      const rows = (await registry.list()).map((r) => ({
-        id: r.id,
-        name: r.name,
-        status: r.kept ? 'exited (kept)' : isLauncherAlive(r) ? 'running' : 'orphan',
-        address: r.address ?? '-',
-        created: r.createdAt,
-        command: r.args.join(' '),
-      }));
+      const client = await daemonClient(command);
+      let rows: Array<{ id: string; name: string; status: string; address: string; created: string; command: string }>;
+      if (client) {
+        rows = (await client.list()).map((v) => ({ id: v.id, name: v.name, status: v.status, address: v.address ?? '-', created: v.created, command: v.command }));
+      } else {
+        const { SandboxRegistry, collectOrphans } = await sandboxModules();
+        const { statusOf } = await import('../sandbox/registry.js');
+        const registry = new SandboxRegistry(resolveStateDir(globalOpts(command).stateDir));
+        await collectOrphans(registry, cleaners);
+        rows = (await registry.list()).map((r) => ({
+          id: r.id,
+          name: r.name,
+          status: statusOf(r),
+          address: r.address ?? '-',
+          created: r.createdAt,
+          command: r.args.join(' '),
+        }));
+      }
       if (o.json) {
         console.log(JSON.stringify(rows, null, 2));
         return;
       }
       printTable(rows, ['id', 'name', 'status', 'address', 'created', 'command']);
+    });
+
+  sandbox
+    .command('logs')
+    .description('output (stdout and stderr, merged) of a sandbox started with -d')
+    .argument('<sandbox>', 'sandbox id or name')
+    .option('-f, --follow', 'keep printing until the sandbox exits')
+    .action(async (which: string, o: { follow?: boolean }, command: Command) => {
+      const client = await daemonClient(command);
+      if (client) {
+        for await (const chunk of client.logs(which, { follow: o.follow })) process.stdout.write(chunk);
+        return;
+      }
+      // Alone: the log file is all there is (nothing runs in a daemon that is not there).
+      const [{ SandboxRegistry }, { pickForRemoval }, { OUTPUT_LOG }, { readFile }, { join }] = await Promise.all([
+        import('../sandbox/registry.js'),
+        import('../sandbox/gc.js'),
+        import('../daemon/supervisor.js'),
+        import('node:fs/promises'),
+        import('node:path'),
+      ]);
+      const registry = new SandboxRegistry(resolveStateDir(globalOpts(command).stateDir));
+      const [r] = pickForRemoval(await registry.list(), [which], () => false);
+      const text = await readFile(join(registry.dirOf(r!.id), OUTPUT_LOG)).catch(() => {
+        throw new UsageError(`sandbox ${which} has no log: only sandboxes started with -d keep one (a foreground sandbox's output went to its terminal)`);
+      });
+      process.stdout.write(text);
+    });
+
+  sandbox
+    .command('stop')
+    .description('stop a running sandbox: SIGTERM, SIGKILL after its --stop-timeout; returns once it exited')
+    .argument('<sandbox...>', 'sandbox ids or names')
+    .action(async (which: string[], _o: unknown, command: Command) => {
+      const client = await daemonClient(command);
+      if (client) {
+        for (const w of which) console.log(`${(await client.stop(w)).name} ${(await client.get(w)).status}`);
+        return;
+      }
+      // Alone: a foreground launcher stops its sandbox on SIGTERM (as Ctrl-C); wait until it is gone.
+      const { SandboxRegistry, isLauncherAlive } = await sandboxModules();
+      const registry = new SandboxRegistry(resolveStateDir(globalOpts(command).stateDir));
+      const records = await registry.list();
+      for (const w of which) {
+        const hits = records.filter((r) => (r.id === w || r.name === w) && !r.kept && isLauncherAlive(r));
+        if (hits.length !== 1) throw new UsageError(hits.length ? `${hits.length} running sandboxes are named ${w}; name one by id: ${hits.map((r) => r.id).join(' ')}` : `no running sandbox has id or name ${w}; see lattice sandbox ls`);
+        const r = hits[0]!;
+        process.kill(r.launcherPid, 'SIGTERM');
+        const { setTimeout: sleep } = await import('node:timers/promises');
+        while (isLauncherAlive(r)) await sleep(50); // the launcher's own exit is the event; no signal tells us of it
+        console.log(`${r.name} stopped`);
+      }
     });
 
   sandbox
@@ -275,6 +361,12 @@ export function registerSandbox(program: Command): void {
     .argument('<sandbox...>', 'sandbox ids or names (see lattice sandbox ls)')
     .option('--json', 'print JSON')
     .action(async (which: string[], o: { json?: boolean }, command: Command) => {
+      const client = await daemonClient(command);
+      if (client) {
+        for (const w of which) await client.remove(w);
+        console.log(o.json ? JSON.stringify({ removed: which }) : `removed ${which.join(' ')}`);
+        return;
+      }
       const { SandboxRegistry, isLauncherAlive } = await sandboxModules();
       const { pickForRemoval, removeSandboxResources } = await import('../sandbox/gc.js');
       const registry = new SandboxRegistry(resolveStateDir(globalOpts(command).stateDir));
@@ -302,6 +394,48 @@ export function registerSandbox(program: Command): void {
       if (o.json) console.log(JSON.stringify({ removed }));
       else console.log(removed.length ? `removed ${removed.join(' ')}` : 'nothing to remove');
     });
+}
+
+/**
+ * The daemon's client when a daemon answers on its socket, else undefined: the CLI then works alone.
+ * With --verbose, one line on stderr says which.
+ */
+async function daemonClient(command: Command) {
+  const { LatticeClient, defaultSocket, socketAnswers } = await import('../client/index.js');
+  const g = globalOpts(command);
+  const socket = defaultSocket(resolveStateDir(g.stateDir));
+  const up = await socketAnswers(socket);
+  if (g.verbose) console.error(up ? `lattice: using the daemon at ${socket}` : `lattice: no daemon at ${socket}; working alone`);
+  return up ? new LatticeClient({ socket }) : undefined;
+}
+
+/** -d needs the daemon: its client, or a usage error saying how to start one. */
+async function requireDaemon(command: Command) {
+  const client = await daemonClient(command);
+  if (!client) throw new UsageError(`-d needs the daemon and none answers on its socket; start it with: lattice${globalOpts(command).stateDir ? ` --state-dir ${globalOpts(command).stateDir}` : ''} daemon`);
+  return client;
+}
+
+/** A path on the daemon's host: relative paths are the caller's, so they are made absolute here. */
+function absolute(p: string | undefined): string | undefined {
+  return p === undefined ? undefined : resolvePath(p);
+}
+
+/** The daemon's create request from the flags `sandbox run`/`start` share. */
+function createRequest(cmd: string[], o: Record<string, unknown>, checked: ReturnType<typeof checkProcessFlags>, network: import('../client/index.js').NetworkSpec): import('../client/index.js').CreateRequest {
+  const f = processFlags(cmd, o);
+  const defined = Object.fromEntries(Object.entries(f).filter(([, v]) => v !== undefined));
+  return {
+    ...defined,
+    ...(o.name !== undefined ? { name: o.name as string } : {}),
+    cmd,
+    rootfs: absolute(f.rootfs),
+    imageArchive: absolute(f.imageArchive),
+    ociLayout: absolute(f.ociLayout),
+    capAdd: checked.capabilities,
+    stopTimeoutSeconds: checked.stopGraceMs / 1000,
+    network,
+  };
 }
 
 /** Where the agent's filesystem and process come from: shared by run and start. */

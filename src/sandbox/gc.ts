@@ -25,7 +25,7 @@ const STRAY_GRACE_MS = 60_000;
 /**
  * Remove what a crashed or killed launcher left behind, record by record: its container (through the
  * record's engine in `cleaners`), its network namespace, its bundle and its host-egress nftables
- * table. Live launchers' sandboxes are never touched; records of an engine without a cleaner stay.
+ * table (a daemon's record stays, marked reaped). Live launchers' sandboxes are never touched; records of an engine without a cleaner stay.
  * Returns the ids (and egress table names) removed.
  */
 export async function collectOrphans(registry: SandboxRegistry, cleaners: EngineCleaners, opts: { kept?: boolean } = {}): Promise<GcResult> {
@@ -33,7 +33,10 @@ export async function collectOrphans(registry: SandboxRegistry, cleaners: Engine
   for (const r of await registry.list()) {
     if ((r.kept && !opts.kept) || isLauncherAlive(r) || !cleaners[r.engine]) continue;
     await removeSandboxResources(r, cleaners);
-    await registry.remove(r.id);
+    // A daemon's sandbox outlives no daemon (its network lived in the daemon's process), but its record and
+    // output.log stay, marked reaped, so `sandbox ls` and `sandbox logs` say what happened until `sandbox rm`.
+    if (r.daemon && !r.kept) await registry.save({ ...r, kept: true, reaped: true });
+    else await registry.remove(r.id);
     removed.push(r.id);
   }
   // Host egress tables carry their launcher in a comment: reaped whatever state dir made them.

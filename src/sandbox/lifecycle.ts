@@ -82,8 +82,17 @@ export interface LifecycleOptions {
   onStarted?: (record: SandboxRecord) => void;
   /** Grace period between the stop signal and SIGKILL when lattice is asked to stop (ms; --stop-timeout). */
   stopGraceMs?: number;
-  /** Stop the sandbox when this resolves (e.g. the control plane revoked the agent). */
+  /** Stop the sandbox when this resolves (e.g. the control plane revoked the agent, or the daemon's `stop`). */
   stopWhen?: Promise<unknown>;
+  /**
+   * Whether the launcher's own SIGINT/SIGTERM stop this sandbox (default true: the CLI's foreground run).
+   * The daemon, which owns many sandboxes, passes false and stops each one through `stopWhen`.
+   */
+  signals?: boolean;
+  /** The sandbox's id, when the caller must know it before the run (the daemon opens its log first); default: newSandboxId(). */
+  id?: string;
+  /** Marks the record as owned by the resident daemon (`sandbox ls`, `sandbox stop`); default: a foreground launcher. */
+  daemon?: boolean;
   /** Called with the exit code (and why the host stopped it, if it did) before teardown (audit). */
   onExited?: (record: SandboxRecord, code: number, cause?: CgroupKill) => void;
   /** How gc removes orphaned records of each engine; records of an engine not listed are left alone. */
@@ -114,7 +123,7 @@ export async function runLifecycle(engine: SandboxEngine, o: LifecycleOptions): 
   const gc = await collectOrphans(registry, o.cleaners ?? {});
   if (gc.removed.length) log.info({ removed: gc.removed }, 'removed orphaned sandboxes');
 
-  const id = newSandboxId();
+  const id = o.id ?? newSandboxId();
   const dir = registry.dirOf(id);
   const record: SandboxRecord = {
     id,
@@ -123,6 +132,7 @@ export async function runLifecycle(engine: SandboxEngine, o: LifecycleOptions): 
     ...ownedByThisLauncher(),
     runscRoot: statePaths(o.stateDir).runscRoot,
     ...engine.describe(id, dir),
+    ...(o.daemon ? { daemon: true } : {}),
   };
   // The record exists before any resource, so a crash at any later point leaves something gc can find.
   await registry.save(record);
@@ -140,7 +150,7 @@ export async function runLifecycle(engine: SandboxEngine, o: LifecycleOptions): 
     await engine.create(record, network, [...(network?.mounts ?? []), ...(o.mounts ?? [])]);
     await registry.save(record);
     const running = await engine.start(record);
-    const stopper = stopOnSignals((sig) => running.kill(sig), id, o.stopGraceMs ?? DEFAULT_STOP_GRACE_MS, log);
+    const stopper = stopOnSignals((sig) => running.kill(sig), id, o.stopGraceMs ?? DEFAULT_STOP_GRACE_MS, log, o.signals ?? true);
     void o.stopWhen?.then(() => stopper.stop('SIGTERM'));
     let exit: SandboxExit;
     try {
@@ -149,6 +159,8 @@ export async function runLifecycle(engine: SandboxEngine, o: LifecycleOptions): 
     } finally {
       stopper.dispose();
     }
+    // A kept record says how the sandbox ended (`sandbox ls`, the daemon's API).
+    record.exitCode = exit.code;
     o.onExited?.(record, exit.code, exit.cause);
     return exit.code;
   } finally {

@@ -23,11 +23,25 @@ export interface SandboxRecord {
   /** Docker engine: the image and the container. */
   image?: string;
   containerId?: string;
-  /** Finished, kept on purpose (--keep): gc leaves it alone. */
+  /** Finished, kept on purpose (--keep, or a daemon sandbox until `sandbox rm`): gc leaves it alone. */
   kept?: boolean;
+  /** The sandboxed command's exit status, once it ended (kept records). */
+  exitCode?: number;
+  /** A daemon sandbox whose daemon died (kill -9, crash): its container and network were removed, its record and logs stay until `sandbox rm`. */
+  reaped?: boolean;
+  /** Started by the resident daemon (`lattice daemon`), which is its launcher (launcherPid). */
+  daemon?: boolean;
 }
 
 
+/** What `sandbox ls` shows for a record: running, exited (N) when kept, orphan when its launcher is gone. */
+export function statusOf(r: SandboxRecord, alive: (r: SandboxRecord) => boolean = isLauncherAlive): string {
+  if (r.reaped) return 'reaped';
+  if (r.kept) return r.exitCode === undefined ? 'exited (kept)' : `exited (${r.exitCode})`;
+  return alive(r) ? 'running' : 'orphan';
+}
+
+/** Whether the launcher that owns `r` (a foreground `sandbox run`/`start`, or the daemon) still runs (PID and start time). */
 export function isLauncherAlive(r: Pick<SandboxRecord, 'launcherPid' | 'launcherStartTicks'>): boolean {
   return processStartTicks(r.launcherPid) === r.launcherStartTicks;
 }

@@ -3,6 +3,7 @@
  * bundle it writes itself (config.json from src/oci). Driven by the one lifecycle in lifecycle.ts.
  */
 import { join } from 'node:path';
+import type { Writable } from 'node:stream';
 import { buildSpec } from '../oci/spec.js';
 import { writeBundle } from '../oci/bundle.js';
 import type { OciMount } from '../oci/spec.js';
@@ -32,6 +33,8 @@ export interface RunscProcess {
   hostUds?: boolean;
   /** How the caller's stdin/stdout reach the sandbox (default: planStdio() of fds 0 and 1). */
   stdio?: StdioPlan;
+  /** Where piped output goes (default: this process's stdout and stderr); the daemon passes its log file. */
+  output?: { stdout: NodeJS.WritableStream; stderr: NodeJS.WritableStream };
   /** Memory, CPU and pids limits, applied by runsc to the host cgroup /lattice/<id>. */
   resources?: OciResources;
   /** Size of the sandbox's /tmp tmpfs in bytes. */
@@ -118,13 +121,14 @@ export class RunscEngine implements SandboxEngine {
       merged?.closeWriter();
     }
     if (stdio.stdin === 'pipe' && child.stdin) feedStdin(process.stdin, child.stdin);
-    const copied = stdio.stdout === 'pipe' && child.stdout && !merged ? copyInto(child.stdout, process.stdout) : undefined;
+    const out = this.p.output ?? { stdout: process.stdout, stderr: process.stderr };
+    const copied = stdio.stdout === 'pipe' && child.stdout && !merged ? copyInto(child.stdout, out.stdout as Writable) : undefined;
     // runsc's stderr is the sandbox's stderr too. A chunk that reads like runsc's own failure line is held
     // back: if runsc failed, it becomes the one error message (not printed twice); otherwise it is the
     // sandbox's output after all and is written at the end.
     let stderrTail = '';
     const heldBack: Buffer[] = [];
-    const errOut = merged ? process.stdout : process.stderr;
+    const errOut = merged ? out.stdout : out.stderr;
     const errStream = merged ? merged.reader : child.stderr;
     const errDone = errStream ? new Promise<void>((resolve) => errStream.once('close', () => resolve())) : undefined;
     errStream?.on('data', (chunk: Buffer) => {
@@ -153,7 +157,7 @@ export class RunscEngine implements SandboxEngine {
         const cause = r && code !== 0 && !stopped ? cgroupKillFromLog(readKernelLog(), cgroupPathOf(id)) : undefined;
         if (!cause) return { code };
         const exit = cause === CgroupKill.Oom ? 137 : code; // 128 + SIGKILL, as docker reports an OOM kill
-        process.stderr.write(`${limitMessage(record.name, cause, r!, exit)}\n`);
+        out.stderr.write(`${limitMessage(record.name, cause, r!, exit)}\n`);
         return { code: exit, cause };
       },
     };

@@ -14,8 +14,9 @@ export const DEFAULT_STOP_GRACE_MS = 10_000;
 /**
  * Forward SIGINT/SIGTERM to a sandbox through `kill`: the signal first, SIGKILL after the grace
  * period, or at once on a second signal (a second Ctrl-C). Shared by the runsc and Docker engines.
+ * `listen` false: the process's own signals are not watched; only `stop()` stops (the daemon's sandboxes).
  */
-export function stopOnSignals(kill: (sig: NodeJS.Signals) => Promise<unknown>, id: string, graceMs: number, log: Logger): SignalStopper {
+export function stopOnSignals(kill: (sig: NodeJS.Signals) => Promise<unknown>, id: string, graceMs: number, log: Logger, listen = true): SignalStopper {
   let timer: NodeJS.Timeout | undefined;
   const state: SignalStopper = {
     stop: (sig) => {
@@ -35,8 +36,10 @@ export function stopOnSignals(kill: (sig: NodeJS.Signals) => Promise<unknown>, i
       if (timer) clearTimeout(timer);
     },
   };
-  process.on('SIGINT', state.stop);
-  process.on('SIGTERM', state.stop);
+  if (listen) {
+    process.on('SIGINT', state.stop);
+    process.on('SIGTERM', state.stop);
+  }
   return state;
 }
 

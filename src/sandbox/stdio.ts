@@ -19,7 +19,8 @@ import { execa } from 'execa';
  * its state directory) as both, so its lines keep their order, as they would in the file directly.
  */
 
-export type StdioMode = 'inherit' | 'pipe';
+/** 'ignore' (stdin only): /dev/null, for a sandbox nobody is attached to (the daemon's). */
+export type StdioMode = 'inherit' | 'pipe' | 'ignore';
 
 /** 'pipe' when fd is seekable (a regular file or block device), else 'inherit'. */
 export function stdioModeOf(fd: number, fstat: (fd: number) => { isFile(): boolean; isBlockDevice(): boolean } = fstatSync): StdioMode {

@@ -1,0 +1,301 @@
+/**
+ * The daemon's sandboxes: each one is the same runLifecycle(RunscEngine) that `sandbox run`/`start`
+ * use, run in this process with its stdio in a log file and its stop signal coming from the API
+ * instead of the terminal.
+ *
+ *   create   prepareProcess (image, user, limits: the CLI's checks) -> network hook (none | host egress |
+ *            enrolled) -> runLifecycle(keep, daemon, signals off, output -> <sandbox dir>/output.log)
+ *            -> resolves once onStarted fires (the sandbox runs), rejects if the run failed first
+ *   stop     resolves the run's stopWhen: SIGTERM, SIGKILL after stopTimeoutSeconds; resolves after exit
+ *   exit     the record stays (kept, exitCode) with output.log until `remove`
+ *   restart  a daemon killed with -9 takes its sandboxes' networks with it (the TUN fds, pumps and
+ *            WireGuard sessions live in its process), so they cannot be re-adopted: the next daemon (or any
+ *            `sandbox ls`/`gc`) reaps them through collectOrphans (runsc delete --force, netns, egress
+ *            table) and keeps their records marked `reaped`.
+ *
+ * Collaborators (state dir, logger, engine cleaners) come in through the constructor; no module state.
+ */
+import { closeSync, mkdirSync, openSync, readFileSync, writeSync } from 'node:fs';
+import { EventEmitter } from 'node:events';
+import { join } from 'node:path';
+import { Writable } from 'node:stream';
+import type { Logger } from 'pino';
+import { LatticeError, UsageError } from '../errors.js';
+import { newSandboxId } from '../sandbox/lifecycle.js';
+import type { EngineCleaners } from '../sandbox/gc.js';
+import { SandboxRegistry, isLauncherAlive, statusOf, type SandboxRecord } from '../sandbox/registry.js';
+import type { CheckedCreateRequest, SandboxView } from './api.js';
+
+/** The file in a sandbox's directory holding its merged stdout and stderr. */
+export const OUTPUT_LOG = 'output.log';
+
+/** A sandbox that is not where the caller said. HTTP 404. */
+export class SandboxNotFoundError extends LatticeError {
+  override readonly name = 'SandboxNotFoundError';
+  constructor(ref: string) {
+    super('ESANDBOX_NOT_FOUND', `no sandbox has id or name ${ref}; see lattice sandbox ls`, { exitCode: 2 });
+  }
+}
+
+/** The operation needs a stopped sandbox. HTTP 409. */
+export class SandboxStillRunningError extends LatticeError {
+  override readonly name = 'SandboxStillRunningError';
+  constructor(ref: string) {
+    super('ESANDBOX_RUNNING', `sandbox ${ref} is running; stop it first with lattice sandbox stop ${ref}`, { exitCode: 2 });
+  }
+}
+
+/**
+ * Output of one sandbox: every chunk goes to the log file with write(2) before it is announced, so a
+ * follower that reads the file and then listens (in one tick) sees each byte exactly once.
+ */
+class LogSink extends Writable {
+  readonly events = new EventEmitter();
+  private fd: number | undefined;
+  constructor(readonly path: string) {
+    super();
+    this.fd = openSync(path, 'a', 0o600);
+  }
+  override _write(chunk: Buffer, _enc: BufferEncoding, cb: (err?: Error | null) => void): void {
+    try {
+      if (this.fd !== undefined) writeSync(this.fd, chunk);
+      this.events.emit('data', chunk);
+      cb();
+    } catch (err) {
+      cb(err as Error);
+    }
+  }
+  finish(): void {
+    if (this.fd !== undefined) closeSync(this.fd);
+    this.fd = undefined;
+    this.events.emit('end');
+  }
+}
+
+interface Live {
+  id: string;
+  name: string;
+  stop: () => void;
+  exited: Promise<void>;
+  sink: LogSink;
+}
+
+export interface SupervisorDeps {
+  stateDir: string;
+  log: Logger;
+  cleaners: EngineCleaners;
+}
+
+/** Owns the daemon's running sandboxes (see the comment at the top of this file). */
+export class Supervisor {
+  private readonly live = new Map<string, Live>();
+  private readonly registry: SandboxRegistry;
+
+  constructor(private readonly deps: SupervisorDeps) {
+    this.registry = new SandboxRegistry(deps.stateDir);
+  }
+
+  get running(): number {
+    return this.live.size;
+  }
+
+  /** Every sandbox of the state dir (the daemon's and foreground launchers'), as `sandbox ls` shows them. */
+  async list(): Promise<SandboxView[]> {
+    return (await this.registry.list()).map((r) => this.view(r));
+  }
+
+  async get(ref: string): Promise<SandboxView> {
+    return this.view(await this.find(ref));
+  }
+
+  /**
+   * Start a sandbox and resolve once it runs. Errors: UsageError (bad flags, unknown image or user; nothing
+   * made), ESANDBOX_RUNNING (a running sandbox has this name), whatever the run's start throws (after teardown).
+   */
+  async create(req: CheckedCreateRequest): Promise<SandboxView> {
+    const { stateDir, log } = this.deps;
+    if (req.name !== undefined && [...this.live.values()].some((l) => l.name === req.name)) {
+      throw new LatticeError('ESANDBOX_RUNNING', `a sandbox named ${req.name} is running; stop it or choose another --name`, { exitCode: 2 });
+    }
+    const [{ prepareProcess }, { runSandbox }, { parseCapability }] = await Promise.all([
+      import('../sandbox/prepare.js'),
+      import('../sandbox/run.js'),
+      import('../oci/capabilities.js'),
+    ]);
+    const capabilities = req.capAdd.map(parseCapability);
+    const proc = await prepareProcess(req, stateDir);
+    const net = await this.network(req);
+    const id = newSandboxId();
+    const dir = this.registry.dirOf(id);
+    mkdirSync(dir, { recursive: true, mode: 0o700 });
+    const sink = new LogSink(join(dir, OUTPUT_LOG));
+    let stop!: () => void;
+    const stopWhen = new Promise<void>((resolve) => (stop = resolve));
+    let started!: (r: SandboxRecord) => void;
+    const startedP = new Promise<SandboxRecord>((resolve) => (started = resolve));
+    const run = runSandbox({
+      ...proc,
+      id,
+      stateDir,
+      name: req.name,
+      log,
+      cleaners: this.deps.cleaners,
+      keep: true,
+      daemon: true,
+      signals: false,
+      capabilities,
+      stopGraceMs: Math.round(req.stopTimeoutSeconds * 1000),
+      stdio: { stdin: 'ignore', stdout: 'pipe', merged: true },
+      output: { stdout: sink, stderr: sink },
+      network: net?.network,
+      hostUds: net?.hostUds,
+      stopWhen: net?.revoked ? Promise.race([stopWhen, net.revoked]) : stopWhen,
+      onStarted: (r) => {
+        net?.onStarted?.(r);
+        started(r);
+      },
+      onExited: (r, code, cause) => net?.onExited?.(r, code, cause),
+    });
+    const exited = run.then(
+      () => undefined,
+      (err: unknown) => log.warn({ id, err: String(err) }, 'sandbox run failed'),
+    );
+    const live: Live = { id, name: req.name ?? id, stop, exited, sink };
+    this.live.set(id, live);
+    void exited.finally(async () => {
+      sink.finish();
+      await net?.close();
+      this.live.delete(id);
+    });
+    const first = await Promise.race([startedP, run.then(() => undefined)]);
+    if (!first) {
+      await exited;
+      // It ended before onStarted: the run threw (rethrown here) or the command exited at once.
+      await run;
+    }
+    return this.get(id);
+  }
+
+  /** Stop a running sandbox (SIGTERM, then SIGKILL after its stop timeout) and resolve after it exited. */
+  async stop(ref: string): Promise<SandboxView> {
+    const r = await this.find(ref);
+    const l = this.live.get(r.id);
+    if (l) {
+      l.stop();
+      await l.exited;
+    }
+    return this.get(r.id);
+  }
+
+  /** Resolve once the sandbox exited (at once if it has). */
+  async wait(ref: string): Promise<SandboxView> {
+    const r = await this.find(ref);
+    await this.live.get(r.id)?.exited;
+    return this.get(r.id);
+  }
+
+  /** Remove a finished sandbox: its engine resources, netns, bundle, record and log. */
+  async remove(ref: string): Promise<void> {
+    const r = await this.find(ref);
+    if (this.live.has(r.id) || (!r.kept && isLauncherAlive(r))) throw new SandboxStillRunningError(ref);
+    const { removeSandboxResources } = await import('../sandbox/gc.js');
+    await removeSandboxResources(r, this.deps.cleaners);
+    await this.registry.remove(r.id);
+  }
+
+  /**
+   * The sandbox's output so far, and with `follow` every later chunk until it exits. `onChunk` gets each
+   * piece in order; resolves when done. Foreground sandboxes have no log (their output went to their terminal).
+   */
+  async logs(ref: string, follow: boolean, onChunk: (b: Buffer) => void, signal?: AbortSignal): Promise<void> {
+    const r = await this.find(ref);
+    const l = this.live.get(r.id);
+    const path = join(this.registry.dirOf(r.id), OUTPUT_LOG);
+    let past: Buffer;
+    try {
+      past = readFileSync(path);
+    } catch {
+      if (!r.daemon) throw new UsageError(`sandbox ${ref} was started in the foreground; its output went to that terminal (only daemon sandboxes keep a log)`);
+      past = Buffer.alloc(0);
+    }
+    if (past.length) onChunk(past);
+    if (!follow || !l) return;
+    // Same tick as the read above: nothing written in between (LogSink writes synchronously in its own ticks).
+    await new Promise<void>((resolve) => {
+      const done = () => {
+        l.sink.events.off('data', onChunk);
+        l.sink.events.off('end', done);
+        resolve();
+      };
+      l.sink.events.on('data', onChunk);
+      l.sink.events.once('end', done);
+      signal?.addEventListener('abort', done, { once: true });
+    });
+  }
+
+  /** Stop every running sandbox (daemon shutdown). */
+  async stopAll(): Promise<void> {
+    await Promise.all([...this.live.values()].map((l) => (l.stop(), l.exited)));
+  }
+
+  private async find(ref: string): Promise<SandboxRecord> {
+    const all = await this.registry.list();
+    const byId = all.filter((r) => r.id === ref);
+    const hits = byId.length ? byId : all.filter((r) => r.name === ref);
+    if (hits.length === 0) throw new SandboxNotFoundError(ref);
+    if (hits.length > 1) {
+      const running = hits.filter((r) => this.live.has(r.id));
+      if (running.length === 1) return running[0]!;
+      throw new UsageError(`${hits.length} sandboxes are named ${ref}; name one by id: ${hits.map((r) => r.id).join(' ')}`);
+    }
+    return hits[0]!;
+  }
+
+  private view(r: SandboxRecord): SandboxView {
+    const running = this.live.has(r.id) || (!r.kept && !r.daemon && isLauncherAlive(r));
+    return {
+      id: r.id,
+      name: r.name,
+      status: this.live.has(r.id) ? 'running' : statusOf(r),
+      running,
+      exitCode: r.exitCode ?? null,
+      address: r.address ?? null,
+      created: r.createdAt,
+      command: r.args.join(' '),
+      daemon: Boolean(r.daemon),
+    };
+  }
+
+  /** The network hook of a request, with what the enrolled mode adds (agent API, audit of start/exit, revocation). */
+  private async network(req: CheckedCreateRequest) {
+    const { stateDir, log } = this.deps;
+    const n = req.network;
+    if (n.mode === 'none') return undefined;
+    if (n.mode === 'host') {
+      const { loadHostEgressNetwork } = await import('../sandbox/egress-network.js');
+      const host = await loadHostEgressNetwork({ policy: n.policy, dnsUpstream: n.dnsUpstream ?? [], stateDir });
+      return { network: host.network(log), close: async () => undefined };
+    }
+    if (req.name === undefined) throw new UsageError('an enrolled sandbox needs a name: its identity is stored under it (--name NAME)');
+    const { enrollAndPrepare } = await import('../sandbox/enrolled.js');
+    const enrolled = await enrollAndPrepare({
+      stateDir,
+      name: req.name,
+      controlPlaneUrl: n.controlPlane,
+      token: n.token,
+      advertiseHost: n.advertise ?? '127.0.0.1',
+      listenPort: n.listenPort,
+      hostEgress: n.egress === 'host',
+      log,
+    });
+    return {
+      network: enrolled.network,
+      hostUds: true,
+      revoked: enrolled.revoked,
+      onStarted: (r: SandboxRecord) => enrolled.record({ type: 'sandbox.started', sandboxId: r.id }),
+      onExited: (r: SandboxRecord, code: number, cause?: string) =>
+        enrolled.record({ type: 'sandbox.exited', sandboxId: r.id, code, ...(cause ? { reason: cause as never } : {}) }),
+      close: () => enrolled.close(),
+    };
+  }
+}
