@@ -141,6 +141,7 @@ describe('approve-route through approvals (the MCP write tool proposes it)', () 
   it('a proposed route approval changes nothing until a human approves; a second proposal of the same route goes stale', async () => {
     const { Approvals } = await import('../../src/controlplane/approvals.js');
     const { BUCKETS } = await import('../../src/controlplane/types.js');
+    const { EGRESS_BUCKET } = await import('../../src/controlplane/egress.js');
     const clock = new ManualClock(Date.parse('2026-01-01T00:00:00Z'));
     const store = new MemoryKvStore();
     const svc = await ControlPlaneService.open({ store, clock });
@@ -148,6 +149,7 @@ describe('approve-route through approvals (the MCP write tool proposes it)', () 
       bucket: await store.bucket('lattice_approvals'),
       policies: await store.bucket(BUCKETS.policies),
       agents: await store.bucket(BUCKETS.agents),
+      egress: await store.bucket(EGRESS_BUCKET),
       targets: svc,
       validatePolicy: () => undefined,
       clock,
