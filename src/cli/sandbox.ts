@@ -68,6 +68,7 @@ export function registerSandbox(program: Command): void {
       }
       if (o.detach) {
         if (engine === 'docker' || network === 'wg') throw new UsageError('-d runs a runsc sandbox with no network or host egress (--policy); --engine docker and --wg-config run in the foreground only');
+        if (o.maxFlows !== undefined) throw new UsageError('-d does not take --max-flows yet; run it in the foreground');
         const client = await requireDaemon(command);
         const net = network === 'host' ? { mode: 'host' as const, policy: absolute(o.policy as string | undefined), dnsUpstream } : { mode: 'none' as const };
         console.log((await client.create(createRequest(cmd, o, checked, net))).name);
@@ -169,7 +170,7 @@ export function registerSandbox(program: Command): void {
       throw new UsageError(`--listen-port ${String(o.listenPort)} is not a UDP port; use 1-65535`);
     }
     if (o.detach) {
-      const foregroundOnly = (['stun', 'turn', 'ice', 'relay', 'metrics', 'auditLog', 'dnsMaxInFlight', 'dnsRate', 'dnsBurst'] as const).filter((k) =>
+      const foregroundOnly = (['stun', 'turn', 'ice', 'relay', 'metrics', 'auditLog', 'dnsMaxInFlight', 'dnsRate', 'dnsBurst', 'maxFlows', 'exitNode'] as const).filter((k) =>
         Array.isArray(o[k]) ? (o[k] as unknown[]).length > 0 : o[k] !== undefined,
       );
       if (foregroundOnly.length) throw new UsageError(`-d does not take ${foregroundOnly.map((k) => `--${k.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)}`).join(', ')} yet; run those in the foreground`);
