@@ -100,7 +100,7 @@ describe('lattice sandbox run (real runsc)', () => {
     const r = await lattice(stateDir, ['sandbox', 'run', '--keep', '--name', 'kept', '--rootfs', rootfs, '--', 'true']);
     expect(r.exitCode).toBe(0);
     const ls = JSON.parse(String((await lattice(stateDir, ['sandbox', 'ls', '--json'])).stdout)) as Array<{ id: string; status: string }>;
-    expect(ls).toEqual([expect.objectContaining({ status: 'exited (kept)' })]);
+    expect(ls).toEqual([expect.objectContaining({ status: 'exited (0)' })]);
     const files = await readdir(join(stateDir, 'sandboxes', ls[0]!.id, 'bundle'));
     expect(files).toContain('config.json');
   });

@@ -24,6 +24,7 @@ import { LatticeError, UsageError } from '../errors.js';
 import { newSandboxId } from '../sandbox/lifecycle.js';
 import type { EngineCleaners } from '../sandbox/gc.js';
 import { SandboxRegistry, isLauncherAlive, statusOf, type SandboxRecord } from '../sandbox/registry.js';
+import { Runsc } from '../runsc/client.js';
 import type { CheckedCreateRequest, SandboxView } from './api.js';
 
 /** The file in a sandbox's directory holding its merged stdout and stderr. */
@@ -173,6 +174,9 @@ export class Supervisor {
       // It ended before onStarted: the run threw (rethrown here) or the command exited at once.
       await run;
     }
+    // onStarted fires once `runsc run` is spawned; "runs" means runsc reports the container running
+    // (a kill -9 of the daemon before that would leave a container no record knows).
+    if (first) await untilRunning(new Runsc({ root: first.runscRoot }), id, exited);
     return this.get(id);
   }
 
@@ -297,5 +301,16 @@ export class Supervisor {
         enrolled.record({ type: 'sandbox.exited', sandboxId: r.id, code, ...(cause ? { reason: cause as never } : {}) }),
       close: () => enrolled.close(),
     };
+  }
+}
+
+/** Poll `runsc state` (every 20 ms) until the container runs or the run has ended. */
+async function untilRunning(runsc: Runsc, id: string, ended: Promise<void>): Promise<void> {
+  let done = false;
+  void ended.then(() => (done = true));
+  while (!done) {
+    const state = await runsc.state(id).catch(() => undefined);
+    if (state?.status === 'running') return;
+    await new Promise((resolve) => setTimeout(resolve, 20));
   }
 }
