@@ -79,6 +79,14 @@ describe('lattice sandbox start (real control plane, real runsc)', () => {
     // Both families: the overlay name answers A and AAAA, and HTTP works over each.
     expect(client.stdout).toMatch(/via 10\.77\.\d+\.\d+: hello-overlay/);
     expect(client.stdout).toMatch(/via fd77:[0-9a-f:]+: hello-overlay/);
+    // Every allowed flow's close is recorded at the control plane (a fractional durationMs was once refused by the
+    // outbox's schema check, so allowed flows had no flow.closed and the launcher logged "audit event not recorded").
+    expect(String(client.stderr)).not.toMatch(/audit event not recorded/);
+    await waitFor(async () => {
+      const q = await lattice(cpState, ['audit', 'events', '--agent', 'e2e/client', '--type', 'flow.closed', '--json', '--api', api]);
+      const closed = ((JSON.parse(String(q.stdout) || '{"events":[]}') as { events: { dstPort?: number; durationMs?: number }[] }).events).filter((e) => e.dstPort === 8080);
+      return closed.length >= 2 && closed.every((e) => Number.isInteger(e.durationMs));
+    }, 60_000, "the client's flow.closed events (IPv4 and IPv6) at the control plane");
     // The token's limit is spent: a third agent cannot enroll with it.
     const third = await lattice(join(work.path, 'state-third'), ['sandbox', 'start', '--name', 'third', '--control-plane', natsUrl, '--token', t, '--rootfs', rootfs, '--', 'true']);
     expect(third.exitCode).not.toBe(0);

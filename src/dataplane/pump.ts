@@ -459,7 +459,8 @@ export class Pump<Peer = unknown> {
         bytesIn: f.bytesIn,
         packetsOut: f.packetsOut,
         packetsIn: f.packetsIn,
-        durationMs: closed.durationMs,
+        // Whole ms: the monotonic clock (performance.now()) is fractional, the audit field a uint.
+        durationMs: Math.round(closed.durationMs),
       });
     }
   }

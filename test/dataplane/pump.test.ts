@@ -202,6 +202,16 @@ describe('Pump: time', () => {
     // Schema-valid (durationMs is a uint; the audit sink checks), and the time that really passed.
     expect(s.events).toContainEqual(expect.objectContaining({ type: 'flow.closed', dstPort: 80, durationMs: 1000, packetsOut: 2 }));
   });
+  it('a flow.closed from a fractional monotonic clock (performance.now()) carries whole ms and is publishable', () => {
+    const s = setup();
+    s.clock.advance(0.731);
+    s.fromSandbox(syn(SANDBOX, PEER, 80));
+    s.clock.advance(1000.482);
+    s.fromSandbox(ackData(SANDBOX, PEER, 40000, 80));
+    s.pump.tick(Number.MAX_SAFE_INTEGER);
+    // assertPublishable (the audit sink) throws on a non-integer durationMs, as the outbox refuses it.
+    expect(s.events).toContainEqual(expect.objectContaining({ type: 'flow.closed', dstPort: 80, durationMs: 1000 }));
+  });
 });
 
 describe('Pump: policy.applied', () => {
