@@ -97,3 +97,15 @@ describe('names instead of ids, choices instead of silence', () => {
     expect(unknown.stderr).toMatch(/^lattice: --agent nobody: no such agent; known agents: .*named\/findme/);
   });
 });
+
+describe('a value or name the control plane refuses is bad usage (exit 2), as one checked locally', () => {
+  it.each([
+    [['token', 'create', '--namespace', 'u1', '--ttl', '5'], /^lattice: control plane refused: .*5/],
+    [['agent', 'revoke', 'nosuch', '--namespace', 'u1'], /^lattice: control plane refused: .*nosuch/],
+    [['audit', 'events', '--type', 'flowx'], /^lattice: control plane refused: .*flowx/],
+  ])('%j exits 2 with one line', async (args, message) => {
+    const r = await lattice(...args);
+    expect(r.code, r.stderr).toBe(2);
+    expect(r.stderr.trim().split('\n')).toEqual([expect.stringMatching(message)]);
+  });
+});

@@ -286,7 +286,7 @@ function intParam(sp: URLSearchParams, name: string): number | undefined {
 export function parseEventsQuery(sp: URLSearchParams, now = Date.now()): EventsQuery {
   const type = param(sp, 'type');
   if (type !== undefined && !TYPES.has(type) && !FAMILIES.has(type)) {
-    throw new UsageError(`type must be one of ${[...FAMILIES].join(', ')} or a full type like flow.opened`);
+    throw new UsageError(`type ${JSON.stringify(type)} is neither an event type nor a family; use one of ${[...FAMILIES].join(', ')} or a full type like flow.opened`);
   }
   const since = param(sp, 'since');
   return {

@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import { LatticeError, UsageError } from '../errors.js';
 import { resolveStateDir, statePaths } from '../state.js';
 import { DEFAULT_HTTP, readAdminToken } from '../controlplane/index.js';
-import { globalOpts } from './run.js';
+import { EXIT, globalOpts } from './run.js';
 
 /** What every admin-API command takes: `--api <url>`, `--admin-token <token>` and `--ca <file>`. */
 export interface ApiOpts {
@@ -107,7 +107,9 @@ export async function callApi<T>(
   if (res.status < 200 || res.status >= 300) {
     const e = (parsed as { error?: { code?: string; message?: string } } | undefined)?.error;
     const hint = res.status === 401 ? ' (check --admin-token or the admin-token file of the control plane)' : '';
-    throw new LatticeError(e?.code ?? 'EAPI', `control plane refused: ${e?.message ?? `HTTP ${res.status}`}${hint}`);
+    // 400 (an invalid value) and 404 (an unknown name) are bad usage: exit 2 as for a value checked locally.
+    const usage = res.status === 400 || res.status === 404;
+    throw new LatticeError(e?.code ?? 'EAPI', `control plane refused: ${e?.message ?? `HTTP ${res.status}`}${hint}`, usage ? { exitCode: EXIT.usage } : undefined);
   }
   return parsed as T;
 }
