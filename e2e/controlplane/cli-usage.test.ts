@@ -109,3 +109,17 @@ describe('a value or name the control plane refuses is bad usage (exit 2), as on
     expect(r.stderr.trim().split('\n')).toEqual([expect.stringMatching(message)]);
   });
 });
+
+describe('admin commands find the API of the control plane started with the same state dir', () => {
+  it('agent ls with no --api reaches the control plane on its non-default port; --api and $LATTICE_API still win', async () => {
+    expect(new URL(api).port).not.toBe('8470');
+    const found = await cliRun(['--state-dir', dir, 'agent', 'ls', '--json'], { LATTICE_API: '' });
+    expect(found.code, found.stderr).toBe(0);
+    const wrong = 'http://127.0.0.1:9';
+    const viaEnv = await cliRun(['--state-dir', dir, 'agent', 'ls'], { LATTICE_API: wrong });
+    expect(viaEnv.code).toBe(1);
+    expect(viaEnv.stderr.trim().split('\n')).toEqual([expect.stringContaining(`cannot reach the control-plane API at ${wrong} `)]);
+    const viaFlag = await cliRun(['--state-dir', dir, 'agent', 'ls', '--api', wrong], { LATTICE_API: '' });
+    expect(viaFlag.stderr).toContain(`at ${wrong} `);
+  });
+});

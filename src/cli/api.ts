@@ -5,12 +5,12 @@ import { request as httpsRequest } from 'node:https';
 import { join } from 'node:path';
 import { LatticeError, UsageError } from '../errors.js';
 import { resolveStateDir, statePaths } from '../state.js';
-import { DEFAULT_HTTP, readAdminToken } from '../controlplane/index.js';
+import { DEFAULT_HTTP, apiUrlPath, readAdminToken } from '../controlplane/index.js';
 import { EXIT, globalOpts } from './run.js';
 
 /** What every admin-API command takes: `--api <url>`, `--admin-token <token>` and `--ca <file>`. */
 export interface ApiOpts {
-  api: string;
+  api?: string;
   adminToken?: string;
   ca?: string;
 }
@@ -21,9 +21,22 @@ export interface ApiOpts {
  */
 export function withApiOptions(c: Command): Command {
   return c
-    .option('--api <url>', 'control-plane admin API', process.env.LATTICE_API ?? `http://${DEFAULT_HTTP.host}:${DEFAULT_HTTP.port}`)
+    .option('--api <url>', `control-plane admin API (default: $LATTICE_API, else the URL a control plane started with this state dir wrote, else ${DEFAULT_API})`)
     .option('--admin-token <token>', 'admin bearer token (default: $LATTICE_ADMIN_TOKEN or the state dir file)')
     .option('--ca <file>', "CA (PEM) of an https:// API (default: $LATTICE_CA, else the state dir's control-plane/tls/ca.pem when it exists)");
+}
+
+const DEFAULT_API = `http://${DEFAULT_HTTP.host}:${DEFAULT_HTTP.port}`;
+
+/**
+ * The admin API's URL, in this order: `--api`, $LATTICE_API, the `api-url` file a control plane started with
+ * this state dir wrote (its --http may have chosen another port), the default 127.0.0.1:8470.
+ */
+export async function apiUrl(o: { api?: string }, stateDir: string, env: NodeJS.ProcessEnv = process.env): Promise<string> {
+  const given = o.api ?? (env.LATTICE_API || undefined);
+  if (given !== undefined) return given;
+  const written = await readFile(apiUrlPath(statePaths(stateDir).controlPlane), 'utf8').catch(() => '');
+  return written.trim() || DEFAULT_API;
 }
 
 /**
@@ -78,9 +91,10 @@ export async function callApi<T>(
 ): Promise<T> {
   const stateDir = resolveStateDir(globalOpts(cmd).stateDir);
   const token = await readAdminToken(statePaths(stateDir).controlPlane, o.adminToken);
-  const ca = await apiCa(o.api, o, stateDir);
+  const api = await apiUrl(o, stateDir);
+  const ca = await apiCa(api, o, stateDir);
   const qs = opts.query ? new URLSearchParams(Object.entries(opts.query).filter((e): e is [string, string] => e[1] !== undefined && e[1] !== '')) : undefined;
-  const url = `${o.api.replace(/\/+$/, '')}${path}${qs ? `?${qs}` : ''}`;
+  const url = `${api.replace(/\/+$/, '')}${path}${qs ? `?${qs}` : ''}`;
   let res: { status: number; text: string };
   try {
     res = await exchange(url, {
@@ -93,16 +107,16 @@ export async function callApi<T>(
   } catch (err) {
     const cause = (err as { code?: string }).code ?? (err as Error).message;
     if (TLS_TRUST.test(cause)) {
-      throw new LatticeError('EAPI_TLS', `the control-plane API at ${o.api} presented a certificate this host does not trust (${cause}); pass --ca <its control-plane/tls/ca.pem> or set LATTICE_CA`, { cause: err });
+      throw new LatticeError('EAPI_TLS', `the control-plane API at ${api} presented a certificate this host does not trust (${cause}); pass --ca <its control-plane/tls/ca.pem> or set LATTICE_CA`, { cause: err });
     }
-    throw new LatticeError('EAPI_UNREACHABLE', `cannot reach the control-plane API at ${o.api} (${cause}); is \`lattice control-plane start\` running?`, { cause: err });
+    throw new LatticeError('EAPI_UNREACHABLE', `cannot reach the control-plane API at ${api} (${cause}); is \`lattice control-plane start\` running, and is this its URL (--api URL)?`, { cause: err });
   }
   const text = res.text;
   let parsed: unknown;
   try {
     parsed = text ? JSON.parse(text) : undefined;
   } catch {
-    throw new LatticeError('EAPI_REPLY', `the control-plane API at ${o.api} answered ${res.status} with something that is not JSON`);
+    throw new LatticeError('EAPI_REPLY', `the control-plane API at ${api} answered ${res.status} with something that is not JSON`);
   }
   if (res.status < 200 || res.status >= 300) {
     const e = (parsed as { error?: { code?: string; message?: string } } | undefined)?.error;

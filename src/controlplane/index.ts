@@ -5,6 +5,7 @@ import { NatsAuthority, type NatsUserCreds } from '../natsserver/auth.js';
 import { natsUserIssuer, pushAccount } from './natsusers.js';
 import { systemClock, type Clock } from '../clock.js';
 import { LatticeError } from '../errors.js';
+import { writeFileAtomic } from '../fsutil.js';
 import type { Logger } from '../log.js';
 import { startNatsServer, type StartedNatsServer } from '../natsserver/server.js';
 import { isLoopbackHost, prepareServerTls, reachableAddresses, serverNamesFor, type ControlPlaneTls } from '../natsserver/tls.js';
@@ -43,6 +44,11 @@ export { readAdminToken, adminTokenPath } from './secrets.js';
 export { DEFAULT_IPAM, type IpamConfig } from './ipam.js';
 
 export const DEFAULT_HTTP = { host: '127.0.0.1', port: 8470 } as const;
+
+/** Where a started control plane writes its admin API's URL (one line), read by admin commands given the same state dir. */
+export function apiUrlPath(controlPlaneDir: string): string {
+  return join(controlPlaneDir, 'api-url');
+}
 export const DEFAULT_NATS_PORT = 4222;
 
 export interface ControlPlaneOptions {
@@ -242,6 +248,8 @@ export async function startControlPlane(opts: ControlPlaneOptions): Promise<Star
       } catch (err) {
         throw new LatticeError('EHTTP_LISTEN', `cannot listen on ${http.host}:${http.port}: ${(err as Error).message}`, { cause: err });
       }
+      // Admin commands with this state dir find the API here, whatever --http chose (not a secret: 0644).
+      await writeFileAtomic(apiUrlPath(dir), `${httpUrl}\n`, 0o644);
       cleanups.push(() => api.close());
     }
     return {
