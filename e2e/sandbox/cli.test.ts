@@ -56,7 +56,7 @@ describe('exit codes follow docker run', () => {
     ['a command not found on PATH', ['nonexist'], 127, /^lattice: nonexist: command not found in the sandbox \(PATH /],
     ['a missing absolute path', ['/nonexist'], 127, /^lattice: \/nonexist: command not found in the sandbox/],
     ['a file that is not executable', ['/etc/passwd'], 126, /^lattice: \/etc\/passwd: cannot execute in the sandbox/],
-  ])('%s exits %i with one line', async (_what, cmd, code, message) => {
+  ])('%s %j exits %i with one line', async (_what, cmd, code, message) => {
     const r = await lattice(stateDir, ['sandbox', 'run', '--rootfs', rootfs, '--', ...cmd]);
     expect(r.exitCode).toBe(code);
     const lines = String(r.stderr).trim().split('\n');
@@ -121,7 +121,9 @@ describe('kept sandboxes can be removed', () => {
   it('gc leaves --keep alone; sandbox rm NAME removes it; an unknown name lists the choices', async () => {
     const st = join(work.path, 'state-keep');
     expect((await lattice(st, ['sandbox', 'run', '--keep', '--name', 'kept-one', '--rootfs', rootfs, '--', 'true'])).exitCode).toBe(0);
-    expect(String((await lattice(st, ['gc'])).stdout).trim()).toBe('nothing to remove');
+    // gc without --kept leaves it, and says so with its name (it is not "nothing").
+    expect(String((await lattice(st, ['gc'])).stdout).trim()).toBe('nothing to remove; kept with --keep: kept-one (`lattice gc --kept` or `lattice sandbox rm NAME` removes it)');
+    expect(JSON.parse(String((await lattice(st, ['gc', '--json'])).stdout))).toEqual({ removed: [] });
     const wrong = await lattice(st, ['sandbox', 'rm', 'kept-on']);
     expect(wrong.exitCode).toBe(2);
     expect(String(wrong.stderr).trim()).toMatch(/^lattice: no sandbox has id or name kept-on; sandboxes: lt-[0-9a-f]+ \(kept-one\)$/);

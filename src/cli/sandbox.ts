@@ -387,13 +387,16 @@ export function registerSandbox(program: Command): void {
     .option('--docker', 'also remove every lattice-labelled Docker container whose launcher is gone, whatever state dir made it')
     .option('--json', 'print JSON')
     .action(async (o: { json?: boolean; kept?: boolean; docker?: boolean }, command: Command) => {
-      const { SandboxRegistry, collectOrphans } = await sandboxModules();
+      const { SandboxRegistry, collectOrphans, isLauncherAlive } = await sandboxModules();
       const registry = new SandboxRegistry(resolveStateDir(globalOpts(command).stateDir));
       const { removed } = await collectOrphans(registry, cleaners, { kept: o.kept });
       // Containers of dead launchers that no record of this state dir names (another state dir, a lost record).
       if (o.docker) removed.push(...(await import('../docker/engine.js').then((m) => m.reapDockerOrphans())));
-      if (o.json) console.log(JSON.stringify({ removed }));
-      else console.log(removed.length ? `removed ${removed.join(' ')}` : 'nothing to remove');
+      if (o.json) return console.log(JSON.stringify({ removed }));
+      // What only --kept would remove, named, so "nothing to remove" never hides a sandbox that is still there.
+      const kept = o.kept ? [] : (await registry.list()).filter((r) => r.kept && !isLauncherAlive(r));
+      const hint = kept.length ? `; kept with --keep: ${kept.map((r) => r.name || r.id).join(', ')} (\`lattice gc --kept\` or \`lattice sandbox rm NAME\` removes ${kept.length > 1 ? 'them' : 'it'})` : '';
+      console.log(`${removed.length ? `removed ${removed.join(' ')}` : 'nothing to remove'}${hint}`);
     });
 }
 
