@@ -41,7 +41,7 @@ echo "   token: ${token:0:6}... (one-time, limit 2, expires in 10 minutes)"
 
 echo "== 3. sandbox 'web' enrolls and serves HTTP on 8080 and 9090 inside gVisor"
 node dist/cli/main.js --state-dir "$state/web" sandbox start --name web --control-plane "nats://127.0.0.1:$nats_port" --token "$token" \
-  --rootfs "$state/../demo-rootfs" -- sh -c 'mkdir -p /tmp/www && echo "hello from web" > /tmp/www/index.html && httpd -p 8080 -h /tmp/www && httpd -f -p 9090 -h /tmp/www' \
+  --rootfs "$state/../demo-rootfs" -- sh -c 'mkdir -p /tmp/www && echo "hello from web" > /tmp/www/index.html && httpd -p 8080 -h /tmp/www && exec httpd -f -p 9090 -h /tmp/www' \
   > "$state/web.log" 2>&1 &
 pids=($! "${pids[@]}")
 for _ in $(seq 100); do grep -q 'enrolled' "$state/web.log" && break; sleep 0.1; done
