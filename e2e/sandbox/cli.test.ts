@@ -80,6 +80,14 @@ describe('exit codes follow docker run', () => {
     expect(await readdir(fresh).catch(() => [])).toEqual([]);
   });
 
+  it('--policy without --wg-config runs with host egress, not a --network none complaint (item 6)', async () => {
+    await writeFile(join(work.path, 'p.json'), JSON.stringify({ version: 1, egress: [{ id: 'none-really', action: 'deny', cidrs: ['10.0.0.0/8'] }] }));
+    const r = await sh(`lattice sandbox run --policy p.json --rootfs "$R" -- echo ran`);
+    expect(r.exitCode, String(r.stderr)).toBe(0);
+    expect(String(r.stdout)).toBe('ran');
+    expect(String(r.stderr)).not.toContain('--network none');
+  });
+
   it('--version prints the version and exits 0', async () => {
     const r = await lattice(stateDir, ['--version']);
     expect(r.exitCode).toBe(0);
