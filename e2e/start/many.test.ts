@@ -119,5 +119,72 @@ describe('three `sandbox start` sharing one state dir', () => {
     expect(await readdir(join(shared, 'sandboxes'))).toEqual([]);
     const netns = String((await execa('ip', ['netns', 'list'])).stdout);
     for (const r of records) expect(netns).not.toContain(r.id);
-  });
+  }, 420_000); // each wait above is on an event; the bound only has to hold on a loaded machine
+});
+
+describe('an IPv4-only policy and a name that resolves to both families (issue 22, item 2)', () => {
+  it('busybox nc by name is refused over IPv6 and the audit line says why; a peers rule makes the name work live', async () => {
+    const ns = `fam${Math.random().toString(16).slice(2, 8)}`;
+    const v4Only = {
+      version: 1,
+      egress: [{ id: 'v4-only', action: 'allow', cidrs: ['10.77.0.0/16'], ports: [8080], protocol: 'tcp' }],
+      ingress: [{ id: 'v4-only-in', action: 'allow', cidrs: ['10.77.0.0/16'], ports: [8080], protocol: 'tcp' }],
+    };
+    const file = join(work.path, `${ns}.json`);
+    await writeFile(file, JSON.stringify(v4Only));
+    const tk = await lattice(cpState, ['token', 'create', '--namespace', ns, '--limit', '2', '--policy', file, '--api', api]);
+    expect(tk.exitCode, String(tk.stderr)).toBe(0);
+    const t = String(tk.stdout).trim();
+    const state = join(work.path, `${ns}-state`);
+    const start = (name: string, script: string, env: string[] = []) => {
+      const child = lattice(state, ['sandbox', 'start', '--name', name, '--token', t, '--rootfs', rootfs, ...env, '--', 'sh', '-c', `trap 'exit 0' TERM INT; ${script}`]);
+      running.push(child);
+      const io = { out: '', err: '' };
+      child.stdout?.on('data', (d: Buffer) => (io.out += d.toString()));
+      child.stderr?.on('data', (d: Buffer) => (io.err += d.toString()));
+      return { child, io };
+    };
+    const srv = start('srv', 'mkdir -p /tmp/w && echo page-of-srv > /tmp/w/index.html && httpd -p 8080 -h /tmp/w; while true; do sleep 0.2; done');
+    await waitFor(() => /enrolled \S+ at 10\.77\.\d+\.\d+/.test(srv.io.err) || srv.child.exitCode !== null, 60_000, 'srv enrolled');
+    const srv4 = /enrolled \S+ at (10\.77\.\d+\.\d+) \((fd77:[0-9a-f:]+)\)/.exec(srv.io.err);
+    expect(srv4, srv.io.err).not.toBeNull();
+    const get = (host: string) => `printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 2 ${host} 8080 2>/dev/null | grep -q page-of-srv`;
+    // Reach srv by its IPv4 address first (allowed), so the name's refusal below is the policy, not a peer still starting.
+    const cli = start(
+      'cli',
+      `until ${get('"$SRV4"')}; do sleep 0.3; done; echo v4-reached; ` +
+        `if ${get(`srv.${ns}.lattice`)}; then echo name-reached; else echo name-refused; fi; ` +
+        `until ${get(`srv.${ns}.lattice`)}; do sleep 0.3; done; echo name-reached-after-policy; while true; do sleep 0.2; done`,
+      ['--env', `SRV4=${srv4![1]}`],
+    );
+    await waitFor(() => /name-(refused|reached)/.test(cli.io.out) || cli.child.exitCode !== null, 90_000, 'cli tried the name');
+    expect(cli.io.out, cli.io.err).toContain('v4-reached\nname-refused');
+
+    // The audit line of the denial names the peer, the family and the fix.
+    const note = new RegExp(
+      `egress denied rule=default-deny \\(${srv4![2].replace(/\./g, '\\.')} is peer srv\\.${ns}\\.lattice's IPv6 address; its IPv4 address ${srv4![1].replace(/\./g, '\\.')} is allowed \\(rule v4-only\\) but no rule covers IPv6: add fd77::/48 \\(or the /128\\) to that rule\\)`,
+    );
+    let audit = '';
+    await waitFor(async () => {
+      audit = String((await lattice(cpState, ['audit', 'events', '--agent', `${ns}/cli`, '--type', 'flow', '--api', api])).stdout);
+      return note.test(audit);
+    }, 60_000, 'the denial with its explanation in the audit trail');
+
+    // The obvious fix: a rule that names the peer covers both of its addresses, live (no restart).
+    await writeFile(file, JSON.stringify({
+      version: 1,
+      egress: [{ id: 'to-srv', action: 'allow', peers: { name: 'srv' }, ports: [8080], protocol: 'tcp' }],
+      ingress: [{ id: 'from-cli', action: 'allow', peers: { name: 'cli' }, ports: [8080], protocol: 'tcp' }],
+    }));
+    const set = await lattice(cpState, ['policy', 'set', ns, file, '--api', api]);
+    expect(set.exitCode, String(set.stderr)).toBe(0);
+    await waitFor(() => cli.io.out.includes('name-reached-after-policy') || cli.child.exitCode !== null, 90_000, 'cli reached srv by name');
+    expect(cli.io.out, cli.io.err).toContain('name-reached-after-policy');
+    await waitFor(async () => /-> \S+:8080 egress allowed rule=to-srv/.test(String((await lattice(cpState, ['audit', 'events', '--agent', `${ns}/cli`, '--type', 'flow', '--api', api])).stdout)), 60_000, 'the allowed flow by rule to-srv');
+
+    for (const a of [cli, srv]) {
+      a.child.kill('SIGTERM');
+      expect((await a.child).exitCode, a.io.err).toBe(0);
+    }
+  }, 420_000); // each wait above is on an event; the bound only has to hold on a loaded machine
 });
