@@ -23,6 +23,7 @@ export const ErrorCode = {
   DaemonSocket: 'EDAEMON_SOCKET',
   DaemonRoute: 'EDAEMON_ROUTE',
   DaemonUnreachable: 'EDAEMON_UNREACHABLE',
+  DaemonPool: 'EDAEMON_POOL',
   SandboxNet: 'ESANDBOX_NET',
   SandboxCommandNotFound: 'ESANDBOX_COMMAND_NOT_FOUND',
   SandboxCommandNotExecutable: 'ESANDBOX_COMMAND_NOT_EXECUTABLE',

@@ -13,9 +13,9 @@
  */
 import { request, type IncomingMessage } from 'node:http';
 import { LatticeError } from '../errors.js';
-import type { CreateRequest, ErrorBody, Health, SandboxView } from '../daemon/api.js';
+import type { CreateRequest, ErrorBody, Health, PoolState, SandboxView } from '../daemon/api.js';
 
-export type { CreateRequest, Health, SandboxView, NetworkSpec } from '../daemon/api.js';
+export type { CreateRequest, Health, SandboxView, NetworkSpec, PoolState } from '../daemon/api.js';
 export { defaultSocket, socketAnswers } from '../daemon/socket.js';
 
 /** Nothing answers on the daemon's socket. */
@@ -63,7 +63,12 @@ export class LatticeClient {
     return this.json('GET', '/v1/sandboxes');
   }
 
-  /** POST /v1/sandboxes: start a sandbox; resolves once it runs. */
+  /** GET /v1/pool: the daemon's warm pools (`lattice daemon --pool`): size, parked ids, members starting. */
+  pool(): Promise<PoolState[]> {
+    return this.json('GET', '/v1/pool');
+  }
+
+  /** POST /v1/sandboxes: start a sandbox (a parked one of a matching warm pool, else a new one); resolves once it runs. */
   create(req: CreateRequest): Promise<SandboxView> {
     return this.json('POST', '/v1/sandboxes', req);
   }

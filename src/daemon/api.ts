@@ -10,6 +10,7 @@
  *   POST   /v1/sandboxes/{ref}/stop          -> 200 SandboxView (after it exited: SIGTERM, SIGKILL after its stop timeout)
  *   POST   /v1/sandboxes/{ref}/wait          -> 200 SandboxView (after it exited by itself or was stopped)
  *   DELETE /v1/sandboxes/{ref}               -> 204 (409 ESANDBOX_RUNNING while it runs)
+ *   GET    /v1/pool                          -> 200 PoolState[] (the warm pools of `lattice daemon --pool`; src/daemon/pool.ts)
  *   GET    /v1/sandboxes/{ref}/logs[?follow=true] -> 200 text/plain: its stdout and stderr, merged, in order;
  *                                               with follow the body ends when the sandbox exits
  *   errors: 4xx/5xx ErrorBody { error: { code, message } } (code: see src/errors.ts)
@@ -71,7 +72,7 @@ export type CheckedCreateRequest = z.output<typeof CreateRequest>;
 export interface SandboxView {
   id: string;
   name: string;
-  /** running | exited (N) | exited (kept) | reaped | orphan */
+  /** warm (parked in the pool, nobody's yet) | running | exited (N) | exited (kept) | reaped | orphan */
   status: string;
   running: boolean;
   exitCode: number | null;
@@ -92,3 +93,5 @@ export interface Health {
 export interface ErrorBody {
   error: { code: string; message: string };
 }
+
+export type { PoolState } from './pool.js';

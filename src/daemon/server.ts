@@ -3,7 +3,7 @@
  *
  *   start    refuse if another daemon answers on the socket; remove a stale socket file; reap what a
  *            killed daemon left (collectOrphans: containers, netns, egress tables; records kept as reaped);
- *            listen; chmod 0600 (root only), or 0660 with the socket's group set to --group
+ *            start the warm pools (filled in the background); listen; chmod 0600 (root only), or 0660 with the socket's group set to --group
  *   request  JSON in, JSON out; errors as { error: { code, message } } with 400 (bad input), 404 (no such
  *            sandbox), 409 (running), 500 (anything else)
  *   close    stop every sandbox (SIGTERM, SIGKILL after its stop timeout), close the socket, remove it
@@ -21,6 +21,7 @@ import { readJsonBody } from '../httpbody.js';
 import { socketAnswers } from './socket.js';
 import { CreateRequest, type ErrorBody, type Health } from './api.js';
 import { SandboxNotFoundError, Supervisor } from './supervisor.js';
+import type { PoolSpec } from './pool.js';
 
 /** The socket is held by a live daemon, or cannot be made. */
 export class DaemonSocketError extends LatticeError {
@@ -38,6 +39,8 @@ export interface DaemonOptions {
   version: string;
   log: Logger;
   cleaners: EngineCleaners;
+  /** Warm pools to keep filled (`--pool ROOTFS[:POLICY]=N`; src/daemon/pool.ts). */
+  pools?: readonly PoolSpec[];
 }
 
 /** Largest request body (bytes): a create request is a few hundred. */
@@ -58,6 +61,7 @@ export async function startDaemon(o: DaemonOptions): Promise<RunningDaemon> {
   const { removed } = await collectOrphans(new SandboxRegistry(o.stateDir), o.cleaners);
   if (removed.length) o.log.warn({ reaped: removed }, 'reaped sandboxes of a daemon that died');
   const supervisor = new Supervisor({ stateDir: o.stateDir, log: o.log, cleaners: o.cleaners });
+  await supervisor.startPool(o.pools ?? []);
   const server = createServer((req, res) => void route(req, res, supervisor, o));
   await new Promise<void>((resolve, reject) => {
     server.once('error', (err) => reject(new DaemonSocketError(`cannot listen on ${o.socket}: ${errorMessage(err)}; check the directory exists and is writable`, { cause: err })));
@@ -117,6 +121,7 @@ async function route(req: IncomingMessage, res: ServerResponse, sup: Supervisor,
       const h: Health = { pid: process.pid, version: o.version, socket: o.socket, sandboxes: sup.running };
       return send(res, 200, h);
     }
+    if (parts[1] === 'pool' && parts.length === 2 && method === 'GET') return send(res, 200, sup.poolState());
     if (parts[1] !== 'sandboxes') return send(res, 404, notFound(url.pathname));
     if (parts.length === 2 && method === 'GET') return send(res, 200, await sup.list());
     if (parts.length === 2 && method === 'POST') {

@@ -18,14 +18,18 @@
 import { closeSync, mkdirSync, openSync, readFileSync, writeSync } from 'node:fs';
 import { EventEmitter } from 'node:events';
 import { join } from 'node:path';
-import { Writable } from 'node:stream';
+import { PassThrough, Writable, type Readable } from 'node:stream';
 import type { Logger } from 'pino';
 import { LatticeError, UsageError } from '../errors.js';
 import { newSandboxId } from '../sandbox/lifecycle.js';
 import type { EngineCleaners } from '../sandbox/gc.js';
 import { SandboxRegistry, isLauncherAlive, statusOf, type SandboxRecord } from '../sandbox/registry.js';
 import { Runsc } from '../runsc/client.js';
+import type { CgroupKill } from '../runsc/cgroup-kill.js';
+import type { PreparedProcess } from '../sandbox/prepare.js';
+import type { RunSandboxOptions, RunscProcess } from '../sandbox/run.js';
 import type { CheckedCreateRequest, SandboxView } from './api.js';
+import { WarmPool, claimLine, matchKey, type PoolSpec, type PoolState, type WarmMember } from './pool.js';
 
 /** The file in a sandbox's directory holding its merged stdout and stderr. */
 export const OUTPUT_LOG = 'output.log';
@@ -75,10 +79,37 @@ class LogSink extends Writable {
 
 interface Live {
   id: string;
+  /** Changes when a request takes a warm-pool sandbox (claim). */
   name: string;
   stop: () => void;
   exited: Promise<void>;
   sink: LogSink;
+}
+
+/** What a request's network hook gives the lifecycle (none, host egress, enrolled). */
+interface SandboxNet {
+  network: RunSandboxOptions['network'];
+  hostUds?: boolean;
+  revoked?: Promise<unknown>;
+  onStarted?: (r: SandboxRecord) => void;
+  onExited?: (r: SandboxRecord, code: number, cause?: CgroupKill) => void;
+  close(): Promise<void>;
+}
+
+/** One sandbox for launch(): its process, network, stop grace, and for a warm-pool one its stdin. */
+interface LaunchOptions {
+  proc: RunscProcess;
+  name?: string;
+  net?: SandboxNet;
+  stopGraceMs: number;
+  input?: Readable;
+  warm?: boolean;
+}
+
+/** A parked warm-pool sandbox: its record (the lifecycle's own object) and the pipe its shell reads. */
+interface Parked {
+  record: SandboxRecord;
+  input: PassThrough;
 }
 
 export interface SupervisorDeps {
@@ -91,6 +122,8 @@ export interface SupervisorDeps {
 export class Supervisor {
   private readonly live = new Map<string, Live>();
   private readonly registry: SandboxRegistry;
+  private readonly parked = new Map<string, Parked>();
+  private pool: WarmPool | undefined;
 
   constructor(private readonly deps: SupervisorDeps) {
     this.registry = new SandboxRegistry(deps.stateDir);
@@ -110,22 +143,95 @@ export class Supervisor {
   }
 
   /**
-   * Start a sandbox and resolve once it runs. Errors: UsageError (bad flags, unknown image or user; nothing
-   * made), ESANDBOX_RUNNING (a running sandbox has this name), whatever the run's start throws (after teardown).
+   * Start a sandbox and resolve once it runs: a parked one of the warm pool when the request matches one
+   * (pool.ts), else a cold one. Errors: UsageError (bad flags, unknown image or user; nothing made),
+   * ESANDBOX_RUNNING (a running sandbox has this name), whatever the run's start throws (after teardown).
    */
   async create(req: CheckedCreateRequest): Promise<SandboxView> {
-    const { stateDir, log } = this.deps;
+    const { stateDir } = this.deps;
     if (req.name !== undefined && [...this.live.values()].some((l) => l.name === req.name)) {
       throw new LatticeError('ESANDBOX_RUNNING', `a sandbox named ${req.name} is running; stop it or choose another --name`, { exitCode: 2 });
     }
-    const [{ prepareProcess }, { runSandbox }, { parseCapability }] = await Promise.all([
-      import('../sandbox/prepare.js'),
-      import('../sandbox/run.js'),
-      import('../oci/capabilities.js'),
-    ]);
+    const [{ prepareProcess }, { parseCapability }] = await Promise.all([import('../sandbox/prepare.js'), import('../oci/capabilities.js')]);
     const capabilities = req.capAdd.map(parseCapability);
     const proc = await prepareProcess(req, stateDir);
+    const key = this.pool ? matchKey(req, proc.rootfs) : undefined;
+    const member = key === undefined ? undefined : this.pool?.take(key);
+    if (member) return this.claim(member.id, req, proc);
     const net = await this.network(req);
+    const { id } = await this.launch({ proc: { ...proc, capabilities }, name: req.name, net, stopGraceMs: Math.round(req.stopTimeoutSeconds * 1000) });
+    return this.get(id);
+  }
+
+  /** Start the warm pool (pool.ts) of `specs`: filled in the background; GET /v1/pool shows it. */
+  async startPool(specs: readonly PoolSpec[]): Promise<void> {
+    if (specs.length === 0) return;
+    const { loadHostEgressNetwork } = await import('../sandbox/egress-network.js');
+    // Every policy is read (and checked) now: a bad file stops the daemon's start, not each refill.
+    const hosts = new Map<string, Awaited<ReturnType<typeof loadHostEgressNetwork>>>();
+    for (const s of specs) {
+      if (s.policy !== undefined && !hosts.has(s.policy)) hosts.set(s.policy, await loadHostEgressNetwork({ policy: s.policy, dnsUpstream: [], stateDir: this.deps.stateDir }));
+    }
+    this.pool = new WarmPool(specs, (spec) => this.launchWarm(spec, spec.policy === undefined ? undefined : hosts.get(spec.policy)), this.deps.log);
+    this.pool.start();
+  }
+
+  /** GET /v1/pool. */
+  poolState(): PoolState[] {
+    return this.pool?.state() ?? [];
+  }
+
+  /** One parked sandbox of a pool: the rootfs's /bin/sh, reading the line claim() writes. */
+  private async launchWarm(spec: PoolSpec, host: { network(log: Logger): SandboxNet['network'] } | undefined): Promise<WarmMember> {
+    const { prepareProcess } = await import('../sandbox/prepare.js');
+    const proc = await prepareProcess({ rootfs: spec.rootfs, cmd: ['/bin/sh'], env: [] }, this.deps.stateDir);
+    const input = new PassThrough();
+    const net = host ? { network: host.network(this.deps.log), close: async () => undefined } : undefined;
+    // The stop grace of a taken member is the request's (claim() arms it); the lifecycle's own SIGKILL never comes first.
+    const { id, record, live } = await this.launch({ proc, net, stopGraceMs: 24 * 3600_000, input, warm: true });
+    if (!record || !this.live.has(id)) {
+      await this.registry.remove(id);
+      throw new LatticeError('EDAEMON_POOL', `a warm-pool sandbox of ${spec.rootfs} ended before it was taken; check that ${spec.rootfs}/bin/sh exists and runs`);
+    }
+    this.parked.set(id, { record, input });
+    live.stop = () => input.end();
+    void live.exited.then(async () => {
+      // Never taken: nothing of anyone's ran in it; the record goes with the sandbox.
+      if (this.parked.delete(id)) await this.registry.remove(id);
+    });
+    return { id, exited: live.exited, drain: () => input.end() };
+  }
+
+  /** Hand a parked sandbox to a request: its record becomes the request's, its shell execs the command. */
+  private async claim(id: string, req: CheckedCreateRequest, proc: PreparedProcess): Promise<SandboxView> {
+    const p = this.parked.get(id)!;
+    const live = this.live.get(id)!;
+    this.parked.delete(id);
+    const { record } = p;
+    record.name = req.name ?? id;
+    record.args = proc.args;
+    delete record.warm;
+    await this.registry.save(record);
+    live.name = record.name;
+    const stopLifecycle = live.stop;
+    const graceMs = Math.round(req.stopTimeoutSeconds * 1000);
+    live.stop = () => {
+      stopLifecycle();
+      const t = setTimeout(() => void new Runsc({ root: record.runscRoot }).kill(id, 'SIGKILL', { all: true }).catch(() => undefined), graceMs);
+      void live.exited.then(() => clearTimeout(t));
+    };
+    p.input.end(claimLine(proc));
+    return this.get(id);
+  }
+
+  /**
+   * Run one sandbox through the lifecycle in this process, output to its log; resolves once runsc reports
+   * it running (a kill -9 of the daemon before that would leave a container no record knows).
+   */
+  private async launch(o: LaunchOptions): Promise<{ id: string; record?: SandboxRecord; live: Live }> {
+    const { stateDir, log } = this.deps;
+    const { runSandbox } = await import('../sandbox/run.js');
+    const net = o.net;
     const id = newSandboxId();
     const dir = this.registry.dirOf(id);
     mkdirSync(dir, { recursive: true, mode: 0o700 });
@@ -135,18 +241,19 @@ export class Supervisor {
     let started!: (r: SandboxRecord) => void;
     const startedP = new Promise<SandboxRecord>((resolve) => (started = resolve));
     const run = runSandbox({
-      ...proc,
+      ...o.proc,
       id,
       stateDir,
-      name: req.name,
+      name: o.name,
       log,
       cleaners: this.deps.cleaners,
       keep: true,
       daemon: true,
+      warm: o.warm,
       signals: false,
-      capabilities,
-      stopGraceMs: Math.round(req.stopTimeoutSeconds * 1000),
-      stdio: { stdin: 'ignore', stdout: 'pipe', merged: true },
+      stopGraceMs: o.stopGraceMs,
+      stdio: { stdin: o.input ? 'pipe' : 'ignore', stdout: 'pipe', merged: true },
+      input: o.input,
       output: { stdout: sink, stderr: sink },
       network: net?.network,
       hostUds: net?.hostUds,
@@ -161,7 +268,7 @@ export class Supervisor {
       () => undefined,
       (err: unknown) => log.warn({ id, err: String(err) }, 'sandbox run failed'),
     );
-    const live: Live = { id, name: req.name ?? id, stop, exited, sink };
+    const live: Live = { id, name: o.name ?? id, stop, exited, sink };
     this.live.set(id, live);
     void exited.finally(async () => {
       sink.finish();
@@ -173,11 +280,10 @@ export class Supervisor {
       await exited;
       // It ended before onStarted: the run threw (rethrown here) or the command exited at once.
       await run;
+      return { id, live };
     }
-    // onStarted fires once `runsc run` is spawned; "runs" means runsc reports the container running
-    // (a kill -9 of the daemon before that would leave a container no record knows).
-    if (first) await untilRunning(new Runsc({ root: first.runscRoot }), id, exited);
-    return this.get(id);
+    await untilRunning(new Runsc({ root: first.runscRoot }), id, exited);
+    return { id, record: first, live };
   }
 
   /** Stop a running sandbox (SIGTERM, then SIGKILL after its stop timeout) and resolve after it exited. */
@@ -239,6 +345,7 @@ export class Supervisor {
 
   /** Stop every running sandbox (daemon shutdown). */
   async stopAll(): Promise<void> {
+    await this.pool?.close();
     await Promise.all([...this.live.values()].map((l) => (l.stop(), l.exited)));
   }
 
@@ -260,7 +367,7 @@ export class Supervisor {
     return {
       id: r.id,
       name: r.name,
-      status: this.live.has(r.id) ? 'running' : statusOf(r),
+      status: this.parked.has(r.id) ? 'warm' : this.live.has(r.id) ? 'running' : statusOf(r),
       running,
       exitCode: r.exitCode ?? null,
       address: r.address ?? null,
@@ -271,7 +378,7 @@ export class Supervisor {
   }
 
   /** The network hook of a request, with what the enrolled mode adds (agent API, audit of start/exit, revocation). */
-  private async network(req: CheckedCreateRequest) {
+  private async network(req: CheckedCreateRequest): Promise<SandboxNet | undefined> {
     const { stateDir, log } = this.deps;
     const n = req.network;
     if (n.mode === 'none') return undefined;

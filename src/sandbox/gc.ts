@@ -35,7 +35,8 @@ export async function collectOrphans(registry: SandboxRegistry, cleaners: Engine
     await removeSandboxResources(r, cleaners);
     // A daemon's sandbox outlives no daemon (its network lived in the daemon's process), but its record and
     // output.log stay, marked reaped, so `sandbox ls` and `sandbox logs` say what happened until `sandbox rm`.
-    if (r.daemon && !r.kept) await registry.save({ ...r, kept: true, reaped: true });
+    // An untaken warm-pool sandbox ran nothing of anyone's: it goes entirely.
+    if (r.daemon && !r.kept && !r.warm) await registry.save({ ...r, kept: true, reaped: true });
     else await registry.remove(r.id);
     removed.push(r.id);
   }

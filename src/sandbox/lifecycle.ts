@@ -93,6 +93,8 @@ export interface LifecycleOptions {
   id?: string;
   /** Marks the record as owned by the resident daemon (`sandbox ls`, `sandbox stop`); default: a foreground launcher. */
   daemon?: boolean;
+  /** Marks the record as an untaken warm-pool sandbox (src/daemon/pool.ts; the daemon clears it when a request takes it). */
+  warm?: boolean;
   /** Called with the exit code (and why the host stopped it, if it did) before teardown (audit). */
   onExited?: (record: SandboxRecord, code: number, cause?: CgroupKill) => void;
   /** How gc removes orphaned records of each engine; records of an engine not listed are left alone. */
@@ -133,6 +135,7 @@ export async function runLifecycle(engine: SandboxEngine, o: LifecycleOptions): 
     runscRoot: statePaths(o.stateDir).runscRoot,
     ...engine.describe(id, dir),
     ...(o.daemon ? { daemon: true } : {}),
+    ...(o.warm ? { warm: true } : {}),
   };
   // The record exists before any resource, so a crash at any later point leaves something gc can find.
   await registry.save(record);

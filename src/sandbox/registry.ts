@@ -31,6 +31,8 @@ export interface SandboxRecord {
   reaped?: boolean;
   /** Started by the resident daemon (`lattice daemon`), which is its launcher (launcherPid). */
   daemon?: boolean;
+  /** A warm-pool sandbox of the daemon nobody has taken yet (src/daemon/pool.ts): gc removes its record too. */
+  warm?: boolean;
 }
 
 

@@ -3,7 +3,7 @@
  * bundle it writes itself (config.json from src/oci). Driven by the one lifecycle in lifecycle.ts.
  */
 import { join } from 'node:path';
-import type { Writable } from 'node:stream';
+import type { Readable, Writable } from 'node:stream';
 import { buildSpec } from '../oci/spec.js';
 import { writeBundle } from '../oci/bundle.js';
 import type { OciMount } from '../oci/spec.js';
@@ -33,6 +33,8 @@ export interface RunscProcess {
   hostUds?: boolean;
   /** How the caller's stdin/stdout reach the sandbox (default: planStdio() of fds 0 and 1). */
   stdio?: StdioPlan;
+  /** Where a piped stdin comes from (default: this process's stdin); the daemon's warm pool writes the command here. */
+  input?: Readable;
   /** Where piped output goes (default: this process's stdout and stderr); the daemon passes its log file. */
   output?: { stdout: NodeJS.WritableStream; stderr: NodeJS.WritableStream };
   /** Memory, CPU and pids limits, applied by runsc to the host cgroup /lattice/<id>. */
@@ -120,7 +122,7 @@ export class RunscEngine implements SandboxEngine {
     } finally {
       merged?.closeWriter();
     }
-    if (stdio.stdin === 'pipe' && child.stdin) feedStdin(process.stdin, child.stdin);
+    if (stdio.stdin === 'pipe' && child.stdin) feedStdin(this.p.input ?? process.stdin, child.stdin);
     const out = this.p.output ?? { stdout: process.stdout, stderr: process.stderr };
     const copied = stdio.stdout === 'pipe' && child.stdout && !merged ? copyInto(child.stdout, out.stdout as Writable) : undefined;
     // runsc's stderr is the sandbox's stderr too. A chunk that reads like runsc's own failure line is held

@@ -1,0 +1,159 @@
+/**
+ * The daemon's warm pool with real runsc (`lattice daemon --pool ROOTFS=2 --pool ROOTFS:POLICY=1`):
+ * a matching request takes a parked sandbox and gets its command's output and exit code; two requests at
+ * once get two different sandboxes; a taken sandbox never comes back; the pool refills; kill -9 of the
+ * daemon leaves no container, netns, cgroup or record of a parked sandbox. GET /v1/pool and the views
+ * are validated against api/openapi.json.
+ */
+import { describe, it, expect, beforeAll, afterAll } from 'vitest';
+import { execa, type ResultPromise } from 'execa';
+import { readFileSync } from 'node:fs';
+import { readdir, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { Ajv2020 } from 'ajv/dist/2020.js';
+import addFormats from 'ajv-formats';
+import { CLI, REPO, requireBinary, requireRoot, tempDir, busyboxRootfs, lattice, waitFor } from '../support/env.js';
+import { LatticeClient, socketAnswers, type PoolState } from '../../src/client/index.js';
+
+let work: Awaited<ReturnType<typeof tempDir>>;
+let rootfs: string;
+let policy: string;
+let stateDir: string;
+let socket: string;
+let daemon: ResultPromise | undefined;
+let c: LatticeClient;
+
+const openapi = JSON.parse(readFileSync(join(REPO, 'api/openapi.json'), 'utf8')) as object;
+const ajv = new Ajv2020({ strict: false, allErrors: true });
+(addFormats as unknown as (a: Ajv2020) => void)(ajv);
+ajv.addSchema(openapi, 'openapi');
+function expectSchema(name: 'Pool' | 'Sandbox', value: unknown): void {
+  const ok = ajv.validate({ $ref: `openapi#/components/schemas/${name}` }, value);
+  expect(ok, `${JSON.stringify(value)} is not a ${name} of api/openapi.json: ${ajv.errorsText()}`).toBe(true);
+}
+
+async function startDaemon(pool: boolean): Promise<void> {
+  const flags = pool ? ['--pool', `${rootfs}=2`, '--pool', `${rootfs}:${policy}=1`] : [];
+  daemon = execa(process.execPath, [CLI, '--state-dir', stateDir, 'daemon', ...flags], { reject: false, stdin: 'ignore' });
+  await waitFor(() => socketAnswers(socket), 60_000, 'the daemon answers on its socket');
+}
+
+async function pools(): Promise<PoolState[]> {
+  const p = await c.pool();
+  for (const x of p) expectSchema('Pool', x);
+  return p;
+}
+const poolOf = (all: PoolState[], withPolicy: boolean) => all.find((p) => (p.policy !== null) === withPolicy)!;
+
+/** Wait until both pools are full; their parked ids. */
+async function full(): Promise<{ plain: string[]; policed: string[] }> {
+  let last: PoolState[] = [];
+  await waitFor(async () => (last = await pools()).every((p) => p.warm.length === p.size), 120_000, 'the warm pools are full');
+  return { plain: poolOf(last, false).warm, policed: poolOf(last, true).warm };
+}
+
+async function ourContainers(): Promise<string[]> {
+  const r = await execa('runsc', ['--root', join(stateDir, 'runsc'), 'list', '-quiet'], { reject: false });
+  return String(r.stdout).split('\n').filter(Boolean);
+}
+const netnsOf = async (id: string) => String((await execa('ip', ['netns', 'list'])).stdout).split('\n').filter((l) => l.includes(id));
+async function cgroupsOf(id: string): Promise<string[]> {
+  const out: string[] = [];
+  for (const base of ['/sys/fs/cgroup/memory/lattice', '/sys/fs/cgroup/pids/lattice', '/sys/fs/cgroup/lattice']) {
+    out.push(...(await readdir(base).catch(() => [] as string[])).filter((d) => d === id));
+  }
+  return out;
+}
+
+beforeAll(async () => {
+  requireRoot();
+  await requireBinary('runsc');
+  work = await tempDir('lt-e2e-pool');
+  rootfs = await busyboxRootfs(work.path);
+  policy = join(work.path, 'policy.json');
+  await writeFile(policy, JSON.stringify({ version: 1, egress: [] }));
+  stateDir = join(work.path, 'state');
+  socket = join(stateDir, 'daemon.sock');
+  await execa('mkdir', ['-p', '-m', '700', stateDir]);
+  await startDaemon(true);
+  c = new LatticeClient({ socket });
+});
+
+afterAll(async () => {
+  daemon?.kill('SIGTERM');
+  await daemon;
+  await lattice(stateDir, ['gc', '--kept']);
+  await work?.remove();
+});
+
+describe('the daemon warm pool (real runsc)', () => {
+  it('parked sandboxes list as warm; a matching run takes one and gets its output, exit code, env and cwd', async () => {
+    const { plain } = await full();
+    const views = await c.list();
+    for (const v of views) expectSchema('Sandbox', v);
+    expect(views.filter((v) => plain.includes(v.id)).map((v) => v.status)).toEqual(['warm', 'warm']);
+
+    const quote = `it's "quoted" $HOME`;
+    const r = await c.run({ rootfs, cmd: ['sh', '-c', 'echo out; echo err >&2; echo "$FOO"; pwd; echo $$; exit 3'], env: [`FOO=${quote}`], cwd: '/tmp', name: 'pooled' });
+    expect(plain).toContain(r.sandbox.id);
+    expect(r.exitCode).toBe(3);
+    // The command is the sandbox's process 1, as in a cold run.
+    expect(r.output.toString()).toBe(`out\nerr\n${quote}\n/tmp\n1\n`);
+    expectSchema('Sandbox', r.sandbox);
+    expect(r.sandbox).toMatchObject({ name: 'pooled', status: 'exited (3)', running: false, command: expect.stringContaining('sh -c echo out') as unknown });
+    expect(await ourContainers()).not.toContain(r.sandbox.id);
+    await c.remove(r.sandbox.id);
+  });
+
+  it('two requests at once get two different sandboxes; a taken one never comes back; the pool refills', async () => {
+    const { plain } = await full();
+    const [a, b] = await Promise.all([c.create({ rootfs, cmd: ['sleep', '1000'] }), c.create({ rootfs, cmd: ['sleep', '1000'] })]);
+    expect(a.id).not.toBe(b.id);
+    expect(plain).toContain(a.id);
+    expect(plain).toContain(b.id);
+    expect([a.status, b.status]).toEqual(['running', 'running']);
+    // A third request while both parked ones are taken (the refill may not be there yet) still runs.
+    const third = await c.run({ rootfs, cmd: ['sh', '-c', 'echo third'] });
+    expect(third.output.toString()).toBe('third\n');
+    expect([a.id, b.id]).not.toContain(third.sandbox.id);
+
+    const refilled = await full();
+    expect(refilled.plain).toHaveLength(2);
+    for (const id of [a.id, b.id, third.sandbox.id]) expect(refilled.plain).not.toContain(id);
+    const stopped = await Promise.all([c.stop(a.id), c.stop(b.id)]);
+    expect(stopped.map((s) => s.running)).toEqual([false, false]);
+    expect(await ourContainers()).not.toContain(a.id);
+    for (const id of [a.id, b.id, third.sandbox.id]) await c.remove(id);
+  });
+
+  it('a request under the pool policy takes a sandbox whose network (netns, address) was ready', async () => {
+    const { policed } = await full();
+    expect(await netnsOf(policed[0]!)).toHaveLength(1);
+    const r = await c.run({ rootfs, cmd: ['sh', '-c', 'cat /etc/resolv.conf'], network: { mode: 'host', policy } });
+    expect(policed).toContain(r.sandbox.id);
+    expect(r.exitCode).toBe(0);
+    expect(r.output.toString()).toMatch(/^nameserver /);
+    expect(r.sandbox.address).toMatch(/^\d+\.\d+\.\d+\.\d+\/32$/);
+    // A request that does not match (another network) runs cold.
+    const cold = await c.run({ rootfs, cmd: ['true'], network: { mode: 'host' } });
+    expect(cold.exitCode).toBe(0);
+    expect((await pools()).flatMap((p) => p.warm)).not.toContain(cold.sandbox.id);
+    for (const id of [r.sandbox.id, cold.sandbox.id]) await c.remove(id);
+  });
+
+  it('kill -9 of the daemon leaks no parked sandbox: no container, netns, cgroup or record left', async () => {
+    const { plain, policed } = await full();
+    const parked = [...plain, ...policed];
+    expect((await ourContainers()).sort()).toEqual([...parked].sort());
+    daemon!.kill('SIGKILL');
+    await daemon;
+
+    await startDaemon(false);
+    expect(await ourContainers()).toEqual([]);
+    for (const id of parked) expect(await netnsOf(id)).toEqual([]);
+    await waitFor(async () => (await Promise.all(parked.map(cgroupsOf))).every((x) => x.length === 0), 60_000, 'the parked sandboxes cgroups are gone');
+    // Parked sandboxes ran nothing of anyone's: no "reaped" row is left for them.
+    expect(await c.list()).toEqual([]);
+    expect(await c.pool()).toEqual([]);
+  });
+});
