@@ -250,6 +250,7 @@ export class Supervisor {
       keep: true,
       daemon: true,
       warm: o.warm,
+      gc: false,
       signals: false,
       stopGraceMs: o.stopGraceMs,
       stdio: { stdin: o.input ? 'pipe' : 'ignore', stdout: 'pipe', merged: true },

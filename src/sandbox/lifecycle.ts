@@ -97,6 +97,11 @@ export interface LifecycleOptions {
   warm?: boolean;
   /** Called with the exit code (and why the host stopped it, if it did) before teardown (audit). */
   onExited?: (record: SandboxRecord, code: number, cause?: CgroupKill) => void;
+  /**
+   * Collect orphans of dead launchers before the run (default true). The daemon passes false: it reaped at
+   * its start, and per request the collection costs several runsc/nft processes (`sandbox ls`/`gc` still collect).
+   */
+  gc?: boolean;
   /** How gc removes orphaned records of each engine; records of an engine not listed are left alone. */
   cleaners?: EngineCleaners;
 }
@@ -122,7 +127,7 @@ export async function runLifecycle(engine: SandboxEngine, o: LifecycleOptions): 
   const { log } = o;
   await engine.prepare();
   const registry = new SandboxRegistry(o.stateDir);
-  const gc = await collectOrphans(registry, o.cleaners ?? {});
+  const gc = o.gc === false ? { removed: [] } : await collectOrphans(registry, o.cleaners ?? {});
   if (gc.removed.length) log.info({ removed: gc.removed }, 'removed orphaned sandboxes');
 
   const id = o.id ?? newSandboxId();
