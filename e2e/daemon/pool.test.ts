@@ -8,10 +8,11 @@
 import { describe, it, expect, beforeAll, afterAll } from 'vitest';
 import { execa, type ResultPromise } from 'execa';
 import { readFileSync } from 'node:fs';
-import { readdir, writeFile } from 'node:fs/promises';
+import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Ajv2020 } from 'ajv/dist/2020.js';
 import addFormats from 'ajv-formats';
+import { cgroupsOf, netnsOf, ourContainers as leftovers } from '../support/daemon-leftovers.js';
 import { CLI, REPO, requireBinary, requireRoot, tempDir, busyboxRootfs, lattice, waitFor } from '../support/env.js';
 import { LatticeClient, socketAnswers, type PoolState } from '../../src/client/index.js';
 
@@ -52,18 +53,7 @@ async function full(): Promise<{ plain: string[]; policed: string[] }> {
   return { plain: poolOf(last, false).warm, policed: poolOf(last, true).warm };
 }
 
-async function ourContainers(): Promise<string[]> {
-  const r = await execa('runsc', ['--root', join(stateDir, 'runsc'), 'list', '-quiet'], { reject: false });
-  return String(r.stdout).split('\n').filter(Boolean);
-}
-const netnsOf = async (id: string) => String((await execa('ip', ['netns', 'list'])).stdout).split('\n').filter((l) => l.includes(id));
-async function cgroupsOf(id: string): Promise<string[]> {
-  const out: string[] = [];
-  for (const base of ['/sys/fs/cgroup/memory/lattice', '/sys/fs/cgroup/pids/lattice', '/sys/fs/cgroup/lattice']) {
-    out.push(...(await readdir(base).catch(() => [] as string[])).filter((d) => d === id));
-  }
-  return out;
-}
+const ourContainers = () => leftovers(stateDir);
 
 beforeAll(async () => {
   requireRoot();
