@@ -12,22 +12,15 @@
  * as denied at the sandbox's launcher. Waits are on events (output lines), never sleeps.
  */
 import { describe, it, expect, beforeAll, afterAll } from 'vitest';
-import { execa, type ResultPromise } from 'execa';
+import { execa } from 'execa';
 import { randomBytes } from 'node:crypto';
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { requireBinary, requireRoot, tempDir, busyboxRootfs, waitFor, CLI } from '../support/env.js';
-import { createNetns, deleteNetns, ip } from '../../src/netns/ip.js';
+import { busyboxRootfs, waitFor } from '../support/env.js';
+import { ip } from '../../src/netns/ip.js';
+import { startLab, collect, NATS, type Lab } from './lab.js';
 
-const P = `lte${randomBytes(2).toString('hex')}`;
-const PUB = `${P}-pub`;
-const R = `${P}-r`;
-const S = `${P}-s`;
-const B = `${P}-b`;
-const NATS = 'nats://198.18.0.1:4222';
-const HTTP_PORT = 8473;
 const NS = 'lte';
-const API = ['--api', `http://127.0.0.1:${HTTP_PORT}`];
 const POLICY = {
   version: 1,
   mode: 'enforce',
@@ -36,99 +29,51 @@ const POLICY = {
   ingress: [{ id: 'via-exit', action: 'allow', cidrs: ['10.77.0.0/16'], ports: [443], protocol: 'tcp' }],
 };
 
-let work: Awaited<ReturnType<typeof tempDir>>;
-const children: ResultPromise[] = [];
-const made: string[] = [];
-
-function inNs(ns: string, stateDir: string, args: string[]) {
-  return execa('nsenter', [`--net=/var/run/netns/${ns}`, process.execPath, CLI, '--state-dir', stateDir, ...args], { reject: false, stdin: 'ignore' });
-}
-/** Collect a child's output into a getter. */
-function collect(c: ResultPromise, stream: 'stdout' | 'stderr'): () => string {
-  let s = '';
-  c[stream]?.on('data', (d: Buffer) => (s += d.toString()));
-  return () => s;
-}
+let lab: Lab;
 
 beforeAll(async () => {
-  requireRoot();
-  for (const bin of ['runsc', 'nats-server', 'nft', 'nsenter', 'busybox']) await requireBinary(bin);
-  work = await tempDir(`lt-e2e-${P}`);
-  for (const n of [PUB, R, S, B]) {
-    await createNetns(n);
-    made.push(n);
-    await ip(['link', 'set', 'lo', 'up'], n);
-  }
-  await ip(['link', 'add', 'br0', 'type', 'bridge'], PUB);
-  await ip(['addr', 'add', '198.18.0.1/24', 'dev', 'br0'], PUB);
-  await ip(['link', 'set', 'br0', 'up'], PUB);
-  for (const [n, addr, side] of [[R, '198.18.0.21', 'hr'], [B, '198.18.0.22', 'hb']] as const) {
-    await ip(['link', 'add', 'eth0', 'type', 'veth', 'peer', 'name', side, 'netns', PUB], n);
-    await ip(['link', 'set', side, 'master', 'br0', 'up'], PUB);
-    await ip(['addr', 'add', `${addr}/24`, 'dev', 'eth0'], n);
-    await ip(['link', 'set', 'eth0', 'up'], n);
-  }
-  // The "internet" behind the exit node: it knows nothing of the overlay.
-  await ip(['link', 'add', 'wan0', 'type', 'veth', 'peer', 'name', 'eth0', 'netns', S], R);
-  await ip(['addr', 'add', '198.51.100.1/30', 'dev', 'wan0'], R);
-  await ip(['link', 'set', 'wan0', 'up'], R);
-  await ip(['route', 'add', '203.0.113.0/24', 'via', '198.51.100.2'], R);
-  await ip(['addr', 'add', '198.51.100.2/30', 'dev', 'eth0'], S);
-  await ip(['link', 'set', 'eth0', 'up'], S);
-  for (const a of ['203.0.113.10/32', '203.0.113.11/32']) await ip(['addr', 'add', a, 'dev', 'lo'], S);
-  await ip(['route', 'add', 'default', 'via', '198.51.100.1'], S);
-
-  const jsDir = join(work.path, 'js');
-  await mkdir(jsDir);
-  children.push(execa('nsenter', [`--net=/var/run/netns/${PUB}`, 'nats-server', '-a', '198.18.0.1', '-p', '4222', '-js', '-sd', jsDir], { reject: false, stdin: 'ignore' }));
-  await waitFor(async () => (await execa('nsenter', [`--net=/var/run/netns/${PUB}`, 'bash', '-c', 'exec 3<>/dev/tcp/198.18.0.1/4222'], { reject: false })).exitCode === 0, 60_000, 'nats-server');
-  const cp = inNs(PUB, join(work.path, 'cp'), ['control-plane', 'start', '--nats', NATS, '--http', `127.0.0.1:${HTTP_PORT}`]);
-  children.push(cp);
-  const cpOut = collect(cp, 'stdout');
-  await waitFor(() => cpOut().includes('control plane ready'), 60_000, 'control plane ready');
+  lab = await startLab(`lte${randomBytes(2).toString('hex')}`, 8473, async (r, s) => {
+    // The "internet" behind the exit node: it knows nothing of the overlay.
+    await ip(['link', 'add', 'wan0', 'type', 'veth', 'peer', 'name', 'eth0', 'netns', s], r);
+    await ip(['addr', 'add', '198.51.100.1/30', 'dev', 'wan0'], r);
+    await ip(['link', 'set', 'wan0', 'up'], r);
+    await ip(['route', 'add', '203.0.113.0/24', 'via', '198.51.100.2'], r);
+    await ip(['addr', 'add', '198.51.100.2/30', 'dev', 'eth0'], s);
+    await ip(['link', 'set', 'eth0', 'up'], s);
+    for (const a of ['203.0.113.10/32', '203.0.113.11/32']) await ip(['addr', 'add', a, 'dev', 'lo'], s);
+    await ip(['route', 'add', 'default', 'via', '198.51.100.1'], s);
+  });
 }, 180_000);
 
-afterAll(async () => {
-  for (const c of children.reverse()) {
-    c.kill('SIGTERM');
-    const t = setTimeout(() => c.kill('SIGKILL'), 5000);
-    await c.catch(() => undefined);
-    clearTimeout(t);
-  }
-  for (const n of made.reverse()) await deleteNetns(n).catch(() => undefined);
-  await work?.remove();
-}, 60_000);
-
-/** `lattice <args> --api ...` in the control plane's namespace. */
-const admin = (args: string[]) => inNs(PUB, join(work.path, 'cp'), [...args, ...API]);
+afterAll(async () => lab?.stop(), 60_000);
 
 describe('exit node', () => {
   it('a sandbox reaches the internet through the exit node (source: the exit node), other addresses are refused and audited', async () => {
-    const policyFile = join(work.path, 'policy.json');
+    const policyFile = join(lab.work, 'policy.json');
     await writeFile(policyFile, JSON.stringify(POLICY));
-    const tk = await admin(['token', 'create', '--namespace', NS, '--limit', '2', '--policy', policyFile]);
+    const tk = await lab.admin(['token', 'create', '--namespace', NS, '--limit', '2', '--policy', policyFile]);
     expect(tk.exitCode, String(tk.stderr)).toBe(0);
     const token = String(tk.stdout).trim();
-    await mkdir(join(work.path, 'www'));
-    await writeFile(join(work.path, 'www', 'index.html'), 'hello-from-internet\n');
-    const httpd = execa('ip', ['netns', 'exec', S, 'busybox', 'httpd', '-f', '-vv', '-p', '443', '-h', join(work.path, 'www')], { reject: false, stdin: 'ignore' });
-    children.push(httpd);
+    await mkdir(join(lab.work, 'www'));
+    await writeFile(join(lab.work, 'www', 'index.html'), 'hello-from-internet\n');
+    const httpd = execa('ip', ['netns', 'exec', lab.s, 'busybox', 'httpd', '-f', '-vv', '-p', '443', '-h', join(lab.work, 'www')], { reject: false, stdin: 'ignore' });
+    lab.children.push(httpd);
     const httpdLog = collect(httpd, 'stderr');
 
-    const up = inNs(R, join(work.path, 'state-r'), ['up', '--name', 'exit', '--control-plane', NATS, '--token', token, '--advertise', '198.18.0.21', '--exit-node']);
-    children.push(up);
+    const up = lab.inNs(lab.r, 'state-r', ['up', '--name', 'exit', '--control-plane', NATS, '--token', token, '--advertise', '198.18.0.21', '--exit-node']);
+    lab.children.push(up);
     const upErr = collect(up, 'stderr');
     await waitFor(() => upErr().includes('is up on lattice0'), 60_000, 'lattice up --exit-node');
-    const ok = await admin(['route', 'approve', `${NS}/exit`, 'exit', '--by', 'e2e']);
+    const ok = await lab.admin(['route', 'approve', `${NS}/exit`, 'exit', '--by', 'e2e']);
     expect(ok.exitCode, String(ok.stderr)).toBe(0);
     await waitFor(() => upErr().includes('forwarding for approved routes: 0.0.0.0/0 ::/0'), 30_000, `the exit node hearing the approval (${upErr().slice(-600)})`);
 
-    const rootfs = await busyboxRootfs(work.path);
+    const rootfs = await busyboxRootfs(lab.work);
     const get = (addr: string) => `printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 3 ${addr} 443 | grep hello-from-internet`;
     const script = [`until ${get('203.0.113.10')}; do sleep 0.3; done`, 'echo REACHED', `if ${get('203.0.113.11')}; then echo OTHER-REACHED; else echo OTHER-REFUSED; fi`].join('\n');
-    const audit = join(work.path, 'audit-b.ndjson');
-    const sbx = inNs(B, join(work.path, 'state-b'), ['sandbox', 'start', '--name', 'sbx', '--control-plane', NATS, '--token', token, '--advertise', '198.18.0.22', '--exit-node', 'exit', '--audit-log', audit, '--rootfs', rootfs, '--', 'sh', '-c', script]);
-    children.push(sbx);
+    const audit = join(lab.work, 'audit-b.ndjson');
+    const sbx = lab.inNs(lab.b, 'state-b', ['sandbox', 'start', '--name', 'sbx', '--control-plane', NATS, '--token', token, '--advertise', '198.18.0.22', '--exit-node', 'exit', '--audit-log', audit, '--rootfs', rootfs, '--', 'sh', '-c', script]);
+    lab.children.push(sbx);
     const out = collect(sbx, 'stdout');
     const err = collect(sbx, 'stderr');
     await waitFor(() => /OTHER-(REACHED|REFUSED)/.test(out()), 120_000, `the sandbox trying both addresses (sandbox: ${out().slice(-300)} ${err().slice(-400)} / up: ${upErr().slice(-600)})`);
@@ -144,9 +89,9 @@ describe('exit node', () => {
     expect(events).toContainEqual(expect.objectContaining({ type: 'flow.opened', dstIp: '203.0.113.10', verdict: 'allowed' }));
     await sbx;
 
-    const down = await inNs(R, join(work.path, 'state-r'), ['down', '--name', 'exit']);
+    const down = await lab.inNs(lab.r, 'state-r', ['down', '--name', 'exit']);
     expect(down.exitCode, String(down.stderr)).toBe(0);
     expect((await up).exitCode, upErr().slice(-800)).toBe(0);
-    expect(String((await execa('ip', ['netns', 'exec', R, 'nft', 'list', 'tables'])).stdout)).not.toContain('lattice');
+    expect(String((await execa('ip', ['netns', 'exec', lab.r, 'nft', 'list', 'tables'])).stdout)).not.toContain('lattice');
   }, 300_000);
 });

@@ -13,22 +13,15 @@
  * Every wait is on an event (output lines, the router's "forwarding for approved routes" line).
  */
 import { describe, it, expect, beforeAll, afterAll } from 'vitest';
-import { execa, type ResultPromise } from 'execa';
+import { execa } from 'execa';
 import { randomBytes } from 'node:crypto';
 import { mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { requireBinary, requireRoot, tempDir, busyboxRootfs, waitFor, CLI } from '../support/env.js';
-import { createNetns, deleteNetns, ip } from '../../src/netns/ip.js';
+import { busyboxRootfs, waitFor } from '../support/env.js';
+import { ip } from '../../src/netns/ip.js';
+import { startLab, collect, NATS, type Lab } from './lab.js';
 
-const P = `ltr${randomBytes(2).toString('hex')}`;
-const PUB = `${P}-pub`;
-const R = `${P}-r`;
-const S = `${P}-s`;
-const B = `${P}-b`;
-const NATS = 'nats://198.18.0.1:4222';
-const HTTP_PORT = 8472;
 const NS = 'ltr';
-const API = ['--api', `http://127.0.0.1:${HTTP_PORT}`];
 const POLICY = {
   version: 1,
   mode: 'enforce',
@@ -37,98 +30,50 @@ const POLICY = {
   ingress: [{ id: 'via-router', action: 'allow', cidrs: ['10.77.0.0/16'], ports: [8080, 9000], protocol: 'tcp' }],
 };
 
-let work: Awaited<ReturnType<typeof tempDir>>;
-const children: ResultPromise[] = [];
-const made: string[] = [];
-
-function inNs(ns: string, stateDir: string, args: string[]) {
-  return execa('nsenter', [`--net=/var/run/netns/${ns}`, process.execPath, CLI, '--state-dir', stateDir, ...args], { reject: false, stdin: 'ignore' });
-}
-/** Collect a child's output into a getter. */
-function collect(c: ResultPromise, stream: 'stdout' | 'stderr'): () => string {
-  let s = '';
-  c[stream]?.on('data', (d: Buffer) => (s += d.toString()));
-  return () => s;
-}
+let lab: Lab;
 
 beforeAll(async () => {
-  requireRoot();
-  for (const bin of ['runsc', 'nats-server', 'nft', 'nsenter', 'busybox']) await requireBinary(bin);
-  work = await tempDir(`lt-e2e-${P}`);
-  for (const n of [PUB, R, S, B]) {
-    await createNetns(n);
-    made.push(n);
-    await ip(['link', 'set', 'lo', 'up'], n);
-  }
-  await ip(['link', 'add', 'br0', 'type', 'bridge'], PUB);
-  await ip(['addr', 'add', '198.18.0.1/24', 'dev', 'br0'], PUB);
-  await ip(['link', 'set', 'br0', 'up'], PUB);
-  for (const [n, addr, side] of [[R, '198.18.0.21', 'hr'], [B, '198.18.0.22', 'hb']] as const) {
-    await ip(['link', 'add', 'eth0', 'type', 'veth', 'peer', 'name', side, 'netns', PUB], n);
-    await ip(['link', 'set', side, 'master', 'br0', 'up'], PUB);
-    await ip(['addr', 'add', `${addr}/24`, 'dev', 'eth0'], n);
-    await ip(['link', 'set', 'eth0', 'up'], n);
-  }
-  // The LAN behind the router: the server knows nothing of the overlay.
-  await ip(['link', 'add', 'lan0', 'type', 'veth', 'peer', 'name', 'eth0', 'netns', S], R);
-  await ip(['addr', 'add', '10.200.0.1/24', 'dev', 'lan0'], R);
-  await ip(['link', 'set', 'lan0', 'up'], R);
-  await ip(['addr', 'add', '10.200.0.5/24', 'dev', 'eth0'], S);
-  await ip(['link', 'set', 'eth0', 'up'], S);
-
-  const jsDir = join(work.path, 'js');
-  await mkdir(jsDir);
-  children.push(execa('nsenter', [`--net=/var/run/netns/${PUB}`, 'nats-server', '-a', '198.18.0.1', '-p', '4222', '-js', '-sd', jsDir], { reject: false, stdin: 'ignore' }));
-  await waitFor(async () => (await execa('nsenter', [`--net=/var/run/netns/${PUB}`, 'bash', '-c', 'exec 3<>/dev/tcp/198.18.0.1/4222'], { reject: false })).exitCode === 0, 60_000, 'nats-server');
-  const cp = inNs(PUB, join(work.path, 'cp'), ['control-plane', 'start', '--nats', NATS, '--http', `127.0.0.1:${HTTP_PORT}`]);
-  children.push(cp);
-  const cpOut = collect(cp, 'stdout');
-  await waitFor(() => cpOut().includes('control plane ready'), 60_000, 'control plane ready');
+  lab = await startLab(`ltr${randomBytes(2).toString('hex')}`, 8472, async (r, s) => {
+    // The LAN behind the router: the server knows nothing of the overlay.
+    await ip(['link', 'add', 'lan0', 'type', 'veth', 'peer', 'name', 'eth0', 'netns', s], r);
+    await ip(['addr', 'add', '10.200.0.1/24', 'dev', 'lan0'], r);
+    await ip(['link', 'set', 'lan0', 'up'], r);
+    await ip(['addr', 'add', '10.200.0.5/24', 'dev', 'eth0'], s);
+    await ip(['link', 'set', 'eth0', 'up'], s);
+  });
 }, 180_000);
 
-afterAll(async () => {
-  for (const c of children.reverse()) {
-    c.kill('SIGTERM');
-    const t = setTimeout(() => c.kill('SIGKILL'), 5000);
-    await c.catch(() => undefined);
-    clearTimeout(t);
-  }
-  for (const n of made.reverse()) await deleteNetns(n).catch(() => undefined);
-  await work?.remove();
-}, 60_000);
-
-/** `lattice <args> --api ...` in the control plane's namespace. */
-const admin = (args: string[]) => inNs(PUB, join(work.path, 'cp'), [...args, ...API]);
+afterAll(async () => lab?.stop(), 60_000);
 
 describe('subnet router', () => {
   it('forwards an approved route only: refused before approval, reached after (source NAT), cut on withdraw', async () => {
-    const policyFile = join(work.path, 'policy.json');
+    const policyFile = join(lab.work, 'policy.json');
     await writeFile(policyFile, JSON.stringify(POLICY));
-    const tk = await admin(['token', 'create', '--namespace', NS, '--limit', '2', '--policy', policyFile]);
+    const tk = await lab.admin(['token', 'create', '--namespace', NS, '--limit', '2', '--policy', policyFile]);
     expect(tk.exitCode, String(tk.stderr)).toBe(0);
     const token = String(tk.stdout).trim();
 
-    await mkdir(join(work.path, 'www'));
-    await writeFile(join(work.path, 'www', 'index.html'), 'hello-from-subnet\n');
-    const httpd = execa('ip', ['netns', 'exec', S, 'busybox', 'httpd', '-f', '-vv', '-p', '8080', '-h', join(work.path, 'www')], { reject: false, stdin: 'ignore' });
-    children.push(httpd);
+    await mkdir(join(lab.work, 'www'));
+    await writeFile(join(lab.work, 'www', 'index.html'), 'hello-from-subnet\n');
+    const httpd = execa('ip', ['netns', 'exec', lab.s, 'busybox', 'httpd', '-f', '-vv', '-p', '8080', '-h', join(lab.work, 'www')], { reject: false, stdin: 'ignore' });
+    lab.children.push(httpd);
     const httpdLog = collect(httpd, 'stderr');
     // stdin stays open (a pipe): busybox nc closes the connection on stdin EOF.
-    const stream = execa('ip', ['netns', 'exec', S, 'busybox', 'nc', '-l', '-p', '9000'], { reject: false, stdin: 'pipe' });
-    children.push(stream);
+    const stream = execa('ip', ['netns', 'exec', lab.s, 'busybox', 'nc', '-l', '-p', '9000'], { reject: false, stdin: 'pipe' });
+    lab.children.push(stream);
     const streamOut = collect(stream, 'stdout');
 
-    const up = inNs(R, join(work.path, 'state-r'), ['up', '--name', 'gw', '--control-plane', NATS, '--token', token, '--advertise', '198.18.0.21', '--advertise-routes', '10.200.0.0/24']);
-    children.push(up);
+    const up = lab.inNs(lab.r, 'state-r', ['up', '--name', 'gw', '--control-plane', NATS, '--token', token, '--advertise', '198.18.0.21', '--advertise-routes', '10.200.0.0/24']);
+    lab.children.push(up);
     const upErr = collect(up, 'stderr');
     await waitFor(() => upErr().includes('is up on lattice0'), 60_000, 'lattice up');
     expect(upErr()).toContain('forwarding for approved routes: none');
-    const table = String((await execa('ip', ['netns', 'exec', R, 'nft', 'list', 'table', 'inet', 'lattice_router_gw'], { reject: false })).stdout);
+    const table = String((await execa('ip', ['netns', 'exec', lab.r, 'nft', 'list', 'table', 'inet', 'lattice_router_gw'], { reject: false })).stdout);
     expect(table).toContain('masquerade');
-    const pending = await admin(['route', 'ls', '--namespace', NS, '--json']);
+    const pending = await lab.admin(['route', 'ls', '--namespace', NS, '--json']);
     expect(JSON.parse(String(pending.stdout))).toEqual([expect.objectContaining({ name: 'gw', cidr: '10.200.0.0/24', state: 'pending' })]);
 
-    const rootfs = await busyboxRootfs(work.path);
+    const rootfs = await busyboxRootfs(lab.work);
     // busybox wget crashes under gVisor here; nc speaks HTTP/1.0 well enough.
     const get = "printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 3 10.200.0.5 8080 | grep hello-from-subnet";
     const script = [
@@ -139,8 +84,8 @@ describe('subnet router', () => {
       'echo STREAM-CLOSED',
       `while true; do if ${get} >/dev/null; then echo after-reached; else echo after-refused; fi; sleep 0.3; done`,
     ].join('\n');
-    const sbx = inNs(B, join(work.path, 'state-b'), ['sandbox', 'start', '--name', 'sbx', '--control-plane', NATS, '--token', token, '--advertise', '198.18.0.22', '--rootfs', rootfs, '--', 'sh', '-c', script]);
-    children.push(sbx);
+    const sbx = lab.inNs(lab.b, 'state-b', ['sandbox', 'start', '--name', 'sbx', '--control-plane', NATS, '--token', token, '--advertise', '198.18.0.22', '--rootfs', rootfs, '--', 'sh', '-c', script]);
+    lab.children.push(sbx);
     const out = collect(sbx, 'stdout');
     const err = collect(sbx, 'stderr');
     const ctx = () => `sandbox: ${out().slice(-300)} ${err().slice(-400)} / up: ${upErr().slice(-600)}`;
@@ -148,7 +93,7 @@ describe('subnet router', () => {
     await waitFor(() => out().includes('refused-3'), 90_000, `three refused attempts before approval (${ctx()})`);
     expect(out()).not.toContain('hello-from-subnet');
 
-    const ok = await admin(['route', 'approve', `${NS}/gw`, '10.200.0.0/24', '--by', 'e2e']);
+    const ok = await lab.admin(['route', 'approve', `${NS}/gw`, '10.200.0.0/24', '--by', 'e2e']);
     expect(ok.exitCode, String(ok.stderr)).toBe(0);
     await waitFor(() => upErr().includes('forwarding for approved routes: 10.200.0.0/24'), 30_000, `the router hearing the approval (${ctx()})`);
     await waitFor(() => out().includes('REACHED'), 60_000, `the sandbox reaching the server behind the router (${ctx()})`);
@@ -158,7 +103,7 @@ describe('subnet router', () => {
     expect(httpdLog()).not.toMatch(/10\.77\.\d+\.\d+/);
     await waitFor(() => (streamOut().match(/ping/g) ?? []).length >= 3, 30_000, 'the stream through the router flowing');
 
-    const wd = await admin(['route', 'withdraw', `${NS}/gw`, '10.200.0.0/24', '--by', 'e2e']);
+    const wd = await lab.admin(['route', 'withdraw', `${NS}/gw`, '10.200.0.0/24', '--by', 'e2e']);
     expect(wd.exitCode, String(wd.stderr)).toBe(0);
     // The open stream is cut (the agent's next segment gets a reset), and later attempts are refused.
     await waitFor(() => out().includes('STREAM-CLOSED'), 30_000, `the open flow cut on withdraw (${ctx()})`);
@@ -168,9 +113,9 @@ describe('subnet router', () => {
 
     sbx.kill('SIGTERM');
     await sbx;
-    const down = await inNs(R, join(work.path, 'state-r'), ['down', '--name', 'gw']);
+    const down = await lab.inNs(lab.r, 'state-r', ['down', '--name', 'gw']);
     expect(down.exitCode, String(down.stderr)).toBe(0);
     expect((await up).exitCode, upErr().slice(-800)).toBe(0);
-    expect(String((await execa('ip', ['netns', 'exec', R, 'nft', 'list', 'tables'])).stdout)).not.toContain('lattice');
+    expect(String((await execa('ip', ['netns', 'exec', lab.r, 'nft', 'list', 'tables'])).stdout)).not.toContain('lattice');
   }, 300_000);
 });
