@@ -52,6 +52,7 @@ export const ErrorCode = {
   NatWiring: 'ENAT_WIRING',
   EgressHost: 'EEGRESS_HOST',
   EgressHostServices: 'EEGRESS_HOST_SERVICES',
+  RouterNft: 'EROUTER_NFT',
   Policy: 'EPOLICY',
   // audit
   Audit: 'EAUDIT',

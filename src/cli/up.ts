@@ -5,12 +5,27 @@ import type { Command } from 'commander';
 import { hostname } from 'node:os';
 import { resolveStateDir } from '../state.js';
 import { UsageError } from '../errors.js';
+import { formatCidr, parseCidr } from '../net/addr.js';
 import { globalOpts } from './run.js';
 import { checkControlPlaneUrl, printTable } from './sandbox.js';
 
 /** The default node name: the host name, lower-cased, with anything a name cannot hold replaced by '-'. */
 function defaultName(): string {
   return hostname().toLowerCase().replace(/[^a-z0-9-]/g, '-').replace(/^-+|-+$/g, '').slice(0, 63) || 'host';
+}
+
+/** `--advertise-routes 10.200.0.0/24,192.168.5.0/24`: canonical CIDRs, or a UsageError naming the bad one. */
+export function parseRoutesFlag(text: string): string[] {
+  const out: string[] = [];
+  for (const item of text.split(',').map((s) => s.trim()).filter(Boolean)) {
+    const p = parseCidr(item, { bare: 'refuse' });
+    if (!p.ok) {
+      throw new UsageError(p.reason === 'host-bits' ? `--advertise-routes ${item}: has host bits set; write the network, ${p.network}` : `--advertise-routes ${item}: not a CIDR; use e.g. 10.200.0.0/24,192.168.5.0/24`);
+    }
+    out.push(formatCidr(p.cidr));
+  }
+  if (out.length === 0) throw new UsageError('--advertise-routes names no route; use e.g. 10.200.0.0/24');
+  return out;
 }
 
 function requireRootFor(what: string): void {
@@ -29,7 +44,9 @@ export function registerUp(program: Command): void {
     .option('--advertise <host>', 'address peers reach our WireGuard port at', '127.0.0.1')
     .option('--listen-port <port>', 'WireGuard UDP port (default: any free port)')
     .option('--audit-log <file>', 'also append audit events here as JSON lines')
-    .action(async (o: Record<string, string | undefined>, command: Command) => {
+    .option('--advertise-routes <cidrs>', 'subnets this host routes for, comma-separated (each forwards once an operator approves it: lattice route approve)')
+    .option('--exit-node', 'offer this host as an exit node (advertises 0.0.0.0/0 and ::/0; approval as for routes)')
+    .action(async (o: Record<string, string | undefined> & { exitNode?: boolean }, command: Command) => {
       const g = globalOpts(command);
       requireRootFor('up');
       const stateDir = resolveStateDir(g.stateDir);
@@ -38,6 +55,7 @@ export function registerUp(program: Command): void {
       if (listenPort !== undefined && !(Number.isInteger(listenPort) && listenPort > 0 && listenPort < 65536)) {
         throw new UsageError(`--listen-port ${o.listenPort} is not a UDP port; use 1-65535`);
       }
+      const advertiseRoutes = o.advertiseRoutes === undefined ? undefined : parseRoutesFlag(o.advertiseRoutes);
       const [{ createLogger }, { hostUp }] = await Promise.all([import('../log.js'), import('../host/up.js')]);
       const log = createLogger({ level: g.debug ? 'debug' : undefined });
       const name = o.name ?? defaultName();
@@ -50,6 +68,9 @@ export function registerUp(program: Command): void {
         advertiseHost: o.advertise,
         listenPort,
         auditLog: o.auditLog,
+        advertiseRoutes,
+        exitNode: o.exitNode === true,
+        onOwnRoutes: (approved) => console.error(`lattice: forwarding for approved routes: ${approved.join(' ') || 'none'}`),
         log,
       });
       const r = up.record;
@@ -92,6 +113,7 @@ export function registerUp(program: Command): void {
       }
       console.log(`${s.namespace}/${s.name}  ${s.address.ipv4} ${s.address.ipv6}  dev ${s.ifname}  port ${s.listenPort ?? '-'}`);
       console.log(`routes: ${s.routes.join(' ') || '-'}`);
+      if (s.advertised.length) console.log(`advertised: ${s.advertised.join(' ')} (approval: lattice route ls)`);
       const rows = statusRows([{ v: 1, id: s.name, name: s.name, agent: { namespace: s.namespace, name: s.name, address: '' }, updatedAt: '', listenPort: s.listenPort ?? 0, natTraversal: false, peers: s.peers }], Date.now());
       printTable(
         rows.map(({ sandbox: _, ...rest }) => rest),

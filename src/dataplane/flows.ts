@@ -134,6 +134,12 @@ export interface FlowTableOptions {
    * packets to any other destination are reported as spoofed (and never create flows).
    */
   localAddresses?: readonly IpAddr[];
+  /**
+   * A router's (`lattice up --advertise-routes`, `--exit-node`) forwarded side: addresses this node routes
+   * for count as local too, so a flow a peer opens to a host behind the router is tracked like one to the
+   * node itself (local = the routed host). Absent: only localAddresses.
+   */
+  routed?: (a: IpAddr) => boolean;
 }
 
 /** The flow table's bound when none is given. */
@@ -168,6 +174,7 @@ export class FlowTable {
   readonly maxFlows: number;
   readonly timeouts: FlowTimeouts;
   private readonly localAddresses?: readonly IpAddr[];
+  private readonly routed?: (a: IpAddr) => boolean;
   /** Counters for the pump's stats line. */
   readonly counters = { opened: 0, evicted: 0, spoofed: 0, untracked: 0, full: 0 };
 
@@ -175,6 +182,7 @@ export class FlowTable {
     this.maxFlows = opts.maxFlows ?? DefaultMaxFlows;
     this.timeouts = { ...DefaultFlowTimeouts, ...opts.timeouts };
     this.localAddresses = opts.localAddresses;
+    this.routed = opts.routed;
   }
 
   get size(): number {
@@ -195,7 +203,7 @@ export class FlowTable {
     const ls = this.localAddresses;
     if (ls === undefined) return true;
     for (const l of ls) if (sameAddr(l, a)) return true;
-    return false;
+    return this.routed?.(a) === true;
   }
 
   /**

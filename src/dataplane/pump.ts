@@ -116,6 +116,14 @@ export interface PumpOptions<Peer = unknown> {
   clock: Clock;
   /** The sandbox's own overlay addresses: the only legal sources of its packets. */
   addresses: readonly IpAddr[];
+  /**
+   * A router (`lattice up --advertise-routes` / `--exit-node`): whether `a` is an address this node routes
+   * for (an approved subnet route of its own; on an approved exit node, any non-overlay address). Such an
+   * address is a legal source on the TUN (replies the host kernel forwards back) and a legal destination
+   * from a peer; the flow table treats it as local, so this node's own policy decides forwarded flows as
+   * ingress (peer -> routed host). Absent: only `addresses`.
+   */
+  routed?: (a: IpAddr) => boolean;
   /** Addresses the launcher answers DNS on (the sandbox's resolv.conf points here). */
   resolverAddresses: readonly IpAddr[];
   policy: Policy;
@@ -209,7 +217,7 @@ export class Pump<Peer = unknown> {
     const dropped = {} as Record<PumpDrop, number>;
     for (const r of Object.values(PumpDrop)) dropped[r] = 0;
     this.stats = { egressPackets: 0, ingressPackets: 0, dnsQueries: 0, dropped, decisions: { allow: 0, deny: 0, would_deny: 0 } };
-    this.flows = new FlowTable({ ...opts.flows, localAddresses: opts.addresses });
+    this.flows = new FlowTable({ ...opts.flows, localAddresses: opts.addresses, routed: opts.routed });
     this.fragments = new FragmentTracker(opts.fragments);
     this.dnsLimiter = new DnsLimiter(opts.dnsLimits, opts.clock.monotonic());
     const host = (a: IpAddr): Cidr => ({ addr: a, bits: a.family === 4 ? 32 : 128 });
@@ -392,7 +400,8 @@ export class Pump<Peer = unknown> {
    * Returns how many flows were cut.
    */
   cutRoutes(gone: (remote: IpAddr) => boolean): number {
-    const cut = [...this.flows.values()].filter((f) => gone(f.remote));
+    // On a router, `local` of a forwarded flow is the routed host: its own withdrawn route cuts it too.
+    const cut = [...this.flows.values()].filter((f) => gone(f.remote) || (this.opts.routed !== undefined && gone(f.local)));
     for (const f of cut) this.cutFlow(f);
     return cut.length;
   }
@@ -554,7 +563,7 @@ export class Pump<Peer = unknown> {
 
   private isOwnAddress(a: IpAddr): boolean {
     for (const own of this.opts.addresses) if (ipEquals(own, a)) return true;
-    return false;
+    return this.opts.routed?.(a) === true;
   }
 
   private isResolver(a: IpAddr): boolean {

@@ -216,6 +216,14 @@ export function updateEndpoint(opts: { jwt: string; endpoint: string; timeoutMs?
   return request(opts, SUBJECTS.endpoint, { jwt: opts.jwt, endpoint: opts.endpoint }, opts.timeoutMs);
 }
 
+/**
+ * Replace the routes this agent advertises (`lattice up --advertise-routes`, `--exit-node`): new ones wait
+ * for an operator's approval, kept ones keep their state, the rest are withdrawn (controlplane/routes.ts).
+ */
+export function updateRoutes(opts: { jwt: string; advertiseRoutes: string[]; exitNode: boolean; timeoutMs?: number } & Target): Promise<{ routes: { cidr: string; state: string }[] }> {
+  return request(opts, SUBJECTS.routes, { jwt: opts.jwt, advertiseRoutes: opts.advertiseRoutes, exitNode: opts.exitNode }, opts.timeoutMs);
+}
+
 /** Current peers and policy for a stored identity (on restart, before the watcher catches up). */
 export function fetchDirectory(opts: { jwt: string; timeoutMs?: number } & Target): Promise<{ self: Peer; peers: Peer[]; policy: unknown }> {
   return request(opts, SUBJECTS.directory, { jwt: opts.jwt }, opts.timeoutMs);

@@ -1,10 +1,10 @@
 import { EventEmitter } from 'node:events';
 import type { NatsConnection } from 'nats';
-import { AgentCache } from '../controlplane/agentcache.js';
+import { AgentCache, peerOf } from '../controlplane/agentcache.js';
 import { KvOp, decodeJson, watchCurrent, type KvChange, type KvStore, type KvWatch } from '../controlplane/kv.js';
 import { NatsKvStore } from '../controlplane/natskv.js';
 import { pubkeyKey } from '../controlplane/service.js';
-import { BUCKETS, type NamespacePolicyRecord, type Peer, type RevocationRecord } from '../controlplane/types.js';
+import { AgentStatus, BUCKETS, type NamespacePolicyRecord, type Peer, type RevocationRecord } from '../controlplane/types.js';
 
 /**
  * Follows the control plane's directory for one agent through KV watches (no polling): the peers of
@@ -59,6 +59,17 @@ export class DirectoryWatcher extends EventEmitter<DirectoryEvents> {
     return this.agents?.peers(this.opts, this.spaces) ?? [];
   }
 
+  /**
+   * This agent's own directory entry (its approved routes: a router forwards for them), or undefined
+   * before start() or while it is not active. A change of it emits 'peers-changed' too.
+   */
+  get self(): Peer | undefined {
+    for (const a of this.agents?.values() ?? []) {
+      if (a.namespace === this.opts.namespace && a.name === this.opts.name && a.status === AgentStatus.Active) return peerOf(a);
+    }
+    return undefined;
+  }
+
   get policy(): unknown {
     return this.policyValue;
   }
@@ -88,7 +99,7 @@ export class DirectoryWatcher extends EventEmitter<DirectoryEvents> {
       throw err;
     }
     this.ready = true;
-    this.lastPeers = JSON.stringify(this.peers);
+    this.lastPeers = this.viewKey();
     return this;
   }
 
@@ -101,10 +112,15 @@ export class DirectoryWatcher extends EventEmitter<DirectoryEvents> {
   private onAgent(): void {
     if (!this.ready) return;
     // Only tell the launcher when what it configures (keys, addresses, endpoints) actually changed.
-    const now = JSON.stringify(this.peers);
+    const now = this.viewKey();
     if (now === this.lastPeers) return;
     this.lastPeers = now;
     this.emit('peers-changed', this.peers);
+  }
+
+  /** What 'peers-changed' compares: the peers and this agent's own approved routes. */
+  private viewKey(): string {
+    return JSON.stringify([this.peers, this.self?.routes ?? []]);
   }
 
   private onPolicy(c: KvChange): void {

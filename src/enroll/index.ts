@@ -1,6 +1,7 @@
 export {
   enroll,
   updateEndpoint,
+  updateRoutes,
   fetchDirectory,
   natsUserOptions,
   connectControlPlane,

@@ -23,6 +23,8 @@ import { enrollAndPrepare, overlayCidrs, type EnrolledOptions } from '../sandbox
 import { SANDBOX_RESOLVER, type TunPlacement } from '../sandbox/network.js';
 import { STATUS_FILE, type SandboxStatus } from '../sandbox/nat-status.js';
 import { openHostLink, type HostLink } from './link.js';
+import { openRouter, removeRouterTable, type Router } from '../router/router.js';
+import { DEFAULT_ROUTES } from '../controlplane/routes.js';
 
 export const UP_FILE = 'up.json';
 
@@ -37,6 +39,8 @@ export interface UpRecord {
   address: { ipv4: string; ipv6: string };
   /** Prefixes routed into the TUN. */
   routes: string[];
+  /** Routes this node advertises (`--advertise-routes`, `--exit-node`), and its nftables table; absent: not a router. */
+  router?: { advertised: string[]; table: string };
   startedAt: string;
 }
 
@@ -48,6 +52,8 @@ export interface HostStatus {
   ifname: string;
   address: { ipv4: string; ipv6: string };
   routes: string[];
+  /** What this node advertises (approval is the control plane's: `lattice route ls`). */
+  advertised: string[];
   listenPort: number | null;
   peers: SandboxStatus['peers'];
 }
@@ -62,6 +68,12 @@ export interface HostUpOptions extends Pick<EnrolledOptions, 'controlPlaneUrl' |
   name: string;
   ifname: string;
   mtu?: number;
+  /** Subnets to advertise and forward (canonical CIDRs, `--advertise-routes`). */
+  advertiseRoutes?: string[];
+  /** Advertise the default routes too (`--exit-node`). */
+  exitNode?: boolean;
+  /** Hears the approved set of this node's own routes (at start and on every operator decision). */
+  onOwnRoutes?: (approved: string[]) => void;
   log: Logger;
 }
 
@@ -108,10 +120,21 @@ export async function hostUp(o: HostUpOptions): Promise<HostUp> {
     const l = link;
     return { tun: l.tun, close: () => l.close() };
   };
-  const enrolled = await enrollAndPrepare({ ...o, placeTun, agentApi: false });
+  const advertised = [...new Set([...(o.advertiseRoutes ?? []), ...(o.exitNode ? DEFAULT_ROUTES : [])])].sort();
+  const routing = advertised.length > 0;
+  const { exitNode: _exit, advertiseRoutes: _routes, onOwnRoutes: _own, ...common } = o;
+  const enrolled = await enrollAndPrepare({
+    ...common,
+    placeTun,
+    agentApi: false,
+    ...(routing && { router: { advertiseRoutes: o.advertiseRoutes ?? [], exitNode: o.exitNode === true, onOwnRoutes: o.onOwnRoutes } }),
+  });
+  let router: Router | undefined;
   try {
     const c = enrolled.credentials;
     pools = overlayCidrs(c).map(formatCidr);
+    // The kernel side first: nothing is forwarded before the table filters and NATs it.
+    if (routing) router = await openRouter(o.name, { tun: o.ifname, own: c.address, overlay: pools, routes: advertised }, o.log);
     const net = await enrolled.network(`host-${o.name}`, dir);
     const record: UpRecord = {
       v: 1,
@@ -122,6 +145,7 @@ export async function hostUp(o: HostUpOptions): Promise<HostUp> {
       ifname: link!.ifname,
       address: c.address,
       routes: link!.routes(),
+      ...(router && { router: { advertised, table: router.table } }),
       startedAt: new Date().toISOString(),
     };
     await writeFileAtomic(join(dir, UP_FILE), JSON.stringify(record, null, 2) + '\n', 0o600);
@@ -132,12 +156,14 @@ export async function hostUp(o: HostUpOptions): Promise<HostUp> {
       close: () =>
         (closing ??= (async () => {
           await net.close();
+          await router?.close();
           await enrolled.close();
           await rm(join(dir, UP_FILE), { force: true });
           await rmdir(dir).catch(() => undefined);
         })()),
     };
   } catch (err) {
+    await router?.close();
     await enrolled.close();
     throw err;
   }
@@ -149,6 +175,7 @@ export async function hostUp(o: HostUpOptions): Promise<HostUp> {
  */
 async function removeLeftovers(stateDir: string, r: UpRecord, log: Logger): Promise<void> {
   if ((await listLinks()).some((l) => l.ifname === r.ifname)) await ip(['link', 'del', r.ifname]).catch(() => undefined);
+  if (await removeRouterTable(r.name).catch(() => false)) log.info({ name: r.name }, 'removed the router table a previous lattice up left');
   const dir = hostDir(stateDir, r.name);
   await rm(join(dir, STATUS_FILE), { force: true });
   await rm(join(dir, UP_FILE), { force: true });
@@ -198,5 +225,5 @@ export async function hostStatus(stateDir: string, name: string): Promise<HostSt
   } catch {
     // not written yet
   }
-  return { name: r.name, namespace: r.namespace, pid: r.pid, ifname: r.ifname, address: r.address, routes: r.routes, listenPort: s?.listenPort ?? null, peers: s?.peers ?? [] };
+  return { name: r.name, namespace: r.namespace, pid: r.pid, ifname: r.ifname, address: r.address, routes: r.routes, advertised: r.router?.advertised ?? [], listenPort: s?.listenPort ?? null, peers: s?.peers ?? [] };
 }

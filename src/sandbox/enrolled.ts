@@ -7,9 +7,9 @@ import { parseEndpoint } from '../wg/config.js';
 import type { PeerConfig } from '../wg/peer.js';
 import { validatePolicy, denyAllPolicy, parseIp, bindPeers, peerBindingKey, type IpAddr, type Policy } from '../policy/index.js';
 import { directorySnapshot } from '../controlplane/service.js';
-import { cidrHas, parseCidr, type Cidr } from '../net/addr.js';
+import { cidrHas, formatCidr, parseCidr, type Cidr } from '../net/addr.js';
 import { peerAllowedIPs } from '../controlplane/routes.js';
-import { obtainIdentity, updateEndpoint, connectControlPlane, controlPlaneEndpoint, rememberServers, DirectoryWatcher, type Credentials, type Peer } from '../enroll/index.js';
+import { obtainIdentity, updateEndpoint, updateRoutes, connectControlPlane, controlPlaneEndpoint, rememberServers, DirectoryWatcher, type Credentials, type Peer } from '../enroll/index.js';
 import { credentialsPath } from '../enroll/credentials.js';
 import { Outbox, OutboxLockedError } from '../audit/outbox.js';
 import { assertStateDirs } from '../controlplane/secrets.js';
@@ -51,6 +51,12 @@ export interface EnrolledOptions {
    * this peer over WireGuard, once its exit routes are approved (controlplane/routes.ts).
    */
   exitNode?: string;
+  /**
+   * `lattice up --advertise-routes CIDR,... [--exit-node]`: advertise these routes (replacing what this
+   * agent advertised before) and forward for the approved ones (PumpOptions.routed). `onOwnRoutes` hears
+   * the approved set (canonical CIDRs) at start and whenever an operator changes it.
+   */
+  router?: { advertiseRoutes: string[]; exitNode: boolean; onOwnRoutes?: (approved: string[]) => void };
   /** Bounds on the sandbox's upstream DNS lookups (`--dns-max-in-flight`, `--dns-rate`, `--dns-burst`); unset keep the pump's defaults. */
   dnsLimits?: Partial<DnsLimits>;
   /** Where the TUN lives (see WgNetworkOptions.placeTun); default: the sandbox's own netns. */
@@ -277,6 +283,23 @@ export async function enrollAndPrepare(o: EnrolledOptions): Promise<Enrolled> {
       natPeers = next;
     };
     const currentPeers = () => (watcher.peers.length > 0 ? watcher.peers : (credentials.peers ?? []));
+    // A router forwards for its own approved routes (an exit node: every non-overlay address), never for the overlay.
+    const overlay = overlayCidrs(credentials);
+    let ownRoutes: Cidr[] = [];
+    let ownRoutesKey: string | undefined;
+    const syncOwnRoutes = (): Cidr[] => {
+      const approved = (watcher.self?.routes ?? []).map((r) => r.cidr).sort();
+      const key = approved.join(',');
+      if (key === ownRoutesKey) return [];
+      const next = approved.map((c) => parseCidr(c)).flatMap((p) => (p.ok ? [p.cidr] : []));
+      const gone = ownRoutes.filter((c) => !next.some((n) => n.bits === c.bits && cidrHas(n, c.addr)));
+      ownRoutes = next;
+      ownRoutesKey = key;
+      o.router?.onOwnRoutes?.(approved);
+      return gone;
+    };
+    const routed = o.router ? (a: IpAddr) => ownRoutes.some((c) => cidrHas(c, a)) && !overlay.some((c) => cidrHas(c, a)) : undefined;
+    if (o.router) syncOwnRoutes();
     const network = async (id: string, dir: string): Promise<SandboxNetwork> => {
       const netTeardown = new Teardown(log);
       return netTeardown.guard(async () => {
@@ -302,6 +325,7 @@ export async function enrollAndPrepare(o: EnrolledOptions): Promise<Enrolled> {
             dnsLimits: o.dnsLimits,
             placeTun: o.placeTun,
             maxFlows: o.maxFlows,
+            routed,
           })(id, dir),
           (n) => n.close(),
         );
@@ -340,6 +364,10 @@ export async function enrollAndPrepare(o: EnrolledOptions): Promise<Enrolled> {
           log.warn({ err: (err as Error).message }, 'could not publish our WireGuard endpoint; peers must initiate'),
         );
         await step('endpoint');
+        if (o.router) {
+          const r = await updateRoutes({ nc, jwt: credentials.jwt, advertiseRoutes: o.router.advertiseRoutes, exitNode: o.router.exitNode });
+          log.info({ routes: r.routes }, 'routes advertised (each forwards once an operator approves it: lattice route approve)');
+        }
 
         explain = (event) =>
           explainDenial(
@@ -437,6 +465,12 @@ export async function enrollAndPrepare(o: EnrolledOptions): Promise<Enrolled> {
       if (gone.length) {
         const cut = net.pump.cutRoutes((remote) => gone.some((c) => cidrHas(c, remote)));
         log.warn({ routes: gone.length, cut }, 'routes changed: flows through them cut');
+      }
+      // Our own route withdrawn or rejected: stop forwarding for it, and cut the flows we forward through it.
+      const ownGone = o.router ? syncOwnRoutes() : [];
+      if (ownGone.length) {
+        const cut = net.pump.cutRoutes((a) => ownGone.some((c) => cidrHas(c, a)));
+        log.warn({ routes: ownGone.map(formatCidr), cut }, 'own routes withdrawn: forwarded flows through them cut');
       }
       syncNatPeers(peers);
       // A peer that left the directory stops resolving too.

@@ -67,6 +67,8 @@ export interface WgNetworkOptions {
    * (src/host/link.ts); then no resolv.conf is written.
    */
   placeTun?: TunPlacement;
+  /** A router's forwarded addresses (see PumpOptions.routed; `lattice up --advertise-routes`). */
+  routed?: (a: IpAddr) => boolean;
 }
 
 /** A TUN carrying `cidrs` (the node's own host prefixes), placed and configured; close() removes it. */
@@ -154,6 +156,7 @@ export function wgSandboxNetwork(opts: WgNetworkOptions): (id: string, dir: stri
         audit: opts.audit,
         auditReady: opts.auditReady,
         sandboxId: id,
+        ...(opts.routed && { routed: opts.routed }),
         ...(egress && { hostEgress: { tun: egress.tun, vet: egress.guard.vet.bind(egress.guard) } }),
       });
       pump.start();

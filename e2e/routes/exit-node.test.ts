@@ -1,0 +1,97 @@
+/**
+ * An exit node with real components: `lattice up --exit-node` in one network namespace, the test's
+ * "internet" (TEST-NET-3) behind it, a gVisor sandbox started with `--exit-node exit` on another host.
+ *
+ *   ns <p>-pub: br0 198.18.0.1/24        nats-server :4222, control plane (admin API on its loopback)
+ *   ns <p>-r:   eth0 198.18.0.21, wan0 198.51.100.1/30   `lattice up --name exit --exit-node`
+ *   ns <p>-s:   eth0 198.51.100.2/30, lo 203.0.113.10 + .11   busybox httpd :443 on both (the "internet")
+ *   ns <p>-b:   eth0 198.18.0.22         `lattice sandbox start --exit-node exit` (no route of its own to 203.0.113.0/24)
+ *
+ * Proven: once the exit routes are approved, the sandbox reaches 203.0.113.10 through the exit node and
+ * the server sees the exit node's address; 203.0.113.11, which no rule allows, is refused and audited
+ * as denied at the sandbox's launcher. Waits are on events (output lines), never sleeps.
+ */
+import { describe, it, expect, beforeAll, afterAll } from 'vitest';
+import { execa } from 'execa';
+import { randomBytes } from 'node:crypto';
+import { mkdir, readFile, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { busyboxRootfs, waitFor } from '../support/env.js';
+import { ip } from '../../src/netns/ip.js';
+import { startLab, collect, NATS, type Lab } from './lab.js';
+
+const NS = 'lte';
+const POLICY = {
+  version: 1,
+  mode: 'enforce',
+  egress: [{ id: 'web', action: 'allow', cidrs: ['203.0.113.10/32'], ports: [443], protocol: 'tcp' }],
+  // The exit node's own policy: forwarded flows are ingress to it, from the overlay.
+  ingress: [{ id: 'via-exit', action: 'allow', cidrs: ['10.77.0.0/16'], ports: [443], protocol: 'tcp' }],
+};
+
+let lab: Lab;
+
+beforeAll(async () => {
+  lab = await startLab(`lte${randomBytes(2).toString('hex')}`, 8473, async (r, s) => {
+    // The "internet" behind the exit node: it knows nothing of the overlay.
+    await ip(['link', 'add', 'wan0', 'type', 'veth', 'peer', 'name', 'eth0', 'netns', s], r);
+    await ip(['addr', 'add', '198.51.100.1/30', 'dev', 'wan0'], r);
+    await ip(['link', 'set', 'wan0', 'up'], r);
+    await ip(['route', 'add', '203.0.113.0/24', 'via', '198.51.100.2'], r);
+    await ip(['addr', 'add', '198.51.100.2/30', 'dev', 'eth0'], s);
+    await ip(['link', 'set', 'eth0', 'up'], s);
+    for (const a of ['203.0.113.10/32', '203.0.113.11/32']) await ip(['addr', 'add', a, 'dev', 'lo'], s);
+    await ip(['route', 'add', 'default', 'via', '198.51.100.1'], s);
+  });
+}, 180_000);
+
+afterAll(async () => lab?.stop(), 60_000);
+
+describe('exit node', () => {
+  it('a sandbox reaches the internet through the exit node (source: the exit node), other addresses are refused and audited', async () => {
+    const policyFile = join(lab.work, 'policy.json');
+    await writeFile(policyFile, JSON.stringify(POLICY));
+    const tk = await lab.admin(['token', 'create', '--namespace', NS, '--limit', '2', '--policy', policyFile]);
+    expect(tk.exitCode, String(tk.stderr)).toBe(0);
+    const token = String(tk.stdout).trim();
+    await mkdir(join(lab.work, 'www'));
+    await writeFile(join(lab.work, 'www', 'index.html'), 'hello-from-internet\n');
+    const httpd = execa('ip', ['netns', 'exec', lab.s, 'busybox', 'httpd', '-f', '-vv', '-p', '443', '-h', join(lab.work, 'www')], { reject: false, stdin: 'ignore' });
+    lab.children.push(httpd);
+    const httpdLog = collect(httpd, 'stderr');
+
+    const up = lab.inNs(lab.r, 'state-r', ['up', '--name', 'exit', '--control-plane', NATS, '--token', token, '--advertise', '198.18.0.21', '--exit-node']);
+    lab.children.push(up);
+    const upErr = collect(up, 'stderr');
+    await waitFor(() => upErr().includes('is up on lattice0'), 60_000, 'lattice up --exit-node');
+    const ok = await lab.admin(['route', 'approve', `${NS}/exit`, 'exit', '--by', 'e2e']);
+    expect(ok.exitCode, String(ok.stderr)).toBe(0);
+    await waitFor(() => upErr().includes('forwarding for approved routes: 0.0.0.0/0 ::/0'), 30_000, `the exit node hearing the approval (${upErr().slice(-600)})`);
+
+    const rootfs = await busyboxRootfs(lab.work);
+    const get = (addr: string) => `printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 3 ${addr} 443 | grep hello-from-internet`;
+    const script = [`until ${get('203.0.113.10')}; do sleep 0.3; done`, 'echo REACHED', `if ${get('203.0.113.11')}; then echo OTHER-REACHED; else echo OTHER-REFUSED; fi`].join('\n');
+    const audit = join(lab.work, 'audit-b.ndjson');
+    const sbx = lab.inNs(lab.b, 'state-b', ['sandbox', 'start', '--name', 'sbx', '--control-plane', NATS, '--token', token, '--advertise', '198.18.0.22', '--exit-node', 'exit', '--audit-log', audit, '--rootfs', rootfs, '--', 'sh', '-c', script]);
+    lab.children.push(sbx);
+    const out = collect(sbx, 'stdout');
+    const err = collect(sbx, 'stderr');
+    await waitFor(() => /OTHER-(REACHED|REFUSED)/.test(out()), 120_000, `the sandbox trying both addresses (sandbox: ${out().slice(-300)} ${err().slice(-400)} / up: ${upErr().slice(-600)})`);
+    expect(out()).toContain('REACHED');
+    expect(out()).toContain('OTHER-REFUSED');
+    // Source NAT: the internet saw the exit node's address.
+    expect(httpdLog()).toContain('198.51.100.1');
+    expect(httpdLog()).not.toMatch(/10\.77\.\d+\.\d+/);
+    expect(httpdLog()).not.toContain('198.18.0.22');
+    // The refused address is audited at the sandbox's launcher with its verdict.
+    const events = (await readFile(audit, 'utf8')).trim().split('\n').map((l) => JSON.parse(l) as Record<string, unknown>);
+    expect(events).toContainEqual(expect.objectContaining({ type: 'flow.opened', dstIp: '203.0.113.11', verdict: 'denied' }));
+    expect(events).toContainEqual(expect.objectContaining({ type: 'flow.opened', dstIp: '203.0.113.10', verdict: 'allowed' }));
+    await sbx;
+
+    const down = await lab.inNs(lab.r, 'state-r', ['down', '--name', 'exit']);
+    expect(down.exitCode, String(down.stderr)).toBe(0);
+    expect((await up).exitCode, upErr().slice(-800)).toBe(0);
+    expect(String((await execa('ip', ['netns', 'exec', lab.r, 'nft', 'list', 'tables'])).stdout)).not.toContain('lattice');
+  }, 300_000);
+});
