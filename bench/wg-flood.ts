@@ -144,7 +144,7 @@ async function main(): Promise<void> {
     const d = b.dev.stats.dropped;
     console.log(
       `  ${sources.length} source(s): ${floodSent} initiations (~${Math.round(floodSent / secs)}/s); device: ${b.dev.stats.cookieRepliesSent - before.cookies} cookie replies, ` +
-        `${d.rateLimited - before.rateLimited} rate-limited before any hash`,
+        `${d.rateLimited - before.rateLimited} rate-limited before any hash, ${d.cookieBudget - before.cookieBudget} refused a reply (global budget / quiet period)`,
     );
     console.log(`  ratios ${label}/no-flood: session delivery ${(flood.delivery / base.delivery).toFixed(2)}, new-handshake time ${(flood.hsMs / base.hsMs).toFixed(1)}x`);
   };
