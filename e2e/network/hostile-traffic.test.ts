@@ -139,32 +139,23 @@ describe('issue 13 under gVisor: the pump decides what a packet really does', ()
   });
 
   it('2. a 3000-byte UDP datagram (3 fragments) reaches an allowed peer and its 3000-byte reply comes back; the same to a denied host does not arrive', async () => {
-    const echo = await listen(
-      [
-        'import socket',
-        's = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)',
-        `s.bind(('${PEER_IP}', 9998))`,
-        's.settimeout(60)',
-        "print('ready', flush=True)",
-        'while True:',
-        '    data, addr = s.recvfrom(65535)',
-        "    print('len', len(data), flush=True)",
-        "    s.sendto(b'b' * 3000, addr)",
-      ].join('\n'),
-    );
+    /** A UDP service on `addr`:9998 in the peer's netns: prints each datagram's length, answers 3000 bytes. */
+    const udpEcho = (addr: string) =>
+      listen(
+        [
+          'import socket',
+          's = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)',
+          `s.bind(('${addr}', 9998))`,
+          "print('ready', flush=True)",
+          'while True:',
+          '    data, addr = s.recvfrom(65535)',
+          "    print('len', len(data), flush=True)",
+          "    s.sendto(b'b' * 3000, addr)",
+        ].join('\n'),
+      );
+    const echo = await udpEcho(PEER_IP);
     // The same service on the denied host: none of its datagram's fragments may pass.
-    const deniedEcho = await listen(
-      [
-        'import socket',
-        's = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)',
-        `s.bind(('${DENIED_IP}', 9998))`,
-        "print('ready', flush=True)",
-        'while True:',
-        '    data, addr = s.recvfrom(65535)',
-        "    print('len', len(data), flush=True)",
-        "    s.sendto(b'b' * 3000, addr)",
-      ].join('\n'),
-    );
+    const deniedEcho = await udpEcho(DENIED_IP);
     const policy = { version: 1, egress: [{ id: 'udp', action: 'allow', cidrs: [`${PEER_IP}/32`], ports: [9998], protocol: 'udp' }] };
     const r = await sandbox(policy, `bigudp ${PEER_IP} 9998 1000; bigudp ${PEER_IP} 9998 3000; bigudp ${DENIED_IP} 9998 3000`);
     await echo.stop();
