@@ -3,7 +3,7 @@
  * real wireguard-go peer (in its own netns). The sandbox's only way out is lattice's pump.
  *   1. an ICMP error quoting an allowed flow cannot carry data to a host the policy denies;
  *   2. a 3000-byte UDP datagram (3 fragments over a 1420 MTU) reaches an allowed peer and its
- *      3000-byte reply comes back;
+ *      3000-byte reply comes back; the same datagram to a host the policy denies does not arrive;
  *   5. a domain rule's name that an upstream resolver points at another agent's overlay address,
  *      loopback or the metadata service opens nothing, unless a CIDR rule allows the address;
  *   9. a flood of DNS queries for allowed wildcard names starts a bounded number of upstream
@@ -138,26 +138,33 @@ describe('issue 13 under gVisor: the pump decides what a packet really does', ()
     expect(r.audit).toContainEqual(expect.objectContaining({ type: 'flow.opened', verdict: 'denied', ruleId: 'icmp-error-mismatch', dstIp: DENIED_IP, proto: 'icmp' }));
   });
 
-  it('2. a 3000-byte UDP datagram (3 fragments) reaches an allowed peer and its 3000-byte reply comes back', async () => {
-    const echo = await listen(
-      [
-        'import socket',
-        's = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)',
-        `s.bind(('${PEER_IP}', 9998))`,
-        's.settimeout(60)',
-        "print('ready', flush=True)",
-        'while True:',
-        '    data, addr = s.recvfrom(65535)',
-        "    print('len', len(data), flush=True)",
-        "    s.sendto(b'b' * 3000, addr)",
-      ].join('\n'),
-    );
+  it('2. a 3000-byte UDP datagram (3 fragments) reaches an allowed peer and its 3000-byte reply comes back; the same to a denied host does not arrive', async () => {
+    /** A UDP service on `addr`:9998 in the peer's netns: prints each datagram's length, answers 3000 bytes. */
+    const udpEcho = (addr: string) =>
+      listen(
+        [
+          'import socket',
+          's = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)',
+          `s.bind(('${addr}', 9998))`,
+          "print('ready', flush=True)",
+          'while True:',
+          '    data, addr = s.recvfrom(65535)',
+          "    print('len', len(data), flush=True)",
+          "    s.sendto(b'b' * 3000, addr)",
+        ].join('\n'),
+      );
+    const echo = await udpEcho(PEER_IP);
+    // The same service on the denied host: none of its datagram's fragments may pass.
+    const deniedEcho = await udpEcho(DENIED_IP);
     const policy = { version: 1, egress: [{ id: 'udp', action: 'allow', cidrs: [`${PEER_IP}/32`], ports: [9998], protocol: 'udp' }] };
-    const r = await sandbox(policy, `bigudp ${PEER_IP} 9998 1000; bigudp ${PEER_IP} 9998 3000`);
+    const r = await sandbox(policy, `bigudp ${PEER_IP} 9998 1000; bigudp ${PEER_IP} 9998 3000; bigudp ${DENIED_IP} 9998 3000`);
     await echo.stop();
+    await deniedEcho.stop();
     expect(echo.output()).toContain('len 1000');
     expect(echo.output()).toContain('len 3000');
-    expect(String(r.stdout).match(/reply=\S+/g)).toEqual(['reply=3000', 'reply=3000']);
+    expect(deniedEcho.output()).not.toContain('len');
+    expect(String(r.stdout).match(/reply=\S+/g)).toEqual(['reply=3000', 'reply=3000', 'reply=none']);
+    expect(r.audit).toContainEqual(expect.objectContaining({ type: 'flow.opened', verdict: 'denied', dstIp: DENIED_IP, proto: 'udp' }));
   });
 
   /** A DNS server on a loopback address of its own, and a resolv.conf naming it. */

@@ -207,7 +207,9 @@ function parseIpLayer(b: Uint8Array, stats: PacketStats | undefined, strict: boo
         continue;
       }
       if (nh === IpProto.fragment) {
-        if (off + 8 > end) return drop(DropReason.badExtensionHeader);
+        // One fragment header per packet (RFC 8200 4.1): a second one (nested fragmentation, or a
+        // chain that would move the offset the tracker judges) is dropped.
+        if (off + 8 > end || fragDataStart !== 0) return drop(DropReason.badExtensionHeader);
         const fragOff = u16(b, off + 2) >> 3;
         const more = (b[off + 3] & 1) !== 0;
         fragId = u32(b, off + 4);

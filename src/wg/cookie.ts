@@ -47,11 +47,17 @@ export class CookieChecker {
     return this.c.mac(this.secret, src);
   }
 
-  /** MAC2 is valid if it was made with the cookie this source would get now. */
+  /**
+   * MAC2 is valid if it was made with the cookie this source would get now. An all-zero MAC2 (what
+   * an initiator without a cookie sends, and what a flood sends) is refused before any hash.
+   */
   checkMAC2(msg: Uint8Array, src: Uint8Array, now: number): boolean {
     if (now - this.secretSet > CookieRefreshTime) return false;
-    const cookie = this.cookieFor(src, now);
     const smac2 = msg.length - 16;
+    let any = 0;
+    for (let i = smac2; i < msg.length; i++) any |= msg[i];
+    if (any === 0) return false;
+    const cookie = this.cookieFor(src, now);
     const mac = this.c.mac(cookie, msg.subarray(0, smac2));
     return constantTimeEqual(mac, msg.subarray(smac2));
   }

@@ -76,7 +76,7 @@ import {
   type StaticIdentity,
 } from './noise-protocol.js';
 import { Peer, type PeerConfig, type PeerStatus } from './peer.js';
-import { RateLimiter } from './ratelimiter.js';
+import { HandshakeGuard } from './ratelimiter.js';
 import {
   runTimers,
   nextDeadline,
@@ -98,6 +98,8 @@ export const DropReason = {
   BadMAC1: 'badMac1',
   CookieRequired: 'cookieRequired', // under load without a valid MAC2: answered with a cookie reply
   RateLimited: 'rateLimited',
+  CookieBudget: 'cookieBudget', // under load without a valid MAC2, and no cookie reply to spare (see HandshakeGuard)
+  HandshakeBudget: 'handshakeBudget', // the global budget for Noise (DH) work this second is spent
   // a handshake message that failed to consume (see noise-protocol.ts)
   ...ConsumeError,
   UnknownIndex: 'unknownIndex',
@@ -178,7 +180,7 @@ export class Device {
   private readonly allowedIPs = new AllowedIPs<Peer>();
   private readonly indexTable: IndexTable<Peer, Keypair>;
   private readonly cookieChecker: CookieChecker;
-  private readonly rateLimiter = new RateLimiter();
+  private readonly rateLimiter = new HandshakeGuard();
   private readonly underLoadThreshold: number;
   private loadWindowStart = -Infinity;
   private loadWindowCount = 0;
@@ -558,17 +560,20 @@ export class Device {
   }
 
   /**
-   * Handshake messages (whitepaper 5.3, wireguard-go receive.go). Under load, the per-source rate
-   * limiter runs *before* any hash: wireguard-go applies it after MAC2, but it has worker threads to
-   * absorb a flood; on one thread, a single source sending initiations with a valid MAC1 (built from
-   * our public key) would otherwise cost a BLAKE2s and a cookie reply per packet and starve the
-   * transport path. A flooding source thus gets at most 20 cookie replies or handshakes a second
-   * (burst 5), and a legitimate peer from another address still gets its cookie and completes.
+   * Handshake messages (whitepaper 5.3, wireguard-go receive.go), through the HandshakeGuard
+   * (ratelimiter.ts). Under load, the per-source rate limiter runs *before* any hash: wireguard-go
+   * applies it after MAC2, but it has worker threads to absorb a flood; on one thread, a single
+   * source sending initiations with a valid MAC1 (built from our public key) would otherwise cost a
+   * BLAKE2s and a cookie reply per packet and starve the transport path. Then, under load, a message
+   * without a valid MAC2 gets a cookie reply only within the global reply budget and once per quiet
+   * period per endpoint; and every message that reaches the Noise work (DH) takes a token from a
+   * global budget. Hashing, sealing and DH a flood can buy are thus bounded per second across all
+   * sources, and a legitimate peer still gets its cookie and completes.
    */
   private receiveHandshake(type: number, data: Uint8Array, from: Endpoint): void {
     const now = this.clock.monotonic();
     const underLoad = this.isUnderLoad(now);
-    if (underLoad && !this.rateLimiter.allow(sourceOf(from), now)) {
+    if (underLoad && !this.rateLimiter.admit(sourceOf(from), now)) {
       this.drop(DropReason.RateLimited);
       return;
     }
@@ -579,11 +584,19 @@ export class Device {
     if (underLoad) {
       const src = from.kind === 'virtual' ? sourceBytes(sourceOf(from), 0) : sourceBytes(from.address, from.port);
       if (!this.cookieChecker.checkMAC2(data, src, now)) {
+        if (!this.rateLimiter.mayReplyCookie(endpointKey(from), now)) {
+          this.drop(DropReason.CookieBudget);
+          return;
+        }
         this.stats.cookieRepliesSent++;
         this.bind.send(this.cookieChecker.createReply(data, src, now), from);
         this.drop(DropReason.CookieRequired);
         return;
       }
+    }
+    if (!this.rateLimiter.mayConsume(now)) {
+      this.drop(DropReason.HandshakeBudget);
+      return;
     }
     if (type === MessageType.Initiation) this.receiveInitiation(data, from, now);
     else this.receiveResponse(data, from, now);

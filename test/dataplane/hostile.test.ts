@@ -430,6 +430,158 @@ describe('2. later fragments follow the first fragment\'s decision', () => {
   });
 });
 
+/** Rewrite an IPv4 fragment's total length and header checksum after its data was cut. */
+function fixIpv4(f: Uint8Array): Uint8Array {
+  f[2] = f.length >> 8;
+  f[3] = f.length & 0xff;
+  f[10] = f[11] = 0;
+  const c = internetChecksum(f, 0, 20);
+  f[10] = c >> 8;
+  f[11] = c & 0xff;
+  return f;
+}
+
+/**
+ * Split an IPv6 packet (no extension headers) into fragments of at most `mtu` bytes, each with the
+ * extension headers `pre` (hop-by-hop / destination options, 8 bytes each, next-header filled in)
+ * before its fragment header, as RFC 8200 4.5 places the per-fragment headers.
+ */
+function fragment6(pkt: Uint8Array, mtu: number, id: number, pre: number[] = []): Uint8Array[] {
+  const body = pkt.subarray(40);
+  const hdrs = 40 + 8 * pre.length + 8;
+  const step = Math.floor((mtu - hdrs) / 8) * 8;
+  const out: Uint8Array[] = [];
+  for (let off = 0; off < body.length; off += step) {
+    const part = body.subarray(off, Math.min(body.length, off + step));
+    const f = new Uint8Array(hdrs + part.length);
+    f.set(pkt.subarray(0, 40));
+    const chain = [...pre, IpProto.fragment];
+    f[6] = chain[0]!;
+    let o = 40;
+    for (let i = 0; i < pre.length; i++, o += 8) f[o] = chain[i + 1]!; // length byte 0: 8 bytes, PadN-free zeros
+    f[o] = pkt[6]!;
+    const more = off + step < body.length;
+    const fo = off | (more ? 1 : 0);
+    f[o + 2] = fo >> 8;
+    f[o + 3] = fo & 0xff;
+    f.set([id >>> 24, (id >> 16) & 0xff, (id >> 8) & 0xff, id & 0xff], o + 4);
+    f.set(part, hdrs);
+    const plen = f.length - 40;
+    f[4] = plen >> 8;
+    f[5] = plen & 0xff;
+    out.push(f);
+  }
+  return out;
+}
+
+describe('2. fragment neighbours: tiny first fragments, overlaps, IPv6 header chains, bounds', () => {
+  const withUdp = policy({ egress: ', { "id": "trace", "action": "allow", "cidrs": ["10.77.0.10/32", "fd77::10/128"], "protocol": "udp" }, { "id": "web-udp", "action": "allow", "cidrs": ["10.77.0.10/32"], "ports": [443], "protocol": "tcp" }' });
+  const big = (src: IpAddr, dst: IpAddr, sport = 33434, dport = 33434) => buildUdp({ src, dst, srcPort: sport, dstPort: dport, payload: new Uint8Array(3000 - 28).fill(0x5a) });
+
+  it('a first fragment too short to carry the ports (4 bytes of UDP, 16 of TCP) is dropped as malformed; the rest of its datagram are orphans', () => {
+    const s = setup(withUdp);
+    const frags = fragment4(big(SANDBOX, PEER), 1400, 0x51);
+    const tinyUdp = fixIpv4(Uint8Array.from(frags[0]!.subarray(0, 24)));
+    s.fromSandbox(tinyUdp, frags[1]!, frags[2]!);
+    // RFC 3128's tiny fragment: TCP flags (byte 13) would come in the next fragment.
+    const tcp = buildTcp({ src: SANDBOX, dst: PEER, srcPort: 40000, dstPort: 443, seq: 1, ack: 0, flags: TcpFlag.SYN, payload: new Uint8Array(2000) });
+    const tcpFrags = fragment4(tcp, 1400, 0x52);
+    const tinyTcp = fixIpv4(Uint8Array.from(tcpFrags[0]!.subarray(0, 36)));
+    s.fromSandbox(tinyTcp, tcpFrags[1]!);
+    expect(s.peerSide).toHaveLength(0);
+    expect(s.pump.packetStats.count('short-transport-header')).toBe(2);
+    expect(s.pump.stats.dropped).toMatchObject({ malformed: 2, fragmentOrphan: 3 });
+    expect(s.opened()).toHaveLength(0);
+  });
+
+  it('a later fragment starting exactly where the first one ends follows; one 8 bytes earlier overlaps and poisons the datagram', () => {
+    const s = setup(withUdp);
+    const frags = fragment4(big(SANDBOX, PEER), 1400, 0x61);
+    const firstEnd = frags[0]!.length - 20; // 1376 bytes of data
+    const early = Uint8Array.from(frags[1]!);
+    const fo = (firstEnd - 8) / 8 | 0x2000;
+    early[6] = fo >> 8;
+    early[7] = fo & 0xff;
+    s.fromSandbox(frags[0]!, frags[1]!); // offset == firstEnd: follows
+    expect(s.peerSide).toHaveLength(2);
+    s.fromSandbox(fixIpv4(early), frags[2]!);
+    expect(s.peerSide).toHaveLength(2);
+    expect(s.pump.stats.dropped.fragmentOverlap).toBe(2);
+  });
+
+  it('a second first fragment of the same datagram, rewriting the ports to a denied service, is judged on its own and poisons the rest', () => {
+    const s = setup(withUdp);
+    const toDenied = fragment4(big(SANDBOX, DENIED, 1, 2), 1400, 0x71);
+    const first = fragment4(big(SANDBOX, PEER), 1400, 0x72);
+    s.fromSandbox(first[0]!);
+    expect(s.peerSide).toHaveLength(1);
+    // Same id, source, destination and protocol: a duplicate first fragment with other ports.
+    const again = fragment4(big(SANDBOX, PEER, 9, 9), 1400, 0x72);
+    s.fromSandbox(again[0]!, first[1]!, first[2]!, ...toDenied);
+    expect(s.peerSide).toHaveLength(2); // the duplicate's own flow (udp to PEER is allowed); nothing after it
+    expect(s.pump.stats.dropped.fragmentOverlap).toBe(2);
+    expect(s.pump.stats.dropped.denied).toBe(3);
+  });
+
+  it('IPv6: a fragment header after hop-by-hop and destination options; all fragments follow to an allowed peer, none to a denied one', () => {
+    const s = setup(withUdp);
+    const chain = [IpProto.hopByHop, IpProto.destOpts];
+    const ok = fragment6(big(SANDBOX6, PEER6), 1280, 0xa1b2c3d4, chain);
+    expect(ok.length).toBe(3);
+    expect(parsePacket(ok[0]!)).toMatchObject({ fragment: 1, dstPort: 33434 });
+    s.fromSandbox(...ok);
+    expect(s.peerSide).toHaveLength(3);
+    s.fromSandbox(...fragment6(big(SANDBOX6, DENIED6), 1280, 0xa1b2c3d5, chain));
+    expect(s.peerSide).toHaveLength(3);
+    expect(s.pump.stats.dropped.denied).toBe(3);
+  });
+
+  it('IPv6: two fragment headers in one packet, and a first fragment whose header chain stops short of UDP, are dropped as malformed', () => {
+    const s = setup(withUdp);
+    const [first] = fragment6(big(SANDBOX6, PEER6), 1280, 0xb1, []);
+    // Nested: a fragment header whose next header is another fragment header (offset 1000).
+    const nested = new Uint8Array(first!.length + 8);
+    nested.set(first!.subarray(0, 48));
+    nested.set(first!.subarray(40, 48), 48);
+    nested[40] = IpProto.fragment;
+    nested[50] = (1000 >> 8) & 0xff;
+    nested[51] = 1000 & 0xf8;
+    nested.set(first!.subarray(48), 56);
+    const plen = nested.length - 40;
+    nested[4] = plen >> 8;
+    nested[5] = plen & 0xff;
+    // RFC 7112: the first fragment must hold the whole header chain; this one ends inside it.
+    const short = fragment6(big(SANDBOX6, PEER6), 1280, 0xb2, [IpProto.destOpts])[0]!.subarray(0, 52);
+    const shortFixed = Uint8Array.from(short);
+    shortFixed[4] = 0;
+    shortFixed[5] = 12;
+    s.fromSandbox(nested, shortFixed);
+    expect(s.peerSide).toHaveLength(0);
+    expect(s.pump.stats.dropped.malformed).toBe(2);
+    expect(s.pump.packetStats.count('bad-extension-header') + s.pump.packetStats.count('short-transport-header')).toBe(2);
+  });
+
+  it('bounded: a seeded flood of first fragments and orphans keeps the tracker within maxEntries; orphans are counted; a real datagram still passes', () => {
+    const r = seededRandom();
+    const s = setup(withUdp, undefined, { fragments: { maxEntries: 64, timeoutMs: 1000 } });
+    let orphans = 0;
+    for (let i = 0; i < 2000; i++) {
+      const frags = fragment4(big(SANDBOX, PEER), 1400, r.int(65536));
+      if (r.int(2) === 0) s.fromSandbox(frags[0]!);
+      else {
+        s.fromSandbox(frags[1 + r.int(2)]!);
+        orphans++;
+      }
+      expect(s.pump.fragments.size).toBeLessThanOrEqual(64);
+      if (i % 100 === 0) s.clock.advance(100);
+    }
+    expect(s.pump.stats.dropped.fragmentOrphan).toBeGreaterThan(orphans * 0.9); // a few found a first fragment with the same id
+    const before = s.peerSide.length;
+    s.fromSandbox(...fragment4(big(SANDBOX, PEER, 7, 7), 1400, 0x7777));
+    expect(s.peerSide.length).toBe(before + 3);
+  });
+});
+
 // ------------------------------------------------------------------------------------ 3. routing headers
 
 /** Insert an IPv6 routing header (type, segments left, final destination) after the fixed header. */
