@@ -138,8 +138,8 @@ async function withConnection<T>(t: Target, fn: (nc: NatsConnection, url: string
   }
 }
 
-/** The launcher's retry of a request the control plane answered EBUSY: 100 ms first, then jittered up to 2 s. */
-export const BUSY_BACKOFF = { initialMs: 100, maxMs: 2000 } as const;
+/** The launcher's retry of a request the control plane answered EBUSY: 100 ms first, then jittered up to 1 s (a store that did not answer fails after 2 s at the control plane already: controlplane/natskv.ts KV_OP_TIMEOUT_MS). */
+export const BUSY_BACKOFF = { initialMs: 100, maxMs: 1000 } as const;
 
 /** Time and chance for `retryWhileBusy`; tests pass manual timers (test/support/timers.ts) and a seeded random. */
 export interface RetryClock {
