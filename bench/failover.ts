@@ -22,6 +22,7 @@ import { AUDIT_STREAM, ensureAuditStream } from '../src/audit/stream.js';
 import { DEFAULT_IPAM, startControlPlane, type StartedControlPlane } from '../src/controlplane/index.js';
 import { DirectoryWatcher } from '../src/enroll/directory.js';
 import { enroll } from '../src/enroll/index.js';
+import { createLogger } from '../src/log.js';
 import { startNatsCluster } from '../e2e/support/nats-cluster.js';
 
 const key = () => randomBytes(32).toString('base64');
@@ -45,6 +46,36 @@ async function attempt(p: Probe, fn: () => Promise<unknown>): Promise<void> {
 }
 const fmt = (p: Probe) => `${p.ok}/${p.ok + p.failed} ok${p.failed ? ` (${[...p.errors].map(([m, n]) => `${n}x ${m}`).join('; ')})` : ''}`;
 
+/** Stream name -> the server leading it now (streams whose info does not answer are left out). */
+async function leaders(nc: NatsConnection): Promise<Map<string, string>> {
+  const jsm = await nc.jetstreamManager({ timeout: 2000 });
+  const out = new Map<string, string>();
+  for (const si of await jsm.streams.list().next()) if (si.cluster?.leader) out.set(si.config.name, si.cluster.leader);
+  return out;
+}
+
+/**
+ * For every stream `killed` led: ms from `killedAt` until another server leads it (failure detection plus
+ * Raft election, all nats-server's), polled every 100 ms; -1 when none is elected within 30 s.
+ */
+async function elections(nc: NatsConnection, killed: string, before: Map<string, string>, killedAt: number): Promise<Map<string, number>> {
+  const jsm = await nc.jetstreamManager({ timeout: 1000, checkAPI: false });
+  const pending = new Set([...before].filter(([, leader]) => leader === killed).map(([name]) => name));
+  const out = new Map<string, number>();
+  while (pending.size > 0 && Date.now() - killedAt < 30_000) {
+    for (const name of [...pending]) {
+      const leader = await jsm.streams.info(name).then((si) => si.cluster?.leader, () => undefined);
+      if (leader && leader !== killed) {
+        out.set(name, Date.now() - killedAt);
+        pending.delete(name);
+      }
+    }
+    await sleep(100);
+  }
+  for (const name of pending) out.set(name, -1);
+  return out;
+}
+
 async function main(): Promise<void> {
   const downMs = Number(process.argv[2] ?? 20) * 1000;
   const dir = await mkdtemp(join(tmpdir(), 'ltcp-failover-'));
@@ -54,7 +85,7 @@ async function main(): Promise<void> {
   let stop = false;
   try {
     await cluster.waitJetStream();
-    cp = await startControlPlane({ stateDir: join(dir, 'cp'), natsUrl: cluster.urls[0], http: false, ipam: { ...DEFAULT_IPAM, v4Pool: '10.64.0.0/10', v4SubnetPrefix: 20 } });
+    cp = await startControlPlane({ stateDir: join(dir, 'cp'), natsUrl: cluster.urls[0], http: false, log: createLogger({ name: 'cp', level: 'error' }), ipam: { ...DEFAULT_IPAM, v4Pool: '10.64.0.0/10', v4SubnetPrefix: 20 } });
     nc = await connect({ servers: cluster.urls, maxReconnectAttempts: -1, reconnectTimeWait: 200 });
     console.log(`nats-server ${nc.info?.version}; control plane replicas ${cp.replicas}`);
     await ensureAuditStream(await nc.jetstreamManager(), { replicas: cp.replicas });
@@ -111,11 +142,13 @@ async function main(): Promise<void> {
     await sleep(3000);
 
     for (let i = 0; i < cluster.size; i++) {
+      const ledBefore = await leaders(nc);
       const killedAt = Date.now();
       failures.ok = failures.failed = 0;
       failures.errors.clear();
       await cluster.kill(i);
       process.stderr.write(`n${i} killed\n`);
+      const elected = elections(nc, `n${i}`, ledBefore, killedAt).catch(() => new Map<string, number>());
       // First enrollment started after the kill and completed.
       let resumed: { endedAt: number } | undefined;
       while (!(resumed = done.find((d) => d.startedAt >= killedAt))) {
@@ -123,6 +156,11 @@ async function main(): Promise<void> {
         await sleep(20);
       }
       const resumeMs = resumed.endedAt - killedAt;
+      const electedMs = await elected;
+      const lastElection = Math.max(0, ...electedMs.values());
+      const electionLine = electedMs.size
+        ? `streams n${i} led: ${[...electedMs].map(([n, ms]) => `${n.replace(/^KV_lattice_/, '')} ${ms < 0 ? 'no leader in 30 s' : `${ms} ms`}`).join(', ')}; resume - last election = ${resumeMs - lastElection} ms`
+        : `n${i} led no stream`;
       const startCp = probe();
       const list = probe();
       const revoke = probe();
@@ -140,6 +178,7 @@ async function main(): Promise<void> {
           await other.stop();
         });
       }
+      console.log(`kill n${i}: new stream leaders elected after (${electionLine})`);
       console.log(`kill n${i}: enrollment resumed after ${resumeMs} ms (enrollments failed meanwhile: ${failures.failed}${failures.failed ? `: ${fmt(failures)}` : ''}); while down ${downMs / 1000} s: control plane start ${fmt(startCp)}, agent ls ${fmt(list)}, agent revoke ${fmt(revoke)}, directory watcher ${fmt(watch)}`);
       process.stderr.write(`n${i} back up...\n`);
       await cluster.start(i);

@@ -26,6 +26,16 @@ function live(e: NatsKvEntry | null): e is NatsKvEntry {
 }
 
 /**
+ * How long one KV request waits for JetStream, in ms. A write to a bucket whose stream leader died gets no
+ * answer at all until the survivors elect a new one (nats-server 2.9.10: a follower campaigns after 4-9 s
+ * without a heartbeat, server/raft.go), so the wait is what a caller loses on top of the election: with
+ * JetStream's default 5 s the control plane answered EBUSY only after 5 s; at 2 s the launcher's retry
+ * (enroll/client.ts retryWhileBusy) lands within about 2 s of the new leader. A healthy R3 write takes
+ * milliseconds, even on a loaded machine.
+ */
+export const KV_OP_TIMEOUT_MS = 2000;
+
+/**
  * The KvStore over JetStream KV buckets (created on first use, history 1, file storage, `replicas`
  * replicas; an existing bucket with fewer is raised to `replicas`, logged: natsserver/replicas.ts).
  */
@@ -33,8 +43,11 @@ export class NatsKvStore implements KvStore {
   private readonly opened = new Map<string, Promise<KvBucket>>();
   constructor(
     private readonly nc: NatsConnection,
-    /** bindOnly: open existing buckets only (clients must not create control-plane state). */
-    private readonly opts: { replicas?: number; bindOnly?: boolean; log?: Logger } = {},
+    /**
+     * bindOnly: open existing buckets only (clients must not create control-plane state).
+     * opTimeoutMs: how long a get/put/delete/keys/watch request waits for JetStream (default KV_OP_TIMEOUT_MS).
+     */
+    private readonly opts: { replicas?: number; bindOnly?: boolean; log?: Logger; opTimeoutMs?: number } = {},
   ) {}
 
   bucket(name: string): Promise<KvBucket> {
@@ -50,14 +63,18 @@ export class NatsKvStore implements KvStore {
   private async open(name: string): Promise<KvBucket> {
     const replicas = this.opts.replicas ?? 1;
     const bindOnly = this.opts.bindOnly ?? false;
-    let kv: KV;
+    let created: KV;
     try {
-      kv = await this.nc.jetstream().views.kv(name, { history: 1, replicas, bindOnly });
+      created = await this.nc.jetstream().views.kv(name, { history: 1, replicas, bindOnly });
     } catch (err) {
       if (isPlacementError(err)) throw new ReplicasError(`KV_${name}`, replicas, err);
       throw err;
     }
     if (!bindOnly && replicas > 1) await ensureReplicas(await this.nc.jetstreamManager(), `KV_${name}`, replicas, this.opts.log);
+    // Reads and writes go through a handle with the shorter timeout (creation above kept JetStream's 5 s);
+    // binding reads no stream info, so direct get is carried over from the created handle.
+    const direct = (created as Partial<{ direct: boolean }>).direct;
+    const kv = await this.nc.jetstream({ timeout: this.opts.opTimeoutMs ?? KV_OP_TIMEOUT_MS }).views.kv(name, { bindOnly: true, ...(direct !== undefined ? { allow_direct: direct } : {}) });
     return new NatsKvBucket(name, kv, () => this.nc.isClosed(), bindOnly ? undefined : await this.nc.jetstreamManager());
   }
 }

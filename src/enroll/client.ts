@@ -1,5 +1,5 @@
 import { connect, jwtAuthenticator, type ConnectionOptions, type NatsConnection } from 'nats';
-import { Backoff } from '../backoff.js';
+import { Backoff, systemTimers, type Timers } from '../backoff.js';
 import { LatticeError } from '../errors.js';
 import { answerChallenge, type Challenge } from '../controlplane/possession.js';
 import { CpErrorCode, SUBJECTS, type EnrollResponse, type ErrorReply, type Peer } from '../controlplane/types.js';
@@ -138,25 +138,46 @@ async function withConnection<T>(t: Target, fn: (nc: NatsConnection, url: string
   }
 }
 
+/** The launcher's retry of a request the control plane answered EBUSY: 100 ms first, then jittered up to 1 s (a store that did not answer fails after 2 s at the control plane already: controlplane/natskv.ts KV_OP_TIMEOUT_MS). */
+export const BUSY_BACKOFF = { initialMs: 100, maxMs: 1000 } as const;
+
+/** Time and chance for `retryWhileBusy`; tests pass manual timers (test/support/timers.ts) and a seeded random. */
+export interface RetryClock {
+  timers: Timers;
+  /** ms, monotonic enough for a deadline. */
+  now: () => number;
+  /** Floats in [0, 1). */
+  random: () => number;
+}
+
+const systemClock = (): RetryClock => ({ timers: systemTimers(), now: Date.now, random: Math.random });
+
 /**
- * One request/reply call, repeated while the control plane answers EBUSY (too many requests in flight, or
- * its store did not answer because a NATS node died or a leader is being elected: seconds), with a jittered
- * 100 ms..2 s backoff, until `timeoutMs` has passed since the first attempt; then the last EBUSY is thrown.
- * Every call here is safe to repeat: enroll of an identity that exists answers ECHALLENGE (proof of possession).
+ * Call `once(remainingMs)` and repeat it while it throws EnrollError EBUSY (too many requests in flight
+ * at the control plane, or its store did not answer because a NATS node died or a leader is being
+ * elected: seconds), waiting BUSY_BACKOFF's jittered delays (backoff.ts), until `timeoutMs` has passed
+ * since the first attempt; then the last EBUSY is thrown. Any other error is thrown at once. Each attempt
+ * gets what is left of the timeout, at least 1 s. Only for calls that are safe to repeat.
+ */
+export async function retryWhileBusy<T>(once: (remainingMs: number) => Promise<T>, timeoutMs: number, clock: RetryClock = systemClock()): Promise<T> {
+  const deadline = clock.now() + timeoutMs;
+  const backoff = new Backoff({ ...BUSY_BACKOFF, timers: clock.timers, random: clock.random });
+  for (;;) {
+    try {
+      return await once(Math.max(1000, deadline - clock.now()));
+    } catch (err) {
+      if (!(err instanceof EnrollError && err.code === CpErrorCode.Busy) || clock.now() >= deadline) throw err;
+      await backoff.wait();
+    }
+  }
+}
+
+/**
+ * One request/reply call through `retryWhileBusy`. Every call here is safe to repeat: enroll of an
+ * identity that exists answers ECHALLENGE (proof of possession).
  */
 async function request<T>(t: Target, subject: string, body: unknown, timeoutMs = 10_000): Promise<T> {
-  return withConnection(t, async (nc, url) => {
-    const deadline = Date.now() + timeoutMs;
-    const backoff = new Backoff({ initialMs: 100, maxMs: 2000 });
-    for (;;) {
-      try {
-        return await requestOnce<T>(nc, url, subject, body, Math.max(1000, deadline - Date.now()));
-      } catch (err) {
-        if (!(err instanceof EnrollError && err.code === CpErrorCode.Busy) || Date.now() >= deadline) throw err;
-        await backoff.wait();
-      }
-    }
-  });
+  return withConnection(t, (nc, url) => retryWhileBusy((remaining) => requestOnce<T>(nc, url, subject, body, remaining), timeoutMs));
 }
 
 async function requestOnce<T>(nc: NatsConnection, url: string, subject: string, body: unknown, timeoutMs: number): Promise<T> {
