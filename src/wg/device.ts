@@ -22,7 +22,7 @@ import type { Ticker } from '../conn/ticker.js';
 import { LatticeError } from '../errors.js';
 import type { Tun } from '../tun/tun.js';
 import { AllowedIPs } from './allowedips.js';
-import { DefaultMTU, RekeyTimeoutJitterMaxMs, UnderLoadHandshakesPerSecond } from './constants.js';
+import { DefaultMTU, MaxContentSize, MessageTransportSize, PaddingMultiple, RekeyTimeoutJitterMaxMs, UnderLoadHandshakesPerSecond } from './constants.js';
 import { CookieChecker } from './cookie.js';
 import { defaultCrypto, type Crypto } from './crypto.js';
 import { DropReason } from './drop.js';
@@ -109,6 +109,11 @@ export class Device {
   readonly load = { windowStart: -Infinity, windowCount: 0, until: -Infinity };
   /** @internal */
   readonly timerHost: TimerHost<Peer>;
+  /**
+   * @internal send.ts seals each transport message here when the Bind copies on send (Bind.sendCopies):
+   * room for the largest one (header, MaxContentSize padded, tag). Per device, never shared.
+   */
+  readonly sendBuffer = new Uint8Array(MessageTransportSize + MaxContentSize + PaddingMultiple);
   private lastGC = 0;
   private closed = false;
   private isUp = false;

@@ -4,6 +4,7 @@
  *   sendPacket(ip) --size/version--> allowed IPs lookup (dst) --> peer
  *     |  current keypair usable and nothing staged?
  *     |-- yes --> encryptAndSend: header | padded plaintext sealed in place | tag --> Bind.send
+ *     |           (in the device's one reused send buffer when the Bind copies: no allocation per packet)
  *     `-- no  --> stage (copy, at most QueueStagedSize; the oldest is dropped)
  *                 --> sendStagedPackets: usable keypair? flush the queue : sendHandshakeInitiation
  *   keepKeyFreshSending: after RekeyAfterMessages, or RekeyAfterTime on a session we initiated --> initiation
@@ -115,11 +116,15 @@ function encryptAndSend(d: Device, peer: Peer, kp: Keypair, packet: Uint8Array):
     return;
   }
   const padded = paddedLength(d.mtu, packet.length);
-  // One allocation per packet: the Bind may hold the buffer until the datagram is on the wire.
-  const out = new Uint8Array(MessageTransportHeaderSize + padded + ChaChaPolyTagSize);
+  const size = MessageTransportHeaderSize + padded + ChaChaPolyTagSize;
+  // A Bind that is done with the bytes when send() returns gets the device's one reused buffer (no
+  // allocation per packet); one that may keep them gets a fresh buffer it then owns.
+  const out = d.bind.sendCopies ? d.sendBuffer.subarray(0, size) : new Uint8Array(size);
   const counter = kp.sendNonce++;
   writeTransportHeader(out, kp.remoteIndex, counter);
   out.set(packet, MessageTransportOffsetContent);
+  // Padding is zeros (whitepaper 5.4.6); the reused buffer still holds the previous packet there.
+  out.fill(0, MessageTransportOffsetContent + packet.length, MessageTransportOffsetContent + padded);
   // The AEAD nonce is 32 zero bits then the 64-bit little-endian counter (whitepaper 5.4.6).
   const nonce = kp.sendNonceBuf;
   for (let i = 0; i < 8; i++) nonce[4 + i] = out[MessageTransportOffsetCounter + i];
