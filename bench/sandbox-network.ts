@@ -13,7 +13,7 @@
  */
 import { execa, type ResultPromise } from 'execa';
 import { copyFile, mkdir, mkdtemp, readFile, readdir, rm, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { availableParallelism, loadavg, tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { buildSpec } from '../src/oci/spec.js';
 import { writeBundle } from '../src/oci/bundle.js';
@@ -24,6 +24,7 @@ import { startWgPeer, genKeypair, waitFor, type WgPeer } from '../e2e/support/wg
 const ROUNDS = Number(process.env.ROUNDS ?? 3);
 const SECS = Number(process.env.SECS ?? 5);
 const MTU = 1420;
+const CORES = availableParallelism();
 const P = 'ltbench';
 const SANDBOX_PORT = 51995;
 const SANDBOX_IP = '10.127.0.2';
@@ -314,6 +315,7 @@ try {
   console.log(`  lattice-dgram (the same, UDP batching off: LATTICE_UDP_OFFLOAD=off)   ${mP.toFixed(0).padStart(6)} Mbit/s`);
   console.log(`  veth     (runsc on a plain veth: ceiling)                        ${mV.toFixed(0).padStart(6)} Mbit/s`);
   console.log(`  wg-wg    (wireguard-go <-> wireguard-go)                         ${mW.toFixed(0).padStart(6)} Mbit/s`);
+  console.log(`  load average (1/5/15 min) at the end of the rounds: ${loadavg().map((x) => x.toFixed(2)).join(' ')} on ${CORES} cores`);
   console.log(`  ratio lattice / veth   ${(mL / mV).toFixed(3)}`);
   console.log(`  ratio lattice / wg-wg  ${(mL / mW).toFixed(3)}`);
   console.log(`  ratio lattice-dgram / wg-wg  ${(mP / mW).toFixed(3)}   (lattice / lattice-dgram ${(mL / mP).toFixed(3)})`);

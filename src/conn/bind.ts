@@ -50,7 +50,18 @@ export interface Bind {
   readonly port: number;
   /** Begin delivering received datagrams. */
   start(onDatagram: (data: Uint8Array, from: Endpoint) => void): void;
+  /**
+   * Send one datagram. Never throws for a network failure (counted by the bind). See `sendCopies` for
+   * whether the caller may reuse `data` once this returns.
+   */
   send(data: Uint8Array, to: Endpoint): void;
+  /**
+   * True when send() is finished with `data` when it returns (it copied the bytes or wrote them out), so
+   * the caller may overwrite the buffer at once: the device then seals every transport message into one
+   * reused buffer instead of allocating one per packet. Absent or false: send() may keep `data`, which the
+   * caller must then never touch again.
+   */
+  readonly sendCopies?: boolean;
   close(): Promise<void>;
 }
 

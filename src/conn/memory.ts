@@ -69,6 +69,8 @@ export class MemoryNetwork {
 }
 
 export class MemoryBind implements Bind {
+  /** MemoryNetwork.send queues a copy. */
+  readonly sendCopies = true;
   private handler?: (data: Uint8Array, from: Endpoint) => void;
   private closed = false;
 

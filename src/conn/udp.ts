@@ -12,7 +12,8 @@
  *            merged into UDP GSO messages (UDP_SEGMENT cmsg) when the kernel offers GSO.
  *   receive: libuv hands the first datagram of a wakeup to the 'message' handler; the handler then drains
  *            the socket with recvmmsg(2), up to RECV_SLOTS datagrams per call.
- *   fallback (offload "off", no koffi, no fd, or a kernel without sendmmsg): one dgram send per datagram,
+ *   fallback (offload "off", no koffi, no fd, or a kernel without sendmmsg): one dgram send per datagram
+ *            (of a copy: send() never keeps the caller's buffer, see Bind.sendCopies),
  *            libuv's own recvmsg loop. Forced with `offload: 'off'` or LATTICE_UDP_OFFLOAD=off.
  * UDP GRO is not enabled: libuv's own first read would then hand over coalesced datagrams without their
  * segment size.
@@ -301,6 +302,8 @@ function offloadFromEnv(): 'auto' | 'mmsg' | 'off' {
 }
 
 export class UdpBind implements Bind {
+  /** The batch path copies into its arena, the fallback hands dgram a copy: send() never keeps `data`. */
+  readonly sendCopies = true;
   sendErrors = 0;
   private closed = false;
   /** Counters of the batched path. */
@@ -404,7 +407,8 @@ export class UdpBind implements Bind {
     // No per-packet callback (it costs a closure and a request wrap per datagram); failures arrive as
     // 'error' events, counted in start().
     try {
-      s.send(data, to.port, to.address);
+      // dgram keeps the buffer until the datagram is on the wire: give it its own copy (sendCopies).
+      s.send(Buffer.from(data), to.port, to.address);
     } catch {
       // Synchronous refusals (port 0 from a spoofed source, malformed address): count, never throw.
       this.sendErrors++;

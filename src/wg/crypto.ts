@@ -74,7 +74,6 @@ export function clampPrivateKey(k: Uint8Array): Uint8Array {
   return k;
 }
 
-const nonceScratch = new Uint8Array(12);
 function putCounter(nonce: Uint8Array, counter: number): Uint8Array {
   nonce.fill(0);
   const lo = counter >>> 0;
@@ -91,6 +90,9 @@ function putCounter(nonce: Uint8Array, counter: number): Uint8Array {
 }
 
 export class SodiumCrypto implements Crypto {
+  /** The 12-byte nonce of seal/open, rebuilt on every call (per instance, not shared at module level). */
+  private readonly nonceScratch = new Uint8Array(12);
+
   randomBytes(n: number): Uint8Array {
     const b = new Uint8Array(n);
     sodium.randombytes_buf(b);
@@ -117,14 +119,14 @@ export class SodiumCrypto implements Crypto {
   }
   seal(key: Uint8Array, counter: number, plaintext: Uint8Array, ad: Uint8Array | null): Uint8Array {
     const c = new Uint8Array(plaintext.length + ChaChaPolyTagSize);
-    sodium.crypto_aead_chacha20poly1305_ietf_encrypt(c, plaintext, ad, null, putCounter(nonceScratch, counter), key);
+    sodium.crypto_aead_chacha20poly1305_ietf_encrypt(c, plaintext, ad, null, putCounter(this.nonceScratch, counter), key);
     return c;
   }
   open(key: Uint8Array, counter: number, ciphertext: Uint8Array, ad: Uint8Array | null): Uint8Array | null {
     if (ciphertext.length < ChaChaPolyTagSize) return null;
     const m = new Uint8Array(ciphertext.length - ChaChaPolyTagSize);
     try {
-      sodium.crypto_aead_chacha20poly1305_ietf_decrypt(m, null, ciphertext, ad, putCounter(nonceScratch, counter), key);
+      sodium.crypto_aead_chacha20poly1305_ietf_decrypt(m, null, ciphertext, ad, putCounter(this.nonceScratch, counter), key);
     } catch {
       return null;
     }
