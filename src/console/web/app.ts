@@ -470,7 +470,7 @@ function policyView(): HTMLElement {
   const edited = (): unknown => JSON.parse(text.value);
   propose.addEventListener('click', () => {
     const policy = edited();
-    call<Approval>('POST', `${API}/approvals`, { kind: 'set-policy', namespace: ns.value.trim(), policy, proposer: 'console' })
+    call<Approval>('POST', `${API}/approvals`, { kind: 'set-policy', namespace: ns.value.trim(), policy })
       .then((a) => (result.textContent = `Proposed: ${a.summary} (approval ${a.id}); see Approvals.`))
       .catch((err: Error) => (result.textContent = err.message));
   });
