@@ -90,6 +90,7 @@ export const ErrorCode = {
   ApprovalNotPending: 'EAPPROVAL_NOT_PENDING',
   ApprovalStale: 'EAPPROVAL_STALE',
   ApprovalApplyFailed: 'EAPPROVAL_APPLY_FAILED',
+  ApprovalSelf: 'EAPPROVAL_SELF',
   Revoked: 'EREVOKED',
   // web console (src/console/)
   ConsoleCsrf: 'ECONSOLE_CSRF',

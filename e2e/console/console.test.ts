@@ -36,6 +36,8 @@ let cp: ChildProcess;
 let api: string;
 let consoleUrl: string;
 let adminToken: string;
+/** Admin users: carol (admin) works in the console and proposes; alice (approver) approves. */
+const users: Record<string, string> = {};
 let nc: NatsConnection;
 let browser: Browser;
 let page: Page;
@@ -105,6 +107,11 @@ beforeAll(async () => {
     agents[name] = { agentId: e.agentId, ipv4: e.address.ipv4 };
   }
   expect((await admin('PUT', `${API_BASE}/policies/shop`, basePolicy)).status).toBe(200);
+  for (const [name, role] of [['carol', 'admin'], ['alice', 'approver']]) {
+    const u = await admin<{ token: string }>('POST', `${API_BASE}/admin-users`, { name, role });
+    expect(u.status).toBe(201);
+    users[name] = u.body.token;
+  }
 
   nc = await connect({ servers: nats.url });
   // An agent record whose name holds markup, written straight into the store (enrollment refuses such
@@ -158,19 +165,20 @@ describe('web console in chromium against a real control plane', () => {
     expect(wrong.status).toBe(401);
   });
 
-  it('signs in with the admin token into an HttpOnly SameSite=Strict cookie, and shows the agents and their peers', async () => {
+  it("signs in with an admin user's token into an HttpOnly SameSite=Strict cookie, shows who is signed in, the agents and their peers", async () => {
     expect(consoleUrl).toBe(`${api}/console/`);
     await page.goto(consoleUrl);
     await page.waitForSelector('#token');
-    await page.type('#token', adminToken);
+    await page.type('#token', users.carol);
     await page.click('#signin button[type=submit]');
     await page.waitForSelector('#agents tbody tr');
+    expect(await page.$eval('#signed-in-as', (el) => el.textContent)).toBe('signed in as carol (admin)');
     const names = await page.$$eval('#agents td.agent-name', (tds) => tds.map((td) => td.textContent));
     expect(names).toEqual(expect.arrayContaining(['payment-service', 'postgres']));
     const cookies = await browser.cookies();
     const session = cookies.find((c) => c.name === 'lattice_console');
     expect(session).toMatchObject({ httpOnly: true, sameSite: 'Strict', path: '/' });
-    expect(session!.value).not.toContain(adminToken);
+    expect(session!.value).not.toContain(users.carol);
     // No token anywhere the page's script or a URL can leak it.
     const storage = await page.evaluate(() => ({ local: JSON.stringify({ ...localStorage }), session: JSON.stringify({ ...sessionStorage }), cookie: document.cookie, url: location.href }));
     expect(storage).toEqual({ local: '{}', session: '{}', cookie: '', url: consoleUrl });
@@ -267,7 +275,19 @@ describe('web console in chromium against a real control plane', () => {
     expect(live.body.policy.egress.map((r) => r.id)).toEqual(['no-metadata', 'web']);
   });
 
-  it('approves the pending change from the queue, and the policy is live', async () => {
+  it('approves the pending change from the queue as another user (never the proposer), and the policy is live', async () => {
+    // carol proposed it: the console refuses her approval (four-eyes); alice signs in and approves.
+    const pending = (await admin<{ approvals: { id: string; proposer: string }[] }>('GET', `${API_BASE}/approvals?status=pending`)).body.approvals;
+    expect(pending.map((a) => a.proposer)).toEqual(['carol']);
+    await nav('Approvals');
+    const mine = await page.waitForSelector('#approvals .card[data-status="pending"]');
+    await mine!.$eval('button.approve', (b) => (b as HTMLButtonElement).click());
+    await page.waitForFunction(() => /may not approve it too/.test(document.getElementById('approvals-message')?.textContent ?? ''));
+    await page.click('#signout');
+    await page.waitForSelector('#token');
+    await page.type('#token', users.alice);
+    await page.click('#signin button[type=submit]');
+    await page.waitForFunction(() => document.getElementById('signed-in-as')?.textContent === 'signed in as alice (approver)');
     await nav('Approvals');
     const card = await page.waitForSelector('#approvals .card[data-status="pending"]');
     expect(await card!.evaluate((el) => el.textContent)).toContain('set the network policy of namespace shop');
@@ -276,10 +296,12 @@ describe('web console in chromium against a real control plane', () => {
     await page.waitForFunction(() => document.getElementById('approvals-message')?.textContent?.includes('approved'));
     const live = await admin<{ policy: typeof basePolicy }>('GET', `${API_BASE}/policies/shop`);
     expect(live.body.policy.egress.map((r) => r.id)).toEqual(['no-metadata', 'web', 'db']);
+    const done = await admin<{ proposer: string; decidedBy: string; status: string }>('GET', `${API_BASE}/approvals/${pending[0].id}`);
+    expect(done.body).toMatchObject({ proposer: 'carol', decidedBy: 'alice', status: 'approved' });
   });
 
   it('refuses a cross-site form post, and a forged request with the cookie from another origin', async () => {
-    const p = await admin<{ id: string }>('POST', `${API_BASE}/approvals`, { kind: 'revoke-agent', namespace: 'shop', name: 'postgres', proposer: 'e2e' });
+    const p = await admin<{ id: string }>('POST', `${API_BASE}/approvals`, { kind: 'revoke-agent', namespace: 'shop', name: 'postgres' });
     expect(p.status).toBe(201);
     const target = `${api}${API_BASE}/approvals/${p.body.id}/approve`;
     // The attacker's page lives on http://localhost:PORT: another site than http://127.0.0.1:PORT.

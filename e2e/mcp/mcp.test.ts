@@ -22,6 +22,9 @@ let cp: ControlPlaneFixture['cp'];
 let closeCp: (() => Promise<void>) | undefined;
 let api: string;
 let adminToken: string;
+/** Admin users: the MCP server runs as a viewer (it proposes), alice approves. */
+let mcpToken: string;
+let aliceToken: string;
 let nc: NatsConnection;
 let client: Client;
 const agents: Record<string, { agentId: string; ipv4: string; publicKey: string; jwt: string }> = {};
@@ -104,7 +107,14 @@ beforeAll(async () => {
     dstPort: 5432,
   };
   await nc.jetstream().publish(auditSubject(ev as never), JSON.stringify(ev), { msgID: ev.id });
-  client = await mcpClient({ LATTICE_API: api, LATTICE_ADMIN_TOKEN: adminToken, LATTICE_MCP_PROPOSER: 'mcp:e2e' });
+  const addUser = async (name: string, role: string) => {
+    const r = await lattice('admin', 'user', 'add', name, '--role', role);
+    expect(r.code, r.stderr).toBe(0);
+    return r.stdout.trim();
+  };
+  mcpToken = await addUser('mcp-e2e', 'viewer');
+  aliceToken = await addUser('alice', 'approver');
+  client = await mcpClient({ LATTICE_API: api, LATTICE_ADMIN_TOKEN: mcpToken });
 }, 120_000);
 
 afterAll(async () => {
@@ -184,13 +194,20 @@ describe('lattice-mcp over stdio (SDK client) against a real control plane', () 
 
     const ls = await lattice('approvals', 'ls', '--json');
     expect(ls.code, ls.stderr).toBe(0);
-    expect(JSON.parse(ls.stdout)).toEqual([expect.objectContaining({ id, kind: 'set-policy', proposer: 'mcp:e2e', status: 'pending' })]);
+    expect(JSON.parse(ls.stdout)).toEqual([expect.objectContaining({ id, kind: 'set-policy', proposer: 'mcp-e2e', status: 'pending' })]);
     const show = await lattice('approvals', 'show', id);
     expect(show.stdout).toContain(`+      "id": "${pg.value.suggestedRule.id}"`);
 
     expect(launcherView.policy).toEqual(basePolicy);
     const reachedLauncher = new Promise<void>((resolve) => launcherView.on('policy-changed', (p) => isDeepStrictEqual(p, next) && resolve()));
-    const ok = await lattice('approvals', 'approve', id, '--by', 'alice');
+    // The proposer may not approve its own change (four-eyes), and --by is gone.
+    const self = await lattice('approvals', 'approve', id, '--admin-token', mcpToken);
+    expect(self.code).not.toBe(0);
+    expect(self.stderr).toMatch(/role viewer; .* needs role approver/);
+    const by = await lattice('approvals', 'approve', id, '--by', 'alice');
+    expect(by.code).not.toBe(0);
+    expect(by.stderr).toMatch(/--by is gone/);
+    const ok = await lattice('approvals', 'approve', id, '--admin-token', aliceToken);
     expect(ok.code, ok.stderr).toBe(0);
     await reachedLauncher; // bounded by the test's timeout
     expect((await http<{ policy: unknown }>('GET', `${API_BASE}/policies/shop`)).body.policy).toEqual(next);
@@ -202,7 +219,7 @@ describe('lattice-mcp over stdio (SDK client) against a real control plane', () 
     // Audited: who proposed, who approved.
     const audit = await tool<{ events: { type: string; approvalId: string; by: string; decision?: string }[] }>('list_audit_events', { type: 'approval' });
     expect(audit.value.events.filter((e) => e.approvalId === id).map((e) => [e.type, e.by, e.decision])).toEqual([
-      ['approval.proposed', 'mcp:e2e', undefined],
+      ['approval.proposed', 'mcp-e2e', undefined],
       ['approval.decided', 'alice', 'approved'],
     ]);
   });
@@ -260,7 +277,7 @@ describe('lattice-mcp over stdio (SDK client) against a real control plane', () 
     expect(none.isError).toBe(true);
     expect(none.text).toMatch(/no egress request/);
 
-    const ok = await lattice('approvals', 'approve', prop.value.pendingId, '--by', 'alice');
+    const ok = await lattice('approvals', 'approve', prop.value.pendingId, '--admin-token', aliceToken);
     expect(ok.code, ok.stderr).toBe(0);
     const after = (await http<{ policy: { egress: { action: string; domains?: string[]; ports?: number[]; protocol?: string }[] } }>('GET', `${API_BASE}/policies/shop`)).body.policy;
     expect(after.egress.at(-1)).toMatchObject({ action: 'allow', domains: ['api.stripe.example'], ports: [443], protocol: 'tcp' });

@@ -7,7 +7,7 @@ import { parseLabelArgs } from '../policy/labels.js';
 
 /**
  * Admin commands that talk to the control plane's HTTP API:
- *   lattice token create | agent ls | agent label | agent revoke | policy set
+ *   lattice token create | agent ls | agent label | agent revoke | policy set | admin user add|ls|rm | admin whoami
  * The admin token comes from --admin-token, $LATTICE_ADMIN_TOKEN, or <stateDir>/control-plane/admin-token.
  */
 
@@ -60,8 +60,9 @@ async function readPolicyFile(path: string): Promise<unknown> {
   return doc;
 }
 
-/** Register `token create`, `agent ls|revoke` and `policy set` on `program`. */
+/** Register `token create`, `agent ls|revoke`, `policy set` and `admin user|whoami` on `program`. */
 export function registerAdmin(program: Command): void {
+  registerAdminUsers(program);
   const token = group(program, 'token', 'enrollment tokens');
   withApiOptions(
     token
@@ -187,4 +188,59 @@ export function registerAdmin(program: Command): void {
       console.log(`policy of ${namespace} set at ${res.updatedAt}`);
     },
   );
+}
+
+interface AdminUserRow {
+  name: string;
+  role: string;
+  createdAt: string;
+  createdBy: string;
+}
+
+/**
+ * `lattice admin user add|ls|rm` and `lattice admin whoami`: per-user admin identities (README "Admin
+ * identities"). `add` prints the user's token once; only its hash is kept, by the cluster.
+ */
+export function registerAdminUsers(program: Command): void {
+  const admin = group(program, 'admin', 'admin identities of the control plane');
+  const user = admin.command('user').description('admin users: each has its own token and a role (admin | approver | viewer)');
+  withApiOptions(
+    user
+      .command('add')
+      .description('add an admin user and print its token (once: keep it, it is not stored)')
+      .argument('<name>', 'a DNS label, e.g. alice')
+      .requiredOption('--role <role>', 'admin (everything) | approver (reads + approve/reject) | viewer (reads + proposals)')
+      .option('--json', 'print {user, token} as JSON'),
+  ).action(async (name: string, o: ApiOpts & { role: string; json?: boolean }, cmd: Command) => {
+    const roles = ['admin', 'approver', 'viewer'];
+    if (!roles.includes(o.role)) throw new UsageError(`--role ${o.role} is not a role; use one of: ${roles.join(', ')}`);
+    const res = await apiCall<{ user: AdminUserRow; token: string }>(cmd, o, 'POST', `${API_BASE}/admin-users`, { name, role: o.role });
+    if (o.json) console.log(JSON.stringify(res));
+    else {
+      console.log(res.token);
+      console.error(`admin user ${res.user.name} (${res.user.role}) added; the token above is shown only now (pass it as --admin-token or $LATTICE_ADMIN_TOKEN)`);
+    }
+  });
+  withApiOptions(user.command('ls').description('list admin users (root is the admin-token file)').option('--json', 'print JSON')).action(
+    async (o: ApiOpts & { json?: boolean }, cmd: Command) => {
+      const res = await apiCall<{ users: AdminUserRow[] }>(cmd, o, 'GET', `${API_BASE}/admin-users`);
+      if (o.json) {
+        console.log(JSON.stringify(res.users));
+        return;
+      }
+      const rows = [['NAME', 'ROLE', 'CREATED', 'BY'], ...res.users.map((u) => [u.name, u.role, u.createdAt, u.createdBy])];
+      const widths = rows[0].map((_, i) => Math.max(...rows.map((r) => r[i].length)));
+      for (const r of rows) console.log(r.map((c, i) => c.padEnd(widths[i])).join('  ').trimEnd());
+    },
+  );
+  withApiOptions(user.command('rm').description('remove an admin user: its token is refused from the next request on, on every control plane').argument('<name>')).action(
+    async (name: string, o: ApiOpts, cmd: Command) => {
+      await apiCall(cmd, o, 'DELETE', `${API_BASE}/admin-users/${encodeURIComponent(name)}`);
+      console.log(`removed admin user ${name}`);
+    },
+  );
+  withApiOptions(admin.command('whoami').description('the admin user and role of the token in use')).action(async (o: ApiOpts, cmd: Command) => {
+    const res = await apiCall<{ name: string; role: string }>(cmd, o, 'GET', `${API_BASE}/whoami`);
+    console.log(`${res.name} (${res.role})`);
+  });
 }

@@ -1,11 +1,15 @@
-import type { Command } from 'commander';
+import { Option, type Command } from 'commander';
+import { UsageError } from '../errors.js';
 import { API_BASE, type ApprovalRecord } from '../controlplane/index.js';
 import { callApi, withApiOptions, type ApiOpts } from './api.js';
 
 /**
  * `lattice approvals ls|show|approve|reject`: the queue of changes proposed (e.g. by `lattice mcp`)
- * that wait for a human. Talks to the admin HTTP API like `lattice agent`/`policy`.
+ * that wait for a human. Talks to the admin HTTP API like `lattice agent`/`policy`. The approver recorded
+ * is the admin user of the token (README "Admin identities"); there is no `--by`.
  */
+const BY_GONE = '--by is gone: the control plane records the admin user of the token (--admin-token / $LATTICE_ADMIN_TOKEN); to act as another user, use that user\'s token';
+const byOption = () => new Option('--by <name>').hideHelp();
 const iso = (ms?: number) => (ms === undefined ? '-' : new Date(ms).toISOString());
 
 function printOne(a: ApprovalRecord): void {
@@ -59,12 +63,13 @@ export function registerApprovals(program: Command): void {
       .command('approve')
       .description('apply a pending change (refused if what it changes moved since it was proposed)')
       .argument('<id>')
-      .option('--by <name>', 'who approves (recorded and audited)', process.env.USER ?? 'admin')
+      .addOption(byOption())
       .option('--note <text>', 'a note kept with the decision')
       .option('--json', 'print JSON'),
-  ).action(async (id: string, o: ApiOpts & { by: string; note?: string; json?: boolean }, cmd: Command) => {
+  ).action(async (id: string, o: ApiOpts & { by?: string; note?: string; json?: boolean }, cmd: Command) => {
+    if (o.by !== undefined) throw new UsageError(BY_GONE);
     const res = await callApi<{ approval: ApprovalRecord; token?: string }>(cmd, o, 'POST', `${API_BASE}/approvals/${encodeURIComponent(id)}/approve`, {
-      body: { by: o.by, ...(o.note ? { note: o.note } : {}) },
+      body: { ...(o.note ? { note: o.note } : {}) },
     });
     if (o.json) {
       console.log(JSON.stringify(res));
@@ -78,10 +83,11 @@ export function registerApprovals(program: Command): void {
       .command('reject')
       .description('reject a pending change; nothing is applied')
       .argument('<id>')
-      .option('--by <name>', 'who rejects (recorded and audited)', process.env.USER ?? 'admin')
+      .addOption(byOption())
       .option('--note <text>', 'why'),
-  ).action(async (id: string, o: ApiOpts & { by: string; note?: string }, cmd: Command) => {
-    await callApi(cmd, o, 'POST', `${API_BASE}/approvals/${encodeURIComponent(id)}/reject`, { body: { by: o.by, ...(o.note ? { note: o.note } : {}) } });
+  ).action(async (id: string, o: ApiOpts & { by?: string; note?: string }, cmd: Command) => {
+    if (o.by !== undefined) throw new UsageError(BY_GONE);
+    await callApi(cmd, o, 'POST', `${API_BASE}/approvals/${encodeURIComponent(id)}/reject`, { body: { ...(o.note ? { note: o.note } : {}) } });
     console.log(`rejected ${id}`);
   });
 }

@@ -66,11 +66,11 @@ export function registerControlPlane(program: Command): void {
         // Enrollments, re-enrollments (with proof of key possession) and revocations in the control plane's log.
         onEvent: (e) => log.info({ event: e.type, agentId: e.agentId, namespace: e.namespace, name: e.name }, e.type),
         // The audit trail's query API lives on the same server (GET .../audit/traces, .../audit/events).
-        mount: async (api, { nc, service, replicas: r }) => {
+        mount: async (api, { nc, service, replicas: r, adminUsers }) => {
           await ensureAuditStream(await nc.jetstreamManager(), { replicas: r, log });
           mountAuditRoutes(api, await AuditStore.create({ nc }));
           // The web console (src/console/) on the same server: sign-in, live audit, policy editor, approvals.
-          mountConsole(api, { nc, getPolicy: async (ns) => (await service.getPolicy(ns)) ?? undefined, clock: systemClock, log });
+          mountConsole(api, { nc, getPolicy: async (ns) => (await service.getPolicy(ns)) ?? undefined, currentUser: (name) => adminUsers.current(name), clock: systemClock, log });
         },
       });
       const info = {

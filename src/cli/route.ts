@@ -49,9 +49,9 @@ export function registerRoute(program: Command): void {
         .description(what)
         .argument('<agent>', 'NAMESPACE/NAME of the advertising peer')
         .argument('<cidr>', 'the route, e.g. 10.200.0.0/24, or "exit" for an exit node\'s 0.0.0.0/0 and ::/0')
-        .option('--by <name>', 'who decides (recorded and audited)', process.env.USER ?? 'admin')
+        .option('--by <name>', 'optional; the control plane records the admin user of the token and refuses another name')
         .option('--json', 'print JSON'),
-    ).action(async (agent: string, cidr: string, o: ApiOpts & { by: string; json?: boolean }, cmd: Command) => {
+    ).action(async (agent: string, cidr: string, o: ApiOpts & { by?: string; json?: boolean }, cmd: Command) => {
       const [ns, name] = agentArg(agent);
       const res = await callApi<{ routes: RouteView[] }>(cmd, o, 'POST', `${API_BASE}/agents/${encodeURIComponent(name)}/routes/${op}`, {
         query: { namespace: ns },

@@ -7,6 +7,7 @@ import type { Logger } from '../log.js';
 import { validatePolicy, type PolicyProblem } from '../policy/index.js';
 import { API_BASE } from '../controlplane/api.js';
 import { HttpError, type HttpApi, type RouteContext } from '../controlplane/http.js';
+import { AdminRole, type AdminIdentity } from '../controlplane/admins.js';
 import { lineDiff, prettyJson } from '../controlplane/textdiff.js';
 import { CpErrorCode, badRequest, isLabel } from '../controlplane/types.js';
 import { mountAuditLive } from './live.js';
@@ -18,8 +19,9 @@ import { SessionLimits, SessionStore, originOf, readCookie, sessionCookie, SESSI
  *
  *   GET    /console/                    the page (static; no data in it)
  *   GET    /console/app.js, style.css   its script (built from src/console/web/ by tsc) and style
- *   POST   /console/session  {token}    sign in with the admin token -> Set-Cookie (HttpOnly, SameSite=Strict) + {csrf, expiresAt}
- *   GET    /console/session             the current session's {csrf, expiresAt} (401 without one): after a reload
+ *   POST   /console/session  {token}    sign in with an admin user's token (or root's admin token) -> Set-Cookie
+ *                                       (HttpOnly, SameSite=Strict) + {csrf, expiresAt, user: {name, role}}
+ *   GET    /console/session             the current session's {csrf, expiresAt, user} (401 without one): after a reload
  *   DELETE /console/session             sign out
  *   GET    .../audit/live               the audit stream as server-sent events (live.ts)
  *   POST   .../policies/:namespace/check {text}: the validator's problems and the diff against the current policy,
@@ -27,6 +29,8 @@ import { SessionLimits, SessionStore, originOf, readCookie, sessionCookie, SESSI
  *
  * Everything else the page shows comes from the documented admin API (agents, audit events, policies,
  * approvals), which accepts the console session as well as the bearer token (session.ts has the checks).
+ * A session acts as the user who signed in, with that user's role, and is checked against the admin users
+ * on every request: a removed user's session is a 401 at once.
  * Pages carry a Content-Security-Policy that allows only this origin's script and style: the page renders
  * every value with textContent, and the policy is the second wall should that ever slip.
  */
@@ -40,6 +44,8 @@ export interface ConsoleOptions {
   nc: NatsConnection;
   /** The current policy of a namespace (for the diff preview). */
   getPolicy: (namespace: string) => Promise<{ policy: unknown } | undefined>;
+  /** The user's identity now (undefined once removed); default: the identity of the sign-in, unchecked. */
+  currentUser?: (name: string) => Promise<AdminIdentity | undefined>;
   clock: Clock;
   log?: Logger;
   /** Where app.js lives (default: web/ beside this module, i.e. dist/console/web/ after `npm run build`). */
@@ -51,11 +57,17 @@ export function mountConsole(api: HttpApi, o: ConsoleOptions): SessionStore {
   const sessions = new SessionStore(o.clock);
   const tlsOf = (req: IncomingMessage) => (req.socket as TLSSocket).encrypted === true;
 
-  api.acceptAuth((req) => {
+  api.acceptAuth(async (req) => {
     const r = sessions.check(req, originOf(req, tlsOf(req)));
-    if (r === undefined) return false;
+    if (r === undefined) return undefined;
     if (!r.ok) throw new HttpError(r.status, r.status === 401 ? CpErrorCode.Unauthorized : 'ECONSOLE_CSRF', r.reason);
-    return true;
+    const who = o.currentUser ? await o.currentUser(r.info.user.name) : (r.info.user as AdminIdentity);
+    if (!who) {
+      const id = readCookie(req.headers.cookie, SESSION_COOKIE);
+      if (id) sessions.delete(id);
+      throw new HttpError(401, CpErrorCode.Unauthorized, `admin user ${r.info.user.name} was removed; sign in as another user`);
+    }
+    return who;
   });
 
   const assets = o.assetsDir ?? new URL('./web/', import.meta.url);
@@ -83,11 +95,12 @@ export function mountConsole(api: HttpApi, o: ConsoleOptions): SessionStore {
     if (!sessions.signInAllowed()) throw new HttpError(429, 'ECONSOLE_SIGNIN_LIMIT', `more than ${SessionLimits.maxFailures} failed sign-ins in the last minute; wait a minute`);
     const body = (await ctx.json()) as { token?: unknown } | undefined;
     const token = typeof body?.token === 'string' ? body.token.trim() : '';
-    if (!token || !api.isAdminToken(token)) {
+    const who = token ? await api.authenticateToken(token) : undefined;
+    if (!who) {
       sessions.recordFailure();
-      throw new HttpError(401, CpErrorCode.Unauthorized, 'wrong admin token (it is in <state>/control-plane/admin-token)');
+      throw new HttpError(401, CpErrorCode.Unauthorized, 'unknown admin token: use a token from `lattice admin user add`, or root\'s in <state>/control-plane/admin-token');
     }
-    const { id, info } = sessions.create();
+    const { id, info } = sessions.create(who);
     ctx.res.setHeader('set-cookie', sessionCookie(id, SessionLimits.absoluteMs, tlsOf(ctx.req)));
     return { status: 201, body: info };
   }, { auth: 'none' });
@@ -115,7 +128,7 @@ export function mountConsole(api: HttpApi, o: ConsoleOptions): SessionStore {
     if (typeof body?.text !== 'string') throw badRequest('body must be {"text": "<the policy as JSON text>"}');
     const current = (await o.getPolicy(ns))?.policy;
     return checkPolicyText(body.text, current);
-  });
+  }, { role: AdminRole.Viewer });
 
   mountAuditLive(api, { nc: o.nc, log: o.log });
   return sessions;

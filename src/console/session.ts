@@ -2,7 +2,7 @@ import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
 import type { Clock } from '../clock.js';
 
 /*
- * Console sessions: the admin token is exchanged once for a session (POST /console/session), held by the
+ * Console sessions: an admin user's token (or the root admin token) is exchanged once for a session (POST /console/session), held by the
  * browser only as an HttpOnly, SameSite=Strict cookie; script never sees the session id, and the admin
  * token never appears in a URL, in local storage or in a later request.
  *
@@ -39,10 +39,13 @@ export interface SessionInfo {
   readonly csrf: string;
   /** When the session ends at the latest (epoch ms). */
   readonly expiresAt: number;
+  /** Who signed in (admins.ts): every change made through this session is recorded as this user. */
+  readonly user: { readonly name: string; readonly role: string };
 }
 
 interface Session {
   csrf: string;
+  user: { name: string; role: string };
   createdAt: number;
   lastSeen: number;
 }
@@ -110,8 +113,8 @@ export class SessionStore {
     return this.sessions.size;
   }
 
-  /** A fresh session: its id (the cookie's value, never stored in clear) and its info. */
-  create(): { id: string; info: SessionInfo } {
+  /** A fresh session for `user`: its id (the cookie's value, never stored in clear) and its info. */
+  create(user: { name: string; role: string }): { id: string; info: SessionInfo } {
     const now = this.clock.now();
     this.sweep(now);
     while (this.sessions.size >= SessionLimits.maxSessions) {
@@ -119,7 +122,7 @@ export class SessionStore {
       this.sessions.delete(oldest);
     }
     const id = this.random(32).toString('base64url');
-    const s: Session = { csrf: this.random(32).toString('base64url'), createdAt: now, lastSeen: now };
+    const s: Session = { csrf: this.random(32).toString('base64url'), user: { name: user.name, role: user.role }, createdAt: now, lastSeen: now };
     this.sessions.set(hashId(id), s);
     return { id, info: this.info(s) };
   }
@@ -169,7 +172,7 @@ export class SessionStore {
   }
 
   private info(s: Session): SessionInfo {
-    return { csrf: s.csrf, expiresAt: s.createdAt + SessionLimits.absoluteMs };
+    return { csrf: s.csrf, expiresAt: s.createdAt + SessionLimits.absoluteMs, user: { ...s.user } };
   }
 
   private expired(s: Session, now: number): boolean {

@@ -1,6 +1,6 @@
 import { CpErrorCode, ControlPlaneError, badRequest, isLabel } from './types.js';
 import type { ControlPlaneService } from './service.js';
-import type { HttpApi } from './http.js';
+import { callerName, type HttpApi } from './http.js';
 
 /** Base path of the admin API. */
 export const API_BASE = '/api/v1/agent-isolation';
@@ -38,7 +38,7 @@ export function mountAdminRoutes(api: HttpApi, svc: ControlPlaneService): void {
     if (!ns) throw badRequest('namespace query parameter is required: DELETE .../agents/NAME?namespace=NS');
     if (!isLabel(ctx.params.name)) throw badRequest('agent name must be a DNS label');
     // Revoking a parent revokes the agents it delegated to (recursively); they are listed in `children`.
-    const { revoked: rec, children } = await svc.revokeAgentTree(ns, ctx.params.name);
+    const { revoked: rec, children } = await svc.revokeAgentTree(ns, ctx.params.name, `revoked by admin user ${ctx.user!.name}`);
     const iso = (r: typeof rec) => ({ ...r, revokedAt: new Date(r.revokedAt).toISOString() });
     return { revoked: iso(rec), children: children.map(iso) };
   });
@@ -66,7 +66,10 @@ export function mountAdminRoutes(api: HttpApi, svc: ControlPlaneService): void {
   api.route('POST', `${API_BASE}/agents/:name/routes/:op`, async (ctx) => {
     const ns = ctx.url.searchParams.get('namespace');
     if (!ns) throw badRequest('namespace query parameter is required: POST .../agents/NAME/routes/approve?namespace=NS');
-    return { namespace: ns, name: ctx.params.name, routes: await svc.routes.decide(ctx.params.op, ns, ctx.params.name, await ctx.json()) };
+    // The operator recorded is the verified caller (admins.ts); a body `by` naming someone else is refused.
+    const body = (await ctx.json()) ?? {};
+    const b = typeof body === 'object' && !Array.isArray(body) ? { ...(body as Record<string, unknown>), by: callerName(ctx, (body as { by?: unknown }).by, 'by') } : body;
+    return { namespace: ns, name: ctx.params.name, routes: await svc.routes.decide(ctx.params.op, ns, ctx.params.name, b) };
   });
 
   api.route('PUT', `${API_BASE}/policies/:namespace`, async (ctx) => {

@@ -36,8 +36,9 @@ import { CpErrorCode, ControlPlaneError, badRequest, isLabel, type AgentRecord, 
  *                            approver (routes.ts). Other changes to the record (an endpoint) do not matter.
  *   reject   pending -> rejected; audit.
  *
- * Who: the admin API has one shared admin token, so `proposer` and `by` are names the caller gives
- * itself (the MCP server says "mcp"); they are recorded and audited, not authenticated.
+ * Who: `proposer` and `by` are the verified admin users of the requests (admins.ts; the HTTP routes in
+ * operator.ts fill them in and refuse a body that names someone else). Four-eyes: a change is never approved
+ * by its proposer, root included (EAPPROVAL_SELF); the proposer may reject (withdraw) it.
  * A record left in `applying` by a crash stays there; `show` tells, and it can be proposed again.
  */
 export const APPROVALS_BUCKET = 'lattice_approvals';
@@ -119,11 +120,11 @@ export interface ApprovalsOptions {
   audit: (e: ApprovalAuditDraft) => Promise<void> | void;
 }
 
-/** Approving or rejecting something that is no longer pending, or applying over a moved base. */
+/** Approving or rejecting something that is no longer pending, applying over a moved base, or approving one's own proposal. */
 export class ApprovalConflictError extends LatticeError {
   override readonly name = 'ApprovalConflictError';
   constructor(
-    code: 'EAPPROVAL_NOT_PENDING' | 'EAPPROVAL_STALE' | 'EAPPROVAL_APPLY_FAILED',
+    code: 'EAPPROVAL_NOT_PENDING' | 'EAPPROVAL_STALE' | 'EAPPROVAL_APPLY_FAILED' | 'EAPPROVAL_SELF',
     message: string,
     readonly approval: ApprovalRecord,
   ) {
@@ -291,7 +292,10 @@ export class Approvals {
    */
   async approve(id: string, body: unknown): Promise<{ approval: ApprovalRecord; token?: string }> {
     const { by, note } = parseDecision(body);
-    const claimed = await this.transition(id, (r) => ({ ...r, status: ApprovalStatus.Applying, decidedBy: by, decidedAt: this.o.clock.now(), ...(note ? { note } : {}) }));
+    const claimed = await this.transition(id, (r) => {
+      if (r.proposer === by) throw new ApprovalConflictError('EAPPROVAL_SELF', `approval ${id} was proposed by ${by}, who may not approve it too; another approver must (lattice admin user add NAME --role approver)`, r);
+      return { ...r, status: ApprovalStatus.Applying, decidedBy: by, decidedAt: this.o.clock.now(), ...(note ? { note } : {}) };
+    });
     const rec = claimed.value;
     let outcome: { status: ApprovalStatus; note?: string; result?: unknown; token?: string };
     try {

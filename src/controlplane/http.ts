@@ -6,10 +6,12 @@ import type { Logger } from '../log.js';
 import { LatticeError } from '../errors.js';
 import { readJsonBody } from '../httpbody.js';
 import { CpErrorCode, ControlPlaneError } from './types.js';
+import { AdminRole, defaultRole, forbiddenReason, roleAllows, type AdminIdentity } from './admins.js';
 
 /**
  * A small JSON-over-HTTP server (node:http, no framework) with admin bearer-token auth and a route
  * table other modules can add to: `api.route('GET', '/api/v1/agent-isolation/audit/:id', handler)`.
+ * Every admin request is authenticated to a user (admins.ts) and checked against the role its route needs.
  */
 
 export const MAX_BODY_BYTES = 1024 * 1024;
@@ -21,6 +23,8 @@ export interface RouteContext {
   readonly url: URL;
   /** `:name` segments of the pattern, URL-decoded. */
   readonly params: Readonly<Record<string, string>>;
+  /** The verified caller on 'admin' routes (undefined on public ones). */
+  readonly user?: AdminIdentity;
   /** The parsed JSON body (undefined when empty); a 400 for anything that is not JSON or too big. */
   json(): Promise<unknown>;
 }
@@ -32,6 +36,8 @@ export type RouteHandler = (ctx: RouteContext) => Promise<RouteResult> | RouteRe
 export interface RouteOptions {
   /** 'admin' (default) requires the admin bearer token (or an accepted {@link AdminAuth}); 'none' is public. */
   auth?: 'admin' | 'none';
+  /** The least role an 'admin' route needs (admins.ts); default: viewer for GET/HEAD, admin otherwise. */
+  role?: AdminRole;
 }
 
 /** An HTTP failure with its status; handlers may throw it (ControlPlaneErrors are mapped too). */
@@ -74,16 +80,20 @@ const STATUS_OF: Record<string, number> = {
 };
 
 /**
- * A second way to prove admin rights (the console's session cookie): true accepts the request, false
- * leaves it to the bearer token; it may throw an HttpError (403) for a request it must refuse outright.
+ * A second way to prove who is calling (the console's session cookie): an identity accepts the request,
+ * undefined leaves it to the bearer token; it may throw an HttpError (401/403) for a request it must refuse.
  */
-export type AdminAuth = (req: IncomingMessage) => boolean;
+export type AdminAuth = (req: IncomingMessage) => Promise<AdminIdentity | undefined> | AdminIdentity | undefined;
+
+/** Turns a bearer token into the identity it proves (admins.ts AdminUsers.authenticate), or undefined. */
+export type TokenAuthenticator = (token: string) => Promise<AdminIdentity | undefined>;
 
 interface Route {
   method: string;
   segments: string[];
   handler: RouteHandler;
   auth: 'admin' | 'none';
+  role: AdminRole;
 }
 
 const digest = (s: string) => createHash('sha256').update(s).digest();
@@ -100,12 +110,18 @@ export class HttpApi {
   private server?: Server | HttpsServer;
 
   constructor(
-    private readonly opts: { adminToken: string; log?: Logger; maxConnections?: number },
+    private readonly opts: {
+      adminToken: string;
+      /** Bearer tokens beyond the admin token (per-user tokens); without it only the admin token (as root) is accepted. */
+      authenticate?: TokenAuthenticator;
+      log?: Logger;
+      maxConnections?: number;
+    },
   ) {}
 
   route(method: string, pattern: string, handler: RouteHandler, options: RouteOptions = {}): this {
     if (!pattern.startsWith('/')) throw new Error(`route pattern must start with /: ${pattern}`);
-    this.routes.push({ method: method.toUpperCase(), segments: pattern.split('/').slice(1), handler, auth: options.auth ?? 'admin' });
+    this.routes.push({ method: method.toUpperCase(), segments: pattern.split('/').slice(1), handler, auth: options.auth ?? 'admin', role: options.role ?? defaultRole(method) });
     return this;
   }
 
@@ -118,6 +134,12 @@ export class HttpApi {
   /** True when `token` is the admin token (constant time). */
   isAdminToken(token: string): boolean {
     return timingSafeEqual(digest(token), digest(this.opts.adminToken));
+  }
+
+  /** The identity a bearer token proves (root for the admin token), or undefined. */
+  async authenticateToken(token: string): Promise<AdminIdentity | undefined> {
+    if (this.opts.authenticate) return this.opts.authenticate(token);
+    return this.isAdminToken(token) ? { name: 'root', role: AdminRole.Admin } : undefined;
   }
 
   /** Listen on host:port; with `tls` (PEM certificate chain and key) the API is served over HTTPS. */
@@ -149,12 +171,18 @@ export class HttpApi {
     await new Promise<void>((r) => s.close(() => r()));
   }
 
-  private authorized(req: IncomingMessage): boolean {
-    const h = req.headers.authorization ?? '';
-    const m = /^Bearer\s+(\S+)$/i.exec(h);
-    // Compare digests: equal lengths for timingSafeEqual, and no early exit on a prefix.
-    if (this.isAdminToken(m ? m[1] : '') && !!m) return true;
-    return this.auths.some((a) => a(req));
+  /** Who sent `req`: the bearer token's user, else a mounted AdminAuth's (the console session), else undefined. */
+  private async caller(req: IncomingMessage): Promise<AdminIdentity | undefined> {
+    const m = /^Bearer\s+(\S+)$/i.exec(req.headers.authorization ?? '');
+    if (m) {
+      const who = await this.authenticateToken(m[1]);
+      if (who) return who;
+    }
+    for (const a of this.auths) {
+      const who = await a(req);
+      if (who) return who;
+    }
+    return undefined;
   }
 
   private match(method: string, path: string): { route?: Route; params: Record<string, string>; pathMatched: boolean } {
@@ -189,11 +217,16 @@ export class HttpApi {
       if (!route) {
         throw pathMatched ? new HttpError(405, 'EMETHOD', `method ${req.method} not allowed on ${url.pathname}`) : new HttpError(404, 'ENOTFOUND', `no route ${url.pathname}`);
       }
-      if (route.auth === 'admin' && !this.authorized(req)) {
-        res.setHeader('www-authenticate', 'Bearer');
-        throw new HttpError(401, CpErrorCode.Unauthorized, 'missing or wrong admin token (Authorization: Bearer <token>)');
+      let user: AdminIdentity | undefined;
+      if (route.auth === 'admin') {
+        user = await this.caller(req);
+        if (!user) {
+          res.setHeader('www-authenticate', 'Bearer');
+          throw new HttpError(401, CpErrorCode.Unauthorized, 'missing, wrong or removed admin token (Authorization: Bearer <token>)');
+        }
+        if (!roleAllows(user.role, route.role)) throw new HttpError(403, CpErrorCode.Forbidden, forbiddenReason(user, route.role, route.method, url.pathname));
       }
-      const result = await route.handler({ req, res, url, params, json: () => readJson(req) });
+      const result = await route.handler({ req, res, url, params, ...(user ? { user } : {}), json: () => readJson(req) });
       if (isStatusResult(result)) send(res, result.status, result.body);
       else send(res, 200, result);
     } catch (err) {
@@ -230,4 +263,18 @@ async function readJson(req: IncomingMessage): Promise<unknown> {
   const body = await readJsonBody(req, MAX_BODY_BYTES);
   if (!body.ok) throw new HttpError(body.status, CpErrorCode.BadRequest, body.message);
   return body.value;
+}
+
+/**
+ * The verified caller's name for a field a client may still send (`by`, `proposer`): the field may be
+ * absent or equal to it; a different name is refused (400) rather than recorded, since the API records
+ * who authenticated, not who a client says it is.
+ */
+export function callerName(ctx: Pick<RouteContext, 'user'>, claimed: unknown, field: string): string {
+  const name = ctx.user?.name;
+  if (name === undefined) throw new HttpError(401, CpErrorCode.Unauthorized, 'this route needs an admin identity');
+  if (claimed !== undefined && claimed !== name) {
+    throw new HttpError(400, CpErrorCode.BadRequest, `${field} "${String(claimed).slice(0, 64)}" is not the signed-in user ${name}; the API records the user of the token, so leave ${field} out`);
+  }
+  return name;
 }

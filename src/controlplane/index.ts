@@ -26,10 +26,12 @@ import { assertPrivate, loadOrCreateAdminToken } from './secrets.js';
 import { ControlPlaneService, type NatsUserIssuer, type ServiceOptions } from './service.js';
 import { badRequest, BUCKETS, CpErrorCode } from './types.js';
 import { ensureClusterAdminToken } from './admin-token.js';
+import { ADMINS_BUCKET, AdminUsers, mountAdminUserRoutes } from './admins.js';
 
 export * from './types.js';
 export { ControlPlaneService, DEFAULT_JWT_TTL_MS, peerOf, agentKey, pubkeyKey, type AgentView } from './service.js';
 export { HttpApi, HttpError, type RouteHandler, type RouteContext } from './http.js';
+export { AdminRole, AdminUsers, ROOT_USER, type AdminIdentity } from './admins.js';
 export { API_BASE } from './api.js';
 export { AGENT_SUBJECTS, type DelegationReply } from './agentops.js';
 export { APPROVALS_BUCKET, ApprovalStatus, ChangeKind, type ApprovalRecord } from './approvals.js';
@@ -83,7 +85,7 @@ export interface ControlPlaneOptions {
    */
   metricsToken?: string;
   /** Mount more HTTP routes (e.g. the audit API) before the server starts listening. */
-  mount?: (api: HttpApi, ctx: { nc: NatsConnection; service: ControlPlaneService; replicas: number }) => Promise<void> | void;
+  mount?: (api: HttpApi, ctx: { nc: NatsConnection; service: ControlPlaneService; replicas: number; adminUsers: AdminUsers }) => Promise<void> | void;
 }
 
 export interface StartedControlPlane extends AsyncDisposable {
@@ -218,7 +220,9 @@ export async function startControlPlane(opts: ControlPlaneOptions): Promise<Star
     const egress = await EgressRequests.open(kvStore, opts.clock ?? systemClock);
     const nats = serveNatsApi(nc, service, opts.log, agentOpsHandlers(service, egress));
     cleanups.push(() => nats.stop());
-    const api = new HttpApi({ adminToken, log: opts.log });
+    // Per-user admin identities beside the root token (admins.ts), in a bucket every instance shares.
+    const adminUsers = new AdminUsers({ bucket: await kvStore.bucket(ADMINS_BUCKET), rootToken: adminToken, clock });
+    const api = new HttpApi({ adminToken, authenticate: (t) => adminUsers.authenticate(t), log: opts.log });
     // Prometheus text for the scrape token (--metrics-token-file) or the admin token, never public: a
     // scraper gets a credential that reads counts and can change nothing. README "Metrics".
     const metrics = newRegistry();
@@ -237,10 +241,11 @@ export async function startControlPlane(opts: ControlPlaneOptions): Promise<Star
       { auth: 'none' },
     );
     mountAdminRoutes(api, service);
+    mountAdminUserRoutes(api, adminUsers);
     mountAgentOpsRoutes(api, service, egress);
     // Approvals, explain, token list (operator.ts): for people and `lattice mcp`.
     await mountOperatorRoutes(api, { store: kvStore, nc, targets: service, validatePolicy: checkPolicyDocument, clock: opts.clock ?? systemClock, log: opts.log });
-    await opts.mount?.(api, { nc, service, replicas });
+    await opts.mount?.(api, { nc, service, replicas, adminUsers });
     let httpUrl: string | undefined;
     if (http) {
       try {

@@ -6,7 +6,8 @@ import { API_BASE } from './api.js';
 import { ApprovalConflictError, Approvals, APPROVALS_BUCKET, type ApprovalAuditDraft, type ApprovalTargets } from './approvals.js';
 import { EGRESS_BUCKET } from './egress.js';
 import { explainFlow, parseExplainQuery } from './explain.js';
-import { HttpError, type HttpApi } from './http.js';
+import { HttpError, callerName, type HttpApi, type RouteContext } from './http.js';
+import { AdminRole } from './admins.js';
 import { decodeJson, getJson, type KvStore } from './kv.js';
 import { agentKey, directorySnapshot, peerOf, resolvePolicyRef } from './service.js';
 import { BUCKETS, CpErrorCode, ControlPlaneError, badRequest, isLabel, type AgentRecord, type NamespacePolicyRecord, type TokenRecord } from './types.js';
@@ -15,16 +16,19 @@ import { BUCKETS, CpErrorCode, ControlPlaneError, badRequest, isLabel, type Agen
  * Operator routes (for people and for `lattice mcp`), mounted beside the admin routes:
  *
  *   GET  .../approvals[?status=pending]      list pending changes (oldest first)
- *   POST .../approvals                       propose {kind, namespace, name?, policy?, token?, requestId?, proposer, reason?} -> 201
+ *   POST .../approvals                       propose {kind, namespace, name?, policy?, token?, requestId?, reason?} -> 201 (viewer)
  *   GET  .../approvals/:id                   one change with its diff and base
- *   POST .../approvals/:id/approve           {by?, note?} -> applied (409 EAPPROVAL_STALE when its base moved)
- *   POST .../approvals/:id/reject            {by?, note?}
+ *   POST .../approvals/:id/approve           {note?} -> applied (409 EAPPROVAL_STALE when its base moved; approver;
+ *                                            403 EAPPROVAL_SELF for the proposer)
+ *   POST .../approvals/:id/reject            {note?} (approver)
  *   GET  .../enrollment-tokens[?namespace=]  token records without secrets (only their hashes are stored anyway)
  *   GET  .../agents/:name/policy?namespace=  the agent's effective policy and where it comes from
  *   POST .../explain                         {namespace, agent, address?|host?, port, proto} -> decision and rule
  *
- * All need the admin bearer token. Approval decisions are published to the audit stream as
- * approval.proposed / approval.decided (launcherId "control-plane").
+ * All need an admin identity (admins.ts; the role in brackets, else viewer for reads). The proposer and the
+ * approver are the verified users of the requests; a body's `proposer` / `by` naming someone else is refused.
+ * Approval decisions are published to the audit stream as approval.proposed / approval.decided
+ * (launcherId "control-plane").
  */
 export interface OperatorDeps {
   store: KvStore;
@@ -75,27 +79,33 @@ export async function mountOperatorRoutes(api: HttpApi, deps: OperatorDeps): Pro
     audit: natsApprovalAudit(deps.nc, deps.clock, deps.log),
   });
   const conflict = (err: unknown) => {
-    if (err instanceof ApprovalConflictError) return new HttpError(409, err.code, err.message);
+    if (err instanceof ApprovalConflictError) return new HttpError(err.code === 'EAPPROVAL_SELF' ? 403 : 409, err.code, err.message);
     return err;
   };
 
   api.route('GET', `${API_BASE}/approvals`, async (ctx) => ({ approvals: await approvals.list(ctx.url.searchParams.get('status') ?? undefined) }));
-  api.route('POST', `${API_BASE}/approvals`, async (ctx) => ({ status: 201, body: await approvals.propose(await ctx.json()) }));
+  // The body's proposer / by may name the caller (older clients send it) and nobody else.
+  const asCaller = async (ctx: RouteContext, field: 'proposer' | 'by') => {
+    const body = await ctx.json();
+    const b = typeof body === 'object' && body !== null && !Array.isArray(body) ? (body as Record<string, unknown>) : undefined;
+    return b === undefined ? body : { ...b, [field]: callerName(ctx, b[field], field) };
+  };
+  api.route('POST', `${API_BASE}/approvals`, async (ctx) => ({ status: 201, body: await approvals.propose(await asCaller(ctx, 'proposer')) }), { role: AdminRole.Viewer });
   api.route('GET', `${API_BASE}/approvals/:id`, async (ctx) => approvals.get(ctx.params.id));
   api.route('POST', `${API_BASE}/approvals/:id/approve`, async (ctx) => {
     try {
-      return await approvals.approve(ctx.params.id, await ctx.json());
+      return await approvals.approve(ctx.params.id, (await asCaller(ctx, 'by')) ?? { by: callerName(ctx, undefined, 'by') });
     } catch (err) {
       throw conflict(err);
     }
-  });
+  }, { role: AdminRole.Approver });
   api.route('POST', `${API_BASE}/approvals/:id/reject`, async (ctx) => {
     try {
-      return { approval: await approvals.reject(ctx.params.id, await ctx.json()) };
+      return { approval: await approvals.reject(ctx.params.id, (await asCaller(ctx, 'by')) ?? { by: callerName(ctx, undefined, 'by') }) };
     } catch (err) {
       throw conflict(err);
     }
-  });
+  }, { role: AdminRole.Approver });
 
   api.route('GET', `${API_BASE}/enrollment-tokens`, async (ctx) => {
     const ns = ctx.url.searchParams.get('namespace') ?? undefined;
@@ -150,6 +160,6 @@ export async function mountOperatorRoutes(api: HttpApi, deps: OperatorDeps): Pro
     const recs = await Promise.all(keys.map((k) => getJson<AgentRecord>(agents, k)));
     const peers = recs.flatMap((r) => (r && r.value.status === 'active' && r.value.agentId !== self.agentId ? [peerOf(r.value)] : []));
     return { agent: `${String(body.namespace)}/${String(body.agent)}`, policySource: eff.source, ...explainFlow(eff.policy, q, deps.clock.now(), directorySnapshot(self.namespace, peers)) };
-  });
+  }, { role: AdminRole.Viewer });
   return approvals;
 }

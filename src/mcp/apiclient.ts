@@ -1,8 +1,10 @@
 import { LatticeError } from '../errors.js';
+import { TLS_TRUST, httpExchange } from '../httpclient.js';
 
 /**
- * The MCP server's only way to the overlay: the control plane's documented admin HTTP API, with the
- * admin bearer token. No NATS, no KV. Every failure becomes an ApiError with a one-line message that
+ * The MCP server's only way to the overlay: the control plane's documented admin HTTP API, with an admin
+ * user's bearer token (every proposal is recorded as that user). No NATS, no KV. HTTPS with an explicit CA
+ * (`lattice mcp --ca`) goes through the same exchange as the admin commands (src/httpclient.ts). Every failure becomes an ApiError with a one-line message that
  * the assistant can show to its user as is.
  */
 export class ApiError extends LatticeError {
@@ -21,9 +23,9 @@ export interface AdminApiOptions {
   /** Base URL, e.g. http://127.0.0.1:8470 */
   url: string;
   token: string;
+  /** PEM of the CA that signed an https:// API's certificate (default: Node's trust store). */
+  ca?: string;
   timeoutMs?: number;
-  /** Injected for tests; defaults to the global fetch. */
-  fetch?: typeof fetch;
 }
 
 /** HTTP client of the control plane's admin API (base URL from the options, trailing slashes dropped). */
@@ -45,28 +47,33 @@ export class AdminApiClient {
     const qs = new URLSearchParams();
     for (const [k, v] of Object.entries(query ?? {})) if (v !== undefined && v !== '') qs.set(k, String(v));
     const url = `${this.base}${path}${qs.size > 0 ? `?${qs}` : ''}`;
-    let res: Response;
+    let res: { status: number; text: string };
     try {
-      res = await (this.o.fetch ?? fetch)(url, {
+      res = await httpExchange(url, {
         method,
         headers: { authorization: `Bearer ${this.o.token}`, ...(body !== undefined ? { 'content-type': 'application/json' } : {}) },
         body: body === undefined ? undefined : JSON.stringify(body),
-        signal: AbortSignal.timeout(this.o.timeoutMs ?? 15_000),
+        ...(this.o.ca !== undefined ? { ca: this.o.ca } : {}),
+        timeoutMs: this.o.timeoutMs ?? 15_000,
       });
     } catch (err) {
-      const cause = (err as { cause?: { code?: string } }).cause?.code ?? (err as Error).message;
+      const cause = (err as { code?: string }).code ?? (err as Error).message;
+      if (TLS_TRUST.test(cause)) {
+        throw new ApiError('EAPI_TLS', `the control-plane API at ${this.base} presented a certificate this host does not trust (${cause}); start lattice mcp with --ca <its control-plane/tls/ca.pem> or LATTICE_CA`, undefined, { cause: err });
+      }
       throw new ApiError('EAPI_UNREACHABLE', `cannot reach the control-plane API at ${this.base} (${cause}); is \`lattice control-plane start\` running?`, undefined, { cause: err });
     }
-    const text = await res.text();
+    const text = res.text;
+    const ok = res.status >= 200 && res.status < 300;
     let parsed: unknown;
     try {
       parsed = text ? JSON.parse(text) : undefined;
     } catch {
       throw new ApiError('EAPI_REPLY', `the control-plane API answered ${res.status} with something that is not JSON`, res.status);
     }
-    if (!res.ok) {
+    if (!ok) {
       const e = (parsed as { error?: { code?: string; message?: string } } | undefined)?.error;
-      const hint = res.status === 401 ? ' (the MCP server\'s admin token is wrong)' : '';
+      const hint = res.status === 401 ? ' (the MCP server\'s admin token is wrong or its user was removed)' : '';
       throw new ApiError(e?.code ?? 'EAPI', `control plane refused (${res.status}): ${e?.message ?? 'no message'}${hint}`, res.status);
     }
     return parsed as T;

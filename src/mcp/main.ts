@@ -2,13 +2,14 @@
 /**
  * The `lattice-mcp` bin: the same server as `lattice mcp`, for MCP clients configured with a command
  * and no arguments. Settings come from the environment: LATTICE_API (default http://127.0.0.1:8470),
- * LATTICE_ADMIN_TOKEN (or the admin-token file of LATTICE_STATE_DIR), LATTICE_MCP_PROPOSER (default "mcp").
+ * LATTICE_ADMIN_TOKEN (an admin user's token, e.g. a viewer's: proposals are recorded as that user; default the
+ * admin-token file of LATTICE_STATE_DIR, i.e. root), LATTICE_CA (the CA of an https:// API).
  * Errors go to stderr (stdout is the protocol) and exit 1.
  */
 import { runMcpStdio } from './stdio.js';
 
 try {
-  await runMcpStdio({ proposer: process.env.LATTICE_MCP_PROPOSER });
+  await runMcpStdio({});
 } catch (err) {
   process.stderr.write(`lattice-mcp: ${(err as Error).message}\n`);
   process.exitCode = 1;

@@ -18,9 +18,8 @@ import type { AdminApiClient } from './apiclient.js';
 export const MCP_SERVER_NAME = 'lattice';
 
 export interface McpServerOptions {
+  /** The admin API, with the token of the admin user every proposal is recorded as (the control plane decides). */
   api: AdminApiClient;
-  /** Recorded as the proposer of every change (e.g. "mcp" or "mcp:claude-desktop"). */
-  proposer: string;
   version: string;
 }
 
@@ -215,14 +214,14 @@ export function createMcpServer(o: McpServerOptions): McpServer {
 
   const propose = (body: Record<string, unknown>) =>
     run(async () => {
-      const a = await api.post<{ id: string; status: string; summary: string; diff: string; base: unknown }>(`${API_BASE}/approvals`, { ...body, proposer: o.proposer });
+      const a = await api.post<{ id: string; status: string; summary: string; diff: string; base: unknown }>(`${API_BASE}/approvals`, body);
       return {
         pendingId: a.id,
         status: a.status,
         summary: a.summary,
         diff: a.diff,
         base: a.base,
-        next: `nothing has changed yet: a human must run \`lattice approvals approve ${a.id}\` (or reject it)`,
+        next: `nothing has changed yet: another admin user with the approver role must run \`lattice approvals approve ${a.id}\` (or reject it)`,
       };
     });
 

@@ -3,6 +3,7 @@ import { StdioServerTransport } from '@modelcontextprotocol/sdk/server/stdio.js'
 import { readAdminToken } from '../controlplane/secrets.js';
 import { DEFAULT_HTTP } from '../controlplane/index.js';
 import { resolveStateDir, statePaths } from '../state.js';
+import { apiCa } from '../httpclient.js';
 import { AdminApiClient } from './apiclient.js';
 import { createMcpServer } from './server.js';
 
@@ -10,7 +11,8 @@ export interface McpStdioOptions {
   api?: string;
   adminToken?: string;
   stateDir?: string;
-  proposer?: string;
+  /** CA file (PEM) of an https:// API; default $LATTICE_CA, else the state dir's control-plane/tls/ca.pem. */
+  ca?: string;
 }
 
 /**
@@ -19,9 +21,11 @@ export interface McpStdioOptions {
  */
 export async function runMcpStdio(o: McpStdioOptions): Promise<void> {
   const url = o.api ?? process.env.LATTICE_API ?? `http://${DEFAULT_HTTP.host}:${DEFAULT_HTTP.port}`;
-  const token = await readAdminToken(statePaths(resolveStateDir(o.stateDir)).controlPlane, o.adminToken);
+  const stateDir = resolveStateDir(o.stateDir);
+  const token = await readAdminToken(statePaths(stateDir).controlPlane, o.adminToken);
+  const ca = await apiCa(url, o, stateDir);
   const pkg = JSON.parse(await readFile(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string };
-  const server = createMcpServer({ api: new AdminApiClient({ url, token }), proposer: o.proposer ?? 'mcp', version: pkg.version });
+  const server = createMcpServer({ api: new AdminApiClient({ url, token, ...(ca !== undefined ? { ca } : {}) }), version: pkg.version });
   const transport = new StdioServerTransport();
   const closed = new Promise<void>((resolve) => {
     transport.onclose = () => resolve();

@@ -3,6 +3,8 @@ import { ManualClock } from '../../src/clock.js';
 import { CSRF_HEADER, SESSION_COOKIE, SessionLimits, SessionStore, crossSiteReason, originOf, readCookie, sessionCookie } from '../../src/console/session.js';
 import { checkPolicyText } from '../../src/console/server.js';
 
+const ROOT = { name: 'root', role: 'admin' };
+
 const ORIGIN = 'http://127.0.0.1:8470';
 
 function store() {
@@ -18,21 +20,21 @@ const req = (method: string, headers: Record<string, string>) => ({ method, head
 describe('console sessions', () => {
   it('accepts a same-origin GET with the cookie and refreshes nothing else', () => {
     const { sessions } = store();
-    const { id, info } = sessions.create();
+    const { id, info } = sessions.create(ROOT);
     const r = sessions.check(req('GET', { cookie: `other=1; ${SESSION_COOKIE}=${id}`, 'sec-fetch-site': 'same-origin' }), ORIGIN);
     expect(r).toEqual({ ok: true, info });
   });
 
   it('leaves requests without the cookie to other schemes, and refuses unknown ids with 401', () => {
     const { sessions } = store();
-    sessions.create();
+    sessions.create(ROOT);
     expect(sessions.check(req('GET', {}), ORIGIN)).toBeUndefined();
     expect(sessions.check(req('GET', { cookie: `${SESSION_COOKIE}=forged` }), ORIGIN)).toMatchObject({ ok: false, status: 401 });
   });
 
   it('requires the CSRF header and a same Origin on unsafe methods', () => {
     const { sessions } = store();
-    const { id, info } = sessions.create();
+    const { id, info } = sessions.create(ROOT);
     const cookie = `${SESSION_COOKIE}=${id}`;
     expect(sessions.check(req('POST', { cookie, origin: ORIGIN }), ORIGIN)).toMatchObject({ ok: false, status: 403 });
     expect(sessions.check(req('POST', { cookie, origin: ORIGIN, [CSRF_HEADER]: 'x'.repeat(43) }), ORIGIN)).toMatchObject({ ok: false, status: 403 });
@@ -44,7 +46,7 @@ describe('console sessions', () => {
 
   it('refuses cross-site and same-site (other port) reads with the cookie', () => {
     const { sessions } = store();
-    const { id } = sessions.create();
+    const { id } = sessions.create(ROOT);
     for (const site of ['cross-site', 'same-site']) {
       expect(sessions.check(req('GET', { cookie: `${SESSION_COOKIE}=${id}`, 'sec-fetch-site': site }), ORIGIN)).toMatchObject({ ok: false, status: 403 });
     }
@@ -54,14 +56,14 @@ describe('console sessions', () => {
 
   it('ends a session after the idle time, and after the absolute time even when used', () => {
     const { clock, sessions } = store();
-    const a = sessions.create();
+    const a = sessions.create(ROOT);
     const get = (id: string) => sessions.check(req('GET', { cookie: `${SESSION_COOKIE}=${id}` }), ORIGIN);
     clock.advance(SessionLimits.idleMs - 1);
     expect(get(a.id)).toMatchObject({ ok: true });
     clock.advance(SessionLimits.idleMs);
     expect(get(a.id)).toMatchObject({ ok: false, status: 401 });
 
-    const b = sessions.create();
+    const b = sessions.create(ROOT);
     for (let t = 0; t < SessionLimits.absoluteMs; t += SessionLimits.idleMs / 2) {
       expect(get(b.id)).toMatchObject({ ok: true });
       clock.advance(SessionLimits.idleMs / 2);
@@ -71,11 +73,11 @@ describe('console sessions', () => {
 
   it('holds at most maxSessions (the oldest goes) and forgets a signed-out session', () => {
     const { sessions } = store();
-    const first = sessions.create();
-    for (let i = 0; i < SessionLimits.maxSessions; i++) sessions.create();
+    const first = sessions.create(ROOT);
+    for (let i = 0; i < SessionLimits.maxSessions; i++) sessions.create(ROOT);
     expect(sessions.size).toBe(SessionLimits.maxSessions);
     expect(sessions.check(req('GET', { cookie: `${SESSION_COOKIE}=${first.id}` }), ORIGIN)).toMatchObject({ ok: false, status: 401 });
-    const last = sessions.create();
+    const last = sessions.create(ROOT);
     sessions.delete(last.id);
     expect(sessions.check(req('GET', { cookie: `${SESSION_COOKIE}=${last.id}` }), ORIGIN)).toMatchObject({ ok: false, status: 401 });
   });

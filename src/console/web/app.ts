@@ -184,18 +184,18 @@ function signedOut(message?: string): void {
     'form',
     { id: 'signin', class: 'signin' },
     h('h2', {}, 'Sign in'),
-    h('p', { class: 'muted' }, 'Paste the admin token (the file <state>/control-plane/admin-token on the control-plane host).'),
+    h('p', { class: 'muted' }, 'Paste your admin token (from `lattice admin user add`; root\'s is the file <state>/control-plane/admin-token on the control-plane host).'),
     h('label', {}, 'Admin token', token),
     h('p', {}, h('button', { type: 'submit' }, 'Sign in')),
     msg,
   );
   form.addEventListener('submit', (e) => {
     e.preventDefault();
-    call<{ csrf: string }>('POST', '/console/session', { token: token.value })
+    call<SessionReply>('POST', '/console/session', { token: token.value })
       .then((r) => {
         token.value = '';
         csrf = r.csrf;
-        signedIn();
+        signedIn(r.user);
       })
       .catch((err: Error) => (msg.textContent = err.message));
   });
@@ -203,7 +203,13 @@ function signedOut(message?: string): void {
   token.focus();
 }
 
-function signedIn(): void {
+/** POST/GET /console/session: the CSRF token and who signed in. */
+interface SessionReply {
+  csrf: string;
+  user: { name: string; role: string };
+}
+
+function signedIn(user: SessionReply['user']): void {
   const nav = byId('nav');
   nav.replaceChildren(
     ...Object.keys(VIEWS).map((name) => {
@@ -218,7 +224,7 @@ function signedIn(): void {
       .catch(() => undefined)
       .finally(() => signedOut());
   });
-  byId('who').replaceChildren(h('span', { class: 'muted' }, 'signed in'), out);
+  byId('who').replaceChildren(h('span', { class: 'muted', id: 'signed-in-as' }, `signed in as ${user.name} (${user.role})`), out);
   startLive();
   void show('Agents');
 }
@@ -464,7 +470,7 @@ function policyView(): HTMLElement {
   const edited = (): unknown => JSON.parse(text.value);
   propose.addEventListener('click', () => {
     const policy = edited();
-    call<Approval>('POST', `${API}/approvals`, { kind: 'set-policy', namespace: ns.value.trim(), policy, proposer: 'console' })
+    call<Approval>('POST', `${API}/approvals`, { kind: 'set-policy', namespace: ns.value.trim(), policy })
       .then((a) => (result.textContent = `Proposed: ${a.summary} (approval ${a.id}); see Approvals.`))
       .catch((err: Error) => (result.textContent = err.message));
   });
@@ -504,7 +510,7 @@ async function approvalsView(): Promise<HTMLElement> {
     list.replaceChildren(...(approvals.length ? approvals.map(card) : [h('p', { class: 'muted' }, `No ${status.value} changes.`)]));
   };
   const decide = (a: Approval, verb: 'approve' | 'reject', note: string) => {
-    call<{ approval?: Approval; token?: string }>('POST', `${API}/approvals/${encodeURIComponent(a.id)}/${verb}`, { by: 'console', ...(note ? { note } : {}) })
+    call<{ approval?: Approval; token?: string }>('POST', `${API}/approvals/${encodeURIComponent(a.id)}/${verb}`, { ...(note ? { note } : {}) })
       .then((r) => {
         message.replaceChildren(`${a.summary}: ${r.approval?.status ?? verb + 'd'}${r.approval?.note ? ` (${r.approval.note})` : ''}`);
         if (r.token) message.append(h('br'), 'Token (shown once): ', h('code', { id: 'approved-token' }, r.token));
@@ -536,9 +542,9 @@ async function approvalsView(): Promise<HTMLElement> {
 
 // ---------------------------------------------------------------------------------------------
 
-call<{ csrf: string }>('GET', '/console/session')
+call<SessionReply>('GET', '/console/session')
   .then((r) => {
     csrf = r.csrf;
-    signedIn();
+    signedIn(r.user);
   })
   .catch(() => signedOut());
