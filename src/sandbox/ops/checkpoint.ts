@@ -21,6 +21,18 @@ import { Runsc } from '../../runsc/client.js';
 import { isLauncherAlive, type SandboxRecord, type SandboxRegistry } from '../registry.js';
 import { CHECKPOINT_FORMAT, CHECKPOINT_IMAGE, CHECKPOINT_META, CHECKPOINT_SPEC, CheckpointError, type CheckpointMeta } from './restore.js';
 
+/** Pause between checkpoint attempts while the sandbox holds a TCP connection (ms). */
+const CONNECTION_RETRY_MS = 1000;
+
+/**
+ * The connection named by runsc's refusal to save a connected TCP endpoint ("endpoint cannot be saved in
+ * connected state: local A:P, remote B:Q"), or undefined for any other failure.
+ */
+export function connectionHeld(err: unknown): string | undefined {
+  const m = /cannot be saved in connected state: (local [^,]+, remote [^\s:]+(?::\d+)?)/.exec(String((err as Error)?.message ?? err));
+  return m?.[1];
+}
+
 /** How long checkpoint waits for the original's launcher to let it go (ms): a safety net, teardown is bounded. */
 const RELEASE_WAIT_MS = 120_000;
 
@@ -56,10 +68,12 @@ export async function checkpointNetworkOf(record: SandboxRecord, stateDir: strin
 
 /**
  * Checkpoint `record` into `dir` and wait until its launcher let it go. Returns the checkpoint's path.
- * Errors: UsageError (dir), CheckpointError (network), RunscError (runsc refused: the sandbox keeps running,
- * and what was written to `dir` is removed again).
+ * gVisor refuses to save a TCP endpoint that is connected (established, closing, or in TIME_WAIT) on the
+ * sandbox's network: while it does, the checkpoint is retried for up to `waitMs` (default 0: fail at once).
+ * Errors: UsageError (dir), CheckpointError (network; a TCP connection held past `waitMs`), RunscError
+ * (runsc refused otherwise). On any error the sandbox keeps running and what was written to `dir` is removed.
  */
-export async function checkpointSandbox(record: SandboxRecord, dir: string, o: { registry: SandboxRegistry; runsc?: Runsc }): Promise<string> {
+export async function checkpointSandbox(record: SandboxRecord, dir: string, o: { registry: SandboxRegistry; runsc?: Runsc; waitMs?: number }): Promise<string> {
   const net = await checkpointNetworkOf(record, o.registry.stateDir);
   const spec = await readFile(join(record.bundleDir, 'config.json'), 'utf8');
   const { path, created } = await prepareCheckpointDir(dir);
@@ -74,8 +88,19 @@ export async function checkpointSandbox(record: SandboxRecord, dir: string, o: {
   try {
     await writeFileAtomic(join(path, CHECKPOINT_SPEC), spec, 0o600);
     await writeFileAtomic(join(path, CHECKPOINT_META), JSON.stringify(meta, null, 2) + '\n', 0o600);
-    await mkdir(join(path, CHECKPOINT_IMAGE), { mode: 0o700 });
-    await (o.runsc ?? new Runsc({ root: record.runscRoot })).checkpoint(record.id, join(path, CHECKPOINT_IMAGE));
+    const runsc = o.runsc ?? new Runsc({ root: record.runscRoot });
+    const deadline = Date.now() + (o.waitMs ?? 0);
+    for (;;) {
+      await rm(join(path, CHECKPOINT_IMAGE), { recursive: true, force: true });
+      await mkdir(join(path, CHECKPOINT_IMAGE), { mode: 0o700 });
+      const err = await runsc.checkpoint(record.id, join(path, CHECKPOINT_IMAGE)).then(() => undefined, (e: unknown) => e);
+      if (err === undefined) break;
+      const held = connectionHeld(err);
+      if (!held) throw err;
+      if (Date.now() >= deadline) throw new CheckpointError(`sandbox ${record.name} holds a TCP connection (${held}), which gVisor cannot checkpoint; it keeps running. Close the connection (a closed one lingers up to 60 s in TIME_WAIT) and retry, or give --wait SECONDS`, { cause: err });
+      // Nothing tells us when the sandbox's connections close (they are inside gVisor): ask runsc again.
+      await new Promise((r) => setTimeout(r, CONNECTION_RETRY_MS));
+    }
   } catch (err) {
     if (created) await rm(path, { recursive: true, force: true });
     else for (const f of await readdir(path)) await rm(join(path, f), { recursive: true, force: true });
