@@ -67,10 +67,7 @@ export function registerSandboxOps(sandbox: Command): void {
     .description('save a running sandbox (memory, processes, network state) to DIR and stop it (runsc checkpoint); continue it with sandbox restore DIR')
     .argument('<sandbox>', 'sandbox id or name (see lattice sandbox ls)')
     .requiredOption('--to <dir>', 'new or empty directory for the checkpoint (made 0700; it holds the sandbox\'s whole memory)')
-    .option('--wait <seconds>', 'retry for up to this long while the sandbox holds TCP connections (gVisor cannot checkpoint them)', '0')
-    .action(async (which: string, o: { to: string; wait: string }, command: Command) => {
-      const wait = Number(o.wait);
-      if (!(Number.isFinite(wait) && wait >= 0 && wait <= 3600)) throw new UsageError(`--wait ${o.wait} is not a number of seconds; use 0-3600`);
+    .action(async (which: string, o: { to: string }, command: Command) => {
       requireRoot();
       const [{ SandboxRegistry }, { findRunningSandbox }, { checkpointSandbox }] = await Promise.all([
         import('../sandbox/registry.js'),
@@ -79,7 +76,7 @@ export function registerSandboxOps(sandbox: Command): void {
       ]);
       const registry = new SandboxRegistry(resolveStateDir(globalOpts(command).stateDir));
       const record = await findRunningSandbox(registry, which);
-      const path = await checkpointSandbox(record, o.to, { registry, waitMs: wait * 1000 });
+      const path = await checkpointSandbox(record, o.to, { registry });
       console.error(`lattice: checkpointed ${record.name} (${record.id}) to ${path}; it stopped. Continue it with: lattice sandbox restore ${path}`);
     });
 

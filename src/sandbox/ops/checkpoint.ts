@@ -21,9 +21,6 @@ import { Runsc } from '../../runsc/client.js';
 import { isLauncherAlive, type SandboxRecord, type SandboxRegistry } from '../registry.js';
 import { CHECKPOINT_FORMAT, CHECKPOINT_IMAGE, CHECKPOINT_META, CHECKPOINT_SPEC, CheckpointError, type CheckpointMeta } from './restore.js';
 
-/** Pause between checkpoint attempts while the sandbox holds a TCP connection (ms). */
-const CONNECTION_RETRY_MS = 1000;
-
 /**
  * The connection named by runsc's refusal to save a connected TCP endpoint ("endpoint cannot be saved in
  * connected state: local A:P, remote B:Q"), or undefined for any other failure.
@@ -69,11 +66,11 @@ export async function checkpointNetworkOf(record: SandboxRecord, stateDir: strin
 /**
  * Checkpoint `record` into `dir` and wait until its launcher let it go. Returns the checkpoint's path.
  * gVisor refuses to save a TCP endpoint that is connected (established, closing, or in TIME_WAIT) on the
- * sandbox's network: while it does, the checkpoint is retried for up to `waitMs` (default 0: fail at once).
- * Errors: UsageError (dir), CheckpointError (network; a TCP connection held past `waitMs`), RunscError
- * (runsc refused otherwise). On any error the sandbox keeps running and what was written to `dir` is removed.
+ * sandbox's network, and runsc then ends the sandbox (observed with release 20240729).
+ * Errors: UsageError (dir), CheckpointError (network; a TCP connection held: the sandbox is gone), RunscError
+ * (runsc refused otherwise). On any error what was written to `dir` is removed.
  */
-export async function checkpointSandbox(record: SandboxRecord, dir: string, o: { registry: SandboxRegistry; runsc?: Runsc; waitMs?: number }): Promise<string> {
+export async function checkpointSandbox(record: SandboxRecord, dir: string, o: { registry: SandboxRegistry; runsc?: Runsc }): Promise<string> {
   const net = await checkpointNetworkOf(record, o.registry.stateDir);
   const spec = await readFile(join(record.bundleDir, 'config.json'), 'utf8');
   const { path, created } = await prepareCheckpointDir(dir);
@@ -88,19 +85,12 @@ export async function checkpointSandbox(record: SandboxRecord, dir: string, o: {
   try {
     await writeFileAtomic(join(path, CHECKPOINT_SPEC), spec, 0o600);
     await writeFileAtomic(join(path, CHECKPOINT_META), JSON.stringify(meta, null, 2) + '\n', 0o600);
-    const runsc = o.runsc ?? new Runsc({ root: record.runscRoot });
-    const deadline = Date.now() + (o.waitMs ?? 0);
-    for (;;) {
-      await rm(join(path, CHECKPOINT_IMAGE), { recursive: true, force: true });
-      await mkdir(join(path, CHECKPOINT_IMAGE), { mode: 0o700 });
-      const err = await runsc.checkpoint(record.id, join(path, CHECKPOINT_IMAGE)).then(() => undefined, (e: unknown) => e);
-      if (err === undefined) break;
-      const held = connectionHeld(err);
-      if (!held) throw err;
-      if (Date.now() >= deadline) throw new CheckpointError(`sandbox ${record.name} holds a TCP connection (${held}), which gVisor cannot checkpoint; it keeps running. Close the connection (a closed one lingers up to 60 s in TIME_WAIT) and retry, or give --wait SECONDS`, { cause: err });
-      // Nothing tells us when the sandbox's connections close (they are inside gVisor): ask runsc again.
-      await new Promise((r) => setTimeout(r, CONNECTION_RETRY_MS));
-    }
+    await mkdir(join(path, CHECKPOINT_IMAGE), { mode: 0o700 });
+    const err = await (o.runsc ?? new Runsc({ root: record.runscRoot })).checkpoint(record.id, join(path, CHECKPOINT_IMAGE)).then(() => undefined, (e: unknown) => e);
+    const held = err === undefined ? undefined : connectionHeld(err);
+    // runsc (20240729) ends the sandbox when it refuses the save: say so, the user cannot retry.
+    if (held) throw new CheckpointError(`sandbox ${record.name} held a TCP connection (${held}), which runsc cannot checkpoint, and runsc ended the sandbox; checkpoint only with no TCP connection open or closed in the last 60 s (TIME_WAIT)`, { cause: err });
+    if (err !== undefined) throw err;
   } catch (err) {
     if (created) await rm(path, { recursive: true, force: true });
     else for (const f of await readdir(path)) await rm(join(path, f), { recursive: true, force: true });
