@@ -29,6 +29,7 @@ export const ErrorCode = {
   SandboxCommandNotExecutable: 'ESANDBOX_COMMAND_NOT_EXECUTABLE',
   SandboxNotRunning: 'ESANDBOX_NOT_RUNNING',
   SandboxCopy: 'ESANDBOX_COPY',
+  SandboxCheckpoint: 'ESANDBOX_CHECKPOINT',
   Runsc: 'ERUNSC',
   RunscMissing: 'ERUNSC_MISSING',
   RunscNoContainer: 'ERUNSC_NO_CONTAINER',

@@ -62,6 +62,80 @@ export function registerSandboxOps(sandbox: Command): void {
       console.error(`lattice: copied to ${where}`);
     });
 
+  sandbox
+    .command('checkpoint')
+    .description('save a running sandbox (memory, processes, network state) to DIR and stop it (runsc checkpoint); continue it with sandbox restore DIR')
+    .argument('<sandbox>', 'sandbox id or name (see lattice sandbox ls)')
+    .requiredOption('--to <dir>', 'new or empty directory for the checkpoint (made 0700; it holds the sandbox\'s whole memory)')
+    .action(async (which: string, o: { to: string }, command: Command) => {
+      requireRoot();
+      const [{ SandboxRegistry }, { findRunningSandbox }, { checkpointSandbox }] = await Promise.all([
+        import('../sandbox/registry.js'),
+        import('../sandbox/ops/find.js'),
+        import('../sandbox/ops/checkpoint.js'),
+      ]);
+      const registry = new SandboxRegistry(resolveStateDir(globalOpts(command).stateDir));
+      const record = await findRunningSandbox(registry, which);
+      const path = await checkpointSandbox(record, o.to, { registry });
+      console.error(`lattice: checkpointed ${record.name} (${record.id}) to ${path}; it stopped. Continue it with: lattice sandbox restore ${path}`);
+    });
+
+  sandbox
+    .command('restore')
+    .description('continue a checkpointed sandbox in the foreground (runsc restore): same memory, same WireGuard identity and overlay address')
+    .argument('<dir>', 'the directory sandbox checkpoint --to wrote')
+    .option('--name <name>', 'name of the restored sandbox (default: the checkpointed one\'s; the agent identity stays the checkpoint\'s)')
+    .option('--advertise <host>', 'host to advertise to peers with our WireGuard port (enrolled sandboxes)', '127.0.0.1')
+    .option('--control-plane <url>', 'NATS URL(s) of the control plane, tried before the ones stored at enrollment')
+    .option('--keep', 'keep the bundle and record after exit (remove it later with lattice sandbox rm)')
+    .option('--stop-timeout <seconds>', 'on SIGINT/SIGTERM: seconds the sandbox gets to exit before SIGKILL', '10')
+    .action(async (dir: string, o: Record<string, unknown>, command: Command) => {
+      const g = globalOpts(command);
+      const grace = Number(o.stopTimeout);
+      if (!(Number.isFinite(grace) && grace >= 0)) throw new UsageError(`--stop-timeout ${String(o.stopTimeout)} is not a number of seconds; use e.g. --stop-timeout 10`);
+      const [{ readCheckpoint }, { resolve }, { existsSync }] = await Promise.all([import('../sandbox/ops/restore.js'), import('node:path'), import('node:fs')]);
+      const ck = await readCheckpoint(dir);
+      const stateDir = resolve(resolveStateDir(g.stateDir));
+      const agent = ck.meta.agent;
+      if (agent !== undefined) {
+        if (stateDir !== ck.meta.stateDir) throw new UsageError(`the checkpoint's identity is in state dir ${ck.meta.stateDir}; restore it with --state-dir ${ck.meta.stateDir}`);
+        const { credentialsPath } = await import('../enroll/credentials.js');
+        if (!existsSync(credentialsPath(stateDir, agent))) throw new UsageError(`the identity of agent ${agent} is gone from ${stateDir} (credentials/${agent}.json); the checkpoint cannot continue with its address`);
+      }
+      requireRoot();
+      const [{ createLogger }, { runSandbox }, { enrollAndPrepare }] = await Promise.all([import('../log.js'), import('../sandbox/run.js'), import('../sandbox/enrolled.js')]);
+      const log = createLogger({ level: g.debug ? 'debug' : undefined });
+      const enrolled = agent === undefined ? undefined : await enrollAndPrepare({ stateDir, name: agent, controlPlaneUrl: o.controlPlane as string | undefined, advertiseHost: o.advertise as string, log });
+      if (enrolled) console.error(`lattice: reusing ${enrolled.credentials.namespace}/${enrolled.credentials.name} at ${enrolled.credentials.address.ipv4} (${enrolled.credentials.address.ipv6})`);
+      try {
+        process.exitCode = await runSandbox({
+          stateDir,
+          name: (o.name as string | undefined) ?? ck.meta.name,
+          keep: Boolean(o.keep),
+          stopGraceMs: grace * 1000,
+          debug: g.debug,
+          log,
+          rootfs: ck.spec.root.path,
+          args: ck.spec.process.args,
+          restore: { imagePath: ck.imagePath, spec: ck.spec },
+          // runsc's restore wants each stdio fd of the kind it had at checkpoint where that was a socket (a
+          // launcher's pipes are socketpairs); a socket also stands in for /dev/null, a file or a pipe.
+          stdio: { stdin: 'pipe', stdout: 'pipe' },
+          ...(enrolled
+            ? {
+                network: enrolled.network,
+                hostUds: true,
+                stopWhen: enrolled.revoked,
+                onStarted: (r) => enrolled.record({ type: 'sandbox.started', sandboxId: r.id }),
+                onExited: (r, code, cause) => enrolled.record({ type: 'sandbox.exited', sandboxId: r.id, code, ...(cause ? { reason: cause } : {}) }),
+              }
+            : {}),
+        });
+      } finally {
+        await enrolled?.close();
+      }
+    });
+
   for (const [verb, what] of [
     ['pause', 'freeze every process of a running sandbox (runsc pause); its memory and network stay'],
     ['resume', 'thaw a paused sandbox (runsc resume)'],

@@ -212,6 +212,24 @@ export class Runsc {
     await this.invoke('resume', ['resume', id]);
   }
 
+  /**
+   * Save container `id`'s whole state (memory, processes, netstack) into `imagePath` (`runsc checkpoint`).
+   * The container stops once it is saved (runsc's default, without --leave-running): its `runsc run` exits 0.
+   */
+  async checkpoint(id: string, imagePath: string): Promise<void> {
+    await this.invoke('checkpoint', ['checkpoint', '--image-path', imagePath, id]);
+  }
+
+  /**
+   * `runsc restore` of the image at `imagePath` as container `id` from `bundle`, attached like run(): the
+   * returned child resolves with the container's exit status. The bundle must hold the checkpointed spec's
+   * mounts and process; stdio fds of the same kind as at checkpoint (a socket where there was one).
+   */
+  async restore(id: string, bundle: string, imagePath: string, stdio: StdioOptions = {}): Promise<{ child: ResultPromise }> {
+    await this.version();
+    return this.spawnAttached(['restore', '--image-path', imagePath, '--bundle', bundle, id], stdio);
+  }
+
   /** Runs a process in a running container and returns its exit code and output. */
   async exec(id: string, args: string[], opts: { env?: string[]; cwd?: string } = {}): Promise<{ exitCode: number; stdout: string; stderr: string }> {
     await this.version();

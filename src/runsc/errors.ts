@@ -37,6 +37,9 @@ export function runscMessage(stderr: string): string {
     .split('\n')
     .map((l) => l.trim())
     .filter((l) => l.length > 0 && !/^[DIW]\d{4} /.test(l));
+  // A Go panic (runsc's checkpoint/restore failures end in one) prints its error, then goroutine traces.
+  const trace = lines.findIndex((l) => /^goroutine \d+ \[/.test(l));
+  if (trace > 0) return lines.slice(0, trace).filter((l) => !/^panic: *$/.test(l)).at(-1)!;
   return lines.at(-1) ?? 'no message (exit without output)';
 }
 

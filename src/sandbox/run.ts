@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import type { Readable, Writable } from 'node:stream';
 import { buildSpec } from '../oci/spec.js';
 import { writeBundle } from '../oci/bundle.js';
-import type { OciMount } from '../oci/spec.js';
+import type { OciMount, OciSpec } from '../oci/spec.js';
 import { formatBytes, type OciResources } from '../oci/resources.js';
 import { CgroupKill, cgroupKillFromLog, readKernelLog } from '../runsc/cgroup-kill.js';
 import { Runsc } from '../runsc/client.js';
@@ -15,6 +15,7 @@ import { statePaths } from '../state.js';
 import type { RecordCleaner } from './gc.js';
 import { hostnameOf, runLifecycle, type LifecycleOptions, type RunningSandbox, type SandboxEngine, type SandboxNetwork } from './lifecycle.js';
 import type { SandboxRecord } from './registry.js';
+import { respec } from './ops/restore.js';
 import { signalNumber } from './signals.js';
 import { planStdio, copyInto, feedStdin, openMergedPipe, type StdioPlan } from './stdio.js';
 
@@ -41,6 +42,11 @@ export interface RunscProcess {
   resources?: OciResources;
   /** Size of the sandbox's /tmp tmpfs in bytes. */
   tmpSizeBytes?: number;
+  /**
+   * Restore mode (`sandbox restore`): `runsc restore` of the checkpoint image instead of `runsc run`, from the
+   * checkpointed spec re-pointed at this sandbox (ops/restore.ts respec); the fields above are then unused.
+   */
+  restore?: { imagePath: string; spec: OciSpec };
 }
 
 export interface RunSandboxOptions extends LifecycleOptions, RunscProcess {}
@@ -80,12 +86,13 @@ export class RunscEngine implements SandboxEngine {
   async prepare(): Promise<void> {}
 
   describe(id: string, dir: string) {
-    return { bundleDir: join(dir, 'bundle'), rootfs: this.p.rootfs, args: this.p.args };
+    const r = this.p.restore?.spec;
+    return { bundleDir: join(dir, 'bundle'), rootfs: r?.root.path ?? this.p.rootfs, args: r?.process.args ?? this.p.args };
   }
 
   async create(record: SandboxRecord, network: SandboxNetwork | undefined, mounts: OciMount[]): Promise<void> {
     const p = this.p;
-    const spec = buildSpec({
+    const spec = p.restore ? respec(p.restore.spec, { id: record.id, name: record.name, netnsPath: network?.netnsPath, mounts, cgroupsPath: cgroupPathOf(record.id) }) : buildSpec({
       args: p.args,
       env: p.env,
       cwd: p.cwd,
@@ -113,12 +120,14 @@ export class RunscEngine implements SandboxEngine {
     const merged = stdio.stdout === 'pipe' && stdio.merged ? await openMergedPipe(dir) : undefined;
     let child: Awaited<ReturnType<Runsc['run']>>['child'];
     try {
-      ({ child } = await runsc.run(id, record.bundleDir, {
+      const fds = {
         stdin: stdio.stdin,
         // A file descriptor number is handed to spawn() as is (execa's types name only 1 and 2).
         stdout: merged ? (merged.writeFd as unknown as 'pipe') : stdio.stdout,
-        stderr: merged ? (merged.writeFd as unknown as 'pipe') : 'pipe',
-      }));
+        stderr: merged ? (merged.writeFd as unknown as 'pipe') : ('pipe' as const),
+      };
+      const restore = this.p.restore;
+      ({ child } = restore ? await runsc.restore(id, record.bundleDir, restore.imagePath, fds) : await runsc.run(id, record.bundleDir, fds));
     } finally {
       merged?.closeWriter();
     }
