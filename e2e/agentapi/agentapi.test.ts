@@ -89,6 +89,10 @@ describe('agent API over a Unix socket (real nats-server + control plane)', () =
     expect(r.status).toBe(200);
     expect(r.json).toMatchObject({ agentId: boss.e.agentId, namespace: NS, name: 'boss', enforcement: 'enforce', revoked: false, expired: false });
     expect(r.text).not.toContain(boss.e.jwt);
+    // What exists and what this identity may call are told apart (one list named `tools` read as a grant).
+    expect(r.json.availableTools).toEqual(['list_peers', 'check_connectivity', 'get_policy', 'request_egress', 'delegate']);
+    expect(r.json).not.toHaveProperty('tools');
+    expect(r.json).toHaveProperty('allowedTools');
     // a claimed identity in the request changes nothing
     const r2 = await boss.call('GET', '/v1/identity', undefined, { authorization: `Bearer ${peer.e.jwt}`, 'x-agent-id': peer.e.agentId });
     expect(r2.json.agentId).toBe(boss.e.agentId);

@@ -102,6 +102,7 @@ describe('a value or name the control plane refuses is bad usage (exit 2), as on
   it.each([
     [['token', 'create', '--namespace', 'u1', '--ttl', '5'], /^lattice: control plane refused: .*5/],
     [['agent', 'revoke', 'nosuch', '--namespace', 'u1'], /^lattice: control plane refused: .*nosuch/],
+    [['token', 'create', '--namespace', 'u1', '--tools', 'list_peers,frob'], /^lattice: control plane refused: allowedTools: no tool "frob"; the agent API's tools are list_peers, check_connectivity, get_policy, request_egress, delegate$/],
     [['audit', 'events', '--type', 'flowx'], /^lattice: control plane refused: .*flowx/],
   ])('%j exits 2 with one line', async (args, message) => {
     const r = await lattice(...args);

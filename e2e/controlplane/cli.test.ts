@@ -34,12 +34,12 @@ function oneLineError(r: { code: number; stderr: string }, re: RegExp): void {
 
 describe('admin CLI against a running control plane', () => {
   it('token create | agent ls | policy set | agent revoke', async () => {
-    const t = await lattice('token', 'create', '--namespace', 'demo', '--tools', 'a,b', '--limit', '1', '--ttl', '1h');
+    const t = await lattice('token', 'create', '--namespace', 'demo', '--tools', 'list_peers,get_policy', '--limit', '1', '--ttl', '1h');
     expect(t.code, t.stderr).toBe(0);
     const token = t.stdout.trim();
     expect(token).toMatch(/^[A-Za-z0-9_-]{43}$/);
     const e = await enroll({ controlPlaneUrl: cp.info.nats, token, name: 'cli-agent', publicKey: wgKey() });
-    expect(e.allowedTools).toEqual(['a', 'b']);
+    expect(e.allowedTools).toEqual(['list_peers', 'get_policy']);
 
     const ls = await lattice('agent', 'ls', '--json');
     expect(ls.code, ls.stderr).toBe(0);

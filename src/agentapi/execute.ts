@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { LatticeError } from '../errors.js';
 import { SpanStatus, ToolDecision, type AuditEventDraft, type ToolSpan } from '../audit/events.js';
-import { EnforcementMode } from '../controlplane/types.js';
+import { EnforcementMode, ToolName } from '../controlplane/types.js';
 
 /**
  * ExecuteTool: the one path every agent tool call takes.
@@ -18,15 +18,7 @@ import { EnforcementMode } from '../controlplane/types.js';
  * (AUTHORITY_TOOLS: delegate), which is refused in every mode.
  */
 
-export const ToolName = {
-  ListPeers: 'list_peers',
-  CheckConnectivity: 'check_connectivity',
-  GetPolicy: 'get_policy',
-  RequestEgress: 'request_egress',
-  /** POST /v1/delegate; a capability like any other: it must be in allowedTools under enforce. */
-  Delegate: 'delegate',
-} as const;
-export type ToolName = (typeof ToolName)[keyof typeof ToolName];
+export { ToolName };
 
 /** Tools that grant authority: refused without the grant in every enforcement mode (decideToolCall). */
 export const AUTHORITY_TOOLS: ReadonlySet<string> = new Set<string>([ToolName.Delegate]);

@@ -88,7 +88,8 @@ export async function startAgentApi(o: StartAgentApiOptions): Promise<StartedAge
       expiresAt: new Date(identity.jwtExpiresAt).toISOString(),
       expired: clock.now() >= identity.jwtExpiresAt,
       revoked: o.isRevoked(),
-      tools: Object.keys(tools),
+      // What this launcher serves; allowedTools is what this identity may call (under enforce).
+      availableTools: Object.keys(tools),
     }),
   });
 }

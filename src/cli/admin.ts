@@ -1,6 +1,7 @@
 import { readFile } from 'node:fs/promises';
 import { Option, type Command } from 'commander';
 import { UsageError } from '../errors.js';
+import { jsonSyntaxMessage } from '../jsontext.js';
 import { API_BASE } from '../controlplane/index.js';
 import { callApi, withApiOptions, type ApiOpts } from './api.js';
 import { parseLabelArgs } from '../policy/labels.js';
@@ -44,7 +45,7 @@ async function readJsonFile(path: string, what: string): Promise<unknown> {
   try {
     return JSON.parse(text);
   } catch (err) {
-    throw new UsageError(`${what} ${path} is not valid JSON: ${(err as Error).message.split('\n')[0]}`);
+    throw new UsageError(`${what} ${path} is not valid JSON: ${jsonSyntaxMessage(err, text)}`);
   }
 }
 

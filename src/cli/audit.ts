@@ -121,7 +121,11 @@ export function registerAudit(program: Command): void {
       const params = { agentId: o.agent === undefined ? undefined : await names.resolve(o.agent, o.namespace), type: o.type, namespace: o.namespace, since: o.since, limit: o.limit };
       const first = await get<EventsReply>(cmd, o, AUDIT_API_PATHS.events, params);
       if (!o.json) await names.all().catch(() => undefined); // names for the lines; ids if the list fails
-      const show = (e: StoredEvent) => formatEvent(e, names.label(e.agentId));
+      // The NS/NAME column is as wide as the widest seen so far (all of a listing; grows while following).
+      let whoWidth = 0;
+      const widen = (events: StoredEvent[]) => (whoWidth = Math.max(whoWidth, ...events.map((e) => who(e, names.label(e.agentId)).length)));
+      const show = (e: StoredEvent) => formatEvent(e, names.label(e.agentId), whoWidth);
+      if (!o.json) widen(first.events);
       if (!o.follow) {
         if (o.json) console.log(JSON.stringify(first, null, 2));
         else {
@@ -137,6 +141,7 @@ export function registerAudit(program: Command): void {
         await sleep(Number(o.interval) || 1000);
         const r = await get<EventsReply>(cmd, o, AUDIT_API_PATHS.events, { ...params, after: String(cursor), limit: '10000' });
         if (!o.json && r.events.some((e) => e.agentId && names.label(e.agentId) === e.agentId)) await names.all(true).catch(() => undefined);
+        if (!o.json) widen(r.events);
         for (const e of r.events) console.log(o.json ? JSON.stringify(e) : show(e));
         cursor = Math.max(cursor, r.cursor);
       }
@@ -158,9 +163,12 @@ function who(e: StoredEvent, agent?: string): string {
   return `${e.namespace ?? '-'}/${agent ?? e.agentId ?? '-'}`;
 }
 
-/** One line per event, for people; `agent` is the agent's name when known (else its id is shown). */
-export function formatEvent(e: StoredEvent, agent?: string): string {
-  const head = `${e.ts}  ${e.type.padEnd(19)} ${who(e, agent)}`;
+/**
+ * One line per event, for people; `agent` is the agent's name when known (else its id is shown), and the
+ * NS/NAME column is padded to `whoWidth` characters so a listing's columns line up.
+ */
+export function formatEvent(e: StoredEvent, agent?: string, whoWidth = 0): string {
+  const head = `${e.ts}  ${e.type.padEnd(19)} ${who(e, agent).padEnd(whoWidth)}`;
   switch (e.type) {
     case 'flow.opened':
       return `${head}  ${e.proto} ${e.srcIp}:${e.srcPort} -> ${e.dstIp}:${e.dstPort} ${e.direction} ${e.verdict}${e.ruleId ? ` rule=${e.ruleId}` : ''}${e.note ? ` (${e.note})` : ''}`;

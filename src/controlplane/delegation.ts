@@ -5,7 +5,7 @@ import {
   EnforcementMode,
   badRequest,
   isLabel,
-  isToolName,
+  toolList,
   type AgentRecord,
   type Modes,
   type TokenRecord,
@@ -70,7 +70,7 @@ export function planDelegation(parent: DelegationParent, body: unknown, now: num
   if (!isLabel(namespace)) throw badRequest('namespace must be a DNS label');
   if (!reach.has(namespace)) throw forbidden(`namespace ${namespace} is outside the delegating agent's namespaces (${[...reach].join(', ')})`);
 
-  const tools = names(b.allowedTools, 'allowedTools', isToolName) ?? [...parent.allowedTools];
+  const tools: string[] = b.allowedTools === undefined ? [...parent.allowedTools] : toolList(b.allowedTools, 'allowedTools');
   const extraTools = tools.filter((t) => !parent.allowedTools.includes(t));
   if (extraTools.length) throw forbidden(`cannot delegate tools the delegating agent lacks: ${extraTools.join(', ')}`);
 

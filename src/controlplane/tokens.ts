@@ -7,7 +7,7 @@ import {
   SandboxMode,
   badRequest,
   isLabel,
-  isToolName,
+  toolList,
   type Modes,
   type PolicyRef,
   type TokenRecord,
@@ -84,7 +84,7 @@ export function buildTokenRecord(body: unknown, now: number, id: string, validat
   for (const k of Object.keys(b)) if (!known.has(k)) throw badRequest(`unknown field ${JSON.stringify(k)}`);
   if (!isLabel(b.namespace)) throw badRequest('namespace must be a DNS label (a-z, 0-9, -; at most 63)');
   const namespace = b.namespace;
-  const allowedTools = stringList(b.allowedTools, 'allowedTools', isToolName);
+  const allowedTools: string[] = b.allowedTools === undefined ? [] : toolList(b.allowedTools, 'allowedTools');
   const allowedNamespaces = stringList(b.allowedNamespaces, 'allowedNamespaces', isLabel).filter((n) => n !== namespace);
   const limit = b.limit === undefined ? 1 : b.limit;
   if (typeof limit !== 'number' || !Number.isInteger(limit) || limit < 1 || limit > MAX_TOKEN_LIMIT) {

@@ -249,10 +249,35 @@ export function isLabel(s: unknown): s is string {
   return typeof s === 'string' && LABEL_RE.test(s);
 }
 
-const TOOL_RE = /^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$/;
-/** True for a tool name: a letter or digit, then up to 127 of [A-Za-z0-9_.:-]. */
-export function isToolName(s: unknown): s is string {
-  return typeof s === 'string' && TOOL_RE.test(s);
+/**
+ * The agent API's tools (src/agentapi/: POST /v1/tools/{tool}, POST /v1/delegate), the names a token's or a
+ * delegation's allowedTools may grant. Lives here because grants are checked where tokens are made.
+ */
+export const ToolName = {
+  ListPeers: 'list_peers',
+  CheckConnectivity: 'check_connectivity',
+  GetPolicy: 'get_policy',
+  RequestEgress: 'request_egress',
+  /** POST /v1/delegate; a capability like any other: it must be in allowedTools under enforce. */
+  Delegate: 'delegate',
+} as const;
+export type ToolName = (typeof ToolName)[keyof typeof ToolName];
+const TOOLS: ReadonlySet<string> = new Set(Object.values(ToolName));
+
+/** True for one of the agent API's tools (ToolName). */
+export function isToolName(s: unknown): s is ToolName {
+  return typeof s === 'string' && TOOLS.has(s);
+}
+
+/**
+ * A list of tool grants (at most 256, duplicates folded). @throws ControlPlaneError EBADREQUEST naming the
+ * first unknown tool and the ones that exist.
+ */
+export function toolList(v: unknown, what: string): ToolName[] {
+  if (!Array.isArray(v) || v.length > 256) throw badRequest(`${what} must be a list of tool names`);
+  const unknown = v.find((t) => !isToolName(t));
+  if (unknown !== undefined) throw badRequest(`${what}: no tool ${JSON.stringify(unknown)}; the agent API's tools are ${[...TOOLS].join(', ')}`);
+  return [...new Set(v as ToolName[])];
 }
 
 /** A WireGuard public key: 32 bytes in canonical standard base64 (as `wg pubkey` prints it). */

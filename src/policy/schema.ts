@@ -13,6 +13,7 @@
  *   - policy.mode absent = "enforce"
  */
 import { LatticeError } from '../errors.js';
+import { jsonSyntaxMessage } from '../jsontext.js';
 import { type Cidr, formatIp, ipv4Reach, parseCidr } from '../net/addr.js';
 import { type DirectorySnapshot, type PeerSelector, parsePeerSelectors, selectPeers } from './labels.js';
 
@@ -471,7 +472,7 @@ export function parsePolicy(text: string): Policy {
   try {
     value = JSON.parse(text);
   } catch (err) {
-    throw new PolicyError([{ path: '', message: `not valid JSON (${(err as Error).message})`, fix: 'check the file with a JSON linter' }], { cause: err });
+    throw new PolicyError([{ path: '', message: `not valid JSON (${jsonSyntaxMessage(err, text)})`, fix: 'check the file with a JSON linter' }], { cause: err });
   }
   const res = validatePolicy(value);
   if (!res.ok) throw new PolicyError(res.problems);

@@ -482,7 +482,7 @@ export async function enrollAndPrepare(o: EnrolledOptions): Promise<Enrolled> {
       known = next;
       log.info({ peers: peers.length }, 'peers updated');
       // A peer that gained or lost a label (or joined, or left) changes what "peers" rules select.
-      rebind(peers, 'policy re-bound to the directory (peer labels changed)');
+      rebind(peers, 'policy re-bound to the directory (a peer joined, left or changed its labels)');
     });
     watcher.on('policy-changed', (policy) => {
       if (!net) return;

@@ -51,7 +51,7 @@ describe('admin HTTP API', () => {
   });
 
   it('creates tokens, lists and revokes agents, sets policies', async () => {
-    const r = await call('POST', `${API_BASE}/enrollment-tokens`, { namespace: 'web', allowedTools: ['fetch'], limit: 2, ttl: '1h' });
+    const r = await call('POST', `${API_BASE}/enrollment-tokens`, { namespace: 'web', allowedTools: ['get_policy'], limit: 2, ttl: '1h' });
     expect(r.status).toBe(201);
     const t = (await r.json()) as { token: string; limit: number; expiresAt: string };
     expect(t.token).toMatch(/^[A-Za-z0-9_-]{43}$/);

@@ -21,7 +21,7 @@ async function setup(opts: { ipam?: ConstructorParameters<typeof Object>[0] } = 
 describe('ControlPlaneService (in-memory KV)', () => {
   it('enrolls: address, peers, policy, JWT', async () => {
     const { svc, clock } = await setup();
-    const { token } = await svc.createToken({ namespace: 'team', allowedTools: ['search'], limit: 2, ttl: '1h', policy: { version: 1 } });
+    const { token } = await svc.createToken({ namespace: 'team', allowedTools: ['list_peers'], limit: 2, ttl: '1h', policy: { version: 1 } });
     const pkA = key();
     const a = await svc.enroll({ token, publicKey: pkA, name: 'alpha', endpoint: '127.0.0.1:51820' });
     expect(a.namespace).toBe('team');
@@ -36,7 +36,7 @@ describe('ControlPlaneService (in-memory KV)', () => {
       { name: 'alpha', namespace: 'team', publicKey: pkA, allowedIPs: a.allowedIPs, endpoint: '127.0.0.1:51820' },
     ]);
     const claims = await verifyAgentJwt(svc.jwtSecret, b.jwt, { issuer: svc.issuer, now: clock.now() });
-    expect(claims).toMatchObject({ sub: b.agentId, ns: 'team', tools: ['search'], name: 'beta', iss: svc.issuer });
+    expect(claims).toMatchObject({ sub: b.agentId, ns: 'team', tools: ['list_peers'], name: 'beta', iss: svc.issuer });
     expect(claims.exp - claims.iat).toBe(365 * 86400);
   });
 

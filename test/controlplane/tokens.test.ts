@@ -32,11 +32,11 @@ describe('token rules', () => {
   });
 
   it('builds a record with defaults', () => {
-    const t = buildTokenRecord({ namespace: 'team-a', allowedTools: ['search', 'search', 'fetch'], ttl: '1h' }, NOW, 'id1');
+    const t = buildTokenRecord({ namespace: 'team-a', allowedTools: ['list_peers', 'list_peers', 'get_policy'], ttl: '1h' }, NOW, 'id1');
     expect(t).toMatchObject({
       id: 'id1',
       namespace: 'team-a',
-      allowedTools: ['search', 'fetch'],
+      allowedTools: ['list_peers', 'get_policy'],
       allowedNamespaces: [],
       limit: 1,
       uses: 0,
@@ -57,6 +57,7 @@ describe('token rules', () => {
     [{ namespace: 'n', limit: 1.5 }, /limit/],
     [{ namespace: 'n', allowedTools: 'a,b' }, /allowedTools/],
     [{ namespace: 'n', allowedTools: ['bad tool'] }, /allowedTools/],
+    [{ namespace: 'n', allowedTools: ['list_peers', 'frob'] }, /^allowedTools: no tool "frob"; the agent API's tools are list_peers, check_connectivity, get_policy, request_egress, delegate$/],
     [{ namespace: 'n', ttl: '-1h' }, /duration/],
     [{ namespace: 'n', expiresAt: NOW - 1 }, /already be expired/],
     [{ namespace: 'n', modes: { sandbox: 'docker' } }, /modes.sandbox/],

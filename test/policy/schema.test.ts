@@ -117,5 +117,7 @@ describe('validatePolicy: rejected, with path and fix', () => {
     expect(err.problems).toHaveLength(1);
     expect(err.message).toContain('egress[0].cidrs[0]');
     expect(() => parsePolicy('{not json')).toThrow(/not valid JSON/);
+    // Node 20 names a character offset; the message names the line and column a person looks for.
+    expect(() => parsePolicy('{\n  "version": 1\n  "mode": "enforce"\n}')).toThrow(/not valid JSON \(Expected ',' or '}' after property value at line 3 column 3\)/);
   });
 });
