@@ -124,3 +124,12 @@ describe('admin commands find the API of the control plane started with the same
     expect(viaFlag.stderr).toContain(`at ${wrong} `);
   });
 });
+
+describe('agent ls --namespace with no agents there', () => {
+  it('prints the header, and on stderr the namespaces that have agents (a typo is the usual cause)', async () => {
+    const r = await lattice('agent', 'ls', '--namespace', 'nosuch-ns');
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stdout.trim()).toMatch(/^NAMESPACE\s+NAME/);
+    expect(r.stderr.trim().split('\n')).toEqual([expect.stringMatching(/^no agents in namespace nosuch-ns; namespaces with agents: /)]);
+  });
+});

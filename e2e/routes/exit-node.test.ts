@@ -64,7 +64,7 @@ describe('exit node', () => {
     lab.children.push(up);
     const upErr = collect(up, 'stderr');
     await waitFor(() => upErr().includes('is up on lattice0'), 60_000, 'lattice up --exit-node');
-    const ok = await lab.admin(['route', 'approve', `${NS}/exit`, 'exit', '--by', 'e2e']);
+    const ok = await lab.admin(['route', 'approve', `${NS}/exit`, 'exit']);
     expect(ok.exitCode, String(ok.stderr)).toBe(0);
     await waitFor(() => upErr().includes('forwarding for approved routes: 0.0.0.0/0 ::/0'), 30_000, `the exit node hearing the approval (${upErr().slice(-600)})`);
 

@@ -93,7 +93,7 @@ describe('subnet router', () => {
     await waitFor(() => out().includes('refused-3'), 90_000, `three refused attempts before approval (${ctx()})`);
     expect(out()).not.toContain('hello-from-subnet');
 
-    const ok = await lab.admin(['route', 'approve', `${NS}/gw`, '10.200.0.0/24', '--by', 'e2e']);
+    const ok = await lab.admin(['route', 'approve', `${NS}/gw`, '10.200.0.0/24']);
     expect(ok.exitCode, String(ok.stderr)).toBe(0);
     await waitFor(() => upErr().includes('forwarding for approved routes: 10.200.0.0/24'), 30_000, `the router hearing the approval (${ctx()})`);
     await waitFor(() => out().includes('REACHED'), 60_000, `the sandbox reaching the server behind the router (${ctx()})`);
@@ -103,7 +103,7 @@ describe('subnet router', () => {
     expect(httpdLog()).not.toMatch(/10\.77\.\d+\.\d+/);
     await waitFor(() => (streamOut().match(/ping/g) ?? []).length >= 3, 30_000, 'the stream through the router flowing');
 
-    const wd = await lab.admin(['route', 'withdraw', `${NS}/gw`, '10.200.0.0/24', '--by', 'e2e']);
+    const wd = await lab.admin(['route', 'withdraw', `${NS}/gw`, '10.200.0.0/24']);
     expect(wd.exitCode, String(wd.stderr)).toBe(0);
     // The open stream is cut (the agent's next segment gets a reset), and later attempts are refused.
     await waitFor(() => out().includes('STREAM-CLOSED'), 30_000, `the open flow cut on withdraw (${ctx()})`);

@@ -123,6 +123,12 @@ export function registerAdmin(program: Command): void {
         console.log(JSON.stringify(res.agents));
         return;
       }
+      if (o.namespace && res.agents.length === 0) {
+        // Most often a typo: say so, with the namespaces that do have agents (stderr; stdout stays a table).
+        const all = await apiCall<{ agents: { namespace: string }[] }>(cmd, o, 'GET', `${API_BASE}/agents`);
+        const known = [...new Set(all.agents.map((a) => a.namespace))].sort();
+        console.error(`no agents in namespace ${o.namespace}; namespaces with agents: ${known.join(', ') || 'none'}`);
+      }
       const rows = [['NAMESPACE', 'NAME', 'STATUS', 'IPV4', 'IPV6', 'ENDPOINT', 'LABELS', 'ENROLLED']];
       const labelText = (l?: Record<string, string>) => Object.entries(l ?? {}).map(([k, v]) => `${k}=${v}`).join(',') || '-';
       for (const a of res.agents) rows.push([a.namespace, a.name, a.status, a.ipv4 ?? '-', a.ipv6 ?? '-', a.endpoint ?? '-', labelText(a.labels), a.createdAt]);
