@@ -153,5 +153,12 @@ export class PrerequisiteError extends LatticeError {
 
 /** The message of an Error, or the value as a string (for anything thrown that is not an Error). */
 export function errorMessage(err: unknown): string {
+  if (err instanceof Error && err.name === 'NatsError' && Object.hasOwn(NATS_MESSAGES, err.message)) return NATS_MESSAGES[err.message]!;
   return err instanceof Error ? err.message : String(err);
 }
+
+/** nats.js errors whose message is only a code ("503", "TIMEOUT"), as one line a person can act on. */
+const NATS_MESSAGES: Record<string, string> = {
+  '503': 'NATS answered 503 (no responders): nothing serves that subject right now, e.g. a JetStream stream still electing a leader or the control plane not running; retry shortly',
+  TIMEOUT: 'a NATS request timed out: is the control plane running and reachable?',
+};

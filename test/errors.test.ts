@@ -1,7 +1,7 @@
 import { describe, it, expect } from 'vitest';
 import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { ErrorCode } from '../src/errors.js';
+import { ErrorCode, errorMessage } from '../src/errors.js';
 
 /** OS errno names that src/ matches on (node:fs, node:dns, ioctl), which are not lattice's codes. */
 const OS_ERRNO = new Set(['EACCES', 'EADDRINUSE', 'ECONNREFUSED', 'EEXIST', 'EINVAL', 'ENODATA', 'ENODEV', 'ENOENT', 'ENOEXEC', 'ENOTEMPTY', 'ENOTFOUND', 'EPERM', 'EPIPE', 'ESRCH', 'EBUSY', 'EAGAIN', 'ECONNRESET', 'ETIMEDOUT', 'EISDIR', 'ENOTDIR', 'EXDEV', 'ENOSPC', 'EROFS', 'EMFILE']);
@@ -35,5 +35,14 @@ describe('error codes', () => {
     expect([...listed].filter((c) => !used.has(c))).toEqual([]);
     expect(listed.size).toBe(Object.values(ErrorCode).length);
     for (const c of listed) expect(c).toMatch(/^E[A-Z0-9]+(_[A-Z0-9]+)*$/);
+  });
+});
+
+describe('errorMessage', () => {
+  it('turns a nats.js error that is only a code into a line a person can act on', async () => {
+    const { NatsError, ErrorCode } = await import('nats');
+    expect(errorMessage(NatsError.errorForCode(ErrorCode.NoResponders))).toMatch(/^NATS answered 503 \(no responders\): .*retry shortly$/);
+    expect(errorMessage(NatsError.errorForCode(ErrorCode.Timeout))).toBe('a NATS request timed out: is the control plane running and reachable?');
+    expect(errorMessage(new Error('503'))).toBe('503'); // only nats.js errors are read as NATS codes
   });
 });

@@ -25,7 +25,8 @@ const POLICY = {
 };
 
 /** Counts in memory (a shell variable), mirrored to /tmp/w/c for httpd; /tmp/w/boot marks this boot. */
-const WEB = 'mkdir -p /tmp/w && echo "$RANDOM$RANDOM$RANDOM" > /tmp/w/boot && (i=0; while true; do i=$((i+1)); echo $i > /tmp/w/c; sleep 0.1; done) & httpd -f -p 8080 -h /tmp/w';
+// `;`, not `&&`: in `a && b && (loop) & httpd` the `&` backgrounds the whole and-list, so httpd raced mkdir.
+const WEB = 'mkdir -p /tmp/w; echo "$RANDOM$RANDOM$RANDOM" > /tmp/w/boot; (i=0; while true; do i=$((i+1)); echo $i > /tmp/w/c; sleep 0.1; done) & exec httpd -f -p 8080 -h /tmp/w';
 
 const state = (name: string) => join(work.path, `state-${name}`);
 

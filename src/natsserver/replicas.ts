@@ -53,13 +53,18 @@ export type ReplicaChange = { stream: string; from: number; to: number } | null;
 
 /**
  * Raise an existing stream (a KV bucket is the stream KV_<bucket>) to `want` replicas if it has fewer.
- * Logged before and after (warn: an operator should know their state moved). Never lowers.
- * Errors: ReplicasError when the cluster cannot place them; others from JetStream as they come.
+ * Logged before and after (warn: an operator should know their state moved). Never lowers. Returns once
+ * a replicated stream has a leader (a new or changed one elects first, answering 503 until then).
+ * Errors: ReplicasError when the cluster cannot place them; EREPLICAS when no leader is elected in time;
+ * others from JetStream as they come.
  */
 export async function ensureReplicas(jsm: JetStreamManager, stream: string, want: number, log?: Logger): Promise<ReplicaChange> {
   const info = await jsm.streams.info(stream);
   const have = info.config.num_replicas ?? 1;
-  if (have >= want) return null;
+  if (have >= want) {
+    if (have > 1 && !info.cluster?.leader) await untilLed(jsm, stream);
+    return null;
+  }
   log?.warn({ stream, from: have, to: want }, `replication: raising ${stream} from ${have} to ${want} replicas`);
   try {
     await jsm.streams.update(stream, { ...info.config, num_replicas: want });
@@ -67,8 +72,29 @@ export async function ensureReplicas(jsm: JetStreamManager, stream: string, want
     if (isPlacementError(err)) throw new ReplicasError(stream, want, err);
     throw err;
   }
+  await untilLed(jsm, stream);
   log?.warn({ stream, from: have, to: want }, `replication: ${stream} now has ${want} replicas`);
   return { stream, from: have, to: want };
+}
+
+/** How long a stream may take to elect a leader after its replicas change (ms); milliseconds on a healthy cluster. */
+const LEADER_TIMEOUT_MS = 30_000;
+
+/**
+ * Wait until `stream` has a leader again. A replica change makes the stream elect one, and until it has, every
+ * request to it (the next KV get or put) is answered 503 "no responders". @throws LatticeError EREPLICAS after
+ * LEADER_TIMEOUT_MS.
+ */
+async function untilLed(jsm: JetStreamManager, stream: string): Promise<void> {
+  const deadline = Date.now() + LEADER_TIMEOUT_MS;
+  for (;;) {
+    const info = await jsm.streams.info(stream).catch(() => undefined);
+    if (info?.cluster?.leader) return;
+    if (Date.now() > deadline) {
+      throw new LatticeError('EREPLICAS', `${stream} has no leader ${LEADER_TIMEOUT_MS / 1000} s after its replicas changed; check that every nats-server of the cluster runs and routes to the others`);
+    }
+    await new Promise((r) => setTimeout(r, 100));
+  }
 }
 
 /** JetStream 10005 "insufficient resources" / "no suitable peers", 10074 "replicas > 1 not supported in non-clustered mode". */
