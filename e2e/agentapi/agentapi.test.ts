@@ -180,8 +180,12 @@ describe('agent API over a Unix socket (real nats-server + control plane)', () =
     // Delegation over HTTP with the parent's JWT works the same; without a JWT it does not.
     const h = await fetch(`${cp.httpUrl}${API_BASE}/delegate`, { method: 'POST', headers: { authorization: `Bearer ${boss.e.jwt}` }, body: JSON.stringify({ allowedTools: ['get_policy'] }) });
     expect(h.status).toBe(201);
-    const hs = await fetch(`${cp.httpUrl}${API_BASE}/delegate`, { method: 'POST', headers: { authorization: `Bearer ${boss.e.jwt}` }, body: JSON.stringify({ allowedTools: ['shell'] }) });
+    // A tool the parent lacks is forbidden; a name that is no tool at all is a bad request naming the tools.
+    const hs = await fetch(`${cp.httpUrl}${API_BASE}/delegate`, { method: 'POST', headers: { authorization: `Bearer ${boss.e.jwt}` }, body: JSON.stringify({ allowedTools: ['request_egress'] }) });
     expect(hs.status).toBe(403);
+    const none = await fetch(`${cp.httpUrl}${API_BASE}/delegate`, { method: 'POST', headers: { authorization: `Bearer ${boss.e.jwt}` }, body: JSON.stringify({ allowedTools: ['shell'] }) });
+    expect(none.status).toBe(400);
+    expect(((await none.json()) as { error: { message: string } }).error.message).toMatch(/no tool "shell"; the agent API's tools are list_peers, /);
     expect((await fetch(`${cp.httpUrl}${API_BASE}/delegate`, { method: 'POST', body: '{}' })).status).toBe(401);
     expect((await fetch(`${cp.httpUrl}${API_BASE}/delegate`, { method: 'POST', headers: { authorization: `Bearer ${cp.adminToken}` }, body: '{}' })).status).toBe(401);
 
