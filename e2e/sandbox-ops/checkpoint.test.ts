@@ -154,5 +154,12 @@ describe('sandbox checkpoint / restore (enrolled, real runsc)', () => {
     await polling(true);
     await waitFor(() => lastGot(peer.out()) > first, 120_000, `the peer reaching the restored sandbox at ${addr} (last got=${lastGot(peer.out())}, restored at ${first})`);
 
+    // Stopped, the restored sandbox leaves no host cgroup (runsc restore, unlike runsc run, does not remove it).
+    const [{ id }] = JSON.parse(String((await lattice(state('web'), ['sandbox', 'ls', '--json'])).stdout)) as { id: string }[];
+    expect(await readdir('/sys/fs/cgroup/memory/lattice')).toContain(id);
+    restored.kill('SIGTERM');
+    await restored;
+    expect(await readdir('/sys/fs/cgroup/memory/lattice').catch(() => [] as string[])).not.toContain(id);
+
   }, 600_000);
 });

@@ -2,6 +2,7 @@
  * The runsc engine: the sandbox is a gVisor container that lattice runs with `runsc run` from an OCI
  * bundle it writes itself (config.json from src/oci). Driven by the one lifecycle in lifecycle.ts.
  */
+import { readdir, rmdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Readable, Writable } from 'node:stream';
 import { buildSpec } from '../oci/spec.js';
@@ -177,7 +178,19 @@ export class RunscEngine implements SandboxEngine {
   async teardown(record: SandboxRecord): Promise<void> {
     // The container goes also with --keep (runsc run deletes it on exit anyway); the bundle stays with the record.
     if (this.runsc && !this.deletedByRunsc) await removeRunscRecord(record);
+    await removeCgroup(cgroupPathOf(record.id));
   }
+}
+
+/**
+ * Remove a sandbox's host cgroup where it is still there: `runsc run` removes it at exit, but a sandbox
+ * continued by `runsc restore` leaves it behind (runsc 20240729). cgroup v1 has a directory per controller
+ * hierarchy, v2 one; rmdir refuses one that still holds a process, which then stays for gc.
+ */
+async function removeCgroup(path: string): Promise<void> {
+  const root = '/sys/fs/cgroup';
+  const hierarchies = (await readdir(root, { withFileTypes: true }).catch(() => [])).filter((d) => d.isDirectory());
+  await Promise.all([root, ...hierarchies.map((d) => join(root, d.name))].map((h) => rmdir(join(h, path)).catch(() => undefined)));
 }
 
 /**
