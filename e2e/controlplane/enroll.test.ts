@@ -40,7 +40,7 @@ async function token(body: Record<string, unknown>): Promise<string> {
 
 describe('enrollment over NATS (real nats-server)', () => {
   it('happy path: address, peers, policy, HS256 JWT', async () => {
-    const t = await token({ namespace: 'happy', allowedTools: ['search'], limit: 2, policy: { version: 1, mode: 'enforce', egress: [], ingress: [] } });
+    const t = await token({ namespace: 'happy', allowedTools: ['list_peers'], limit: 2, policy: { version: 1, mode: 'enforce', egress: [], ingress: [] } });
     const pk1 = wgKey();
     const a = await enroll({ controlPlaneUrl: nats.url, token: t, name: 'one', publicKey: pk1, endpoint: '127.0.0.1:51000' });
     expect(a.address.ipv4).toMatch(/^10\.77\.\d+\.\d+$/);
@@ -52,7 +52,7 @@ describe('enrollment over NATS (real nats-server)', () => {
     expect(b.peers).toEqual<Peer[]>([{ name: 'one', namespace: 'happy', publicKey: pk1, allowedIPs: a.allowedIPs, endpoint: '127.0.0.1:51000' }]);
     const { payload, protectedHeader } = await jwtVerify(b.jwt, cp.service.jwtSecret, { algorithms: ['HS256'] });
     expect(protectedHeader.alg).toBe('HS256');
-    expect(payload).toMatchObject({ sub: b.agentId, ns: 'happy', tools: ['search'], wgpk: pk2, iss: cp.service.issuer });
+    expect(payload).toMatchObject({ sub: b.agentId, ns: 'happy', tools: ['list_peers'], wgpk: pk2, iss: cp.service.issuer });
     expect(typeof payload.jti).toBe('string');
     expect(payload.exp! - payload.iat!).toBe(365 * 86400);
   });
