@@ -202,7 +202,9 @@ describe('issue 13 under gVisor: the pump decides what a packet really does', ()
       const spanSec = upstream > 0 ? times[times.length - 1]! - times[0]! : 0;
       expect(upstream).toBeGreaterThan(0);
       expect(spanSec).toBeLessThanOrEqual(elapsedSec);
-      expect(upstream).toBeLessThanOrEqual(100 + Math.ceil(50 * spanSec) + 1);
+      // The span is seen at the upstream server, not at the pump's bucket: allow 0.1 s (5 tokens) of forwarding jitter
+      // between the two clocks' views (a loaded run saw 124 against a bound of 123). Unbounded would be ~3000.
+      expect(upstream).toBeLessThanOrEqual(100 + Math.ceil(50 * (spanSec + 0.1)) + 1);
       expect(sent).toBe(3000);
       // Not every query survives the blast (socket buffers on the way drop some), but every answer
       // is either an upstream result (NXDOMAIN from this server) or an immediate SERVFAIL.
