@@ -28,6 +28,10 @@ export const AuditEventType = {
   ApprovalProposed: 'approval.proposed',
   ApprovalDecided: 'approval.decided',
   RouteChanged: 'route.changed',
+  PolicySet: 'policy.set',
+  TokenCreated: 'token.created',
+  LabelsChanged: 'labels.changed',
+  UserChanged: 'user.changed',
 } as const;
 export type AuditEventType = (typeof AuditEventType)[keyof typeof AuditEventType];
 
@@ -119,10 +123,25 @@ export interface ApprovalDecided { type: 'approval.decided'; approvalId: string;
 /** A route was advertised, approved, rejected or withdrawn (src/controlplane/routes.ts). */
 export interface RouteChanged { type: 'route.changed'; cidr: string; change: 'advertised' | 'approved' | 'rejected' | 'withdrawn'; by: string }
 
+/**
+ * Operators' changes outside approvals (src/controlplane/api.ts, admins.ts): `by` is the verified admin user
+ * ("root" for the root token, "local" for a call inside the control plane's own process), or
+ * "agent:<name>" for a delegation. Approved changes are recorded as `approval.decided` as well.
+ */
+/** A namespace's policy was replaced; `policyHash` "sha256:<hex>" of its JSON text as stored, `rules` its rule count. */
+export interface PolicySet { type: 'policy.set'; policyHash: string; rules: number; by: string }
+/** An enrollment token was created (never the secret): its id, use limit and expiry. */
+export interface TokenCreated { type: 'token.created'; tokenId: string; limit: number; expiresAt: string; by: string }
+/** An agent's labels after an operator's edit, as "key=value". */
+export interface LabelsChanged { type: 'labels.changed'; labels: string[]; by: string }
+/** An admin user was added (with its role) or removed. */
+export interface UserChanged { type: 'user.changed'; user: string; change: 'added' | 'removed'; role?: string; by: string }
+
 export type AuditEventBody =
   | SandboxCreated | SandboxStarted | SandboxExited | SandboxStopped
   | FlowOpened | FlowClosed | DnsAnswered | DnsRefused | PolicyApplied
-  | ToolSpan | EnrollmentEnrolled | EnrollmentRevoked | ApprovalProposed | ApprovalDecided | RouteChanged;
+  | ToolSpan | EnrollmentEnrolled | EnrollmentRevoked | ApprovalProposed | ApprovalDecided | RouteChanged
+  | PolicySet | TokenCreated | LabelsChanged | UserChanged;
 
 export type AuditEvent = AuditEnvelope & AuditEventBody;
 
@@ -213,6 +232,10 @@ const BODIES: Record<AuditEventType, Record<string, FieldSpec>> = {
     approvalId: req('id'), kind: req('id'), by: req('str'), decision: req(['approved', 'rejected', 'stale', 'failed']), reason: opt('str'),
   },
   'route.changed': { cidr: req('str'), change: req(['advertised', 'approved', 'rejected', 'withdrawn']), by: req('str') },
+  'policy.set': { policyHash: req('id'), rules: req('uint'), by: req('str') },
+  'token.created': { tokenId: req('id'), limit: req('uint'), expiresAt: req('iso'), by: req('str') },
+  'labels.changed': { labels: req('strs'), by: req('str') },
+  'user.changed': { user: req('token'), change: req(['added', 'removed']), role: opt('str'), by: req('str') },
 };
 
 export type ValidationResult = { ok: true; event: AuditEvent } | { ok: false; reason: string };

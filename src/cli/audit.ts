@@ -198,6 +198,14 @@ export function formatEvent(e: StoredEvent, agent?: string, whoWidth = 0): strin
       return `${head}  ${e.approvalId} ${e.kind} ${e.decision} by ${JSON.stringify(e.by)}${e.reason ? ` (${e.reason})` : ''}`;
     case 'route.changed':
       return `${head}  ${e.cidr} ${e.change} by ${JSON.stringify(e.by)}`;
+    case 'policy.set':
+      return `${head}  ${e.policyHash.slice(0, 19)} rules=${e.rules} by ${JSON.stringify(e.by)}`;
+    case 'token.created':
+      return `${head}  ${e.tokenId} limit=${e.limit} expires ${e.expiresAt} by ${JSON.stringify(e.by)}`;
+    case 'labels.changed':
+      return `${head}  ${e.labels.length ? e.labels.join(',') : '(none)'} by ${JSON.stringify(e.by)}`;
+    case 'user.changed':
+      return `${head}  ${e.user} ${e.change}${e.role ? ` role=${e.role}` : ''} by ${JSON.stringify(e.by)}`;
   }
 }
 

@@ -63,8 +63,8 @@ export function registerControlPlane(program: Command): void {
         replicas,
         metricsToken,
         log,
-        // Enrollments, re-enrollments (with proof of key possession) and revocations in the control plane's log.
-        onEvent: (e) => log.info({ event: e.type, agentId: e.agentId, namespace: e.namespace, name: e.name }, e.type),
+        // Enrollments (with proof of key possession), revocations, routes and operators' changes in the control plane's log.
+        onEvent: ({ type, ...fields }) => log.info({ event: type, ...fields }, type),
         // The audit trail's query API lives on the same server (GET .../audit/traces, .../audit/events).
         mount: async (api, { nc, service, replicas: r, adminUsers }) => {
           await ensureAuditStream(await nc.jetstreamManager(), { replicas: r, log });

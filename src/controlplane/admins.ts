@@ -1,7 +1,7 @@
 import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
 import type { Clock } from '../clock.js';
 import { KvConflictError, decodeJson, encodeJson, getJson, type KvBucket } from './kv.js';
-import { CpErrorCode, ControlPlaneError, badRequest, isLabel } from './types.js';
+import { CpErrorCode, ControlPlaneError, badRequest, isLabel, type ControlPlaneEvent } from './types.js';
 import type { HttpApi } from './http.js';
 import { API_BASE } from './api.js';
 
@@ -118,6 +118,8 @@ export class AdminUsers {
       rootToken: string;
       clock: Clock;
       random?: (n: number) => Buffer;
+      /** Audits `user.changed` (added, removed); must not throw. */
+      audit?: (e: Extract<ControlPlaneEvent, { type: 'user.changed' }>) => void;
     },
   ) {}
 
@@ -158,6 +160,7 @@ export class AdminUsers {
       if (err instanceof KvConflictError) throw new ControlPlaneError(CpErrorCode.NameTaken, `admin user ${b.name} exists; remove it first (lattice admin user rm ${b.name}) to issue a new token`);
       throw err;
     }
+    this.o.audit?.({ type: 'user.changed', user: b.name, change: 'added', role: b.role, by: by.name });
     return { user: view(rec), token };
   }
 
@@ -170,12 +173,13 @@ export class AdminUsers {
   }
 
   /** Remove a user: its token is refused from the next request on. @throws ENOTFOUND, EBADREQ for root. */
-  async remove(name: string): Promise<void> {
+  async remove(name: string, by: AdminIdentity): Promise<void> {
     if (name === ROOT_USER) throw badRequest('root is the bootstrap identity and cannot be removed');
     if (!isLabel(name)) throw badRequest('user name must be a DNS label');
     const cur = await this.o.bucket.get(userKey(name));
     if (!cur) throw new ControlPlaneError(CpErrorCode.NotFound, `no admin user ${name} (lattice admin user ls lists them)`);
     await this.o.bucket.delete(userKey(name));
+    this.o.audit?.({ type: 'user.changed', user: name, change: 'removed', by: by.name });
   }
 }
 
@@ -195,7 +199,7 @@ export function mountAdminUserRoutes(api: HttpApi, users: AdminUsers): void {
   api.route('GET', `${API_BASE}/admin-users`, async () => ({ users: await users.list() }), { role: AdminRole.Admin });
   api.route('POST', `${API_BASE}/admin-users`, async (ctx) => ({ status: 201, body: await users.add(await ctx.json(), ctx.user!) }));
   api.route('DELETE', `${API_BASE}/admin-users/:name`, async (ctx) => {
-    await users.remove(ctx.params.name);
+    await users.remove(ctx.params.name, ctx.user!);
     return { status: 204 };
   });
 }

@@ -10,7 +10,7 @@ export function mountAdminRoutes(api: HttpApi, svc: ControlPlaneService): void {
   api.route('GET', '/healthz', () => ({ ok: true, clusterId: svc.info.clusterId }), { auth: 'none' });
 
   api.route('POST', `${API_BASE}/enrollment-tokens`, async (ctx) => {
-    const { token, record } = await svc.createToken(await ctx.json());
+    const { token, record } = await svc.createToken(await ctx.json(), ctx.user!.name);
     return {
       status: 201,
       body: {
@@ -47,7 +47,7 @@ export function mountAdminRoutes(api: HttpApi, svc: ControlPlaneService): void {
   api.route('PATCH', `${API_BASE}/agents/:name/labels`, async (ctx) => {
     const ns = ctx.url.searchParams.get('namespace');
     if (!ns) throw badRequest('namespace query parameter is required: PATCH .../agents/NAME/labels?namespace=NS');
-    const labels = await svc.setLabels(ns, ctx.params.name, await ctx.json());
+    const labels = await svc.setLabels(ns, ctx.params.name, await ctx.json(), ctx.user!.name);
     return { namespace: ns, name: ctx.params.name, labels };
   });
 
@@ -75,7 +75,7 @@ export function mountAdminRoutes(api: HttpApi, svc: ControlPlaneService): void {
   api.route('PUT', `${API_BASE}/policies/:namespace`, async (ctx) => {
     const body = await ctx.json();
     if (body === undefined) throw badRequest('body must be a policy JSON object');
-    const rec = await svc.setPolicy(ctx.params.namespace, body);
+    const rec = await svc.setPolicy(ctx.params.namespace, body, ctx.user!.name);
     return { namespace: rec.namespace, updatedAt: new Date(rec.updatedAt).toISOString() };
   });
 

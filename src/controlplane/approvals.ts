@@ -102,7 +102,8 @@ export type ApprovalAuditDraft =
 
 /** The parts of ControlPlaneService approvals apply through. */
 export interface ApprovalTargets {
-  createToken(body: unknown): Promise<{ token: string; record: TokenRecord }>;
+  /** `by`: recorded in the `token.created` audit event (the approver). */
+  createToken(body: unknown, by?: string): Promise<{ token: string; record: TokenRecord }>;
   revokeAgentTree(namespace: string, name: string, reason?: string): Promise<{ revoked: { name: string; namespace: string }; children: { name: string; namespace: string }[] }>;
   readonly routes: { decide(op: 'approve', namespace: string, name: string, body: { cidr: string; by: string }): Promise<unknown> };
 }
@@ -369,7 +370,7 @@ export class Approvals {
         return { status: ApprovalStatus.Approved, result: { revoked: [r.revoked, ...r.children].map((a) => `${a.namespace}/${a.name}`) } };
       }
       case ChangeKind.CreateToken: {
-        const { token, record } = await this.o.targets.createToken(rec.change);
+        const { token, record } = await this.o.targets.createToken(rec.change, rec.decidedBy ?? 'admin');
         return { status: ApprovalStatus.Approved, result: { tokenId: record.id }, token };
       }
       case ChangeKind.ApproveRoute: {

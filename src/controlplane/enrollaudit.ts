@@ -5,16 +5,19 @@ import type { Logger } from '../log.js';
 import type { ControlPlaneEvent } from './types.js';
 
 /**
- * Enrollments, re-enrollments and revocations in the audit stream, beside the launchers' own events:
+ * Enrollments, re-enrollments, revocations, route decisions and operators' changes (policy, tokens,
+ * labels, admin users) in the audit stream, beside the launchers' own events:
  * published by the control plane (launcherId "control-plane") on the agent's own subject,
- * lattice.audit.<ns>.<agentId>.enrollment.{enrolled,revoked}, so `lattice audit events --agent NAME`
+ * lattice.audit.<ns>.<agentId>.enrollment.{enrolled,revoked} (a namespace's own changes on
+ * lattice.audit.<ns>._.<type>), so `lattice audit events --agent NAME`
  * shows them with the rest of that agent's trail. A re-enrollment (proof of key possession, a new JWT)
  * is an `enrollment.enrolled` of the same agent.
  */
 
 /** The audit event for `e` (pure): `now` epoch ms, `seq` this publisher's counter, `id` a fresh event id. */
 export function enrollmentAuditEvent(e: ControlPlaneEvent, now: number, seq: number, id: string): AuditEvent {
-  const envelope = { v: AUDIT_EVENT_VERSION, id, seq, launcherId: 'control-plane', ts: new Date(now).toISOString(), agentId: e.agentId, namespace: e.namespace };
+  const agentId = 'agentId' in e ? e.agentId : undefined;
+  const envelope = { v: AUDIT_EVENT_VERSION, id, seq, launcherId: 'control-plane', ts: new Date(now).toISOString(), ...(agentId ? { agentId } : {}), ...('namespace' in e ? { namespace: e.namespace } : {}) };
   switch (e.type) {
     case 'enrollment.enrolled':
       return {
@@ -31,6 +34,14 @@ export function enrollmentAuditEvent(e: ControlPlaneEvent, now: number, seq: num
       return { ...envelope, type: 'enrollment.revoked', enrollmentId: e.agentId, reason: e.reason };
     case 'route.changed':
       return { ...envelope, type: 'route.changed', cidr: e.cidr, change: e.change, by: e.by };
+    case 'policy.set':
+      return { ...envelope, type: 'policy.set', policyHash: e.policyHash, rules: e.rules, by: e.by };
+    case 'token.created':
+      return { ...envelope, type: 'token.created', tokenId: e.tokenId, limit: e.limit, expiresAt: new Date(e.expiresAt).toISOString(), by: e.by };
+    case 'labels.changed':
+      return { ...envelope, type: 'labels.changed', labels: Object.entries(e.labels).map(([k, v]) => `${k}=${v}`), by: e.by };
+    case 'user.changed':
+      return { ...envelope, type: 'user.changed', user: e.user, change: e.change, ...(e.role ? { role: e.role } : {}), by: e.by };
   }
 }
 
@@ -47,7 +58,7 @@ export function publishEnrollmentEvents(nc: NatsConnection, clock: Clock, log?: 
     const now = clock.now();
     const ev = enrollmentAuditEvent(e, now, seq++, newEventId(now));
     js.publish(auditSubject(ev), JSON.stringify(ev), { msgID: ev.id }).catch((err: unknown) => {
-      log?.warn({ err: (err as Error).message, type: e.type, agentId: e.agentId }, 'enrollment audit event not published (is the audit stream there?)');
+      log?.warn({ err: (err as Error).message, type: e.type, agentId: ev.agentId }, 'control-plane audit event not published (is the audit stream there?)');
     });
   };
 }

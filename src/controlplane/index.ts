@@ -221,7 +221,7 @@ export async function startControlPlane(opts: ControlPlaneOptions): Promise<Star
     const nats = serveNatsApi(nc, service, opts.log, agentOpsHandlers(service, egress));
     cleanups.push(() => nats.stop());
     // Per-user admin identities beside the root token (admins.ts), in a bucket every instance shares.
-    const adminUsers = new AdminUsers({ bucket: await kvStore.bucket(ADMINS_BUCKET), rootToken: adminToken, clock });
+    const adminUsers = new AdminUsers({ bucket: await kvStore.bucket(ADMINS_BUCKET), rootToken: adminToken, clock, audit: auditEnrollment });
     const api = new HttpApi({ adminToken, authenticate: (t) => adminUsers.authenticate(t), log: opts.log });
     // Prometheus text for the scrape token (--metrics-token-file) or the admin token, never public: a
     // scraper gets a credential that reads counts and can change nothing. README "Metrics".

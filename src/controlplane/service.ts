@@ -1,4 +1,4 @@
-import { randomBytes, randomUUID } from 'node:crypto';
+import { createHash, randomBytes, randomUUID } from 'node:crypto';
 import { Backoff } from '../backoff.js';
 import type { Clock } from '../clock.js';
 import { IpamExhaustedError, Ipam, addressOf, namespaceSubnets, overlayPools, planIpam, DEFAULT_IPAM, type IpamConfig } from './ipam.js';
@@ -103,6 +103,8 @@ export const pubkeyKey = (publicKey: string) => `k.${Buffer.from(publicKey, 'bas
 export const DEFAULT_JWT_TTL_MS = 365 * 86_400_000;
 export const DEFAULT_DELEGATIONS_PER_PARENT = 16;
 export const DEFAULT_DELEGATED_PER_NAMESPACE = 64;
+/** Who an operator's change is recorded as when it is made inside the control plane's own process (no HTTP user). */
+export const LOCAL_CALLER = 'local';
 
 export interface AgentView {
   agentId: string;
@@ -209,9 +211,16 @@ export class ControlPlaneService {
 
   // ---- tokens ----
 
-  async createToken(body: unknown): Promise<{ token: string; record: TokenRecord }> {
+  /**
+   * An operator creates an enrollment token (tokens.ts buildTokenRecord); audited as `token.created`
+   * (id, limit, expiry; never the secret) in `by`'s name: the verified admin user, default "local"
+   * (a call in this process). Errors: EBADREQ.
+   */
+  async createToken(body: unknown, by = LOCAL_CALLER): Promise<{ token: string; record: TokenRecord }> {
     const record = buildTokenRecord(body, this.opts.clock.now(), randomUUID(), (p) => this.checkPolicy(p));
-    return { token: await this.issueToken(record), record };
+    const token = await this.issueToken(record);
+    this.emitEvent({ type: 'token.created', namespace: record.namespace, tokenId: record.id, limit: record.limit, expiresAt: record.expiresAt, by });
+    return { token, record };
   }
 
   /** Store a token record under a fresh secret; returns what the launcher is given (a join token with NATS auth). */
@@ -627,7 +636,9 @@ export class ControlPlaneService {
       }
       return { ...a, delegated: used + record.limit, updatedAt: this.opts.clock.now() };
     });
-    return { token: await this.issueToken(record), record };
+    const token = await this.issueToken(record);
+    this.emitEvent({ type: 'token.created', namespace: record.namespace, tokenId: record.id, limit: record.limit, expiresAt: record.expiresAt, by: `agent:${claims.name}`, agentId: cur.value.agentId });
+    return { token, record };
   }
 
   /** Delegated agents of a namespace (from the watch-fed cache), for the per-namespace quota. */
@@ -708,19 +719,23 @@ export class ControlPlaneService {
    * policies' "peers" rules. Returns the labels after the edit. Errors: EBADREQ (one problem per
    * line), ENOTFOUND.
    */
-  async setLabels(namespace: string, name: string, body: unknown): Promise<Record<string, string>> {
+  async setLabels(namespace: string, name: string, body: unknown, by = LOCAL_CALLER): Promise<Record<string, string>> {
     if (!isLabel(namespace) || !isLabel(name)) throw badRequest('namespace and name must be DNS labels');
     const edit = parseLabelBody(body);
     let out: Record<string, string> = {};
+    let changed: string | undefined; // the agent's id when the edit changed something (audited)
     await casUpdate<AgentRecord>(this.b.agents, agentKey(namespace, name), (a) => {
       if (!a) throw new ControlPlaneError(CpErrorCode.NotFound, `no agent ${name} in namespace ${namespace}`);
       const res = applyLabelEdit(a.labels, edit);
       if (!res.ok) throw badRequest(res.problem);
       out = { ...res.labels };
+      changed = undefined;
       if (JSON.stringify(out) === JSON.stringify(a.labels ?? {})) return undefined;
+      changed = a.agentId;
       const { labels: _old, ...rest } = a;
       return { ...rest, ...(Object.keys(out).length ? { labels: out } : {}), updatedAt: this.opts.clock.now() };
     });
+    if (changed) this.emitEvent({ type: 'labels.changed', agentId: changed, namespace, name, labels: out, by });
     return out;
   }
 
@@ -785,12 +800,19 @@ export class ControlPlaneService {
     }
   }
 
-  async setPolicy(namespace: string, policy: unknown): Promise<NamespacePolicyRecord> {
+  /**
+   * Replace a namespace's policy (validated first); audited as `policy.set` with the SHA-256 of the
+   * policy's JSON text and its rule count, in `by`'s name (default "local"). Errors: EBADREQ.
+   */
+  async setPolicy(namespace: string, policy: unknown, by = LOCAL_CALLER): Promise<NamespacePolicyRecord> {
     if (!isLabel(namespace)) throw badRequest('namespace must be a DNS label');
     if (typeof policy !== 'object' || policy === null || Array.isArray(policy)) throw badRequest('policy must be a JSON object');
     this.checkPolicy(policy);
     const rec: NamespacePolicyRecord = { namespace, policy, updatedAt: this.opts.clock.now() };
     await casUpdate(this.b.policies, namespace, () => rec);
+    const p = policy as { egress?: unknown; ingress?: unknown };
+    const rules = (Array.isArray(p.egress) ? p.egress.length : 0) + (Array.isArray(p.ingress) ? p.ingress.length : 0);
+    this.emitEvent({ type: 'policy.set', namespace, policyHash: `sha256:${createHash('sha256').update(JSON.stringify(policy)).digest('hex')}`, rules, by });
     return rec;
   }
 

@@ -298,4 +298,12 @@ export type ControlPlaneEvent =
   | { type: 'enrollment.revoked'; agentId: string; namespace: string; name: string; reason: string }
   | { type: 'enrollment.reenrolled'; agentId: string; namespace: string; name: string; tokenId: string; endpoint?: string }
   /** A route was advertised or withdrawn by its agent (`by` "agent:<name>"), or approved, rejected or withdrawn by an operator. */
-  | { type: 'route.changed'; agentId: string; namespace: string; name: string; cidr: string; change: 'advertised' | 'approved' | 'rejected' | 'withdrawn'; by: string };
+  | { type: 'route.changed'; agentId: string; namespace: string; name: string; cidr: string; change: 'advertised' | 'approved' | 'rejected' | 'withdrawn'; by: string }
+  /**
+   * Operators' changes (`by`: the verified admin user, "local" for a call in the control plane's own
+   * process, "agent:<name>" for a delegation). policyHash: "sha256:<hex>" of the stored JSON text.
+   */
+  | { type: 'policy.set'; namespace: string; policyHash: string; rules: number; by: string }
+  | { type: 'token.created'; namespace: string; tokenId: string; limit: number; expiresAt: number; by: string; agentId?: string }
+  | { type: 'labels.changed'; agentId: string; namespace: string; name: string; labels: Record<string, string>; by: string }
+  | { type: 'user.changed'; user: string; change: 'added' | 'removed'; role?: string; by: string };

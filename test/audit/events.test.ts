@@ -27,6 +27,11 @@ const valid: Record<string, unknown>[] = [
   { ...env, type: 'approval.proposed', approvalId: 'ap1', kind: 'policy', by: 'alice', summary: 'open 443' },
   { ...env, type: 'approval.decided', approvalId: 'ap1', kind: 'policy', by: 'bob', decision: 'stale' },
   { ...env, type: 'policy.applied', policyId: 'p1', policyVersion: 1, mode: 'disabled', rules: 0 },
+  { ...env, agentId: 'a1', namespace: 'ns', type: 'route.changed', cidr: '10.200.0.0/24', change: 'approved', by: 'alice' },
+  { ...env, namespace: 'ns', type: 'policy.set', policyHash: `sha256:${'ab'.repeat(32)}`, rules: 3, by: 'alice' },
+  { ...env, namespace: 'ns', type: 'token.created', tokenId: 'tok-1', limit: 2, expiresAt: '2024-07-30T11:00:00Z', by: 'root' },
+  { ...env, agentId: 'a1', namespace: 'ns', type: 'labels.changed', labels: ['role=db'], by: 'alice' },
+  { ...env, type: 'user.changed', user: 'vera', change: 'added', role: 'viewer', by: 'root' },
 ];
 
 describe('audit event schema v1', () => {

@@ -88,7 +88,7 @@ describe('AdminUsers', () => {
     // A token with alice's name and another secret is not alice.
     expect(await users.authenticate(`ltu1.alice.${'A'.repeat(43)}`)).toBeUndefined();
     expect((await users.list()).map((u) => `${u.name}:${u.role}`)).toEqual(['root:admin', 'alice:approver']);
-    await users.remove('alice');
+    await users.remove('alice', root);
     expect(await users.authenticate(token)).toBeUndefined();
     expect(await users.current('alice')).toBeUndefined();
     expect(await users.current('root')).toEqual({ name: 'root', role: 'admin' });
@@ -101,8 +101,8 @@ describe('AdminUsers', () => {
     await expect(users.add({ name: 'root', role: 'viewer' }, root)).rejects.toMatchObject({ code: 'EBADREQ' });
     await users.add({ name: 'bob', role: 'viewer' }, root);
     await expect(users.add({ name: 'bob', role: 'admin' }, root)).rejects.toMatchObject({ code: 'ENAME_TAKEN' });
-    await expect(users.remove('root')).rejects.toMatchObject({ code: 'EBADREQ' });
-    await expect(users.remove('carol')).rejects.toMatchObject({ code: 'ENOTFOUND' });
+    await expect(users.remove('root', root)).rejects.toMatchObject({ code: 'EBADREQ' });
+    await expect(users.remove('carol', root)).rejects.toMatchObject({ code: 'ENOTFOUND' });
   });
 });
 

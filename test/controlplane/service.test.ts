@@ -1,4 +1,4 @@
-import { randomBytes } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
 import { SignJWT } from 'jose';
 import { ManualClock } from '../../src/clock.js';
@@ -61,7 +61,7 @@ describe('ControlPlaneService (in-memory KV)', () => {
     await expect(svc.enroll({ token, publicKey: pk, name: 'a', challenge: c.nonce, proof })).rejects.toMatchObject({ code: 'ECHALLENGE' });
     const c2 = ((await svc.enroll({ token, publicKey: pk, name: 'a' }).catch((e: ControlPlaneError) => e)) as ControlPlaneError).challenge!;
     const again = await svc.enroll({ token, publicKey: pk, name: 'a', challenge: c2.nonce, proof: answerChallenge(priv.toString('base64'), c2, subject)! });
-    expect(events.map((e) => e.type)).toEqual(['enrollment.enrolled', 'enrollment.reenrolled']);
+    expect(events.map((e) => e.type)).toEqual(['token.created', 'enrollment.enrolled', 'enrollment.reenrolled']);
     expect(again.agentId).toBe(first.agentId);
     expect(again.address).toEqual(first.address);
     // limit 1 is already used: another name is refused.
@@ -136,7 +136,7 @@ describe('ControlPlaneService (in-memory KV)', () => {
     const a2 = await svc.enroll({ token, publicKey: key(), name: 'a' });
     expect(a2.address).toEqual(a.address);
     expect(peerEvents.at(-1)?.map((p) => p.name)).toEqual(['a']);
-    expect(events.map((e) => `${e.type} ${e.name}`)).toEqual([
+    expect(events.filter((e) => e.type.startsWith('enrollment.')).map((e) => `${e.type} ${'name' in e ? e.name : ''}`)).toEqual([
       'enrollment.enrolled a',
       'enrollment.enrolled b',
       'enrollment.revoked a',
@@ -252,5 +252,34 @@ describe('delegation limits', () => {
     await expect(svc.enroll({ token, publicKey: key(), name: 'c2' })).rejects.toMatchObject({ code: 'EFORBIDDEN' });
     const admin = (await svc.createToken({ namespace: 'n' })).token;
     await expect(svc.enroll({ token: admin, publicKey: key(), name: 'plain' })).resolves.toMatchObject({ name: 'plain' });
+  });
+});
+
+describe('operators\' changes are audited in the name of who made them', () => {
+  it('policy, token and label changes each emit one event naming the caller; a no-op label edit emits none', async () => {
+    const events: ControlPlaneEvent[] = [];
+    const validatePolicy = (p: unknown) => {
+      if ('egress' in (p as object) && !Array.isArray((p as { egress: unknown }).egress)) throw new Error('egress must be a list');
+    };
+    const svc = await ControlPlaneService.open({ store: new MemoryKvStore(), clock: new ManualClock(), validatePolicy, onEvent: (e) => events.push(e) });
+    const policy = { version: 1, egress: [{ id: 'dns', action: 'allow', cidrs: ['10.0.0.0/8'], ports: [53] }], ingress: [] };
+    await svc.setPolicy('team', policy, 'alice');
+    const { token, record } = await svc.createToken({ namespace: 'team', limit: 2 }, 'bob');
+    await svc.enroll({ token, publicKey: key(), name: 'db' });
+    await svc.setLabels('team', 'db', { set: { role: 'db' } }, 'alice');
+    await svc.setLabels('team', 'db', { set: { role: 'db' } }, 'alice');
+    const ops = events.filter((e) => !e.type.startsWith('enrollment.'));
+    expect(ops).toEqual([
+      { type: 'policy.set', namespace: 'team', policyHash: `sha256:${createHash('sha256').update(JSON.stringify(policy)).digest('hex')}`, rules: 1, by: 'alice' },
+      { type: 'token.created', namespace: 'team', tokenId: record.id, limit: 2, expiresAt: record.expiresAt, by: 'bob' },
+      expect.objectContaining({ type: 'labels.changed', namespace: 'team', name: 'db', labels: { role: 'db' }, by: 'alice' }),
+    ]);
+    // Without a caller (a call inside the control plane's process) the change is recorded as "local".
+    await svc.setPolicy('team', { version: 1 });
+    expect(events.at(-1)).toMatchObject({ type: 'policy.set', rules: 0, by: 'local' });
+    // A refused change records nothing.
+    await expect(svc.setPolicy('team', { version: 1, egress: 'all' }, 'alice')).rejects.toThrow();
+    await expect(svc.createToken({ namespace: 'Team!' }, 'bob')).rejects.toThrow();
+    expect(events.at(-1)).toMatchObject({ type: 'policy.set', by: 'local' });
   });
 });
