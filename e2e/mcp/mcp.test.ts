@@ -289,6 +289,18 @@ describe('lattice-mcp over stdio (SDK client) against a real control plane', () 
     expect(again.text).toMatch(/approved, not pending/);
   });
 
+  it('with only LATTICE_STATE_DIR it finds the API the control plane of that state dir wrote (its port is not the default) and its root token', async () => {
+    expect(new URL(api).port).not.toBe('8470');
+    const c = await mcpClient({ LATTICE_STATE_DIR: dir });
+    try {
+      const r = await tool('list_agents', { namespace: 'shop' }, c);
+      expect(r.isError, r.text).toBeFalsy();
+      expect(r.text).toContain('payment-service');
+    } finally {
+      await c.close();
+    }
+  });
+
   it('a wrong admin token gives tool errors, not data', async () => {
     const c = await mcpClient({ LATTICE_API: api, LATTICE_ADMIN_TOKEN: 'wrong' });
     try {

@@ -1,9 +1,8 @@
 import type { Command } from 'commander';
-import { readFile } from 'node:fs/promises';
 import { LatticeError } from '../errors.js';
 import { TLS_TRUST, apiCa, httpExchange as exchange } from '../httpclient.js';
 import { resolveStateDir, statePaths } from '../state.js';
-import { DEFAULT_HTTP, apiUrlPath, readAdminToken } from '../controlplane/index.js';
+import { DEFAULT_HTTP, findApiUrl, readAdminToken } from '../controlplane/index.js';
 import { EXIT, globalOpts } from './run.js';
 
 export { apiCa };
@@ -28,16 +27,6 @@ export function withApiOptions(c: Command): Command {
 
 const DEFAULT_API = `http://${DEFAULT_HTTP.host}:${DEFAULT_HTTP.port}`;
 
-/**
- * The admin API's URL, in this order: `--api`, $LATTICE_API, the `api-url` file a control plane started with
- * this state dir wrote (its --http may have chosen another port), the default 127.0.0.1:8470.
- */
-export async function apiUrl(o: { api?: string }, stateDir: string, env: NodeJS.ProcessEnv = process.env): Promise<string> {
-  const given = o.api ?? (env.LATTICE_API || undefined);
-  if (given !== undefined) return given;
-  const written = await readFile(apiUrlPath(statePaths(stateDir).controlPlane), 'utf8').catch(() => '');
-  return written.trim() || DEFAULT_API;
-}
 
 
 /**
@@ -53,7 +42,7 @@ export async function callApi<T>(
 ): Promise<T> {
   const stateDir = resolveStateDir(globalOpts(cmd).stateDir);
   const token = await readAdminToken(statePaths(stateDir).controlPlane, o.adminToken);
-  const api = await apiUrl(o, stateDir);
+  const api = await findApiUrl(o.api, stateDir);
   const ca = await apiCa(api, o, stateDir);
   const qs = opts.query ? new URLSearchParams(Object.entries(opts.query).filter((e): e is [string, string] => e[1] !== undefined && e[1] !== '')) : undefined;
   const url = `${api.replace(/\/+$/, '')}${path}${qs ? `?${qs}` : ''}`;

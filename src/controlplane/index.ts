@@ -1,5 +1,5 @@
 import { join } from 'node:path';
-import { mkdir } from 'node:fs/promises';
+import { mkdir, readFile } from 'node:fs/promises';
 import { connect, jwtAuthenticator, type NatsConnection } from 'nats';
 import { NatsAuthority, type NatsUserCreds } from '../natsserver/auth.js';
 import { natsUserIssuer, pushAccount } from './natsusers.js';
@@ -50,6 +50,18 @@ export const DEFAULT_HTTP = { host: '127.0.0.1', port: 8470 } as const;
 /** Where a started control plane writes its admin API's URL (one line), read by admin commands given the same state dir. */
 export function apiUrlPath(controlPlaneDir: string): string {
   return join(controlPlaneDir, 'api-url');
+}
+
+/**
+ * The admin API's URL as clients find it, in this order: `given` (--api), $LATTICE_API, the `api-url`
+ * file a control plane started with this state dir wrote (its --http may have chosen another port), the
+ * default http://127.0.0.1:8470.
+ */
+export async function findApiUrl(given: string | undefined, stateDir: string, env: NodeJS.ProcessEnv = process.env): Promise<string> {
+  const chosen = given ?? (env.LATTICE_API || undefined);
+  if (chosen !== undefined) return chosen;
+  const written = await readFile(apiUrlPath(statePaths(stateDir).controlPlane), 'utf8').catch(() => '');
+  return written.trim() || `http://${DEFAULT_HTTP.host}:${DEFAULT_HTTP.port}`;
 }
 export const DEFAULT_NATS_PORT = 4222;
 

@@ -1,7 +1,7 @@
 import { readFile } from 'node:fs/promises';
 import { StdioServerTransport } from '@modelcontextprotocol/sdk/server/stdio.js';
 import { readAdminToken } from '../controlplane/secrets.js';
-import { DEFAULT_HTTP } from '../controlplane/index.js';
+import { findApiUrl } from '../controlplane/index.js';
 import { resolveStateDir, statePaths } from '../state.js';
 import { apiCa } from '../httpclient.js';
 import { AdminApiClient } from './apiclient.js';
@@ -20,8 +20,8 @@ export interface McpStdioOptions {
  * one per line); nothing else may write there. Resolves when the client disconnects.
  */
 export async function runMcpStdio(o: McpStdioOptions): Promise<void> {
-  const url = o.api ?? process.env.LATTICE_API ?? `http://${DEFAULT_HTTP.host}:${DEFAULT_HTTP.port}`;
   const stateDir = resolveStateDir(o.stateDir);
+  const url = await findApiUrl(o.api, stateDir);
   const token = await readAdminToken(statePaths(stateDir).controlPlane, o.adminToken);
   const ca = await apiCa(url, o, stateDir);
   const pkg = JSON.parse(await readFile(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string };

@@ -32,7 +32,7 @@ describe('operators\' changes as audit events', () => {
   it.each(changes)('$type by $by validates, names who, and carries no agent unless one is involved', (e) => {
     const ev = enrollmentAuditEvent(e, NOW, 1, newEventId(NOW));
     expect(validateAuditEvent(ev)).toMatchObject({ ok: true });
-    expect(ev).toMatchObject({ launcherId: 'control-plane', type: e.type, by: e.by });
+    expect(ev).toMatchObject({ launcherId: 'control-plane', type: e.type, by: (e as { by: string }).by });
     expect(ev.agentId).toBe('agentId' in e ? e.agentId : undefined);
     expect(ev.namespace).toBe('namespace' in e ? e.namespace : undefined);
   });
