@@ -41,7 +41,7 @@ afterAll(async () => {
 });
 
 describe('operators\' changes in the audit trail', () => {
-  it('policy set, token create, agent label and user add/rm each name who did them; no secret is recorded', async () => {
+  it('policy set, token create, agent label and user add/set/rm each name who did them; no secret is recorded', async () => {
     const pol = join(fx.dir, 'policy.json');
     await writeFile(pol, JSON.stringify({ version: 1, egress: [{ id: 'web', action: 'allow', cidrs: ['203.0.113.0/24'], ports: [443], protocol: 'tcp' }] }));
     const set = await lattice(alice, 'policy', 'set', 'ops', pol, '--new-namespace');
@@ -51,7 +51,12 @@ describe('operators\' changes in the audit trail', () => {
     const joined = tok.stdout.trim();
     const r = await enroll({ controlPlaneUrl: fx.cp.info.nats, token: joined, name: 'db', publicKey: wgKey() });
     expect((await lattice(alice, 'agent', 'label', 'db', 'role=db', '--namespace', 'ops')).code).toBe(0);
-    expect((await lattice(undefined, 'admin', 'user', 'add', 'vera', '--role', 'viewer')).code).toBe(0);
+    const vera = (await lattice(undefined, 'admin', 'user', 'add', 'vera', '--role', 'viewer')).stdout.trim();
+    expect((await lattice(undefined, 'admin', 'user', 'set', 'vera', '--role', 'approver')).stdout.trim()).toBe('admin user vera is now approver');
+    expect((await lattice(vera, 'admin', 'whoami')).stdout.trim()).toBe('vera (approver)'); // the same token
+    const bad = await lattice(undefined, 'admin', 'user', 'set', 'vera', '--role', 'owner');
+    expect(bad.code).toBe(2);
+    expect(bad.stderr.trim()).toMatch(/^lattice: --role owner is not a role; use one of: viewer, approver, admin$/);
     expect((await lattice(undefined, 'admin', 'user', 'rm', 'vera')).code).toBe(0);
 
     const [policySet] = await awaitEvents('policy.set', 1);
@@ -60,8 +65,13 @@ describe('operators\' changes in the audit trail', () => {
     expect(created).toMatchObject({ namespace: 'ops', by: 'alice', limit: 1 });
     const [labelled] = await awaitEvents('labels.changed', 1);
     expect(labelled).toMatchObject({ namespace: 'ops', agentId: r.agentId, labels: ['role=db'], by: 'alice' });
-    const users = await awaitEvents('user.changed', 3);
-    expect(users.map((e) => `${String(e.user)} ${String(e.change)} by ${e.by}`)).toEqual(['alice added by root', 'vera added by root', 'vera removed by root']);
+    const users = await awaitEvents('user.changed', 4);
+    expect(users.map((e) => `${String(e.user)} ${String(e.change)} ${String(e.role)} by ${e.by}`)).toEqual([
+      'alice added admin by root',
+      'vera added viewer by root',
+      'vera role approver by root',
+      'vera removed undefined by root',
+    ]);
     // The token's secret appears nowhere in the trail.
     const all = JSON.stringify([policySet, created, labelled, ...users]);
     expect(all).not.toContain(joined);

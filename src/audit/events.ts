@@ -134,8 +134,8 @@ export interface PolicySet { type: 'policy.set'; policyHash: string; rules: numb
 export interface TokenCreated { type: 'token.created'; tokenId: string; limit: number; expiresAt: string; by: string }
 /** An agent's labels after an operator's edit, as "key=value". */
 export interface LabelsChanged { type: 'labels.changed'; labels: string[]; by: string }
-/** An admin user was added (with its role) or removed. */
-export interface UserChanged { type: 'user.changed'; user: string; change: 'added' | 'removed'; role?: string; by: string }
+/** An admin user was added (with its role), given another role, or removed. */
+export interface UserChanged { type: 'user.changed'; user: string; change: 'added' | 'role' | 'removed'; role?: string; by: string }
 
 export type AuditEventBody =
   | SandboxCreated | SandboxStarted | SandboxExited | SandboxStopped
@@ -235,7 +235,7 @@ const BODIES: Record<AuditEventType, Record<string, FieldSpec>> = {
   'policy.set': { policyHash: req('id'), rules: req('uint'), by: req('str') },
   'token.created': { tokenId: req('id'), limit: req('uint'), expiresAt: req('iso'), by: req('str') },
   'labels.changed': { labels: req('strs'), by: req('str') },
-  'user.changed': { user: req('token'), change: req(['added', 'removed']), role: opt('str'), by: req('str') },
+  'user.changed': { user: req('token'), change: req(['added', 'role', 'removed']), role: opt('str'), by: req('str') },
 };
 
 export type ValidationResult = { ok: true; event: AuditEvent } | { ok: false; reason: string };

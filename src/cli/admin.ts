@@ -2,7 +2,7 @@ import { readFile } from 'node:fs/promises';
 import { Option, type Command } from 'commander';
 import { UsageError } from '../errors.js';
 import { jsonSyntaxMessage } from '../jsontext.js';
-import { API_BASE } from '../controlplane/index.js';
+import { ADMIN_ROLES, API_BASE } from '../controlplane/index.js';
 import { callApi, withApiOptions, type ApiOpts } from './api.js';
 import { parseLabelArgs } from '../policy/labels.js';
 
@@ -219,8 +219,7 @@ export function registerAdminUsers(program: Command): void {
       .requiredOption('--role <role>', 'admin (everything) | approver (reads + approve/reject) | viewer (reads + proposals)')
       .option('--json', 'print {user, token} as JSON'),
   ).action(async (name: string, o: ApiOpts & { role: string; json?: boolean }, cmd: Command) => {
-    const roles = ['admin', 'approver', 'viewer'];
-    if (!roles.includes(o.role)) throw new UsageError(`--role ${o.role} is not a role; use one of: ${roles.join(', ')}`);
+    if (!ADMIN_ROLES.includes(o.role as never)) throw new UsageError(`--role ${o.role} is not a role; use one of: ${ADMIN_ROLES.join(', ')}`);
     const res = await apiCall<{ user: AdminUserRow; token: string }>(cmd, o, 'POST', `${API_BASE}/admin-users`, { name, role: o.role });
     if (o.json) console.log(JSON.stringify(res));
     else {
@@ -240,6 +239,17 @@ export function registerAdminUsers(program: Command): void {
       for (const r of rows) console.log(r.map((c, i) => c.padEnd(widths[i])).join('  ').trimEnd());
     },
   );
+  withApiOptions(
+    user
+      .command('set')
+      .description('change an admin user\'s role; its token stays valid and the new role applies from its next request')
+      .argument('<name>')
+      .requiredOption('--role <role>', 'admin | approver | viewer'),
+  ).action(async (name: string, o: ApiOpts & { role: string }, cmd: Command) => {
+    if (!ADMIN_ROLES.includes(o.role as never)) throw new UsageError(`--role ${o.role} is not a role; use one of: ${ADMIN_ROLES.join(', ')}`);
+    const res = await apiCall<{ user: AdminUserRow }>(cmd, o, 'PATCH', `${API_BASE}/admin-users/${encodeURIComponent(name)}`, { role: o.role });
+    console.log(`admin user ${res.user.name} is now ${res.user.role}`);
+  });
   withApiOptions(user.command('rm').description('remove an admin user: its token is refused from the next request on, on every control plane').argument('<name>')).action(
     async (name: string, o: ApiOpts, cmd: Command) => {
       await apiCall(cmd, o, 'DELETE', `${API_BASE}/admin-users/${encodeURIComponent(name)}`);

@@ -1,6 +1,6 @@
 import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
 import type { Clock } from '../clock.js';
-import { KvConflictError, decodeJson, encodeJson, getJson, type KvBucket } from './kv.js';
+import { KvConflictError, casUpdate, decodeJson, encodeJson, getJson, type KvBucket } from './kv.js';
 import { CpErrorCode, ControlPlaneError, badRequest, isLabel, type ControlPlaneEvent } from './types.js';
 import type { HttpApi } from './http.js';
 import { API_BASE } from './api.js';
@@ -172,6 +172,24 @@ export class AdminUsers {
     return [{ name: ROOT_USER, role: AdminRole.Admin, createdAt: '-', createdBy: '(the admin-token file)' }, ...users];
   }
 
+  /**
+   * Change a user's role in place (its token stays valid; the new role applies from the next request on,
+   * on every instance). Compare-and-set on its record. @throws EBADREQ (bad role, root), ENOTFOUND.
+   */
+  async setRole(name: string, body: unknown, by: AdminIdentity): Promise<AdminUserView> {
+    if (name === ROOT_USER) throw badRequest('root is the bootstrap identity and is always admin');
+    if (!isLabel(name)) throw badRequest('user name must be a DNS label');
+    const role = (body ?? {}) as Record<string, unknown>;
+    if (typeof role !== 'object' || Array.isArray(role) || !isAdminRole(role.role)) throw badRequest(`body must be {"role": ...}, one of ${ADMIN_ROLES.join(', ')}`);
+    const next = role.role;
+    const r = await casUpdate<AdminUserRecord>(this.o.bucket, userKey(name), (cur) => {
+      if (!cur) throw new ControlPlaneError(CpErrorCode.NotFound, `no admin user ${name} (lattice admin user ls lists them)`);
+      return cur.role !== next ? { ...cur, role: next } : undefined;
+    });
+    if (r.changed) this.o.audit?.({ type: 'user.changed', user: name, change: 'role', role: next, by: by.name });
+    return view(r.value!);
+  }
+
   /** Remove a user: its token is refused from the next request on. @throws ENOTFOUND, EBADREQ for root. */
   async remove(name: string, by: AdminIdentity): Promise<void> {
     if (name === ROOT_USER) throw badRequest('root is the bootstrap identity and cannot be removed');
@@ -192,12 +210,14 @@ function view(r: AdminUserRecord): AdminUserView {
  *   GET    .../whoami               {name, role} of the caller (any role)
  *   GET    .../admin-users          {users: AdminUserView[]}
  *   POST   .../admin-users          {name, role} -> 201 {user, token} (the token is shown this once)
+ *   PATCH  .../admin-users/:name    {role} -> {user}; the same token, the new role from the next request on
  *   DELETE .../admin-users/:name    204; the user's token is refused from the next request on
  */
 export function mountAdminUserRoutes(api: HttpApi, users: AdminUsers): void {
   api.route('GET', `${API_BASE}/whoami`, (ctx) => ({ name: ctx.user!.name, role: ctx.user!.role }));
   api.route('GET', `${API_BASE}/admin-users`, async () => ({ users: await users.list() }), { role: AdminRole.Admin });
   api.route('POST', `${API_BASE}/admin-users`, async (ctx) => ({ status: 201, body: await users.add(await ctx.json(), ctx.user!) }));
+  api.route('PATCH', `${API_BASE}/admin-users/:name`, async (ctx) => ({ user: await users.setRole(ctx.params.name, await ctx.json(), ctx.user!) }));
   api.route('DELETE', `${API_BASE}/admin-users/:name`, async (ctx) => {
     await users.remove(ctx.params.name, ctx.user!);
     return { status: 204 };

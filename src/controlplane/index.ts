@@ -31,7 +31,7 @@ import { ADMINS_BUCKET, AdminUsers, mountAdminUserRoutes } from './admins.js';
 export * from './types.js';
 export { ControlPlaneService, DEFAULT_JWT_TTL_MS, peerOf, agentKey, pubkeyKey, type AgentView } from './service.js';
 export { HttpApi, HttpError, type RouteHandler, type RouteContext } from './http.js';
-export { AdminRole, AdminUsers, ROOT_USER, type AdminIdentity } from './admins.js';
+export { ADMIN_ROLES, AdminRole, AdminUsers, ROOT_USER, type AdminIdentity } from './admins.js';
 export { API_BASE } from './api.js';
 export { AGENT_SUBJECTS, type DelegationReply } from './agentops.js';
 export { APPROVALS_BUCKET, ApprovalStatus, ChangeKind, type ApprovalRecord } from './approvals.js';

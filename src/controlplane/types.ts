@@ -306,4 +306,4 @@ export type ControlPlaneEvent =
   | { type: 'policy.set'; namespace: string; policyHash: string; rules: number; by: string }
   | { type: 'token.created'; namespace: string; tokenId: string; limit: number; expiresAt: number; by: string; agentId?: string }
   | { type: 'labels.changed'; agentId: string; namespace: string; name: string; labels: Record<string, string>; by: string }
-  | { type: 'user.changed'; user: string; change: 'added' | 'removed'; role?: string; by: string };
+  | { type: 'user.changed'; user: string; change: 'added' | 'role' | 'removed'; role?: string; by: string };

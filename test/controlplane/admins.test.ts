@@ -94,6 +94,26 @@ describe('AdminUsers', () => {
     expect(await users.current('root')).toEqual({ name: 'root', role: 'admin' });
   });
 
+  it('a role changes in place: the same token, the new role from the next request; each change audited once', async () => {
+    const store = new MemoryKvStore();
+    const bucket = await store.bucket(ADMINS_BUCKET);
+    const audit: unknown[] = [];
+    const users = new AdminUsers({ bucket, rootToken: ROOT_TOKEN, clock: new ManualClock(), audit: (e) => audit.push(e) });
+    const { token } = await users.add({ name: 'vera', role: 'viewer' }, root);
+    expect(await users.setRole('vera', { role: 'approver' }, root)).toMatchObject({ name: 'vera', role: 'approver' });
+    expect(await users.authenticate(token)).toEqual({ name: 'vera', role: 'approver' });
+    await users.setRole('vera', { role: 'approver' }, root); // no change, no event
+    await expect(users.setRole('vera', { role: 'owner' }, root)).rejects.toMatchObject({ code: 'EBADREQ' });
+    await expect(users.setRole('root', { role: 'viewer' }, root)).rejects.toMatchObject({ code: 'EBADREQ' });
+    await expect(users.setRole('carol', { role: 'viewer' }, root)).rejects.toMatchObject({ code: 'ENOTFOUND' });
+    await users.remove('vera', root);
+    expect(audit).toEqual([
+      { type: 'user.changed', user: 'vera', change: 'added', role: 'viewer', by: 'root' },
+      { type: 'user.changed', user: 'vera', change: 'role', role: 'approver', by: 'root' },
+      { type: 'user.changed', user: 'vera', change: 'removed', by: 'root' },
+    ]);
+  });
+
   it('refuses a bad name or role, a second user of the same name, root, and removing root or nobody', async () => {
     const { users } = await setup();
     await expect(users.add({ name: 'Bob', role: 'viewer' }, root)).rejects.toMatchObject({ code: 'EBADREQ' });
