@@ -32,6 +32,8 @@ const ENROLLMENTS = 200;
 const EVENTS = 50_000;
 const KILLS = 3;
 const log = pino({ level: 'silent' });
+/** Every control-plane instance of the test gets the same IPAM (the probe instances serve enrollments too). */
+const ipam = { ...DEFAULT_IPAM, v4Pool: '10.64.0.0/10', v4SubnetPrefix: 20 };
 const t0 = Date.now();
 /** Progress on stderr, so a run that stalls shows where. */
 const step = (what: string) => process.stderr.write(`failover e2e +${((Date.now() - t0) / 1000).toFixed(1)} s: ${what}\n`);
@@ -51,7 +53,7 @@ beforeAll(async () => {
   rootfs = await busyboxRootfs(dir);
   cluster = await startNatsCluster(dir);
   await cluster.waitJetStream();
-  cp = await startControlPlane({ stateDir: join(dir, 'cp'), natsUrl: cluster.urls.join(','), http: false, ipam: { ...DEFAULT_IPAM, v4Pool: '10.64.0.0/10', v4SubnetPrefix: 20 } });
+  cp = await startControlPlane({ stateDir: join(dir, 'cp'), natsUrl: cluster.urls.join(','), http: false, ipam });
   nc = await connect({ servers: cluster.urls, maxReconnectAttempts: -1, reconnectTimeWait: 200 });
   await ensureAuditStream(await nc.jetstreamManager(), { replicas: cp.replicas });
   outbox = await Outbox.open({ dir: join(dir, 'outbox'), launcherId: 'ltfo-launcher', logger: log });
@@ -198,7 +200,7 @@ describe('control plane on a 3-node NATS cluster, each node killed once', () => 
       // While node i stays down.
       const live = cluster.urls[(i + 1) % KILLS];
       await untilDone(`control plane start with n${i} down`, async () => {
-        const other = await startControlPlane({ stateDir: join(dir, `cp-probe${i}`), natsUrl: live, http: false });
+        const other = await startControlPlane({ stateDir: join(dir, `cp-probe${i}`), natsUrl: live, http: false, ipam });
         await other.stop();
       });
       const revoked = await untilDone(`agent revoke with n${i} down`, () => cp.service.revokeAgent('rv', `victim${i}`));
