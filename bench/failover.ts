@@ -26,6 +26,11 @@ import { createLogger } from '../src/log.js';
 import { startNatsCluster } from '../e2e/support/nats-cluster.js';
 
 const key = () => randomBytes(32).toString('base64');
+/**
+ * Every instance gets the same IPAM (the probe instance serves enrollments too: with the default /24 it
+ * answered EIPAM_EXHAUSTED for namespaces the first instance had filled beyond 254).
+ */
+const ipam = { ...DEFAULT_IPAM, v4Pool: '10.64.0.0/10', v4SubnetPrefix: 20 };
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 interface Probe {
@@ -85,7 +90,7 @@ async function main(): Promise<void> {
   let stop = false;
   try {
     await cluster.waitJetStream();
-    cp = await startControlPlane({ stateDir: join(dir, 'cp'), natsUrl: cluster.urls[0], http: false, log: createLogger({ name: 'cp', level: 'error' }), ipam: { ...DEFAULT_IPAM, v4Pool: '10.64.0.0/10', v4SubnetPrefix: 20 } });
+    cp = await startControlPlane({ stateDir: join(dir, 'cp'), natsUrl: cluster.urls[0], http: false, log: createLogger({ name: 'cp', level: 'error' }), ipam });
     nc = await connect({ servers: cluster.urls, maxReconnectAttempts: -1, reconnectTimeWait: 200 });
     console.log(`nats-server ${nc.info?.version}; control plane replicas ${cp.replicas}`);
     await ensureAuditStream(await nc.jetstreamManager(), { replicas: cp.replicas });
@@ -174,7 +179,7 @@ async function main(): Promise<void> {
           w.stop();
         });
         await attempt(startCp, async () => {
-          const other = await startControlPlane({ stateDir: join(dir, `cp-probe`), natsUrl: cluster.urls[(i + 1) % cluster.size], http: false });
+          const other = await startControlPlane({ stateDir: join(dir, `cp-probe`), natsUrl: cluster.urls[(i + 1) % cluster.size], http: false, ipam });
           await other.stop();
         });
       }

@@ -58,6 +58,7 @@ export const ErrorCode = {
   // audit
   Audit: 'EAUDIT',
   AuditInvalid: 'EAUDIT_INVALID',
+  AuditReadBack: 'EAUDIT_READBACK',
   OutboxFull: 'EOUTBOX_FULL',
   OutboxLocked: 'EOUTBOX_LOCKED',
   OutboxClosed: 'EOUTBOX_CLOSED',

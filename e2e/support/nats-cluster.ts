@@ -1,5 +1,5 @@
 import { execa, type ResultPromise } from 'execa';
-import { mkdir, writeFile } from 'node:fs/promises';
+import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { connect, StorageType } from 'nats';
 import { freePort } from '../../src/natsserver/server.js';
@@ -19,6 +19,8 @@ export interface NatsCluster extends AsyncDisposable {
   /** Wait until JetStream answers through the given nodes (a meta leader is elected). */
   waitJetStream(timeoutMs?: number): Promise<void>;
   stop(): Promise<void>;
+  /** The lines of every node's log (`n<i>: line`) that match `pattern`. */
+  logs(pattern: RegExp): Promise<string[]>;
 }
 
 export async function startNatsCluster(dir: string, size = 3, binary = 'nats-server'): Promise<NatsCluster> {
@@ -41,6 +43,8 @@ export async function startNatsCluster(dir: string, size = 3, binary = 'nats-ser
         `server_name: n${i}`,
         `listen: 127.0.0.1:${clientPorts[i]}`,
         `jetstream { store_dir: "${store}" }`,
+        // The server's own log, appended across restarts: what a failing failover test is read against.
+        `log_file: "${join(dir, `n${i}.log`)}"`,
         `cluster { name: lattice-test, listen: 127.0.0.1:${routePorts[i]}, routes: [${routes}] }`,
         '',
       ].join('\n'),
@@ -102,5 +106,13 @@ export async function startNatsCluster(dir: string, size = 3, binary = 'nats-ser
     await stop();
     throw err;
   }
-  return { urls, size, kill, start, waitJetStream, stop, [Symbol.asyncDispose]: stop };
+  const logs = async (pattern: RegExp) => {
+    const out: string[] = [];
+    for (let i = 0; i < size; i++) {
+      const text = await readFile(join(dir, `n${i}.log`), 'utf8').catch(() => '');
+      for (const line of text.split('\n')) if (pattern.test(line)) out.push(`n${i}: ${line}`);
+    }
+    return out;
+  };
+  return { urls, size, kill, start, waitJetStream, stop, logs, [Symbol.asyncDispose]: stop };
 }

@@ -6,6 +6,7 @@ import type { Logger } from '../log.js';
 import { LatticeError } from '../errors.js';
 import { readJsonBody } from '../httpbody.js';
 import { CpErrorCode, ControlPlaneError } from './types.js';
+import { unavailable, unavailableMessage } from './natskv.js';
 import { AdminRole, defaultRole, forbiddenReason, roleAllows, type AdminIdentity } from './admins.js';
 
 /**
@@ -230,7 +231,7 @@ export class HttpApi {
       if (isStatusResult(result)) send(res, result.status, result.body);
       else send(res, 200, result);
     } catch (err) {
-      const { status, code, message } = describe(err);
+      const { status, code, message } = describeError(err);
       if (status >= 500) this.opts.log?.error({ err: (err as Error)?.message }, 'http api handler failed');
       send(res, status, { error: { code, message } });
       // A body we refused to read would otherwise keep the connection busy.
@@ -243,10 +244,14 @@ function isStatusResult(r: unknown): r is { status: number; body?: unknown } {
   return typeof r === 'object' && r !== null && typeof (r as { status?: unknown }).status === 'number' && Object.keys(r).every((k) => k === 'status' || k === 'body');
 }
 
-function describe(err: unknown): { status: number; code: string; message: string } {
+/** The HTTP answer to a handler's error: its status, stable code and one-line message (500 EINTERNAL for the unexpected). */
+export function describeError(err: unknown): { status: number; code: string; message: string } {
   if (err instanceof HttpError) return { status: err.status, code: err.code, message: err.message };
   if (err instanceof ControlPlaneError) return { status: STATUS_OF[err.code] ?? 500, code: err.code, message: err.message };
   if (err instanceof LatticeError && err.code === 'EUSAGE') return { status: 400, code: CpErrorCode.BadRequest, message: err.message };
+  // A NATS node down, a leader election, or this instance stopping: 503 EBUSY, which clients retry (natskv.ts).
+  const why = unavailable(err);
+  if (why) return { status: 503, code: CpErrorCode.Busy, message: unavailableMessage(why) };
   return { status: 500, code: CpErrorCode.Internal, message: 'internal error; see the control-plane log' };
 }
 

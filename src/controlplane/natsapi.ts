@@ -1,7 +1,7 @@
 import type { Msg, NatsConnection, Subscription } from 'nats';
 import type { Logger } from '../log.js';
 import type { ControlPlaneService } from './service.js';
-import { isStoreUnavailable } from './natskv.js';
+import { unavailable, unavailableMessage } from './natskv.js';
 import { CpErrorCode, ControlPlaneError, SUBJECTS, type ErrorReply } from './types.js';
 
 /** Largest request body accepted over NATS; anything bigger is answered with EBADREQ and counted. */
@@ -12,6 +12,9 @@ export const QUEUE_GROUP = 'lattice-control-plane';
 
 /** Requests handled at once by one instance; more are answered EBUSY at once instead of queueing without bound. */
 export const MAX_IN_FLIGHT = 1024;
+
+/** How long stop() waits for the handlers in flight (each KV step is bounded by KV_OP_TIMEOUT_MS, natskv.ts). */
+export const STOP_GRACE_MS = 10_000;
 
 const enc = new TextEncoder();
 const dec = new TextDecoder();
@@ -26,14 +29,17 @@ export interface NatsApiStats {
   busy: number;
 }
 
-/** Serve enrollment, endpoint updates and directory snapshots over NATS request/reply. */
+/**
+ * Serve enrollment, endpoint updates and directory snapshots over NATS request/reply. `stop()` drains: no new
+ * request is taken, and those in flight are answered (within `graceMs`) before the caller closes the connection.
+ */
 export function serveNatsApi(
   nc: NatsConnection,
   svc: ControlPlaneService,
   log?: Logger,
   /** More subjects served by the same loop (agentops.ts: delegation, egress requests). */
   extra: Record<string, (req: unknown) => Promise<unknown>> = {},
-): { stats: NatsApiStats; stop(): void } {
+): { stats: NatsApiStats; stop(graceMs?: number): Promise<void> } {
   const stats: NatsApiStats = { requests: 0, malformed: 0, errors: 0, unavailable: 0, busy: 0 };
   let inFlight = 0;
   const handlers: Record<string, (req: unknown) => Promise<unknown>> = {
@@ -79,15 +85,14 @@ export function serveNatsApi(
           reply = await handler(body);
         } catch (err) {
           stats.errors++;
-          if (err instanceof ControlPlaneError) reply = errorReply(err.code, err.message, err.challenge);
-          else if (isStoreUnavailable(err)) {
-            // A NATS node died or a stream elects its leader (seconds): the caller retries (enroll does).
+          const r = replyForError(err);
+          reply = r.reply;
+          if (r.outcome === 'unavailable') {
+            // A NATS node died, a stream elects its leader, or this instance is stopping (seconds): the caller retries (enroll does).
             stats.unavailable++;
-            log?.warn({ err: (err as Error).message, subject: msg.subject }, 'control-plane store did not answer');
-            reply = errorReply(CpErrorCode.Busy, 'the control plane\'s store (JetStream) did not answer: a NATS node may be down or electing a leader; retry shortly');
-          } else {
+            log?.warn({ err: (err as Error).message, subject: msg.subject }, 'control-plane request not served now (EBUSY)');
+          } else if (r.outcome === 'internal') {
             log?.error({ err: (err as Error).message, subject: msg.subject }, 'control-plane request failed');
-            reply = errorReply(CpErrorCode.Internal, 'internal error in the control plane; see its log');
           }
         } finally {
           inFlight--;
@@ -106,10 +111,27 @@ export function serveNatsApi(
 
   return {
     stats,
-    stop: () => {
-      for (const s of subs) s.unsubscribe();
+    stop: async (graceMs = STOP_GRACE_MS) => {
+      // Drain, not unsubscribe: requests the server routed to us before it saw the UNSUB are still handled,
+      // and every handler in flight finishes while the connection is open, so its caller gets its answer
+      // (a stopping instance used to fail them with CONNECTION_DRAINING, answered "internal error").
+      await Promise.all(subs.map((s) => s.drain().catch(() => undefined)));
+      const deadline = Date.now() + graceMs;
+      while (inFlight > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10));
     },
   };
+}
+
+/**
+ * The reply to a request whose handler threw `err`: a ControlPlaneError as it is ('refused'); a passing
+ * unavailability of the store or of this instance's connection as EBUSY with a one-line reason
+ * ('unavailable', natskv.ts `unavailable`); anything else EINTERNAL ('internal', logged by the caller).
+ */
+export function replyForError(err: unknown): { reply: ErrorReply; outcome: 'refused' | 'unavailable' | 'internal' } {
+  if (err instanceof ControlPlaneError) return { reply: errorReply(err.code, err.message, err.challenge), outcome: 'refused' };
+  const why = unavailable(err);
+  if (why) return { reply: errorReply(CpErrorCode.Busy, unavailableMessage(why)), outcome: 'unavailable' };
+  return { reply: errorReply(CpErrorCode.Internal, 'internal error in the control plane; see its log'), outcome: 'internal' };
 }
 
 /** The error reply of the NATS API: {error: {code, message, challenge?}}; challenge only for a proof-of-key retry. */

@@ -186,15 +186,51 @@ class NatsKvBucket implements KvBucket {
 }
 
 /**
- * True for the errors JetStream gives while a node is down or a stream's leader is being elected: the
- * client's TIMEOUT, '503' (no responders: the JetStream API has no server behind it for a moment) and
- * KvTimeoutError. They pass within seconds on a healthy cluster: callers answer "busy, retry" rather than
- * "internal error".
+ * JetStream API errors (the server's err_code, nats-server server/errors.json) that a clustered JetStream gives
+ * while it cannot serve a request for a moment: 10004 incomplete results, 10007 cluster not assigned to this
+ * server, 10008 system temporarily unavailable, 10009 cluster can not handle request (no meta leader), 10041
+ * a Raft error, 10063 expected stream sequence does not match. They pass once a leader is elected.
+ */
+const CLUSTER_TRANSIENT = new Set([10004, 10007, 10008, 10009, 10041, 10063]);
+
+/**
+ * nats.js codes of a connection that is draining, closed or between servers: this control-plane instance is
+ * stopping (nc.drain() fails the requests its in-flight handlers make) or reconnecting; another instance, or
+ * this one once reconnected, answers a retry.
+ */
+const CONNECTION_GONE = new Set(['CONNECTION_DRAINING', 'CONNECTION_CLOSED', 'DISCONNECT']);
+
+/** Why a request could not be served now: the store (JetStream) or this instance's NATS connection; undefined for anything else. */
+export type Unavailable = 'store' | 'connection';
+
+/**
+ * Classify `err` as a passing unavailability (the caller answers "busy, retry" rather than "internal error"):
+ * 'store' for the client's TIMEOUT, '503' (no responders, or JetStream temporarily unavailable), KvTimeoutError
+ * and the CLUSTER_TRANSIENT API errors; 'connection' for CONNECTION_GONE; undefined otherwise.
+ */
+export function unavailable(err: unknown): Unavailable | undefined {
+  if (err instanceof KvTimeoutError) return 'store';
+  const e = err as { code?: string; api_error?: { err_code?: number } } | undefined;
+  if (e?.code !== undefined && CONNECTION_GONE.has(e.code)) return 'connection';
+  if (e?.code === '503' || isTimeout(err)) return 'store';
+  if (e?.api_error?.err_code !== undefined && CLUSTER_TRANSIENT.has(e.api_error.err_code)) return 'store';
+  return undefined;
+}
+
+/**
+ * True for the errors JetStream gives while a node is down or a stream's leader is being elected, and for a
+ * connection that is stopping or between servers (`unavailable`). They pass within seconds on a healthy
+ * cluster: callers answer "busy, retry" rather than "internal error".
  */
 export function isStoreUnavailable(err: unknown): boolean {
-  if (err instanceof KvTimeoutError) return true;
-  const code = (err as { code?: string })?.code;
-  return code === '503' || isTimeout(err);
+  return unavailable(err) !== undefined;
+}
+
+/** The one-line EBUSY message for an `unavailable` cause, the same over NATS and HTTP. */
+export function unavailableMessage(why: Unavailable): string {
+  return why === 'store'
+    ? "the control plane's store (JetStream) did not answer: a NATS node may be down or electing a leader; retry shortly"
+    : 'this control-plane instance is stopping or reconnecting to NATS; retry shortly (another instance answers)';
 }
 
 /** A JetStream request that got no answer in time (the client's TIMEOUT), after every retry. */
