@@ -9,6 +9,13 @@
  * flags (lattice's Runsc client: --gso=false etc.). Prints medians, both ratios, and where the time goes:
  * the launcher's CPU per run and the top self-time functions of one profiled lattice run (node --cpu-prof).
  *
+ * In the same rounds, lattice against wg-wg only (one sandbox run per round does all three):
+ *   UDP   iperf3 -u, 1392-byte datagrams (one inner MTU), at UDP_MBPS offered (default 100) and at max (-b 0):
+ *         delivered Mbit/s (receiver side) and loss %;
+ *   ping  PINGS (default 200) echo requests 20 ms apart, the first (handshake, ARP-free warm-up) left out: RTT p50/p99;
+ *   CPU   launcher CPU-seconds per GB moved (TCP runs) next to the sending wireguard-go's and both ends'.
+ * Figures and ratios only; nothing here passes or fails.
+ *
  * Everything lives in namespaces/links named ltbench-*; all are removed in finally. ROUNDS (3) and SECS (5).
  */
 import { execa, type ResultPromise } from 'execa';
@@ -23,7 +30,11 @@ import { startWgPeer, genKeypair, waitFor, type WgPeer } from '../e2e/support/wg
 
 const ROUNDS = Number(process.env.ROUNDS ?? 3);
 const SECS = Number(process.env.SECS ?? 5);
+const UDP_MBPS = Number(process.env.UDP_MBPS ?? 100);
+const PINGS = Number(process.env.PINGS ?? 200);
 const MTU = 1420;
+/** iperf3 -u payload: a 1420-byte inner packet minus the IPv4 and UDP headers, so nothing fragments. */
+const UDP_LEN = MTU - 20 - 8;
 const CORES = availableParallelism();
 const P = 'ltbench';
 const SANDBOX_PORT = 51995;
@@ -71,6 +82,49 @@ function parseIperf(out: string, what: string): Iperf {
 }
 
 const iperfArgs = (server: string) => ['iperf3', '-c', server, '-t', String(SECS), '-J', '--connect-timeout', '5000'];
+/** iperf3 -u at `mbps` offered (0: as fast as it can send). */
+const iperfUdpArgs = (server: string, mbps: number) => [...iperfArgs(server), '-u', '-l', String(UDP_LEN), '-b', mbps ? `${mbps}M` : '0'];
+/** busybox ping (the same tool inside the sandbox and on the host): PINGS requests, 20 ms apart. */
+const pingArgs = (server: string) => ['busybox', 'ping', '-c', String(PINGS), '-i', '0.02', '-W', '5', server];
+
+interface IperfUdp {
+  /** What arrived (receiver side) and what was offered (sender side), Mbit/s. */
+  mbps: number;
+  sentMbps: number;
+  lossPct: number;
+}
+
+/** iperf3 -u -J client output: the receiver's rate and loss (iperf3 3.12 reports both in end.sum_received). */
+function parseIperfUdp(out: string, what: string): IperfUdp {
+  const start = out.indexOf('{');
+  if (start < 0) throw new Error(`${what}: no iperf3 JSON in output: ${out.slice(0, 400)}`);
+  type Sum = { bits_per_second: number; lost_percent?: number };
+  const j = JSON.parse(out.slice(start)) as { error?: string; end?: { sum?: Sum; sum_sent?: Sum; sum_received?: Sum } };
+  const rx = j.end?.sum_received;
+  if (j.error || !rx) throw new Error(`${what}: iperf3 -u failed: ${j.error ?? 'no summary'}`);
+  return { mbps: rx.bits_per_second / 1e6, sentMbps: (j.end?.sum_sent?.bits_per_second ?? NaN) / 1e6, lossPct: rx.lost_percent ?? j.end?.sum?.lost_percent ?? NaN };
+}
+
+/** Round-trip times (ms) of `ping` output, the first reply left out (it may carry a handshake). */
+function parsePing(out: string, what: string): number[] {
+  const rtts = [...out.matchAll(/time=([\d.]+) ms/g)].map((m) => Number(m[1]));
+  if (rtts.length < 2) throw new Error(`${what}: ${rtts.length} ping replies: ${out.slice(-400)}`);
+  return rtts.slice(1);
+}
+
+/** The q-quantile (0..1) of `xs`, nearest rank. */
+const quantile = (xs: number[], q: number) => [...xs].sort((a, b) => a - b)[Math.min(xs.length - 1, Math.ceil(q * xs.length) - 1)]!;
+
+/** The JSON documents and ping output of one "UDP fixed; UDP max; ping" run, split at the marker lines. */
+const SPLIT = '--- lattice-bench-split ---';
+function udpPingScript(server: string): string[] {
+  const q = (a: string[]) => a.join(' ');
+  return ['sh', '-c', `${q(iperfUdpArgs(server, UDP_MBPS))}; echo '${SPLIT}'; ${q(iperfUdpArgs(server, 0))}; echo '${SPLIT}'; ${q(pingArgs(server))}`];
+}
+function parseUdpPing(out: string, what: string): { fixed: IperfUdp; max: IperfUdp; rtts: number[] } {
+  const [a = '', b = '', c = ''] = out.split(SPLIT);
+  return { fixed: parseIperfUdp(a, `${what} udp ${UDP_MBPS}M`), max: parseIperfUdp(b, `${what} udp max`), rtts: parsePing(c, `${what} ping`) };
+}
 
 /** /proc/PID/stat utime+stime in seconds (100 Hz ticks). */
 async function procCpu(pid: number | undefined): Promise<number> {
@@ -202,7 +256,11 @@ try {
   const policyFile = join(work, 'policy.json');
   await writeFile(policyFile, JSON.stringify({
     version: 1, mode: 'enforce',
-    egress: [{ id: 'iperf', action: 'allow', cidrs: [`${PEER_IP}/32`], ports: [5201], protocol: 'tcp' }], ingress: [],
+    egress: [
+      { id: 'iperf', action: 'allow', cidrs: [`${PEER_IP}/32`], ports: [5201], protocol: 'tcp' },
+      { id: 'iperf-udp', action: 'allow', cidrs: [`${PEER_IP}/32`], ports: [5201], protocol: 'udp' },
+      { id: 'ping', action: 'allow', cidrs: [`${PEER_IP}/32`], protocol: 'icmp' },
+    ], ingress: [],
   }));
 
   // --- veth ceiling: sandbox netns with one veth to a peer netns running iperf3 -s.
@@ -240,7 +298,7 @@ try {
   }
   spawnKeep(['ip', 'netns', 'exec', WB, 'iperf3', '-s', '-B', WG_B_IP]);
   await new Promise((r) => setTimeout(r, 500)); // iperf3 servers listening
-  console.log(`setup ${((performance.now() - t0) / 1000).toFixed(1)} s; ${ROUNDS} rounds x 3 cases x ${SECS} s iperf3, interleaved`);
+  console.log(`setup ${((performance.now() - t0) / 1000).toFixed(1)} s; ${ROUNDS} rounds x (4 TCP cases + UDP/ping for lattice and wg-wg) x ${SECS} s iperf3, interleaved`);
 
   const state = join(work, 'state');
   // Writes the launcher's own CPU time (process.cpuUsage) on exit, without touching the CLI.
@@ -249,6 +307,13 @@ try {
 
   /** One lattice run: iperf3 in the sandbox. Returns throughput, launcher CPU (s) and the whole tree's CPU (s). */
   async function latticeRun(tag: string, profileDir?: string, udpOffload = 'auto'): Promise<Iperf & { wall: number; nodeCpu: number; treeCpu: number }> {
+    const r = await latticeExec(tag, iperfArgs(PEER_IP), { profileDir, udpOffload });
+    return { ...parseIperf(r.stdout, `lattice ${tag} (exit ${r.exitCode}, ${r.stderr.slice(-300)})`), ...r };
+  }
+
+  /** One lattice sandbox running `cmd`: its output, wall time, launcher CPU (s) and the whole tree's CPU (s). */
+  async function latticeExec(tag: string, cmd: string[], o: { profileDir?: string; udpOffload?: string; capAdd?: string[] } = {}) {
+    const { profileDir, udpOffload = 'auto' } = o;
     const cpuOut = join(work, `cpu-${tag}.json`);
     const timeOut = join(work, `time-${tag}.txt`);
     const nodeArgs = ['--import', cpuHook, ...(profileDir ? ['--cpu-prof', '--cpu-prof-dir', profileDir] : []), CLI, '--state-dir', state];
@@ -256,12 +321,18 @@ try {
     // /usr/bin/time reports the rusage of node and everything it waited for: runsc, its sandbox and gofer.
     const r = await execa('/usr/bin/time', ['-f', '%U %S', '-o', timeOut, process.execPath, ...nodeArgs,
       'sandbox', 'run', '--rootfs', rootfs, '--wg-config', wgConf, '--policy', policyFile, '--audit-log', join(work, 'audit.ndjson'),
-      '--', ...iperfArgs(PEER_IP)], { reject: false, timeout: (SECS + 60) * 1000, env: { LT_CPU_OUT: cpuOut, LATTICE_UDP_OFFLOAD: udpOffload } });
+      ...(o.capAdd ?? []).flatMap((c) => ['--cap-add', c]),
+      '--', ...cmd], { reject: false, timeout: (3 * SECS + 60) * 1000, env: { LT_CPU_OUT: cpuOut, LATTICE_UDP_OFFLOAD: udpOffload } });
     const wall = (performance.now() - t) / 1000;
-    const res = parseIperf(String(r.stdout), `lattice ${tag} (exit ${r.exitCode}, ${String(r.stderr).slice(-300)})`);
-    const cpu = JSON.parse(await readFile(cpuOut, 'utf8')) as { user: number; system: number };
+    const cpu = JSON.parse(await readFile(cpuOut, 'utf8').catch(() => '{"user":NaN,"system":NaN}')) as { user: number; system: number };
     const tree = (await readFile(timeOut, 'utf8')).trim().split('\n').at(-1)!.split(' ').map(Number);
-    return { ...res, wall, nodeCpu: (cpu.user + cpu.system) / 1e6, treeCpu: tree[0]! + tree[1]! };
+    return { stdout: String(r.stdout), stderr: String(r.stderr), exitCode: r.exitCode, wall, nodeCpu: (cpu.user + cpu.system) / 1e6, treeCpu: tree[0]! + tree[1]! };
+  }
+
+  /** UDP at UDP_MBPS and at max, then ping, in one sandbox (ping needs NET_RAW inside it). */
+  async function latticeUdpPing(tag: string) {
+    const r = await latticeExec(tag, udpPingScript(PEER_IP), { capAdd: ['NET_RAW'] });
+    return parseUdpPing(r.stdout, `lattice ${tag} (exit ${r.exitCode}, ${r.stderr.slice(-300)})`);
   }
 
   let vethSeq = 0;
@@ -284,25 +355,39 @@ try {
     return parseIperf(String(r.stdout), `veth (exit ${r.exitCode}, ${String(r.stderr).slice(-300)})`);
   }
 
-  async function wgRun(): Promise<Iperf & { wgCpu: number }> {
-    const before = (await procCpu(wgA.pid)) + (await procCpu(wgB.pid));
+  /** wg-wg TCP: throughput, and CPU (s) of the sending wireguard-go (A) and of both. */
+  async function wgRun(): Promise<Iperf & { wgCpu: number; wgSendCpu: number }> {
+    const [a0, b0] = [await procCpu(wgA.pid), await procCpu(wgB.pid)];
     const r = await execa('ip', ['netns', 'exec', WA, ...iperfArgs(WG_B_IP)], { reject: false, timeout: (SECS + 30) * 1000 });
-    const after = (await procCpu(wgA.pid)) + (await procCpu(wgB.pid));
-    return { ...parseIperf(String(r.stdout), `wg-wg (exit ${r.exitCode})`), wgCpu: after - before };
+    const [a1, b1] = [await procCpu(wgA.pid), await procCpu(wgB.pid)];
+    return { ...parseIperf(String(r.stdout), `wg-wg (exit ${r.exitCode})`), wgCpu: a1 - a0 + (b1 - b0), wgSendCpu: a1 - a0 };
+  }
+
+  /** wg-wg: the same UDP and ping script as latticeUdpPing, from A's netns to B over wireguard-go. */
+  async function wgUdpPing() {
+    const r = await execa('ip', ['netns', 'exec', WA, ...udpPingScript(WG_B_IP)], { reject: false, timeout: (3 * SECS + 60) * 1000 });
+    return parseUdpPing(String(r.stdout), `wg-wg (exit ${r.exitCode})`);
   }
 
   const lat: Array<Awaited<ReturnType<typeof latticeRun>>> = [];
   const latPlain: Array<Awaited<ReturnType<typeof latticeRun>>> = [];
   const veth: Iperf[] = [];
   const wg: Array<Awaited<ReturnType<typeof wgRun>>> = [];
+  const latUp: Array<Awaited<ReturnType<typeof latticeUdpPing>>> = [];
+  const wgUp: Array<Awaited<ReturnType<typeof wgUdpPing>>> = [];
+  const udpText = (x: IperfUdp) => `${x.mbps.toFixed(0)} Mbit/s ${x.lossPct.toFixed(1)}% lost`;
   for (let i = 0; i < ROUNDS; i++) {
     lat.push(await latticeRun(`r${i}`));
     latPlain.push(await latticeRun(`p${i}`, undefined, 'off'));
     veth.push(await vethRun());
     wg.push(await wgRun());
-    const [l, p, v, w] = [lat.at(-1)!, latPlain.at(-1)!, veth.at(-1)!, wg.at(-1)!];
+    latUp.push(await latticeUdpPing(`u${i}`));
+    wgUp.push(await wgUdpPing());
+    const [l, p, v, w, lu, wu] = [lat.at(-1)!, latPlain.at(-1)!, veth.at(-1)!, wg.at(-1)!, latUp.at(-1)!, wgUp.at(-1)!];
     console.log(`round ${i + 1}: lattice ${l.mbps.toFixed(0)} Mbit/s (retr ${l.retransmits})  lattice-dgram ${p.mbps.toFixed(0)} (retr ${p.retransmits})  ` +
       `veth ${v.mbps.toFixed(0)} (retr ${v.retransmits})  wg-wg ${w.mbps.toFixed(0)} (retr ${w.retransmits})`);
+    console.log(`         udp ${UDP_MBPS}M: lattice ${udpText(lu.fixed)}, wg-wg ${udpText(wu.fixed)};  udp max: lattice ${udpText(lu.max)}, wg-wg ${udpText(wu.max)};  ` +
+      `ping p50/p99 ms: lattice ${quantile(lu.rtts, 0.5)}/${quantile(lu.rtts, 0.99)}, wg-wg ${quantile(wu.rtts, 0.5)}/${quantile(wu.rtts, 0.99)}`);
   }
   const med = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
   const mL = med(lat.map((x) => x.mbps));
@@ -320,6 +405,30 @@ try {
   console.log(`  ratio lattice / wg-wg  ${(mL / mW).toFixed(3)}`);
   console.log(`  ratio lattice-dgram / wg-wg  ${(mP / mW).toFixed(3)}   (lattice / lattice-dgram ${(mL / mP).toFixed(3)})`);
 
+  // UDP and ping: medians over the rounds (each run's own figure first, then the median across runs).
+  const udpRow = (name: string, xs: IperfUdp[]) => {
+    const m = { mbps: med(xs.map((x) => x.mbps)), sent: med(xs.map((x) => x.sentMbps)), loss: med(xs.map((x) => x.lossPct)) };
+    console.log(`  ${name.padEnd(34)} ${m.mbps.toFixed(0).padStart(6)} Mbit/s delivered of ${m.sent.toFixed(0).padStart(5)} sent, ${m.loss.toFixed(2).padStart(6)}% lost`);
+    return m;
+  };
+  console.log('');
+  console.log(`UDP (iperf3 -u, ${UDP_LEN}-byte datagrams, sandbox/A -> peer/B), medians of ${ROUNDS} x ${SECS} s:`);
+  const uLf = udpRow(`lattice at ${UDP_MBPS} Mbit/s offered`, latUp.map((x) => x.fixed));
+  const uWf = udpRow(`wg-wg   at ${UDP_MBPS} Mbit/s offered`, wgUp.map((x) => x.fixed));
+  const uLm = udpRow('lattice at max (-b 0)', latUp.map((x) => x.max));
+  const uWm = udpRow('wg-wg   at max (-b 0)', wgUp.map((x) => x.max));
+  console.log(`  ratio lattice / wg-wg delivered: at ${UDP_MBPS} Mbit/s ${(uLf.mbps / uWf.mbps).toFixed(3)}, at max ${(uLm.mbps / uWm.mbps).toFixed(3)}`);
+  const pingRow = (name: string, runs: number[][]) => {
+    const p50 = med(runs.map((r) => quantile(r, 0.5)));
+    const p99 = med(runs.map((r) => quantile(r, 0.99)));
+    console.log(`  ${name.padEnd(10)} p50 ${p50.toFixed(3)} ms  p99 ${p99.toFixed(3)} ms`);
+    return { p50, p99 };
+  };
+  console.log(`ping RTT (busybox ping, ${PINGS} requests 20 ms apart, first left out; median over ${ROUNDS} runs of each run's quantile):`);
+  const pL = pingRow('lattice', latUp.map((x) => x.rtts));
+  const pW = pingRow('wg-wg', wgUp.map((x) => x.rtts));
+  console.log(`  lattice - wg-wg: p50 ${(pL.p50 - pW.p50).toFixed(3)} ms, p99 ${(pL.p99 - pW.p99).toFixed(3)} ms; ratio p50 ${(pL.p50 / pW.p50).toFixed(2)}`);
+
   // Where the time goes, from the measured runs: CPU of the launcher (node: pump + WireGuard + UDP + TUN I/O)
   // against the whole tree (node + runsc sandbox/gofer, i.e. gVisor's netstack and the iperf3 client).
   console.log('');
@@ -335,8 +444,17 @@ try {
   }
   for (const [i, w] of wg.entries()) {
     const gb = (w.mbps * SECS) / 8000;
-    console.log(`  wg-wg run ${i + 1}: both wireguard-go ${w.wgCpu.toFixed(2)} s, ${(w.wgCpu / gb).toFixed(1)} CPU-s per GB moved`);
+    console.log(`  wg-wg run ${i + 1}: sending wireguard-go ${w.wgSendCpu.toFixed(2)} s, both ${w.wgCpu.toFixed(2)} s; ` +
+      `${(w.wgSendCpu / gb).toFixed(1)} (sender) and ${(w.wgCpu / gb).toFixed(1)} (both) CPU-s per GB moved`);
   }
+  // The launcher is the sending end of its tunnel: its peer is the like of wg-wg's sender, A.
+  const perGb = (cpu: number, mbps: number) => cpu / ((mbps * SECS) / 8000);
+  const cL = med(lat.map((l) => perGb(l.nodeCpu, l.mbps)));
+  const cP = med(latPlain.map((l) => perGb(l.nodeCpu, l.mbps)));
+  const cWs = med(wg.map((w) => perGb(w.wgSendCpu, w.mbps)));
+  const cWb = med(wg.map((w) => perGb(w.wgCpu, w.mbps)));
+  console.log(`  CPU-s per GB, medians: launcher ${cL.toFixed(1)} (dgram ${cP.toFixed(1)}); sending wireguard-go ${cWs.toFixed(1)}, both ends ${cWb.toFixed(1)}`);
+  console.log(`  ratio launcher / sending wireguard-go ${(cL / cWs).toFixed(2)}   (launcher-dgram / sending wireguard-go ${(cP / cWs).toFixed(2)})`);
 
   // One more lattice run under the V8 profiler: top self-time functions of the launcher (PROFILE=0 skips it).
   if (process.env.PROFILE === '0') throw new Done();
