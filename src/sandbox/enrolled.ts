@@ -8,7 +8,7 @@ import type { PeerConfig } from '../wg/peer.js';
 import { validatePolicy, denyAllPolicy, parseIp, bindPeers, peerBindingKey, type IpAddr, type Policy } from '../policy/index.js';
 import { directorySnapshot } from '../controlplane/service.js';
 import { cidrHas, formatCidr, parseCidr, type Cidr } from '../net/addr.js';
-import { peerAllowedIPs } from '../controlplane/routes.js';
+import { findPeer, peerAllowedIPs } from '../controlplane/routes.js';
 import { obtainIdentity, updateEndpoint, updateRoutes, connectControlPlane, controlPlaneEndpoint, rememberServers, DirectoryWatcher, type Credentials, type Peer } from '../enroll/index.js';
 import { credentialsPath } from '../enroll/credentials.js';
 import { Outbox, OutboxLockedError } from '../audit/outbox.js';
@@ -99,6 +99,12 @@ export function peerConfigs(peers: readonly Peer[], exitNode?: string): PeerConf
     const ep = p.endpoint ? parseEndpoint(p.endpoint)?.endpoint : undefined;
     return { publicKey: decodeKey(p.publicKey), allowedIPs: allowed.get(p.publicKey) ?? p.allowedIPs, endpoint: ep, persistentKeepalive: PERSISTENT_KEEPALIVE_SEC };
   });
+}
+
+/** The overlay IPv4 address of exit node `ref` in the directory (its DNS forwarder listens there); undefined: not there. */
+export function exitNodeAddress(peers: readonly Peer[], ref: string): IpAddr | undefined {
+  const p = findPeer(peers, ref);
+  return p?.allowedIPs.map((c) => parseIp(c.split('/')[0]!)).find((a) => a?.family === 4);
 }
 
 /**
@@ -326,6 +332,8 @@ export async function enrollAndPrepare(o: EnrolledOptions): Promise<Enrolled> {
             placeTun: o.placeTun,
             maxFlows: o.maxFlows,
             routed,
+            // Through the exit node, DNS leaves through it too: its forwarder (src/host/dns.ts) on its overlay address.
+            ...(o.exitNode !== undefined && { tunnelDns: { server: () => exitNodeAddress(currentPeers(), o.exitNode!) } }),
           })(id, dir),
           (n) => n.close(),
         );
