@@ -56,6 +56,7 @@ export const ErrorCode = {
   RouterNft: 'EROUTER_NFT',
   ExitDns: 'EEXIT_DNS',
   ExitDnsBind: 'EEXIT_DNS_BIND',
+  ExitOptOut: 'EEXIT_OPT_OUT',
   Policy: 'EPOLICY',
   // audit
   Audit: 'EAUDIT',

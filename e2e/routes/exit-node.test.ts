@@ -64,7 +64,7 @@ describe('exit node', () => {
   it('a sandbox reaches an address and a domain rule\'s name through the exit node (source: the exit node, DNS through the tunnel), other names and addresses are refused and audited', async () => {
     const policyFile = join(lab.work, 'policy.json');
     await writeFile(policyFile, JSON.stringify(POLICY));
-    const tk = await lab.admin(['token', 'create', '--namespace', NS, '--limit', '2', '--policy', policyFile]);
+    const tk = await lab.admin(['token', 'create', '--namespace', NS, '--limit', '4', '--policy', policyFile]);
     expect(tk.exitCode, String(tk.stderr)).toBe(0);
     const token = String(tk.stdout).trim();
     await mkdir(join(lab.work, 'www'));
@@ -131,6 +131,22 @@ describe('exit node', () => {
     const exitEvents = (await readFile(auditR, 'utf8')).trim().split('\n').map((l) => JSON.parse(l) as Record<string, unknown>);
     expect(exitEvents).toContainEqual(expect.objectContaining({ type: 'flow.opened', direction: 'ingress', proto: 'udp', dstPort: 53, verdict: 'allowed', ruleId: 'exit-dns' }));
     await sbx;
+
+    // The namespace's default exit node, set by an operator: a sandbox that names none leaves through it
+    // (DNS included); opting out with --exit-node none is refused while the operator does not allow it.
+    const set = await lab.admin(['namespace', 'set', NS, '--exit-node', 'exit']);
+    expect(set.exitCode, String(set.stderr)).toBe(0);
+    expect(String(set.stdout)).toContain(`namespace ${NS}: default exit node exit`);
+    const byDefault = lab.inNs(lab.b, 'state-b', ['sandbox', 'start', '--name', 'sbx2', '--control-plane', NATS, '--token', token, '--advertise', '198.18.0.22', '--rootfs', rootfs, '--', 'sh', '-c', `until ${get('api.example.test')}; do sleep 0.3; done; echo DEFAULT-REACHED`]);
+    lab.children.push(byDefault);
+    const out2 = collect(byDefault, 'stdout');
+    const err2 = collect(byDefault, 'stderr');
+    await waitFor(() => out2().includes('DEFAULT-REACHED'), 120_000, `the sandbox without --exit-node reaching api.example.test (${err2().slice(-600)})`);
+    expect(err2()).toContain("using the namespace's default exit node");
+    expect((await byDefault).exitCode).toBe(0);
+    const optOut = await lab.inNs(lab.b, 'state-b', ['sandbox', 'start', '--name', 'sbx3', '--control-plane', NATS, '--token', token, '--advertise', '198.18.0.22', '--exit-node', 'none', '--rootfs', rootfs, '--', 'true']);
+    expect(optOut.exitCode).not.toBe(0);
+    expect(String(optOut.stderr)).toContain(`does not allow --exit-node none`);
 
     const down = await lab.inNs(lab.r, 'state-r', ['down', '--name', 'exit']);
     expect(down.exitCode, String(down.stderr)).toBe(0);
