@@ -54,6 +54,9 @@ export const ErrorCode = {
   EgressHost: 'EEGRESS_HOST',
   EgressHostServices: 'EEGRESS_HOST_SERVICES',
   RouterNft: 'EROUTER_NFT',
+  ExitDns: 'EEXIT_DNS',
+  ExitDnsBind: 'EEXIT_DNS_BIND',
+  ExitOptOut: 'EEXIT_OPT_OUT',
   Policy: 'EPOLICY',
   // audit
   Audit: 'EAUDIT',

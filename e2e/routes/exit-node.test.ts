@@ -4,19 +4,24 @@
  *
  *   ns <p>-pub: br0 198.18.0.1/24        nats-server :4222, control plane (admin API on its loopback)
  *   ns <p>-r:   eth0 198.18.0.21, wan0 198.51.100.1/30   `lattice up --name exit --exit-node`
- *   ns <p>-s:   eth0 198.51.100.2/30, lo 203.0.113.10 + .11   busybox httpd :443 on both (the "internet")
- *   ns <p>-b:   eth0 198.18.0.22         `lattice sandbox start --exit-node exit` (no route of its own to 203.0.113.0/24)
+ *   ns <p>-s:   eth0 198.51.100.2/30, lo 203.0.113.10 .11 .12 .13   busybox httpd :443 (the "internet");
+ *               a DNS server on .12 (e2e/egress/fixtures/internet.ts): api.example.test -> .13, other.example.test -> .11
+ *   ns <p>-b:   eth0 198.18.0.22         `lattice sandbox start --exit-node exit` (no route of its own to
+ *               203.0.113.0/24, and a resolver that knows none of these names)
  *
- * Proven: once the exit routes are approved, the sandbox reaches 203.0.113.10 through the exit node and
- * the server sees the exit node's address; 203.0.113.11, which no rule allows, is refused and audited
- * as denied at the sandbox's launcher. Waits are on events (output lines), never sleeps.
+ * Proven: once the exit routes are approved, the sandbox reaches 203.0.113.10 (a CIDR rule) and
+ * api.example.test (a domain rule; resolved by the exit node's DNS forwarder through the tunnel, which
+ * asks the internet's DNS server) through the exit node, and the server sees the exit node's address;
+ * 203.0.113.11 (no rule) is refused and audited as denied, other.example.test (no rule) is answered
+ * NXDOMAIN, audited as dns.refused, and never asked upstream; the exit node's own policy saw the DNS
+ * flow. Waits are on events (output lines), never sleeps.
  */
 import { describe, it, expect, beforeAll, afterAll } from 'vitest';
 import { execa } from 'execa';
 import { randomBytes } from 'node:crypto';
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { busyboxRootfs, waitFor } from '../support/env.js';
+import { busyboxRootfs, waitFor, REPO } from '../support/env.js';
 import { ip } from '../../src/netns/ip.js';
 import { startLab, collect, NATS, type Lab } from './lab.js';
 
@@ -24,10 +29,18 @@ const NS = 'lte';
 const POLICY = {
   version: 1,
   mode: 'enforce',
-  egress: [{ id: 'web', action: 'allow', cidrs: ['203.0.113.10/32'], ports: [443], protocol: 'tcp' }],
-  // The exit node's own policy: forwarded flows are ingress to it, from the overlay.
-  ingress: [{ id: 'via-exit', action: 'allow', cidrs: ['10.77.0.0/16'], ports: [443], protocol: 'tcp' }],
+  egress: [
+    { id: 'web', action: 'allow', cidrs: ['203.0.113.10/32'], ports: [443], protocol: 'tcp' },
+    { id: 'api', action: 'allow', domains: ['api.example.test'], ports: [443], protocol: 'tcp' },
+  ],
+  // The exit node's own policy: forwarded flows are ingress to it, from the overlay; so are the DNS
+  // queries its forwarder answers on its overlay address.
+  ingress: [
+    { id: 'via-exit', action: 'allow', cidrs: ['10.77.0.0/16'], ports: [443], protocol: 'tcp' },
+    { id: 'exit-dns', action: 'allow', cidrs: ['10.77.0.0/16'], ports: [53], protocol: 'udp' },
+  ],
 };
+const DNS_SERVER = '203.0.113.12';
 
 let lab: Lab;
 
@@ -40,7 +53,7 @@ beforeAll(async () => {
     await ip(['route', 'add', '203.0.113.0/24', 'via', '198.51.100.2'], r);
     await ip(['addr', 'add', '198.51.100.2/30', 'dev', 'eth0'], s);
     await ip(['link', 'set', 'eth0', 'up'], s);
-    for (const a of ['203.0.113.10/32', '203.0.113.11/32']) await ip(['addr', 'add', a, 'dev', 'lo'], s);
+    for (const a of ['203.0.113.10/32', '203.0.113.11/32', `${DNS_SERVER}/32`, '203.0.113.13/32']) await ip(['addr', 'add', a, 'dev', 'lo'], s);
     await ip(['route', 'add', 'default', 'via', '198.51.100.1'], s);
   });
 }, 180_000);
@@ -48,10 +61,10 @@ beforeAll(async () => {
 afterAll(async () => lab?.stop(), 60_000);
 
 describe('exit node', () => {
-  it('a sandbox reaches the internet through the exit node (source: the exit node), other addresses are refused and audited', async () => {
+  it('a sandbox reaches an address and a domain rule\'s name through the exit node (source: the exit node, DNS through the tunnel), other names and addresses are refused and audited', async () => {
     const policyFile = join(lab.work, 'policy.json');
     await writeFile(policyFile, JSON.stringify(POLICY));
-    const tk = await lab.admin(['token', 'create', '--namespace', NS, '--limit', '2', '--policy', policyFile]);
+    const tk = await lab.admin(['token', 'create', '--namespace', NS, '--limit', '4', '--policy', policyFile]);
     expect(tk.exitCode, String(tk.stderr)).toBe(0);
     const token = String(tk.stdout).trim();
     await mkdir(join(lab.work, 'www'));
@@ -59,8 +72,20 @@ describe('exit node', () => {
     const httpd = execa('ip', ['netns', 'exec', lab.s, 'busybox', 'httpd', '-f', '-vv', '-p', '443', '-h', join(lab.work, 'www')], { reject: false, stdin: 'ignore' });
     lab.children.push(httpd);
     const httpdLog = collect(httpd, 'stderr');
+    // The internet's DNS server: one JSON line per query on stdout.
+    const dns = execa('ip', ['netns', 'exec', lab.s, process.execPath, '--import', 'tsx', join(REPO, 'e2e/egress/fixtures/internet.ts'), DNS_SERVER], {
+      cwd: REPO,
+      env: { NAMES: 'api.example.test=203.0.113.13,other.example.test=203.0.113.11' },
+      reject: false,
+      stdin: 'ignore',
+    });
+    lab.children.push(dns);
+    const dnsOut = collect(dns, 'stdout');
+    await waitFor(() => dnsOut().includes('"ready"'), 60_000, 'the internet DNS server');
+    const asked = () => dnsOut().trim().split('\n').map((l) => JSON.parse(l) as { ev: string; name?: string }).filter((e) => e.ev === 'dns').map((e) => e.name);
 
-    const up = lab.inNs(lab.r, 'state-r', ['up', '--name', 'exit', '--control-plane', NATS, '--token', token, '--advertise', '198.18.0.21', '--exit-node']);
+    const auditR = join(lab.work, 'audit-r.ndjson');
+    const up = lab.inNs(lab.r, 'state-r', ['up', '--name', 'exit', '--control-plane', NATS, '--token', token, '--advertise', '198.18.0.21', '--exit-node', '--dns-upstream', DNS_SERVER, '--audit-log', auditR]);
     lab.children.push(up);
     const upErr = collect(up, 'stderr');
     await waitFor(() => upErr().includes('is up on lattice0'), 60_000, 'lattice up --exit-node');
@@ -70,7 +95,13 @@ describe('exit node', () => {
 
     const rootfs = await busyboxRootfs(lab.work);
     const get = (addr: string) => `printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 3 ${addr} 443 | grep hello-from-internet`;
-    const script = [`until ${get('203.0.113.10')}; do sleep 0.3; done`, 'echo REACHED', `if ${get('203.0.113.11')}; then echo OTHER-REACHED; else echo OTHER-REFUSED; fi`].join('\n');
+    const script = [
+      `until ${get('203.0.113.10')}; do sleep 0.3; done`,
+      'echo REACHED',
+      `if ${get('api.example.test')}; then echo NAME-REACHED; else echo NAME-FAILED; fi`,
+      `if nslookup other.example.test; then echo OTHERNAME-RESOLVED; else echo OTHERNAME-REFUSED; fi`,
+      `if ${get('203.0.113.11')}; then echo OTHER-REACHED; else echo OTHER-REFUSED; fi`,
+    ].join('\n');
     const audit = join(lab.work, 'audit-b.ndjson');
     const sbx = lab.inNs(lab.b, 'state-b', ['sandbox', 'start', '--name', 'sbx', '--control-plane', NATS, '--token', token, '--advertise', '198.18.0.22', '--exit-node', 'exit', '--audit-log', audit, '--rootfs', rootfs, '--', 'sh', '-c', script]);
     lab.children.push(sbx);
@@ -79,7 +110,12 @@ describe('exit node', () => {
     await waitFor(() => /OTHER-(REACHED|REFUSED)/.test(out()), 120_000, `the sandbox trying both addresses (sandbox: ${out().slice(-300)} ${err().slice(-400)} / up: ${upErr().slice(-600)})`);
     expect(out()).toContain('REACHED');
     expect(out()).toContain('OTHER-REFUSED');
-    // Source NAT: the internet saw the exit node's address.
+    expect(out()).toContain('NAME-REACHED');
+    expect(out()).toContain('OTHERNAME-REFUSED');
+    // The allowed name was asked upstream (through the tunnel and the exit node), the refused one never.
+    expect(asked()).toContain('api.example.test');
+    expect(asked()).not.toContain('other.example.test');
+    // Source NAT: the internet saw the exit node's address (for .10 and for api.example.test's .13).
     expect(httpdLog()).toContain('198.51.100.1');
     expect(httpdLog()).not.toMatch(/10\.77\.\d+\.\d+/);
     expect(httpdLog()).not.toContain('198.18.0.22');
@@ -87,7 +123,29 @@ describe('exit node', () => {
     const events = (await readFile(audit, 'utf8')).trim().split('\n').map((l) => JSON.parse(l) as Record<string, unknown>);
     expect(events).toContainEqual(expect.objectContaining({ type: 'flow.opened', dstIp: '203.0.113.11', verdict: 'denied' }));
     expect(events).toContainEqual(expect.objectContaining({ type: 'flow.opened', dstIp: '203.0.113.10', verdict: 'allowed' }));
+    // The domain rule: answered through the tunnel, the flow to its address allowed by that rule.
+    expect(events).toContainEqual(expect.objectContaining({ type: 'dns.answered', name: 'api.example.test', answers: ['203.0.113.13'] }));
+    expect(events).toContainEqual(expect.objectContaining({ type: 'flow.opened', dstIp: '203.0.113.13', verdict: 'allowed', ruleId: 'api' }));
+    expect(events).toContainEqual(expect.objectContaining({ type: 'dns.refused', name: 'other.example.test' }));
+    // The exit node's own policy saw the DNS query as an ingress flow to its overlay address.
+    const exitEvents = (await readFile(auditR, 'utf8')).trim().split('\n').map((l) => JSON.parse(l) as Record<string, unknown>);
+    expect(exitEvents).toContainEqual(expect.objectContaining({ type: 'flow.opened', direction: 'ingress', proto: 'udp', dstPort: 53, verdict: 'allowed', ruleId: 'exit-dns' }));
     await sbx;
+
+    // The namespace's default exit node, set by an operator: a sandbox that names none leaves through it
+    // (DNS included); opting out with --exit-node none is refused while the operator does not allow it.
+    const set = await lab.admin(['namespace', 'set', NS, '--exit-node', 'exit']);
+    expect(set.exitCode, String(set.stderr)).toBe(0);
+    expect(String(set.stdout)).toContain(`namespace ${NS}: default exit node exit`);
+    const byDefault = lab.inNs(lab.b, 'state-b', ['sandbox', 'start', '--name', 'sbx2', '--control-plane', NATS, '--token', token, '--advertise', '198.18.0.22', '--rootfs', rootfs, '--', 'sh', '-c', `until ${get('api.example.test')}; do sleep 0.3; done; echo DEFAULT-REACHED`]);
+    lab.children.push(byDefault);
+    const out2 = collect(byDefault, 'stdout');
+    const err2 = collect(byDefault, 'stderr');
+    await waitFor(() => out2().includes('DEFAULT-REACHED'), 120_000, `the sandbox without --exit-node reaching api.example.test (${err2().slice(-600)})`);
+    expect((await byDefault).exitCode).toBe(0);
+    const optOut = await lab.inNs(lab.b, 'state-b', ['sandbox', 'start', '--name', 'sbx3', '--control-plane', NATS, '--token', token, '--advertise', '198.18.0.22', '--exit-node', 'none', '--rootfs', rootfs, '--', 'true']);
+    expect(optOut.exitCode).not.toBe(0);
+    expect(String(optOut.stderr)).toContain(`does not allow --exit-node none`);
 
     const down = await lab.inNs(lab.r, 'state-r', ['down', '--name', 'exit']);
     expect(down.exitCode, String(down.stderr)).toBe(0);

@@ -32,6 +32,7 @@ export const AuditEventType = {
   TokenCreated: 'token.created',
   LabelsChanged: 'labels.changed',
   UserChanged: 'user.changed',
+  NamespaceExitNode: 'namespace.exit-node',
 } as const;
 export type AuditEventType = (typeof AuditEventType)[keyof typeof AuditEventType];
 
@@ -136,12 +137,14 @@ export interface TokenCreated { type: 'token.created'; tokenId: string; limit: n
 export interface LabelsChanged { type: 'labels.changed'; labels: string[]; by: string }
 /** An admin user was added (with its role), given another role, or removed. */
 export interface UserChanged { type: 'user.changed'; user: string; change: 'added' | 'role' | 'removed'; role?: string; by: string }
+/** A namespace's default exit node set (exitNode "" when cleared) by an operator (controlplane/namespaces.ts). */
+export interface NamespaceExitNode { type: 'namespace.exit-node'; exitNode: string; optOut: 'allowed' | 'refused'; by: string }
 
 export type AuditEventBody =
   | SandboxCreated | SandboxStarted | SandboxExited | SandboxStopped
   | FlowOpened | FlowClosed | DnsAnswered | DnsRefused | PolicyApplied
   | ToolSpan | EnrollmentEnrolled | EnrollmentRevoked | ApprovalProposed | ApprovalDecided | RouteChanged
-  | PolicySet | TokenCreated | LabelsChanged | UserChanged;
+  | PolicySet | TokenCreated | LabelsChanged | UserChanged | NamespaceExitNode;
 
 export type AuditEvent = AuditEnvelope & AuditEventBody;
 
@@ -236,6 +239,7 @@ const BODIES: Record<AuditEventType, Record<string, FieldSpec>> = {
   'token.created': { tokenId: req('id'), limit: req('uint'), expiresAt: req('iso'), by: req('str') },
   'labels.changed': { labels: req('strs'), by: req('str') },
   'user.changed': { user: req('token'), change: req(['added', 'role', 'removed']), role: opt('str'), by: req('str') },
+  'namespace.exit-node': { exitNode: req('str'), optOut: req(['allowed', 'refused']), by: req('str') },
 };
 
 export type ValidationResult = { ok: true; event: AuditEvent } | { ok: false; reason: string };

@@ -206,6 +206,8 @@ export function formatEvent(e: StoredEvent, agent?: string, whoWidth = 0): strin
       return `${head}  ${e.labels.length ? e.labels.join(',') : '(none)'} by ${JSON.stringify(e.by)}`;
     case 'user.changed':
       return `${head}  ${e.user} ${e.change}${e.role ? ` role=${e.role}` : ''} by ${JSON.stringify(e.by)}`;
+    case 'namespace.exit-node':
+      return `${head}  exit-node=${e.exitNode || '(none)'}${e.optOut === 'allowed' ? ' opt-out allowed' : ''} by ${JSON.stringify(e.by)}`;
   }
 }
 

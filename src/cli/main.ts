@@ -24,6 +24,7 @@ const GROUPS: Record<string, () => Promise<Register>> = {
   peer: () => import('./peer.js').then((m) => m.registerPeer),
   relay: () => import('./relay.js').then((m) => m.registerRelay),
   route: () => import('./route.js').then((m) => m.registerRoute),
+  namespace: () => import('./namespace.js').then((m) => m.registerNamespace),
   daemon: () => import('./daemon.js').then((m) => m.registerDaemon),
 };
 const MODULE_OF: Record<string, keyof typeof GROUPS> = { gc: 'sandbox', token: 'admin', agent: 'admin', policy: 'admin', down: 'up', status: 'up' };

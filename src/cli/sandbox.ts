@@ -143,7 +143,7 @@ export function registerSandbox(program: Command): void {
     .option('--relay <url>', 'NAT traversal: lattice TCP relay tcp://IP:PORT as the last resort')
     .option('--relay-token <token>', "this sandbox's relay credential: `lattice relay credential NAME` (also $LATTICE_RELAY_TOKEN)")
     .option('--egress <mode>', 'host: destinations that are not overlay addresses leave through this host\'s network when the policy allows them (default: refused)')
-    .option('--exit-node <name>', 'send destinations that are not overlay addresses (when the policy allows them) to this peer over WireGuard: NAME or NAMESPACE.NAME, an exit node whose routes an operator approved')
+    .option('--exit-node <name>', 'send destinations that are not overlay addresses (when the policy allows them), and DNS for domain rules, to this peer over WireGuard: NAME or NAMESPACE.NAME, an exit node whose routes an operator approved (default: the namespace\'s, lattice namespace set); "none": no exit node, if the operator allows opting out')
     .option('--dns-max-in-flight <n>', 'upstream DNS lookups (for domain rules) in flight at once; the excess is answered SERVFAIL (default 64)')
     .option('--dns-rate <per-second>', 'upstream DNS lookups per second, sustained (default 50)')
     .option('--dns-burst <n>', 'upstream DNS lookups allowed in a burst above --dns-rate (default 100)')
@@ -161,7 +161,7 @@ export function registerSandbox(program: Command): void {
     if (o.exitNode !== undefined) {
       const { isPeerRef } = await import('../controlplane/routes.js');
       if (!isPeerRef(o.exitNode)) throw new UsageError(`--exit-node ${JSON.stringify(o.exitNode)} is not a peer name; use NAME or NAMESPACE.NAME (DNS labels)`);
-      if (o.egress !== undefined) throw new UsageError('--exit-node and --egress host both choose where non-overlay traffic leaves; give one');
+      if (o.egress !== undefined && o.exitNode !== 'none') throw new UsageError('--exit-node and --egress host both choose where non-overlay traffic leaves; give one');
     }
     const cpUrl = o.controlPlane as string | undefined;
     if (cpUrl !== undefined) checkControlPlaneUrl(cpUrl);

@@ -45,7 +45,8 @@ export function registerUp(program: Command): void {
     .option('--listen-port <port>', 'WireGuard UDP port (default: any free port)')
     .option('--audit-log <file>', 'also append audit events here as JSON lines')
     .option('--advertise-routes <cidrs>', 'subnets this host routes for, comma-separated (each forwards once an operator approves it: lattice route approve)')
-    .option('--exit-node', 'offer this host as an exit node (advertises 0.0.0.0/0 and ::/0; approval as for routes)')
+    .option('--exit-node', 'offer this host as an exit node (advertises 0.0.0.0/0 and ::/0; approval as for routes); it answers DNS on its overlay address for the sandboxes that use it')
+    .option('--dns-upstream <addr>', 'with --exit-node: the resolver its DNS forwarder asks, ADDR or ADDR:PORT (repeatable; default: /etc/resolv.conf)', (v: string, acc: string[]) => [...acc, v], [] as string[])
     .action(async (o: Record<string, string | undefined> & { exitNode?: boolean }, command: Command) => {
       const g = globalOpts(command);
       requireRootFor('up');
@@ -55,6 +56,10 @@ export function registerUp(program: Command): void {
       if (listenPort !== undefined && !(Number.isInteger(listenPort) && listenPort > 0 && listenPort < 65536)) {
         throw new UsageError(`--listen-port ${o.listenPort} is not a UDP port; use 1-65535`);
       }
+      const dnsUpstream = (o as unknown as { dnsUpstream: string[] }).dnsUpstream;
+      if (dnsUpstream.length > 0 && o.exitNode !== true) throw new UsageError('--dns-upstream is the exit node\'s DNS forwarder\'s resolver; give it with --exit-node');
+      const { checkDnsUpstream } = await import('../sandbox/egress-network.js');
+      dnsUpstream.forEach(checkDnsUpstream);
       const advertiseRoutes = o.advertiseRoutes === undefined ? undefined : parseRoutesFlag(o.advertiseRoutes);
       const [{ createLogger }, { hostUp }] = await Promise.all([import('../log.js'), import('../host/up.js')]);
       const log = createLogger({ level: g.debug ? 'debug' : undefined });
@@ -70,6 +75,7 @@ export function registerUp(program: Command): void {
         auditLog: o.auditLog,
         advertiseRoutes,
         exitNode: o.exitNode === true,
+        dnsUpstream,
         onOwnRoutes: (approved) => console.error(`lattice: forwarding for approved routes: ${approved.join(' ') || 'none'}`),
         log,
       });

@@ -72,6 +72,10 @@ export function mountAdminRoutes(api: HttpApi, svc: ControlPlaneService): void {
     return { namespace: ns, name: ctx.params.name, routes: await svc.routes.decide(ctx.params.op, ns, ctx.params.name, b) };
   });
 
+  // A namespace's default exit node (namespaces.ts): read (viewer), set or clear ({"exitNode": null}; admin).
+  api.route('GET', `${API_BASE}/namespaces/:namespace/exit-node`, async (ctx) => ({ namespace: ctx.params.namespace, exitNode: (await svc.exitDefaults.get(ctx.params.namespace)) ?? null }));
+  api.route('PUT', `${API_BASE}/namespaces/:namespace/exit-node`, async (ctx) => ({ namespace: ctx.params.namespace, exitNode: (await svc.exitDefaults.set(ctx.params.namespace, await ctx.json(), ctx.user!.name)) ?? null }));
+
   api.route('PUT', `${API_BASE}/policies/:namespace`, async (ctx) => {
     const body = await ctx.json();
     if (body === undefined) throw badRequest('body must be a policy JSON object');

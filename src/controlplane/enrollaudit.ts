@@ -42,6 +42,8 @@ export function enrollmentAuditEvent(e: ControlPlaneEvent, now: number, seq: num
       return { ...envelope, type: 'labels.changed', labels: Object.entries(e.labels).map(([k, v]) => `${k}=${v}`), by: e.by };
     case 'user.changed':
       return { ...envelope, type: 'user.changed', user: e.user, change: e.change, ...(e.role ? { role: e.role } : {}), by: e.by };
+    case 'namespace.exit-node':
+      return { ...envelope, type: 'namespace.exit-node', exitNode: e.exitNode, optOut: e.allowOptOut ? 'allowed' : 'refused', by: e.by };
   }
 }
 

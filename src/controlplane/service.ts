@@ -13,6 +13,7 @@ import { isUserPublicKey, type LauncherScope } from '../natsserver/auth.js';
 import { applyLabelEdit, labelKeyProblem, labelsProblems, type DirectorySnapshot, type LabelEdit } from '../policy/labels.js';
 import { parseCidr } from '../net/addr.js';
 import { Routes, mergeAdvertised, parseAdvertised } from './routes.js';
+import { NamespaceExitDefaults, type NamespaceExitDefault } from './namespaces.js';
 import { buildTokenRecord, checkUsable, consumeToken, generateTokenSecret, hashToken, isWellFormedToken, refundToken } from './tokens.js';
 import {
   AgentStatus,
@@ -157,6 +158,8 @@ export class ControlPlaneService {
   readonly stats = { enrollments: 0, enrollFailures: 0, revocations: 0, tokensCreated: 0 };
   /** Advertised routes and their approval (routes.ts). */
   readonly routes: Routes;
+  /** Namespaces' default exit nodes (namespaces.ts). */
+  readonly exitDefaults: NamespaceExitDefaults;
 
   private constructor(
     private readonly opts: ServiceOptions,
@@ -166,6 +169,7 @@ export class ControlPlaneService {
     private readonly secret: Uint8Array,
   ) {
     this.routes = new Routes({ agents: b.agents, clock: opts.clock, audit: (e) => this.emitEvent(e) });
+    this.exitDefaults = new NamespaceExitDefaults({ config: b.config, clock: opts.clock, audit: (e) => this.emitEvent(e) });
   }
 
   static async open(opts: ServiceOptions): Promise<ControlPlaneService> {
@@ -572,11 +576,12 @@ export class ControlPlaneService {
   }
 
   /** Snapshot of what a launcher needs on restart: own record, peers, policy. */
-  async directory(req: unknown): Promise<{ self: Peer; peers: Peer[]; policy: unknown }> {
+  async directory(req: unknown): Promise<{ self: Peer; peers: Peer[]; policy: unknown; exitNode?: NamespaceExitDefault }> {
     const { claims } = await this.authAgent(req);
     const a = await getJson<AgentRecord>(this.b.agents, agentKey(claims.ns, claims.name));
     if (!a || a.value.publicKey !== claims.wgpk) throw new ControlPlaneError(CpErrorCode.Revoked, 'agent has been revoked');
-    return { self: peerOf(a.value), peers: this.peersFor(a.value), policy: await this.effectivePolicy(a.value.namespace, a.value.policy) };
+    const exitNode = await this.exitDefaults.get(a.value.namespace);
+    return { self: peerOf(a.value), peers: this.peersFor(a.value), policy: await this.effectivePolicy(a.value.namespace, a.value.policy), ...(exitNode && { exitNode }) };
   }
 
   // ---- admin ----

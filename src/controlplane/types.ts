@@ -306,4 +306,6 @@ export type ControlPlaneEvent =
   | { type: 'policy.set'; namespace: string; policyHash: string; rules: number; by: string }
   | { type: 'token.created'; namespace: string; tokenId: string; limit: number; expiresAt: number; by: string; agentId?: string }
   | { type: 'labels.changed'; agentId: string; namespace: string; name: string; labels: Record<string, string>; by: string }
-  | { type: 'user.changed'; user: string; change: 'added' | 'role' | 'removed'; role?: string; by: string };
+  | { type: 'user.changed'; user: string; change: 'added' | 'role' | 'removed'; role?: string; by: string }
+  /** A namespace's default exit node set or cleared (exitNode ""), controlplane/namespaces.ts. */
+  | { type: 'namespace.exit-node'; namespace: string; exitNode: string; allowOptOut: boolean; by: string };

@@ -20,7 +20,9 @@ import { processStartTicks } from '../proc.js';
 import { formatCidr } from '../net/addr.js';
 import { listLinks, ip } from '../netns/ip.js';
 import { enrollAndPrepare, overlayCidrs, type EnrolledOptions } from '../sandbox/enrolled.js';
-import { SANDBOX_RESOLVER, type TunPlacement } from '../sandbox/network.js';
+import { SANDBOX_RESOLVER, systemResolver, type TunPlacement } from '../sandbox/network.js';
+import { systemClock } from '../clock.js';
+import { openExitDns } from './dns.js';
 import { STATUS_FILE, type SandboxStatus } from '../sandbox/nat-status.js';
 import { openHostLink, type HostLink } from './link.js';
 import { openRouter, removeRouterTable, type Router } from '../router/router.js';
@@ -70,8 +72,10 @@ export interface HostUpOptions extends Pick<EnrolledOptions, 'controlPlaneUrl' |
   mtu?: number;
   /** Subnets to advertise and forward (canonical CIDRs, `--advertise-routes`). */
   advertiseRoutes?: string[];
-  /** Advertise the default routes too (`--exit-node`). */
+  /** Advertise the default routes too (`--exit-node`); an exit node also answers DNS on its overlay address (./dns.ts). */
   exitNode?: boolean;
+  /** The exit node's DNS forwarder asks these (`--dns-upstream`, ADDR or ADDR:PORT); default: /etc/resolv.conf. */
+  dnsUpstream?: string[];
   /** Hears the approved set of this node's own routes (at start and on every operator decision). */
   onOwnRoutes?: (approved: string[]) => void;
   log: Logger;
@@ -122,7 +126,7 @@ export async function hostUp(o: HostUpOptions): Promise<HostUp> {
   };
   const advertised = [...new Set([...(o.advertiseRoutes ?? []), ...(o.exitNode ? DEFAULT_ROUTES : [])])].sort();
   const routing = advertised.length > 0;
-  const { exitNode: _exit, advertiseRoutes: _routes, onOwnRoutes: _own, ...common } = o;
+  const { exitNode: _exit, advertiseRoutes: _routes, onOwnRoutes: _own, dnsUpstream: _dns, ...common } = o;
   const enrolled = await enrollAndPrepare({
     ...common,
     placeTun,
@@ -136,6 +140,7 @@ export async function hostUp(o: HostUpOptions): Promise<HostUp> {
     // The kernel side first: nothing is forwarded before the table filters and NATs it.
     if (routing) router = await openRouter(o.name, { tun: o.ifname, own: c.address, overlay: pools, routes: advertised }, o.log);
     const net = await enrolled.network(`host-${o.name}`, dir);
+    const dns = o.exitNode ? await openExitDns({ address: c.address.ipv4, resolve: systemResolver(o.dnsUpstream), monotonic: () => systemClock.monotonic(), log: o.log }).catch(async (err: unknown) => { await net.close(); throw err; }) : undefined;
     const record: UpRecord = {
       v: 1,
       pid: process.pid,
@@ -155,6 +160,7 @@ export async function hostUp(o: HostUpOptions): Promise<HostUp> {
       revoked: enrolled.revoked,
       close: () =>
         (closing ??= (async () => {
+          await dns?.close();
           await net.close();
           await router?.close();
           await enrolled.close();

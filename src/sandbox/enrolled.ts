@@ -1,4 +1,5 @@
 import type { Logger } from 'pino';
+import type { NatsConnection } from 'nats';
 import { LatticeError } from '../errors.js';
 import { statePaths } from '../state.js';
 import { decodeKey, encodeKey, generatePrivateKey, publicKeyOf } from '../wg/keys.js';
@@ -8,8 +9,9 @@ import type { PeerConfig } from '../wg/peer.js';
 import { validatePolicy, denyAllPolicy, parseIp, bindPeers, peerBindingKey, type IpAddr, type Policy } from '../policy/index.js';
 import { directorySnapshot } from '../controlplane/service.js';
 import { cidrHas, formatCidr, parseCidr, type Cidr } from '../net/addr.js';
-import { peerAllowedIPs } from '../controlplane/routes.js';
-import { obtainIdentity, updateEndpoint, updateRoutes, connectControlPlane, controlPlaneEndpoint, rememberServers, DirectoryWatcher, type Credentials, type Peer } from '../enroll/index.js';
+import { findPeer, peerAllowedIPs } from '../controlplane/routes.js';
+import type { NamespaceExitDefault } from '../controlplane/namespaces.js';
+import { fetchDirectory, obtainIdentity, updateEndpoint, updateRoutes, connectControlPlane, controlPlaneEndpoint, rememberServers, DirectoryWatcher, type Credentials, type Peer } from '../enroll/index.js';
 import { credentialsPath } from '../enroll/credentials.js';
 import { Outbox, OutboxLockedError } from '../audit/outbox.js';
 import { assertStateDirs } from '../controlplane/secrets.js';
@@ -48,7 +50,9 @@ export interface EnrolledOptions {
   hostEgress?: boolean;
   /**
    * `--exit-node NAME` ("name" or "namespace.name"): non-overlay destinations the policy allows go to
-   * this peer over WireGuard, once its exit routes are approved (controlplane/routes.ts).
+   * this peer over WireGuard, once its exit routes are approved (controlplane/routes.ts), and so does
+   * upstream DNS (dataplane/dns-tunnel.ts). Unset: the namespace's default exit node, if an operator
+   * set one (controlplane/namespaces.ts); "none": no exit node, when the operator allows opting out.
    */
   exitNode?: string;
   /**
@@ -99,6 +103,40 @@ export function peerConfigs(peers: readonly Peer[], exitNode?: string): PeerConf
     const ep = p.endpoint ? parseEndpoint(p.endpoint)?.endpoint : undefined;
     return { publicKey: decodeKey(p.publicKey), allowedIPs: allowed.get(p.publicKey) ?? p.allowedIPs, endpoint: ep, persistentKeepalive: PERSISTENT_KEEPALIVE_SEC };
   });
+}
+
+/** The overlay IPv4 address of exit node `ref` in the directory (its DNS forwarder listens there); undefined: not there. */
+export function exitNodeAddress(peers: readonly Peer[], ref: string): IpAddr | undefined {
+  const p = findPeer(peers, ref);
+  return p?.allowedIPs.map((c) => parseIp(c.split('/')[0]!)).find((a) => a?.family === 4);
+}
+
+/** `sandbox start --exit-node none`: no exit node, even when the namespace has a default. */
+export const NO_EXIT_NODE = 'none';
+
+/**
+ * The exit node this launcher uses: `--exit-node NAME`, else the namespace's default (asked from the
+ * control plane's directory reply at start), else none. Errors: EEXIT_OPT_OUT when the sandbox opts out
+ * (`--exit-node none` or `--egress host`) of a default whose operator does not allow it.
+ */
+async function chooseExitNode(o: Pick<EnrolledOptions, 'exitNode' | 'hostEgress'>, c: Credentials, nc: NatsConnection, log: Logger): Promise<string | undefined> {
+  if (o.exitNode !== undefined && o.exitNode !== NO_EXIT_NODE) return o.exitNode;
+  let d: NamespaceExitDefault | undefined;
+  try {
+    d = ((await fetchDirectory({ nc, jwt: c.jwt, timeoutMs: 5000 })) as { exitNode?: NamespaceExitDefault }).exitNode;
+  } catch (err) {
+    // The control plane answered the watch a moment ago; without its answer here, no exit node (non-overlay traffic refused).
+    log.warn({ err: (err as Error).message }, 'could not ask the control plane for the namespace\'s default exit node; running without one');
+    return undefined;
+  }
+  if (d === undefined) return undefined;
+  const optOut = o.exitNode === NO_EXIT_NODE ? '--exit-node none' : o.hostEgress ? '--egress host' : undefined;
+  if (optOut !== undefined && !d.allowOptOut) {
+    throw new LatticeError('EEXIT_OPT_OUT', `namespace ${c.namespace} sends its sandboxes' traffic through exit node ${d.exitNode} and does not allow ${optOut}; drop ${optOut}, or ask an operator for lattice namespace set ${c.namespace} --exit-node ${d.exitNode} --allow-opt-out`);
+  }
+  if (optOut !== undefined) return undefined;
+  log.info({ exitNode: d.exitNode, namespace: c.namespace }, 'using the namespace\'s default exit node');
+  return d.exitNode;
 }
 
 /**
@@ -256,6 +294,7 @@ export async function enrollAndPrepare(o: EnrolledOptions): Promise<Enrolled> {
       throw new LatticeError('EREVOKED', `agent ${credentials.namespace}/${credentials.name} has been revoked; it cannot start again (enroll a new name with a new token)`);
     }
     await step('revocation');
+    const exitNode = o.router ? undefined : await chooseExitNode(o, credentials, nc, log);
 
     let net: WgSandboxNetwork | undefined;
     /** The policy as the control plane sent it, and bound to the current directory (what the pump holds). */
@@ -312,7 +351,7 @@ export async function enrollAndPrepare(o: EnrolledOptions): Promise<Enrolled> {
               addresses: [`${credentials.address.ipv4}/32`, `${credentials.address.ipv6}/128`],
               listenPort: o.listenPort,
             },
-            peers: (configured = peerConfigs(peers, o.exitNode)),
+            peers: (configured = peerConfigs(peers, exitNode)),
             policy: (currentPolicy = bindPeers((basePolicy = effectivePolicy(watcher.policy ?? credentials.policy, log)), directorySnapshot(credentials.namespace, peers))),
             policySource: { id: `ns:${credentials.namespace}`, version: 1 },
             names: overlayNames(peers),
@@ -326,6 +365,8 @@ export async function enrollAndPrepare(o: EnrolledOptions): Promise<Enrolled> {
             placeTun: o.placeTun,
             maxFlows: o.maxFlows,
             routed,
+            // Through the exit node, DNS leaves through it too: its forwarder (src/host/dns.ts) on its overlay address.
+            ...(exitNode !== undefined && { tunnelDns: { server: () => exitNodeAddress(currentPeers(), exitNode) } }),
           })(id, dir),
           (n) => n.close(),
         );
@@ -457,7 +498,7 @@ export async function enrollAndPrepare(o: EnrolledOptions): Promise<Enrolled> {
       for (const key of known) if (!next.has(key)) net.device.removePeer(decodeKey(key));
       // With NAT traversal the path layer owns the endpoints of known peers: a directory update must not
       // move a peer back from the path it is on to its advertised (possibly private) address.
-      const cfgs = peerConfigs(peers, o.exitNode);
+      const cfgs = peerConfigs(peers, exitNode);
       for (const p of cfgs) net.device.addPeer(conn && known.has(encodeKey(p.publicKey)) ? { ...p, endpoint: undefined } : p);
       // A route withdrawn, rejected or moved: open flows through it lose their next hop and are cut.
       const gone = changedRoutes(configured, cfgs);

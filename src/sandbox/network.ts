@@ -1,3 +1,4 @@
+import { randomInt } from 'node:crypto';
 import { Resolver } from 'node:dns/promises';
 import { join } from 'node:path';
 import type { Logger } from 'pino';
@@ -16,6 +17,8 @@ import type { InterfaceConfig } from '../wg/config.js';
 import { setupSandboxNetwork } from '../netns/sandbox-net.js';
 import { Pump, type AuditSink, type PolicySource, type UpstreamResolver } from '../dataplane/pump.js';
 import { MapDirectory, type DnsLimits } from '../dataplane/dns.js';
+import { TunnelResolver } from '../dataplane/dns-tunnel.js';
+import { systemTimers } from '../backoff.js';
 import { formatCidr } from '../net/addr.js';
 import { formatIp, parseIp, type Cidr, type IpAddr, type Policy } from '../policy/index.js';
 import { openHostEgress } from '../egress/host.js';
@@ -50,6 +53,11 @@ export interface WgNetworkOptions {
   log: Logger;
   clock?: Clock;
   resolveUpstream?: UpstreamResolver;
+  /**
+   * `--exit-node`: upstream DNS goes through the tunnel to `server()` (the exit node's overlay IPv4
+   * address, read at each lookup), not to this host's resolver (src/dataplane/dns-tunnel.ts).
+   */
+  tunnelDns?: { server: () => IpAddr | undefined };
   /**
    * NAT traversal: the device sends through a PathBind (STUN demultiplexed from WireGuard on the same
    * socket, plus relay/ICE links); the caller attaches the peer connectivity to `pathBind`.
@@ -139,10 +147,12 @@ export function wgSandboxNetwork(opts: WgNetworkOptions): (id: string, dir: stri
       // The device owns the bind from here: Device.close() closes it.
       const device = t.adopt('device', new Device({ privateKey: opts.iface.privateKey, bind, clock, mtu, ticker: new IntervalTicker(100) }), (d) => d.close());
       for (const p of opts.peers) device.addPeer(p);
+      const tunnelDns = opts.tunnelDns && v4 ? new TunnelResolver({ send: (pkt) => device.sendPacket(pkt), source: v4, server: opts.tunnelDns.server, timers: systemTimers({ unref: true }), random: randomInt }) : undefined;
+      if (tunnelDns) t.defer('tunnel-dns', () => tunnelDns.close());
       const directory = new MapDirectory(opts.names ?? []);
       const pump = new Pump({
         tun: net.tun,
-        device,
+        device: tunnelDns ? tunnelDns.wrap(device) : device,
         clock,
         addresses: addrs,
         resolverAddresses: [parseIp(SANDBOX_RESOLVER)!],
@@ -152,7 +162,7 @@ export function wgSandboxNetwork(opts: WgNetworkOptions): (id: string, dir: stri
         overlayCidrs: opts.overlayCidrs,
         dnsLimits: opts.dnsLimits,
         ...(opts.maxFlows !== undefined && { flows: { maxFlows: opts.maxFlows } }),
-        resolveUpstream: opts.resolveUpstream ?? systemResolver(),
+        resolveUpstream: tunnelDns?.resolve ?? opts.resolveUpstream ?? systemResolver(),
         audit: opts.audit,
         auditReady: opts.auditReady,
         sandboxId: id,
@@ -175,7 +185,7 @@ export function wgSandboxNetwork(opts: WgNetworkOptions): (id: string, dir: stri
         await writeFileAtomic(resolvConf, `nameserver ${SANDBOX_RESOLVER}\noptions ndots:1 timeout:2 attempts:2\n`, 0o644);
         mounts = [{ destination: '/etc/resolv.conf', type: 'bind', source: resolvConf, options: ['rbind', 'ro'] }];
       }
-      opts.log.info({ id, netns: net.netnsName, addresses: cidrs, overlay: (opts.overlayCidrs ?? []).map(formatCidr), dnsLimits: pump.dnsLimiter.limits, maxFlows: pump.flows.maxFlows, port: bind.port, natTraversal: Boolean(pathBind), hostEgress: Boolean(egress) }, 'sandbox network up');
+      opts.log.info({ id, netns: net.netnsName, addresses: cidrs, overlay: (opts.overlayCidrs ?? []).map(formatCidr), dnsLimits: pump.dnsLimiter.limits, maxFlows: pump.flows.maxFlows, port: bind.port, natTraversal: Boolean(pathBind), hostEgress: Boolean(egress), dnsThroughTunnel: Boolean(tunnelDns) }, 'sandbox network up');
 
       const owned = t.move();
       return {

@@ -28,6 +28,7 @@ describe('operators\' changes as audit events', () => {
     { type: 'labels.changed', agentId: 'agent-1', namespace: 'team', name: 'web', labels: { role: 'db', tier: 'a' }, by: 'alice' },
     { type: 'user.changed', user: 'vera', change: 'added', role: 'viewer', by: 'root' },
     { type: 'user.changed', user: 'vera', change: 'removed', by: 'root' },
+    { type: 'namespace.exit-node', namespace: 'team', exitNode: 'exit', allowOptOut: true, by: 'alice' },
   ];
   it.each(changes)('$type by $by validates, names who, and carries no agent unless one is involved', (e) => {
     const ev = enrollmentAuditEvent(e, NOW, 1, newEventId(NOW));
