@@ -82,7 +82,11 @@ if [ "${#need[@]}" -gt 0 ]; then
 fi
 # coturn and docker.io ship services that would start on install on systemd hosts; the tests start their own.
 
-if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
+# A node_modules that is a symlink (a git worktree sharing another checkout's) is left alone: npm ci would
+# empty the directory it points to.
+if [ -L node_modules ]; then
+  say "node_modules is a symlink: npm ci skipped"
+elif [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
   say "npm ci"
   npm ci --no-audit --no-fund --loglevel=error
 fi

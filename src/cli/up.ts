@@ -77,6 +77,7 @@ export function registerUp(program: Command): void {
         exitNode: o.exitNode === true,
         dnsUpstream,
         onOwnRoutes: (approved) => console.error(`lattice: forwarding for approved routes: ${approved.join(' ') || 'none'}`),
+        onPeerRoutes: (routes) => console.error(`lattice: routes via peers: ${routes.join(' ') || 'none'}`),
         log,
       });
       const r = up.record;
@@ -119,6 +120,7 @@ export function registerUp(program: Command): void {
       }
       console.log(`${s.namespace}/${s.name}  ${s.address.ipv4} ${s.address.ipv6}  dev ${s.ifname}  port ${s.listenPort ?? '-'}`);
       console.log(`routes: ${s.routes.join(' ') || '-'}`);
+      if (s.peerRoutes.length) console.log(`via peers: ${s.peerRoutes.join(' ')} (approved routes of other peers)`);
       if (s.advertised.length) console.log(`advertised: ${s.advertised.join(' ')} (approval: lattice route ls)`);
       const rows = statusRows([{ v: 1, id: s.name, name: s.name, agent: { namespace: s.namespace, name: s.name, address: '' }, updatedAt: '', listenPort: s.listenPort ?? 0, natTraversal: false, peers: s.peers }], Date.now());
       printTable(

@@ -18,7 +18,7 @@ import { LatticeError, UsageError } from '../errors.js';
 import { writeFileAtomic } from '../fsutil.js';
 import { processStartTicks } from '../proc.js';
 import { formatCidr } from '../net/addr.js';
-import { listLinks, ip } from '../netns/ip.js';
+import { listAddresses, listLinks, ip } from '../netns/ip.js';
 import { enrollAndPrepare, overlayCidrs, type EnrolledOptions } from '../sandbox/enrolled.js';
 import { SANDBOX_RESOLVER, systemResolver, type TunPlacement } from '../sandbox/network.js';
 import { systemClock } from '../clock.js';
@@ -27,6 +27,8 @@ import { STATUS_FILE, type SandboxStatus } from '../sandbox/nat-status.js';
 import { openHostLink, type HostLink } from './link.js';
 import { openRouter, removeRouterTable, type Router } from '../router/router.js';
 import { DEFAULT_ROUTES } from '../controlplane/routes.js';
+import type { Peer } from '../controlplane/types.js';
+import { hostRoutes } from './routes.js';
 
 export const UP_FILE = 'up.json';
 
@@ -39,8 +41,10 @@ export interface UpRecord {
   namespace: string;
   ifname: string;
   address: { ipv4: string; ipv6: string };
-  /** Prefixes routed into the TUN. */
+  /** Prefixes routed into the TUN (overlay pools, resolver, and the approved routes of other peers). */
   routes: string[];
+  /** Of those, the approved routes of other peers (./routes.ts hostRoutes). */
+  peerRoutes?: string[];
   /** Routes this node advertises (`--advertise-routes`, `--exit-node`), and its nftables table; absent: not a router. */
   router?: { advertised: string[]; table: string };
   startedAt: string;
@@ -54,6 +58,8 @@ export interface HostStatus {
   ifname: string;
   address: { ipv4: string; ipv6: string };
   routes: string[];
+  /** Approved routes of other peers routed into the TUN. */
+  peerRoutes: string[];
   /** What this node advertises (approval is the control plane's: `lattice route ls`). */
   advertised: string[];
   listenPort: number | null;
@@ -78,6 +84,8 @@ export interface HostUpOptions extends Pick<EnrolledOptions, 'controlPlaneUrl' |
   dnsUpstream?: string[];
   /** Hears the approved set of this node's own routes (at start and on every operator decision). */
   onOwnRoutes?: (approved: string[]) => void;
+  /** Hears the approved routes of other peers routed into the TUN (at start and whenever that set changes). */
+  onPeerRoutes?: (routes: string[]) => void;
   log: Logger;
 }
 
@@ -126,11 +134,39 @@ export async function hostUp(o: HostUpOptions): Promise<HostUp> {
   };
   const advertised = [...new Set([...(o.advertiseRoutes ?? []), ...(o.exitNode ? DEFAULT_ROUTES : [])])].sort();
   const routing = advertised.length > 0;
-  const { exitNode: _exit, advertiseRoutes: _routes, onOwnRoutes: _own, dnsUpstream: _dns, ...common } = o;
+  const { exitNode: _exit, advertiseRoutes: _routes, onOwnRoutes: _own, onPeerRoutes: _peer, dnsUpstream: _dns, ...common } = o;
+  // Approved routes of other peers, as kernel routes into the TUN. Directory changes are applied one at a
+  // time, in order, and only the newest view is applied (a burst of changes coalesces).
+  let record: UpRecord | undefined;
+  let peerRoutes: string[] | undefined;
+  let newest: readonly Peer[] | undefined;
+  let closed = false;
+  let applying: Promise<void> = Promise.resolve();
+  const writeRecord = (r: UpRecord) => writeFileAtomic(join(dir, UP_FILE), JSON.stringify(r, null, 2) + '\n', 0o600);
+  const syncPeerRoutes = (peers: readonly Peer[]) => {
+    newest = peers;
+    applying = applying
+      .then(async () => {
+        const l = link;
+        if (closed || !l || newest !== peers) return;
+        const local = (await listAddresses()).filter((a) => a.ifname !== l.ifname).map((a) => `${a.local}/${a.prefixlen}`);
+        const want = hostRoutes({ peers, advertised, local });
+        if (peerRoutes && want.routes.join() === peerRoutes.join()) return;
+        for (const s of want.skipped.filter((x) => x.why !== 'own')) o.log.warn({ cidr: s.cidr, why: s.why }, 'an approved route of another peer is not routed into the TUN here');
+        for (const r of peerRoutes ?? []) if (!want.routes.includes(r)) await l.deleteRoute(r);
+        for (const r of want.routes) await l.addRoute(r);
+        peerRoutes = want.routes;
+        o.log.info({ routes: peerRoutes }, 'routes via peers updated');
+        o.onPeerRoutes?.(peerRoutes);
+        if (record && !closed) await writeRecord((record = { ...record, routes: l.routes(), peerRoutes }));
+      })
+      .catch((err: unknown) => o.log.warn({ err: (err as Error).message }, 'routes via peers not updated; the next directory change retries'));
+  };
   const enrolled = await enrollAndPrepare({
     ...common,
     placeTun,
     agentApi: false,
+    onPeers: syncPeerRoutes,
     ...(routing && { router: { advertiseRoutes: o.advertiseRoutes ?? [], exitNode: o.exitNode === true, onOwnRoutes: o.onOwnRoutes } }),
   });
   let router: Router | undefined;
@@ -141,7 +177,8 @@ export async function hostUp(o: HostUpOptions): Promise<HostUp> {
     if (routing) router = await openRouter(o.name, { tun: o.ifname, own: c.address, overlay: pools, routes: advertised }, o.log);
     const net = await enrolled.network(`host-${o.name}`, dir);
     const dns = o.exitNode ? await openExitDns({ address: c.address.ipv4, resolve: systemResolver(o.dnsUpstream), monotonic: () => systemClock.monotonic(), log: o.log }).catch(async (err: unknown) => { await net.close(); throw err; }) : undefined;
-    const record: UpRecord = {
+    await applying;
+    record = {
       v: 1,
       pid: process.pid,
       startTicks: processStartTicks(process.pid) ?? 0,
@@ -150,16 +187,19 @@ export async function hostUp(o: HostUpOptions): Promise<HostUp> {
       ifname: link!.ifname,
       address: c.address,
       routes: link!.routes(),
+      peerRoutes: peerRoutes ?? [],
       ...(router && { router: { advertised, table: router.table } }),
       startedAt: new Date().toISOString(),
     };
-    await writeFileAtomic(join(dir, UP_FILE), JSON.stringify(record, null, 2) + '\n', 0o600);
+    await writeRecord(record);
     let closing: Promise<void> | undefined;
     return {
       record,
       revoked: enrolled.revoked,
       close: () =>
         (closing ??= (async () => {
+          closed = true;
+          await applying;
           await dns?.close();
           await net.close();
           await router?.close();
@@ -169,6 +209,7 @@ export async function hostUp(o: HostUpOptions): Promise<HostUp> {
         })()),
     };
   } catch (err) {
+    closed = true;
     await router?.close();
     await enrolled.close();
     throw err;
@@ -231,5 +272,5 @@ export async function hostStatus(stateDir: string, name: string): Promise<HostSt
   } catch {
     // not written yet
   }
-  return { name: r.name, namespace: r.namespace, pid: r.pid, ifname: r.ifname, address: r.address, routes: r.routes, advertised: r.router?.advertised ?? [], listenPort: s?.listenPort ?? null, peers: s?.peers ?? [] };
+  return { name: r.name, namespace: r.namespace, pid: r.pid, ifname: r.ifname, address: r.address, routes: r.routes, peerRoutes: r.peerRoutes ?? [], advertised: r.router?.advertised ?? [], listenPort: s?.listenPort ?? null, peers: s?.peers ?? [] };
 }

@@ -61,6 +61,8 @@ export interface EnrolledOptions {
    * the approved set (canonical CIDRs) at start and whenever an operator changes it.
    */
   router?: { advertiseRoutes: string[]; exitNode: boolean; onOwnRoutes?: (approved: string[]) => void };
+  /** Hears the directory's peers (routes included) when the network starts and on every directory change (`lattice up` routes approved routes into its TUN). */
+  onPeers?: (peers: readonly Peer[]) => void;
   /** Bounds on the sandbox's upstream DNS lookups (`--dns-max-in-flight`, `--dns-rate`, `--dns-burst`); unset keep the pump's defaults. */
   dnsLimits?: Partial<DnsLimits>;
   /** Where the TUN lives (see WgNetworkOptions.placeTun); default: the sandbox's own netns. */
@@ -374,6 +376,7 @@ export async function enrollAndPrepare(o: EnrolledOptions): Promise<Enrolled> {
           net = undefined;
         });
         net = live;
+        o.onPeers?.(peers);
         metrics?.attach({ network: live });
         await step('wireguard');
         if (o.nat) {
@@ -514,6 +517,7 @@ export async function enrollAndPrepare(o: EnrolledOptions): Promise<Enrolled> {
         log.warn({ routes: ownGone.map(formatCidr), cut }, 'own routes withdrawn: forwarded flows through them cut');
       }
       syncNatPeers(peers);
+      o.onPeers?.(peers);
       // A peer that left the directory stops resolving too.
       const names = overlayNames(peers);
       const current = new Set(names.map(([name]) => name));
