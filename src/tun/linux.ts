@@ -12,7 +12,7 @@
  * Write path: synchronous write(2)s (a TUN write never blocks; the kernel queues or drops).
  *
  * Offload (default; LATTICE_TUN_OFFLOAD=off or `offload: false` turns it off): the TUN is opened with
- * IFF_VNET_HDR, so every read and write carries a 10-byte virtio-net header (src/dataplane/offload.ts).
+ * IFF_VNET_HDR, so every read and write carries a 10-byte virtio-net header (src/tun/offload.ts).
  * Writes go through a TcpCoalescer: the in-order TCP segments of one flow written during one event-loop
  * callback (one UDP receive burst) leave as ONE GSO super-packet write (writev of header + packet), flushed
  * in a microtask at the end of the callback; everything else is written at once with a zero header. The
@@ -24,7 +24,7 @@ import { openSync, closeSync, readSync, writeSync, writevSync, constants as fsCo
 import { Socket } from 'node:net';
 import { createRequire } from 'node:module';
 import { LatticeError, PrerequisiteError, errorMessage } from '../errors.js';
-import { TcpCoalescer, fromVirtioFrame } from '../dataplane/offload.js';
+import { TcpCoalescer, fromVirtioFrame } from './offload.js';
 import type { Tun } from './tun.js';
 
 /** linux/if_tun.h and linux/sockios.h */

@@ -8,7 +8,7 @@ import {
   segmentTcp,
   writeVirtioNetHdr,
   type VirtioNetHdr,
-} from '../../src/dataplane/offload.js';
+} from '../../src/tun/offload.js';
 import { internetChecksum } from '../../src/dataplane/packet.js';
 import { seededRandom, type TestRandom } from '../support/random.js';
 

@@ -3,7 +3,7 @@
  * virtio 1.x 5.1.6 "Device Operation"), segmentation of a GSO super-packet into MTU-size packets, and
  * coalescing of in-order TCP segments into one super-packet for one TUN write (the receive-offload half
  * of wireguard-go's tun/offload_linux.go, shaped after the kernel's tcp_gro_receive). Pure: bytes in,
- * bytes out through a callback; no fd, no timer (the TUN in src/tun/linux.ts owns the I/O and flushes).
+ * bytes out through a callback; no fd, no timer (the TUN in linux.ts owns the I/O and flushes).
  *
  * Why only coalescing is used for writes (measured with runsc 20240729, see README "TUN offloads"):
  * runsc's own --gso hands its TCP super-packets to an AF_PACKET socket, where the kernel marks them
@@ -19,7 +19,6 @@
  *   end of the burst --> flush(): one item = its packet as it came; several = one GSO super-packet with
  *   NEEDS_CSUM (TCP checksum field = the pseudo-header sum; the stack completes or trusts it).
  */
-import { internetChecksum } from './packet.js';
 
 /** Size of struct virtio_net_hdr (no num_buffers): the TUN's default TUNSETVNETHDRSZ. */
 export const VirtioNetHdrLen = 10;
@@ -353,6 +352,16 @@ function pseudoHeaderPartial(pkt: Uint8Array, family: 4 | 6, l4Len: number): num
   for (let i = from; i < to; i += 2) sum += (pkt[i]! << 8) | pkt[i + 1]!;
   while (sum > 0xffff) sum = (sum & 0xffff) + (sum >>> 16);
   return sum;
+}
+
+/** RFC 1071 internet checksum of b[start, end) (kept here so src/tun/ needs nothing from src/dataplane/). */
+function internetChecksum(b: Uint8Array, start: number, end: number): number {
+  let sum = 0;
+  let i = start;
+  for (; i + 1 < end; i += 2) sum += (b[i]! << 8) | b[i + 1]!;
+  if (i < end) sum += b[i]! << 8;
+  while (sum > 0xffff) sum = (sum & 0xffff) + Math.floor(sum / 0x10000);
+  return ~sum & 0xffff;
 }
 
 function be16(b: Uint8Array, o: number): number {
