@@ -95,7 +95,10 @@ describe('TS peer <-> wireguard-go', () => {
     if (dir) await rm(dir, { recursive: true, force: true });
   });
 
-  /** `offload`: LATTICE_UDP_OFFLOAD for the TS peer ("auto": the best the kernel offers; "off": plain dgram). */
+  /**
+   * `offload`: LATTICE_UDP_OFFLOAD for the TS peer ("auto": the best the kernel offers; "off": plain dgram);
+   * with "off" the TUN offload is forced off too (LATTICE_TUN_OFFLOAD=off: plain writes, no virtio-net header).
+   */
   async function startTS(psk?: string, offload: 'auto' | 'mmsg' | 'off' = 'auto'): Promise<void> {
     const conf = join(dir, 'ts.conf');
     await writeFile(
@@ -118,7 +121,7 @@ Endpoint = 192.168.77.2:${portGo}
     const child = inNs(nsA, process.execPath, ['--import', 'tsx', 'src/cli/main.ts', '--state-dir', join(dir, 'state'), 'wg', 'up', conf, '--tun', tunTS], {
       cwd: repo,
       reject: false,
-      env: { LATTICE_UDP_OFFLOAD: offload },
+      env: { LATTICE_UDP_OFFLOAD: offload, LATTICE_TUN_OFFLOAD: offload === 'off' ? 'off' : 'on' },
     });
     ts = child;
     child.stderr?.on('data', (d: Buffer) => {
@@ -129,6 +132,7 @@ Endpoint = 192.168.77.2:${portGo}
     });
     // The mode in use is what was asked for: batched (GSO where the kernel has it) or the forced fallback.
     expect(tsStderr).toMatch(offload === 'off' ? /UDP I\/O: dgram/ : offload === 'mmsg' ? /UDP I\/O: mmsg/ : /UDP I\/O: (gso|mmsg)/);
+    expect(tsStderr).toMatch(offload === 'off' ? /TUN offload: off/ : /TUN offload: coalesce/);
   }
 
   async function startGo(psk?: string): Promise<void> {
@@ -183,8 +187,10 @@ Endpoint = 192.168.77.1:${portTS}
   }
 
   async function showJson(): Promise<Array<{
+    updatedAt: number;
     peers: Array<{ latestHandshake: number; rxBytes: number; txBytes: number; endpoint: string }>;
     stats: { handshakesCompleted: number; dropped: Record<string, number> };
+    tun?: { offload: string; txPackets: number; txWrites: number; txSuperPackets: number; rxErrors: number };
   }>> {
     const r = await execa(process.execPath, ['--import', 'tsx', 'src/cli/main.ts', '--state-dir', join(dir, 'state'), 'wg', 'show', '--json'], { cwd: repo });
     return JSON.parse(r.stdout) as Awaited<ReturnType<typeof showJson>>;
@@ -226,6 +232,24 @@ Endpoint = 192.168.77.1:${portTS}
       expect(show[0].peers[0].rxBytes).toBeGreaterThan(1_000_000);
       expect(show[0].peers[0].txBytes).toBeGreaterThan(1_000_000);
       expect(show[0].peers[0].endpoint).toBe(`192.168.77.2:${portGo}`);
+      // TUN offload: with it on, the TCP data the TS peer received reached its kernel as GSO super-packets
+      // (fewer writes than packets); forced off, one plain write per packet. The status file lags by <= 1 s.
+      const after = Date.now();
+      let tunStats = show[0].tun!;
+      await waitFor(async () => {
+        const s = (await showJson())[0]!;
+        tunStats = s.tun!;
+        return s.updatedAt > after;
+      }, 10_000, 'a status file written after the transfers');
+      expect(tunStats.offload).toBe(offload === 'off' ? 'off' : 'coalesce');
+      expect(tunStats.rxErrors).toBe(0);
+      if (offload === 'off') {
+        expect(tunStats.txSuperPackets).toBe(0);
+        expect(tunStats.txWrites).toBe(tunStats.txPackets);
+      } else {
+        expect(tunStats.txSuperPackets).toBeGreaterThan(0);
+        expect(tunStats.txWrites).toBeLessThan(tunStats.txPackets);
+      }
       const wgShow = await inNs(nsB, 'wg', ['show', tunGo, 'latest-handshakes']);
       expect(Number(wgShow.stdout.trim().split(/\s+/)[1])).toBeGreaterThan(0);
       if (initiator === 'TS' && !withPsk && offload === 'auto') {

@@ -15,7 +15,7 @@ import { writeFileAtomic } from '../fsutil.js';
 import type { Logger } from '../log.js';
 import { UdpBind } from '../conn/udp.js';
 import { IntervalTicker } from '../conn/ticker.js';
-import { openLinuxTun } from '../tun/linux.js';
+import { openLinuxTun, type TunStats } from '../tun/linux.js';
 import { addAddress, addRoute, IpError, setLinkUp } from '../netns/ip.js';
 import type { WgConfig } from '../wg/config.js';
 import { DefaultMTU } from '../wg/constants.js';
@@ -32,6 +32,8 @@ export interface WgStatusFile {
   updatedAt: number;
   peers: PeerStatus[];
   stats: DeviceStats;
+  /** The TUN's counters and offload mode (src/tun/linux.ts): txWrites below txPackets when segments were coalesced. */
+  tun?: TunStats & { offload: string };
 }
 
 /** Where `wg up` keeps its status files: <stateDir>/wg. */
@@ -57,6 +59,8 @@ export interface WgUpHandle {
   port: number;
   /** How the UDP socket moves datagrams: "gso", "mmsg" or "dgram" (src/conn/udp.ts). */
   udpOffload: string;
+  /** How the TUN moves packets: "coalesce" (IFF_VNET_HDR, TCP segments merged on write) or "off" (src/tun/linux.ts). */
+  tunOffload: string;
   /** Resolves when the peer has shut down (after stop()). */
   stop(): Promise<void>;
 }
@@ -118,6 +122,7 @@ export async function wgUp(cfg: WgConfig, opts: { ifname: string; stateDir: stri
       updatedAt: Date.now(),
       peers: device.peerStatus(),
       stats: device.stats,
+      tun: { ...tun.stats, offload: tun.offload },
     };
     await writeFileAtomic(statusPath, JSON.stringify(s, null, 2) + '\n', 0o600);
   };
@@ -139,6 +144,7 @@ export async function wgUp(cfg: WgConfig, opts: { ifname: string; stateDir: stri
     ifname: tun.name,
     port: bind.port,
     udpOffload: bind.offload.mode,
+    tunOffload: tun.offload,
     stop: () =>
       (stopped ??= (async () => {
         clearInterval(timer);

@@ -59,7 +59,7 @@ export function registerWg(program: Command): void {
       const ifname = opts.tun ?? basename(configPath).replace(/\.conf$/, '');
       const log = createLogger({ name: 'wg', level: g.debug ? 'debug' : undefined });
       const handle = await wgUp(cfg, { ifname, stateDir: resolveStateDir(g.stateDir), log });
-      process.stderr.write(`lattice: ${handle.ifname} up, listening on UDP port ${handle.port} (UDP I/O: ${handle.udpOffload})\n`);
+      process.stderr.write(`lattice: ${handle.ifname} up, listening on UDP port ${handle.port} (UDP I/O: ${handle.udpOffload}; TUN offload: ${handle.tunOffload})\n`);
       await new Promise<void>((resolve) => {
         const onSignal = () => {
           process.off('SIGINT', onSignal);

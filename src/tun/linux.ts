@@ -9,12 +9,22 @@
  * callback then drains up to READ_BATCH more with readSync, so a burst costs one epoll wakeup, not one
  * per packet (1.8x the per-packet stream, 3-4x the fs.read threadpool loop here). close() destroys the
  * stream (uv_close removes the fd from epoll) and closes the fd: nothing is left blocked anywhere.
- * Write path: one synchronous write(2) per packet (a TUN write never blocks; the kernel queues or drops).
+ * Write path: synchronous write(2)s (a TUN write never blocks; the kernel queues or drops).
+ *
+ * Offload (default; LATTICE_TUN_OFFLOAD=off or `offload: false` turns it off): the TUN is opened with
+ * IFF_VNET_HDR, so every read and write carries a 10-byte virtio-net header (src/tun/offload.ts).
+ * Writes go through a TcpCoalescer: the in-order TCP segments of one flow written during one event-loop
+ * callback (one UDP receive burst) leave as ONE GSO super-packet write (writev of header + packet), flushed
+ * in a microtask at the end of the callback; everything else is written at once with a zero header. The
+ * kernel is not asked for offloads on reads (no TUNSETOFFLOAD): it hands us complete MTU-size packets,
+ * because runsc's own GSO never reaches a TUN as super-packets (see offload.ts); a read with a GSO header
+ * anyway is segmented, one the code cannot use is dropped and counted (rxErrors).
  */
-import { openSync, closeSync, readSync, writeSync, constants as fsConstants } from 'node:fs';
+import { openSync, closeSync, readSync, writeSync, writevSync, constants as fsConstants } from 'node:fs';
 import { Socket } from 'node:net';
 import { createRequire } from 'node:module';
 import { LatticeError, PrerequisiteError, errorMessage } from '../errors.js';
+import { TcpCoalescer, fromVirtioFrame } from './offload.js';
 import type { Tun } from './tun.js';
 
 /** linux/if_tun.h and linux/sockios.h */
@@ -22,6 +32,7 @@ export const TunConst = {
   TUNSETIFF: 0x400454ca,
   IFF_TUN: 0x0001,
   IFF_NO_PI: 0x1000,
+  IFF_VNET_HDR: 0x4000,
   SIOCSIFMTU: 0x8922,
   IFNAMSIZ: 16,
   IFREQ_SIZE: 40,
@@ -54,8 +65,20 @@ export interface TunStats {
   txBytes: number;
   /** Writes the kernel refused (interface down, bad packet): dropped and counted, never thrown. */
   txErrors: number;
-  /** Read errors reported by the event loop (the reader stops on one). */
+  /** Read errors reported by the event loop (the reader stops on one), and frames with an unusable virtio-net header. */
   rxErrors: number;
+  /** write(2) calls: below txPackets when segments were coalesced. */
+  txWrites: number;
+  /** GSO super-packets written (each two or more TCP segments). */
+  txSuperPackets: number;
+}
+
+/** How the TUN moves packets: "coalesce" (IFF_VNET_HDR, TCP segments merged on write) or "off". */
+export type TunOffloadMode = 'coalesce' | 'off';
+
+/** LATTICE_TUN_OFFLOAD=off turns TUN offloads off (the forced fallback); anything else leaves them on. */
+export function tunOffloadFromEnv(env: NodeJS.ProcessEnv = process.env): boolean {
+  return env.LATTICE_TUN_OFFLOAD !== 'off';
 }
 
 export interface LinuxTun extends Tun {
@@ -63,11 +86,14 @@ export interface LinuxTun extends Tun {
   readonly name: string;
   readonly fd: number;
   readonly stats: Readonly<TunStats>;
+  readonly offload: TunOffloadMode;
 }
 
 export interface OpenTunOptions {
   /** Set the interface MTU at creation (SIOCSIFMTU). Survives a later move into another netns. */
   mtu?: number;
+  /** IFF_VNET_HDR and write coalescing (default: on unless LATTICE_TUN_OFFLOAD=off). openTunFd: default off. */
+  offload?: boolean;
 }
 
 interface Libc {
@@ -117,13 +143,13 @@ function ifreqName(buf: Buffer): string {
 }
 
 /**
- * Create (or attach to) TUN interface `name` with IFF_TUN | IFF_NO_PI and return its non-blocking fd and
+ * Create (or attach to) TUN interface `name` with IFF_TUN | IFF_NO_PI (| IFF_VNET_HDR with `offload`) and return its non-blocking fd and
  * the kernel's name for it. Low level: the fd is the caller's to close. Most callers want openLinuxTun.
  */
 export function openTunFd(name: string, opts: OpenTunOptions = {}): { fd: number; name: string } {
   const c = loadLibc();
   const req = ifreq(name);
-  req.writeUInt16LE(TunConst.IFF_TUN | TunConst.IFF_NO_PI, TunConst.IFNAMSIZ);
+  req.writeUInt16LE(TunConst.IFF_TUN | TunConst.IFF_NO_PI | (opts.offload ? TunConst.IFF_VNET_HDR : 0), TunConst.IFNAMSIZ);
   let fd: number;
   try {
     // libuv opens with O_CLOEXEC already.
@@ -178,16 +204,27 @@ function pipeWrap(): PipeWrapBinding {
 }
 
 class LinuxTunDevice implements LinuxTun {
-  readonly stats: TunStats = { rxPackets: 0, rxBytes: 0, txPackets: 0, txBytes: 0, txErrors: 0, rxErrors: 0 };
+  readonly stats: TunStats = { rxPackets: 0, rxBytes: 0, txPackets: 0, txBytes: 0, txErrors: 0, rxErrors: 0, txWrites: 0, txSuperPackets: 0 };
+  readonly offload: TunOffloadMode;
   private socket?: Socket;
   private closed = false;
   private closing?: Promise<void>;
+  private readonly coalescer?: TcpCoalescer;
+  private flushQueued = false;
+  private readonly flushNow = (): void => {
+    this.flushQueued = false;
+    this.coalescer?.flush();
+  };
 
   constructor(
     readonly fd: number,
     readonly name: string,
     readonly mtu: number,
-  ) {}
+    vnetHdr: boolean,
+  ) {
+    this.offload = vnetHdr ? 'coalesce' : 'off';
+    if (vnetHdr) this.coalescer = new TcpCoalescer((header, packet) => this.writeFrame(header, packet));
+  }
 
   start(onPacket: (packet: Uint8Array) => void): void {
     if (this.closed) throw new TunError(`TUN ${this.name} is closed`);
@@ -205,11 +242,17 @@ class LinuxTunDevice implements LinuxTun {
       c.close(readFd);
       throw new TunError(`cannot poll TUN ${this.name} fd: uv error ${rc}`);
     }
-    const deliver = (buf: Buffer, n: number): void => {
+    const one = (packet: Uint8Array): void => {
       this.stats.rxPackets++;
-      this.stats.rxBytes += n;
-      onPacket(new Uint8Array(buf.subarray(0, n))); // a copy: buf is reused for the next read
+      this.stats.rxBytes += packet.length;
+      onPacket(packet);
     };
+    const deliver = this.coalescer
+      ? (buf: Buffer, n: number): void => {
+          // A copy (buf is reused for the next read), without the virtio-net header once it is read.
+          if (fromVirtioFrame(new Uint8Array(buf.subarray(0, n)), one) !== undefined) this.stats.rxErrors++;
+        }
+      : (buf: Buffer, n: number): void => one(new Uint8Array(buf.subarray(0, n))); // a copy: buf is reused
     // onread: libuv reads straight into one reused buffer, no 64 KiB allocation or stream machinery per read.
     const socket = new Socket({
       handle,
@@ -246,10 +289,30 @@ class LinuxTunDevice implements LinuxTun {
 
   write(packet: Uint8Array): void {
     if (this.closed) return;
+    this.stats.txPackets++;
+    this.stats.txBytes += packet.length;
+    if (!this.coalescer) {
+      this.stats.txWrites++;
+      try {
+        writeSync(this.fd, packet);
+      } catch {
+        this.stats.txErrors++; // EIO while the link is down, EINVAL for a malformed packet, EBADFD once it is gone
+      }
+      return;
+    }
+    this.coalescer.push(packet);
+    if (!this.flushQueued && this.coalescer.pending) {
+      this.flushQueued = true;
+      queueMicrotask(this.flushNow); // the end of this callback: one UDP receive burst
+    }
+  }
+
+  private writeFrame(header: Uint8Array, packet: Uint8Array): void {
+    if (this.closed) return;
+    if (header[1] !== 0) this.stats.txSuperPackets++;
+    this.stats.txWrites++;
     try {
-      writeSync(this.fd, packet);
-      this.stats.txPackets++;
-      this.stats.txBytes += packet.length;
+      writevSync(this.fd, [header, packet]);
     } catch {
       // EIO while the link is down, EINVAL for a malformed packet, EBADFD once the interface is gone.
       this.stats.txErrors++;
@@ -258,6 +321,7 @@ class LinuxTunDevice implements LinuxTun {
 
   close(): Promise<void> {
     if (this.closing) return this.closing;
+    this.coalescer?.flush();
     this.closed = true;
     const socket = this.socket;
     const stopReader =
@@ -278,6 +342,7 @@ class LinuxTunDevice implements LinuxTun {
  */
 export async function openLinuxTun(name: string, opts: OpenTunOptions = {}): Promise<LinuxTun> {
   const mtu = opts.mtu ?? DEFAULT_MTU;
-  const { fd, name: actual } = openTunFd(name, { mtu });
-  return new LinuxTunDevice(fd, actual, mtu);
+  const offload = opts.offload ?? tunOffloadFromEnv();
+  const { fd, name: actual } = openTunFd(name, { mtu, offload });
+  return new LinuxTunDevice(fd, actual, mtu, offload);
 }
