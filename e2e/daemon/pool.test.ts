@@ -14,7 +14,7 @@ import { Ajv2020 } from 'ajv/dist/2020.js';
 import addFormats from 'ajv-formats';
 import { cgroupsOf, netnsOf, ourContainers as leftovers } from '../support/daemon-leftovers.js';
 import { CLI, REPO, requireBinary, requireRoot, tempDir, busyboxRootfs, lattice, waitFor } from '../support/env.js';
-import { LatticeClient, socketAnswers, type PoolState } from '../../src/client/index.js';
+import { DaemonApiError, LatticeClient, socketAnswers, type PoolState } from '../../src/client/index.js';
 
 let work: Awaited<ReturnType<typeof tempDir>>;
 let rootfs: string;
@@ -129,6 +129,81 @@ describe('the daemon warm pool (real runsc)', () => {
     expect(cold.exitCode).toBe(0);
     expect((await pools()).flatMap((p) => p.warm)).not.toContain(cold.sandbox.id);
     for (const id of [r.sandbox.id, cold.sandbox.id]) await c.remove(id);
+  });
+
+  it('a named request taken from the pool sees its name as hostname; an unnamed one its id', async () => {
+    const { plain } = await full();
+    const named = await c.run({ rootfs, name: 'web.1', cmd: ['hostname'] });
+    const unnamed = await c.run({ rootfs, cmd: ['hostname'] });
+    expect(plain).toContain(named.sandbox.id);
+    expect(plain).toContain(unnamed.sandbox.id);
+    expect(named.output.toString()).toBe('web-1\n');
+    expect(unnamed.output.toString()).toBe(`${unnamed.sandbox.id}\n`);
+    for (const id of [named.sandbox.id, unnamed.sandbox.id]) await c.remove(id);
+  });
+
+  it('pool set shrinks a pool at run time: the parked sandboxes beyond the size end (no container, netns, record), and it grows back', async () => {
+    const { plain } = await full();
+    const r = await lattice(stateDir, ['daemon', 'pool', 'set', `${rootfs}=1`, '--json']);
+    expect(r.stderr).toBe('');
+    expect(r.exitCode).toBe(0);
+    const [shrunk] = JSON.parse(String(r.stdout)) as PoolState[];
+    expectSchema('Pool', shrunk);
+    expect(shrunk).toMatchObject({ rootfs, policy: null, size: 1 });
+    expect(shrunk!.warm).toEqual([plain[0]]);
+    const gone = plain[1]!;
+    expect(await ourContainers()).not.toContain(gone);
+    expect((await c.list()).map((v) => v.id)).not.toContain(gone);
+    await waitFor(async () => (await cgroupsOf(gone)).length === 0, 60_000, 'the ended sandbox cgroup is gone');
+    expect(poolOf(await pools(), false)).toMatchObject({ size: 1, warm: [plain[0]] });
+    // The pool refills to its new size.
+    const taken = await c.run({ rootfs, cmd: ['true'] });
+    expect(taken.sandbox.id).toBe(plain[0]);
+    await waitFor(async () => poolOf(await pools(), false).warm.length === 1, 120_000, 'the pool refilled to 1');
+    await c.remove(taken.sandbox.id);
+    expect(await c.setPool({ rootfs, size: 2 })).toMatchObject({ size: 2 });
+    expect((await full()).plain).toHaveLength(2);
+  });
+
+  it('a pool with limits (made at run time) serves only requests with the same limits, which the sandbox has; size 0 removes it', async () => {
+    const made = await c.setPool({ rootfs, memory: '96m', pidsLimit: '512', size: 1 });
+    expectSchema('Pool', made);
+    expect(made).toMatchObject({ rootfs, memory: '96m', pidsLimit: '512', policy: null, size: 1 });
+    let limited: string[] = [];
+    await waitFor(async () => (limited = (await pools()).find((p) => p.memory !== undefined)!.warm).length === 1, 120_000, 'the limited pool is full');
+    await full();
+    const plainBefore = poolOf(await pools(), false).warm;
+    // Default limits: not the limited pool's sandbox.
+    const plainRun = await c.run({ rootfs, cmd: ['true'] });
+    expect(limited).not.toContain(plainRun.sandbox.id);
+    expect(plainBefore).toContain(plainRun.sandbox.id);
+    // The same limits, spelt otherwise: the limited pool's sandbox, and it has them.
+    const r = await c.run({ rootfs, memory: '96M', pidsLimit: '512', cmd: ['sh', '-c', 'head -1 /proc/meminfo'] });
+    expect(limited).toContain(r.sandbox.id);
+    expect(r.output.toString()).toMatch(/^MemTotal:\s+98304 kB/);
+    const [removed] = await Promise.all([c.setPool({ rootfs, memory: '96m', pidsLimit: '512', size: 0 })]);
+    expect(removed).toMatchObject({ size: 0, warm: [] });
+    await waitFor(async () => (await pools()).every((p) => p.memory === undefined), 120_000, 'the limited pool is gone');
+    expect((await pools()).map((p) => p.size).sort()).toEqual([1, 2]);
+    for (const id of [plainRun.sandbox.id, r.sandbox.id]) await c.remove(id);
+  });
+
+  it('bad pool changes are refused and change nothing', async () => {
+    const before = (await pools()).map((p) => [p.rootfs, p.policy, p.size]);
+    const empty = join(work.path, 'empty');
+    await execa('mkdir', ['-p', empty]);
+    for (const bad of [{ rootfs, image: 'x', size: 1 }, { size: 1 }, { rootfs, memory: 'lots', size: 1 }, { rootfs: empty, size: 1 }, { rootfs, size: 999 }]) {
+      const err = await c.setPool(bad).then(
+        () => undefined,
+        (e: unknown) => e as DaemonApiError,
+      );
+      expect(err, JSON.stringify(bad)).toBeInstanceOf(DaemonApiError);
+      expect(err!.status, JSON.stringify(bad)).toBe(400);
+    }
+    const cli = await lattice(stateDir, ['daemon', 'pool', 'set', `${rootfs}=two`]);
+    expect(cli.exitCode).toBe(2);
+    expect(String(cli.stderr)).toContain('size');
+    expect((await pools()).map((p) => [p.rootfs, p.policy, p.size])).toEqual(before);
   });
 
   it('kill -9 of the daemon leaks no parked sandbox: no container, netns, cgroup or record left', async () => {

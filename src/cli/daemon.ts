@@ -14,28 +14,69 @@ async function groupId(group: string): Promise<number> {
   return Number(gid);
 }
 
-/** `--pool` values, checked before anything starts: a directory rootfs with /bin/sh, a policy file that exists. */
-async function checkPools(values: string[]) {
-  const [{ parsePoolSpec }, { resolve }, { lstat, stat }] = await Promise.all([import('../daemon/pool.js'), import('node:path'), import('node:fs/promises')]);
-  const specs = values.map((v) => parsePoolSpec(v, (p) => resolve(p)));
-  for (const s of specs) {
-    if (!(await stat(s.rootfs).catch(() => undefined))?.isDirectory()) throw new UsageError(`--pool: ${s.rootfs} is not a directory; a pool needs an unpacked root filesystem`);
-    if (!(await lstat(`${s.rootfs}/bin/sh`).catch(() => undefined))) throw new UsageError(`--pool: ${s.rootfs} has no /bin/sh, which a parked sandbox runs until a request takes it`);
-    if (s.policy !== undefined && !(await stat(s.policy).catch(() => undefined))?.isFile()) throw new UsageError(`--pool: policy ${s.policy} is not a file`);
-  }
-  return specs;
+/** `--pool` / `pool set` values, paths made absolute here (the daemon checks the rest). */
+async function parsePools(values: string[], minSize: number) {
+  const [{ parsePoolSpec }, { resolve }] = await Promise.all([import('../daemon/pool.js'), import('node:path')]);
+  return values.map((v) => parsePoolSpec(v, (p) => resolve(p), minSize));
+}
+
+/** The running daemon's client (`--socket`, else the state dir's), or a usage error saying how to start one. */
+async function runningDaemon(command: Command, socketFlag: string | undefined) {
+  const { LatticeClient, defaultSocket, socketAnswers } = await import('../client/index.js');
+  const g = globalOpts(command);
+  const socket = socketFlag ?? defaultSocket(resolveStateDir(g.stateDir));
+  if (!(await socketAnswers(socket))) throw new UsageError(`no daemon answers on ${socket}; start it with: lattice${g.stateDir ? ` --state-dir ${g.stateDir}` : ''} daemon`);
+  return new LatticeClient({ socket });
+}
+
+/** One line per pool: what it is, its size, parked and starting members. */
+function poolLine(p: import('../client/index.js').PoolState): string {
+  const source = p.rootfs ?? (p.image !== undefined ? `image ${p.image}` : p.imageArchive !== undefined ? `image-archive ${p.imageArchive}` : `oci-layout ${p.ociLayout}`);
+  const limits = [p.memory && `memory=${p.memory}`, p.cpus && `cpus=${p.cpus}`, p.pidsLimit && `pids-limit=${p.pidsLimit}`, p.tmpSize && `tmp-size=${p.tmpSize}`].filter(Boolean);
+  const net = p.policy === null ? 'no network' : `policy ${p.policy}`;
+  return `${source} (${[net, ...limits].join(', ')}): size ${p.size}, ${p.warm.length} parked, ${p.starting} starting`;
+}
+
+/** `lattice daemon pool set|ls`: the running daemon's warm pools, changed at run time. */
+function registerPool(daemon: Command): void {
+  const pool = daemon.command('pool').description("the running daemon's warm pools (see README, \"Warm pool\")");
+  pool
+    .command('set')
+    .description('make a pool, change its size or remove it (size 0); returns once the parked sandboxes beyond the size have ended')
+    .argument('<SPEC...>', 'ROOTFS[:POLICY]=N or KEY=VALUE,...,size=N (keys: rootfs, image, image-archive, oci-layout, policy, memory, cpus, pids-limit, tmp-size)')
+    .option('--socket <path>', "the daemon's Unix socket (default: <state>/daemon.sock)")
+    .option('--json', 'print the pools set as JSON')
+    .action(async (values: string[], o: { socket?: string; json?: boolean }, command: Command) => {
+      const specs = await parsePools(values, 0);
+      const client = await runningDaemon(command, o.socket);
+      const done = [];
+      for (const spec of specs) done.push(await client.setPool(spec));
+      if (o.json) return console.log(JSON.stringify(done));
+      for (const p of done) console.log(p.size === 0 ? `removed: ${poolLine(p)}` : poolLine(p));
+    });
+  pool
+    .command('ls')
+    .description('the pools, their sizes, parked and starting sandboxes')
+    .option('--socket <path>', "the daemon's Unix socket (default: <state>/daemon.sock)")
+    .option('--json', 'print GET /v1/pool as JSON')
+    .action(async (o: { socket?: string; json?: boolean }, command: Command) => {
+      const pools = await (await runningDaemon(command, o.socket)).pool();
+      if (o.json) return console.log(JSON.stringify(pools));
+      if (pools.length === 0) return console.error('lattice: no warm pool; add one with lattice daemon pool set SPEC');
+      for (const p of pools) console.log(poolLine(p));
+    });
 }
 
 /** Register `lattice daemon`: the resident launcher serving the sandbox API on a Unix socket. */
 export function registerDaemon(program: Command): void {
-  program
+  const daemon = program
     .command('daemon')
     .description('resident launcher: owns sandboxes and their networks, serves the sandbox API on a Unix socket')
     .option('--socket <path>', 'Unix socket of the API (default: <state>/daemon.sock; also $LATTICE_DAEMON_SOCKET)')
     .option('--group <group>', 'members of this group may use the socket (mode 0660); default: root only (0600)')
     .option(
-      '--pool <ROOTFS[:POLICY]=N>',
-      'keep N sandboxes of root filesystem ROOTFS (a directory with /bin/sh) started, without network or under host-egress POLICY; matching requests take one (repeatable)',
+      '--pool <SPEC>',
+      'keep sandboxes started: ROOTFS[:POLICY]=N, or KEY=VALUE,...,size=N with rootfs|image|image-archive|oci-layout, policy, memory, cpus, pids-limit, tmp-size; matching requests take one (repeatable)',
       (v: string, acc: string[]) => [...acc, v],
       [] as string[],
     )
@@ -50,12 +91,12 @@ export function registerDaemon(program: Command): void {
         import('../sandbox/run.js'),
         import('node:fs'),
       ]);
-      const pools = await checkPools(o.pool);
+      const pools = await parsePools(o.pool, 1);
       const socket = o.socket ?? defaultSocket(stateDir);
       const gid = o.group === undefined ? undefined : await groupId(o.group);
       const log = createLogger({ level: g.debug ? 'debug' : undefined });
       const version = (JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string }).version;
-      const daemon = await startDaemon({
+      const running = await startDaemon({
         stateDir,
         socket,
         gid,
@@ -67,9 +108,9 @@ export function registerDaemon(program: Command): void {
           docker: async () => (await import('../docker/engine.js')).dockerRecordCleaner(),
         },
       });
-      if (daemon.reaped.length) console.error(`lattice: reaped ${daemon.reaped.length} sandbox(es) of a daemon that died: ${daemon.reaped.join(' ')}`);
+      if (running.reaped.length) console.error(`lattice: reaped ${running.reaped.length} sandbox(es) of a daemon that died: ${running.reaped.join(' ')}`);
       console.error(`lattice: daemon ${process.pid} listening on ${socket}`);
-      for (const p of pools) console.error(`lattice: warm pool of ${p.size} for ${p.rootfs}${p.policy ? ` under ${p.policy}` : ' (no network)'}: filling`);
+      for (const p of running.supervisor.poolState()) console.error(`lattice: warm pool ${poolLine(p)}: filling`);
       await new Promise<void>((resolve) => {
         const stop = () => {
           process.off('SIGINT', stop);
@@ -80,6 +121,7 @@ export function registerDaemon(program: Command): void {
         process.on('SIGTERM', stop);
       });
       console.error('lattice: daemon stopping its sandboxes');
-      await daemon.close();
+      await running.close();
     });
+  registerPool(daemon);
 }

@@ -13,9 +13,9 @@
  */
 import { request, type IncomingMessage } from 'node:http';
 import { LatticeError } from '../errors.js';
-import type { CreateRequest, ErrorBody, Health, PoolState, SandboxView } from '../daemon/api.js';
+import type { CreateRequest, ErrorBody, Health, PoolSpec, PoolState, SandboxView } from '../daemon/api.js';
 
-export type { CreateRequest, Health, SandboxView, NetworkSpec, PoolState } from '../daemon/api.js';
+export type { CreateRequest, Health, SandboxView, NetworkSpec, PoolSpec, PoolState } from '../daemon/api.js';
 export { defaultSocket, socketAnswers } from '../daemon/socket.js';
 
 /** Nothing answers on the daemon's socket. */
@@ -66,6 +66,14 @@ export class LatticeClient {
   /** GET /v1/pool: the daemon's warm pools (`lattice daemon --pool`): size, parked ids, members starting. */
   pool(): Promise<PoolState[]> {
     return this.json('GET', '/v1/pool');
+  }
+
+  /**
+   * PUT /v1/pool: make a warm pool, change its size, or remove it (size 0); a pool is named by its source,
+   * policy and limits. Resolves once the parked sandboxes beyond the new size have ended.
+   */
+  setPool(spec: PoolSpec): Promise<PoolState> {
+    return this.json('PUT', '/v1/pool', spec);
   }
 
   /** POST /v1/sandboxes: start a sandbox (a parked one of a matching warm pool, else a new one); resolves once it runs. */

@@ -11,6 +11,8 @@
  *   POST   /v1/sandboxes/{ref}/wait          -> 200 SandboxView (after it exited by itself or was stopped)
  *   DELETE /v1/sandboxes/{ref}               -> 204 (409 ESANDBOX_RUNNING while it runs)
  *   GET    /v1/pool                          -> 200 PoolState[] (the warm pools of `lattice daemon --pool`; src/daemon/pool.ts)
+ *   PUT    /v1/pool             PoolSpec     -> 200 PoolState (a pool made, resized, or removed with size 0; returns once
+ *                                               the parked sandboxes beyond the size have ended)
  *   GET    /v1/sandboxes/{ref}/logs[?follow=true] -> 200 text/plain: its stdout and stderr, merged, in order;
  *                                               with follow the body ends when the sandbox exits
  *   errors: 4xx/5xx ErrorBody { error: { code, message } } (code: see src/errors.ts)
@@ -93,5 +95,33 @@ export interface Health {
 export interface ErrorBody {
   error: { code: string; message: string };
 }
+
+/** Largest pool size: each parked sandbox holds a gVisor sandbox, a gofer and (with a policy) a pump. */
+export const MAX_POOL_SIZE = 256;
+
+/**
+ * PUT /v1/pool, `lattice daemon --pool`, `lattice daemon pool set`: one warm pool. A pool is named by
+ * everything but its size (its root filesystem source, policy and limits); PUT of a known one changes
+ * its size, of a new one makes it, size 0 removes it. Paths absolute, on the daemon's host.
+ */
+export const PoolSpec = z
+  .object({
+    /** Exactly one source, as `sandbox run` takes it: a directory or rootfs tarball, an image of the local Docker engine, a `docker save` file, an OCI layout. */
+    rootfs: z.string().min(1).optional(),
+    image: z.string().min(1).optional(),
+    imageArchive: z.string().min(1).optional(),
+    ociLayout: z.string().min(1).optional(),
+    /** Host-egress policy file; none: no network. */
+    policy: z.string().min(1).optional(),
+    /** --memory, --cpus, --pids-limit, --tmp-size of the parked sandboxes (default: the defaults of `sandbox run`). */
+    memory: z.string().optional(),
+    cpus: z.string().optional(),
+    pidsLimit: z.string().optional(),
+    tmpSize: z.string().optional(),
+    /** Parked sandboxes to keep (0 removes the pool). */
+    size: z.number().int().min(0).max(MAX_POOL_SIZE),
+  })
+  .strict();
+export type PoolSpec = z.infer<typeof PoolSpec>;
 
 export type { PoolState } from './pool.js';

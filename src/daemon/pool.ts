@@ -1,42 +1,51 @@
 /**
- * The daemon's warm pool: per (root filesystem, network policy), a configured number of sandboxes that
- * already run (`lattice daemon --pool ROOTFS[:POLICY]=N`).
+ * The daemon's warm pool: per pool (a root filesystem source, a network policy, limits), a configured
+ * number of sandboxes that already run (`lattice daemon --pool SPEC`, `PUT /v1/pool`, `lattice daemon pool set`).
  *
- *   member   the same lifecycle as any daemon sandbox (bundle, cgroup, network namespace, TUN and pump
- *            under the policy, `runsc run`), whose process is the rootfs's /bin/sh reading one line from
- *            a pipe: parked, it waits for that line
- *   take     a create request that matches a pool (matchKey) takes a parked member; the daemon writes
- *            `cd DIR && export K=V... && exec CMD </dev/null` (claimLine) and closes the pipe, so the command
+ *   member   the same lifecycle as any daemon sandbox (bundle, cgroup with the pool's limits, network
+ *            namespace, TUN and pump under the policy, `runsc run`), whose process is the rootfs's /bin/sh
+ *            reading one line from a pipe: parked, it waits for that line
+ *   key      what a member can serve (memberKey): its resolved root filesystem directory (for an image or a
+ *            tarball the unpacked digest's, so a changed image never matches an old member), its user, its
+ *            limits (memory, CPUs, pids, /tmp size) and its network
+ *   take     a create request whose prepared process has a member's key (requestKey) takes that member; the
+ *            daemon sets the sandbox's hostname to the request's name and writes
+ *            `cd DIR && export K=V... && exec CMD </dev/null` (claimLine), closing the pipe, so the command
  *            becomes the sandbox's process 1 as in a cold run: same exit code, output and stop signals
+ *   stale    a request that resolves the pool's source to another directory (the image tag or the tarball
+ *            changed) runs cold and ends the pool's parked members of the old one; a new member that resolves
+ *            to another directory than the parked ones ends those
  *   refill   each take (or a member that ended) starts a new member in the background, at most
  *            REFILL_PARALLEL per pool at once; a failing start is retried after a backoff (1 s doubling to 30 s)
+ *   resize   set() of a known pool changes its size: the parked members beyond it end (drained: their shell
+ *            reads end of file) and set() resolves once they have exited; members still starting beyond it end
+ *            as they come up; size 0 removes the pool once none is left
  *   never    a member serves one request: it leaves the pool when taken and ends with its command
  *   reaped   members are daemon sandboxes marked `warm` in their record: a daemon killed with -9 leaves
  *            them to collectOrphans like its other sandboxes, which removes their records as well
  *
- * A request matches when it names the pool's root filesystem directory (`rootfs`), the pool's network
- * (none, or host egress under the same policy file, no --dns-upstream), and nothing a parked sandbox
- * cannot change any more: no --memory/--cpus/--pids-limit/--tmp-size/--cap-add/--user, no image. The
- * parked sandbox's hostname is its id (a cold named run's is its name). Anything else runs cold.
+ * A request runs cold when it cannot match any member: --cap-add, a network other than none or host
+ * egress under a policy file (no --dns-upstream), or an empty pool.
  */
 import type { Logger } from 'pino';
 import { UsageError } from '../errors.js';
-import type { CheckedCreateRequest } from './api.js';
+import { parseResourceFlags, type OciResources } from '../oci/resources.js';
+import { parseByteSize } from '../units.js';
+import { MAX_POOL_SIZE, type CheckedCreateRequest, type PoolSpec } from './api.js';
 
-/** One pool as configured: `ROOTFS[:POLICY]=N`. */
-export interface PoolSpec {
-  /** Absolute path of the root filesystem directory. */
-  rootfs: string;
-  /** Absolute path of the host-egress policy file; undefined: no network (`--network none`). */
-  policy?: string;
-  /** How many parked sandboxes to keep. */
-  size: number;
-}
+export { MAX_POOL_SIZE, type PoolSpec };
 
-/** GET /v1/pool: one pool's state. */
+/** GET /v1/pool: one pool's spec (policy null without network) and its members. */
 export interface PoolState {
-  rootfs: string;
+  rootfs?: string;
+  image?: string;
+  imageArchive?: string;
+  ociLayout?: string;
   policy: string | null;
+  memory?: string;
+  cpus?: string;
+  pidsLimit?: string;
+  tmpSize?: string;
   size: number;
   /** Ids of the parked sandboxes, ready to be taken. */
   warm: string[];
@@ -47,53 +56,135 @@ export interface PoolState {
 /** A parked sandbox as the pool sees it (the Supervisor makes and claims them). */
 export interface WarmMember {
   readonly id: string;
+  /** What it can serve (memberKey). */
+  readonly key: string;
+  /** Its resolved root filesystem directory. */
+  readonly rootfs: string;
   /** Resolves once the member's sandbox ended (taken or not). */
   readonly exited: Promise<void>;
   /** End an untaken member: its shell reads end of file and exits. */
   drain(): void;
 }
 
-/** Largest pool size: each parked sandbox holds a gVisor sandbox, a gofer and (with a policy) a pump. */
-export const MAX_POOL_SIZE = 256;
 /** Members of one pool started at once. */
 export const REFILL_PARALLEL = 2;
 const BACKOFF_MIN_MS = 1000;
 const BACKOFF_MAX_MS = 30_000;
 
-/** The key of a pool: its root filesystem and its network. */
-export function poolKey(rootfs: string, policy: string | undefined): string {
-  return JSON.stringify([rootfs, policy ?? null]);
+/** The root filesystem flags of a pool or a request, and their names in SPEC text. */
+const SOURCES = [
+  ['rootfs', 'rootfs'],
+  ['image', 'image'],
+  ['imageArchive', 'image-archive'],
+  ['ociLayout', 'oci-layout'],
+] as const;
+type SourceFlags = Partial<Record<(typeof SOURCES)[number][0], string>>;
+
+/** The source of a pool or a request as given (`["image","alpine:3.19"]`, JSON), or undefined unless exactly one is given. */
+export function sourceOf(x: SourceFlags): string | undefined {
+  const given = SOURCES.filter(([k]) => x[k] !== undefined);
+  return given.length === 1 ? JSON.stringify([given[0]![0], x[given[0]![0]]]) : undefined;
 }
 
 /**
- * Parse `ROOTFS[:POLICY]=N` (paths made absolute against `cwd`). Errors: UsageError when the shape,
- * the size (1..MAX_POOL_SIZE) or a path is wrong.
+ * The name of a pool: everything but its size, limits normalized (`512m` and `512M` are one pool).
+ * Errors: UsageError when the spec has not exactly one source or a limit does not parse.
  */
-export function parsePoolSpec(text: string, resolvePath: (p: string) => string): PoolSpec {
-  const eq = text.lastIndexOf('=');
-  const count = eq < 0 ? '' : text.slice(eq + 1);
-  const head = eq < 0 ? '' : text.slice(0, eq);
-  const colon = head.indexOf(':');
-  const rootfs = colon < 0 ? head : head.slice(0, colon);
-  const policy = colon < 0 ? undefined : head.slice(colon + 1);
-  if (!/^\d+$/.test(count) || rootfs === '' || policy === '') {
-    throw new UsageError(`--pool ${text} is not ROOTFS[:POLICY]=N; e.g. --pool /srv/rootfs=4 or --pool /srv/rootfs:/etc/lattice/web.yaml=2`);
+export function poolId(spec: PoolSpec): string {
+  const source = sourceOf(spec);
+  if (source === undefined) throw new UsageError('a pool needs exactly one of rootfs, image, image-archive, oci-layout; e.g. --pool image=alpine:3.19,size=4');
+  const l = parseResourceFlags(spec);
+  return JSON.stringify([
+    source,
+    spec.policy ?? null,
+    spec.memory === undefined ? null : l.memoryBytes,
+    spec.cpus === undefined ? null : l.cpus,
+    spec.pidsLimit === undefined ? null : l.pids,
+    spec.tmpSize === undefined ? null : parseByteSize(spec.tmpSize, '--tmp-size'),
+  ]);
+}
+
+/** SPEC keys of the key=value form, and the PoolSpec field each sets; the paths among them are made absolute. */
+const SPEC_KEYS: Record<string, { field: Exclude<keyof PoolSpec, 'size'>; path: boolean }> = {
+  rootfs: { field: 'rootfs', path: true },
+  image: { field: 'image', path: false },
+  'image-archive': { field: 'imageArchive', path: true },
+  'oci-layout': { field: 'ociLayout', path: true },
+  policy: { field: 'policy', path: true },
+  memory: { field: 'memory', path: false },
+  cpus: { field: 'cpus', path: false },
+  'pids-limit': { field: 'pidsLimit', path: false },
+  'tmp-size': { field: 'tmpSize', path: false },
+};
+
+/**
+ * Parse a pool given on the command line, paths made absolute with `resolvePath`:
+ *   ROOTFS[:POLICY]=N                     a root filesystem directory (or tarball), without network or under POLICY
+ *   KEY=VALUE,...,size=N                  keys: rootfs, image, image-archive, oci-layout (one of them), policy,
+ *                                         memory, cpus, pids-limit, tmp-size (as `sandbox run` takes them)
+ * `minSize` is 1 for `--pool`, 0 for `pool set` (0 removes the pool). Errors: UsageError (shape, size
+ * 0..MAX_POOL_SIZE, an unknown or repeated key, not exactly one source, a limit that does not parse).
+ */
+export function parsePoolSpec(text: string, resolvePath: (p: string) => string, minSize = 1): PoolSpec {
+  const example = 'e.g. /srv/rootfs=4, /srv/rootfs:/etc/lattice/web.yaml=2 or image=alpine:3.19,policy=/etc/lattice/web.yaml,memory=512m,size=4';
+  let spec: Partial<PoolSpec> = {};
+  let count: string | undefined;
+  if (/^(rootfs|image|image-archive|oci-layout)=[^,]*,/.test(text)) {
+    for (const field of text.split(',')) {
+      const eq = field.indexOf('=');
+      const k = eq < 0 ? field : field.slice(0, eq);
+      const v = eq < 0 ? '' : field.slice(eq + 1);
+      if (v === '') throw new UsageError(`pool ${text}: ${k} has no value; ${example}`);
+      if (k === 'size') {
+        if (count !== undefined) throw new UsageError(`pool ${text}: size is given twice`);
+        count = v;
+        continue;
+      }
+      const known = SPEC_KEYS[k];
+      if (!known) throw new UsageError(`pool ${text}: unknown key ${k}; the keys are ${[...Object.keys(SPEC_KEYS), 'size'].join(', ')}`);
+      if (spec[known.field] !== undefined) throw new UsageError(`pool ${text}: ${k} is given twice`);
+      spec = { ...spec, [known.field]: known.path ? resolvePath(v) : v };
+    }
+  } else {
+    const eq = text.lastIndexOf('=');
+    const head = eq < 0 ? '' : text.slice(0, eq);
+    const colon = head.indexOf(':');
+    const rootfs = colon < 0 ? head : head.slice(0, colon);
+    const policy = colon < 0 ? undefined : head.slice(colon + 1);
+    if (eq < 0 || rootfs === '' || policy === '') throw new UsageError(`pool ${text} is not ROOTFS[:POLICY]=N or KEY=VALUE,...,size=N; ${example}`);
+    count = text.slice(eq + 1);
+    spec = { rootfs: resolvePath(rootfs), ...(policy === undefined ? {} : { policy: resolvePath(policy) }) };
   }
+  if (count === undefined || !/^\d+$/.test(count)) throw new UsageError(`pool ${text} has no size=N (a whole number); ${example}`);
   const size = Number(count);
-  if (size < 1 || size > MAX_POOL_SIZE) throw new UsageError(`--pool ${text}: the size must be 1..${MAX_POOL_SIZE}`);
-  return { rootfs: resolvePath(rootfs), ...(policy === undefined ? {} : { policy: resolvePath(policy) }), size };
+  if (size < minSize || size > MAX_POOL_SIZE) throw new UsageError(`pool ${text}: the size must be ${minSize}..${MAX_POOL_SIZE}`);
+  const full = { ...spec, size } as PoolSpec;
+  poolId(full);
+  return full;
+}
+
+/** The parts of a prepared process (src/sandbox/prepare.ts) a parked sandbox fixes at its start. */
+export interface KeyedProcess {
+  rootfs: string;
+  user?: { uid: number; gid: number };
+  resources: OciResources;
+  tmpSizeBytes?: number;
+}
+
+/** What a member serves, and a request asks: resolved root filesystem, user, limits, network (policy path or none). */
+export function memberKey(p: KeyedProcess, policy: string | undefined): string {
+  return JSON.stringify([p.rootfs, p.user ? `${p.user.uid}:${p.user.gid}` : null, p.resources, p.tmpSizeBytes ?? null, policy ?? null]);
 }
 
 /**
- * The pool key a create request would take from, or undefined when it must run cold (see the top of
- * this file). `rootfs` is the request's resolved root filesystem directory.
+ * The member key a create request would take (its prepared process `proc`), or undefined when no parked
+ * sandbox can serve it (see the top of this file).
  */
-export function matchKey(req: CheckedCreateRequest, rootfs: string): string | undefined {
-  const fixed = [req.image, req.imageArchive, req.ociLayout, req.imageLimits, req.memory, req.cpus, req.pidsLimit, req.tmpSize, req.user];
-  if (req.rootfs === undefined || fixed.some((v) => v !== undefined) || req.capAdd.length > 0) return undefined;
+export function requestKey(req: CheckedCreateRequest, proc: KeyedProcess): string | undefined {
+  if (req.capAdd.length > 0) return undefined;
   const n = req.network;
-  if (n.mode === 'none') return poolKey(rootfs, undefined);
-  if (n.mode === 'host' && n.policy !== undefined && !n.dnsUpstream?.length) return poolKey(rootfs, n.policy);
+  if (n.mode === 'none') return memberKey(proc, undefined);
+  if (n.mode === 'host' && n.policy !== undefined && !n.dnsUpstream?.length) return memberKey(proc, n.policy);
   return undefined;
 }
 
@@ -114,10 +205,18 @@ export function claimLine(p: { args: string[]; env: string[]; cwd: string }): st
 
 interface Pool {
   spec: PoolSpec;
+  /** sourceOf(spec). */
+  source: string;
   warm: WarmMember[];
   starting: number;
   failures: number;
+  /** The root filesystem directory the source resolved to last (members of another one are stale). */
+  latest?: string;
   timer?: NodeJS.Timeout;
+}
+
+function stateOf(p: Pool): PoolState {
+  return { ...p.spec, policy: p.spec.policy ?? null, size: p.spec.size, warm: p.warm.map((m) => m.id), starting: p.starting };
 }
 
 /** Keeps each pool at its size (see the top of this file). `launch` starts one parked sandbox and resolves once it runs. */
@@ -127,24 +226,47 @@ export class WarmPool {
   private closed = false;
 
   constructor(
-    specs: readonly PoolSpec[],
     private readonly launch: (spec: PoolSpec) => Promise<WarmMember>,
     private readonly log: Logger,
-  ) {
-    for (const spec of specs) this.pools.set(poolKey(spec.rootfs, spec.policy), { spec, warm: [], starting: 0, failures: 0 });
+  ) {}
+
+  /**
+   * Make, resize or (size 0) remove a pool, and start filling it. Resolves with its state once the parked
+   * members beyond the new size have exited. Errors: UsageError for a bad spec (poolId); EDAEMON_POOL after close.
+   */
+  async set(spec: PoolSpec): Promise<PoolState> {
+    const id = poolId(spec);
+    let p = this.pools.get(id);
+    if (!p) {
+      p = { spec, source: sourceOf(spec)!, warm: [], starting: 0, failures: 0 };
+      if (!this.closed) this.pools.set(id, p);
+    }
+    p.spec = spec;
+    // The oldest members stay: they have waited longest and are as good as any.
+    const extra = p.warm.splice(spec.size);
+    for (const m of extra) m.drain();
+    this.fill(p);
+    await Promise.all(extra.map((m) => m.exited));
+    const state = stateOf(p);
+    this.prune(id, p);
+    return state;
   }
 
-  /** Start filling every pool (in the background). */
-  start(): void {
-    for (const p of this.pools.values()) this.fill(p);
-  }
-
-  /** Take a parked member of pool `key`, if one is ready; the pool refills in the background. */
-  take(key: string): WarmMember | undefined {
-    const p = this.pools.get(key);
-    const m = p?.warm.shift();
-    if (p && m) this.fill(p);
-    return m;
+  /**
+   * Take a parked member with `key`, if one is ready; its pool refills in the background. On a miss,
+   * `stale` (the request's source and the directory it resolved to) ends the parked members of pools of
+   * that source that resolved to another directory.
+   */
+  take(key: string, stale?: { source: string; rootfs: string }): WarmMember | undefined {
+    for (const p of this.pools.values()) {
+      const i = p.warm.findIndex((m) => m.key === key);
+      if (i < 0) continue;
+      const [m] = p.warm.splice(i, 1);
+      this.fill(p);
+      return m;
+    }
+    if (stale) for (const p of this.pools.values()) if (p.source === stale.source) this.resolvedTo(p, stale.rootfs);
+    return undefined;
   }
 
   /** Whether `id` is parked in a pool (not taken). */
@@ -153,13 +275,7 @@ export class WarmPool {
   }
 
   state(): PoolState[] {
-    return [...this.pools.values()].map((p) => ({
-      rootfs: p.spec.rootfs,
-      policy: p.spec.policy ?? null,
-      size: p.spec.size,
-      warm: p.warm.map((m) => m.id),
-      starting: p.starting,
-    }));
+    return [...this.pools.values()].map(stateOf);
   }
 
   /** Stop refilling, wait for members being started, and end every parked member. */
@@ -172,6 +288,24 @@ export class WarmPool {
     await Promise.all(parked.map((m) => m.exited));
   }
 
+  /** A pool set to size 0 goes once nothing of it is left. */
+  private prune(id: string, p: Pool): void {
+    if (p.spec.size > 0 || p.starting > 0 || p.warm.length > 0 || this.pools.get(id) !== p) return;
+    clearTimeout(p.timer);
+    this.pools.delete(id);
+  }
+
+  /** The pool's source now resolves to `rootfs`: end parked members of any other directory, and refill. */
+  private resolvedTo(p: Pool, rootfs: string): void {
+    p.latest = rootfs;
+    const old = p.warm.filter((m) => m.rootfs !== rootfs);
+    if (old.length === 0) return;
+    p.warm = p.warm.filter((m) => m.rootfs === rootfs);
+    this.log.info({ source: p.source, rootfs, ended: old.map((m) => m.id) }, 'warm pool: the source changed; parked sandboxes of the old one end');
+    for (const m of old) m.drain();
+    this.fill(p);
+  }
+
   private fill(p: Pool): void {
     while (!this.closed && p.timer === undefined && p.warm.length + p.starting < p.spec.size && p.starting < REFILL_PARALLEL) {
       p.starting++;
@@ -179,25 +313,29 @@ export class WarmPool {
         (m) => {
           p.starting--;
           p.failures = 0;
-          if (this.closed) {
+          if (this.closed || p.warm.length >= p.spec.size) {
+            // Closed, or shrunk while it started.
             m.drain();
+            this.prune(poolId(p.spec), p);
             return;
           }
           p.warm.push(m);
-          // A member that ends while parked (crash, `sandbox stop`) leaves the pool, which refills.
+          // A member that ends while parked (crash, `sandbox stop`, drained as stale) leaves the pool, which refills.
           void m.exited.then(() => {
             const i = p.warm.indexOf(m);
             if (i >= 0) p.warm.splice(i, 1);
             this.fill(p);
           });
+          if (m.rootfs !== p.latest) this.resolvedTo(p, m.rootfs);
           this.fill(p);
         },
         (err: unknown) => {
           p.starting--;
           p.failures++;
           const delay = Math.min(BACKOFF_MAX_MS, BACKOFF_MIN_MS * 2 ** (p.failures - 1));
-          this.log.warn({ rootfs: p.spec.rootfs, policy: p.spec.policy, err: String(err), retryMs: delay }, 'warm pool: a sandbox did not start');
-          if (this.closed || p.timer) return;
+          this.log.warn({ source: p.source, policy: p.spec.policy, err: String(err), retryMs: delay }, 'warm pool: a sandbox did not start');
+          this.prune(poolId(p.spec), p);
+          if (this.closed || p.timer || p.spec.size === 0) return;
           p.timer = setTimeout(() => {
             p.timer = undefined;
             this.fill(p);

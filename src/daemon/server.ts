@@ -19,9 +19,9 @@ import { collectOrphans, type EngineCleaners } from '../sandbox/gc.js';
 import { SandboxRegistry } from '../sandbox/registry.js';
 import { readJsonBody } from '../httpbody.js';
 import { socketAnswers } from './socket.js';
-import { CreateRequest, type ErrorBody, type Health } from './api.js';
+import type { z } from 'zod';
+import { CreateRequest, PoolSpec, type ErrorBody, type Health } from './api.js';
 import { SandboxNotFoundError, Supervisor } from './supervisor.js';
-import type { PoolSpec } from './pool.js';
 
 /** The socket is held by a live daemon, or cannot be made. */
 export class DaemonSocketError extends LatticeError {
@@ -61,7 +61,8 @@ export async function startDaemon(o: DaemonOptions): Promise<RunningDaemon> {
   const { removed } = await collectOrphans(new SandboxRegistry(o.stateDir), o.cleaners);
   if (removed.length) o.log.warn({ reaped: removed }, 'reaped sandboxes of a daemon that died');
   const supervisor = new Supervisor({ stateDir: o.stateDir, log: o.log, cleaners: o.cleaners });
-  await supervisor.startPool(o.pools ?? []);
+  // Checked one by one before the socket listens: a bad pool stops the daemon's start.
+  for (const spec of o.pools ?? []) await supervisor.setPool(spec);
   const server = createServer((req, res) => void route(req, res, supervisor, o));
   await new Promise<void>((resolve, reject) => {
     server.once('error', (err) => reject(new DaemonSocketError(`cannot listen on ${o.socket}: ${errorMessage(err)}; check the directory exists and is writable`, { cause: err })));
@@ -104,6 +105,7 @@ function send(res: ServerResponse, status: number, body?: unknown): void {
 
 /** HTTP status of an error: 400 bad input, 404 unknown sandbox, 409 running, 500 the rest. */
 export function statusOfError(err: unknown): number {
+  if (err instanceof BodyError) return err.status;
   if (err instanceof SandboxNotFoundError) return 404;
   if (err instanceof LatticeError && err.code === 'ESANDBOX_RUNNING') return 409;
   if (err instanceof UsageError) return 400;
@@ -122,16 +124,11 @@ async function route(req: IncomingMessage, res: ServerResponse, sup: Supervisor,
       return send(res, 200, h);
     }
     if (parts[1] === 'pool' && parts.length === 2 && method === 'GET') return send(res, 200, sup.poolState());
+    if (parts[1] === 'pool' && parts.length === 2 && method === 'PUT') return send(res, 200, await sup.setPool(await checkedBody(req, PoolSpec)));
     if (parts[1] !== 'sandboxes') return send(res, 404, notFound(url.pathname));
     if (parts.length === 2 && method === 'GET') return send(res, 200, await sup.list());
     if (parts.length === 2 && method === 'POST') {
-      const body = await readJsonBody(req, MAX_BODY);
-      if (!body.ok) return send(res, body.status, { error: { code: 'EUSAGE', message: body.message } } satisfies ErrorBody);
-      const parsed = CreateRequest.safeParse(body.value ?? {});
-      if (!parsed.success) {
-        throw new UsageError(parsed.error.issues.map((i) => `${i.path.join('.') || 'body'}: ${i.message}`).join('; '));
-      }
-      return send(res, 201, await sup.create(parsed.data));
+      return send(res, 201, await sup.create(await checkedBody(req, CreateRequest)));
     }
     const ref = parts[2]!;
     if (parts.length === 3 && method === 'GET') return send(res, 200, await sup.get(ref));
@@ -162,6 +159,25 @@ async function route(req: IncomingMessage, res: ServerResponse, sup: Supervisor,
     const body: ErrorBody = { error: { code: err instanceof LatticeError ? err.code : 'EDAEMON', message: errorMessage(err) } };
     send(res, status, body);
   }
+}
+
+/** A body that could not be read (413: too large; 400: not JSON). */
+class BodyError extends UsageError {
+  constructor(
+    message: string,
+    readonly status: number,
+  ) {
+    super(message);
+  }
+}
+
+/** The request's JSON body checked against `schema`. Errors: UsageError (400) naming each field that is wrong. */
+async function checkedBody<T extends z.ZodTypeAny>(req: IncomingMessage, schema: T): Promise<z.output<T>> {
+  const body = await readJsonBody(req, MAX_BODY);
+  if (!body.ok) throw new BodyError(body.message, body.status);
+  const parsed = schema.safeParse(body.value ?? {});
+  if (!parsed.success) throw new UsageError(parsed.error.issues.map((i) => `${i.path.join('.') || 'body'}: ${i.message}`).join('; '));
+  return parsed.data as z.output<T>;
 }
 
 function notFound(path: string): ErrorBody {

@@ -16,12 +16,13 @@
  * Collaborators (state dir, logger, engine cleaners) come in through the constructor; no module state.
  */
 import { closeSync, mkdirSync, openSync, readFileSync, writeSync } from 'node:fs';
+import { lstat } from 'node:fs/promises';
 import { EventEmitter } from 'node:events';
 import { join } from 'node:path';
 import { PassThrough, Writable, type Readable } from 'node:stream';
 import type { Logger } from 'pino';
 import { LatticeError, UsageError } from '../errors.js';
-import { newSandboxId } from '../sandbox/lifecycle.js';
+import { hostnameOf, newSandboxId } from '../sandbox/lifecycle.js';
 import type { EngineCleaners } from '../sandbox/gc.js';
 import { SandboxRegistry, isLauncherAlive, statusOf, type SandboxRecord } from '../sandbox/registry.js';
 import { Runsc } from '../runsc/client.js';
@@ -29,7 +30,7 @@ import type { CgroupKill } from '../runsc/cgroup-kill.js';
 import type { PreparedProcess } from '../sandbox/prepare.js';
 import type { RunSandboxOptions, RunscProcess } from '../sandbox/run.js';
 import type { CheckedCreateRequest, SandboxView } from './api.js';
-import { WarmPool, claimLine, matchKey, type PoolSpec, type PoolState, type WarmMember } from './pool.js';
+import { WarmPool, claimLine, memberKey, poolId, requestKey, sourceOf, type PoolSpec, type PoolState, type WarmMember } from './pool.js';
 
 /** The file in a sandbox's directory holding its merged stdout and stderr. */
 export const OUTPUT_LOG = 'output.log';
@@ -123,10 +124,13 @@ export class Supervisor {
   private readonly live = new Map<string, Live>();
   private readonly registry: SandboxRegistry;
   private readonly parked = new Map<string, Parked>();
-  private pool: WarmPool | undefined;
+  private readonly pool: WarmPool;
+  /** Host-egress networks of the pools' policy files, as read at the last setPool naming each. */
+  private readonly hosts = new Map<string, { network(log: Logger): SandboxNet['network'] }>();
 
   constructor(private readonly deps: SupervisorDeps) {
     this.registry = new SandboxRegistry(deps.stateDir);
+    this.pool = new WarmPool((spec) => this.launchWarm(spec), deps.log);
   }
 
   get running(): number {
@@ -155,43 +159,61 @@ export class Supervisor {
     const [{ prepareProcess }, { parseCapability }] = await Promise.all([import('../sandbox/prepare.js'), import('../oci/capabilities.js')]);
     const capabilities = req.capAdd.map(parseCapability);
     const proc = await prepareProcess(req, stateDir);
-    const key = this.pool ? matchKey(req, proc.rootfs) : undefined;
-    const member = key === undefined ? undefined : this.pool?.take(key);
+    const key = requestKey(req, proc);
+    const source = sourceOf(req);
+    const member = key === undefined ? undefined : this.pool.take(key, source === undefined ? undefined : { source, rootfs: proc.rootfs });
     if (member) return this.claim(member.id, req, proc);
     const net = await this.network(req);
     const { id } = await this.launch({ proc: { ...proc, capabilities }, name: req.name, net, stopGraceMs: Math.round(req.stopTimeoutSeconds * 1000) });
     return this.get(id);
   }
 
-  /** Start the warm pool (pool.ts) of `specs`: filled in the background; GET /v1/pool shows it. */
-  async startPool(specs: readonly PoolSpec[]): Promise<void> {
-    if (specs.length === 0) return;
-    const { loadHostEgressNetwork } = await import('../sandbox/egress-network.js');
-    // Every policy is read (and checked) now: a bad file stops the daemon's start, not each refill.
-    const hosts = new Map<string, Awaited<ReturnType<typeof loadHostEgressNetwork>>>();
-    for (const s of specs) {
-      if (s.policy !== undefined && !hosts.has(s.policy)) hosts.set(s.policy, await loadHostEgressNetwork({ policy: s.policy, dnsUpstream: [], stateDir: this.deps.stateDir }));
+  /**
+   * Make, resize or (size 0) remove a warm pool (pool.ts; `--pool`, PUT /v1/pool); filled in the background.
+   * A pool that will hold sandboxes is checked first: its source resolves (an image is unpacked now, once)
+   * to a root filesystem with /bin/sh, and its policy file parses (read again at each set: members started
+   * later use the new one). Resolves once the parked sandboxes beyond its size have ended. Errors:
+   * UsageError (a bad spec, source, limit or policy; nothing changed), EDAEMON_POOL (no /bin/sh).
+   */
+  async setPool(spec: PoolSpec): Promise<PoolState> {
+    poolId(spec);
+    if (spec.size > 0) {
+      await this.prepareWarm(spec);
+      if (spec.policy !== undefined) {
+        const { loadHostEgressNetwork } = await import('../sandbox/egress-network.js');
+        this.hosts.set(spec.policy, await loadHostEgressNetwork({ policy: spec.policy, dnsUpstream: [], stateDir: this.deps.stateDir }));
+      }
     }
-    this.pool = new WarmPool(specs, (spec) => this.launchWarm(spec, spec.policy === undefined ? undefined : hosts.get(spec.policy)), this.deps.log);
-    this.pool.start();
+    return this.pool.set(spec);
   }
 
   /** GET /v1/pool. */
   poolState(): PoolState[] {
-    return this.pool?.state() ?? [];
+    return this.pool.state();
+  }
+
+  /** The process of a parked sandbox of `spec`: the source's /bin/sh (not the image's entrypoint), under the pool's limits. */
+  private async prepareWarm(spec: PoolSpec): Promise<PreparedProcess> {
+    const { prepareProcess } = await import('../sandbox/prepare.js');
+    const { rootfs, image, imageArchive, ociLayout, memory, cpus, pidsLimit, tmpSize } = spec;
+    const proc = await prepareProcess({ rootfs, image, imageArchive, ociLayout, memory, cpus, pidsLimit, tmpSize, cmd: [], entrypoint: '/bin/sh', env: [] }, this.deps.stateDir);
+    if (!(await lstat(join(proc.rootfs, 'bin/sh')).catch(() => undefined))) {
+      throw new LatticeError('EDAEMON_POOL', `the pool's root filesystem (${proc.rootfs}) has no /bin/sh, which a parked sandbox runs until a request takes it; use an image with a shell`, { exitCode: 2 });
+    }
+    return proc;
   }
 
   /** One parked sandbox of a pool: the rootfs's /bin/sh, reading the line claim() writes. */
-  private async launchWarm(spec: PoolSpec, host: { network(log: Logger): SandboxNet['network'] } | undefined): Promise<WarmMember> {
-    const { prepareProcess } = await import('../sandbox/prepare.js');
-    const proc = await prepareProcess({ rootfs: spec.rootfs, cmd: ['/bin/sh'], env: [] }, this.deps.stateDir);
+  private async launchWarm(spec: PoolSpec): Promise<WarmMember> {
+    const proc = await this.prepareWarm(spec);
+    const host = spec.policy === undefined ? undefined : this.hosts.get(spec.policy);
     const input = new PassThrough();
     const net = host ? { network: host.network(this.deps.log), close: async () => undefined } : undefined;
     // The stop grace of a taken member is the request's (claim() arms it); the lifecycle's own SIGKILL never comes first.
     const { id, record, live } = await this.launch({ proc, net, stopGraceMs: 24 * 3600_000, input, warm: true });
     if (!record || !this.live.has(id)) {
       await this.registry.remove(id);
-      throw new LatticeError('EDAEMON_POOL', `a warm-pool sandbox of ${spec.rootfs} ended before it was taken; check that ${spec.rootfs}/bin/sh exists and runs`);
+      throw new LatticeError('EDAEMON_POOL', `a warm-pool sandbox of ${proc.rootfs} ended before it was taken; check that ${proc.rootfs}/bin/sh exists and runs`);
     }
     this.parked.set(id, { record, input });
     live.stop = () => input.end();
@@ -199,7 +221,7 @@ export class Supervisor {
       // Never taken: nothing of anyone's ran in it; the record goes with the sandbox.
       if (this.parked.delete(id)) await this.registry.remove(id);
     });
-    return { id, exited: live.exited, drain: () => input.end() };
+    return { id, key: memberKey(proc, spec.policy), rootfs: proc.rootfs, exited: live.exited, drain: () => input.end() };
   }
 
   /** Hand a parked sandbox to a request: its record becomes the request's, its shell execs the command. */
@@ -220,8 +242,22 @@ export class Supervisor {
       const t = setTimeout(() => void new Runsc({ root: record.runscRoot }).kill(id, 'SIGKILL', { all: true }).catch(() => undefined), graceMs);
       void live.exited.then(() => clearTimeout(t));
     };
+    if (req.name !== undefined) await this.setHostname(record, hostnameOf(req.name));
     p.input.end(claimLine(proc));
     return this.get(id);
+  }
+
+  /**
+   * A parked sandbox started with its id as hostname; a named request's command sees its name, as in a cold
+   * run. gVisor has one UTS namespace per sandbox, so `hostname NAME` run beside the parked shell (runsc exec
+   * with CAP_SYS_ADMIN, as root, only for this process) renames it before the command starts. A root filesystem
+   * without a `hostname` program keeps the id (logged).
+   */
+  private async setHostname(record: SandboxRecord, name: string): Promise<void> {
+    const r = await new Runsc({ root: record.runscRoot })
+      .exec(record.id, ['/bin/sh', '-c', 'exec hostname "$1"', 'sh', name], { user: '0:0', caps: ['CAP_SYS_ADMIN'] })
+      .catch((err: unknown) => ({ exitCode: 1, stderr: String(err) }));
+    if (r.exitCode !== 0) this.deps.log.warn({ id: record.id, hostname: name, err: r.stderr.trim() }, 'warm pool: the hostname stays the sandbox id');
   }
 
   /**
@@ -346,7 +382,7 @@ export class Supervisor {
 
   /** Stop every running sandbox (daemon shutdown). */
   async stopAll(): Promise<void> {
-    await this.pool?.close();
+    await this.pool.close();
     await Promise.all([...this.live.values()].map((l) => (l.stop(), l.exited)));
   }
 

@@ -231,9 +231,11 @@ export class Runsc {
   }
 
   /** Runs a process in a running container and returns its exit code and output. */
-  async exec(id: string, args: string[], opts: { env?: string[]; cwd?: string } = {}): Promise<{ exitCode: number; stdout: string; stderr: string }> {
+  async exec(id: string, args: string[], opts: { env?: string[]; cwd?: string; user?: string; caps?: string[] } = {}): Promise<{ exitCode: number; stdout: string; stderr: string }> {
     await this.version();
     const flags: string[] = [];
+    if (opts.user) flags.push('--user', opts.user);
+    for (const c of opts.caps ?? []) flags.push('--cap', c);
     for (const e of opts.env ?? []) flags.push('--env', e);
     if (opts.cwd) flags.push('--cwd', opts.cwd);
     const c = await this.command(['exec', ...flags, id, ...args]);
