@@ -21,6 +21,8 @@ import { readJsonBody } from '../httpbody.js';
 import { socketAnswers } from './socket.js';
 import { CreateRequest, type ErrorBody, type Health } from './api.js';
 import { SandboxNotFoundError, Supervisor } from './supervisor.js';
+import { OpsRoutes } from './ops-routes.js';
+import type { Duplex } from 'node:stream';
 import type { PoolSpec } from './pool.js';
 
 /** The socket is held by a live daemon, or cannot be made. */
@@ -62,7 +64,9 @@ export async function startDaemon(o: DaemonOptions): Promise<RunningDaemon> {
   if (removed.length) o.log.warn({ reaped: removed }, 'reaped sandboxes of a daemon that died');
   const supervisor = new Supervisor({ stateDir: o.stateDir, log: o.log, cleaners: o.cleaners });
   await supervisor.startPool(o.pools ?? []);
-  const server = createServer((req, res) => void route(req, res, supervisor, o));
+  const ops = new OpsRoutes({ supervisor, stateDir: o.stateDir, log: o.log });
+  const server = createServer((req, res) => void (ops.handles(req) ? ops.request(req, res) : route(req, res, supervisor, o)));
+  server.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => ops.upgrade(req, socket, head));
   await new Promise<void>((resolve, reject) => {
     server.once('error', (err) => reject(new DaemonSocketError(`cannot listen on ${o.socket}: ${errorMessage(err)}; check the directory exists and is writable`, { cause: err })));
     // Created 0600 under a umask, then opened up to the group only if asked.
