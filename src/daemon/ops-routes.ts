@@ -84,7 +84,7 @@ const SIGNALS = new Set(['SIGTERM', 'SIGINT', 'SIGKILL', 'SIGHUP', 'SIGQUIT', 'S
 /** busybox tar writes its two end blocks (1024 bytes) even when it fails: no 200 before more than that, or its exit. */
 const TAR_END_BLOCKS = 1024;
 
-const OPS = new Set(['archive', 'stat', 'pause', 'resume', 'checkpoint']);
+const OPS = new Set(['exec', 'archive', 'stat', 'pause', 'resume', 'checkpoint']);
 
 export interface OpsDeps {
   supervisor: Supervisor;
@@ -114,6 +114,7 @@ export class OpsRoutes {
     const [, , ref, op] = pathParts(req) as [string, string, string, string];
     const method = req.method ?? 'GET';
     try {
+      if (op === 'exec') throw new UsageError(`exec streams: send POST ${url.pathname} with Connection: Upgrade and Upgrade: ${EXEC_UPGRADE} (see api/openapi.json)`);
       if (op === 'archive' && method === 'GET') return await this.archiveOut(res, await this.running(ref), pathParam(url));
       if (op === 'archive' && method === 'PUT') {
         const record = await this.running(ref);
@@ -297,12 +298,18 @@ export class OpsRoutes {
     if (rest.length) onFrames(rest);
 
     // The caller went away before the exit: SIGTERM, then SIGKILL after the stop timeout.
-    socket.once('close', () => {
-      if (exited) return;
+    // The server's sockets allow half-open: a client that closed shows as 'end' first ('close' comes only
+    // after our side ended). Our client never half-closes (stdin's EOF is a frame), so either means gone.
+    let gone = false;
+    const onGone = () => {
+      if (exited || gone) return;
+      gone = true;
       void started.signal('SIGTERM');
       const t = setTimeout(() => void started.signal('SIGKILL'), o.stopTimeoutSeconds * 1000);
       void child.finally(() => clearTimeout(t)).catch(() => undefined);
-    });
+    };
+    socket.once('end', onGone);
+    socket.once('close', onGone);
     socket.on('error', () => undefined);
 
     let exit: ExecExit;
