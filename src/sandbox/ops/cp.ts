@@ -236,17 +236,44 @@ export async function unpackInSandbox(record: SandboxRecord, destDir: string, in
  * Errors: UsageError (SRC missing), SandboxCopyError (tar in the sandbox refused: read-only, no such dir...).
  */
 export async function copyIn(record: SandboxRecord, hostPath: string, sandboxPath: string, o: { runsc?: Runsc } = {}): Promise<string> {
-  if (!(await lstat(resolve(hostPath)).catch(() => undefined))) throw new UsageError(`${hostPath} does not exist on the host`);
-  const { destDir, destName } = copyInTarget(await sandboxIsDir(record, sandboxPath, o), hostPath, sandboxPath);
-  const pack = packHost(hostPath, destName);
-  const unpacked = unpackInSandbox(record, destDir, pack.stdout!, `${record.name}:${posix.join(destDir, destName)}`, o).then(
-    () => undefined,
-    (err: unknown) => err,
-  );
-  const packed = await pack;
-  const failed = await unpacked;
+  const src = resolve(hostPath);
+  if (!(await lstat(src).catch(() => undefined))) throw new UsageError(`${hostPath} does not exist on the host`);
+  // Where it goes: into sandboxPath when that is a directory in the sandbox, else as sandboxPath.
+  const probe = await startExec(record, { args: ['test', '-d', sandboxPath] }, { runsc: o.runsc, scratch: await mkdtemp(join(record.bundleDir, '..', 'cp-')), stdio: { stdin: 'ignore', stdout: 'ignore', stderr: 'ignore' } });
+  const intoDir = (await probe.wait()) === 0;
+  const destDir = intoDir ? sandboxPath : posix.dirname(sandboxPath);
+  const destName = intoDir ? basename(src) : posix.basename(sandboxPath);
+  // A real pipe (a FIFO in the scratch dir) from the host tar to the sandbox's: gVisor reads a host socket
+  // (what a Node 'pipe' is) as stdin with short reads that busybox tar takes for a truncated archive.
+  const scratch = await mkdtemp(join(record.bundleDir, '..', 'cp-'));
+  const fifo = join(scratch, 'in.fifo');
+  await execa('mkfifo', ['-m', '600', fifo]);
+  const readFd = openSync(fifo, constants.O_RDONLY | constants.O_NONBLOCK);
+  const writeFd = openSync(fifo, constants.O_WRONLY);
+  let pack: ResultPromise;
+  let started: Awaited<ReturnType<typeof startExec>>;
+  try {
+    // GNU tar stores symlinks inside SRC as symlinks; --transform renames the top entry (and what is under it).
+    pack = execa('tar', ['-c', '-f', '-', '-C', dirname(src), '--transform', `s|^${sedPattern(basename(src))}|${sedReplacement(destName)}|`, '--', basename(src)], {
+      stdin: 'ignore',
+      stdout: writeFd as unknown as 'pipe',
+      stderr: 'pipe',
+      reject: false,
+    });
+    started = await startExec(record, { args: ['tar', '-x', '-f', '-', '-C', destDir] }, {
+      runsc: o.runsc,
+      scratch,
+      stdio: { stdin: readFd as unknown as 'pipe', stdout: 'ignore', stderr: 'pipe' },
+    });
+  } finally {
+    closeSync(writeFd);
+    closeSync(readFd);
+  }
+  let stderr = '';
+  started.child.stderr?.on('data', (c: Buffer) => (stderr = (stderr + c.toString()).slice(-4096)));
+  const [packed, code] = await Promise.all([pack, started.wait()]);
   if (packed.exitCode !== 0) throw new SandboxCopyError(`reading ${hostPath} on the host failed: ${lastLine(String(packed.stderr))}`);
-  if (failed) throw failed;
+  if (code !== 0) throw new SandboxCopyError(`writing ${record.name}:${posix.join(destDir, destName)} failed in the sandbox: ${lastLine(stderr) || `tar exited ${code}`}`);
   return posix.join(destDir, destName);
 }
 
