@@ -22,6 +22,8 @@ import { socketAnswers } from './socket.js';
 import type { z } from 'zod';
 import { CreateRequest, PoolSpec, type ErrorBody, type Health } from './api.js';
 import { SandboxNotFoundError, Supervisor } from './supervisor.js';
+import { OpsRoutes } from './ops-routes.js';
+import type { Duplex } from 'node:stream';
 
 /** The socket is held by a live daemon, or cannot be made. */
 export class DaemonSocketError extends LatticeError {
@@ -63,7 +65,9 @@ export async function startDaemon(o: DaemonOptions): Promise<RunningDaemon> {
   const supervisor = new Supervisor({ stateDir: o.stateDir, log: o.log, cleaners: o.cleaners });
   // Checked one by one before the socket listens: a bad pool stops the daemon's start.
   for (const spec of o.pools ?? []) await supervisor.setPool(spec);
-  const server = createServer((req, res) => void route(req, res, supervisor, o));
+  const ops = new OpsRoutes({ supervisor, stateDir: o.stateDir, log: o.log });
+  const server = createServer((req, res) => void (ops.handles(req) ? ops.request(req, res) : route(req, res, supervisor, o)));
+  server.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => ops.upgrade(req, socket, head));
   await new Promise<void>((resolve, reject) => {
     server.once('error', (err) => reject(new DaemonSocketError(`cannot listen on ${o.socket}: ${errorMessage(err)}; check the directory exists and is writable`, { cause: err })));
     // Created 0600 under a umask, then opened up to the group only if asked.

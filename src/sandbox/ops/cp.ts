@@ -23,7 +23,9 @@
 import { randomBytes } from 'node:crypto';
 import { lstat, mkdtemp, readdir, rename, rm, chmod, stat } from 'node:fs/promises';
 import { basename, dirname, join, posix, resolve } from 'node:path';
-import { closeSync, constants, openSync } from 'node:fs';
+import { closeSync, constants, createWriteStream, openSync } from 'node:fs';
+import type { Readable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
 import { execa, type ResultPromise } from 'execa';
 import { LatticeError, UsageError } from '../../errors.js';
 import { extractLayers } from '../../image/extract.js';
@@ -74,17 +76,22 @@ async function clearSetid(dir: string): Promise<void> {
 }
 
 /**
- * Copy `sandboxPath` out of `record` to `hostPath`. Returns where it landed.
- * Errors: UsageError (DST's parent missing), SandboxCopyError (tar in the sandbox failed: no such file...),
- * ImageExtractError (the stream held an entry that would leave DST: nothing is put in place).
+ * A tar of one path being produced somewhere else (in a sandbox by packInSandbox, or read from the daemon
+ * by the client): the bytes are hostile input.
  */
-export async function copyOut(record: SandboxRecord, sandboxPath: string, hostPath: string, o: { runsc?: Runsc } = {}): Promise<string> {
-  const dst = resolve(hostPath);
-  const dstStat = await stat(dst).catch(() => undefined);
-  const final = dstStat?.isDirectory() ? join(dst, posix.basename(sandboxPath)) : dst;
-  const parent = dirname(final);
-  if (!(await stat(parent).catch(() => undefined))?.isDirectory()) throw new UsageError(`${parent} is not a directory; create it first or name an existing one`);
-  const staging = join(parent, `.lattice-cp-${randomBytes(4).toString('hex')}`);
+export interface TarSource {
+  stream: Readable;
+  /** Resolves once the producer finished well; SandboxCopyError (with its reason) when it failed. */
+  done(): Promise<void>;
+  /** Stop the producer (after the extractor refused the stream) and wait for it. */
+  abort(): Promise<void>;
+}
+
+/**
+ * `tar -c` of `sandboxPath` (under its base name) inside `record`'s sandbox: its stdout is the tar.
+ * Errors from done(): SandboxCopyError with tar's reason (no such file...).
+ */
+export async function packInSandbox(record: SandboxRecord, sandboxPath: string, o: { runsc?: Runsc } = {}): Promise<TarSource> {
   const scratch = await mkdtemp(join(record.bundleDir, '..', 'cp-'));
   const started = await startExec(record, { args: ['tar', '-c', '-f', '-', '-C', posix.dirname(sandboxPath), posix.basename(sandboxPath)] }, {
     runsc: o.runsc,
@@ -93,20 +100,52 @@ export async function copyOut(record: SandboxRecord, sandboxPath: string, hostPa
   });
   let stderr = '';
   started.child.stderr?.on('data', (c: Buffer) => (stderr = (stderr + c.toString()).slice(-4096)));
-  try {
-    try {
-      await extractLayers([{ name: `${record.name}:${sandboxPath}`, open: async () => started.child.stdout! }], staging, { chown: false });
-    } catch (err) {
+  return {
+    stream: started.child.stdout!,
+    done: async () => {
+      const code = await started.wait();
+      if (code !== 0) throw new SandboxCopyError(`copying ${record.name}:${sandboxPath} failed in the sandbox: ${lastLine(stderr) || `tar exited ${code}`}`);
+    },
+    abort: async () => {
       await started.signal('SIGKILL');
       started.child.stdout?.destroy();
       await started.wait().catch(() => undefined);
+    },
+  };
+}
+
+/**
+ * Where a copy of `sandboxPath` out to `hostPath` lands: DST/<base> when DST is a directory, else DST.
+ * Errors: UsageError when the landing place's parent is not a directory (nothing is started).
+ */
+export async function copyOutTarget(sandboxPath: string, hostPath: string): Promise<string> {
+  const dst = resolve(hostPath);
+  const dstStat = await stat(dst).catch(() => undefined);
+  const final = dstStat?.isDirectory() ? join(dst, posix.basename(sandboxPath)) : dst;
+  const parent = dirname(final);
+  if (!(await stat(parent).catch(() => undefined))?.isDirectory()) throw new UsageError(`${parent} is not a directory; create it first or name an existing one`);
+  return final;
+}
+
+/**
+ * Put the entry `name` of the hostile tar `src` at `final` on the host: extracted by extractLayers into a
+ * fresh staging dir beside `final`, setuid/setgid cleared, renamed into place. `label` names the source in
+ * errors. Errors: ImageExtractError (an entry would leave the staging dir: nothing put in place),
+ * SandboxCopyError (the producer failed, nothing under `name`, or `final` taken).
+ */
+export async function landTar(src: TarSource, label: string, name: string, final: string): Promise<string> {
+  const staging = join(dirname(final), `.lattice-cp-${randomBytes(4).toString('hex')}`);
+  try {
+    try {
+      await extractLayers([{ name: label, open: async () => src.stream }], staging, { chown: false });
+    } catch (err) {
+      await src.abort();
       throw err;
     }
-    const code = await started.wait();
-    if (code !== 0) throw new SandboxCopyError(`copying ${record.name}:${sandboxPath} failed in the sandbox: ${lastLine(stderr) || `tar exited ${code}`}`);
+    await src.done();
     await clearSetid(staging);
-    const got = join(staging, posix.basename(sandboxPath));
-    if (!(await lstat(got).catch(() => undefined))) throw new SandboxCopyError(`copying ${record.name}:${sandboxPath}: the sandbox sent nothing under that name`);
+    const got = join(staging, name);
+    if (!(await lstat(got).catch(() => undefined))) throw new SandboxCopyError(`copying ${label}: the sandbox sent nothing under that name`);
     await rename(got, final).catch((err: NodeJS.ErrnoException) => {
       throw new SandboxCopyError(`cannot put the copy at ${final} (${err.code ?? err.message}); remove what is there or pick another DST`, { cause: err });
     });
@@ -114,6 +153,82 @@ export async function copyOut(record: SandboxRecord, sandboxPath: string, hostPa
   } finally {
     await rm(staging, { recursive: true, force: true });
   }
+}
+
+/**
+ * Copy `sandboxPath` out of `record` to `hostPath`. Returns where it landed.
+ * Errors: UsageError (DST's parent missing), SandboxCopyError (tar in the sandbox failed: no such file...),
+ * ImageExtractError (the stream held an entry that would leave DST: nothing is put in place).
+ */
+export async function copyOut(record: SandboxRecord, sandboxPath: string, hostPath: string, o: { runsc?: Runsc } = {}): Promise<string> {
+  const final = await copyOutTarget(sandboxPath, hostPath);
+  return landTar(await packInSandbox(record, sandboxPath, o), `${record.name}:${sandboxPath}`, posix.basename(sandboxPath), final);
+}
+
+/** Whether `path` is a directory inside `record`'s sandbox (`test -d` there; false when missing). */
+export async function sandboxIsDir(record: SandboxRecord, path: string, o: { runsc?: Runsc } = {}): Promise<boolean> {
+  const scratch = await mkdtemp(join(record.bundleDir, '..', 'cp-'));
+  const probe = await startExec(record, { args: ['test', '-d', path] }, { runsc: o.runsc, scratch, stdio: { stdin: 'ignore', stdout: 'ignore', stderr: 'ignore' } });
+  return (await probe.wait()) === 0;
+}
+
+/**
+ * Docker's rule for a copy in of host `hostSrc` to `sandboxPath` (pure): into it under SRC's name when it is
+ * a directory in the sandbox (`intoDir`), else as the new name `sandboxPath`.
+ */
+export function copyInTarget(intoDir: boolean, hostSrc: string, sandboxPath: string): { destDir: string; destName: string } {
+  return intoDir ? { destDir: sandboxPath, destName: basename(resolve(hostSrc)) } : { destDir: posix.dirname(sandboxPath), destName: posix.basename(sandboxPath) };
+}
+
+/**
+ * Host `tar -c` of `hostSrc` with its top entry renamed to `destName` (GNU tar stores symlinks inside SRC as
+ * symlinks; --transform renames the top entry and what is under it). Its stdout is the tar.
+ * The caller checks that SRC exists (a missing one fails in tar).
+ */
+export function packHost(hostSrc: string, destName: string): ResultPromise {
+  const src = resolve(hostSrc);
+  return execa('tar', ['-c', '-f', '-', '-C', dirname(src), '--transform', `s|^${sedPattern(basename(src))}|${sedReplacement(destName)}|`, '--', basename(src)], {
+    stdin: 'ignore',
+    stdout: 'pipe',
+    stderr: 'pipe',
+    reject: false,
+    buffer: { stdout: false, stderr: true },
+  });
+}
+
+/**
+ * Extract the tar `input` into `destDir` inside `record`'s sandbox (`tar -x` there: every write happens
+ * under the sandbox's own view of its filesystem). `label` names the target in errors.
+ * Errors: SandboxCopyError with tar's reason (read-only, no such directory...).
+ */
+export async function unpackInSandbox(record: SandboxRecord, destDir: string, input: Readable, label: string, o: { runsc?: Runsc } = {}): Promise<void> {
+  // A real pipe (a FIFO in the scratch dir) into the sandbox's tar: gVisor reads a host socket (what a Node
+  // 'pipe' is) as stdin with short reads that busybox tar takes for a truncated archive.
+  const scratch = await mkdtemp(join(record.bundleDir, '..', 'cp-'));
+  const fifo = join(scratch, 'in.fifo');
+  await execa('mkfifo', ['-m', '600', fifo]);
+  const readFd = openSync(fifo, constants.O_RDONLY | constants.O_NONBLOCK);
+  const writeFd = openSync(fifo, constants.O_WRONLY);
+  let started: Awaited<ReturnType<typeof startExec>>;
+  try {
+    started = await startExec(record, { args: ['tar', '-x', '-f', '-', '-C', destDir] }, {
+      runsc: o.runsc,
+      scratch,
+      stdio: { stdin: readFd as unknown as 'pipe', stdout: 'ignore', stderr: 'pipe' },
+    });
+  } catch (err) {
+    closeSync(writeFd);
+    throw err;
+  } finally {
+    closeSync(readFd);
+  }
+  let stderr = '';
+  started.child.stderr?.on('data', (c: Buffer) => (stderr = (stderr + c.toString()).slice(-4096)));
+  // The writer closes writeFd when `input` ends (EOF for tar) or fails; a tar that stopped reading makes it EPIPE.
+  const fed = pipeline(input, createWriteStream('', { fd: writeFd })).catch(() => undefined);
+  const code = await started.wait();
+  await fed;
+  if (code !== 0) throw new SandboxCopyError(`writing ${label} failed in the sandbox: ${lastLine(stderr) || `tar exited ${code}`}`);
 }
 
 /**

@@ -47,7 +47,7 @@ export interface StartedExec {
 const PID_FILE_WAIT_MS = 10_000;
 
 /** runsc's own failure line of an exec (as opposed to the process's stderr). */
-const RUNSC_EXEC_FAILURE = /^executing processes for container/;
+export const RUNSC_EXEC_FAILURE = /^executing processes for container/;
 
 /**
  * Start `req` in `record`'s sandbox with `stdio` (execa stdio options; default inherit). `scratch` is a
