@@ -49,6 +49,18 @@ describe('e2e capture checker (e2e/support/pcap.ts)', () => {
     }
   });
 
+  it('a segment carrying only the pseudo-header sum (CHECKSUM_PARTIAL) is partial, not bad; a wrong one is bad', () => {
+    const seg = tcpSegment(seededRandom().bytes(2000));
+    const v = new DataView(seg.buffer);
+    // The pseudo-header sum, not complemented: what a NEEDS_CSUM writer leaves in the field.
+    let s = 0x0a00 + 0x0001 + 0x0a00 + 0x0002 + 6 + (seg.length - 20);
+    while (s > 0xffff) s = (s & 0xffff) + (s >>> 16);
+    v.setUint16(36, s);
+    expect(checkChecksums([seg])).toMatchObject({ bad: [], partial: 1 });
+    v.setUint16(36, s ^ 0x10);
+    expect(checkChecksums([seg])).toMatchObject({ badCount: 1, partial: 0 });
+  });
+
   it('reads a raw-IP pcap file and refuses a truncated capture', () => {
     const pkt = tcpSegment(new Uint8Array([1, 2, 3]));
     const header = Buffer.alloc(24);
