@@ -113,7 +113,7 @@ async function ready(script: string, req: Partial<ExecRequest> = {}) {
 const SCRIPT = [
   'mkdir -p /tmp/h/sub; echo inside > /tmp/h/file; chmod 4755 /tmp/h/file; echo deep > /tmp/h/sub/deep',
   'ln -s /etc/passwd /tmp/h/passwd; ln -s ../../../../../../ /tmp/h/up; ln -s / /tmp/h/root',
-  'i=0; while true; do i=$((i+1)); echo $i > /tmp/c; echo $i; sleep 0.05; done',
+  'i=0; while true; do i=$((i+1)); echo $i > /tmp/c.new; mv /tmp/c.new /tmp/c; echo $i; sleep 0.05; done',
 ].join('\n');
 
 /** The last number the sandbox's counter printed, from its log (readable while it is paused). */

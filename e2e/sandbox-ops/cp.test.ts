@@ -20,7 +20,7 @@ const name = `ops-cp-${randomBytes(3).toString('hex')}`;
 const HOSTILE = [
   'mkdir -p /tmp/h/sub; echo inside > /tmp/h/file; chmod 4755 /tmp/h/file; echo deep > /tmp/h/sub/deep',
   'ln -s /etc/passwd /tmp/h/passwd; ln -s ../../../../../../ /tmp/h/up; ln -s / /tmp/h/root',
-  'mkdir -p /tmp/sw; i=0; while true; do i=$((i+1)); echo $i > /tmp/c;',
+  'mkdir -p /tmp/sw; i=0; while true; do i=$((i+1)); echo $i > /tmp/c.new; mv /tmp/c.new /tmp/c;',
   '  rm -rf /tmp/sw/d; mkdir /tmp/sw/d; echo swapped > /tmp/sw/d/f; rm -rf /tmp/sw/d; ln -s / /tmp/sw/d; done',
 ].join('\n');
 

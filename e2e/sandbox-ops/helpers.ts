@@ -2,7 +2,8 @@ import type { ResultPromise } from 'execa';
 import { lattice, waitFor } from '../support/env.js';
 
 /** A shell loop that counts up in /tmp/c every 50 ms: the observable "memory state" of the ops tests. */
-export const COUNTER = 'i=0; while true; do i=$((i+1)); echo $i > /tmp/c; echo $i; sleep 0.05; done';
+// /tmp/c is replaced by a rename, never truncated: a reader between `>`'s truncate and its write saw "" (0).
+export const COUNTER = 'i=0; while true; do i=$((i+1)); echo $i > /tmp/c.new; mv /tmp/c.new /tmp/c; echo $i; sleep 0.05; done';
 
 /** A foreground `lattice sandbox run --name NAME` of `script`, ready once `sandbox exec NAME` can read /tmp/c. */
 export interface Box {
