@@ -12,14 +12,15 @@
  */
 import { execa, type ResultPromise } from 'execa';
 import { randomBytes } from 'node:crypto';
-import { copyFile, mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
-import { dirname, join } from 'node:path';
+import { join } from 'node:path';
 import { buildSpec } from '../src/oci/spec.js';
 import { writeBundle } from '../src/oci/bundle.js';
 import { Runsc } from '../src/runsc/client.js';
 import { REPO, CLI } from '../e2e/support/env.js';
 import { startInternet, WEB, type Internet } from '../e2e/egress/internet.js';
+import { addIperf3 } from './support/iperf.js';
 
 const ROUNDS = Number(process.env.ROUNDS ?? 1);
 const SECS = Number(process.env.SECS ?? 5);
@@ -44,22 +45,6 @@ function parseIperf(out: string, what: string): Iperf {
 
 const iperfArgs = (server: string) => ['iperf3', '-c', server, '-t', String(SECS), '-J', '--connect-timeout', '5000'];
 
-/** Copy the host's iperf3, its shared libraries and the dynamic loader into the rootfs (as bench/sandbox-network.ts does). */
-async function addIperf3(rootfs: string): Promise<void> {
-  const ldd = String((await execa('ldd', ['/usr/bin/iperf3'])).stdout);
-  const files = ['/usr/bin/iperf3'];
-  for (const line of ldd.split('\n')) {
-    const m = /(?:=>\s*)?(\/\S+)\s+\(0x/.exec(line);
-    if (m) files.push(m[1]!);
-  }
-  for (const f of files) {
-    const real = String((await execa('readlink', ['-f', f])).stdout).trim();
-    const dest = join(rootfs, f.replace(/^\/usr\/bin\//, '/bin/'));
-    await mkdir(dirname(dest), { recursive: true });
-    await copyFile(real, dest);
-    if (f === '/usr/bin/iperf3' || f.includes('ld-linux')) await execa('chmod', ['0755', dest]);
-  }
-}
 
 const sfx = randomBytes(3).toString('hex');
 const VS = `ltbe-vs-${sfx}`;

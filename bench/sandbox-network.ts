@@ -19,14 +19,15 @@
  * Everything lives in namespaces/links named ltbench-*; all are removed in finally. ROUNDS (3) and SECS (5).
  */
 import { execa, type ResultPromise } from 'execa';
-import { copyFile, mkdir, mkdtemp, readFile, readdir, rm, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readFile, readdir, rm, writeFile } from 'node:fs/promises';
 import { availableParallelism, loadavg, tmpdir } from 'node:os';
-import { dirname, join } from 'node:path';
+import { join } from 'node:path';
 import { buildSpec } from '../src/oci/spec.js';
 import { writeBundle } from '../src/oci/bundle.js';
 import { Runsc } from '../src/runsc/client.js';
 import { REPO, CLI } from '../e2e/support/env.js';
 import { startWgPeer, genKeypair, waitFor, type WgPeer } from '../e2e/support/wgpeer.js';
+import { addIperf3 } from './support/iperf.js';
 
 const ROUNDS = Number(process.env.ROUNDS ?? 3);
 const SECS = Number(process.env.SECS ?? 5);
@@ -134,22 +135,6 @@ async function procCpu(pid: number | undefined): Promise<number> {
   return (Number(f[11] ?? 0) + Number(f[12] ?? 0)) / 100;
 }
 
-/** Copy the host's iperf3, its shared libraries and the dynamic loader into the rootfs. */
-async function addIperf3(rootfs: string): Promise<void> {
-  const ldd = String((await execa('ldd', ['/usr/bin/iperf3'])).stdout);
-  const files = ['/usr/bin/iperf3'];
-  for (const line of ldd.split('\n')) {
-    const m = /(?:=>\s*)?(\/\S+)\s+\(0x/.exec(line);
-    if (m) files.push(m[1]!);
-  }
-  for (const f of files) {
-    const real = String((await execa('readlink', ['-f', f])).stdout).trim();
-    const dest = join(rootfs, f.replace(/^\/usr\/bin\//, '/bin/'));
-    await mkdir(dirname(dest), { recursive: true });
-    await copyFile(real, dest);
-    if (f === '/usr/bin/iperf3' || f.includes('ld-linux')) await execa('chmod', ['0755', dest]);
-  }
-}
 
 interface CpuProfile {
   nodes: Array<{ id: number; children?: number[]; callFrame: { functionName: string; url: string; lineNumber: number } }>;
