@@ -2,7 +2,6 @@
  * The runsc engine: the sandbox is a gVisor container that lattice runs with `runsc run` from an OCI
  * bundle it writes itself (config.json from src/oci). Driven by the one lifecycle in lifecycle.ts.
  */
-import { readdir, rmdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Readable, Writable } from 'node:stream';
 import { buildSpec } from '../oci/spec.js';
@@ -13,6 +12,7 @@ import { CgroupKill, cgroupKillFromLog, readKernelLog } from '../runsc/cgroup-ki
 import { Runsc } from '../runsc/client.js';
 import { RunscError, commandStartError, runscMessage } from '../runsc/errors.js';
 import { statePaths } from '../state.js';
+import { cgroupPathOf, removeCgroup } from './cgroup.js';
 import type { RecordCleaner } from './gc.js';
 import { hostnameOf, runLifecycle, type LifecycleOptions, type RunningSandbox, type SandboxEngine, type SandboxNetwork } from './lifecycle.js';
 import type { SandboxRecord } from './registry.js';
@@ -52,9 +52,6 @@ export interface RunscProcess {
 
 export interface RunSandboxOptions extends LifecycleOptions, RunscProcess {}
 
-/** The host cgroup of a sandbox (runsc creates it under each controller and removes it at exit). */
-export const cgroupPathOf = (id: string) => `/lattice/${id}`;
-
 /** One line for the user: which limit stopped the sandbox, and the exit status. */
 export function limitMessage(name: string, cause: CgroupKill, r: OciResources, exit: number): string {
   return cause === CgroupKill.Oom
@@ -64,8 +61,11 @@ export function limitMessage(name: string, cause: CgroupKill, r: OciResources, e
 
 const RUNSC_OWN_FAILURE = /^(running|creating|starting|reading|loading) (container|spec|sandbox)/;
 
-/** gc's cleaner for runsc records: `runsc delete --force` of the record's container. */
-export const removeRunscRecord: RecordCleaner = (r) => new Runsc({ root: r.runscRoot }).delete(r.id, { force: true }).catch(() => undefined);
+/** gc's cleaner for runsc records: `runsc delete --force` of the record's container, then its host cgroup. */
+export const removeRunscRecord: RecordCleaner = async (r) => {
+  await new Runsc({ root: r.runscRoot }).delete(r.id, { force: true }).catch(() => undefined);
+  await removeCgroup(cgroupPathOf(r.id));
+};
 
 /** The runsc engine: bundle at create, `runsc run` at start, `runsc delete` at teardown unless runsc already did. */
 export class RunscEngine implements SandboxEngine {
@@ -178,19 +178,8 @@ export class RunscEngine implements SandboxEngine {
   async teardown(record: SandboxRecord): Promise<void> {
     // The container goes also with --keep (runsc run deletes it on exit anyway); the bundle stays with the record.
     if (this.runsc && !this.deletedByRunsc) await removeRunscRecord(record);
-    await removeCgroup(cgroupPathOf(record.id));
+    else await removeCgroup(cgroupPathOf(record.id));
   }
-}
-
-/**
- * Remove a sandbox's host cgroup where it is still there: `runsc run` removes it at exit, but a sandbox
- * continued by `runsc restore` leaves it behind (runsc 20240729). cgroup v1 has a directory per controller
- * hierarchy, v2 one; rmdir refuses one that still holds a process, which then stays for gc.
- */
-async function removeCgroup(path: string): Promise<void> {
-  const root = '/sys/fs/cgroup';
-  const hierarchies = (await readdir(root, { withFileTypes: true }).catch(() => [])).filter((d) => d.isDirectory());
-  await Promise.all([root, ...hierarchies.map((d) => join(root, d.name))].map((h) => rmdir(join(h, path)).catch(() => undefined)));
 }
 
 /**
