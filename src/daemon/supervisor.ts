@@ -233,7 +233,6 @@ export class Supervisor {
     record.name = req.name ?? id;
     record.args = proc.args;
     delete record.warm;
-    await this.registry.save(record);
     live.name = record.name;
     const stopLifecycle = live.stop;
     const graceMs = Math.round(req.stopTimeoutSeconds * 1000);
@@ -243,7 +242,10 @@ export class Supervisor {
       void live.exited.then(() => clearTimeout(t));
     };
     if (req.name !== undefined) await this.setHostname(record, hostnameOf(req.name));
+    // The command starts first, the record is written while it does: a daemon killed in between leaves a
+    // record marked warm, which a restart reaps with its sandbox; the request never got its reply.
     p.input.end(claimLine(proc));
+    await this.registry.save(record);
     return this.get(id);
   }
 

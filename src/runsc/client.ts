@@ -36,9 +36,15 @@ export interface StdioOptions {
   buffer?: boolean;
 }
 
+/**
+ * `runsc --version` of each binary path, asked once per process: a daemon makes a Runsc per sandbox and
+ * per command, and one more spawn per runsc command cost a third of its main thread while a pool refilled.
+ * A failed ask is not kept (the next one spawns again: the binary may have been installed since).
+ */
+const versions = new Map<string, Promise<RunscVersion>>();
+
 /** A thin client over the runsc CLI. Each method is one runsc command; failures become RunscError. */
 export class Runsc {
-  private versionCache?: RunscVersion;
   private workaround?: boolean;
 
   constructor(readonly opts: RunscOptions) {}
@@ -47,16 +53,15 @@ export class Runsc {
     return this.opts.binary ?? 'runsc';
   }
 
-  async version(): Promise<RunscVersion> {
-    if (this.versionCache) return this.versionCache;
-    try {
-      const r = await execa(this.binary, ['--version']);
-      this.versionCache = parseRunscVersion(r.stdout);
-      return this.versionCache;
-    } catch (err) {
-      if ((err as { code?: string }).code === 'ENOENT') throw new RunscNotFoundError(this.binary);
-      throw new RunscError('--version', runscMessage(String((err as { stderr?: string }).stderr ?? err)), undefined, { cause: err });
+  version(): Promise<RunscVersion> {
+    const bin = this.binary;
+    let v = versions.get(bin);
+    if (!v) {
+      v = askVersion(bin);
+      versions.set(bin, v);
+      v.catch(() => versions.delete(bin));
     }
+    return v;
   }
 
   /** Whether commands go through runsc/lattice-runsc (decided once, by version and kernel). */
@@ -241,5 +246,14 @@ export class Runsc {
     const c = await this.command(['exec', ...flags, id, ...args]);
     const r = await execa(c.file, c.args, { env: c.env, reject: false });
     return { exitCode: r.exitCode ?? 1, stdout: String(r.stdout), stderr: String(r.stderr) };
+  }
+}
+
+async function askVersion(binary: string): Promise<RunscVersion> {
+  try {
+    return parseRunscVersion((await execa(binary, ['--version'])).stdout);
+  } catch (err) {
+    if ((err as { code?: string }).code === 'ENOENT') throw new RunscNotFoundError(binary);
+    throw new RunscError('--version', runscMessage(String((err as { stderr?: string }).stderr ?? err)), undefined, { cause: err });
   }
 }

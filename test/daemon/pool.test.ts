@@ -1,7 +1,7 @@
-import { describe, it, expect } from 'vitest';
+import { describe, it, expect, vi } from 'vitest';
 import { execa } from 'execa';
 import pino from 'pino';
-import { WarmPool, claimLine, memberKey, parsePoolSpec, poolId, requestKey, sourceOf, type PoolSpec, type WarmMember } from '../../src/daemon/pool.js';
+import { REFILL_HOLD_MS, WarmPool, claimLine, memberKey, parsePoolSpec, poolId, requestKey, sourceOf, type PoolSpec, type WarmMember } from '../../src/daemon/pool.js';
 import { ociResources, parseResourceFlags } from '../../src/oci/resources.js';
 import { CreateRequest } from '../../src/daemon/api.js';
 import { UsageError } from '../../src/errors.js';
@@ -138,14 +138,41 @@ describe('WarmPool', () => {
     await settle();
     const key = keyOf('/r');
     expect(pool.state()[0]!.warm).toEqual(['m0', 'm1', 'm2']);
-    const a = pool.take(key)!;
-    const b = pool.take(key)!;
+    const a = pool.take(key) as ReturnType<typeof fakeMember>;
+    const b = pool.take(key) as ReturnType<typeof fakeMember>;
     expect(a.id).not.toBe(b.id);
     expect(pool.isWarm(a.id)).toBe(false);
+    // Their commands ran to the end: the refill is no longer held back.
+    a.end();
+    b.end();
     await settle();
     expect(pool.state()[0]!.warm).toEqual(['m2', 'm3', 'm4']);
     expect(made).toHaveLength(5);
     expect(pool.take(keyOf('/other'))).toBeUndefined();
+  });
+
+  it("holds a take's refill until the taken command ended, or REFILL_HOLD_MS passed", async () => {
+    vi.useFakeTimers();
+    try {
+      const { pool, made } = setup();
+      void pool.set(spec);
+      await settle();
+      const a = pool.take(keyOf('/r')) as ReturnType<typeof fakeMember>;
+      pool.take(keyOf('/r'));
+      await settle();
+      expect(made).toHaveLength(3);
+      a.end();
+      await settle();
+      expect(made).toHaveLength(4);
+      await vi.advanceTimersByTimeAsync(REFILL_HOLD_MS - 1);
+      expect(made).toHaveLength(4);
+      await vi.advanceTimersByTimeAsync(1);
+      await settle();
+      expect(made).toHaveLength(5);
+      expect(pool.state()[0]!.warm).toEqual(['m2', 'm3', 'm4']);
+    } finally {
+      vi.useRealTimers();
+    }
   });
 
   it('replaces a parked member that ended, and drains every parked one on close', async () => {
