@@ -206,6 +206,26 @@ describe('the daemon warm pool (real runsc)', () => {
     expect((await pools()).map((p) => [p.rootfs, p.policy, p.size])).toEqual(before);
   });
 
+  it('SIGTERM stops the daemon cleanly: it exits 0 after its parked sandboxes ended, leaving no container, netns, cgroup or record', async () => {
+    // Regression: a signal listener that removed itself let execa's signal-exit re-raise SIGTERM, and the
+    // daemon died at once, leaving everything behind.
+    const { plain, policed } = await full();
+    const parked = [...plain, ...policed];
+    daemon!.kill('SIGTERM');
+    const r = await daemon!;
+    expect(r.signal, String(r.stderr).slice(-2000)).toBeUndefined();
+    expect(r.exitCode).toBe(0);
+    expect(String(r.stderr)).toContain('lattice: daemon stopping its sandboxes');
+    expect(await ourContainers()).toEqual([]);
+    for (const id of parked) {
+      expect(await netnsOf(id)).toEqual([]);
+      expect(await cgroupsOf(id)).toEqual([]);
+    }
+    await startDaemon(true);
+    // Parked sandboxes ran nothing of anyone's: their records went with them.
+    expect((await c.list()).filter((v) => parked.includes(v.id))).toEqual([]);
+  });
+
   it('kill -9 of the daemon leaks no parked sandbox: no container, netns, cgroup or record left', async () => {
     const { plain, policed } = await full();
     const parked = [...plain, ...policed];

@@ -12,6 +12,7 @@ import { parseScrapeToken } from '../metrics/index.js';
 import { globalOpts } from './run.js';
 import { CONSOLE_PATH, mountConsole } from '../console/server.js';
 import { systemClock } from '../clock.js';
+import { stopSignal } from './stop-signal.js';
 
 /** `lattice control-plane start`: embedded NATS (or --nats), enrollment over NATS, admin HTTP API. */
 export function registerControlPlane(program: Command): void {
@@ -93,11 +94,7 @@ export function registerControlPlane(program: Command): void {
         if (info.console) console.log(`  console:     ${info.console}    (sign in with the admin token)`);
         console.log(`  admin token: ${info.adminTokenFile}`);
       }
-      await new Promise<void>((resolve) => {
-        const done = () => resolve();
-        process.once('SIGINT', done);
-        process.once('SIGTERM', done);
-      });
+      await stopSignal();
       await cpl.stop();
     });
 }

@@ -4,6 +4,7 @@ import { UsageError } from '../errors.js';
 import { resolveStateDir } from '../state.js';
 import { requireRoot } from '../sandbox/inputs.js';
 import { globalOpts } from './run.js';
+import { stopSignal } from './stop-signal.js';
 
 /** The gid of `group` (a name in the host's /etc/group, or a number). */
 async function groupId(group: string): Promise<number> {
@@ -111,15 +112,7 @@ export function registerDaemon(program: Command): void {
       if (running.reaped.length) console.error(`lattice: reaped ${running.reaped.length} sandbox(es) of a daemon that died: ${running.reaped.join(' ')}`);
       console.error(`lattice: daemon ${process.pid} listening on ${socket}`);
       for (const p of running.supervisor.poolState()) console.error(`lattice: warm pool ${poolLine(p)}: filling`);
-      await new Promise<void>((resolve) => {
-        const stop = () => {
-          process.off('SIGINT', stop);
-          process.off('SIGTERM', stop);
-          resolve();
-        };
-        process.on('SIGINT', stop);
-        process.on('SIGTERM', stop);
-      });
+      await stopSignal();
       console.error('lattice: daemon stopping its sandboxes');
       await running.close();
     });

@@ -6,6 +6,7 @@ import { decodeRelaySecret, newRelaySecret, relayCredential } from '../nat/relay
 import { parseRelayUrl } from '../nat/relay-client.js';
 import { RelayServer } from '../nat/relay-server.js';
 import { globalOpts } from './run.js';
+import { stopSignal } from './stop-signal.js';
 
 /**
  * `lattice relay secret|credential|serve`: the TCP relay (src/nat/relay-server.ts), the last-resort path
@@ -64,10 +65,7 @@ export function registerRelay(program: Command): void {
         onEvent: (e) => log.warn({ event: `relay.${e.kind}`, claimedId: e.claimedId, taken: e.taken, remote: e.remote }, 'relay claim refused: credential is not this id\'s'),
       });
       process.stdout.write(`relay listening on ${srv.url}\n`);
-      await new Promise<void>((resolve) => {
-        process.once('SIGTERM', resolve);
-        process.once('SIGINT', resolve);
-      });
+      await stopSignal();
       log.info({ stats: srv.stats }, 'relay stopping');
       await srv.close();
     });

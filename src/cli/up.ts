@@ -8,6 +8,7 @@ import { UsageError } from '../errors.js';
 import { formatCidr, parseCidr } from '../net/addr.js';
 import { globalOpts } from './run.js';
 import { checkControlPlaneUrl, printTable } from './sandbox.js';
+import { stopSignal } from './stop-signal.js';
 
 /** The default node name: the host name, lower-cased, with anything a name cannot hold replaced by '-'. */
 function defaultName(): string {
@@ -82,11 +83,7 @@ export function registerUp(program: Command): void {
       });
       const r = up.record;
       console.error(`lattice: ${r.namespace}/${r.name} is up on ${r.ifname} at ${r.address.ipv4} (${r.address.ipv6})`);
-      const why = await new Promise<string>((resolve) => {
-        process.once('SIGTERM', () => resolve('SIGTERM'));
-        process.once('SIGINT', () => resolve('SIGINT'));
-        void up.revoked.then(() => resolve('revoked'));
-      });
+      const why = await Promise.race([stopSignal(), up.revoked.then(() => 'revoked')]);
       log.info({ why }, 'lattice up stopping');
       await up.close();
       console.error(`lattice: ${r.namespace}/${r.name} is down`);

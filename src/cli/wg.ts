@@ -9,6 +9,7 @@ import { ConfigError, parseConfig } from '../wg/config.js';
 import { defaultCrypto } from '../wg/crypto.js';
 import { generatePrivateKey, KeyFormatError, publicKeyOf } from '../wg/keys.js';
 import { formatStatus, readStatuses, wgUp } from './wg-up.js';
+import { stopSignal } from './stop-signal.js';
 
 async function readStdin(): Promise<string> {
   const chunks: Buffer[] = [];
@@ -60,15 +61,7 @@ export function registerWg(program: Command): void {
       const log = createLogger({ name: 'wg', level: g.debug ? 'debug' : undefined });
       const handle = await wgUp(cfg, { ifname, stateDir: resolveStateDir(g.stateDir), log });
       process.stderr.write(`lattice: ${handle.ifname} up, listening on UDP port ${handle.port} (UDP I/O: ${handle.udpOffload}; TUN offload: ${handle.tunOffload})\n`);
-      await new Promise<void>((resolve) => {
-        const onSignal = () => {
-          process.off('SIGINT', onSignal);
-          process.off('SIGTERM', onSignal);
-          resolve();
-        };
-        process.on('SIGINT', onSignal);
-        process.on('SIGTERM', onSignal);
-      });
+      await stopSignal();
       await handle.stop();
     });
 

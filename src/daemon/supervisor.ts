@@ -22,6 +22,7 @@ import { join } from 'node:path';
 import { PassThrough, Writable, type Readable } from 'node:stream';
 import type { Logger } from 'pino';
 import { LatticeError, UsageError } from '../errors.js';
+import { DEFAULT_CPU_SHARES, cgroupPathOf, setCpuShares } from '../sandbox/cgroup.js';
 import { hostnameOf, newSandboxId } from '../sandbox/lifecycle.js';
 import type { EngineCleaners } from '../sandbox/gc.js';
 import { SandboxRegistry, isLauncherAlive, statusOf, type SandboxRecord } from '../sandbox/registry.js';
@@ -34,6 +35,8 @@ import { WarmPool, claimLine, memberKey, poolId, requestKey, sourceOf, type Pool
 
 /** The file in a sandbox's directory holding its merged stdout and stderr. */
 export const OUTPUT_LOG = 'output.log';
+/** CFS weight of a parked warm-pool sandbox (the cgroup v1 minimum): it yields the CPU to every other task. */
+export const PARKED_CPU_SHARES = 2;
 
 /** A sandbox that is not where the caller said. HTTP 404. */
 export class SandboxNotFoundError extends LatticeError {
@@ -209,8 +212,12 @@ export class Supervisor {
     const host = spec.policy === undefined ? undefined : this.hosts.get(spec.policy);
     const input = new PassThrough();
     const net = host ? { network: host.network(this.deps.log), close: async () => undefined } : undefined;
-    // The stop grace of a taken member is the request's (claim() arms it); the lifecycle's own SIGKILL never comes first.
-    const { id, record, live } = await this.launch({ proc, net, stopGraceMs: 24 * 3600_000, input, warm: true });
+    // Parked, it runs at the lowest CPU weight: runsc 20240729's systrap wakes every 400 µs even in an idle
+    // sandbox (about 4% of a core each), which with 10 parked made a request's first output 4x slower on 2
+    // cores. claim() gives it the default weight back. The stop grace of a taken member is the request's
+    // (claim() arms it); the lifecycle's own SIGKILL never comes first.
+    const parkedProc = { ...proc, resources: { ...proc.resources, cpu: { ...proc.resources.cpu, shares: PARKED_CPU_SHARES } } };
+    const { id, record, live } = await this.launch({ proc: parkedProc, net, stopGraceMs: 24 * 3600_000, input, warm: true });
     if (!record || !this.live.has(id)) {
       await this.registry.remove(id);
       throw new LatticeError('EDAEMON_POOL', `a warm-pool sandbox of ${proc.rootfs} ended before it was taken; check that ${proc.rootfs}/bin/sh exists and runs`);
@@ -241,6 +248,7 @@ export class Supervisor {
       const t = setTimeout(() => void new Runsc({ root: record.runscRoot }).kill(id, 'SIGKILL', { all: true }).catch(() => undefined), graceMs);
       void live.exited.then(() => clearTimeout(t));
     };
+    await setCpuShares(cgroupPathOf(id), DEFAULT_CPU_SHARES).catch((err: unknown) => this.deps.log.warn({ id, err: String(err) }, 'warm pool: the CPU weight stays that of a parked sandbox'));
     if (req.name !== undefined) await this.setHostname(record, hostnameOf(req.name));
     // The command starts first, the record is written while it does: a daemon killed in between leaves a
     // record marked warm, which a restart reaps with its sandbox; the request never got its reply.

@@ -16,7 +16,8 @@ import { parseByteSize, parseCount } from '../units.js';
  */
 export interface OciResources {
   memory: { limit: number; swap: number };
-  cpu: { quota: number; period: number };
+  /** CFS quota and period in µs; shares: the CFS weight (cgroup v1 cpu.shares, default 1024), set for parked warm-pool sandboxes only. */
+  cpu: { quota: number; period: number; shares?: number };
   pids: { limit: number };
 }
 

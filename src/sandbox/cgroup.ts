@@ -4,7 +4,7 @@
  * sandbox ends another way (`runsc delete --force` of an orphan, a sandbox continued by `runsc restore`, a
  * sandbox that hit its pids limit), so lattice removes it itself.
  */
-import { readdir, rmdir } from 'node:fs/promises';
+import { readdir, rmdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { setTimeout as delay } from 'node:timers/promises';
 
@@ -35,4 +35,22 @@ export async function removeCgroup(path: string, timeoutMs = CGROUP_DRAIN_TIMEOU
     }
   }));
   return left.filter((h): h is string => h !== undefined);
+}
+
+/** The kernel's default CFS weight, as cgroup v1 cpu.shares (v2 cpu.weight 100). */
+export const DEFAULT_CPU_SHARES = 1024;
+
+/**
+ * Set the CFS weight of cgroup `path`: cgroup v1 cpu.shares (2..262144), or cgroup v2 cpu.weight converted
+ * as runc does (1 + (shares - 2) * 9999 / 262142). A weight only matters while CPUs are contended; it is not
+ * a limit. Throws the write's error (ENOENT: no such cgroup).
+ */
+export async function setCpuShares(path: string, shares: number): Promise<void> {
+  try {
+    await writeFile(join(ROOT, 'cpu', path, 'cpu.shares'), String(shares), { flag: 'r+' });
+    return;
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+  }
+  await writeFile(join(ROOT, path, 'cpu.weight'), String(1 + Math.floor(((shares - 2) * 9999) / 262142)), { flag: 'r+' });
 }

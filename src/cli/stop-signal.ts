@@ -1,0 +1,18 @@
+/**
+ * The stop signal of a long-running command (daemon, controlplane, up, relay, wg up).
+ *
+ * Its listeners stay installed for the life of the process. execa installs signal-exit with the first child
+ * process, and signal-exit re-raises a signal when, as it is delivered, its own listeners are the only ones
+ * left. A listener that removed itself (process.once, or off() in the handler) therefore got the process
+ * killed by the signal before its shutdown ran: a daemon with a warm pool left its sandboxes, cgroups and
+ * socket behind.
+ */
+let received: Promise<NodeJS.Signals> | undefined;
+
+/** Resolves with the first SIGINT or SIGTERM this process gets (the same promise for every caller). */
+export function stopSignal(): Promise<NodeJS.Signals> {
+  received ??= new Promise((resolve) => {
+    for (const sig of ['SIGINT', 'SIGTERM'] as const) process.on(sig, () => resolve(sig));
+  });
+  return received;
+}
