@@ -22,7 +22,7 @@ import { join } from 'node:path';
 import { PassThrough, Writable, type Readable } from 'node:stream';
 import type { Logger } from 'pino';
 import { LatticeError, UsageError } from '../errors.js';
-import { DEFAULT_CPU_SHARES, cgroupPathOf, setCpuShares } from '../sandbox/cgroup.js';
+import { DEFAULT_CPU_SHARES, cgroupPathOf, setCpu } from '../sandbox/cgroup.js';
 import { hostnameOf, newSandboxId } from '../sandbox/lifecycle.js';
 import type { EngineCleaners } from '../sandbox/gc.js';
 import { SandboxRegistry, isLauncherAlive, statusOf, type SandboxRecord } from '../sandbox/registry.js';
@@ -35,8 +35,15 @@ import { WarmPool, claimLine, memberKey, poolId, requestKey, sourceOf, type Pool
 
 /** The file in a sandbox's directory holding its merged stdout and stderr. */
 export const OUTPUT_LOG = 'output.log';
-/** CFS weight of a parked warm-pool sandbox (the cgroup v1 minimum): it yields the CPU to every other task. */
+/**
+ * The CPU of a parked warm-pool sandbox: while it boots, the lowest CFS weight (it yields to every other
+ * task); once parked, also at most 1 ms of CPU per second. runsc 20240729's systrap wakes every 400 µs even in an
+ * idle sandbox (about 4% of a core each; gVisor PR 13470 parks that loop), and 10 parked sandboxes made a
+ * request's first output 4x slower on 2 cores. A claim, or a drain, gives the sandbox its own CPU back first.
+ */
 export const PARKED_CPU_SHARES = 2;
+export const PARKED_CPU_QUOTA_US = 1000;
+export const PARKED_CPU_PERIOD_US = 1_000_000;
 
 /** A sandbox that is not where the caller said. HTTP 404. */
 export class SandboxNotFoundError extends LatticeError {
@@ -114,6 +121,8 @@ interface LaunchOptions {
 interface Parked {
   record: SandboxRecord;
   input: PassThrough;
+  /** Give the sandbox its own CPU time back (PARKED_CPU_*); never throws. */
+  unpark: () => Promise<void>;
 }
 
 export interface SupervisorDeps {
@@ -212,23 +221,26 @@ export class Supervisor {
     const host = spec.policy === undefined ? undefined : this.hosts.get(spec.policy);
     const input = new PassThrough();
     const net = host ? { network: host.network(this.deps.log), close: async () => undefined } : undefined;
-    // Parked, it runs at the lowest CPU weight: runsc 20240729's systrap wakes every 400 µs even in an idle
-    // sandbox (about 4% of a core each), which with 10 parked made a request's first output 4x slower on 2
-    // cores. claim() gives it the default weight back. The stop grace of a taken member is the request's
-    // (claim() arms it); the lifecycle's own SIGKILL never comes first.
-    const parkedProc = { ...proc, resources: { ...proc.resources, cpu: { ...proc.resources.cpu, shares: PARKED_CPU_SHARES } } };
+    // The stop grace of a taken member is the request's (claim() arms it); the lifecycle's own SIGKILL never comes first.
+    const cpu = proc.resources.cpu;
+    const parkedProc = { ...proc, resources: { ...proc.resources, cpu: { ...cpu, shares: PARKED_CPU_SHARES } } };
     const { id, record, live } = await this.launch({ proc: parkedProc, net, stopGraceMs: 24 * 3600_000, input, warm: true });
     if (!record || !this.live.has(id)) {
       await this.registry.remove(id);
       throw new LatticeError('EDAEMON_POOL', `a warm-pool sandbox of ${proc.rootfs} ended before it was taken; check that ${proc.rootfs}/bin/sh exists and runs`);
     }
-    this.parked.set(id, { record, input });
-    live.stop = () => input.end();
+    const cgroup = cgroupPathOf(id);
+    const cpuLog = (err: unknown) => this.deps.log.warn({ id, err: String(err) }, 'warm pool: cannot set the CPU time of a sandbox');
+    await setCpu(cgroup, { quota: PARKED_CPU_QUOTA_US, period: PARKED_CPU_PERIOD_US, shares: PARKED_CPU_SHARES }).catch(cpuLog);
+    const unpark = () => setCpu(cgroup, { ...cpu, shares: DEFAULT_CPU_SHARES }).catch(cpuLog);
+    const drain = () => void unpark().finally(() => input.end());
+    this.parked.set(id, { record, input, unpark });
+    live.stop = drain;
     void live.exited.then(async () => {
       // Never taken: nothing of anyone's ran in it; the record goes with the sandbox.
       if (this.parked.delete(id)) await this.registry.remove(id);
     });
-    return { id, key: memberKey(proc, spec.policy), rootfs: proc.rootfs, exited: live.exited, drain: () => input.end() };
+    return { id, key: memberKey(proc, spec.policy), rootfs: proc.rootfs, exited: live.exited, drain };
   }
 
   /** Hand a parked sandbox to a request: its record becomes the request's, its shell execs the command. */
@@ -248,7 +260,7 @@ export class Supervisor {
       const t = setTimeout(() => void new Runsc({ root: record.runscRoot }).kill(id, 'SIGKILL', { all: true }).catch(() => undefined), graceMs);
       void live.exited.then(() => clearTimeout(t));
     };
-    await setCpuShares(cgroupPathOf(id), DEFAULT_CPU_SHARES).catch((err: unknown) => this.deps.log.warn({ id, err: String(err) }, 'warm pool: the CPU weight stays that of a parked sandbox'));
+    await p.unpark();
     if (req.name !== undefined) await this.setHostname(record, hostnameOf(req.name));
     // The command starts first, the record is written while it does: a daemon killed in between leaves a
     // record marked warm, which a restart reaps with its sandbox; the request never got its reply.

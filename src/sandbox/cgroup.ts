@@ -40,17 +40,31 @@ export async function removeCgroup(path: string, timeoutMs = CGROUP_DRAIN_TIMEOU
 /** The kernel's default CFS weight, as cgroup v1 cpu.shares (v2 cpu.weight 100). */
 export const DEFAULT_CPU_SHARES = 1024;
 
+/** CPU time of a cgroup (OCI linux.resources.cpu): CFS quota per period in µs, and weight as v1 cpu.shares (2..262144). */
+export interface CgroupCpu {
+  quota: number;
+  period: number;
+  shares: number;
+}
+
 /**
- * Set the CFS weight of cgroup `path`: cgroup v1 cpu.shares (2..262144), or cgroup v2 cpu.weight converted
- * as runc does (1 + (shares - 2) * 9999 / 262142). A weight only matters while CPUs are contended; it is not
- * a limit. Throws the write's error (ENOENT: no such cgroup).
+ * Set the CPU time of cgroup `path` while its processes run: cgroup v1 cpu.cfs_period_us, cpu.cfs_quota_us
+ * and cpu.shares, or cgroup v2 cpu.max and cpu.weight (shares converted as runc does: 1 + (shares - 2) *
+ * 9999 / 262142). A new quota takes effect at once, also for a cgroup throttled now. Throws the first
+ * write's error (ENOENT: no such cgroup).
  */
-export async function setCpuShares(path: string, shares: number): Promise<void> {
+export async function setCpu(path: string, cpu: CgroupCpu): Promise<void> {
+  const write = (file: string, value: number | string) => writeFile(file, String(value), { flag: 'r+' });
+  const v1 = join(ROOT, 'cpu', path);
   try {
-    await writeFile(join(ROOT, 'cpu', path, 'cpu.shares'), String(shares), { flag: 'r+' });
-    return;
+    await write(join(v1, 'cpu.shares'), cpu.shares);
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+    const v2 = join(ROOT, path);
+    await write(join(v2, 'cpu.max'), `${cpu.quota} ${cpu.period}`);
+    await write(join(v2, 'cpu.weight'), 1 + Math.floor(((cpu.shares - 2) * 9999) / 262142));
+    return;
   }
-  await writeFile(join(ROOT, path, 'cpu.weight'), String(1 + Math.floor(((shares - 2) * 9999) / 262142)), { flag: 'r+' });
+  await write(join(v1, 'cpu.cfs_period_us'), cpu.period);
+  await write(join(v1, 'cpu.cfs_quota_us'), cpu.quota);
 }
