@@ -92,6 +92,10 @@ interface Live {
   id: string;
   /** Changes when a request takes a warm-pool sandbox (claim). */
   name: string;
+  /** The lifecycle's record, once it runs (the same object the lifecycle and claim() update). */
+  record?: SandboxRecord;
+  /** Set as its run ends; it stays in `live` until its network is closed (remove() waits for that). */
+  ended?: boolean;
   stop: () => void;
   exited: Promise<void>;
   sink: LogSink;
@@ -330,6 +334,7 @@ export class Supervisor {
     const live: Live = { id, name: o.name ?? id, stop, exited, sink };
     this.live.set(id, live);
     void exited.finally(async () => {
+      live.ended = true;
       sink.finish();
       await net?.close();
       this.live.delete(id);
@@ -342,6 +347,7 @@ export class Supervisor {
       return { id, live };
     }
     await untilRunning(new Runsc({ root: first.runscRoot }), id, exited);
+    live.record = first;
     return { id, record: first, live };
   }
 
@@ -409,6 +415,12 @@ export class Supervisor {
   }
 
   private async find(ref: string): Promise<SandboxRecord> {
+    // A running sandbox is found in memory: reading every record from disk per request cost a loaded host
+    // tens of milliseconds of a request's first output. Among records of one name, a running one wins anyway.
+    const running = [...this.live.values()].filter((l) => l.record && !l.ended && (l.id === ref || l.name === ref));
+    const byIdLive = running.find((l) => l.id === ref);
+    if (byIdLive) return byIdLive.record!;
+    if (running.length === 1) return running[0]!.record!;
     const all = await this.registry.list();
     const byId = all.filter((r) => r.id === ref);
     const hits = byId.length ? byId : all.filter((r) => r.name === ref);
@@ -422,11 +434,12 @@ export class Supervisor {
   }
 
   private view(r: SandboxRecord): SandboxView {
-    const running = this.live.has(r.id) || (!r.kept && !r.daemon && isLauncherAlive(r));
+    const runs = this.live.has(r.id) && !this.live.get(r.id)!.ended;
+    const running = runs || (!r.kept && !r.daemon && isLauncherAlive(r));
     return {
       id: r.id,
       name: r.name,
-      status: this.parked.has(r.id) ? 'warm' : this.live.has(r.id) ? 'running' : statusOf(r),
+      status: this.parked.has(r.id) ? 'warm' : runs ? 'running' : statusOf(r),
       running,
       exitCode: r.exitCode ?? null,
       address: r.address ?? null,
