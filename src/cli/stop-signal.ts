@@ -7,12 +7,10 @@
  * killed by the signal before its shutdown ran: a daemon with a warm pool left its sandboxes, cgroups and
  * socket behind.
  */
-let received: Promise<NodeJS.Signals> | undefined;
 
-/** Resolves with the first SIGINT or SIGTERM this process gets (the same promise for every caller). */
+/** Resolves with the first SIGINT or SIGTERM this process gets from now on; its listeners are never removed. */
 export function stopSignal(): Promise<NodeJS.Signals> {
-  received ??= new Promise((resolve) => {
+  return new Promise((resolve) => {
     for (const sig of ['SIGINT', 'SIGTERM'] as const) process.on(sig, () => resolve(sig));
   });
-  return received;
 }

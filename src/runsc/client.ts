@@ -36,15 +36,9 @@ export interface StdioOptions {
   buffer?: boolean;
 }
 
-/**
- * `runsc --version` of each binary path, asked once per process: a daemon makes a Runsc per sandbox and
- * per command, and one more spawn per runsc command cost a third of its main thread while a pool refilled.
- * A failed ask is not kept (the next one spawns again: the binary may have been installed since).
- */
-const versions = new Map<string, Promise<RunscVersion>>();
-
 /** A thin client over the runsc CLI. Each method is one runsc command; failures become RunscError. */
 export class Runsc {
+  private versionCache?: Promise<RunscVersion>;
   private workaround?: boolean;
 
   constructor(readonly opts: RunscOptions) {}
@@ -53,15 +47,10 @@ export class Runsc {
     return this.opts.binary ?? 'runsc';
   }
 
+  /** `runsc --version`, asked once per instance. Errors: RunscNotFoundError, RunscError. */
   version(): Promise<RunscVersion> {
-    const bin = this.binary;
-    let v = versions.get(bin);
-    if (!v) {
-      v = askVersion(bin);
-      versions.set(bin, v);
-      v.catch(() => versions.delete(bin));
-    }
-    return v;
+    this.versionCache ??= askVersion(this.binary);
+    return this.versionCache;
   }
 
   /** Whether commands go through runsc/lattice-runsc (decided once, by version and kernel). */
@@ -91,11 +80,14 @@ export class Runsc {
     return { file: this.binary, args: full, env: {} };
   }
 
+  /**
+   * One short runsc command. No `runsc --version` first: a daemon runs one per sandbox state poll, and that
+   * second spawn was a third of its main thread while a pool refilled; a missing binary shows as ENOENT here.
+   */
   private async invoke(name: string, args: string[], extra: Options = {}): Promise<string> {
-    await this.version(); // maps a missing binary to RunscNotFoundError
     const attempt = async () => {
       const c = await this.command(args);
-      return execa(c.file, c.args, { env: c.env, reject: false, ...extra } as Options);
+      return this.found(await execa(c.file, c.args, { env: c.env, reject: false, ...extra } as Options));
     };
     let r = await attempt();
     if (r.exitCode !== 0 && String(r.stderr).includes(NETNS_BUG_MESSAGE) && !this.workaround) {
@@ -237,15 +229,20 @@ export class Runsc {
 
   /** Runs a process in a running container and returns its exit code and output. */
   async exec(id: string, args: string[], opts: { env?: string[]; cwd?: string; user?: string; caps?: string[] } = {}): Promise<{ exitCode: number; stdout: string; stderr: string }> {
-    await this.version();
     const flags: string[] = [];
     if (opts.user) flags.push('--user', opts.user);
     for (const c of opts.caps ?? []) flags.push('--cap', c);
     for (const e of opts.env ?? []) flags.push('--env', e);
     if (opts.cwd) flags.push('--cwd', opts.cwd);
     const c = await this.command(['exec', ...flags, id, ...args]);
-    const r = await execa(c.file, c.args, { env: c.env, reject: false });
+    const r = this.found(await execa(c.file, c.args, { env: c.env, reject: false }));
     return { exitCode: r.exitCode ?? 1, stdout: String(r.stdout), stderr: String(r.stderr) };
+  }
+
+  /** A result of a spawn that failed because the binary is not there becomes RunscNotFoundError. */
+  private found<R extends { code?: string }>(r: R): R {
+    if (r.code === 'ENOENT') throw new RunscNotFoundError(this.binary);
+    return r;
   }
 }
 
