@@ -14,9 +14,16 @@
  *         delivered Mbit/s (receiver side) and loss %;
  *   ping  PINGS (default 200) echo requests 20 ms apart, the first (handshake, ARP-free warm-up) left out: RTT p50/p99;
  *   CPU   launcher CPU-seconds per GB moved (TCP runs) next to the sending wireguard-go's and both ends'.
+ *
+ * Download (iperf3 -R: the peer sends, the sandbox receives), in the same rounds: lattice, veth and wg-wg, and
+ * lattice once more with LATTICE_TUN_OFFLOAD=off (no virtio-net header: one TUN write per decrypted segment,
+ * where "on" coalesces the segments of one receive burst into one GSO super-packet write, src/tun/offload.ts).
+ * Printed as medians, ratios (lattice / wg-wg, lattice / veth, coalescing on / off) and the launcher's CPU-s
+ * per GB next to the receiving wireguard-go's.
  * Figures and ratios only; nothing here passes or fails.
  *
  * Everything lives in namespaces/links named ltbench-*; all are removed in finally. ROUNDS (3) and SECS (5).
+ * ~6-7 min with the defaults (each round: 8 TCP runs and 2 UDP/ping runs, 7 of them in a fresh sandbox).
  */
 import { execa, type ResultPromise } from 'execa';
 import { mkdir, mkdtemp, readFile, readdir, rm, writeFile } from 'node:fs/promises';
@@ -83,6 +90,8 @@ function parseIperf(out: string, what: string): Iperf {
 }
 
 const iperfArgs = (server: string) => ['iperf3', '-c', server, '-t', String(SECS), '-J', '--connect-timeout', '5000'];
+/** The download direction: iperf3 -R, the server (peer) sends and the client (sandbox / A) receives. */
+const iperfDownArgs = (server: string) => [...iperfArgs(server), '-R'];
 /** iperf3 -u at `mbps` offered (0: as fast as it can send). */
 const iperfUdpArgs = (server: string, mbps: number) => [...iperfArgs(server), '-u', '-l', String(UDP_LEN), '-b', mbps ? `${mbps}M` : '0'];
 /** busybox ping (the same tool inside the sandbox and on the host): PINGS requests, 20 ms apart. */
@@ -283,7 +292,7 @@ try {
   }
   spawnKeep(['ip', 'netns', 'exec', WB, 'iperf3', '-s', '-B', WG_B_IP]);
   await new Promise((r) => setTimeout(r, 500)); // iperf3 servers listening
-  console.log(`setup ${((performance.now() - t0) / 1000).toFixed(1)} s; ${ROUNDS} rounds x (4 TCP cases + UDP/ping for lattice and wg-wg) x ${SECS} s iperf3, interleaved`);
+  console.log(`setup ${((performance.now() - t0) / 1000).toFixed(1)} s; ${ROUNDS} rounds x (4 TCP cases + UDP/ping for lattice and wg-wg) x ${SECS} s iperf3, interleaved; and 4 TCP download cases (iperf3 -R) per round`);
 
   const state = join(work, 'state');
   // Writes the launcher's own CPU time (process.cpuUsage) on exit, without touching the CLI.
@@ -291,14 +300,14 @@ try {
     'import fs from "node:fs"; process.on("exit", () => { if (process.env.LT_CPU_OUT) fs.writeFileSync(process.env.LT_CPU_OUT, JSON.stringify(process.cpuUsage())); });');
 
   /** One lattice run: iperf3 in the sandbox. Returns throughput, launcher CPU (s) and the whole tree's CPU (s). */
-  async function latticeRun(tag: string, profileDir?: string, udpOffload = 'auto'): Promise<Iperf & { wall: number; nodeCpu: number; treeCpu: number }> {
-    const r = await latticeExec(tag, iperfArgs(PEER_IP), { profileDir, udpOffload });
+  async function latticeRun(tag: string, profileDir?: string, udpOffload = 'auto', o: { down?: boolean; tunOffload?: 'on' | 'off' } = {}): Promise<Iperf & { wall: number; nodeCpu: number; treeCpu: number }> {
+    const r = await latticeExec(tag, o.down ? iperfDownArgs(PEER_IP) : iperfArgs(PEER_IP), { profileDir, udpOffload, tunOffload: o.tunOffload });
     return { ...parseIperf(r.stdout, `lattice ${tag} (exit ${r.exitCode}, ${r.stderr.slice(-300)})`), ...r };
   }
 
   /** One lattice sandbox running `cmd`: its output, wall time, launcher CPU (s) and the whole tree's CPU (s). */
-  async function latticeExec(tag: string, cmd: string[], o: { profileDir?: string; udpOffload?: string; capAdd?: string[] } = {}) {
-    const { profileDir, udpOffload = 'auto' } = o;
+  async function latticeExec(tag: string, cmd: string[], o: { profileDir?: string; udpOffload?: string; tunOffload?: 'on' | 'off'; capAdd?: string[] } = {}) {
+    const { profileDir, udpOffload = 'auto', tunOffload = 'on' } = o;
     const cpuOut = join(work, `cpu-${tag}.json`);
     const timeOut = join(work, `time-${tag}.txt`);
     const nodeArgs = ['--import', cpuHook, ...(profileDir ? ['--cpu-prof', '--cpu-prof-dir', profileDir] : []), CLI, '--state-dir', state];
@@ -307,7 +316,7 @@ try {
     const r = await execa('/usr/bin/time', ['-f', '%U %S', '-o', timeOut, process.execPath, ...nodeArgs,
       'sandbox', 'run', '--rootfs', rootfs, '--wg-config', wgConf, '--policy', policyFile, '--audit-log', join(work, 'audit.ndjson'),
       ...(o.capAdd ?? []).flatMap((c) => ['--cap-add', c]),
-      '--', ...cmd], { reject: false, timeout: (3 * SECS + 60) * 1000, env: { LT_CPU_OUT: cpuOut, LATTICE_UDP_OFFLOAD: udpOffload } });
+      '--', ...cmd], { reject: false, timeout: (3 * SECS + 60) * 1000, env: { LT_CPU_OUT: cpuOut, LATTICE_UDP_OFFLOAD: udpOffload, LATTICE_TUN_OFFLOAD: tunOffload } });
     const wall = (performance.now() - t) / 1000;
     const cpu = JSON.parse(await readFile(cpuOut, 'utf8').catch(() => '{"user":NaN,"system":NaN}')) as { user: number; system: number };
     const tree = (await readFile(timeOut, 'utf8')).trim().split('\n').at(-1)!.split(' ').map(Number);
@@ -321,13 +330,13 @@ try {
   }
 
   let vethSeq = 0;
-  async function vethRun(): Promise<Iperf> {
+  async function vethRun(down = false): Promise<Iperf> {
     const id = `${P}-veth-${process.pid}-${vethSeq++}`;
     const bundle = join(work, 'bundles', id);
     // runsc moves the veth's address into its netstack and removes it from the link: give it back per run.
     await sh(['ip', '-n', VS, 'addr', 'replace', `${VETH_S}/30`, 'dev', `${P}-vs0`]);
     await sh(['ip', '-n', VS, 'link', 'set', `${P}-vs0`, 'up']);
-    await writeBundle(bundle, buildSpec({ args: iperfArgs(VETH_P), rootfs, netnsPath: `/var/run/netns/${VS}` }));
+    await writeBundle(bundle, buildSpec({ args: down ? iperfDownArgs(VETH_P) : iperfArgs(VETH_P), rootfs, netnsPath: `/var/run/netns/${VS}` }));
     liveContainers.add(id);
     const { child } = await runsc.run(id, bundle, { stdin: 'ignore', stdout: 'pipe', stderr: 'pipe' });
     let timer: NodeJS.Timeout | undefined;
@@ -337,15 +346,18 @@ try {
     await runsc.delete(id, { force: true }).catch(() => undefined);
     if (r === 'timeout') throw new Error('veth run timed out');
     liveContainers.delete(id);
-    return parseIperf(String(r.stdout), `veth (exit ${r.exitCode}, ${String(r.stderr).slice(-300)})`);
+    return parseIperf(String(r.stdout), `veth${down ? ' down' : ''} (exit ${r.exitCode}, ${String(r.stderr).slice(-300)})`);
   }
 
-  /** wg-wg TCP: throughput, and CPU (s) of the sending wireguard-go (A) and of both. */
-  async function wgRun(): Promise<Iperf & { wgCpu: number; wgSendCpu: number }> {
+  /**
+   * wg-wg TCP: throughput, and CPU (s) of the sending wireguard-go and of both. The iperf3 client runs in A:
+   * upload, A sends; `down` (iperf3 -R), B sends and A receives (A is then the like of the launcher).
+   */
+  async function wgRun(down = false): Promise<Iperf & { wgCpu: number; wgSendCpu: number; wgRecvCpu: number }> {
     const [a0, b0] = [await procCpu(wgA.pid), await procCpu(wgB.pid)];
-    const r = await execa('ip', ['netns', 'exec', WA, ...iperfArgs(WG_B_IP)], { reject: false, timeout: (SECS + 30) * 1000 });
-    const [a1, b1] = [await procCpu(wgA.pid), await procCpu(wgB.pid)];
-    return { ...parseIperf(String(r.stdout), `wg-wg (exit ${r.exitCode})`), wgCpu: a1 - a0 + (b1 - b0), wgSendCpu: a1 - a0 };
+    const r = await execa('ip', ['netns', 'exec', WA, ...(down ? iperfDownArgs(WG_B_IP) : iperfArgs(WG_B_IP))], { reject: false, timeout: (SECS + 30) * 1000 });
+    const [a, b] = [(await procCpu(wgA.pid)) - a0, (await procCpu(wgB.pid)) - b0];
+    return { ...parseIperf(String(r.stdout), `wg-wg${down ? ' down' : ''} (exit ${r.exitCode})`), wgCpu: a + b, wgSendCpu: down ? b : a, wgRecvCpu: down ? a : b };
   }
 
   /** wg-wg: the same UDP and ping script as latticeUdpPing, from A's netns to B over wireguard-go. */
@@ -360,6 +372,11 @@ try {
   const wg: Array<Awaited<ReturnType<typeof wgRun>>> = [];
   const latUp: Array<Awaited<ReturnType<typeof latticeUdpPing>>> = [];
   const wgUp: Array<Awaited<ReturnType<typeof wgUdpPing>>> = [];
+  // Download (iperf3 -R), the same rounds: lattice with coalesced TUN writes (default) and without (TUN offload off).
+  const latDown: Array<Awaited<ReturnType<typeof latticeRun>>> = [];
+  const latDownPlain: Array<Awaited<ReturnType<typeof latticeRun>>> = [];
+  const vethDown: Iperf[] = [];
+  const wgDown: Array<Awaited<ReturnType<typeof wgRun>>> = [];
   const udpText = (x: IperfUdp) => `${x.mbps.toFixed(0)} Mbit/s ${x.lossPct.toFixed(1)}% lost`;
   for (let i = 0; i < ROUNDS; i++) {
     lat.push(await latticeRun(`r${i}`));
@@ -368,11 +385,18 @@ try {
     wg.push(await wgRun());
     latUp.push(await latticeUdpPing(`u${i}`));
     wgUp.push(await wgUdpPing());
+    latDown.push(await latticeRun(`d${i}`, undefined, 'auto', { down: true }));
+    vethDown.push(await vethRun(true));
+    latDownPlain.push(await latticeRun(`dp${i}`, undefined, 'auto', { down: true, tunOffload: 'off' }));
+    wgDown.push(await wgRun(true));
     const [l, p, v, w, lu, wu] = [lat.at(-1)!, latPlain.at(-1)!, veth.at(-1)!, wg.at(-1)!, latUp.at(-1)!, wgUp.at(-1)!];
     console.log(`round ${i + 1}: lattice ${l.mbps.toFixed(0)} Mbit/s (retr ${l.retransmits})  lattice-dgram ${p.mbps.toFixed(0)} (retr ${p.retransmits})  ` +
       `veth ${v.mbps.toFixed(0)} (retr ${v.retransmits})  wg-wg ${w.mbps.toFixed(0)} (retr ${w.retransmits})`);
     console.log(`         udp ${UDP_MBPS}M: lattice ${udpText(lu.fixed)}, wg-wg ${udpText(wu.fixed)};  udp max: lattice ${udpText(lu.max)}, wg-wg ${udpText(wu.max)};  ` +
       `ping p50/p99 ms: lattice ${quantile(lu.rtts, 0.5)}/${quantile(lu.rtts, 0.99)}, wg-wg ${quantile(wu.rtts, 0.5)}/${quantile(wu.rtts, 0.99)}`);
+    const [ld, lp, vd, wd] = [latDown.at(-1)!, latDownPlain.at(-1)!, vethDown.at(-1)!, wgDown.at(-1)!];
+    console.log(`         download (-R): lattice ${ld.mbps.toFixed(0)} Mbit/s (retr ${ld.retransmits})  lattice-nocoalesce ${lp.mbps.toFixed(0)} (retr ${lp.retransmits})  ` +
+      `veth ${vd.mbps.toFixed(0)} (retr ${vd.retransmits})  wg-wg ${wd.mbps.toFixed(0)} (retr ${wd.retransmits})`);
   }
   const med = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
   const mL = med(lat.map((x) => x.mbps));
@@ -389,6 +413,22 @@ try {
   console.log(`  ratio lattice / veth   ${(mL / mV).toFixed(3)}`);
   console.log(`  ratio lattice / wg-wg  ${(mL / mW).toFixed(3)}`);
   console.log(`  ratio lattice-dgram / wg-wg  ${(mP / mW).toFixed(3)}   (lattice / lattice-dgram ${(mL / mP).toFixed(3)})`);
+
+  const mLd = med(latDown.map((x) => x.mbps));
+  const mPd = med(latDownPlain.map((x) => x.mbps));
+  const mVd = med(vethDown.map((x) => x.mbps));
+  const mWd = med(wgDown.map((x) => x.mbps));
+  console.log('');
+  console.log(`TCP throughput, peer -> sandbox (download, iperf3 -R), medians of ${ROUNDS} x ${SECS} s (iperf3 receiver side, inner MTU ${MTU}):`);
+  console.log(`  lattice  (wireguard-go -> TS WireGuard -> pump -> TUN, coalesced writes -> runsc)  ${mLd.toFixed(0).padStart(6)} Mbit/s`);
+  console.log(`  lattice-nocoalesce (the same, LATTICE_TUN_OFFLOAD=off: one TUN write a segment)  ${mPd.toFixed(0).padStart(6)} Mbit/s`);
+  console.log(`  veth     (runsc on a plain veth: ceiling)                                          ${mVd.toFixed(0).padStart(6)} Mbit/s`);
+  console.log(`  wg-wg    (wireguard-go <-> wireguard-go)                                           ${mWd.toFixed(0).padStart(6)} Mbit/s`);
+  console.log(`  load average (1/5/15 min) at the end of the rounds: ${loadavg().map((x) => x.toFixed(2)).join(' ')} on ${CORES} cores`);
+  console.log(`  ratio download lattice / veth   ${(mLd / mVd).toFixed(3)}`);
+  console.log(`  ratio download lattice / wg-wg  ${(mLd / mWd).toFixed(3)}`);
+  console.log(`  ratio download coalescing on / off (lattice / lattice-nocoalesce)  ${(mLd / mPd).toFixed(3)}   (lattice-nocoalesce / wg-wg ${(mPd / mWd).toFixed(3)})`);
+  console.log(`  ratio lattice download / upload  ${(mLd / mL).toFixed(3)}   (wg-wg ${(mWd / mW).toFixed(3)}, veth ${(mVd / mV).toFixed(3)})`);
 
   // UDP and ping: medians over the rounds (each run's own figure first, then the median across runs).
   const udpRow = (name: string, xs: IperfUdp[]) => {
@@ -440,6 +480,13 @@ try {
   const cWb = med(wg.map((w) => perGb(w.wgCpu, w.mbps)));
   console.log(`  CPU-s per GB, medians: launcher ${cL.toFixed(1)} (dgram ${cP.toFixed(1)}); sending wireguard-go ${cWs.toFixed(1)}, both ends ${cWb.toFixed(1)}`);
   console.log(`  ratio launcher / sending wireguard-go ${(cL / cWs).toFixed(2)}   (launcher-dgram / sending wireguard-go ${(cP / cWs).toFixed(2)})`);
+  // Download: the launcher is the receiving end (decrypt, pump, TUN writes); its like is wg-wg's receiver, A.
+  const cLd = med(latDown.map((l) => perGb(l.nodeCpu, l.mbps)));
+  const cPd = med(latDownPlain.map((l) => perGb(l.nodeCpu, l.mbps)));
+  const cWr = med(wgDown.map((w) => perGb(w.wgRecvCpu, w.mbps)));
+  console.log(`  download CPU-s per GB, medians: launcher ${cLd.toFixed(1)} (no coalescing ${cPd.toFixed(1)}); receiving wireguard-go ${cWr.toFixed(1)}, ` +
+    `both ends ${med(wgDown.map((w) => perGb(w.wgCpu, w.mbps))).toFixed(1)}`);
+  console.log(`  ratio download launcher / receiving wireguard-go ${(cLd / cWr).toFixed(2)}   (no coalescing ${(cPd / cWr).toFixed(2)})`);
 
   // One more lattice run under the V8 profiler: top self-time functions of the launcher (PROFILE=0 skips it).
   if (process.env.PROFILE === '0') throw new Done();

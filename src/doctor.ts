@@ -3,6 +3,9 @@ import { execa } from 'execa';
 import { Runsc } from './runsc/client.js';
 import { kernelMajor, needsNetnsWorkaround } from './runsc/compat.js';
 import { UdpBind } from './conn/udp.js';
+import { randomBytes } from 'node:crypto';
+import { errorMessage } from './errors.js';
+import { TunConst, openLinuxTun, setTunOffload } from './tun/linux.js';
 
 export interface Check {
   name: string;
@@ -73,6 +76,7 @@ export async function runChecks(): Promise<Check[]> {
     fix: dockerd ? 'start it: dockerd & (or systemctl start docker)' : SETUP,
   });
   checks.push(await udpOffloadCheck());
+  checks.push(await tunOffloadCheck());
   checks.push(...(await hostEgressChecks()));
   return checks;
 }
@@ -94,6 +98,45 @@ async function udpOffloadCheck(): Promise<Check> {
     };
   } catch (err) {
     return { name: 'UDP offload', ok: false, optional: true, detail: `cannot open a loopback UDP socket: ${(err as Error).message}` };
+  }
+}
+
+/**
+ * How lattice's TUNs move packets here (src/tun/linux.ts): "coalesce" (opened with IFF_VNET_HDR; the TCP
+ * segments one UDP receive burst decrypts are written as one GSO super-packet, which pays in the download
+ * direction) or "off" (LATTICE_TUN_OFFLOAD=off: no header, one write per packet); with "coalesce", also
+ * whether the kernel accepts TUNSETOFFLOAD (CSUM, TSO4, TSO6), which offloaded reads would need (lattice
+ * does not ask for them: runsc's GSO never reaches a TUN whole, see README "TUN offloads"). Probed on a TUN
+ * opened as a sandbox's is (openLinuxTun: the environment decides) in this netns and closed at once, so
+ * it vanishes (name ltdoc + 6 random hex digits). Optional: the fallback works, only with more writes.
+ */
+async function tunOffloadCheck(): Promise<Check> {
+  const name = 'TUN offload';
+  let tun: Awaited<ReturnType<typeof openLinuxTun>>;
+  try {
+    tun = await openLinuxTun(`ltdoc${randomBytes(3).toString('hex')}`);
+  } catch (err) {
+    return {
+      name, ok: false, optional: true, detail: `cannot open a TUN: ${errorMessage(err)}`,
+      fix: 'run as root with the tun module loaded; if only IFF_VNET_HDR is refused, LATTICE_TUN_OFFLOAD=off',
+    };
+  }
+  try {
+    if (tun.offload === 'off') {
+      return {
+        name, ok: false, optional: true,
+        detail: 'off: LATTICE_TUN_OFFLOAD=off, no IFF_VNET_HDR, one TUN write per packet (works, with more writes per download)',
+        fix: 'unset LATTICE_TUN_OFFLOAD',
+      };
+    }
+    const refused = setTunOffload(tun.fd, TunConst.TUN_F_CSUM | TunConst.TUN_F_TSO4 | TunConst.TUN_F_TSO6);
+    return {
+      name, ok: true, optional: true,
+      detail: 'coalesce: IFF_VNET_HDR, TCP segments of one receive burst written as one GSO super-packet; ' +
+        `TUNSETOFFLOAD (CSUM/TSO4/TSO6) ${refused ? `refused (${refused})` : 'accepted'}, not used: reads stay one packet each`,
+    };
+  } finally {
+    await tun.close();
   }
 }
 

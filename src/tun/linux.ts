@@ -33,6 +33,11 @@ export const TunConst = {
   IFF_TUN: 0x0001,
   IFF_NO_PI: 0x1000,
   IFF_VNET_HDR: 0x4000,
+  /** _IOW('T', 208, unsigned int): which offloads the TUN accepts in frames it hands out (TUN_F_*). */
+  TUNSETOFFLOAD: 0x400454d0,
+  TUN_F_CSUM: 0x01,
+  TUN_F_TSO4: 0x02,
+  TUN_F_TSO6: 0x04,
   SIOCSIFMTU: 0x8922,
   IFNAMSIZ: 16,
   IFREQ_SIZE: 40,
@@ -98,6 +103,8 @@ export interface OpenTunOptions {
 
 interface Libc {
   ioctl: (fd: number, req: number, arg: Buffer) => number;
+  /** ioctl whose argument is a value, not a pointer (TUNSETOFFLOAD). */
+  ioctlValue: (fd: number, req: number, arg: number) => number;
   socket: (domain: number, type: number, proto: number) => number;
   close: (fd: number) => number;
   fcntl: (fd: number, cmd: number, arg: number) => number;
@@ -115,6 +122,7 @@ function loadLibc(): Libc {
     libc = {
       // ioctl is variadic in C; one pointer argument in a register is ABI-identical on the targets we run on.
       ioctl: lib.func('int ioctl(int fd, unsigned long req, void *arg)') as Libc['ioctl'],
+      ioctlValue: lib.func('ioctl', 'int', ['int', 'unsigned long', 'unsigned long']) as Libc['ioctlValue'],
       socket: lib.func('int socket(int domain, int type, int protocol)') as Libc['socket'],
       close: lib.func('int close(int fd)') as Libc['close'],
       fcntl: lib.func('int fcntl(int fd, int cmd, int arg)') as Libc['fcntl'],
@@ -174,6 +182,17 @@ export function openTunFd(name: string, opts: OpenTunOptions = {}): { fd: number
     closeSync(fd);
     throw err;
   }
+}
+
+/**
+ * TUNSETOFFLOAD `flags` (TunConst.TUN_F_*) on a TUN fd: undefined when the kernel accepted them, else the
+ * errno name. Used by `lattice doctor` only: lattice's TUNs do not ask for read offloads (see above).
+ */
+export function setTunOffload(fd: number, flags: number): string | undefined {
+  const c = loadLibc();
+  if (c.ioctlValue(fd, TunConst.TUNSETOFFLOAD, flags) === 0) return undefined;
+  const e = c.errno();
+  return ERRNO_NAMES[e] ?? `errno ${e}`;
 }
 
 /** SIOCSIFMTU on an interface of the current netns. */
