@@ -116,6 +116,23 @@ describe('the daemon warm pool (real runsc)', () => {
     for (const id of [a.id, b.id, third.sandbox.id]) await c.remove(id);
   });
 
+  it('stop of a taken sandbox sends its command SIGTERM first, as in a cold run (exit status of its trap)', async () => {
+    const { plain } = await full();
+    const trap = "trap 'echo term; exit 7' TERM; echo ready; while :; do sleep 1; done";
+    const sb = await c.create({ rootfs, cmd: ['sh', '-c', trap], stopTimeoutSeconds: 600 });
+    expect(plain).toContain(sb.id);
+    let out = '';
+    for await (const chunk of c.logs(sb.id, { follow: true })) if ((out += chunk.toString()).includes('ready')) break;
+    // A stop that only came as SIGKILL after the stop timeout (600 s) would outlast the test's timeout.
+    const stopped = await c.stop(sb.id);
+    expect(stopped.exitCode).toBe(7);
+    const chunks: Buffer[] = [];
+    for await (const chunk of c.logs(sb.id)) chunks.push(chunk);
+    // (busybox sh may also report its `sleep` child, which the signal reached too, as "Terminated".)
+    expect(Buffer.concat(chunks).toString()).toMatch(/^ready\n(Terminated\n)?term\n$/);
+    await c.remove(sb.id);
+  });
+
   it('a request under the pool policy takes a sandbox whose network (netns, address) was ready', async () => {
     const { policed } = await full();
     expect(await netnsOf(policed[0]!)).toHaveLength(1);

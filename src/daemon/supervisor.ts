@@ -127,6 +127,8 @@ interface Parked {
   input: PassThrough;
   /** Give the sandbox its own CPU time back (PARKED_CPU_*); never throws. */
   unpark: () => Promise<void>;
+  /** The lifecycle's stop (SIGTERM to the sandbox's process 1), which a claimed sandbox's stop uses. */
+  stop: () => void;
 }
 
 export interface SupervisorDeps {
@@ -238,7 +240,7 @@ export class Supervisor {
     await setCpu(cgroup, { quota: PARKED_CPU_QUOTA_US, period: PARKED_CPU_PERIOD_US, shares: PARKED_CPU_SHARES }).catch(cpuLog);
     const unpark = () => setCpu(cgroup, { ...cpu, shares: DEFAULT_CPU_SHARES }).catch(cpuLog);
     const drain = () => void unpark().finally(() => input.end());
-    this.parked.set(id, { record, input, unpark });
+    this.parked.set(id, { record, input, unpark, stop: live.stop });
     live.stop = drain;
     void live.exited.then(async () => {
       // Never taken: nothing of anyone's ran in it; the record goes with the sandbox.
@@ -257,19 +259,19 @@ export class Supervisor {
     record.args = proc.args;
     delete record.warm;
     live.name = record.name;
-    const stopLifecycle = live.stop;
     const graceMs = Math.round(req.stopTimeoutSeconds * 1000);
     live.stop = () => {
-      stopLifecycle();
+      p.stop();
       const t = setTimeout(() => void new Runsc({ root: record.runscRoot }).kill(id, 'SIGKILL', { all: true }).catch(() => undefined), graceMs);
       void live.exited.then(() => clearTimeout(t));
     };
+    // The record is written while the command starts: a daemon killed before it is written leaves a record
+    // marked warm, which a restart reaps with its sandbox; the request never got its reply.
+    const saved = this.registry.save(record);
     await p.unpark();
     if (req.name !== undefined) await this.setHostname(record, hostnameOf(req.name));
-    // The command starts first, the record is written while it does: a daemon killed in between leaves a
-    // record marked warm, which a restart reaps with its sandbox; the request never got its reply.
     p.input.end(claimLine(proc));
-    await this.registry.save(record);
+    await saved;
     return this.get(id);
   }
 

@@ -12,7 +12,7 @@ import { CgroupKill, cgroupKillFromLog, readKernelLog } from '../runsc/cgroup-ki
 import { Runsc } from '../runsc/client.js';
 import { RunscError, commandStartError, runscMessage } from '../runsc/errors.js';
 import { statePaths } from '../state.js';
-import { cgroupPathOf, removeCgroup } from './cgroup.js';
+import { cgroupPathOf, liftCpuQuota, removeCgroup } from './cgroup.js';
 import type { RecordCleaner } from './gc.js';
 import { hostnameOf, runLifecycle, type LifecycleOptions, type RunningSandbox, type SandboxEngine, type SandboxNetwork } from './lifecycle.js';
 import type { SandboxRecord } from './registry.js';
@@ -61,8 +61,9 @@ export function limitMessage(name: string, cause: CgroupKill, r: OciResources, e
 
 const RUNSC_OWN_FAILURE = /^(running|creating|starting|reading|loading) (container|spec|sandbox)/;
 
-/** gc's cleaner for runsc records: `runsc delete --force` of the record's container, then its host cgroup. */
+/** gc's cleaner for runsc records: `runsc delete --force` of the record's container (its CPU quota lifted first), then its host cgroup. */
 export const removeRunscRecord: RecordCleaner = async (r) => {
+  await liftCpuQuota(cgroupPathOf(r.id));
   await new Runsc({ root: r.runscRoot }).delete(r.id, { force: true }).catch(() => undefined);
   await removeCgroup(cgroupPathOf(r.id));
 };
