@@ -60,6 +60,7 @@ export const ErrorCode = {
   ExitDns: 'EEXIT_DNS',
   ExitDnsBind: 'EEXIT_DNS_BIND',
   ExitOptOut: 'EEXIT_OPT_OUT',
+  ExitNotApproved: 'EEXIT_NOT_APPROVED',
   Policy: 'EPOLICY',
   // audit
   Audit: 'EAUDIT',

@@ -19,43 +19,16 @@
 import { describe, it, expect, beforeAll, afterAll } from 'vitest';
 import { execa } from 'execa';
 import { randomBytes } from 'node:crypto';
-import { mkdir, readFile, writeFile } from 'node:fs/promises';
+import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { busyboxRootfs, waitFor, REPO } from '../support/env.js';
-import { ip } from '../../src/netns/ip.js';
-import { startLab, collect, NATS, type Lab } from './lab.js';
+import { busyboxRootfs, waitFor } from '../support/env.js';
+import { startLab, startInternet, startExitNode, wireInternet, collect, NATS, EXIT_POLICY, type Lab } from './lab.js';
 
 const NS = 'lte';
-const POLICY = {
-  version: 1,
-  mode: 'enforce',
-  egress: [
-    { id: 'web', action: 'allow', cidrs: ['203.0.113.10/32'], ports: [443], protocol: 'tcp' },
-    { id: 'api', action: 'allow', domains: ['api.example.test'], ports: [443], protocol: 'tcp' },
-  ],
-  // The exit node's own policy: forwarded flows are ingress to it, from the overlay; so are the DNS
-  // queries its forwarder answers on its overlay address.
-  ingress: [
-    { id: 'via-exit', action: 'allow', cidrs: ['10.77.0.0/16'], ports: [443], protocol: 'tcp' },
-    { id: 'exit-dns', action: 'allow', cidrs: ['10.77.0.0/16'], ports: [53], protocol: 'udp' },
-  ],
-};
-const DNS_SERVER = '203.0.113.12';
-
 let lab: Lab;
 
 beforeAll(async () => {
-  lab = await startLab(`lte${randomBytes(2).toString('hex')}`, 8473, async (r, s) => {
-    // The "internet" behind the exit node: it knows nothing of the overlay.
-    await ip(['link', 'add', 'wan0', 'type', 'veth', 'peer', 'name', 'eth0', 'netns', s], r);
-    await ip(['addr', 'add', '198.51.100.1/30', 'dev', 'wan0'], r);
-    await ip(['link', 'set', 'wan0', 'up'], r);
-    await ip(['route', 'add', '203.0.113.0/24', 'via', '198.51.100.2'], r);
-    await ip(['addr', 'add', '198.51.100.2/30', 'dev', 'eth0'], s);
-    await ip(['link', 'set', 'eth0', 'up'], s);
-    for (const a of ['203.0.113.10/32', '203.0.113.11/32', `${DNS_SERVER}/32`, '203.0.113.13/32']) await ip(['addr', 'add', a, 'dev', 'lo'], s);
-    await ip(['route', 'add', 'default', 'via', '198.51.100.1'], s);
-  });
+  lab = await startLab(`lte${randomBytes(2).toString('hex')}`, 8473, wireInternet);
 }, 180_000);
 
 afterAll(async () => lab?.stop(), 60_000);
@@ -63,35 +36,13 @@ afterAll(async () => lab?.stop(), 60_000);
 describe('exit node', () => {
   it('a sandbox reaches an address and a domain rule\'s name through the exit node (source: the exit node, DNS through the tunnel), other names and addresses are refused and audited', async () => {
     const policyFile = join(lab.work, 'policy.json');
-    await writeFile(policyFile, JSON.stringify(POLICY));
+    await writeFile(policyFile, JSON.stringify(EXIT_POLICY));
     const tk = await lab.admin(['token', 'create', '--namespace', NS, '--limit', '4', '--policy', policyFile]);
     expect(tk.exitCode, String(tk.stderr)).toBe(0);
     const token = String(tk.stdout).trim();
-    await mkdir(join(lab.work, 'www'));
-    await writeFile(join(lab.work, 'www', 'index.html'), 'hello-from-internet\n');
-    const httpd = execa('ip', ['netns', 'exec', lab.s, 'busybox', 'httpd', '-f', '-vv', '-p', '443', '-h', join(lab.work, 'www')], { reject: false, stdin: 'ignore' });
-    lab.children.push(httpd);
-    const httpdLog = collect(httpd, 'stderr');
-    // The internet's DNS server: one JSON line per query on stdout.
-    const dns = execa('ip', ['netns', 'exec', lab.s, process.execPath, '--import', 'tsx', join(REPO, 'e2e/egress/fixtures/internet.ts'), DNS_SERVER], {
-      cwd: REPO,
-      env: { NAMES: 'api.example.test=203.0.113.13,other.example.test=203.0.113.11' },
-      reject: false,
-      stdin: 'ignore',
-    });
-    lab.children.push(dns);
-    const dnsOut = collect(dns, 'stdout');
-    await waitFor(() => dnsOut().includes('"ready"'), 60_000, 'the internet DNS server');
-    const asked = () => dnsOut().trim().split('\n').map((l) => JSON.parse(l) as { ev: string; name?: string }).filter((e) => e.ev === 'dns').map((e) => e.name);
-
+    const { httpdLog, asked } = await startInternet(lab);
     const auditR = join(lab.work, 'audit-r.ndjson');
-    const up = lab.inNs(lab.r, 'state-r', ['up', '--name', 'exit', '--control-plane', NATS, '--token', token, '--advertise', '198.18.0.21', '--exit-node', '--dns-upstream', DNS_SERVER, '--audit-log', auditR]);
-    lab.children.push(up);
-    const upErr = collect(up, 'stderr');
-    await waitFor(() => upErr().includes('is up on lattice0'), 60_000, 'lattice up --exit-node');
-    const ok = await lab.admin(['route', 'approve', `${NS}/exit`, 'exit']);
-    expect(ok.exitCode, String(ok.stderr)).toBe(0);
-    await waitFor(() => upErr().includes('forwarding for approved routes: 0.0.0.0/0 ::/0'), 30_000, `the exit node hearing the approval (${upErr().slice(-600)})`);
+    const { up, upErr } = await startExitNode(lab, NS, token, ['--audit-log', auditR]);
 
     const rootfs = await busyboxRootfs(lab.work);
     const get = (addr: string) => `printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 3 ${addr} 443 | grep hello-from-internet`;

@@ -170,7 +170,7 @@ export function registerSandbox(program: Command): void {
       throw new UsageError(`--listen-port ${String(o.listenPort)} is not a UDP port; use 1-65535`);
     }
     if (o.detach) {
-      const foregroundOnly = (['stun', 'turn', 'ice', 'relay', 'metrics', 'auditLog', 'dnsMaxInFlight', 'dnsRate', 'dnsBurst', 'maxFlows', 'exitNode'] as const).filter((k) =>
+      const foregroundOnly = (['stun', 'turn', 'ice', 'relay', 'metrics', 'auditLog', 'dnsMaxInFlight', 'dnsRate', 'dnsBurst', 'maxFlows'] as const).filter((k) =>
         Array.isArray(o[k]) ? (o[k] as unknown[]).length > 0 : o[k] !== undefined,
       );
       if (foregroundOnly.length) throw new UsageError(`-d does not take ${foregroundOnly.map((k) => `--${k.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)}`).join(', ')} yet; run those in the foreground`);
@@ -182,6 +182,7 @@ export function registerSandbox(program: Command): void {
         advertise: o.advertise as string,
         listenPort,
         ...(o.egress === 'host' ? { egress: 'host' as const } : {}),
+        ...(o.exitNode !== undefined ? { exitNode: o.exitNode as string } : {}),
       };
       console.log((await client.create({ ...createRequest(cmd, o, checked, net), name: o.name as string })).name);
       return;

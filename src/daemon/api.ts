@@ -18,6 +18,7 @@
  *   errors: 4xx/5xx ErrorBody { error: { code, message } } (code: see src/errors.ts)
  */
 import { z } from 'zod';
+import { isPeerRef } from '../controlplane/routes.js';
 
 /** How the daemon's sandbox reaches the network: none, host egress under a policy, or enrolled on the overlay. */
 export const NetworkSpec = z.discriminatedUnion('mode', [
@@ -38,6 +39,11 @@ export const NetworkSpec = z.discriminatedUnion('mode', [
       advertise: z.string().optional(),
       listenPort: z.number().int().min(1).max(65535).optional(),
       egress: z.literal('host').optional(),
+      /**
+       * `sandbox start --exit-node`: "name" or "namespace.name" of an approved exit node, or "none"; absent:
+       * the namespace's default exit node, if an operator set one (src/sandbox/enrolled.ts chooses, for both).
+       */
+      exitNode: z.string().refine(isPeerRef, 'a peer name: NAME or NAMESPACE.NAME (DNS labels), or none').optional(),
     })
     .strict(),
 ]);

@@ -471,6 +471,7 @@ export class Supervisor {
       advertiseHost: n.advertise ?? '127.0.0.1',
       listenPort: n.listenPort,
       hostEgress: n.egress === 'host',
+      ...(n.exitNode !== undefined ? { exitNode: n.exitNode } : {}),
       log,
     });
     return {

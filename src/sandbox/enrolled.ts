@@ -9,7 +9,7 @@ import type { PeerConfig } from '../wg/peer.js';
 import { validatePolicy, denyAllPolicy, parseIp, bindPeers, peerBindingKey, type IpAddr, type Policy } from '../policy/index.js';
 import { directorySnapshot } from '../controlplane/service.js';
 import { cidrHas, formatCidr, parseCidr, type Cidr } from '../net/addr.js';
-import { findPeer, peerAllowedIPs } from '../controlplane/routes.js';
+import { findPeer, isExitRoute, peerAllowedIPs } from '../controlplane/routes.js';
 import type { NamespaceExitDefault } from '../controlplane/namespaces.js';
 import { fetchDirectory, obtainIdentity, updateEndpoint, updateRoutes, connectControlPlane, controlPlaneEndpoint, rememberServers, DirectoryWatcher, type Credentials, type Peer } from '../enroll/index.js';
 import { credentialsPath } from '../enroll/credentials.js';
@@ -117,12 +117,29 @@ export function exitNodeAddress(peers: readonly Peer[], ref: string): IpAddr | u
 export const NO_EXIT_NODE = 'none';
 
 /**
- * The exit node this launcher uses: `--exit-node NAME`, else the namespace's default (asked from the
- * control plane's directory reply at start), else none. Errors: EEXIT_OPT_OUT when the sandbox opts out
- * (`--exit-node none` or `--egress host`) of a default whose operator does not allow it.
+ * Why `ref` cannot be this launcher's exit node, as one line for the user; undefined: it can (a peer of
+ * the directory `peers` named `ref`, "name" or "namespace.name", carrying an approved exit route). Pure.
  */
-async function chooseExitNode(o: Pick<EnrolledOptions, 'exitNode' | 'hostEgress'>, c: Credentials, nc: NatsConnection, log: Logger): Promise<string | undefined> {
-  if (o.exitNode !== undefined && o.exitNode !== NO_EXIT_NODE) return o.exitNode;
+export function unapprovedExitNode(peers: readonly Peer[], ref: string, namespace: string): string | undefined {
+  const p = findPeer(peers, ref);
+  if (!p) return `exit node ${ref} is not a peer this agent sees (namespace ${namespace} and the namespaces its token allows); name one from lattice route ls, or drop --exit-node`;
+  if ((p.routes ?? []).some((r) => isExitRoute(r.cidr))) return undefined;
+  return `exit node ${ref} has no approved exit routes; an operator approves them with lattice route approve ${p.namespace}/${p.name} exit (after lattice up --exit-node there), or drop --exit-node`;
+}
+
+/**
+ * The exit node this launcher uses: `--exit-node NAME`, else the namespace's default (asked from the
+ * control plane's directory reply at start), else none. `peers`: the directory now. Errors:
+ * EEXIT_NOT_APPROVED (exit 2) when `--exit-node NAME` is not an approved exit node in `peers` (a default
+ * that is not is only warned about: the operator's setting, fixed by the operator); EEXIT_OPT_OUT when
+ * the sandbox opts out (`--exit-node none` or `--egress host`) of a default whose operator does not allow it.
+ */
+async function chooseExitNode(o: Pick<EnrolledOptions, 'exitNode' | 'hostEgress'>, c: Credentials, peers: readonly Peer[], nc: NatsConnection, log: Logger): Promise<string | undefined> {
+  if (o.exitNode !== undefined && o.exitNode !== NO_EXIT_NODE) {
+    const why = unapprovedExitNode(peers, o.exitNode, c.namespace);
+    if (why) throw new LatticeError('EEXIT_NOT_APPROVED', why, { exitCode: 2 });
+    return o.exitNode;
+  }
   let d: NamespaceExitDefault | undefined;
   try {
     d = ((await fetchDirectory({ nc, jwt: c.jwt, timeoutMs: 5000 })) as { exitNode?: NamespaceExitDefault }).exitNode;
@@ -137,6 +154,8 @@ async function chooseExitNode(o: Pick<EnrolledOptions, 'exitNode' | 'hostEgress'
     throw new LatticeError('EEXIT_OPT_OUT', `namespace ${c.namespace} sends its sandboxes' traffic through exit node ${d.exitNode} and does not allow ${optOut}; drop ${optOut}, or ask an operator for lattice namespace set ${c.namespace} --exit-node ${d.exitNode} --allow-opt-out`);
   }
   if (optOut !== undefined) return undefined;
+  const why = unapprovedExitNode(peers, d.exitNode, c.namespace);
+  if (why) log.warn({ exitNode: d.exitNode, namespace: c.namespace, why }, 'the namespace\'s default exit node is not usable now: non-overlay traffic is refused until it is');
   log.info({ exitNode: d.exitNode, namespace: c.namespace }, 'using the namespace\'s default exit node');
   return d.exitNode;
 }
@@ -296,7 +315,7 @@ export async function enrollAndPrepare(o: EnrolledOptions): Promise<Enrolled> {
       throw new LatticeError('EREVOKED', `agent ${credentials.namespace}/${credentials.name} has been revoked; it cannot start again (enroll a new name with a new token)`);
     }
     await step('revocation');
-    const exitNode = o.router ? undefined : await chooseExitNode(o, credentials, nc, log);
+    const exitNode = o.router ? undefined : await chooseExitNode(o, credentials, watcher.peers.length > 0 ? watcher.peers : (credentials.peers ?? []), nc, log);
 
     let net: WgSandboxNetwork | undefined;
     /** The policy as the control plane sent it, and bound to the current directory (what the pump holds). */
