@@ -28,7 +28,7 @@ import { availableParallelism, loadavg } from 'node:os';
 import { join } from 'node:path';
 import { busyboxRootfs, waitFor, waitForListener } from '../e2e/support/env.js';
 import { genKeypair } from '../e2e/support/wgpeer.js';
-import { startLab, collect, NATS, type Lab } from '../e2e/routes/lab.js';
+import { startLab, collect, wireInternet, NATS, type Lab } from '../e2e/routes/lab.js';
 import { createNetns, deleteNetns, ip } from '../src/netns/ip.js';
 import { addIperf3, iperfArgs, parseIperf, type Iperf } from './support/iperf.js';
 import type { HostStatus } from '../src/host/up.js';
@@ -79,17 +79,7 @@ let lab: Lab | undefined;
 const made: string[] = [];
 try {
   const t0 = performance.now();
-  lab = await startLab(P, 8475, async (r, s) => {
-    // The "internet" behind the exit node (as e2e/routes/exit-node.test.ts).
-    await ip(['link', 'add', 'wan0', 'type', 'veth', 'peer', 'name', 'eth0', 'netns', s], r);
-    await ip(['addr', 'add', '198.51.100.1/30', 'dev', 'wan0'], r);
-    await ip(['link', 'set', 'wan0', 'up'], r);
-    await ip(['route', 'add', '203.0.113.0/24', 'via', '198.51.100.2'], r);
-    await ip(['addr', 'add', '198.51.100.2/30', 'dev', 'eth0'], s);
-    await ip(['link', 'set', 'eth0', 'up'], s);
-    await ip(['addr', 'add', '203.0.113.10/32', 'dev', 'lo'], s);
-    await ip(['route', 'add', 'default', 'via', '198.51.100.1'], s);
-  });
+  lab = await startLab(P, 8475, wireInternet);
   const L = lab;
   for (const n of [H, W1, W2]) {
     await createNetns(n);
