@@ -24,6 +24,7 @@ export const ErrorCode = {
   DaemonRoute: 'EDAEMON_ROUTE',
   DaemonUnreachable: 'EDAEMON_UNREACHABLE',
   DaemonPool: 'EDAEMON_POOL',
+  DaemonPoolStore: 'EDAEMON_POOL_STORE',
   SandboxNet: 'ESANDBOX_NET',
   SandboxCommandNotFound: 'ESANDBOX_COMMAND_NOT_FOUND',
   SandboxCommandNotExecutable: 'ESANDBOX_COMMAND_NOT_EXECUTABLE',

@@ -43,7 +43,7 @@ function registerPool(daemon: Command): void {
   const pool = daemon.command('pool').description("the running daemon's warm pools (see README, \"Warm pool\")");
   pool
     .command('set')
-    .description('make a pool, change its size or remove it (size 0); returns once the parked sandboxes beyond the size have ended')
+    .description('make a pool, change its size or remove it (size 0); returns once the parked sandboxes beyond the size have ended. Stored in <state>/daemon-pools.json: a restarted daemon has it back')
     .argument('<SPEC...>', 'ROOTFS[:POLICY]=N or KEY=VALUE,...,size=N (keys: rootfs, image, image-archive, oci-layout, policy, memory, cpus, pids-limit, tmp-size)')
     .option('--socket <path>', "the daemon's Unix socket (default: <state>/daemon.sock)")
     .option('--json', 'print the pools set as JSON')
@@ -77,7 +77,7 @@ export function registerDaemon(program: Command): void {
     .option('--group <group>', 'members of this group may use the socket (mode 0660); default: root only (0600)')
     .option(
       '--pool <SPEC>',
-      'keep sandboxes started: ROOTFS[:POLICY]=N, or KEY=VALUE,...,size=N with rootfs|image|image-archive|oci-layout, policy, memory, cpus, pids-limit, tmp-size; matching requests take one (repeatable)',
+      'keep sandboxes started: ROOTFS[:POLICY]=N, or KEY=VALUE,...,size=N with rootfs|image|image-archive|oci-layout, policy, memory, cpus, pids-limit, tmp-size; matching requests take one (repeatable). Pools set at run time (pool set) are stored in <state>/daemon-pools.json and restored at start; a --pool flag for the same pool wins over the stored size',
       (v: string, acc: string[]) => [...acc, v],
       [] as string[],
     )
@@ -92,7 +92,14 @@ export function registerDaemon(program: Command): void {
         import('../sandbox/run.js'),
         import('node:fs'),
       ]);
-      const pools = await parsePools(o.pool, 1);
+      const { PoolStore, poolStorePath, mergePools } = await import('../daemon/pool-store.js');
+      const { formatPoolSpec } = await import('../daemon/pool.js');
+      // Flags are checked before the store is read: a bad --pool stops the start whatever the store holds.
+      const flags = await parsePools(o.pool, 1);
+      const { store, stored } = await PoolStore.open(poolStorePath(stateDir));
+      for (const w of stored.warnings) console.error(`lattice: warning: ${w}`);
+      const pools = mergePools(flags, stored.specs);
+      for (const { flag, storedSize } of pools.overridden) console.error(`lattice: warm pool ${formatPoolSpec(flag)}: the --pool flag wins over the size ${storedSize} a pool set stored`);
       const socket = o.socket ?? defaultSocket(stateDir);
       const gid = o.group === undefined ? undefined : await groupId(o.group);
       const log = createLogger({ level: g.debug ? 'debug' : undefined });
@@ -103,13 +110,18 @@ export function registerDaemon(program: Command): void {
         gid,
         version,
         log,
-        pools,
+        pools: pools.flags,
+        restoredPools: pools.restored,
+        poolStore: store,
         cleaners: {
           runsc: async () => removeRunscRecord,
           docker: async () => (await import('../docker/engine.js')).dockerRecordCleaner(),
         },
       });
       if (running.reaped.length) console.error(`lattice: reaped ${running.reaped.length} sandbox(es) of a daemon that died: ${running.reaped.join(' ')}`);
+      for (const { spec, reason } of running.skippedPools) {
+        console.error(`lattice: warning: stored warm pool ${formatPoolSpec(spec)} skipped: ${reason}; remove it with: lattice daemon pool set ${formatPoolSpec(spec, 0)}`);
+      }
       console.error(`lattice: daemon ${process.pid} listening on ${socket}`);
       for (const p of running.supervisor.poolState()) console.error(`lattice: warm pool ${poolLine(p)}: filling`);
       await stopSignal();

@@ -171,6 +171,16 @@ export function parsePoolSpec(text: string, resolvePath: (p: string) => string, 
   return full;
 }
 
+/**
+ * A pool as SPEC text in the KEY=VALUE,...,size=N form parsePoolSpec reads (`size` overrides the spec's),
+ * for messages that tell the user which `lattice daemon pool set` to run. Values are written as they are
+ * (a path holding a comma would not read back).
+ */
+export function formatPoolSpec(spec: PoolSpec, size = spec.size): string {
+  const fields = Object.entries(SPEC_KEYS).flatMap(([k, { field }]) => (spec[field] === undefined ? [] : [`${k}=${spec[field]}`]));
+  return [...fields, `size=${size}`].join(',');
+}
+
 /** The parts of a prepared process (src/sandbox/prepare.ts) a parked sandbox fixes at its start. */
 export interface KeyedProcess {
   rootfs: string;

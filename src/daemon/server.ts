@@ -3,7 +3,8 @@
  *
  *   start    refuse if another daemon answers on the socket; remove a stale socket file; reap what a
  *            killed daemon left (collectOrphans: containers, netns, egress tables; records kept as reaped);
- *            start the warm pools (filled in the background); listen; chmod 0600 (root only), or 0660 with the socket's group set to --group
+ *            start the warm pools (filled in the background): the --pool flags (a bad one stops the start),
+ *            then the stored pools of run-time sets (pool-store.ts; a bad one is skipped and reported); listen; chmod 0600 (root only), or 0660 with the socket's group set to --group
  *   request  JSON in, JSON out; errors as { error: { code, message } } with 400 (bad input), 404 (no such
  *            sandbox), 409 (running), 500 (anything else)
  *   close    stop every sandbox (SIGTERM, SIGKILL after its stop timeout), close the socket, remove it
@@ -43,6 +44,10 @@ export interface DaemonOptions {
   cleaners: EngineCleaners;
   /** Warm pools to keep filled (`--pool ROOTFS[:POLICY]=N`; src/daemon/pool.ts). */
   pools?: readonly PoolSpec[];
+  /** Pools of run-time sets from the pool store, set after `pools`; one that fails is skipped (RunningDaemon.skippedPools). */
+  restoredPools?: readonly PoolSpec[];
+  /** Records each run-time set (PUT /v1/pool) so the next start restores it (pool-store.ts). */
+  poolStore?: { record(spec: PoolSpec): Promise<void> };
 }
 
 /** Largest request body (bytes): a create request is a few hundred. */
@@ -53,6 +58,8 @@ export interface RunningDaemon {
   readonly supervisor: Supervisor;
   /** Ids reaped at start (sandboxes of a daemon that died). */
   readonly reaped: string[];
+  /** Restored pools that no longer validate (source gone, policy unparsable), with why; not started. */
+  readonly skippedPools: { spec: PoolSpec; reason: string }[];
   close(): Promise<void>;
 }
 
@@ -62,9 +69,17 @@ export async function startDaemon(o: DaemonOptions): Promise<RunningDaemon> {
   await unlink(o.socket).catch(() => undefined);
   const { removed } = await collectOrphans(new SandboxRegistry(o.stateDir), o.cleaners);
   if (removed.length) o.log.warn({ reaped: removed }, 'reaped sandboxes of a daemon that died');
-  const supervisor = new Supervisor({ stateDir: o.stateDir, log: o.log, cleaners: o.cleaners });
-  // Checked one by one before the socket listens: a bad pool stops the daemon's start.
+  const supervisor = new Supervisor({ stateDir: o.stateDir, log: o.log, cleaners: o.cleaners, poolStore: o.poolStore });
+  // Checked one by one before the socket listens: a bad pool flag stops the daemon's start, a stale stored pool does not.
   for (const spec of o.pools ?? []) await supervisor.setPool(spec);
+  const skippedPools: RunningDaemon['skippedPools'] = [];
+  for (const spec of o.restoredPools ?? []) {
+    try {
+      await supervisor.setPool(spec);
+    } catch (err) {
+      skippedPools.push({ spec, reason: errorMessage(err) });
+    }
+  }
   const ops = new OpsRoutes({ supervisor, stateDir: o.stateDir, log: o.log });
   const server = createServer((req, res) => void (ops.handles(req) ? ops.request(req, res) : route(req, res, supervisor, o)));
   server.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => ops.upgrade(req, socket, head));
@@ -85,6 +100,7 @@ export async function startDaemon(o: DaemonOptions): Promise<RunningDaemon> {
   return {
     supervisor,
     reaped: removed,
+    skippedPools,
     close: async () => {
       await supervisor.stopAll();
       await closeServer(server);
@@ -128,7 +144,7 @@ async function route(req: IncomingMessage, res: ServerResponse, sup: Supervisor,
       return send(res, 200, h);
     }
     if (parts[1] === 'pool' && parts.length === 2 && method === 'GET') return send(res, 200, sup.poolState());
-    if (parts[1] === 'pool' && parts.length === 2 && method === 'PUT') return send(res, 200, await sup.setPool(await checkedBody(req, PoolSpec)));
+    if (parts[1] === 'pool' && parts.length === 2 && method === 'PUT') return send(res, 200, await sup.setPool(await checkedBody(req, PoolSpec), { store: true }));
     if (parts[1] !== 'sandboxes') return send(res, 404, notFound(url.pathname));
     if (parts.length === 2 && method === 'GET') return send(res, 200, await sup.list());
     if (parts.length === 2 && method === 'POST') {

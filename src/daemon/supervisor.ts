@@ -135,6 +135,8 @@ export interface SupervisorDeps {
   stateDir: string;
   log: Logger;
   cleaners: EngineCleaners;
+  /** Where run-time pool sets are remembered across restarts (pool-store.ts); none: not remembered. */
+  poolStore?: { record(spec: PoolSpec): Promise<void> };
 }
 
 /** Owns the daemon's running sandboxes (see the comment at the top of this file). */
@@ -190,10 +192,12 @@ export class Supervisor {
    * Make, resize or (size 0) remove a warm pool (pool.ts; `--pool`, PUT /v1/pool); filled in the background.
    * A pool that will hold sandboxes is checked first: its source resolves (an image is unpacked now, once)
    * to a root filesystem with /bin/sh, and its policy file parses (read again at each set: members started
-   * later use the new one). Resolves once the parked sandboxes beyond its size have ended. Errors:
-   * UsageError (a bad spec, source, limit or policy; nothing changed), EDAEMON_POOL (no /bin/sh).
+   * later use the new one). With `store` (a run-time set, not a `--pool` flag) the set is recorded in the
+   * pool store as it takes effect. Resolves once the parked sandboxes beyond its size have ended and the
+   * store is written. Errors: UsageError (a bad spec, source, limit or policy; nothing changed), EDAEMON_POOL
+   * (no /bin/sh), EDAEMON_POOL_STORE (set, but not saved).
    */
-  async setPool(spec: PoolSpec): Promise<PoolState> {
+  async setPool(spec: PoolSpec, o: { store?: boolean } = {}): Promise<PoolState> {
     poolId(spec);
     if (spec.size > 0) {
       await this.prepareWarm(spec);
@@ -202,7 +206,10 @@ export class Supervisor {
         this.hosts.set(spec.policy, await loadHostEgressNetwork({ policy: spec.policy, dnsUpstream: [], stateDir: this.deps.stateDir }));
       }
     }
-    return this.pool.set(spec);
+    const set = this.pool.set(spec);
+    const stored = o.store ? this.deps.poolStore?.record(spec) : undefined;
+    const [state] = await Promise.all([set, stored]);
+    return state;
   }
 
   /** GET /v1/pool. */
