@@ -17,10 +17,10 @@ import { PassThrough, Readable, Writable, type Duplex } from 'node:stream';
 import { LatticeError, UsageError } from '../errors.js';
 import type { CreateRequest, ErrorBody, Health, PoolSpec, PoolState, SandboxView } from '../daemon/api.js';
 import { EXEC_UPGRADE, encodeData, encodeFrame, encodeResize, FrameDecoder, Stream, type ExecExit } from '../daemon/frames.js';
-import type { CheckpointReply, CheckpointRequest, ExecRequest } from '../daemon/ops-routes.js';
+import type { CheckpointReply, CheckpointRequest, ExecRequest, RestoreRequest } from '../daemon/ops-routes.js';
 
 export type { CreateRequest, Health, SandboxView, NetworkSpec, PoolSpec, PoolState } from '../daemon/api.js';
-export type { ExecRequest, PathStat, CheckpointReply } from '../daemon/ops-routes.js';
+export type { ExecRequest, PathStat, CheckpointReply, RestoreRequest } from '../daemon/ops-routes.js';
 export type { ExecExit } from '../daemon/frames.js';
 export { defaultSocket, socketAnswers } from '../daemon/socket.js';
 
@@ -212,11 +212,21 @@ export class LatticeClient {
 
   /**
    * POST .../checkpoint: save the sandbox to `to` (an absolute, new or empty directory on the daemon's
-   * host, made 0700; it holds the sandbox's whole memory) and stop it; `lattice sandbox restore TO`
-   * continues it. Errors: DaemonApiError 400 (TO), 409 (not running; a network checkpoint cannot carry; a TCP connection held).
+   * host, made 0700; it holds the sandbox's whole memory) and stop it; restore(TO) or `lattice sandbox
+   * restore TO` continues it. Errors: DaemonApiError 400 (TO), 409 (not running; a network checkpoint cannot carry; a TCP connection held).
    */
   checkpoint(ref: string, to: string): Promise<CheckpointReply> {
     return this.json('POST', `/v1/sandboxes/${encodeURIComponent(ref)}/checkpoint`, { to } satisfies CheckpointRequest);
+  }
+
+  /**
+   * POST /v1/sandboxes/restore: continue the checkpoint `from` (a directory POST .../checkpoint wrote, on the
+   * daemon's host) as a running daemon sandbox, named `name` (default: the checkpointed one's); resolves with
+   * it once it runs (logs, stop, remove, exec work on it). Errors: DaemonApiError 400 (not a checkpoint, or
+   * one of an enrolled agent: `lattice sandbox restore` continues those), 409 (a running sandbox has the name).
+   */
+  restore(from: string, o: Omit<RestoreRequest, 'from'> = {}): Promise<SandboxView> {
+    return this.json('POST', '/v1/sandboxes/restore', { from, ...o } satisfies RestoreRequest);
   }
 
   private async json<T>(method: string, path: string, body?: unknown): Promise<T> {

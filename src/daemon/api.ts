@@ -15,6 +15,7 @@
  *                                               the parked sandboxes beyond the size have ended)
  *   GET    /v1/sandboxes/{ref}/logs[?follow=true] -> 200 text/plain: its stdout and stderr, merged, in order;
  *                                               with follow the body ends when the sandbox exits
+ *   POST   /v1/sandboxes/restore  RestoreRequest -> 201 SandboxView (ops-routes.ts: a checkpoint continued in the daemon)
  *   errors: 4xx/5xx ErrorBody { error: { code, message } } (code: see src/errors.ts)
  */
 import { z } from 'zod';

@@ -12,7 +12,10 @@
  *   GET  /v1/sandboxes/{ref}/stat?path=/abs      -> 200 PathStat { path, directory }
  *   POST /v1/sandboxes/{ref}/pause | resume      -> 204
  *   POST /v1/sandboxes/{ref}/checkpoint  { to }  -> 200 { path, sandbox }: saved to TO on the daemon's host;
- *                                   the sandbox stops (continue it with `lattice sandbox restore TO`)
+ *                                   the sandbox stops (continue it with POST /v1/sandboxes/restore or `lattice sandbox restore TO`)
+ *   POST /v1/sandboxes/restore  { from, name?, stopTimeoutSeconds? } -> 201 SandboxView: the checkpoint FROM (on the
+ *                                   daemon's host) continues as a running daemon sandbox (Supervisor.restore);
+ *                                   400 FROM is not a checkpoint (or an enrolled one), 409 the name runs
  *   errors: ErrorBody, 400 bad input or a copy tar refused, 404 no such sandbox, 409 not running (exited,
  *           a warm-pool member nobody took, paused or not paused for pause/resume, cannot be checkpointed)
  *
@@ -37,7 +40,7 @@ import { readJsonBody } from '../httpbody.js';
 import { findRunningSandbox, SandboxNotRunningError } from '../sandbox/ops/find.js';
 import { SandboxRegistry, type SandboxRecord } from '../sandbox/registry.js';
 import { Runsc } from '../runsc/client.js';
-import type { ErrorBody, SandboxView } from './api.js';
+import { CreateRequest, type ErrorBody, type SandboxView } from './api.js';
 import { EXEC_UPGRADE, encodeData, encodeFrame, FrameDecoder, Stream, type ExecExit } from './frames.js';
 import type { Pty } from './pty.js';
 import { SandboxNotFoundError, type Supervisor } from './supervisor.js';
@@ -64,6 +67,18 @@ export type ExecRequest = z.input<typeof ExecRequest>;
 
 export const CheckpointRequest = z.object({ to: z.string().refine((p) => posix.isAbsolute(p), 'an absolute path on the daemon host') }).strict();
 export type CheckpointRequest = z.input<typeof CheckpointRequest>;
+
+/** POST /v1/sandboxes/restore: a checkpoint directory (as POST .../checkpoint wrote it) to continue. */
+export const RestoreRequest = z
+  .object({
+    from: z.string().refine((p) => posix.isAbsolute(p), 'an absolute path on the daemon host'),
+    /** Default: the checkpointed sandbox's name. */
+    name: CreateRequest.shape.name,
+    /** Seconds between SIGTERM and SIGKILL on stop (default 10). */
+    stopTimeoutSeconds: z.number().min(0).max(3600).default(10),
+  })
+  .strict();
+export type RestoreRequest = z.input<typeof RestoreRequest>;
 
 /** GET .../stat. */
 export interface PathStat {
@@ -105,6 +120,7 @@ export class OpsRoutes {
   /** Whether `req` is one of this file's plain (not upgraded) routes. */
   handles(req: IncomingMessage): boolean {
     const parts = pathParts(req);
+    if (parts.length === 3 && parts[0] === 'v1' && parts[1] === 'sandboxes' && parts[2] === 'restore' && req.method === 'POST') return true;
     return parts.length === 4 && parts[0] === 'v1' && parts[1] === 'sandboxes' && OPS.has(parts[3]!);
   }
 
@@ -113,6 +129,7 @@ export class OpsRoutes {
     const url = new URL(req.url ?? '/', 'http://daemon');
     const [, , ref, op] = pathParts(req) as [string, string, string, string];
     const method = req.method ?? 'GET';
+    if (op === undefined) return this.restore(req, res);
     try {
       if (op === 'exec') throw new UsageError(`exec streams: send POST ${url.pathname} with Connection: Upgrade and Upgrade: ${EXEC_UPGRADE} (see api/openapi.json)`);
       if (op === 'archive' && method === 'GET') return await this.archiveOut(res, await this.running(ref), pathParam(url));
@@ -155,6 +172,26 @@ export class OpsRoutes {
       }
       const status = opsStatus(err);
       if (status === 500) this.deps.log.warn({ err: errorMessage(err), path: url.pathname }, 'daemon request failed');
+      sendJson(res, status, errorBody(err));
+    }
+  }
+
+  /**
+   * POST /v1/sandboxes/restore: read the checkpoint (ops/restore.ts) and continue it in the Supervisor.
+   * 201 SandboxView; 400 a bad body, FROM not a (whole) checkpoint or an enrolled one; 409 the name runs.
+   */
+  private async restore(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    try {
+      const body = await readJsonBody(req, MAX_BODY);
+      if (!body.ok) return sendJson(res, body.status, { error: { code: 'EUSAGE', message: body.message } } satisfies ErrorBody);
+      const o = checked(RestoreRequest, body.value ?? {});
+      const { readCheckpoint } = await import('../sandbox/ops/restore.js');
+      const ck = await readCheckpoint(o.from);
+      return sendJson(res, 201, await this.deps.supervisor.restore(ck, o));
+    } catch (err) {
+      const code = err instanceof LatticeError ? err.code : '';
+      const status = code === 'ESANDBOX_CHECKPOINT' ? 400 : code === 'ESANDBOX_RUNNING' ? 409 : opsStatus(err);
+      if (status === 500) this.deps.log.warn({ err: errorMessage(err), path: req.url }, 'daemon request failed');
       sendJson(res, status, errorBody(err));
     }
   }

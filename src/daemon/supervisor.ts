@@ -19,7 +19,7 @@ import { closeSync, mkdirSync, openSync, readFileSync, writeSync } from 'node:fs
 import { lstat } from 'node:fs/promises';
 import { EventEmitter } from 'node:events';
 import { join } from 'node:path';
-import { PassThrough, Writable, type Readable } from 'node:stream';
+import { PassThrough, Readable, Writable } from 'node:stream';
 import type { Logger } from 'pino';
 import { LatticeError, UsageError } from '../errors.js';
 import { DEFAULT_CPU_SHARES, cgroupPathOf, setCpu } from '../sandbox/cgroup.js';
@@ -30,6 +30,8 @@ import { Runsc } from '../runsc/client.js';
 import type { CgroupKill } from '../runsc/cgroup-kill.js';
 import type { PreparedProcess } from '../sandbox/prepare.js';
 import type { RunSandboxOptions, RunscProcess } from '../sandbox/run.js';
+import type { Checkpoint } from '../sandbox/ops/restore.js';
+import type { StdioPlan } from '../sandbox/stdio.js';
 import type { CheckedCreateRequest, SandboxView } from './api.js';
 import { WarmPool, claimLine, memberKey, poolId, requestKey, sourceOf, type PoolSpec, type PoolState, type WarmMember } from './pool.js';
 
@@ -119,6 +121,8 @@ interface LaunchOptions {
   stopGraceMs: number;
   input?: Readable;
   warm?: boolean;
+  /** How its stdio is made (default: stdin from `input` or /dev/null, stdout and stderr one pipe to its log). */
+  stdio?: StdioPlan;
 }
 
 /** A parked warm-pool sandbox: its record (the lifecycle's own object) and the pipe its shell reads. */
@@ -173,9 +177,7 @@ export class Supervisor {
    */
   async create(req: CheckedCreateRequest): Promise<SandboxView> {
     const { stateDir } = this.deps;
-    if (req.name !== undefined && [...this.live.values()].some((l) => l.name === req.name)) {
-      throw new LatticeError('ESANDBOX_RUNNING', `a sandbox named ${req.name} is running; stop it or choose another --name`, { exitCode: 2 });
-    }
+    this.requireFreeName(req.name);
     const [{ prepareProcess }, { parseCapability }] = await Promise.all([import('../sandbox/prepare.js'), import('../oci/capabilities.js')]);
     const capabilities = req.capAdd.map(parseCapability);
     const proc = await prepareProcess(req, stateDir);
@@ -186,6 +188,39 @@ export class Supervisor {
     const net = await this.network(req);
     const { id } = await this.launch({ proc: { ...proc, capabilities }, name: req.name, net, stopGraceMs: Math.round(req.stopTimeoutSeconds * 1000) });
     return this.get(id);
+  }
+
+  /**
+   * Continue a checkpoint as a daemon sandbox (POST /v1/sandboxes/restore): `ck` (ops/restore.ts
+   * readCheckpoint) goes through the same lifecycle as create() in restore mode (`runsc restore` of its image,
+   * a new id, the spec re-pointed by respec), named `name` (default: the checkpointed sandbox's name), output
+   * to its log; resolves once it runs. Only checkpoints without network: an enrolled one continues with
+   * `lattice sandbox restore DIR`. Errors: UsageError (an enrolled checkpoint; nothing started),
+   * ESANDBOX_RUNNING (a running sandbox has the name), whatever runsc's restore throws (after teardown).
+   */
+  async restore(ck: Checkpoint, o: { name?: string; stopTimeoutSeconds: number }): Promise<SandboxView> {
+    const name = o.name ?? ck.meta.name;
+    this.requireFreeName(name);
+    if (ck.meta.network !== 'none') {
+      throw new UsageError(`${ck.dir} is a checkpoint of enrolled agent ${ck.meta.agent}; the daemon restores checkpoints without network only, continue it with: lattice sandbox restore ${ck.dir}`);
+    }
+    const { id } = await this.launch({
+      proc: { rootfs: ck.spec.root.path, args: ck.spec.process.args, restore: { imagePath: ck.imagePath, spec: ck.spec } },
+      name,
+      stopGraceMs: Math.round(o.stopTimeoutSeconds * 1000),
+      // runsc's restore wants each stdio fd of the kind it had at checkpoint where that was a socket; a socket
+      // (Node's pipes are socketpairs) also stands in for /dev/null, a file or a pipe. stdin is at its end at once.
+      stdio: { stdin: 'pipe', stdout: 'pipe' },
+      input: Readable.from([]),
+    });
+    return this.get(id);
+  }
+
+  /** Errors: ESANDBOX_RUNNING when a running sandbox of the daemon is named `name`. */
+  private requireFreeName(name: string | undefined): void {
+    if (name !== undefined && [...this.live.values()].some((l) => l.name === name)) {
+      throw new LatticeError('ESANDBOX_RUNNING', `a sandbox named ${name} is running; stop it or choose another --name`, { exitCode: 2 });
+    }
   }
 
   /**
@@ -324,7 +359,7 @@ export class Supervisor {
       gc: false,
       signals: false,
       stopGraceMs: o.stopGraceMs,
-      stdio: { stdin: o.input ? 'pipe' : 'ignore', stdout: 'pipe', merged: true },
+      stdio: o.stdio ?? { stdin: o.input ? 'pipe' : 'ignore', stdout: 'pipe', merged: true },
       input: o.input,
       output: { stdout: sink, stderr: sink },
       network: net?.network,

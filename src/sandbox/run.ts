@@ -158,8 +158,9 @@ export class RunscEngine implements SandboxEngine {
       wait: async () => {
         const result = await child;
         await Promise.all([copied, errDone]);
-        // `runsc run` deletes its container when the container exits; a failure of runsc itself may not.
-        this.deletedByRunsc = result.exitCode !== null && result.exitCode !== 128;
+        // `runsc run` deletes its container when the container exits; a failure of runsc itself may not, and
+        // `runsc restore` never does (its container stays listed as stopped until `runsc delete`).
+        this.deletedByRunsc = !this.p.restore && result.exitCode !== null && result.exitCode !== 128;
         // The container's own exit status wins, also after a stop signal: a process that traps SIGTERM and
         // exits 7 exits 7 (as with `docker stop`); one killed by the signal reports 128+N through runsc.
         const code = result.exitCode ?? (result.signal ? 128 + signalNumber(result.signal) : 1);
