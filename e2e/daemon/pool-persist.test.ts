@@ -5,14 +5,12 @@
  * file or a stored pool that no longer validates is one warning line and the daemon still starts.
  */
 import { describe, it, expect, beforeAll, afterAll } from 'vitest';
-import { execa, type ResultPromise } from 'execa';
-import { readFileSync } from 'node:fs';
+import { execa } from 'execa';
 import { readFile, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { Ajv2020 } from 'ajv/dist/2020.js';
-import addFormats from 'ajv-formats';
 import { ourContainers } from '../support/daemon-leftovers.js';
-import { CLI, REPO, requireBinary, requireRoot, tempDir, busyboxRootfs, lattice, waitFor } from '../support/env.js';
+import { requireBinary, requireRoot, tempDir, busyboxRootfs, lattice, waitFor } from '../support/env.js';
+import { openapiAjv, startTestDaemon, type TestDaemon } from '../support/test-daemon.js';
 import { LatticeClient, socketAnswers, type PoolState } from '../../src/client/index.js';
 
 let work: Awaited<ReturnType<typeof tempDir>>;
@@ -20,24 +18,13 @@ let rootfs: string;
 let stateDir: string;
 let socket: string;
 let store: string;
-let daemon: { run: ResultPromise; stderr: () => string } | undefined;
+let daemon: TestDaemon | undefined;
 let c: LatticeClient;
 
-const openapi = JSON.parse(readFileSync(join(REPO, 'api/openapi.json'), 'utf8')) as object;
-const ajv = new Ajv2020({ strict: false, allErrors: true });
-(addFormats as unknown as (a: Ajv2020) => void)(ajv);
-ajv.addSchema(openapi, 'openapi');
+const { ajv } = openapiAjv();
 
-/** Start the daemon with `flags`, collecting its stderr; resolves once it said it listens (after its start-up warnings) and its socket answers. */
 async function start(flags: string[] = []): Promise<void> {
-  const run = execa(process.execPath, [CLI, '--state-dir', stateDir, 'daemon', ...flags], { reject: false, stdin: 'ignore' });
-  let err = '';
-  run.stderr?.on('data', (b: Buffer) => (err += b.toString()));
-  daemon = { run, stderr: () => err };
-  await waitFor(async () => {
-    if (run.exitCode !== null) throw new Error(`the daemon exited ${run.exitCode}: ${err}`);
-    return err.includes(`listening on ${socket}`) && socketAnswers(socket);
-  }, 120_000, 'the daemon answers on its socket');
+  daemon = await startTestDaemon(stateDir, socket, flags);
 }
 
 /** SIGTERM the daemon; it must exit 0 with nothing left running. Its stderr. */

@@ -5,29 +5,24 @@
  * is not a checkpoint, a running name. Replies are validated against api/openapi.json.
  */
 import { describe, it, expect, beforeAll, afterAll } from 'vitest';
-import { execa, type ResultPromise } from 'execa';
-import { readFileSync } from 'node:fs';
+import { execa } from 'execa';
 import { mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
-import { Ajv2020 } from 'ajv/dist/2020.js';
-import addFormats from 'ajv-formats';
 import { ourContainers } from '../support/daemon-leftovers.js';
-import { CLI, REPO, busyboxRootfs, lattice, requireBinary, requireRoot, tempDir, waitFor } from '../support/env.js';
-import { DaemonApiError, LatticeClient, socketAnswers } from '../../src/client/index.js';
+import { busyboxRootfs, lattice, requireBinary, requireRoot, tempDir, waitFor } from '../support/env.js';
+import { openapiAjv, startTestDaemon, type TestDaemon } from '../support/test-daemon.js';
+import { DaemonApiError, LatticeClient } from '../../src/client/index.js';
 
 let work: Awaited<ReturnType<typeof tempDir>>;
 let rootfs: string;
 let stateDir: string;
 let socket: string;
-let daemon: ResultPromise | undefined;
+let daemon: TestDaemon | undefined;
 let c: LatticeClient;
 const box = `rs-${randomBytes(3).toString('hex')}`;
 
-const openapi = JSON.parse(readFileSync(join(REPO, 'api/openapi.json'), 'utf8')) as { paths: Record<string, Record<string, { responses: Record<string, unknown> }>> };
-const ajv = new Ajv2020({ strict: false, allErrors: true });
-(addFormats as unknown as (a: Ajv2020) => void)(ajv);
-ajv.addSchema(openapi, 'openapi');
+const { doc: openapi, ajv } = openapiAjv<{ paths: Record<string, Record<string, { responses: Record<string, unknown> }>> }>();
 /** Fail unless api/openapi.json lists `status` for POST /v1/sandboxes/restore and `value` is its body. */
 function expectReply(status: 201 | 400 | 409, value: unknown): void {
   expect(openapi.paths['/v1/sandboxes/restore']?.post?.responses, 'the responses of POST /v1/sandboxes/restore').toHaveProperty(String(status));
@@ -64,14 +59,13 @@ beforeAll(async () => {
   stateDir = join(work.path, 'state');
   socket = join(stateDir, 'daemon.sock');
   await execa('mkdir', ['-p', '-m', '700', stateDir]);
-  daemon = execa(process.execPath, [CLI, '--state-dir', stateDir, 'daemon'], { reject: false, stdin: 'ignore' });
-  await waitFor(() => socketAnswers(socket), 60_000, 'the daemon answers on its socket');
+  daemon = await startTestDaemon(stateDir, socket);
   c = new LatticeClient({ socket });
 });
 
 afterAll(async () => {
-  daemon?.kill('SIGTERM');
-  await daemon;
+  daemon?.run.kill('SIGTERM');
+  await daemon?.run;
   await lattice(stateDir, ['gc', '--kept']);
   await work?.remove();
 });
