@@ -8,6 +8,8 @@
  *            -> resolves once onStarted fires (the sandbox runs), rejects if the run failed first
  *   stop     resolves the run's stopWhen: SIGTERM, SIGKILL after stopTimeoutSeconds; resolves after exit
  *   exit     the record stays (kept, exitCode) with output.log until `remove`
+ *   restore  a checkpoint without network continued (restore()): the same lifecycle in restore mode
+ *            (`runsc restore`, a new id), output to its own log, then a daemon sandbox like any other
  *   restart  a daemon killed with -9 takes its sandboxes' networks with it (the TUN fds, pumps and
  *            WireGuard sessions live in its process), so they cannot be re-adopted: the next daemon (or any
  *            `sandbox ls`/`gc`) reaps them through collectOrphans (runsc delete --force, netns, egress
