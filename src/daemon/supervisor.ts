@@ -98,10 +98,12 @@ interface Live {
   name: string;
   /** The lifecycle's record, once it runs (the same object the lifecycle and claim() update). */
   record?: SandboxRecord;
-  /** Set as its run ends; it stays in `live` until its network is closed (remove() waits for that). */
+  /** Set as its run ends; it stays in `live` until its network is closed (`closed`). */
   ended?: boolean;
   stop: () => void;
   exited: Promise<void>;
+  /** Resolves once its run ended and its network is closed: it has left `live`. */
+  closed: Promise<void>;
   sink: LogSink;
 }
 
@@ -377,14 +379,14 @@ export class Supervisor {
       () => undefined,
       (err: unknown) => log.warn({ id, err: String(err) }, 'sandbox run failed'),
     );
-    const live: Live = { id, name: o.name ?? id, stop, exited, sink };
-    this.live.set(id, live);
-    void exited.finally(async () => {
+    const closed = exited.then(async () => {
       live.ended = true;
       sink.finish();
       await net?.close();
       this.live.delete(id);
     });
+    const live: Live = { id, name: o.name ?? id, stop, exited, closed, sink };
+    this.live.set(id, live);
     const first = await Promise.race([startedP, run.then(() => undefined)]);
     if (!first) {
       await exited;
@@ -403,21 +405,24 @@ export class Supervisor {
     const l = this.live.get(r.id);
     if (l) {
       l.stop();
-      await l.exited;
+      await l.closed;
     }
     return this.get(r.id);
   }
 
-  /** Resolve once the sandbox exited (at once if it has). */
+  /** Resolve once the sandbox exited and its network is closed (at once if it has). */
   async wait(ref: string): Promise<SandboxView> {
     const r = await this.find(ref);
-    await this.live.get(r.id)?.exited;
+    await this.live.get(r.id)?.closed;
     return this.get(r.id);
   }
 
   /** Remove a finished sandbox: its engine resources, netns, bundle, record and log. */
   async remove(ref: string): Promise<void> {
     const r = await this.find(ref);
+    // One that has ended is closing its network: removal waits for that rather than calling it running.
+    const l = this.live.get(r.id);
+    if (l?.ended) await l.closed;
     if (this.live.has(r.id) || (!r.kept && isLauncherAlive(r))) throw new SandboxStillRunningError(ref);
     const { removeSandboxResources } = await import('../sandbox/gc.js');
     await removeSandboxResources(r, this.deps.cleaners);
