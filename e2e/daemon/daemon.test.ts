@@ -6,14 +6,12 @@
  */
 import { describe, it, expect, beforeAll, afterAll } from 'vitest';
 import { execa, type ResultPromise } from 'execa';
-import { readFileSync } from 'node:fs';
 import { writeFile } from 'node:fs/promises';
 import { request } from 'node:http';
 import { join } from 'node:path';
-import { Ajv2020 } from 'ajv/dist/2020.js';
-import addFormats from 'ajv-formats';
 import { cgroupsOf, netnsOf, ourContainers as leftovers } from '../support/daemon-leftovers.js';
-import { CLI, REPO, requireBinary, requireRoot, tempDir, busyboxRootfs, lattice, waitFor } from '../support/env.js';
+import { CLI, requireBinary, requireRoot, tempDir, busyboxRootfs, lattice, waitFor } from '../support/env.js';
+import { openapiAjv } from '../support/test-daemon.js';
 import { LatticeClient, socketAnswers } from '../../src/client/index.js';
 
 let work: Awaited<ReturnType<typeof tempDir>>;
@@ -22,12 +20,9 @@ let stateDir: string;
 let socket: string;
 let daemon: ResultPromise | undefined;
 
-const openapi = JSON.parse(readFileSync(join(REPO, 'api/openapi.json'), 'utf8')) as {
+const { doc: openapi, ajv } = openapiAjv<{
   paths: Record<string, Record<string, { responses: Record<string, { $ref?: string; content?: Record<string, { schema: unknown }> }> }>>;
-};
-const ajv = new Ajv2020({ strict: false, allErrors: true });
-(addFormats as unknown as (a: Ajv2020) => void)(ajv);
-ajv.addSchema(openapi, 'openapi');
+}>();
 
 /** The schema api/openapi.json gives for (template path, method, status), or undefined if it lists none. */
 function responseSchema(template: string, method: string, status: number): unknown {

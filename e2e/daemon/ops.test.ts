@@ -7,15 +7,13 @@
  */
 import { describe, it, expect, beforeAll, afterAll } from 'vitest';
 import { execa, type ResultPromise } from 'execa';
-import { readFileSync } from 'node:fs';
 import { lstat, mkdir, readFile, readdir, readlink, stat, symlink, writeFile } from 'node:fs/promises';
 import { request } from 'node:http';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
-import { Ajv2020 } from 'ajv/dist/2020.js';
-import addFormats from 'ajv-formats';
 import { ourContainers } from '../support/daemon-leftovers.js';
-import { CLI, REPO, busyboxRootfs, lattice, requireBinary, requireRoot, tempDir, waitFor } from '../support/env.js';
+import { CLI, busyboxRootfs, lattice, requireBinary, requireRoot, tempDir, waitFor } from '../support/env.js';
+import { openapiAjv } from '../support/test-daemon.js';
 import { DaemonApiError, LatticeClient, socketAnswers, type ExecRequest, type ExecSession } from '../../src/client/index.js';
 
 let work: Awaited<ReturnType<typeof tempDir>>;
@@ -26,12 +24,9 @@ let daemon: ResultPromise | undefined;
 let c: LatticeClient;
 const name = `ops-${randomBytes(3).toString('hex')}`;
 
-const openapi = JSON.parse(readFileSync(join(REPO, 'api/openapi.json'), 'utf8')) as {
+const { doc: openapi, ajv } = openapiAjv<{
   paths: Record<string, Record<string, { responses: Record<string, { $ref?: string; content?: Record<string, { schema: unknown }> }> }>>;
-};
-const ajv = new Ajv2020({ strict: false, allErrors: true });
-(addFormats as unknown as (a: Ajv2020) => void)(ajv);
-ajv.addSchema(openapi, 'openapi');
+}>();
 
 /** Fail unless `json` (the reply of `method template` with `status`) is what api/openapi.json says. */
 function validate(template: string, method: string, status: number, type: string, body: string): unknown {

@@ -7,13 +7,11 @@
  */
 import { describe, it, expect, beforeAll, afterAll } from 'vitest';
 import { execa, type ResultPromise } from 'execa';
-import { readFileSync } from 'node:fs';
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { Ajv2020 } from 'ajv/dist/2020.js';
-import addFormats from 'ajv-formats';
 import { cgroupsOf, netnsOf, ourContainers as leftovers } from '../support/daemon-leftovers.js';
-import { CLI, REPO, requireBinary, requireRoot, tempDir, busyboxRootfs, lattice, waitFor } from '../support/env.js';
+import { CLI, requireBinary, requireRoot, tempDir, busyboxRootfs, lattice, waitFor } from '../support/env.js';
+import { openapiAjv } from '../support/test-daemon.js';
 import { DaemonApiError, LatticeClient, socketAnswers, type PoolState } from '../../src/client/index.js';
 
 let work: Awaited<ReturnType<typeof tempDir>>;
@@ -24,10 +22,7 @@ let socket: string;
 let daemon: ResultPromise | undefined;
 let c: LatticeClient;
 
-const openapi = JSON.parse(readFileSync(join(REPO, 'api/openapi.json'), 'utf8')) as object;
-const ajv = new Ajv2020({ strict: false, allErrors: true });
-(addFormats as unknown as (a: Ajv2020) => void)(ajv);
-ajv.addSchema(openapi, 'openapi');
+const { ajv } = openapiAjv();
 function expectSchema(name: 'Pool' | 'Sandbox', value: unknown): void {
   const ok = ajv.validate({ $ref: `openapi#/components/schemas/${name}` }, value);
   expect(ok, `${JSON.stringify(value)} is not a ${name} of api/openapi.json: ${ajv.errorsText()}`).toBe(true);
