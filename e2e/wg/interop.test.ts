@@ -190,7 +190,7 @@ Endpoint = 192.168.77.1:${portTS}
     updatedAt: number;
     peers: Array<{ latestHandshake: number; rxBytes: number; txBytes: number; endpoint: string }>;
     stats: { handshakesCompleted: number; dropped: Record<string, number> };
-    tun?: { offload: string; txPackets: number; txWrites: number; txSuperPackets: number; rxErrors: number };
+    tun?: { offload: string; txPackets: number; txWrites: number; txSuperPackets: number; txAcksFiltered: number; rxErrors: number };
   }>> {
     const r = await execa(process.execPath, ['--import', 'tsx', 'src/cli/main.ts', '--state-dir', join(dir, 'state'), 'wg', 'show', '--json'], { cwd: repo });
     return JSON.parse(r.stdout) as Awaited<ReturnType<typeof showJson>>;
@@ -245,6 +245,7 @@ Endpoint = 192.168.77.1:${portTS}
       expect(tunStats.rxErrors).toBe(0);
       if (offload === 'off') {
         expect(tunStats.txSuperPackets).toBe(0);
+        expect(tunStats.txAcksFiltered).toBe(0);
         expect(tunStats.txWrites).toBe(tunStats.txPackets);
       } else {
         expect(tunStats.txSuperPackets).toBeGreaterThan(0);

@@ -17,8 +17,9 @@
  * Offload (default; LATTICE_TUN_OFFLOAD=off or `offload: false` turns it off): the TUN is opened with
  * IFF_VNET_HDR, so every read and write carries a 10-byte virtio-net header (src/tun/offload.ts).
  * Writes go through a TcpCoalescer: the in-order TCP segments of one flow written during one event-loop
- * callback (one UDP receive burst) leave as ONE GSO super-packet write (writev of header + packet), flushed
- * in a microtask at the end of the callback; everything else is written at once with a zero header. The
+ * callback (one UDP receive burst) leave as ONE GSO super-packet write (header + packet in one write), flushed
+ * in a microtask at the end of the callback, as does the newest of the burst's pure ACKs of a flow (older
+ * ones it supersedes are filtered and counted); everything else is written at once with a zero header. The
  * kernel is not asked for offloads on reads (no TUNSETOFFLOAD): it hands us complete MTU-size packets,
  * because runsc's own GSO never reaches a TUN as super-packets (see offload.ts); a read with a GSO header
  * anyway is segmented, one the code cannot use is dropped and counted (rxErrors).
@@ -79,6 +80,8 @@ export interface TunStats {
   txWrites: number;
   /** GSO super-packets written (each two or more TCP segments). */
   txSuperPackets: number;
+  /** Pure ACKs not written because a newer ACK of the same flow in the same burst replaced them (offload.ts). */
+  txAcksFiltered: number;
 }
 
 /** How the TUN moves packets: "coalesce" (IFF_VNET_HDR, TCP segments merged on write) or "off". */
@@ -231,7 +234,7 @@ function pipeWrap(): PipeWrapBinding {
 }
 
 class LinuxTunDevice implements LinuxTun {
-  readonly stats: TunStats = { rxPackets: 0, rxBytes: 0, txPackets: 0, txBytes: 0, txErrors: 0, rxErrors: 0, txWrites: 0, txSuperPackets: 0 };
+  private readonly counters: Omit<TunStats, 'txAcksFiltered'> = { rxPackets: 0, rxBytes: 0, txPackets: 0, txBytes: 0, txErrors: 0, rxErrors: 0, txWrites: 0, txSuperPackets: 0 };
   readonly offload: TunOffloadMode;
   private socket?: Socket;
   private closed = false;
@@ -245,6 +248,10 @@ class LinuxTunDevice implements LinuxTun {
     this.flushQueued = false;
     this.coalescer?.flush();
   };
+
+  get stats(): Readonly<TunStats> {
+    return { ...this.counters, txAcksFiltered: this.coalescer?.stats.acksFiltered ?? 0 };
+  }
 
   constructor(
     readonly fd: number,
@@ -273,14 +280,14 @@ class LinuxTunDevice implements LinuxTun {
       throw new TunError(`cannot poll TUN ${this.name} fd: uv error ${rc}`);
     }
     const one = (packet: Uint8Array): void => {
-      this.stats.rxPackets++;
-      this.stats.rxBytes += packet.length;
+      this.counters.rxPackets++;
+      this.counters.rxBytes += packet.length;
       onPacket(packet);
     };
     const deliver = this.coalescer
       ? (buf: Buffer, n: number): void => {
           // A copy (buf is reused for the next read), without the virtio-net header once it is read.
-          if (fromVirtioFrame(new Uint8Array(buf.subarray(0, n)), one) !== undefined) this.stats.rxErrors++;
+          if (fromVirtioFrame(new Uint8Array(buf.subarray(0, n)), one) !== undefined) this.counters.rxErrors++;
         }
       : (buf: Buffer, n: number): void => one(new Uint8Array(buf.subarray(0, n))); // a copy: buf is reused
     // onread: libuv reads straight into one reused buffer, no 64 KiB allocation or stream machinery per read.
@@ -299,7 +306,7 @@ class LinuxTunDevice implements LinuxTun {
     } as ConstructorParameters<typeof Socket>[0]);
     // EBADFD once the interface is gone (its netns was deleted); the stream then closes its descriptor.
     socket.on('error', () => {
-      this.stats.rxErrors++;
+      this.counters.rxErrors++;
     });
     this.socket = socket;
   }
@@ -316,8 +323,8 @@ class LinuxTunDevice implements LinuxTun {
 
   write(packet: Uint8Array): void {
     if (this.closed) return;
-    this.stats.txPackets++;
-    this.stats.txBytes += packet.length;
+    this.counters.txPackets++;
+    this.counters.txBytes += packet.length;
     if (!this.coalescer) return this.writeOnce(packet);
     this.coalescer.push(packet);
     if (!this.flushQueued && this.coalescer.pending) {
@@ -329,7 +336,7 @@ class LinuxTunDevice implements LinuxTun {
   /** A virtio-net header and its packet as ONE write(2): in place when they are adjacent, else through `frame`. */
   private writeFrame(header: Uint8Array, packet: Uint8Array): void {
     if (this.closed) return;
-    if (header[1] !== 0) this.stats.txSuperPackets++;
+    if (header[1] !== 0) this.counters.txSuperPackets++;
     if (header.buffer === packet.buffer && header.byteOffset + header.length === packet.byteOffset) {
       return this.writeOnce(new Uint8Array(packet.buffer, header.byteOffset, header.length + packet.length));
     }
@@ -340,9 +347,9 @@ class LinuxTunDevice implements LinuxTun {
   }
 
   private writeOnce(bytes: Uint8Array): void {
-    this.stats.txWrites++;
+    this.counters.txWrites++;
     // -1: EIO while the link is down, EINVAL for a malformed packet, EBADFD once the interface is gone.
-    if (this.libc.write(this.fd, bytes, bytes.length) < 0) this.stats.txErrors++;
+    if (this.libc.write(this.fd, bytes, bytes.length) < 0) this.counters.txErrors++;
   }
 
   close(): Promise<void> {

@@ -12,12 +12,22 @@
  * reaches netstack (and a host kernel stack) whole, so N decrypted segments of one flow cost one write.
  *
  *   device --> pump (policy, flows: one MTU packet at a time) --> Tun.write --> TcpCoalescer.push
+ *     |-- pure ACK (no payload, flags ACK only, options NOP/EOL/timestamps only) --> held for the burst;
+ *     |       a later pure ACK of the same flow that acknowledges more replaces it (filtered, counted)
  *     |-- not coalescable (not TCP/ACK data, IP options, fragments, SYN/FIN/RST/URG/ECE/CWR) --> flush the
  *     |       same flow's pending item (order within a flow is kept) --> write(zero header, packet)
  *     `-- TCP data --> same flow pending, seq = next, same ack/window/options/IP fields, previous segments
  *             full, no PSH yet, fits 64 KiB --> append payload : flush pending, start a new item
  *   end of the burst --> flush(): one item = its packet as it came; several = one GSO super-packet with
  *   NEEDS_CSUM (TCP checksum field = the pseudo-header sum; the stack completes or trusts it).
+ *
+ * ACK filtering (RFC 3449 5.2.2; Linux sch_cake's ack-filter does the same in a queue): while a sandbox
+ * sends, each TUN write is mostly a pure ACK from the peer, and one write costs ~6 us of kernel time here
+ * (netstack's AF_PACKET delivery and wake-up). Of the pure ACKs of one flow that arrive in one burst only
+ * the newest is written when each acknowledges strictly more than the one before: the newer one carries
+ * everything the older one did (cumulative ack, window, timestamp echo). Duplicate ACKs (the same ack:
+ * fast retransmit counts them), window-only updates, SACK or any other option, ECE/CWR and a changed
+ * TOS/traffic class are never filtered; nothing is held past the end of the burst.
  */
 
 /** Size of struct virtio_net_hdr (no num_buffers): the TUN's default TUNSETVNETHDRSZ. */
@@ -65,6 +75,11 @@ const TCP = 6;
 const FIN = 0x01;
 const PSH = 0x08;
 const ACK = 0x10;
+/** TCP option kinds (RFC 9293 3.2, RFC 7323 3): what a filterable pure ACK may carry. */
+const OptEnd = 0;
+const OptNop = 1;
+const OptTimestamps = 8;
+const OptTimestampsLen = 10;
 /** The largest IP packet a TUN write can carry (IPv4 total length is 16 bits; we keep IPv6 to the same). */
 export const MaxSuperPacket = 65535;
 /** Segments merged into one item at most (the kernel's GRO stops at 64 too, MAX_GRO_SKBS). */
@@ -126,6 +141,35 @@ function sameHeaders(a: Uint8Array, b: Uint8Array, s: TcpShape): boolean {
   return true;
 }
 
+/** Options only NOP, end-of-list and one well-formed timestamps option: nothing a newer ACK would lose. */
+function filterableOptions(pkt: Uint8Array, s: TcpShape): boolean {
+  const end = s.ipHl + s.tcpHl;
+  for (let i = s.ipHl + 20; i < end; ) {
+    const kind = pkt[i]!;
+    if (kind === OptEnd) return true;
+    if (kind === OptNop) i++;
+    else if (kind === OptTimestamps && pkt[i + 1] === OptTimestampsLen && i + OptTimestampsLen <= end) i += OptTimestampsLen;
+    else return false;
+  }
+  return true;
+}
+
+/**
+ * Whether pure ACK `b` makes the held pure ACK `a` of the same flow redundant: the same IP service fields
+ * and TCP header length, and an ack number strictly after a's (mod 2^32, RFC 9293 3.4).
+ */
+function supersedes(a: Uint8Array, b: Uint8Array, s: TcpShape): boolean {
+  if (s.family === 4) {
+    if (a[1] !== b[1]) return false; // TOS/ECN
+  } else {
+    for (let i = 0; i < 4; i++) if (a[i] !== b[i]) return false; // traffic class, flow label
+  }
+  const t = s.ipHl;
+  if (a[t + 12] !== b[t + 12]) return false;
+  const advance = (be32(b, t + 8) - be32(a, t + 8)) >>> 0;
+  return advance !== 0 && advance < 0x80000000;
+}
+
 /** One pending flow: its first packet's headers and the payloads appended so far, after a header gap. */
 interface Item {
   buf: Uint8Array;
@@ -138,6 +182,8 @@ interface Item {
   /** A segment shorter than gsoSize or with PSH was appended: nothing may follow it. */
   closed: boolean;
   psh: boolean;
+  /** The item is one held pure ACK, not data. */
+  ack: boolean;
 }
 
 export interface CoalescerStats {
@@ -147,6 +193,8 @@ export interface CoalescerStats {
   writes: number;
   /** Super-packets written (two or more segments). */
   superPackets: number;
+  /** Pure ACKs not written: a newer ACK of the same flow in the same burst replaced them. */
+  acksFiltered: number;
 }
 
 /**
@@ -156,7 +204,7 @@ export interface CoalescerStats {
  * the end of every burst. Never throws for bad input: what it cannot coalesce it passes through.
  */
 export class TcpCoalescer {
-  readonly stats: CoalescerStats = { packets: 0, writes: 0, superPackets: 0 };
+  readonly stats: CoalescerStats = { packets: 0, writes: 0, superPackets: 0, acksFiltered: 0 };
   private readonly items: (Item | undefined)[];
   private readonly zero = new Uint8Array(VirtioNetHdrLen);
   private evict = 0;
@@ -188,6 +236,18 @@ export class TcpCoalescer {
         }
       }
     }
+    if (s !== undefined && s.payload === 0 && flags === ACK && filterableOptions(pkt, s)) {
+      const held = slot >= 0 ? this.items[slot]! : undefined;
+      if (held?.ack && supersedes(held.buf.subarray(VirtioNetHdrLen, VirtioNetHdrLen + held.len), pkt, s)) {
+        this.stats.acksFiltered++;
+        held.buf.set(pkt, VirtioNetHdrLen);
+        held.len = pkt.length;
+        return;
+      }
+      if (held) this.flushItem(held);
+      else slot = this.freeSlot();
+      return this.start(slot, pkt, s, true);
+    }
     if (!data) {
       if (slot >= 0) this.flushItem(this.items[slot]!);
       this.emit(this.zero, pkt);
@@ -198,14 +258,19 @@ export class TcpCoalescer {
       if (this.canAppend(it, pkt, s)) return this.append(it, pkt, s);
       this.flushItem(it);
     } else {
-      slot = this.items.findIndex((it) => it === undefined || it.segments === 0);
-      if (slot < 0) {
-        slot = this.evict;
-        this.evict = (this.evict + 1) % this.items.length;
-        this.flushItem(this.items[slot]!);
-      }
+      slot = this.freeSlot();
     }
-    this.start(slot, pkt, s);
+    this.start(slot, pkt, s, false);
+  }
+
+  /** A slot with nothing pending; when all are taken, the oldest-evicted in turn is flushed and reused. */
+  private freeSlot(): number {
+    const slot = this.items.findIndex((it) => it === undefined || it.segments === 0);
+    if (slot >= 0) return slot;
+    const victim = this.evict;
+    this.evict = (this.evict + 1) % this.items.length;
+    this.flushItem(this.items[victim]!);
+    return victim;
   }
 
   /** Write everything held. */
@@ -214,19 +279,21 @@ export class TcpCoalescer {
   }
 
   private canAppend(it: Item, pkt: Uint8Array, s: TcpShape): boolean {
-    if (it.closed || it.segments >= MaxSegments || s.payload > it.gsoSize || it.len + s.payload > MaxSuperPacket) return false;
+    if (it.ack || it.closed || it.segments >= MaxSegments || s.payload > it.gsoSize || it.len + s.payload > MaxSuperPacket) return false;
     if (s.tcpHl !== it.shape.tcpHl || be32(pkt, s.ipHl + 4) !== it.nextSeq) return false;
     return sameHeaders(it.buf.subarray(VirtioNetHdrLen), pkt, s);
   }
 
-  private start(slot: number, pkt: Uint8Array, s: TcpShape): void {
-    const it = (this.items[slot] ??= { buf: new Uint8Array(VirtioNetHdrLen + MaxSuperPacket), len: 0, shape: s, gsoSize: 0, nextSeq: 0, segments: 0, closed: false, psh: false });
+  /** Hold `pkt` in `slot`: the first segment of a super-packet, or (`ack`) a pure ACK that a newer one may replace. */
+  private start(slot: number, pkt: Uint8Array, s: TcpShape, ack: boolean): void {
+    const it = (this.items[slot] ??= { buf: new Uint8Array(VirtioNetHdrLen + MaxSuperPacket), len: 0, shape: s, gsoSize: 0, nextSeq: 0, segments: 0, closed: false, psh: false, ack: false });
     it.buf.set(pkt, VirtioNetHdrLen);
     it.len = pkt.length;
     it.shape = s;
     it.gsoSize = s.payload;
     it.nextSeq = (be32(pkt, s.ipHl + 4) + s.payload) >>> 0;
     it.segments = 1;
+    it.ack = ack;
     it.psh = (pkt[s.ipHl + 13]! & PSH) !== 0;
     it.closed = it.psh;
   }

@@ -323,6 +323,112 @@ describe('TcpCoalescer and segmentTcp', () => {
   });
 });
 
+const ECE = 0x40;
+const ackOf = (p: Uint8Array) => {
+  const t = p[0]! >> 4 === 6 ? 40 : 20;
+  return ((be16(p, t + 8) << 16) | be16(p, t + 10)) >>> 0;
+};
+/** NOP, NOP, timestamps (RFC 7323 3): what Linux puts on every ACK. */
+const timestamps = (tsval: number) => Uint8Array.of(1, 1, 8, 10, tsval >>> 24, (tsval >>> 16) & 0xff, (tsval >>> 8) & 0xff, tsval & 0xff, 0, 0, 0, 1);
+
+describe('TcpCoalescer ACK filtering (RFC 3449 5.2.2)', () => {
+  const pure = (ack: number, o: Partial<Seg> = {}) =>
+    tcp({ family: 4, src: 1, sport: 6000, seq: 1000, ack, options: timestamps(ack), payload: new Uint8Array(0), ...o });
+
+  it('of one burst\'s pure ACKs of a flow, only the newest is written, as it came', () => {
+    for (const family of [4, 6] as const) {
+      const acks = [100, 2_000, 65_000, 0x8000_0000, 0xffff_ff00, 0x10].map((a) => pure(a, { family })); // wraps past 2^32
+      const { c, out } = coalescer();
+      for (const p of acks) c.push(p);
+      expect(out).toHaveLength(0); // held until the end of the burst
+      c.flush();
+      expect(out.map((w) => w.pkt)).toEqual([acks.at(-1)]);
+      expect(out[0]!.hdr).toEqual(parseVirtioNetHdr(new Uint8Array(VirtioNetHdrLen)));
+      expect(c.stats.acksFiltered).toBe(acks.length - 1);
+    }
+  });
+
+  it('never filters what a sender counts or needs: duplicates, window updates, older acks, SACK, ECE, other TOS, other flows', () => {
+    const sack = Uint8Array.of(1, 1, 5, 10, 0, 0, 0, 1, 0, 0, 0, 2);
+    const cases: Array<[string, Uint8Array[]]> = [
+      ['duplicate ACKs', [pure(100), pure(100), pure(100)]],
+      ['window update', [pure(100), pure(100, { window: 9000 })]],
+      ['older ack after a newer one', [pure(300), pure(200)]],
+      ['half the sequence space ahead', [pure(0), pure(0x8000_0000)]],
+      ['SACK blocks', [pure(100), pure(200, { options: sack })]],
+      ['SACK on the older', [pure(100, { options: sack }), pure(200)]],
+      ['a malformed timestamps option', [pure(100), pure(200, { options: Uint8Array.of(8, 9, 0, 0, 0, 0, 0, 0, 0, 0, 1, 1) })]],
+      ['ECE', [pure(100), pure(200, { flags: ACK | ECE })]],
+      ['PSH', [pure(100), pure(200, { flags: ACK | PSH })]],
+      ['FIN', [pure(100), pure(200, { flags: ACK | FIN })]],
+      ['another flow', [pure(100), pure(200, { sport: 6001 })]],
+      ['another family', [pure(100), pure(200, { family: 6 })]],
+      ['another header length', [pure(100), pure(200, { options: new Uint8Array(0) })]],
+      ['data between', [pure(100), tcp({ family: 4, src: 1, sport: 6000, seq: 1000, ack: 150, payload: Uint8Array.of(1, 2, 3) }), pure(200)]],
+    ];
+    for (const [name, pkts] of cases) {
+      const { c, out } = coalescer();
+      for (const p of pkts) c.push(p);
+      c.flush();
+      expect(diff(expand(out), pkts), name).toBeUndefined();
+      expect(c.stats.acksFiltered, name).toBe(0);
+    }
+    const tos = pure(200);
+    tos[1] = 0x10;
+    tos.set([0, 0], 10);
+    tos.set(Uint8Array.of(...[internetChecksum(tos, 0, 20)].flatMap((v) => [v >>> 8, v & 0xff])), 10);
+    const { c, out } = coalescer();
+    for (const p of [pure(100), tos]) c.push(p);
+    c.flush();
+    expect(out).toHaveLength(2);
+  });
+
+  it('a random burst: per flow, what is written keeps arrival order, and each ACK left out is superseded by the next one written', () => {
+    const r = seededRandom();
+    let filtered = 0;
+    for (let iter = 0; iter < 200; iter++) {
+      const arrival: Uint8Array[] = [];
+      const acks = [0, 0, 0].map(() => r.int(2 ** 32));
+      for (let i = 0; i < 1 + r.int(40); i++) {
+        const f = r.int(3);
+        const roll = r.int(10);
+        if (roll < 6) acks[f] = (acks[f]! + r.int(3000)) >>> 0; // advances, or (0) a duplicate
+        if (roll === 6) acks[f] = (acks[f]! - 1 - r.int(500)) >>> 0; // reordered: older
+        const o: Partial<Seg> = { sport: 6000 + f, ack: acks[f]!, options: timestamps(i) };
+        if (roll === 7) o.payload = r.bytes(1 + r.int(100));
+        if (roll === 8) o.window = r.int(65536);
+        if (roll === 9) o.flags = [ACK | ECE, ACK | FIN, ACK | PSH][r.int(3)];
+        arrival.push(pure(acks[f]!, o));
+      }
+      const { c, out } = coalescer(1 + r.int(8));
+      for (const p of arrival) c.push(p);
+      c.flush();
+      const written = expand(out);
+      expect(c.stats.acksFiltered).toBe(arrival.length - written.length);
+      filtered += c.stats.acksFiltered;
+      for (const [flow, want] of byFlow(arrival)) {
+        const got = byFlow(written).get(flow) ?? [];
+        // Walk the flow's arrivals: each is written next, or left out and superseded by the next written one.
+        let g = 0;
+        for (let i = 0; i < want.length; i++) {
+          if (g < got.length && diff([got[g]!], [want[i]!]) === undefined) {
+            g++;
+            continue;
+          }
+          const next = got[g];
+          expect(next, `${flow} arrival ${i} left out with nothing after it`).toBeDefined();
+          const isPure = want[i]!.length === 20 + 32 && (want[i]![33]! === ACK);
+          expect(isPure, `${flow} arrival ${i}: only pure ACKs are left out`).toBe(true);
+          const advance = (ackOf(next!) - ackOf(want[i]!)) >>> 0;
+          expect(advance > 0 && advance < 0x8000_0000, `${flow} arrival ${i}: superseded by an older ack`).toBe(true);
+        }
+        expect(g, flow).toBe(got.length);
+      }
+    }
+    expect(filtered).toBeGreaterThan(0); // the bursts did exercise the filter
+  });
+});
+
 describe('fromVirtioFrame', () => {
   it('completes a NEEDS_CSUM checksum, passes a plain frame through, refuses UDP GSO and short frames', () => {
     const r = seededRandom();
