@@ -13,6 +13,8 @@
  *   UDP   iperf3 -u, 1392-byte datagrams (one inner MTU), at UDP_MBPS offered (default 100) and at max (-b 0):
  *         delivered Mbit/s (receiver side) and loss %;
  *   ping  PINGS (default 200) echo requests 20 ms apart, the first (handshake, ARP-free warm-up) left out: RTT p50/p99;
+ *   floors UDP and ping on the plain veth too (gVisor's netstack alone), and a kernel-to-kernel ping over wg-wg's
+ *         underlay ("native"): what each WireGuard hop adds is lattice - veth against wg-wg - native;
  *   CPU   launcher CPU-seconds per GB moved (TCP runs) next to the sending wireguard-go's and both ends'.
  *
  * Download (iperf3 -R: the peer sends, the sandbox receives), in the same rounds: lattice, veth and wg-wg, and
@@ -221,6 +223,8 @@ class Done extends Error {}
 const work = await mkdtemp(join(tmpdir(), 'lt-bench-net-'));
 let peer: WgPeer | undefined;
 const runsc = new Runsc({ root: join(work, 'runsc'), network: 'sandbox' });
+/** The same runsc for the one veth case that pings (raw sockets need --net-raw, as lattice passes for NET_RAW). */
+const runscRaw = new Runsc({ root: join(work, 'runsc'), network: 'sandbox', netRaw: true });
 const liveContainers = new Set<string>();
 
 async function cleanupNet(): Promise<void> {
@@ -330,23 +334,38 @@ try {
   }
 
   let vethSeq = 0;
-  async function vethRun(down = false): Promise<Iperf> {
+  /** `cmd` in a runsc sandbox on the plain veth (capabilities `caps` only): its stdout and exit code. */
+  async function vethExec(cmd: string[], caps: string[] = []): Promise<{ stdout: string; stderr: string; exitCode?: number }> {
     const id = `${P}-veth-${process.pid}-${vethSeq++}`;
     const bundle = join(work, 'bundles', id);
     // runsc moves the veth's address into its netstack and removes it from the link: give it back per run.
     await sh(['ip', '-n', VS, 'addr', 'replace', `${VETH_S}/30`, 'dev', `${P}-vs0`]);
     await sh(['ip', '-n', VS, 'link', 'set', `${P}-vs0`, 'up']);
-    await writeBundle(bundle, buildSpec({ args: down ? iperfDownArgs(VETH_P) : iperfArgs(VETH_P), rootfs, netnsPath: `/var/run/netns/${VS}` }));
+    await writeBundle(bundle, buildSpec({ args: cmd, rootfs, netnsPath: `/var/run/netns/${VS}`, capabilities: caps }));
     liveContainers.add(id);
-    const { child } = await runsc.run(id, bundle, { stdin: 'ignore', stdout: 'pipe', stderr: 'pipe' });
+    const { child } = await (caps.length > 0 ? runscRaw : runsc).run(id, bundle, { stdin: 'ignore', stdout: 'pipe', stderr: 'pipe' });
     let timer: NodeJS.Timeout | undefined;
-    const timedOut = new Promise<'timeout'>((res) => (timer = setTimeout(() => res('timeout'), (SECS + 60) * 1000)));
+    const timedOut = new Promise<'timeout'>((res) => (timer = setTimeout(() => res('timeout'), (3 * SECS + 60) * 1000)));
     const r = await Promise.race([child, timedOut]);
     clearTimeout(timer);
     await runsc.delete(id, { force: true }).catch(() => undefined);
     if (r === 'timeout') throw new Error('veth run timed out');
     liveContainers.delete(id);
-    return parseIperf(String(r.stdout), `veth${down ? ' down' : ''} (exit ${r.exitCode}, ${String(r.stderr).slice(-300)})`);
+    return { stdout: String(r.stdout), stderr: String(r.stderr), exitCode: r.exitCode };
+  }
+  async function vethRun(down = false): Promise<Iperf> {
+    const r = await vethExec(down ? iperfDownArgs(VETH_P) : iperfArgs(VETH_P));
+    return parseIperf(r.stdout, `veth${down ? ' down' : ''} (exit ${r.exitCode}, ${r.stderr.slice(-300)})`);
+  }
+  /** The same UDP and ping script on the plain veth: what gVisor's netstack alone costs (ping needs NET_RAW). */
+  async function vethUdpPing() {
+    const r = await vethExec(udpPingScript(VETH_P), ['CAP_NET_RAW']);
+    return parseUdpPing(r.stdout, `veth (exit ${r.exitCode}, ${r.stderr.slice(-300)})`);
+  }
+  /** Kernel to kernel over wg-wg's underlay veth (no WireGuard, no gVisor): the floor of every RTT here. */
+  async function nativePing(): Promise<number[]> {
+    const r = await execa('ip', ['netns', 'exec', WA, ...pingArgs('10.129.0.2')], { reject: false, timeout: (SECS + 60) * 1000 });
+    return parsePing(String(r.stdout), `native ping (exit ${r.exitCode})`);
   }
 
   /**
@@ -372,6 +391,8 @@ try {
   const wg: Array<Awaited<ReturnType<typeof wgRun>>> = [];
   const latUp: Array<Awaited<ReturnType<typeof latticeUdpPing>>> = [];
   const wgUp: Array<Awaited<ReturnType<typeof wgUdpPing>>> = [];
+  const vethUp: Array<Awaited<ReturnType<typeof vethUdpPing>>> = [];
+  const nativeRtts: number[][] = [];
   // Download (iperf3 -R), the same rounds: lattice with coalesced TUN writes (default) and without (TUN offload off).
   const latDown: Array<Awaited<ReturnType<typeof latticeRun>>> = [];
   const latDownPlain: Array<Awaited<ReturnType<typeof latticeRun>>> = [];
@@ -385,15 +406,19 @@ try {
     wg.push(await wgRun());
     latUp.push(await latticeUdpPing(`u${i}`));
     wgUp.push(await wgUdpPing());
+    vethUp.push(await vethUdpPing());
+    nativeRtts.push(await nativePing());
     latDown.push(await latticeRun(`d${i}`, undefined, 'auto', { down: true }));
     vethDown.push(await vethRun(true));
     latDownPlain.push(await latticeRun(`dp${i}`, undefined, 'auto', { down: true, tunOffload: 'off' }));
     wgDown.push(await wgRun(true));
-    const [l, p, v, w, lu, wu] = [lat.at(-1)!, latPlain.at(-1)!, veth.at(-1)!, wg.at(-1)!, latUp.at(-1)!, wgUp.at(-1)!];
+    const [l, p, v, w, lu, wu, vu] = [lat.at(-1)!, latPlain.at(-1)!, veth.at(-1)!, wg.at(-1)!, latUp.at(-1)!, wgUp.at(-1)!, vethUp.at(-1)!];
     console.log(`round ${i + 1}: lattice ${l.mbps.toFixed(0)} Mbit/s (retr ${l.retransmits})  lattice-dgram ${p.mbps.toFixed(0)} (retr ${p.retransmits})  ` +
       `veth ${v.mbps.toFixed(0)} (retr ${v.retransmits})  wg-wg ${w.mbps.toFixed(0)} (retr ${w.retransmits})`);
     console.log(`         udp ${UDP_MBPS}M: lattice ${udpText(lu.fixed)}, wg-wg ${udpText(wu.fixed)};  udp max: lattice ${udpText(lu.max)}, wg-wg ${udpText(wu.max)};  ` +
-      `ping p50/p99 ms: lattice ${quantile(lu.rtts, 0.5)}/${quantile(lu.rtts, 0.99)}, wg-wg ${quantile(wu.rtts, 0.5)}/${quantile(wu.rtts, 0.99)}`);
+      `veth ${udpText(vu.fixed)} / max ${udpText(vu.max)};  ping p50/p99 ms: lattice ${quantile(lu.rtts, 0.5)}/${quantile(lu.rtts, 0.99)}, ` +
+      `wg-wg ${quantile(wu.rtts, 0.5)}/${quantile(wu.rtts, 0.99)}, veth ${quantile(vu.rtts, 0.5)}/${quantile(vu.rtts, 0.99)}, ` +
+      `native ${quantile(nativeRtts.at(-1)!, 0.5)}/${quantile(nativeRtts.at(-1)!, 0.99)}`);
     const [ld, lp, vd, wd] = [latDown.at(-1)!, latDownPlain.at(-1)!, vethDown.at(-1)!, wgDown.at(-1)!];
     console.log(`         download (-R): lattice ${ld.mbps.toFixed(0)} Mbit/s (retr ${ld.retransmits})  lattice-nocoalesce ${lp.mbps.toFixed(0)} (retr ${lp.retransmits})  ` +
       `veth ${vd.mbps.toFixed(0)} (retr ${vd.retransmits})  wg-wg ${wd.mbps.toFixed(0)} (retr ${wd.retransmits})`);
@@ -442,7 +467,10 @@ try {
   const uWf = udpRow(`wg-wg   at ${UDP_MBPS} Mbit/s offered`, wgUp.map((x) => x.fixed));
   const uLm = udpRow('lattice at max (-b 0)', latUp.map((x) => x.max));
   const uWm = udpRow('wg-wg   at max (-b 0)', wgUp.map((x) => x.max));
+  const uVf = udpRow(`veth    at ${UDP_MBPS} Mbit/s offered`, vethUp.map((x) => x.fixed));
+  const uVm = udpRow('veth    at max (-b 0)', vethUp.map((x) => x.max));
   console.log(`  ratio lattice / wg-wg delivered: at ${UDP_MBPS} Mbit/s ${(uLf.mbps / uWf.mbps).toFixed(3)}, at max ${(uLm.mbps / uWm.mbps).toFixed(3)}`);
+  console.log(`  ratio lattice / veth delivered: at ${UDP_MBPS} Mbit/s ${(uLf.mbps / uVf.mbps).toFixed(3)}, at max ${(uLm.mbps / uVm.mbps).toFixed(3)}`);
   const pingRow = (name: string, runs: number[][]) => {
     const p50 = med(runs.map((r) => quantile(r, 0.5)));
     const p99 = med(runs.map((r) => quantile(r, 0.99)));
@@ -452,7 +480,12 @@ try {
   console.log(`ping RTT (busybox ping, ${PINGS} requests 20 ms apart, first left out; median over ${ROUNDS} runs of each run's quantile):`);
   const pL = pingRow('lattice', latUp.map((x) => x.rtts));
   const pW = pingRow('wg-wg', wgUp.map((x) => x.rtts));
+  const pV = pingRow('veth', vethUp.map((x) => x.rtts));
+  const pN = pingRow('native', nativeRtts);
   console.log(`  lattice - wg-wg: p50 ${(pL.p50 - pW.p50).toFixed(3)} ms, p99 ${(pL.p99 - pW.p99).toFixed(3)} ms; ratio p50 ${(pL.p50 / pW.p50).toFixed(2)}`);
+  // What the WireGuard hop adds, each over its own floor: lattice over gVisor on a veth, wg-wg over the kernels' veth.
+  console.log(`  added by the WireGuard hop, p50: lattice (lattice - veth) ${(pL.p50 - pV.p50).toFixed(3)} ms, ` +
+    `wireguard-go (wg-wg - native) ${(pW.p50 - pN.p50).toFixed(3)} ms; difference ${(pL.p50 - pV.p50 - (pW.p50 - pN.p50)).toFixed(3)} ms`);
 
   // Where the time goes, from the measured runs: CPU of the launcher (node: pump + WireGuard + UDP + TUN I/O)
   // against the whole tree (node + runsc sandbox/gofer, i.e. gVisor's netstack and the iperf3 client).

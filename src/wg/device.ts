@@ -39,6 +39,9 @@ import { runTimers, nextDeadline, timersSessionDerived, type TimerHost } from '.
 
 export { DropReason };
 
+/** Random bytes fetched at once for timer jitter: 256 draws of 2 bytes. */
+const JitterBlock = 512;
+
 export interface DeviceStats {
   dropped: Record<DropReason, number>;
   rxPackets: number;
@@ -149,12 +152,21 @@ export class Device {
       roams: 0,
     };
     const c = this.crypto;
+    // Jitter is drawn on every data packet sent after one received (timersDataSent): take the random bytes
+    // from the crypto source in blocks, not one call (and one allocation) per packet.
+    let jitterBytes: Uint8Array = new Uint8Array(0);
+    let jitterAt = 0;
     this.timerHost = {
       monotonic: () => this.clock.monotonic(),
       wall: () => this.clock.now(),
       jitter: () => {
-        const b = c.randomBytes(2);
-        return ((b[0] << 8) | b[1]) % RekeyTimeoutJitterMaxMs;
+        if (jitterAt + 2 > jitterBytes.length) {
+          jitterBytes = c.randomBytes(JitterBlock);
+          jitterAt = 0;
+        }
+        const v = (jitterBytes[jitterAt]! << 8) | jitterBytes[jitterAt + 1]!;
+        jitterAt += 2;
+        return v % RekeyTimeoutJitterMaxMs;
       },
       sendHandshakeInitiation: (p, isRetry) => sendHandshakeInitiation(this, p, isRetry),
       sendKeepalive: (p) => sendKeepalive(this, p),
