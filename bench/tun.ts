@@ -6,13 +6,17 @@
  * 10.99.0.1/24, and driven three ways:
  *   pingpong  the bench writes ICMP echo requests (1400 B) to 10.99.0.1 with a window of 64 in flight;
  *             the kernel answers out of the TUN; each reply read lets one more request go. Read + write.
+ *   pingpong1 the same with one request in flight: each wakeup finds one packet and then an empty TUN
+ *             (the shape of a latency-bound flow: what a read that ends in EAGAIN costs shows here).
  *   flood     a python3 sender inside the netns blasts 1400-byte UDP to 10.99.0.2 (routed via the TUN);
  *             the bench only reads. Kernel drops when the TUN queue (500) overflows are reported as loss.
  *   write     write-only: UDP to 10.99.0.1 with write(2) as fast as possible (kernel stack included).
  * Strategies:
- *   uvpipe-drain      src/tun/linux.ts: a dup of the fd as a libuv stream (process.binding('pipe_wrap')),
- *                     epoll on the main loop; each wakeup reads one packet into a reused buffer (onread)
- *                     and drains up to 63 more with fs.readSync
+ *   uvpipe-drain      src/tun/linux.ts as it is (virtio-net header included): a dup of the fd as a libuv
+ *                     stream (process.binding('pipe_wrap')), epoll on the main loop; each wakeup reads one
+ *                     packet into a reused buffer (onread) and drains up to 63 more with libc read (koffi)
+ *   uvpipe-drain-fs   the same drain on a plain TUN with fs.readSync (throws an Error on the final EAGAIN)
+ *   uvpipe-drain-koffi  the same drain on a plain TUN with koffi read (returns -1): the A/B of the two
  *   uvpipe            the same stream, one callback per packet (no drain)
  *   uvpipe-data       the same stream, 'data' events (64 KiB allocation per read)
  *   threadpool        fs.read loop on the blocking fd (libuv threadpool; the obvious way: the baseline)
@@ -167,19 +171,36 @@ function pollDrain(mode: 'fs' | 'koffi'): StartReader {
  * callback per packet. `onread` reads into one reused buffer; 'data' events allocate 64 KiB per read.
  * Needs the legacy process.binding('pipe_wrap'). libuv owns (and closes) a dup of the fd.
  */
-function uvpipe(mode: 'onread' | 'data'): StartReader {
+function uvpipe(mode: 'onread' | 'data' | 'drain-fs' | 'drain-koffi'): StartReader {
   return (fd, onPacket) => {
     const binding = (process as unknown as { binding(n: string): { Pipe: new (t: number) => { open(fd: number): number }; constants: { SOCKET: number } } }).binding('pipe_wrap');
     const handle = new binding.Pipe(binding.constants.SOCKET);
     handle.open(kdup(fd));
+    // The rest of a burst after libuv's one read: fs.readSync throws on the final EAGAIN, koffi's read returns -1.
+    const drain = (b: Buffer): void => {
+      for (let i = 1; i < 64; i++) {
+        let n: number;
+        if (mode === 'drain-koffi') n = Number(kread(fd, b, b.length));
+        else {
+          try {
+            n = readSync(fd, b, 0, b.length, null);
+          } catch {
+            return;
+          }
+        }
+        if (n <= 0) return;
+        onPacket(new Uint8Array(b.subarray(0, n)));
+      }
+    };
     const onread = {
       buffer: Buffer.alloc(65536),
       callback: (n: number, b: Buffer) => {
         onPacket(new Uint8Array(b.subarray(0, n)));
+        if (mode !== 'onread') drain(b);
         return true;
       },
     };
-    const sock = new Socket({ handle, readable: true, writable: false, ...(mode === 'onread' ? { onread } : {}) } as ConstructorParameters<typeof Socket>[0]);
+    const sock = new Socket({ handle, readable: true, writable: false, ...(mode === 'data' ? {} : { onread }) } as ConstructorParameters<typeof Socket>[0]);
     if (mode === 'data') sock.on('data', (b: Buffer) => onPacket(b));
     sock.on('error', () => undefined);
     return { stop: () => (sock.closed ? Promise.resolve() : new Promise<void>((r) => sock.once('close', () => r()).destroy())) };
@@ -313,7 +334,7 @@ async function makeDevice(strategy: string): Promise<Device> {
   }
   const { fd, name } = openTunFd(ifname, { mtu: 1500 });
   await plumb(name);
-  const startReader = ({ threadpool, 'koffi-async': koffiAsync, worker, 'poll-drain': pollDrain('fs'), 'poll-drain-koffi': pollDrain('koffi'), uvpipe: uvpipe('onread'), 'uvpipe-data': uvpipe('data'), 'worker-poll': workerPoll } as Record<string, StartReader>)[strategy];
+  const startReader = ({ threadpool, 'koffi-async': koffiAsync, worker, 'poll-drain': pollDrain('fs'), 'poll-drain-koffi': pollDrain('koffi'), uvpipe: uvpipe('onread'), 'uvpipe-data': uvpipe('data'), 'uvpipe-drain-fs': uvpipe('drain-fs'), 'uvpipe-drain-koffi': uvpipe('drain-koffi'), 'worker-poll': workerPoll } as Record<string, StartReader>)[strategy];
   let reader: Reader | undefined;
   return {
     fd,
@@ -341,17 +362,24 @@ interface Result {
   extra?: string;
 }
 
-async function pingpong(dev: Device): Promise<Result> {
+/** `inFlight` echo requests outstanding: 64 keeps the TUN busy; 1 makes every wakeup one reply and then an empty TUN. */
+async function pingpong(dev: Device, inFlight = 64): Promise<Result> {
   const req = icmpEcho(REMOTE, LOCAL, 8, 0x4242, 1, new Uint8Array(PKT - 28).fill(0x61));
   let replies = 0;
   let running = true;
+  // The kernel queues the reply during the write itself: with one in flight, write after the read callback
+  // (setImmediate), or the drain would find that reply at once and never see an empty TUN.
+  const next = (): void => {
+    if (running) dev.write(req);
+  };
   dev.start((p) => {
     if (p[9] !== 1 || p.length !== PKT) return;
     replies++;
-    if (running) dev.write(req);
+    if (inFlight > 1) next();
+    else setImmediate(next);
   });
   const t0 = performance.now();
-  for (let i = 0; i < 64; i++) dev.write(req);
+  for (let i = 0; i < inFlight; i++) dev.write(req);
   await sleep(SECONDS * 1000);
   running = false;
   const dt = (performance.now() - t0) / 1000;
@@ -411,8 +439,8 @@ async function main(): Promise<void> {
     return;
   }
   await createNetns(NS);
-  const strategies = (process.env.STRATS ?? 'threadpool,koffi-async,uvpipe-data,uvpipe,uvpipe-drain,poll-drain,poll-drain-koffi,worker-poll,worker').split(',');
-  const workloads: Record<string, (d: Device) => Promise<Result>> = { pingpong, flood, write: writeOnly };
+  const strategies = (process.env.STRATS ?? 'threadpool,koffi-async,uvpipe-data,uvpipe,uvpipe-drain,uvpipe-drain-fs,uvpipe-drain-koffi,poll-drain,poll-drain-koffi,worker-poll,worker').split(',');
+  const workloads: Record<string, (d: Device) => Promise<Result>> = { pingpong: (d) => pingpong(d), pingpong1: (d) => pingpong(d, 1), flood, write: writeOnly };
   // The machine is shared and noisy: strategies take turns, ROUNDS times, and the best round counts.
   const table: Record<string, Record<string, Result>> = {};
   try {
