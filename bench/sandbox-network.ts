@@ -25,7 +25,7 @@
  * Figures and ratios only; nothing here passes or fails.
  *
  * Everything lives in namespaces/links named ltbench-*; all are removed in finally. ROUNDS (3) and SECS (5).
- * ~6-7 min with the defaults (each round: 8 TCP runs and 2 UDP/ping runs, 7 of them in a fresh sandbox).
+ * ~8 min with the defaults (each round: 8 TCP runs, 3 UDP/ping runs and a native ping; 9 runs in a fresh sandbox).
  */
 import { execa, type ResultPromise } from 'execa';
 import { mkdir, mkdtemp, readFile, readdir, rm, writeFile } from 'node:fs/promises';
