@@ -18,8 +18,8 @@
  * IFF_VNET_HDR, so every read and write carries a 10-byte virtio-net header (src/tun/offload.ts).
  * Writes go through a TcpCoalescer: the in-order TCP segments of one flow written during one event-loop
  * callback (one UDP receive burst) leave as ONE GSO super-packet write (header + packet in one write), flushed
- * in a microtask at the end of the callback, as does the newest of the burst's pure ACKs of a flow (older
- * ones it supersedes are filtered and counted); everything else is written at once with a zero header. The
+ * in a microtask at the end of the callback, as do the burst's pure ACKs of a flow, less those a newer one
+ * supersedes (filtered and counted, offload.ts); everything else is written at once with a zero header. The
  * kernel is not asked for offloads on reads (no TUNSETOFFLOAD): it hands us complete MTU-size packets,
  * because runsc's own GSO never reaches a TUN as super-packets (see offload.ts); a read with a GSO header
  * anyway is segmented, one the code cannot use is dropped and counted (rxErrors).
@@ -333,7 +333,10 @@ class LinuxTunDevice implements LinuxTun {
     }
   }
 
-  /** A virtio-net header and its packet as ONE write(2): in place when they are adjacent, else through `frame`. */
+  /**
+   * A virtio-net header and its packet as ONE write(2): in place when they are adjacent (every super-packet),
+   * else copied into `frame` (a packet the coalescer passed through: one copy instead of a writev).
+   */
   private writeFrame(header: Uint8Array, packet: Uint8Array): void {
     if (this.closed) return;
     if (header[1] !== 0) this.counters.txSuperPackets++;
@@ -341,6 +344,10 @@ class LinuxTunDevice implements LinuxTun {
       return this.writeOnce(new Uint8Array(packet.buffer, header.byteOffset, header.length + packet.length));
     }
     const frame = (this.frame ??= new Uint8Array(VirtioNetHdrLen + READ_BUFFER));
+    if (header.length + packet.length > frame.length) {
+      this.counters.txErrors++; // larger than any IP packet a TUN takes: dropped, never thrown
+      return;
+    }
     frame.set(header, 0);
     frame.set(packet, header.length);
     this.writeOnce(frame.subarray(0, header.length + packet.length));

@@ -12,10 +12,14 @@
  * reaches netstack (and a host kernel stack) whole, so N decrypted segments of one flow cost one write.
  *
  *   device --> pump (policy, flows: one MTU packet at a time) --> Tun.write --> TcpCoalescer.push
- *     |-- pure ACK (no payload, flags ACK only, options NOP/EOL/timestamps only) --> held for the burst;
- *     |       a later pure ACK of the same flow that acknowledges more replaces it (filtered, counted)
- *     |-- not coalescable (not TCP/ACK data, IP options, fragments, SYN/FIN/RST/URG/ECE/CWR) --> flush the
- *     |       same flow's pending item (order within a flow is kept) --> write(zero header, packet)
+ *     |-- not TCP --> write(zero header, packet) at once
+ *     |-- TCP we do not parse (IP options, fragments, IPv6 extension headers, > 64 KiB): its flow is
+ *     |       unknown --> flush everything held (every flow's order is kept), then write it
+ *     |-- pure ACK (no payload, flags ACK only, options NOP/EOL/one timestamps) --> held for the burst;
+ *     |       when it acknowledged more than the packet before it in the burst (so it is no duplicate),
+ *     |       a later pure ACK of the flow that acknowledges more again replaces it (filtered, counted)
+ *     |-- TCP but not coalescable (SYN/FIN/RST/URG/ECE/CWR, other ACKs) --> flush the same flow's
+ *     |       pending item (order within a flow is kept) --> write(zero header, packet)
  *     `-- TCP data --> same flow pending, seq = next, same ack/window/options/IP fields, previous segments
  *             full, no PSH yet, fits 64 KiB --> append payload : flush pending, start a new item
  *   end of the burst --> flush(): one item = its packet as it came; several = one GSO super-packet with
@@ -23,11 +27,13 @@
  *
  * ACK filtering (RFC 3449 5.2.2; Linux sch_cake's ack-filter does the same in a queue): while a sandbox
  * sends, each TUN write is mostly a pure ACK from the peer, and one write costs ~6 us of kernel time here
- * (netstack's AF_PACKET delivery and wake-up). Of the pure ACKs of one flow that arrive in one burst only
- * the newest is written when each acknowledges strictly more than the one before: the newer one carries
- * everything the older one did (cumulative ack, window, timestamp echo). Duplicate ACKs (the same ack:
- * fast retransmit counts them), window-only updates, SACK or any other option, ECE/CWR and a changed
- * TOS/traffic class are never filtered; nothing is held past the end of the burst.
+ * (netstack's AF_PACKET delivery and wake-up). Of a run of pure ACKs of one flow in one burst, each
+ * acknowledging strictly more than the one before with timestamps no older, only the first and the last
+ * are written: the last carries everything the ones between did (cumulative ack, window, timestamp echo).
+ * The first is always written because it may duplicate the last ACK written before the burst (the
+ * coalescer keeps no state across bursts). Duplicate ACKs (fast retransmit counts them), window-only
+ * updates, SACK or any other option, ECE/CWR and a changed TOS/traffic class are never filtered; nothing
+ * is held past the end of the burst.
  */
 
 /** Size of struct virtio_net_hdr (no num_buffers): the TUN's default TUNSETVNETHDRSZ. */
@@ -72,6 +78,8 @@ export function writeVirtioNetHdr(b: Uint8Array, h: VirtioNetHdr): void {
 }
 
 const TCP = 6;
+const UDP = 17;
+const ICMPV6 = 58;
 const FIN = 0x01;
 const PSH = 0x08;
 const ACK = 0x10;
@@ -111,7 +119,19 @@ function tcpShape(pkt: Uint8Array): TcpShape | undefined {
   }
   const tcpHl = (pkt[ipHl + 12]! >> 4) * 4;
   if (tcpHl < 20 || ipHl + tcpHl > pkt.length) return undefined;
+  if (pkt.length > MaxSuperPacket) return undefined; // an IPv6 jumbo-sized payload: passed through, never held
   return { family: v, ipHl, tcpHl, payload: pkt.length - ipHl - tcpHl };
+}
+
+/**
+ * A packet tcpShape does not parse that may still belong to a TCP flow: IPv4 with protocol TCP (IP options,
+ * a fragment), IPv6 other than plain UDP or ICMPv6 (extension headers, a fragment), anything oversized.
+ */
+function mayBeTcp(pkt: Uint8Array): boolean {
+  const v = pkt.length > 0 ? pkt[0]! >> 4 : 0;
+  if (v === 4) return pkt.length >= 20 && pkt[9] === TCP;
+  if (v === 6) return pkt.length >= 40 && pkt[6] !== UDP && pkt[6] !== ICMPV6;
+  return false;
 }
 
 /** Same flow: addresses and ports. */
@@ -141,22 +161,40 @@ function sameHeaders(a: Uint8Array, b: Uint8Array, s: TcpShape): boolean {
   return true;
 }
 
-/** Options only NOP, end-of-list and one well-formed timestamps option: nothing a newer ACK would lose. */
-function filterableOptions(pkt: Uint8Array, s: TcpShape): boolean {
+/** ackTimestamps: options other than NOP, end-of-list and one timestamps option (or a malformed one). */
+const NotFilterable = -2;
+/** ackTimestamps: only NOP/end-of-list, no timestamps. */
+const NoTimestamps = -1;
+
+/**
+ * Whether a pure ACK's options let a newer ACK stand in for it: the offset of its one well-formed timestamps
+ * option (RFC 7323 3), NoTimestamps, or NotFilterable (SACK, anything else, a malformed or second timestamps).
+ */
+function ackTimestamps(pkt: Uint8Array, s: TcpShape): number {
   const end = s.ipHl + s.tcpHl;
+  let ts = NoTimestamps;
   for (let i = s.ipHl + 20; i < end; ) {
     const kind = pkt[i]!;
-    if (kind === OptEnd) return true;
+    if (kind === OptEnd) break;
     if (kind === OptNop) i++;
-    else if (kind === OptTimestamps && pkt[i + 1] === OptTimestampsLen && i + OptTimestampsLen <= end) i += OptTimestampsLen;
-    else return false;
+    else if (kind === OptTimestamps && ts === NoTimestamps && pkt[i + 1] === OptTimestampsLen && i + OptTimestampsLen <= end) {
+      ts = i;
+      i += OptTimestampsLen;
+    } else return NotFilterable;
   }
-  return true;
+  return ts;
+}
+
+/** `b` strictly after `a` in 32-bit sequence space (RFC 9293 3.4): 0 < b - a < 2^31. */
+function after(a: number, b: number): boolean {
+  const d = (b - a) >>> 0;
+  return d !== 0 && d < 0x80000000;
 }
 
 /**
- * Whether pure ACK `b` makes the held pure ACK `a` of the same flow redundant: the same IP service fields
- * and TCP header length, and an ack number strictly after a's (mod 2^32, RFC 9293 3.4).
+ * Whether pure ACK `b` makes `a`, the packet before it in the same flow, redundant: the same IP service fields
+ * and TCP header length, an ack number strictly after a's, and timestamps in both or in neither, b's TSval
+ * and TSecr not older than a's (RFC 7323 5.2). `a` may be a data segment (then b is no duplicate of it).
  */
 function supersedes(a: Uint8Array, b: Uint8Array, s: TcpShape): boolean {
   if (s.family === 4) {
@@ -165,9 +203,14 @@ function supersedes(a: Uint8Array, b: Uint8Array, s: TcpShape): boolean {
     for (let i = 0; i < 4; i++) if (a[i] !== b[i]) return false; // traffic class, flow label
   }
   const t = s.ipHl;
-  if (a[t + 12] !== b[t + 12]) return false;
-  const advance = (be32(b, t + 8) - be32(a, t + 8)) >>> 0;
-  return advance !== 0 && advance < 0x80000000;
+  if (a[t + 12] !== b[t + 12] || !after(be32(a, t + 8), be32(b, t + 8))) return false;
+  // Equal header lengths and families: the same offsets apply to both.
+  const ta = ackTimestamps(a, s);
+  const tb = ackTimestamps(b, s);
+  if (ta === NotFilterable || tb === NotFilterable || (ta === NoTimestamps) !== (tb === NoTimestamps)) return false;
+  if (ta === NoTimestamps) return true;
+  const notOlder = (o: number) => be32(a, ta + o) === be32(b, tb + o) || after(be32(a, ta + o), be32(b, tb + o));
+  return notOlder(2) && notOlder(6); // TSval, TSecr
 }
 
 /** One pending flow: its first packet's headers and the payloads appended so far, after a header gap. */
@@ -184,6 +227,11 @@ interface Item {
   psh: boolean;
   /** The item is one held pure ACK, not data. */
   ack: boolean;
+  /**
+   * The held ACK superseded the packet before it in this burst, so it is no duplicate and a newer ACK may
+   * replace it. The first ACK of a flow in a burst may duplicate the last one written before the burst.
+   */
+  replaceable: boolean;
 }
 
 export interface CoalescerStats {
@@ -236,9 +284,10 @@ export class TcpCoalescer {
         }
       }
     }
-    if (s !== undefined && s.payload === 0 && flags === ACK && filterableOptions(pkt, s)) {
+    if (s !== undefined && s.payload === 0 && flags === ACK && ackTimestamps(pkt, s) !== NotFilterable) {
       const held = slot >= 0 ? this.items[slot]! : undefined;
-      if (held?.ack && supersedes(held.buf.subarray(VirtioNetHdrLen, VirtioNetHdrLen + held.len), pkt, s)) {
+      const advances = held !== undefined && supersedes(held.buf.subarray(VirtioNetHdrLen, VirtioNetHdrLen + held.len), pkt, s);
+      if (held?.ack && held.replaceable && advances) {
         this.stats.acksFiltered++;
         held.buf.set(pkt, VirtioNetHdrLen);
         held.len = pkt.length;
@@ -246,10 +295,11 @@ export class TcpCoalescer {
       }
       if (held) this.flushItem(held);
       else slot = this.freeSlot();
-      return this.start(slot, pkt, s, true);
+      return this.start(slot, pkt, s, true, advances);
     }
     if (!data) {
       if (slot >= 0) this.flushItem(this.items[slot]!);
+      else if (!s && mayBeTcp(pkt)) this.flush(); // its flow is unknown: keep every flow's order
       this.emit(this.zero, pkt);
       return;
     }
@@ -285,8 +335,8 @@ export class TcpCoalescer {
   }
 
   /** Hold `pkt` in `slot`: the first segment of a super-packet, or (`ack`) a pure ACK that a newer one may replace. */
-  private start(slot: number, pkt: Uint8Array, s: TcpShape, ack: boolean): void {
-    const it = (this.items[slot] ??= { buf: new Uint8Array(VirtioNetHdrLen + MaxSuperPacket), len: 0, shape: s, gsoSize: 0, nextSeq: 0, segments: 0, closed: false, psh: false, ack: false });
+  private start(slot: number, pkt: Uint8Array, s: TcpShape, ack: boolean, replaceable = false): void {
+    const it = (this.items[slot] ??= { buf: new Uint8Array(VirtioNetHdrLen + MaxSuperPacket), len: 0, shape: s, gsoSize: 0, nextSeq: 0, segments: 0, closed: false, psh: false, ack: false, replaceable: false });
     it.buf.set(pkt, VirtioNetHdrLen);
     it.len = pkt.length;
     it.shape = s;
@@ -294,6 +344,7 @@ export class TcpCoalescer {
     it.nextSeq = (be32(pkt, s.ipHl + 4) + s.payload) >>> 0;
     it.segments = 1;
     it.ack = ack;
+    it.replaceable = replaceable;
     it.psh = (pkt[s.ipHl + 13]! & PSH) !== 0;
     it.closed = it.psh;
   }
