@@ -121,6 +121,28 @@ const koffiAsync: StartReader = (fd, onPacket) => {
 };
 
 /**
+ * Read up to `max` packets from non-blocking `fd` into `buf`, each handed on as a copy, until EAGAIN.
+ * Bounded (like libuv's 32 reads per wakeup): a reply written from onPacket can make the kernel queue the
+ * next packet at once, and an unbounded loop would starve the event loop. "fs": fs.readSync, which throws
+ * on the final EAGAIN; "koffi": libc read, which returns -1.
+ */
+function drainTun(fd: number, buf: Buffer, max: number, mode: 'fs' | 'koffi', onPacket: (p: Uint8Array) => void): void {
+  for (let i = 0; i < max; i++) {
+    let n: number;
+    if (mode === 'koffi') n = Number(kread(fd, buf, buf.length));
+    else {
+      try {
+        n = readSync(fd, buf, 0, buf.length, null);
+      } catch {
+        return; // EAGAIN: drained
+      }
+    }
+    if (n <= 0) return;
+    onPacket(new Uint8Array(buf.subarray(0, n)));
+  }
+}
+
+/**
  * koffi poll() on the libuv threadpool (napi async work), then the main thread drains up to 64 packets,
  * with fs.readSync or koffi read() (-1 on EAGAIN, no exception). Holds a threadpool thread per device.
  */
@@ -142,21 +164,7 @@ function pollDrain(mode: 'fs' | 'koffi'): StartReader {
         closeSync(ww);
         return done?.();
       }
-      // Bounded drain (like libuv's 32 reads per wakeup): a reply written from onPacket can make the
-      // kernel queue the next packet at once, and an unbounded loop would starve the event loop.
-      for (let i = 0; i < 64; i++) {
-        let n: number;
-        if (mode === 'koffi') n = Number(kread(fd, buf, buf.length));
-        else {
-          try {
-            n = readSync(fd, buf, 0, buf.length, null);
-          } catch {
-            n = -1;
-          }
-        }
-        if (n <= 0) break; // EAGAIN: drained
-        onPacket(Buffer.from(buf.subarray(0, n)));
-      }
+      drainTun(fd, buf, 64, mode, onPacket);
       loop();
     });
   loop();
@@ -176,22 +184,8 @@ function uvpipe(mode: 'onread' | 'data' | 'drain-fs' | 'drain-koffi'): StartRead
     const binding = (process as unknown as { binding(n: string): { Pipe: new (t: number) => { open(fd: number): number }; constants: { SOCKET: number } } }).binding('pipe_wrap');
     const handle = new binding.Pipe(binding.constants.SOCKET);
     handle.open(kdup(fd));
-    // The rest of a burst after libuv's one read: fs.readSync throws on the final EAGAIN, koffi's read returns -1.
-    const drain = (b: Buffer): void => {
-      for (let i = 1; i < 64; i++) {
-        let n: number;
-        if (mode === 'drain-koffi') n = Number(kread(fd, b, b.length));
-        else {
-          try {
-            n = readSync(fd, b, 0, b.length, null);
-          } catch {
-            return;
-          }
-        }
-        if (n <= 0) return;
-        onPacket(new Uint8Array(b.subarray(0, n)));
-      }
-    };
+    // The rest of a burst after libuv's one read.
+    const drain = (b: Buffer): void => drainTun(fd, b, 63, mode === 'drain-koffi' ? 'koffi' : 'fs', onPacket);
     const onread = {
       buffer: Buffer.alloc(65536),
       callback: (n: number, b: Buffer) => {
