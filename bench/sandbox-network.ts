@@ -15,7 +15,9 @@
  *   ping  PINGS (default 200) echo requests 20 ms apart, the first (handshake, ARP-free warm-up) left out: RTT p50/p99;
  *   floors UDP and ping on the plain veth too (gVisor's netstack alone), and a kernel-to-kernel ping over wg-wg's
  *         underlay ("native"): what each WireGuard hop adds is lattice - veth against wg-wg - native;
- *   CPU   launcher CPU-seconds per GB moved (TCP runs) next to the sending wireguard-go's and both ends'.
+ *   CPU   launcher CPU-seconds per GB moved (TCP runs) next to the sending wireguard-go's and both ends'; and the
+ *         whole machine's CPU in each TCP transfer's window (bench/support/cpu.ts): per GB, with and without the
+ *         launcher, which bounds the ratio any launcher could reach on this machine.
  *
  * Download (iperf3 -R: the peer sends, the sandbox receives), in the same rounds: lattice, veth and wg-wg, and
  * lattice once more with LATTICE_TUN_OFFLOAD=off (no virtio-net header: one TUN write per decrypted segment,
@@ -37,6 +39,7 @@ import { Runsc } from '../src/runsc/client.js';
 import { REPO, CLI } from '../e2e/support/env.js';
 import { startWgPeer, genKeypair, waitFor, type WgPeer } from '../e2e/support/wgpeer.js';
 import { addIperf3 } from './support/iperf.js';
+import { firstChild, processTicks, sampleTransfer, type TransferCpu } from './support/cpu.js';
 
 const ROUNDS = Number(process.env.ROUNDS ?? 3);
 const SECS = Number(process.env.SECS ?? 5);
@@ -138,14 +141,8 @@ function parseUdpPing(out: string, what: string): { fixed: IperfUdp; max: IperfU
   return { fixed: parseIperfUdp(a, `${what} udp ${UDP_MBPS}M`), max: parseIperfUdp(b, `${what} udp max`), rtts: parsePing(c, `${what} ping`) };
 }
 
-/** /proc/PID/stat utime+stime in seconds (100 Hz ticks). */
-async function procCpu(pid: number | undefined): Promise<number> {
-  if (!pid) return 0;
-  const s = await readFile(`/proc/${pid}/stat`, 'utf8').catch(() => '');
-  const f = s.slice(s.lastIndexOf(')') + 2).split(' ');
-  return (Number(f[11] ?? 0) + Number(f[12] ?? 0)) / 100;
-}
-
+/** /proc/PID/stat utime+stime in seconds (USER_HZ ticks); 0 when it is gone. */
+const procCpu = async (pid: number | undefined): Promise<number> => ((await processTicks(pid)) ?? 0) / 100;
 
 interface CpuProfile {
   nodes: Array<{ id: number; children?: number[]; callFrame: { functionName: string; url: string; lineNumber: number } }>;
@@ -245,7 +242,7 @@ try {
     prefix: P, dir: work, sandboxPublicKey: keys.publicKey, sandboxPort: SANDBOX_PORT, sandboxAllowedIPs: `${SANDBOX_IP}/32`,
     overlay: PEER_IP, hostAddr: '10.126.0.1', peerAddr: '10.126.0.2', httpPorts: [],
   });
-  spawnKeep(['ip', 'netns', 'exec', peer.netns, 'iperf3', '-s', '-B', PEER_IP]);
+  const peerIperf = spawnKeep(['ip', 'netns', 'exec', peer.netns, 'iperf3', '-s', '-B', PEER_IP]);
   const wgConf = join(work, 'wg.conf');
   await writeFile(wgConf,
     `[Interface]\nPrivateKey = ${keys.privateKey}\nAddress = ${SANDBOX_IP}/32\nListenPort = ${SANDBOX_PORT}\nMTU = ${MTU}\n\n` +
@@ -269,7 +266,7 @@ try {
   await sh(['ip', '-n', VS, 'addr', 'add', `${VETH_S}/30`, 'dev', `${P}-vs0`]);
   await sh(['ip', '-n', VP, 'addr', 'add', `${VETH_P}/30`, 'dev', `${P}-vp0`]);
   for (const [ns, dev] of [[VS, `${P}-vs0`], [VP, `${P}-vp0`], [VS, 'lo'], [VP, 'lo']] as const) await sh(['ip', '-n', ns, 'link', 'set', dev, 'up']);
-  spawnKeep(['ip', 'netns', 'exec', VP, 'iperf3', '-s', '-B', VETH_P]);
+  const vethIperf = spawnKeep(['ip', 'netns', 'exec', VP, 'iperf3', '-s', '-B', VETH_P]);
 
   // --- wireguard-go <-> wireguard-go over a veth between two netns (same layout as lattice <-> peer).
   await sh(['ip', 'netns', 'add', WA]);
@@ -304,7 +301,7 @@ try {
     'import fs from "node:fs"; process.on("exit", () => { if (process.env.LT_CPU_OUT) fs.writeFileSync(process.env.LT_CPU_OUT, JSON.stringify(process.cpuUsage())); });');
 
   /** One lattice run: iperf3 in the sandbox. Returns throughput, launcher CPU (s) and the whole tree's CPU (s). */
-  async function latticeRun(tag: string, profileDir?: string, udpOffload = 'auto', o: { down?: boolean; tunOffload?: 'on' | 'off' } = {}): Promise<Iperf & { wall: number; nodeCpu: number; treeCpu: number }> {
+  async function latticeRun(tag: string, profileDir?: string, udpOffload = 'auto', o: { down?: boolean; tunOffload?: 'on' | 'off' } = {}): Promise<Iperf & { wall: number; nodeCpu: number; treeCpu: number; transfer: TransferCpu }> {
     const r = await latticeExec(tag, o.down ? iperfDownArgs(PEER_IP) : iperfArgs(PEER_IP), { profileDir, udpOffload, tunOffload: o.tunOffload });
     return { ...parseIperf(r.stdout, `lattice ${tag} (exit ${r.exitCode}, ${r.stderr.slice(-300)})`), ...r };
   }
@@ -317,14 +314,18 @@ try {
     const nodeArgs = ['--import', cpuHook, ...(profileDir ? ['--cpu-prof', '--cpu-prof-dir', profileDir] : []), CLI, '--state-dir', state];
     const t = performance.now();
     // /usr/bin/time reports the rusage of node and everything it waited for: runsc, its sandbox and gofer.
-    const r = await execa('/usr/bin/time', ['-f', '%U %S', '-o', timeOut, process.execPath, ...nodeArgs,
+    const sub = execa('/usr/bin/time', ['-f', '%U %S', '-o', timeOut, process.execPath, ...nodeArgs,
       'sandbox', 'run', '--rootfs', rootfs, '--wg-config', wgConf, '--policy', policyFile, '--audit-log', join(work, 'audit.ndjson'),
       ...(o.capAdd ?? []).flatMap((c) => ['--cap-add', c]),
       '--', ...cmd], { reject: false, timeout: (3 * SECS + 60) * 1000, env: { LT_CPU_OUT: cpuOut, LATTICE_UDP_OFFLOAD: udpOffload, LATTICE_TUN_OFFLOAD: tunOffload } });
+    // The launcher is the node under /usr/bin/time; the transfer crosses the peer's netns.
+    const stopSampling = sampleTransfer(peerIperf.pid!, () => firstChild(sub.pid));
+    const r = await sub;
+    const transfer = await stopSampling();
     const wall = (performance.now() - t) / 1000;
     const cpu = JSON.parse(await readFile(cpuOut, 'utf8').catch(() => '{"user":NaN,"system":NaN}')) as { user: number; system: number };
     const tree = (await readFile(timeOut, 'utf8')).trim().split('\n').at(-1)!.split(' ').map(Number);
-    return { stdout: String(r.stdout), stderr: String(r.stderr), exitCode: r.exitCode, wall, nodeCpu: (cpu.user + cpu.system) / 1e6, treeCpu: tree[0]! + tree[1]! };
+    return { stdout: String(r.stdout), stderr: String(r.stderr), exitCode: r.exitCode, wall, nodeCpu: (cpu.user + cpu.system) / 1e6, treeCpu: tree[0]! + tree[1]!, transfer };
   }
 
   /** UDP at UDP_MBPS and at max, then ping, in one sandbox (ping needs NET_RAW inside it). */
@@ -335,7 +336,7 @@ try {
 
   let vethSeq = 0;
   /** `cmd` in a runsc sandbox on the plain veth (capabilities `caps` only): its stdout and exit code. */
-  async function vethExec(cmd: string[], caps: string[] = []): Promise<{ stdout: string; stderr: string; exitCode?: number }> {
+  async function vethExec(cmd: string[], caps: string[] = []): Promise<{ stdout: string; stderr: string; exitCode?: number; transfer: TransferCpu }> {
     const id = `${P}-veth-${process.pid}-${vethSeq++}`;
     const bundle = join(work, 'bundles', id);
     // runsc moves the veth's address into its netstack and removes it from the link: give it back per run.
@@ -346,16 +347,18 @@ try {
     const { child } = await (caps.length > 0 ? runscRaw : runsc).run(id, bundle, { stdin: 'ignore', stdout: 'pipe', stderr: 'pipe' });
     let timer: NodeJS.Timeout | undefined;
     const timedOut = new Promise<'timeout'>((res) => (timer = setTimeout(() => res('timeout'), (3 * SECS + 60) * 1000)));
+    const stopSampling = sampleTransfer(vethIperf.pid!);
     const r = await Promise.race([child, timedOut]);
+    const transfer = await stopSampling();
     clearTimeout(timer);
     await runsc.delete(id, { force: true }).catch(() => undefined);
     if (r === 'timeout') throw new Error('veth run timed out');
     liveContainers.delete(id);
-    return { stdout: String(r.stdout), stderr: String(r.stderr), exitCode: r.exitCode };
+    return { stdout: String(r.stdout), stderr: String(r.stderr), exitCode: r.exitCode, transfer };
   }
-  async function vethRun(down = false): Promise<Iperf> {
+  async function vethRun(down = false): Promise<Iperf & { transfer: TransferCpu }> {
     const r = await vethExec(down ? iperfDownArgs(VETH_P) : iperfArgs(VETH_P));
-    return parseIperf(r.stdout, `veth${down ? ' down' : ''} (exit ${r.exitCode}, ${r.stderr.slice(-300)})`);
+    return { ...parseIperf(r.stdout, `veth${down ? ' down' : ''} (exit ${r.exitCode}, ${r.stderr.slice(-300)})`), transfer: r.transfer };
   }
   /** The same UDP and ping script on the plain veth: what gVisor's netstack alone costs (ping needs NET_RAW). */
   async function vethUdpPing() {
@@ -372,11 +375,13 @@ try {
    * wg-wg TCP: throughput, and CPU (s) of the sending wireguard-go and of both. The iperf3 client runs in A:
    * upload, A sends; `down` (iperf3 -R), B sends and A receives (A is then the like of the launcher).
    */
-  async function wgRun(down = false): Promise<Iperf & { wgCpu: number; wgSendCpu: number; wgRecvCpu: number }> {
+  async function wgRun(down = false): Promise<Iperf & { wgCpu: number; wgSendCpu: number; wgRecvCpu: number; transfer: TransferCpu }> {
     const [a0, b0] = [await procCpu(wgA.pid), await procCpu(wgB.pid)];
+    const stopSampling = sampleTransfer(wgB.pid!, async () => (down ? wgB.pid : wgA.pid));
     const r = await execa('ip', ['netns', 'exec', WA, ...(down ? iperfDownArgs(WG_B_IP) : iperfArgs(WG_B_IP))], { reject: false, timeout: (SECS + 30) * 1000 });
+    const transfer = await stopSampling();
     const [a, b] = [(await procCpu(wgA.pid)) - a0, (await procCpu(wgB.pid)) - b0];
-    return { ...parseIperf(String(r.stdout), `wg-wg${down ? ' down' : ''} (exit ${r.exitCode})`), wgCpu: a + b, wgSendCpu: down ? b : a, wgRecvCpu: down ? a : b };
+    return { ...parseIperf(String(r.stdout), `wg-wg${down ? ' down' : ''} (exit ${r.exitCode})`), wgCpu: a + b, wgSendCpu: down ? b : a, wgRecvCpu: down ? a : b, transfer };
   }
 
   /** wg-wg: the same UDP and ping script as latticeUdpPing, from A's netns to B over wireguard-go. */
@@ -387,7 +392,7 @@ try {
 
   const lat: Array<Awaited<ReturnType<typeof latticeRun>>> = [];
   const latPlain: Array<Awaited<ReturnType<typeof latticeRun>>> = [];
-  const veth: Iperf[] = [];
+  const veth: Array<Awaited<ReturnType<typeof vethRun>>> = [];
   const wg: Array<Awaited<ReturnType<typeof wgRun>>> = [];
   const latUp: Array<Awaited<ReturnType<typeof latticeUdpPing>>> = [];
   const wgUp: Array<Awaited<ReturnType<typeof wgUdpPing>>> = [];
@@ -396,7 +401,7 @@ try {
   // Download (iperf3 -R), the same rounds: lattice with coalesced TUN writes (default) and without (TUN offload off).
   const latDown: Array<Awaited<ReturnType<typeof latticeRun>>> = [];
   const latDownPlain: Array<Awaited<ReturnType<typeof latticeRun>>> = [];
-  const vethDown: Iperf[] = [];
+  const vethDown: Array<Awaited<ReturnType<typeof vethRun>>> = [];
   const wgDown: Array<Awaited<ReturnType<typeof wgRun>>> = [];
   const udpText = (x: IperfUdp) => `${x.mbps.toFixed(0)} Mbit/s ${x.lossPct.toFixed(1)}% lost`;
   for (let i = 0; i < ROUNDS; i++) {
@@ -520,6 +525,34 @@ try {
   console.log(`  download CPU-s per GB, medians: launcher ${cLd.toFixed(1)} (no coalescing ${cPd.toFixed(1)}); receiving wireguard-go ${cWr.toFixed(1)}, ` +
     `both ends ${med(wgDown.map((w) => perGb(w.wgCpu, w.mbps))).toFixed(1)}`);
   console.log(`  ratio download launcher / receiving wireguard-go ${(cLd / cWr).toFixed(2)}   (no coalescing ${(cPd / cWr).toFixed(2)})`);
+
+  // Machine-wide CPU in each transfer's window (bench/support/cpu.ts). On 2 shared cores every stage of a path
+  // (iperf3, gVisor, the launcher or a wireguard-go, the peer) competes for the same CPU: while the machine is
+  // the limit, a path's throughput is its total CPU-s per GB, and what the rest of lattice's path costs bounds
+  // what any launcher could reach.
+  const perGbOf = (cores: number, mbps: number) => (cores * 8000) / mbps; // cores / (GB per second)
+  const machineRow = (name: string, own: string, runs: Array<Iperf & { transfer: TransferCpu }>) => {
+    const busy = med(runs.map((r) => r.transfer.machineCores));
+    const all = med(runs.map((r) => perGbOf(r.transfer.machineCores, r.mbps)));
+    const rest = med(runs.map((r) => perGbOf(r.transfer.machineCores - r.transfer.processCores, r.mbps)));
+    const ownGb = med(runs.map((r) => perGbOf(r.transfer.processCores, r.mbps)));
+    console.log(`  ${name.padEnd(9)} busy ${busy.toFixed(2)} of ${CORES} cores; machine ${all.toFixed(1)} CPU-s per GB` +
+      (own ? `; ${own} ${ownGb.toFixed(1)}, all the rest ${rest.toFixed(1)}` : ''));
+    return { busy, all, rest };
+  };
+  console.log('');
+  console.log(`Machine CPU in the transfer window (all ${CORES} cores, samples at >= half the peak byte rate), medians, upload:`);
+  const mcL = machineRow('lattice', 'launcher', lat);
+  const mcW = machineRow('wg-wg', 'sending wireguard-go', wg);
+  machineRow('veth', '', veth);
+  console.log(`  without the launcher, lattice's upload path costs ${mcL.rest.toFixed(1)} CPU-s per GB against wg-wg's whole ${mcW.all.toFixed(1)}: ` +
+    `with the machine the limit, lattice / wg-wg <= ${(mcW.all / mcL.rest).toFixed(2)} for a launcher that cost nothing`);
+  console.log('download:');
+  const mdL = machineRow('lattice', 'launcher', latDown);
+  const mdW = machineRow('wg-wg', 'receiving wireguard-go', wgDown);
+  machineRow('veth', '', vethDown);
+  console.log(`  without the launcher, lattice's download path costs ${mdL.rest.toFixed(1)} CPU-s per GB against wg-wg's whole ${mdW.all.toFixed(1)}: ` +
+    `bound ${(mdW.all / mdL.rest).toFixed(2)}`);
 
   // One more lattice run under the V8 profiler: top self-time functions of the launcher (PROFILE=0 skips it).
   if (process.env.PROFILE === '0') throw new Done();
