@@ -20,7 +20,7 @@ import { writeBundle } from '../src/oci/bundle.js';
 import { Runsc } from '../src/runsc/client.js';
 import { REPO, CLI } from '../e2e/support/env.js';
 import { startInternet, WEB, type Internet } from '../e2e/egress/internet.js';
-import { addIperf3 } from './support/iperf.js';
+import { addIperf3, iperfArgs as iperfClientArgs, parseIperf, type Iperf } from './support/iperf.js';
 
 const ROUNDS = Number(process.env.ROUNDS ?? 1);
 const SECS = Number(process.env.SECS ?? 5);
@@ -30,20 +30,7 @@ if (process.getuid?.() !== 0) {
   process.exit(0);
 }
 
-interface Iperf {
-  mbps: number;
-  retransmits: number;
-}
-
-function parseIperf(out: string, what: string): Iperf {
-  const start = out.indexOf('{');
-  if (start < 0) throw new Error(`${what}: no iperf3 JSON in output: ${out.slice(0, 400)}`);
-  const j = JSON.parse(out.slice(start)) as { error?: string; end?: { sum_received?: { bits_per_second: number }; sum_sent?: { retransmits?: number } } };
-  if (j.error || !j.end?.sum_received) throw new Error(`${what}: iperf3 failed: ${j.error ?? 'no summary'}`);
-  return { mbps: j.end.sum_received.bits_per_second / 1e6, retransmits: j.end.sum_sent?.retransmits ?? 0 };
-}
-
-const iperfArgs = (server: string) => ['iperf3', '-c', server, '-t', String(SECS), '-J', '--connect-timeout', '5000'];
+const iperfArgs = (server: string) => iperfClientArgs(server, SECS);
 
 
 const sfx = randomBytes(3).toString('hex');

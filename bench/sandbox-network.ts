@@ -38,7 +38,7 @@ import { writeBundle } from '../src/oci/bundle.js';
 import { Runsc } from '../src/runsc/client.js';
 import { REPO, CLI } from '../e2e/support/env.js';
 import { startWgPeer, genKeypair, waitFor, type WgPeer } from '../e2e/support/wgpeer.js';
-import { addIperf3 } from './support/iperf.js';
+import { addIperf3, iperfArgs as iperfClientArgs, parseIperf, type Iperf } from './support/iperf.js';
 import { firstChild, processTicks, sampleTransfer, type TransferCpu } from './support/cpu.js';
 
 const ROUNDS = Number(process.env.ROUNDS ?? 3);
@@ -80,21 +80,7 @@ const spawnKeep = (cmd: string[], env?: Record<string, string>): { pid: number |
   return { pid: c.pid };
 };
 
-interface Iperf {
-  mbps: number;
-  retransmits: number;
-}
-
-/** iperf3 -J client output: the receiver's figure (what actually arrived), and the sender's retransmits. */
-function parseIperf(out: string, what: string): Iperf {
-  const start = out.indexOf('{');
-  if (start < 0) throw new Error(`${what}: no iperf3 JSON in output: ${out.slice(0, 400)}`);
-  const j = JSON.parse(out.slice(start)) as { error?: string; end?: { sum_received?: { bits_per_second: number }; sum_sent?: { retransmits?: number } } };
-  if (j.error || !j.end?.sum_received) throw new Error(`${what}: iperf3 failed: ${j.error ?? 'no summary'}`);
-  return { mbps: j.end.sum_received.bits_per_second / 1e6, retransmits: j.end.sum_sent?.retransmits ?? 0 };
-}
-
-const iperfArgs = (server: string) => ['iperf3', '-c', server, '-t', String(SECS), '-J', '--connect-timeout', '5000'];
+const iperfArgs = (server: string) => iperfClientArgs(server, SECS);
 /** The download direction: iperf3 -R, the server (peer) sends and the client (sandbox / A) receives. */
 const iperfDownArgs = (server: string) => [...iperfArgs(server), '-R'];
 /** iperf3 -u at `mbps` offered (0: as fast as it can send). */
