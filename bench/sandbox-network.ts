@@ -298,14 +298,16 @@ try {
     const cpuOut = join(work, `cpu-${tag}.json`);
     const timeOut = join(work, `time-${tag}.txt`);
     const nodeArgs = ['--import', cpuHook, ...(profileDir ? ['--cpu-prof', '--cpu-prof-dir', profileDir] : []), CLI, '--state-dir', state];
+    // The launcher is the node under /usr/bin/time (spawned just below); the transfer crosses the peer's netns.
+    const time: { pid?: number } = {};
+    const stopSampling = await sampleTransfer(peerIperf.pid!, () => firstChild(time.pid));
     const t = performance.now();
     // /usr/bin/time reports the rusage of node and everything it waited for: runsc, its sandbox and gofer.
     const sub = execa('/usr/bin/time', ['-f', '%U %S', '-o', timeOut, process.execPath, ...nodeArgs,
       'sandbox', 'run', '--rootfs', rootfs, '--wg-config', wgConf, '--policy', policyFile, '--audit-log', join(work, 'audit.ndjson'),
       ...(o.capAdd ?? []).flatMap((c) => ['--cap-add', c]),
       '--', ...cmd], { reject: false, timeout: (3 * SECS + 60) * 1000, env: { LT_CPU_OUT: cpuOut, LATTICE_UDP_OFFLOAD: udpOffload, LATTICE_TUN_OFFLOAD: tunOffload } });
-    // The launcher is the node under /usr/bin/time; the transfer crosses the peer's netns.
-    const stopSampling = sampleTransfer(peerIperf.pid!, () => firstChild(sub.pid));
+    time.pid = sub.pid;
     const r = await sub;
     const transfer = await stopSampling();
     const wall = (performance.now() - t) / 1000;
@@ -330,10 +332,10 @@ try {
     await sh(['ip', '-n', VS, 'link', 'set', `${P}-vs0`, 'up']);
     await writeBundle(bundle, buildSpec({ args: cmd, rootfs, netnsPath: `/var/run/netns/${VS}`, capabilities: caps }));
     liveContainers.add(id);
+    const stopSampling = await sampleTransfer(vethIperf.pid!);
     const { child } = await (caps.length > 0 ? runscRaw : runsc).run(id, bundle, { stdin: 'ignore', stdout: 'pipe', stderr: 'pipe' });
     let timer: NodeJS.Timeout | undefined;
     const timedOut = new Promise<'timeout'>((res) => (timer = setTimeout(() => res('timeout'), (3 * SECS + 60) * 1000)));
-    const stopSampling = sampleTransfer(vethIperf.pid!);
     const r = await Promise.race([child, timedOut]);
     const transfer = await stopSampling();
     clearTimeout(timer);
@@ -363,7 +365,8 @@ try {
    */
   async function wgRun(down = false): Promise<Iperf & { wgCpu: number; wgSendCpu: number; wgRecvCpu: number; transfer: TransferCpu }> {
     const [a0, b0] = [await procCpu(wgA.pid), await procCpu(wgB.pid)];
-    const stopSampling = sampleTransfer(wgB.pid!, async () => (down ? wgB.pid : wgA.pid));
+    // A plays the launcher's part: it sends the upload and receives the download.
+    const stopSampling = await sampleTransfer(wgB.pid!, async () => wgA.pid);
     const r = await execa('ip', ['netns', 'exec', WA, ...(down ? iperfDownArgs(WG_B_IP) : iperfArgs(WG_B_IP))], { reject: false, timeout: (SECS + 30) * 1000 });
     const transfer = await stopSampling();
     const [a, b] = [(await procCpu(wgA.pid)) - a0, (await procCpu(wgB.pid)) - b0];
@@ -513,32 +516,34 @@ try {
   console.log(`  ratio download launcher / receiving wireguard-go ${(cLd / cWr).toFixed(2)}   (no coalescing ${(cPd / cWr).toFixed(2)})`);
 
   // Machine-wide CPU in each transfer's window (bench/support/cpu.ts). On 2 shared cores every stage of a path
-  // (iperf3, gVisor, the launcher or a wireguard-go, the peer) competes for the same CPU: while the machine is
-  // the limit, a path's throughput is its total CPU-s per GB, and what the rest of lattice's path costs bounds
-  // what any launcher could reach.
-  const perGbOf = (cores: number, mbps: number) => (cores * 8000) / mbps; // cores / (GB per second)
+  // (iperf3, gVisor or the kernel, the launcher or a wireguard-go, the peer) competes for the same CPU. Per GB of
+  // the window (its share of the run's bytes x iperf3's GB); "net" leaves out the background the machine had in
+  // the second before the run (other tenants, idle helpers), "rest" also the launcher (or A's wireguard-go).
   const machineRow = (name: string, own: string, runs: Array<Iperf & { transfer: TransferCpu }>) => {
-    const busy = med(runs.map((r) => r.transfer.machineCores));
-    const all = med(runs.map((r) => perGbOf(r.transfer.machineCores, r.mbps)));
-    const rest = med(runs.map((r) => perGbOf(r.transfer.machineCores - r.transfer.processCores, r.mbps)));
-    const ownGb = med(runs.map((r) => perGbOf(r.transfer.processCores, r.mbps)));
-    console.log(`  ${name.padEnd(9)} busy ${busy.toFixed(2)} of ${CORES} cores; machine ${all.toFixed(1)} CPU-s per GB` +
-      (own ? `; ${own} ${ownGb.toFixed(1)}, all the rest ${rest.toFixed(1)}` : ''));
-    return { busy, all, rest };
+    const perGb = (f: (t: TransferCpu) => number) =>
+      med(runs.map((r) => f(r.transfer) / (r.transfer.byteShare * ((r.mbps * SECS) / 8000))).filter(Number.isFinite));
+    const busy = med(runs.map((r) => r.transfer.machineCpu / r.transfer.seconds).filter(Number.isFinite));
+    const bg = med(runs.map((r) => r.transfer.backgroundCores));
+    const net = perGb((t) => t.machineCpu - t.backgroundCores * t.seconds);
+    const ownGb = perGb((t) => t.processCpu);
+    const rest = perGb((t) => t.machineCpu - t.backgroundCores * t.seconds - t.processCpu);
+    console.log(`  ${name.padEnd(9)} busy ${busy.toFixed(2)} of ${CORES} cores (background before it ${bg.toFixed(2)}); ` +
+      `net ${net.toFixed(1)} CPU-s per GB` + (own ? `: ${own} ${ownGb.toFixed(1)}, all the rest ${rest.toFixed(1)}` : ''));
+    return { net, rest, own: ownGb };
   };
   console.log('');
-  console.log(`Machine CPU in the transfer window (all ${CORES} cores, samples at >= half the peak byte rate), medians, upload:`);
+  console.log(`Machine CPU in the transfer window (all ${CORES} cores, samples at >= half the peak byte rate), medians; upload:`);
   const mcL = machineRow('lattice', 'launcher', lat);
   const mcW = machineRow('wg-wg', 'sending wireguard-go', wg);
   machineRow('veth', '', veth);
-  console.log(`  without the launcher, lattice's upload path costs ${mcL.rest.toFixed(1)} CPU-s per GB against wg-wg's whole ${mcW.all.toFixed(1)}: ` +
-    `with the machine the limit, lattice / wg-wg <= ${(mcW.all / mcL.rest).toFixed(2)} for a launcher that cost nothing`);
+  console.log(`  in the window: launcher / sending wireguard-go ${(mcL.own / mcW.own).toFixed(2)}; lattice's path without the launcher ` +
+    `${mcL.rest.toFixed(1)} CPU-s per GB against wg-wg's whole path ${mcW.net.toFixed(1)}: an estimate, if CPU were the only limit and ` +
+    `the rest cost the same per GB at any rate, of what a launcher that cost nothing could reach: lattice / wg-wg ${(mcW.net / mcL.rest).toFixed(2)}`);
   console.log('download:');
   const mdL = machineRow('lattice', 'launcher', latDown);
   const mdW = machineRow('wg-wg', 'receiving wireguard-go', wgDown);
   machineRow('veth', '', vethDown);
-  console.log(`  without the launcher, lattice's download path costs ${mdL.rest.toFixed(1)} CPU-s per GB against wg-wg's whole ${mdW.all.toFixed(1)}: ` +
-    `bound ${(mdW.all / mdL.rest).toFixed(2)}`);
+  console.log(`  in the window: launcher / receiving wireguard-go ${(mdL.own / mdW.own).toFixed(2)}; the same estimate ${(mdW.net / mdL.rest).toFixed(2)}`);
 
   // One more lattice run under the V8 profiler: top self-time functions of the launcher (PROFILE=0 skips it).
   if (process.env.PROFILE === '0') throw new Done();
