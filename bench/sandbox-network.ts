@@ -16,8 +16,9 @@
  *   floors UDP and ping on the plain veth too (gVisor's netstack alone), and a kernel-to-kernel ping over wg-wg's
  *         underlay ("native"): what each WireGuard hop adds is lattice - veth against wg-wg - native;
  *   CPU   launcher CPU-seconds per GB moved (TCP runs) next to the sending wireguard-go's and both ends'; and the
- *         whole machine's CPU in each TCP transfer's window (bench/support/cpu.ts): per GB, with and without the
- *         launcher, which bounds the ratio any launcher could reach on this machine.
+ *         whole machine's CPU in each TCP transfer's window (bench/support/cpu.ts): per GB, less the background
+ *         load, with and without the launcher, and from that an estimate of what a launcher that cost nothing
+ *         could reach on this machine (if CPU were the only limit).
  *
  * Download (iperf3 -R: the peer sends, the sandbox receives), in the same rounds: lattice, veth and wg-wg, and
  * lattice once more with LATTICE_TUN_OFFLOAD=off (no virtio-net header: one TUN write per decrypted segment,
