@@ -195,8 +195,9 @@ function after(a: number, b: number): boolean {
  * Whether pure ACK `b` makes `a`, the packet before it in the same flow, redundant: the same IP service fields
  * and TCP header length, an ack number strictly after a's, and timestamps in both or in neither, b's TSval
  * and TSecr not older than a's (RFC 7323 5.2). `a` may be a data segment (then b is no duplicate of it).
+ * `tb` is ackTimestamps(b), which the caller has already parsed.
  */
-function supersedes(a: Uint8Array, b: Uint8Array, s: TcpShape): boolean {
+function supersedes(a: Uint8Array, b: Uint8Array, s: TcpShape, tb: number): boolean {
   if (s.family === 4) {
     if (a[1] !== b[1]) return false; // TOS/ECN
   } else {
@@ -206,7 +207,6 @@ function supersedes(a: Uint8Array, b: Uint8Array, s: TcpShape): boolean {
   if (a[t + 12] !== b[t + 12] || !after(be32(a, t + 8), be32(b, t + 8))) return false;
   // Equal header lengths and families: the same offsets apply to both.
   const ta = ackTimestamps(a, s);
-  const tb = ackTimestamps(b, s);
   if (ta === NotFilterable || tb === NotFilterable || (ta === NoTimestamps) !== (tb === NoTimestamps)) return false;
   if (ta === NoTimestamps) return true;
   const notOlder = (o: number) => be32(a, ta + o) === be32(b, tb + o) || after(be32(a, ta + o), be32(b, tb + o));
@@ -284,9 +284,10 @@ export class TcpCoalescer {
         }
       }
     }
-    if (s !== undefined && s.payload === 0 && flags === ACK && ackTimestamps(pkt, s) !== NotFilterable) {
+    const ts = s !== undefined && s.payload === 0 && flags === ACK ? ackTimestamps(pkt, s) : NotFilterable;
+    if (s !== undefined && ts !== NotFilterable) {
       const held = slot >= 0 ? this.items[slot]! : undefined;
-      const advances = held !== undefined && supersedes(held.buf.subarray(VirtioNetHdrLen, VirtioNetHdrLen + held.len), pkt, s);
+      const advances = held !== undefined && supersedes(held.buf.subarray(VirtioNetHdrLen, VirtioNetHdrLen + held.len), pkt, s, ts);
       if (held?.ack && held.replaceable && advances) {
         this.stats.acksFiltered++;
         held.buf.set(pkt, VirtioNetHdrLen);
